@@ -1,0 +1,92 @@
+"""
+C{kezchat-admin}: operator commands that are not part of the running server.
+
+    kezchat-admin nats-keys --out DIR
+
+creates the two NATS keys a deployment needs (SPEC §4): C{issuer.seed},
+the account key that signs authorization responses, and C{callout.seed},
+the user key the chat-server logs in to NATS with. It prints their public
+halves as the environment assignments C{deploy/nats.conf} reads.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+from pathlib import Path
+
+from twisted.python import usage
+
+from kezchat.natsbridge.keys import ACCOUNT, USER, NKey, write_seed_file
+
+ISSUER_FILE = "issuer.seed"
+CALLOUT_FILE = "callout.seed"
+
+
+class NatsKeysOptions(usage.Options):
+    synopsis = "--out DIR"
+    longdesc = (
+        "Create issuer.seed (account seed) and callout.seed (user seed) in DIR,"
+        " mode 0600, and print KEZ_CALLOUT_ISSUER=... and KEZ_CALLOUT_USER=..."
+        " for nats.conf. Existing files are never overwritten."
+    )
+    optParameters = [
+        ["out", "o", None, "Directory to write the seed files to (created if absent)."]
+    ]
+
+    def postOptions(self) -> None:
+        if not self["out"]:
+            raise usage.UsageError("--out DIR is required")
+
+
+class AdminOptions(usage.Options):
+    synopsis = "kezchat-admin <command> [options]"
+    longdesc = "Operator commands for a kezchat deployment."
+    subCommands = [
+        ["nats-keys", None, NatsKeysOptions, "Create the NATS issuer and callout keys."],
+    ]
+
+    def postOptions(self) -> None:
+        if self.subCommand is None:
+            raise usage.UsageError("a command is required")
+
+
+def nats_keys(out: str | os.PathLike[str]) -> tuple[NKey, NKey]:
+    """
+    Write a fresh issuer and callout seed into C{out}; return the keys.
+
+    Refuses (C{FileExistsError}) when either file already exists, before
+    writing anything.
+    """
+    directory = Path(out)
+    directory.mkdir(mode=0o700, parents=True, exist_ok=True)
+    paths = directory / ISSUER_FILE, directory / CALLOUT_FILE
+    for path in paths:
+        if path.exists():
+            raise FileExistsError(f"{path} already exists; refusing to overwrite a key")
+    issuer, callout = NKey.generate(ACCOUNT), NKey.generate(USER)
+    write_seed_file(paths[0], issuer)
+    write_seed_file(paths[1], callout)
+    return issuer, callout
+
+
+def main(argv: list[str] | None = None) -> int:
+    options = AdminOptions()
+    try:
+        options.parseOptions(sys.argv[1:] if argv is None else argv)
+    except usage.UsageError as e:
+        print(f"{options}\nkezchat-admin: {e}", file=sys.stderr)
+        return 2
+    if options.subCommand == "nats-keys":
+        try:
+            issuer, callout = nats_keys(options.subOptions["out"])
+        except OSError as e:
+            print(f"kezchat-admin: {e}", file=sys.stderr)
+            return 1
+        print(f"KEZ_CALLOUT_ISSUER={issuer.public}")
+        print(f"KEZ_CALLOUT_USER={callout.public}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,206 @@
+"""
+Configuration of the chat-server: one L{ChatConfig}, built from command-line
+flags and C{KEZ_CHAT_*} environment variables (SPEC §4).
+
+The flag and variable names are an interface operators script against
+(systemd units, compose files), so they live in one table here.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from ipaddress import ip_network
+from typing import Any
+
+from twisted.python import usage
+
+from kezchat.identity.handles import SERVER_RE
+
+
+@dataclass(frozen=True)
+class ChatConfig:
+    """
+    Everything C{makeService} needs. Tests and embedders build one directly.
+    """
+
+    listen: tuple[str, ...] = ("tcp:6969",)
+    db: str = "kez-chat.db"
+    server: str = "kez.lat"
+    public_url: str | None = None
+    sig_server_url: str = "http://localhost:7878"
+    web_dir: str | None = None
+    nats_url: str | None = None
+    nats_seed: str | None = None
+    callout_issuer_seed: str | None = None
+    retention_days: float = 30.0
+    retention_bytes: int = 256 * 1024 * 1024
+    trusted_proxies: tuple[str, ...] = ()
+    register_limit: int = 20
+    send_limit: int = 600
+    log_format: str = "text"
+    extra: Mapping[str, Any] = field(default_factory=dict)
+
+    @property
+    def base_url(self) -> str:
+        """
+        The base URL clients see, without a trailing slash.
+        """
+        return (self.public_url or f"https://{self.server}").rstrip("/")
+
+    @property
+    def sig_base_url(self) -> str:
+        return self.sig_server_url.rstrip("/")
+
+
+def _env_list(value: str) -> list[str]:
+    return value.split()
+
+
+def _positive_int(name: str, value: str) -> int:
+    try:
+        number = int(value)
+    except ValueError:
+        raise usage.UsageError(f"--{name} takes a whole number, not {value!r}") from None
+    if number < 0:
+        raise usage.UsageError(f"--{name} cannot be negative")
+    return number
+
+
+class ChatOptions(usage.Options):
+    """
+    C{twistd kezchat} options. Every option also reads an environment
+    variable; a flag given on the command line wins over the variable.
+    """
+
+    synopsis = "[options]"
+    longdesc = (
+        "Run the KEZ chat home server: handle registry, WebFinger, message relay "
+        "(HTTP + SSE), the web app, and optionally the NATS auth callout and bridge. "
+        "Every option can also be set by the environment variable named in brackets."
+    )
+
+    #: (flag, environment variable, default, help)
+    table = [
+        ("db", "KEZ_CHAT_DB", "kez-chat.db", "SQLite database file"),
+        ("server", "KEZ_CHAT_SERVER", "kez.lat", "home server domain (the part after @)"),
+        ("public-url", "KEZ_CHAT_PUBLIC_URL", None, "base URL clients see [https://<server>]"),
+        (
+            "sig-server-url",
+            "KEZ_CHAT_SIG_SERVER_URL",
+            "http://localhost:7878",
+            "public base URL of the kezsig sigchain server",
+        ),
+        ("web-dir", "KEZ_CHAT_WEB_DIR", None, "directory of the built web app [the packaged one]"),
+        ("nats-url", "NATS_URL", None, "NATS server URL; unset: no NATS"),
+        ("nats-seed", "KEZ_CHAT_NATS_SEED", None, "file: the callout service's user nkey seed"),
+        (
+            "callout-issuer-seed",
+            "KEZ_CHAT_CALLOUT_ISSUER_SEED",
+            None,
+            "file: the account seed that signs authorization responses",
+        ),
+        ("retention-days", "KEZ_CHAT_RETENTION_DAYS", "30", "days a message is kept"),
+        (
+            "retention-bytes",
+            "KEZ_CHAT_RETENTION_BYTES",
+            str(256 * 1024 * 1024),
+            "bytes of stored messages kept per recipient",
+        ),
+        (
+            "register-limit",
+            "KEZ_CHAT_REGISTER_LIMIT",
+            "20",
+            "registrations per client IP per hour; 0 = off",
+        ),
+        ("send-limit", "KEZ_CHAT_SEND_LIMIT", "600", "messages per sender per minute; 0 = off"),
+        ("log-format", "KEZ_CHAT_LOG_FORMAT", "text", "text or json"),
+    ]
+
+    #: repeatable options: (flag, environment variable, default, help)
+    repeatable = [
+        (
+            "listen",
+            "KEZ_CHAT_LISTEN",
+            ["tcp:6969"],
+            "endpoint to serve HTTP on, repeatable (tcp:6969, ssl:8443:privateKey=…:certKey=…, "
+            "systemd:domain=INET:index=0)",
+        ),
+        (
+            "trusted-proxy",
+            "KEZ_CHAT_TRUSTED_PROXIES",
+            [],
+            "address or network whose X-Forwarded-For is believed, repeatable",
+        ),
+    ]
+
+    optParameters = [
+        [flag, None, None, f"{help} (${env}) [default: {default}]"]
+        for flag, env, default, help in table
+    ]
+
+    def __init__(self, environ: Mapping[str, str] | None = None) -> None:
+        self.environ = os.environ if environ is None else environ
+        super().__init__()
+        for flag, _env, _default, _help in self.repeatable:
+            self[flag] = []
+
+    def opt_listen(self, value: str) -> None:
+        self["listen"].append(value)
+
+    opt_listen.__doc__ = repeatable[0][3] + " ($KEZ_CHAT_LISTEN) [default: tcp:6969]"
+
+    def opt_trusted_proxy(self, value: str) -> None:
+        self["trusted-proxy"].append(value)
+
+    opt_trusted_proxy.__doc__ = repeatable[1][3] + " ($KEZ_CHAT_TRUSTED_PROXIES)"
+
+    def _setting(self, flag: str, env: str, default: str | None) -> str | None:
+        if self[flag] is not None:
+            return self[flag]
+        return self.environ.get(env, default) or default
+
+    def postOptions(self) -> None:
+        settings = {flag: self._setting(flag, env, default) for flag, env, default, _ in self.table}
+        for flag, env, default, _ in self.repeatable:
+            if not self[flag]:
+                self[flag] = _env_list(self.environ.get(env, "")) or list(default)
+
+        server = (settings["server"] or "").lower()
+        if not SERVER_RE.fullmatch(server):
+            raise usage.UsageError(f"--server {server!r} is not a domain name")
+        for proxy in self["trusted-proxy"]:
+            try:
+                ip_network(proxy, strict=False)
+            except ValueError:
+                raise usage.UsageError(f"--trusted-proxy {proxy!r} is not an address") from None
+        if settings["log-format"] not in ("text", "json"):
+            raise usage.UsageError("--log-format is text or json")
+        try:
+            retention_days = float(settings["retention-days"])
+        except ValueError:
+            raise usage.UsageError("--retention-days takes a number") from None
+
+        self.config = ChatConfig(
+            listen=tuple(self["listen"]),
+            db=settings["db"],
+            server=server,
+            public_url=settings["public-url"],
+            sig_server_url=settings["sig-server-url"],
+            web_dir=settings["web-dir"],
+            nats_url=settings["nats-url"],
+            nats_seed=settings["nats-seed"],
+            callout_issuer_seed=settings["callout-issuer-seed"],
+            retention_days=retention_days,
+            retention_bytes=_positive_int("retention-bytes", settings["retention-bytes"]),
+            trusted_proxies=tuple(self["trusted-proxy"]),
+            register_limit=_positive_int("register-limit", settings["register-limit"]),
+            send_limit=_positive_int("send-limit", settings["send-limit"]),
+            log_format=settings["log-format"],
+        )
+        if self.config.log_format == "json" and getattr(self, "parent", None) is not None:
+            # twistd reads its "logger" option when it builds its log
+            # observer, which happens after option parsing: setting it here
+            # is the supported way for a plugin to choose the log format.
+            self.parent["logger"] = self.parent.get("logger") or "kezchat.logs.json_observer"

@@ -1,0 +1,51 @@
+"""
+The stable error codes of the public API (SPEC §3).
+
+Domain objects raise L{KezError} with a code; only the HTTP layer knows
+which status a code maps to, so the same objects serve the CLI and tests.
+"""
+
+from __future__ import annotations
+
+#: code → HTTP status, exactly as SPEC §3 lists them.
+STATUS_BY_CODE: dict[str, int] = {
+    "bad_request": 400,
+    "invalid_handle": 400,
+    "reserved_handle": 400,
+    "wrong_server": 400,
+    "stale_timestamp": 401,
+    "bad_signature": 401,
+    "unauthorized": 401,
+    "not_found": 404,
+    "unknown_recipient": 404,
+    "method_not_allowed": 405,
+    "handle_taken": 409,
+    "primary_taken": 409,
+    "payload_too_large": 413,
+    "rate_limited": 429,
+    "unavailable": 503,
+}
+
+
+class KezError(Exception):
+    """
+    A request was refused for a reason the client can act on.
+
+    @ivar code: one of L{STATUS_BY_CODE}'s keys.
+    @ivar retry_after: seconds, for C{rate_limited}.
+    """
+
+    def __init__(self, code: str, message: str, *, retry_after: int | None = None) -> None:
+        if code not in STATUS_BY_CODE:
+            raise ValueError(f"unknown error code {code!r}")
+        super().__init__(message)
+        self.code = code
+        self.message = message
+        self.retry_after = retry_after
+
+    @property
+    def status(self) -> int:
+        return STATUS_BY_CODE[self.code]
+
+    def to_json(self) -> dict:
+        return {"error": {"code": self.code, "message": self.message}}

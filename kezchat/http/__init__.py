@@ -1,0 +1,3 @@
+"""
+The HTTP edge: parse, call a domain object, render. No logic lives here.
+"""

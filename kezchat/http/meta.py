@@ -1,0 +1,30 @@
+"""
+Operational routes: health and metrics.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+from twisted.web.iweb import IRequest
+
+from kezchat import __version__
+from kezchat.http.errors import json_response
+from kezchat.http.routing import Routes
+from kezchat.metrics import Metrics
+
+
+def install(
+    routes: Routes, server: str, metrics: Metrics, nats_status: Callable[[], str]
+) -> None:
+    @routes.route("/v1/healthz", methods=["GET"], name="healthz")
+    def healthz(request: IRequest) -> bytes:
+        return json_response(
+            request,
+            {"status": "ok", "server": server, "version": __version__, "nats": nats_status()},
+        )
+
+    @routes.route("/metrics", methods=["GET"], name="metrics")
+    def prometheus(request: IRequest) -> bytes:
+        request.setHeader(b"content-type", metrics.content_type.encode())
+        return metrics.render()

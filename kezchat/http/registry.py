@@ -1,0 +1,66 @@
+"""
+Routes of the handle registry and WebFinger (SPEC §3.1).
+"""
+
+from __future__ import annotations
+
+from twisted.web.iweb import IRequest
+
+from kezchat.errors import KezError
+from kezchat.http.clientip import ClientAddress
+from kezchat.http.errors import json_response, read_json
+from kezchat.http.routing import Routes
+from kezchat.metrics import Metrics
+from kezchat.ratelimit import RateLimiter
+from kezchat.registry import Registry
+
+REGISTRATION_CAP = 64 * 1024
+
+
+def install(
+    routes: Routes,
+    registry: Registry,
+    limiter: RateLimiter,
+    client_address: ClientAddress,
+    metrics: Metrics,
+) -> None:
+    @routes.route("/v1/register", methods=["POST"], name="register")
+    async def register(request: IRequest) -> bytes:
+        limiter.check(client_address(request))
+        body = read_json(request, REGISTRATION_CAP)
+        record = await registry.register(body)
+        metrics.registrations.inc()
+        request.setHeader(b"location", f"/v1/u/{record.local}".encode())
+        return json_response(request, registry.record_json(record), 201)
+
+    @routes.route("/v1/u/<path:handle>", methods=["GET"], name="lookup")
+    async def lookup(request: IRequest, handle: str) -> bytes:
+        record = await registry.lookup(handle)
+        return json_response(request, registry.record_json(record))
+
+    @routes.route("/v1/by-primary/<path:primary>", methods=["GET"], name="by_primary")
+    async def by_primary(request: IRequest, primary: str) -> bytes:
+        record = await registry.by_primary(primary)
+        return json_response(request, registry.record_json(record))
+
+    @routes.route("/.well-known/webfinger", methods=["GET"], name="webfinger")
+    async def webfinger(request: IRequest) -> bytes:
+        request.setHeader(b"access-control-allow-origin", b"*")
+        resources = request.args.get(b"resource") or []
+        if len(resources) != 1:
+            raise KezError("bad_request", "give exactly one resource=acct:<handle>@<server>")
+        try:
+            resource = resources[0].decode("utf-8")
+        except UnicodeDecodeError:
+            raise KezError("bad_request", "resource is not UTF-8") from None
+        scheme, _, account = resource.partition(":")
+        if scheme.lower() != "acct" or "@" not in account:
+            raise KezError("bad_request", "resource must be acct:<handle>@<server>")
+        try:
+            handle = registry.parse_lookup(account)
+        except KezError:
+            raise KezError("bad_request", "resource must be acct:<handle>@<server>") from None
+        record = await registry.lookup(handle.fqhn)
+        return json_response(
+            request, registry.webfinger_json(record), content_type=b"application/jrd+json"
+        )

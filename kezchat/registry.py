@@ -1,0 +1,208 @@
+"""
+The handle registry: who holds which handle (SPEC §3.1).
+
+A registration is a signed statement by a primary key that it claims a
+handle on this server. The checks run in SPEC order, each with its own
+error code, so a client can tell exactly what to fix.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+from twisted.internet.defer import Deferred
+
+from kezchat.errors import KezError
+from kezchat.identity.handles import (
+    RESERVED_HANDLES,
+    Handle,
+    InvalidHandle,
+    parse_handle,
+    validate_local,
+)
+from kezchat.identity.keys import SIGNATURE_ALG, InvalidKey, parse_primary, verify_jcs
+from kezchat.storage.interfaces import HandleRecord, HandleTaken, PrimaryTaken, RegistryStore
+from kezchat.timeutil import format_rfc3339, parse_rfc3339
+
+REGISTRATION_TAG = "handle_registration"
+REGISTRATION_TYPE = "kez.chat.handle_registration"
+REGISTRATION_SKEW = 300.0
+
+
+@dataclass(frozen=True)
+class RegistryPolicy:
+    server: str
+    base_url: str
+    sig_base_url: str
+    reserved: frozenset[str] = RESERVED_HANDLES
+
+
+def _require(value: Any, kind: type, what: str) -> Any:
+    if not isinstance(value, kind) or (kind is int and isinstance(value, bool)):
+        raise KezError("bad_request", f"{what} must be a {kind.__name__}")
+    return value
+
+
+class Registry:
+    """
+    Registers handles and answers lookups. Knows nothing of HTTP.
+    """
+
+    def __init__(
+        self, store: RegistryStore, policy: RegistryPolicy, clock: Callable[[], float]
+    ) -> None:
+        self.store = store
+        self.policy = policy
+        self._clock = clock
+
+    # -- registration -----------------------------------------------------
+
+    def check_registration(self, body: Any) -> HandleRecord:
+        """
+        Every check of a registration that needs no database, in SPEC
+        order; returns the record to store.
+
+        @raise KezError: the first check that fails.
+        """
+        body = _require(body, dict, "the body")
+        if body.get("kez") != REGISTRATION_TAG:
+            raise KezError("bad_request", f'"kez" must be "{REGISTRATION_TAG}"')
+        payload = _require(body.get("payload"), dict, '"payload"')
+        signature = _require(body.get("signature"), dict, '"signature"')
+        if payload.get("type") != REGISTRATION_TYPE:
+            raise KezError("bad_request", f'payload "type" must be "{REGISTRATION_TYPE}"')
+        if payload.get("version") != 1 or isinstance(payload.get("version"), bool):
+            raise KezError("bad_request", 'payload "version" must be 1')
+        primary = payload.get("primary")
+        try:
+            parse_primary(primary)
+        except InvalidKey:
+            raise KezError("bad_request", 'payload "primary" must be ed25519:<64 hex>') from None
+        if signature.get("alg") != SIGNATURE_ALG:
+            raise KezError("bad_signature", f'signature "alg" must be "{SIGNATURE_ALG}"')
+        if signature.get("key") != primary:
+            raise KezError("bad_signature", "the signing key is not the registered primary")
+        if not verify_jcs(primary, payload, signature.get("sig")):
+            raise KezError("bad_signature", "the signature does not verify over JCS(payload)")
+        server = payload.get("server")
+        if not isinstance(server, str) or server != self.policy.server:
+            raise KezError("wrong_server", f"this server registers handles on {self.policy.server}")
+        handle = self._signed_handle(payload.get("handle"))
+        if handle.local in self.policy.reserved:
+            raise KezError("reserved_handle", f"{handle.local!r} is reserved")
+        try:
+            created = parse_rfc3339(payload.get("created_at"))
+        except ValueError:
+            raise KezError("bad_request", '"created_at" must be an RFC 3339 timestamp') from None
+        now = self._clock()
+        if abs(now - created) > REGISTRATION_SKEW:
+            raise KezError(
+                "stale_timestamp", "created_at is more than 300 s from the server's clock"
+            )
+        return HandleRecord(handle.local, handle.server, primary, now)
+
+    def _signed_handle(self, value: Any) -> Handle:
+        """
+        The handle of a signed payload: the canonical lowercase local part,
+        or the lowercase fqhn on this server.
+        """
+        if not isinstance(value, str):
+            raise KezError("invalid_handle", '"handle" must be a string')
+        local, sep, server = value.partition("@")
+        if sep and server != self.policy.server:
+            raise KezError("wrong_server", f"this server registers handles on {self.policy.server}")
+        try:
+            return Handle(validate_local(local), self.policy.server)
+        except InvalidHandle as e:
+            raise KezError("invalid_handle", str(e)) from None
+
+    async def register(self, body: Any) -> HandleRecord:
+        """
+        Check and store a registration. Uniqueness is decided by the store,
+        so it holds however many registrations race.
+        """
+        record = self.check_registration(body)
+        try:
+            return await self.store.add_handle(record)
+        except HandleTaken:
+            raise KezError("handle_taken", f"{record.fqhn} is already registered") from None
+        except PrimaryTaken:
+            raise KezError(
+                "primary_taken", "this key is already bound to another handle"
+            ) from None
+
+    # -- lookups ----------------------------------------------------------
+
+    def parse_lookup(self, text: str) -> Handle:
+        """
+        A handle as a client may write it in a lookup: bare or qualified,
+        any case.
+        """
+        try:
+            return parse_handle(text, self.policy.server)
+        except InvalidHandle as e:
+            raise KezError("invalid_handle", str(e)) from None
+
+    async def lookup(self, text: str) -> HandleRecord:
+        handle = self.parse_lookup(text)
+        record = None
+        if handle.server == self.policy.server:
+            record = await self.store.handle(handle.fqhn)
+        if record is None:
+            raise KezError("not_found", f"{handle.fqhn} is not registered here")
+        return record
+
+    async def by_primary(self, primary: str) -> HandleRecord:
+        try:
+            parse_primary(primary)
+        except InvalidKey:
+            raise KezError("bad_request", "expected ed25519:<64 lowercase hex>") from None
+        record = await self.store.by_primary(primary)
+        if record is None:
+            raise KezError("not_found", "no handle is bound to this key")
+        return record
+
+    def find_primary(self, primary: str) -> Deferred[HandleRecord | None]:
+        """
+        The record bound to C{primary}, or C{None}: for the NATS callout
+        and the relay, which have their own error handling.
+        """
+        return self.store.by_primary(primary)
+
+    # -- rendering --------------------------------------------------------
+
+    def sigchain_url(self, primary: str) -> str:
+        return f"{self.policy.sig_base_url}/v1/sigchains/ed25519/{primary.split(':', 1)[1]}"
+
+    def record_json(self, record: HandleRecord) -> dict[str, str]:
+        """
+        The public record (SPEC §3.1).
+        """
+        return {
+            "handle": record.local,
+            "fqhn": record.fqhn,
+            "primary": record.primary,
+            "sigchain_url": self.sigchain_url(record.primary),
+            "registered_at": format_rfc3339(record.registered_at),
+        }
+
+    def webfinger_json(self, record: HandleRecord) -> dict[str, Any]:
+        """
+        The RFC 7033 JRD of a record.
+        """
+        record_url = f"{self.policy.base_url}/v1/u/{record.local}"
+        return {
+            "subject": f"acct:{record.fqhn}",
+            "aliases": [record_url],
+            "links": [
+                {"rel": "self", "type": "application/json", "href": record_url},
+                {
+                    "rel": "https://kez.lat/rel/sigchain",
+                    "type": "application/json",
+                    "href": self.sigchain_url(record.primary),
+                },
+            ],
+            "properties": {"https://kez.lat/ns/primary": record.primary},
+        }

@@ -1,0 +1,77 @@
+"""
+Parsing JSON from strangers: one strict reader for everything KEZ verifies.
+
+Python's L{json} module is forgiving in ways that matter for signed data:
+it accepts duplicate keys (keeping the last, so two readers of the same
+bytes can disagree about what was signed), C{NaN} and C{Infinity} (which
+JCS cannot represent), lone UTF-16 surrogates (which cannot be encoded
+back to UTF-8), and it overflows the stack on deeply nested input.  Every
+one of those is refused here with a L{JSONError}, so callers have a
+single exception to map to "bad request".
+"""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+# Far deeper than any KEZ document, far shallower than the interpreter's
+# recursion limit.
+MAX_DEPTH = 64
+
+
+class JSONError(ValueError):
+    """
+    Bytes that are not a strict JSON text.
+    """
+
+
+def _no_duplicates(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
+    result: dict[str, Any] = {}
+    for key, value in pairs:
+        if key in result:
+            raise JSONError(f"duplicate key {key!r}")
+        result[key] = value
+    return result
+
+
+def _no_constant(name: str) -> Any:
+    raise JSONError(f"{name} is not JSON")
+
+
+def _check(value: Any, depth: int = 0) -> None:
+    if depth > MAX_DEPTH:
+        raise JSONError("nested too deeply")
+    if isinstance(value, str):
+        try:
+            value.encode("utf-8")
+        except UnicodeEncodeError as e:
+            raise JSONError("lone surrogate in a string") from e
+    elif isinstance(value, dict):
+        for key, item in value.items():
+            _check(key, depth + 1)
+            _check(item, depth + 1)
+    elif isinstance(value, list):
+        for item in value:
+            _check(item, depth + 1)
+
+
+def loads(data: bytes) -> Any:
+    """
+    Parse UTF-8 JSON bytes strictly.
+
+    @raise JSONError: for invalid UTF-8, invalid JSON, duplicate keys,
+        non-finite numbers, lone surrogates or excessive nesting.
+    """
+    try:
+        text = data.decode("utf-8")
+    except UnicodeDecodeError as e:
+        raise JSONError(f"not UTF-8: {e.reason} at byte {e.start}") from e
+    try:
+        value = json.loads(text, object_pairs_hook=_no_duplicates, parse_constant=_no_constant)
+    except RecursionError as e:
+        raise JSONError("nested too deeply") from e
+    except json.JSONDecodeError as e:
+        raise JSONError(f"not JSON: {e.msg} at line {e.lineno} column {e.colno}") from e
+    _check(value)
+    return value

@@ -1,0 +1,21 @@
+"""
+The twistd entry points of C{twistd kezchat}: C{Options} and C{makeService}.
+"""
+
+from __future__ import annotations
+
+from twisted.application.service import IService
+
+from kezchat.config import ChatOptions as Options
+
+__all__ = ["Options", "makeService"]
+
+
+def makeService(options: Options) -> IService:
+    from twisted.internet import reactor
+
+    from kezchat.service import makeService as make_chat_service
+
+    service = make_chat_service(options.config, reactor)
+    service.stop_reactor_on_failure = True
+    return service

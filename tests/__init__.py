@@ -1,0 +1,3 @@
+"""
+kezchat's tests: run with C{trial --reactor=asyncio tests}.
+"""

