@@ -40,6 +40,9 @@ class ChatConfig:
     register_limit: int = 20
     send_limit: int = 600
     log_format: str = "text"
+    #: seconds between retention sweeps and between SSE keep-alive pings
+    retention_sweep_seconds: float = 600.0
+    sse_ping_seconds: float = 15.0
     extra: Mapping[str, Any] = field(default_factory=dict)
 
     @property

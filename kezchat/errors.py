@@ -21,6 +21,13 @@ STATUS_BY_CODE: dict[str, int] = {
     "method_not_allowed": 405,
     "handle_taken": 409,
     "primary_taken": 409,
+    # kezsig (SPEC §7): an event's own flaws are 400/401, its place in the
+    # chain is a conflict with what is stored (409: fetch and retry)
+    "wrong_signer": 400,
+    "fork": 409,
+    "bad_seq": 409,
+    "bad_prev": 409,
+    "bad_revoke": 409,
     "payload_too_large": 413,
     "rate_limited": 429,
     "unavailable": 503,

@@ -8,7 +8,7 @@ from __future__ import annotations
 from collections.abc import Callable
 
 from twisted.application.service import Service
-from twisted.internet.defer import Deferred, succeed
+from twisted.internet.defer import Deferred, DeferredList, succeed
 from twisted.internet.endpoints import serverFromString
 from twisted.internet.interfaces import IListeningPort, IProtocolFactory
 from twisted.logger import Logger
@@ -84,3 +84,18 @@ class EndpointService(Service):
         if port is not None:
             return port.stopListening()
         return None
+
+
+def all_listening(listeners: list[EndpointService]) -> Deferred[list[IListeningPort]]:
+    """
+    The bound ports of C{listeners}, once every one listens (or the first
+    failure).
+    """
+    d = DeferredList(
+        [listener.when_listening() for listener in listeners],
+        fireOnOneErrback=True,
+        consumeErrors=True,
+    )
+    d.addCallback(lambda results: [port for _ok, port in results])
+    d.addErrback(lambda f: f.value.subFailure)
+    return d

@@ -11,10 +11,15 @@ from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, gene
 from prometheus_client.exposition import CONTENT_TYPE_LATEST
 
 
-class Metrics:
+class HTTPMetrics:
+    """
+    What every KEZ HTTP service counts: requests, latency, refusals.
+    Services subclass it to add their own.
+    """
+
     content_type = CONTENT_TYPE_LATEST
 
-    def __init__(self, namespace: str = "kezchat") -> None:
+    def __init__(self, namespace: str) -> None:
         self.registry = CollectorRegistry(auto_describe=True)
         r = self.registry
         self.requests = Counter(
@@ -30,6 +35,19 @@ class Metrics:
             "rejections", "requests refused, by error code", ["code"],
             namespace=namespace, registry=r,
         )
+
+    def render(self) -> bytes:
+        return generate_latest(self.registry)
+
+
+class Metrics(HTTPMetrics):
+    """
+    The chat-server's metrics.
+    """
+
+    def __init__(self, namespace: str = "kezchat") -> None:
+        super().__init__(namespace)
+        r = self.registry
         self.registrations = Counter(
             "registrations", "handles registered", namespace=namespace, registry=r
         )
@@ -51,10 +69,11 @@ class Metrics:
             "retention_dropped_messages", "messages dropped by retention, by reason", ["reason"],
             namespace=namespace, registry=r,
         )
+        self.manifests_stored = Counter(
+            "manifests_stored", "shared-files manifests stored in the mirror",
+            namespace=namespace, registry=r,
+        )
         self.retention_dropped_bytes = Counter(
             "retention_dropped_bytes", "bytes of envelopes dropped by retention", ["reason"],
             namespace=namespace, registry=r,
         )
-
-    def render(self) -> bytes:
-        return generate_latest(self.registry)

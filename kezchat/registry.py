@@ -8,11 +8,12 @@ error code, so a client can tell exactly what to fix.
 
 from __future__ import annotations
 
+from collections import OrderedDict
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
-from twisted.internet.defer import Deferred
+from twisted.internet.defer import Deferred, ensureDeferred
 
 from kezchat.errors import KezError
 from kezchat.identity.handles import (
@@ -29,6 +30,8 @@ from kezchat.timeutil import format_rfc3339, parse_rfc3339
 REGISTRATION_TAG = "handle_registration"
 REGISTRATION_TYPE = "kez.chat.handle_registration"
 REGISTRATION_SKEW = 300.0
+#: records remembered in memory; a binding never changes once made
+CACHE_SIZE = 65536
 
 
 @dataclass(frozen=True)
@@ -56,6 +59,28 @@ class Registry:
         self.store = store
         self.policy = policy
         self._clock = clock
+        # Handles are never unbound or rebound, so a record once read stays
+        # true: the relay resolves sender and recipient of every message
+        # without a trip to the database. Misses are not cached (another
+        # instance may register the handle a moment later).
+        self._by_fqhn: OrderedDict[str, HandleRecord] = OrderedDict()
+        self._by_primary: OrderedDict[str, HandleRecord] = OrderedDict()
+
+    def _remember(self, record: HandleRecord | None) -> HandleRecord | None:
+        if record is not None:
+            for cache, key in ((self._by_fqhn, record.fqhn), (self._by_primary, record.primary)):
+                cache[key] = record
+                cache.move_to_end(key)
+                if len(cache) > CACHE_SIZE:
+                    cache.popitem(last=False)
+        return record
+
+    async def _cached(self, cache: OrderedDict, key: str, fetch: Callable) -> HandleRecord | None:
+        record = cache.get(key)
+        if record is not None:
+            cache.move_to_end(key)
+            return record
+        return self._remember(await fetch(key))
 
     # -- registration -----------------------------------------------------
 
@@ -125,7 +150,7 @@ class Registry:
         """
         record = self.check_registration(body)
         try:
-            return await self.store.add_handle(record)
+            return self._remember(await self.store.add_handle(record))
         except HandleTaken:
             raise KezError("handle_taken", f"{record.fqhn} is already registered") from None
         except PrimaryTaken:
@@ -149,7 +174,7 @@ class Registry:
         handle = self.parse_lookup(text)
         record = None
         if handle.server == self.policy.server:
-            record = await self.store.handle(handle.fqhn)
+            record = await self._cached(self._by_fqhn, handle.fqhn, self.store.handle)
         if record is None:
             raise KezError("not_found", f"{handle.fqhn} is not registered here")
         return record
@@ -159,7 +184,7 @@ class Registry:
             parse_primary(primary)
         except InvalidKey:
             raise KezError("bad_request", "expected ed25519:<64 lowercase hex>") from None
-        record = await self.store.by_primary(primary)
+        record = await self._cached(self._by_primary, primary, self.store.by_primary)
         if record is None:
             raise KezError("not_found", "no handle is bound to this key")
         return record
@@ -167,9 +192,9 @@ class Registry:
     def find_primary(self, primary: str) -> Deferred[HandleRecord | None]:
         """
         The record bound to C{primary}, or C{None}: for the NATS callout
-        and the relay, which have their own error handling.
+        and the bridge, which have their own error handling.
         """
-        return self.store.by_primary(primary)
+        return ensureDeferred(self._cached(self._by_primary, primary, self.store.by_primary))
 
     # -- rendering --------------------------------------------------------
 

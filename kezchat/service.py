@@ -2,28 +2,35 @@
 The chat-server as one Twisted service (the "tap").
 
 L{makeService} composes a C{MultiService} from a L{ChatConfig}: database,
-domain objects, HTTP listeners. The reactor is a parameter, so tests and
-embedding applications drive the very same code twistd runs.
+domain objects, streams, timers, HTTP listeners. The reactor is a
+parameter, so tests and embedding applications drive the very same code
+twistd runs.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
 
+from twisted.application.internet import TimerService
 from twisted.application.service import MultiService
-from twisted.internet.defer import Deferred, DeferredList
+from twisted.internet.defer import Deferred, DeferredList, ensureDeferred
 from twisted.internet.interfaces import IListeningPort
 from twisted.logger import Logger
 from twisted.python.failure import Failure
 
 from kezchat.config import ChatConfig
+from kezchat.http import messages
 from kezchat.http.app import ChatResource, KezChatHTTP
 from kezchat.http.clientip import ClientAddress
 from kezchat.listening import EndpointService
 from kezchat.metrics import Metrics
 from kezchat.ratelimit import RateLimiter
 from kezchat.registry import Registry, RegistryPolicy
-from kezchat.storage.sqlite import SQLiteDatabase, SQLiteRegistryStore
+from kezchat.relay.auth import Authenticator
+from kezchat.relay.broker import Broker, LocalBroker
+from kezchat.relay.relay import Relay
+from kezchat.relay.sse import StreamHub
+from kezchat.storage.sqlite import SQLiteDatabase, SQLiteMessageStore, SQLiteRegistryStore
 
 log = Logger()
 
@@ -31,12 +38,15 @@ log = Logger()
 @dataclass
 class ChatParts:
     """
-    The domain objects of one server, for embedders who want them.
+    The domain objects of one server, for embedders and tests.
     """
 
     config: ChatConfig
     db: SQLiteDatabase
     registry: Registry
+    relay: Relay
+    broker: Broker
+    hub: StreamHub
     metrics: Metrics
     http: KezChatHTTP
 
@@ -44,7 +54,7 @@ class ChatParts:
 class ChatService(MultiService):
     """
     The whole chat-server. Children start in order (database first) and
-    stop in reverse (listeners first, database last).
+    stop in reverse (listeners first, then streams, database last).
     """
 
     #: set by the twistd plugin: a database that cannot be opened ends the
@@ -62,6 +72,9 @@ class ChatService(MultiService):
         return self.parts.config
 
     def resource(self) -> ChatResource:
+        """
+        The HTTP resource alone, to mount in another C{Site}.
+        """
         return self.parts.http.resource()
 
     def startService(self) -> None:
@@ -69,8 +82,11 @@ class ChatService(MultiService):
         self.parts.db.when_ready().addErrback(self._fatal)
 
     def _fatal(self, failure: Failure) -> None:
-        log.critical("cannot open the database {path}: {error}",
-                     path=self.parts.db.path, error=failure.getErrorMessage())
+        log.critical(
+            "cannot open the database {path}: {error}",
+            path=self.parts.db.path,
+            error=failure.getErrorMessage(),
+        )
         if self.stop_reactor_on_failure and self._reactor.running:
             self._reactor.stop()
 
@@ -88,7 +104,7 @@ class ChatService(MultiService):
         return d
 
 
-def build_parts(config: ChatConfig, reactor: object) -> ChatParts:
+def build_parts(config: ChatConfig, reactor: object, broker: Broker | None = None) -> ChatParts:
     """
     The domain objects and HTTP layer, unstarted.
     """
@@ -102,14 +118,31 @@ def build_parts(config: ChatConfig, reactor: object) -> ChatParts:
         ),
         clock,
     )
+    broker = broker if broker is not None else LocalBroker()
+    store = SQLiteMessageStore(db)
+    relay = Relay(
+        registry=registry,
+        store=store,
+        broker=broker,
+        authenticator=Authenticator(clock),
+        send_limiter=RateLimiter(config.send_limit, 60.0, clock),
+        metrics=metrics,
+        clock=clock,
+    )
+    hub = StreamHub(broker, store, metrics, clock, reactor, ping_interval=config.sse_ping_seconds)
     http = KezChatHTTP(
         registry=registry,
         metrics=metrics,
         clock=clock,
         register_limiter=RateLimiter(config.register_limit, 3600.0, clock),
         client_address=ClientAddress(config.trusted_proxies),
+        body_caps={b"/v1/messages": messages.MESSAGE_CAP},
+        extensions=[lambda routes: messages.install(routes, relay, hub)],
     )
-    return ChatParts(config=config, db=db, registry=registry, metrics=metrics, http=http)
+    return ChatParts(
+        config=config, db=db, registry=registry, relay=relay, broker=broker, hub=hub,
+        metrics=metrics, http=http,
+    )
 
 
 def makeService(config: ChatConfig, reactor: object | None = None) -> ChatService:
@@ -123,9 +156,43 @@ def makeService(config: ChatConfig, reactor: object | None = None) -> ChatServic
     parts = build_parts(config, reactor)
     service = ChatService(parts, reactor)
     parts.db.setServiceParent(service)
+    if config.nats_url:
+        _add_nats(service, parts, reactor)
+    retention = TimerService(
+        config.retention_sweep_seconds,
+        lambda: ensureDeferred(
+            parts.relay.apply_retention(config.retention_days * 86400.0, config.retention_bytes)
+        ).addErrback(lambda f: log.failure("retention sweep failed", f)),
+    )
+    retention.clock = reactor
+    retention.setServiceParent(service)
+    parts.hub.setServiceParent(service)
     site = parts.http.site(reactor)
     for description in config.listen:
         listener = EndpointService(reactor, description, site, ready=parts.db.when_ready)
         listener.setServiceParent(service)
         service.listeners.append(listener)
     return service
+
+
+def _add_nats(service: ChatService, parts: ChatParts, reactor: object) -> None:
+    """
+    Plug NATS in (SPEC §5): the callout answers from the registry, healthz
+    reports the link. It starts after the database and stops (drains)
+    after the HTTP listeners.
+
+    @raise kezchat.natsbridge.aio.WrongReactorError: if the reactor is not
+        the asyncio one, at once rather than as a hang later.
+    """
+    from kezchat.natsbridge.service import build_nats_service
+    from kezchat.natsbridge.stream import StreamLimits
+
+    config = parts.config
+    nats = build_nats_service(
+        config,
+        parts.registry.find_primary,
+        reactor,
+        stream_limits=StreamLimits(max_age=config.retention_days * 86400),
+    )
+    nats.setServiceParent(service)
+    parts.http.nats_status = nats.status

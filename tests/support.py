@@ -51,7 +51,9 @@ class RunningServer:
         return self.service.parts
 
 
-async def start_server(case: TestCase, config: ChatConfig | None = None, **overrides: Any) -> RunningServer:
+async def start_server(
+    case: TestCase, config: ChatConfig | None = None, **overrides: Any
+) -> RunningServer:
     """
     Start a chat-server on 127.0.0.1 with an ephemeral port and a fresh
     database; it stops when the test ends.
@@ -109,7 +111,11 @@ def registration(
     return {
         "kez": REGISTRATION_TAG,
         "payload": payload,
-        "signature": {"alg": "ed25519-sha512-jcs", "key": key.primary, "sig": key.sign_jcs(payload)},
+        "signature": {
+            "alg": "ed25519-sha512-jcs",
+            "key": key.primary,
+            "sig": key.sign_jcs(payload),
+        },
     }
 
 

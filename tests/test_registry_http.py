@@ -77,8 +77,11 @@ class RegistrationTests(TestCase):
             (dict(good, kez="other"), 400, "bad_request"),
             ({**good, "payload": {**good["payload"], "type": "x"}}, 400, "bad_request"),
             ({**good, "payload": {**good["payload"], "version": 2}}, 400, "bad_request"),
-            ({**good, "signature": {**good["signature"], "key": KeyPair.generate().primary}},
-             401, "bad_signature"),
+            (
+                {**good, "signature": {**good["signature"], "key": KeyPair.generate().primary}},
+                401,
+                "bad_signature",
+            ),
             ({**good, "signature": {**good["signature"], "sig": "00" * 64}}, 401, "bad_signature"),
             (registration(key, "carol", server="other.example"), 400, "wrong_server"),
             (registration(key, "Carol"), 400, "invalid_handle"),

@@ -12,13 +12,13 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from twisted.web.iweb import IRequest
-from twisted.web.resource import IResource, Resource
+from twisted.web.resource import IResource
 from twisted.web.server import NOT_DONE_YET
 
 from kezchat.http import meta, registry
 from kezchat.http.clientip import ClientAddress
-from kezchat.http.errors import json_response
 from kezchat.http.request import DEFAULT_BODY_CAP, KezSite
+from kezchat.http.resource import ApiResource
 from kezchat.http.routing import Routes
 from kezchat.metrics import Metrics
 from kezchat.ratelimit import RateLimiter
@@ -41,7 +41,7 @@ class KezChatHTTP:
     client_address: ClientAddress = field(default_factory=ClientAddress)
     nats_status: Callable[[], str] = lambda: "disabled"
     web: IResource | None = None
-    #: path prefix → body cap in bytes; the longest matching prefix wins
+    #: API path → body cap in bytes; the longest matching path wins
     body_caps: dict[bytes, int] = field(default_factory=dict)
     #: extra route installers: callables taking the L{Routes}
     extensions: list[Callable[[Routes], None]] = field(default_factory=list)
@@ -62,11 +62,15 @@ class KezChatHTTP:
         return ChatResource(self)
 
     def body_cap_for(self, path: bytes) -> int:
+        """
+        The body cap of a request path. Paths are matched by the API path
+        they contain, so the caps hold under a mount prefix too.
+        """
         path = path.split(b"?", 1)[0]
         best, cap = -1, DEFAULT_BODY_CAP
-        for prefix, limit in self.body_caps.items():
-            if path.startswith(prefix) and len(prefix) > best:
-                best, cap = len(prefix), limit
+        for api_path, limit in self.body_caps.items():
+            if api_path in path and len(api_path) > best:
+                best, cap = len(api_path), limit
         return cap
 
     def site(self, reactor: object) -> KezSite:
@@ -84,40 +88,22 @@ class KezChatHTTP:
         return site
 
 
-class ChatResource(Resource):
+class ChatResource(ApiResource):
     """
-    The root of the chat-server's URL space, mountable anywhere.
+    The root of the chat-server's URL space, mountable anywhere: the API,
+    and the web app for every path outside it.
     """
-
-    isLeaf = True
 
     def __init__(self, http: KezChatHTTP) -> None:
-        super().__init__()
+        super().__init__(http.routes, http.clock)
         self._http = http
-        self._klein = http.routes.app.resource()
 
-    def render(self, request: IRequest) -> bytes | int:
-        try:
-            for segment in (*request.prepath, *request.postpath):
-                segment.decode("utf-8")
-        except UnicodeDecodeError:
-            return json_response(
-                request, {"error": {"code": "bad_request", "message": "path is not UTF-8"}}, 400
-            )
-        started = self._http.clock()
-        request.notifyFinish().addBoth(self._finished, request, started)
+    def dispatch(self, request: IRequest) -> bytes | int:
         first = request.postpath[0] if request.postpath else b""
         if self._http.web is not None and first not in API_SEGMENTS:
             request.kez_route = "web"
             return self._http.web.render(request)
-        return self._klein.render(request)
-
-    def _finished(self, _: object, request: IRequest, started: float) -> None:
-        metrics = self._http.metrics
-        route = getattr(request, "kez_route", "unmatched")
-        metrics.requests.labels(route, request.method.decode("latin-1"), str(request.code)).inc()
-        if not getattr(request, "kez_streaming", False):
-            metrics.latency.labels(route).observe(self._http.clock() - started)
+        return super().dispatch(request)
 
 
 __all__ = ["NOT_DONE_YET", "ChatResource", "KezChatHTTP"]

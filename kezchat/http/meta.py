@@ -11,7 +11,7 @@ from twisted.web.iweb import IRequest
 from kezchat import __version__
 from kezchat.http.errors import json_response
 from kezchat.http.routing import Routes
-from kezchat.metrics import Metrics
+from kezchat.metrics import HTTPMetrics, Metrics
 
 
 def install(
@@ -23,6 +23,14 @@ def install(
             request,
             {"status": "ok", "server": server, "version": __version__, "nats": nats_status()},
         )
+
+    install_metrics(routes, metrics)
+
+
+def install_metrics(routes: Routes, metrics: HTTPMetrics) -> None:
+    """
+    C{GET /metrics}: the Prometheus text of C{metrics}' own registry.
+    """
 
     @routes.route("/metrics", methods=["GET"], name="metrics")
     def prometheus(request: IRequest) -> bytes:

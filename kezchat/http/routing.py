@@ -17,7 +17,7 @@ from werkzeug.exceptions import MethodNotAllowed, NotFound
 
 from kezchat.errors import KezError
 from kezchat.http.errors import error_response, json_response
-from kezchat.metrics import Metrics
+from kezchat.metrics import HTTPMetrics
 
 log = Logger()
 
@@ -29,7 +29,7 @@ class Routes:
     One Klein app and the metrics its errors are counted in.
     """
 
-    def __init__(self, metrics: Metrics) -> None:
+    def __init__(self, metrics: HTTPMetrics) -> None:
         self.app = Klein()
         self.metrics = metrics
         self.app.handle_errors(KezError)(self._api_error)

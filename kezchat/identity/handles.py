@@ -19,11 +19,11 @@ SERVER_RE = re.compile(
 )
 
 RESERVED_HANDLES = frozenset(
-    """
-    abuse admin administrator api help hostmaster info kez mailer-daemon
-    moderator nats noreply no-reply null official postmaster root security
-    server staff support sys system test undefined webmaster www
-    """.split()
+    (
+        "abuse admin administrator api help hostmaster info kez mailer-daemon "
+        "moderator nats noreply no-reply null official postmaster root security "
+        "server staff support sys system test undefined webmaster www"
+    ).split()
 )
 
 
@@ -71,6 +71,11 @@ def parse_handle(text: object, default_server: str) -> Handle:
     """
     if not isinstance(text, str):
         raise InvalidHandle("a handle is a string")
+    # Case-insensitive in the ASCII sense only: str.lower() maps some
+    # non-ASCII letters to ASCII (KELVIN SIGN U+212A → "k"), which would let
+    # a look-alike string resolve to someone's handle.
+    if not text.isascii():
+        raise InvalidHandle("a handle is ASCII")
     lowered = text.strip().lower()
     local, sep, server = lowered.partition("@")
     if not sep:

@@ -9,7 +9,7 @@ C{code} says exactly what is wrong and C{seq} where.
 """
 
 from kezchat.sigchain import bodies
-from kezchat.sigchain.chain import ChainVerifier, verify_chain
+from kezchat.sigchain.chain import ChainVerifier, check_signed, verify_chain
 from kezchat.sigchain.errors import ChainError
 from kezchat.sigchain.events import (
     Event,
@@ -49,6 +49,7 @@ __all__ = [
     "SharedFiles",
     "bodies",
     "check_event_shape",
+    "check_signed",
     "dump_document",
     "dump_jsonl",
     "event_hash",

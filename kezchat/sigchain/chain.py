@@ -11,7 +11,7 @@ exactly the same things for exactly the same reasons.
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 
 from kezchat.identity.keys import InvalidKey, parse_primary
 from kezchat.sigchain.bodies import REVOKE
@@ -58,6 +58,27 @@ class ChainVerifier:
             verifier._advance(event)
         return verifier
 
+    @classmethod
+    def resume(
+        cls,
+        primary: str,
+        head_seq: int,
+        head_hash: str | None,
+        types: Mapping[int, str],
+        revoked: Iterable[int],
+    ) -> ChainVerifier:
+        """
+        Rebuild the head from a summary a store keeps (the seq, type and
+        revoke target of each event, and the last event's hash), so that
+        judging an append costs no signature checks and no JSON parsing.
+        """
+        verifier = cls(primary)
+        verifier.head_seq = head_seq
+        verifier.head_hash = head_hash
+        verifier._types = dict(types)
+        verifier._revoked = set(revoked)
+        return verifier
+
     def check(self, event: object) -> Event:
         """
         Judge C{event} as the next one, without accepting it.
@@ -65,13 +86,18 @@ class ChainVerifier:
         @return: the event, known to be well formed.
         @raise ChainError: with the reason and the expected seq.
         """
+        event = check_signed(self.primary, event, self.head_seq + 1)
+        self.check_place(event)
+        return event
+
+    def check_place(self, event: Event) -> None:
+        """
+        Judge where a signed, well-formed event (see L{check_signed}) would
+        go: right after the head, linked to it, revoking only what can be.
+
+        @raise ChainError: C{bad_seq}, C{bad_prev} or C{bad_revoke}.
+        """
         expected = self.head_seq + 1
-        event = check_event_shape(event, expected)
-        if event["signer"] != self.primary:
-            raise ChainError(
-                WRONG_SIGNER, f"signed by {event['signer']}, not {self.primary}", expected
-            )
-        check_signature(event, expected)
         if event["seq"] != expected:
             raise ChainError(BAD_SEQ, f"seq is {event['seq']}, expected {expected}", expected)
         if event["prev"] != self.head_hash:
@@ -82,7 +108,6 @@ class ChainVerifier:
                 raise ChainError(BAD_REVOKE, f"event {target} is a revoke", expected)
             if target in self._revoked:
                 raise ChainError(BAD_REVOKE, f"event {target} is already revoked", expected)
-        return event
 
     def append(self, event: object) -> Event:
         """
@@ -98,6 +123,24 @@ class ChainVerifier:
         self._types[event["seq"]] = event["type"]
         if event["type"] == REVOKE:
             self._revoked.add(event["body"]["seq"])
+
+
+def check_signed(primary: str, event: object, position: int | None = None) -> Event:
+    """
+    Check what an event says about itself: its shape, that C{primary}
+    signed it, and its signature.  Needs no chain, so a server can do it
+    before touching storage.
+
+    @param position: reported as L{ChainError.seq} (defaults to the
+        event's own seq).
+    @raise ChainError: C{malformed}, C{wrong_signer} or C{bad_signature}.
+    """
+    event = check_event_shape(event, position)
+    where = event["seq"] if position is None else position
+    if event["signer"] != primary:
+        raise ChainError(WRONG_SIGNER, f"signed by {event['signer']}, not {primary}", where)
+    check_signature(event, where)
+    return event
 
 
 def verify_chain(primary: str, events: object) -> list[Event]:

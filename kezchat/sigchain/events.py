@@ -11,6 +11,7 @@ signatures as well as contents.
 
 from __future__ import annotations
 
+import copy
 import hashlib
 import re
 import time
@@ -120,13 +121,14 @@ def sign_event(
     """
     Build and sign one event.  The result passes L{check_event_shape}
     (or this raises L{ChainError}, so a writer never publishes what a
-    reader would refuse).
+    reader would refuse) and owns a copy of C{body}, so later changes to
+    the caller's dict cannot silently invalidate the signature.
     """
     event: Event = {
         "seq": seq,
         "prev": prev,
         "type": type,
-        "body": body,
+        "body": copy.deepcopy(body),
         "created_at": created_at or utc_now(),
         "signer": keypair.primary,
     }

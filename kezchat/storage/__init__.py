@@ -7,10 +7,25 @@ never blocks the reactor.
 """
 
 from kezchat.storage.interfaces import (
+    Accepted,
     HandleRecord,
     HandleTaken,
+    MessageStore,
+    NewMessage,
     PrimaryTaken,
     RegistryStore,
+    RetentionReport,
+    StoredMessage,
 )
 
-__all__ = ["HandleRecord", "HandleTaken", "PrimaryTaken", "RegistryStore"]
+__all__ = [
+    "Accepted",
+    "HandleRecord",
+    "HandleTaken",
+    "MessageStore",
+    "NewMessage",
+    "PrimaryTaken",
+    "RegistryStore",
+    "RetentionReport",
+    "StoredMessage",
+]

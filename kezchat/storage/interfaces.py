@@ -53,3 +53,73 @@ class RegistryStore(Protocol):
     def handle(self, fqhn: str) -> Deferred[HandleRecord | None]: ...
 
     def by_primary(self, primary: str) -> Deferred[HandleRecord | None]: ...
+
+
+@dataclass(frozen=True)
+class StoredMessage:
+    """
+    One message as the relay keeps it. C{envelope} is the client's JSON
+    object serialised once, compactly; the server never looks inside.
+    """
+
+    recipient: str
+    seq: int
+    sender: str
+    sender_primary: str
+    envelope: str
+    created_at: float
+
+
+@dataclass(frozen=True)
+class NewMessage:
+    recipient: str
+    sender: str
+    sender_primary: str
+    envelope: str
+    created_at: float
+    idempotency_key: str | None = None
+
+
+@dataclass(frozen=True)
+class Accepted:
+    """
+    The outcome of storing a message: C{duplicate} when the idempotency key
+    had been used, in which case C{message} is the first one's seq only.
+    """
+
+    seq: int
+    created_at: float
+    duplicate: bool
+    message: StoredMessage | None
+
+
+@dataclass(frozen=True)
+class RetentionReport:
+    expired: int = 0
+    expired_bytes: int = 0
+    over_quota: int = 0
+    over_quota_bytes: int = 0
+
+
+class MessageStore(Protocol):
+    """
+    The relay's tables.
+    """
+
+    def add_messages(self, messages: list[NewMessage]) -> Deferred[list[Accepted]]:
+        """
+        Store messages durably (one commit), numbering each in its
+        recipient's sequence; the Deferred fires after the commit.
+        """
+
+    def add_message(self, message: NewMessage) -> Deferred[Accepted]: ...
+
+    def messages_after(
+        self, recipient: str, since: int, limit: int
+    ) -> Deferred[list[StoredMessage]]: ...
+
+    def delete_upto(self, recipient: str, upto: int) -> Deferred[int]: ...
+
+    def apply_retention(
+        self, older_than: float, max_bytes_per_recipient: int
+    ) -> Deferred[RetentionReport]: ...

@@ -3,6 +3,7 @@ The SQLite backend: one database file in WAL mode, written by one thread.
 """
 
 from kezchat.storage.sqlite.database import SQLiteDatabase
+from kezchat.storage.sqlite.messages import SQLiteMessageStore
 from kezchat.storage.sqlite.registry import SQLiteRegistryStore
 
-__all__ = ["SQLiteDatabase", "SQLiteRegistryStore"]
+__all__ = ["SQLiteDatabase", "SQLiteMessageStore", "SQLiteRegistryStore"]

@@ -1,0 +1,3 @@
+"""
+Client-side protocol pieces shared by the CLI and the tests.
+"""

@@ -1,0 +1,96 @@
+"""
+Routes of the relay (SPEC §3.2, §3.3): send, list, acknowledge, stream.
+"""
+
+from __future__ import annotations
+
+from twisted.web.iweb import IRequest
+
+from kezchat.errors import KezError
+from kezchat.http.errors import json_response, parse_json, read_body
+from kezchat.http.routing import Routes
+from kezchat.relay.auth import body_digest
+from kezchat.relay.items import inbox_page
+from kezchat.relay.relay import DEFAULT_PAGE, Relay, parse_cursor
+from kezchat.relay.sse import StreamHub
+from kezchat.timeutil import format_rfc3339
+
+MESSAGE_CAP = 256 * 1024
+
+
+def _arg(request: IRequest, name: bytes) -> bytes | None:
+    values = request.args.get(name)
+    if not values:
+        return None
+    if len(values) > 1:
+        raise KezError("bad_request", f"{name.decode()} given more than once")
+    return values[0]
+
+
+def _cursor(request: IRequest, name: str, default: int | None) -> int | None:
+    value = _arg(request, name.encode())
+    if value is None:
+        return default
+    return parse_cursor(value, name)
+
+
+def install(routes: Routes, relay: Relay, hub: StreamHub) -> None:
+    @routes.route("/v1/messages", methods=["POST"], name="send")
+    async def send(request: IRequest) -> bytes:
+        raw = read_body(request, MESSAGE_CAP)
+        sender_handle = request.getHeader(b"x-kez-sender")
+        if not sender_handle:
+            raise KezError("unauthorized", "X-KEZ-Sender is required")
+        sender = await relay.authenticate(
+            sender_handle.decode("utf-8", "replace"),
+            request.getHeader(b"x-kez-auth"),
+            "POST",
+            "/v1/messages",
+            [body_digest(raw)],
+            unknown="unauthorized",
+        )
+        accepted = await relay.send(sender, parse_json(raw))
+        return json_response(
+            request,
+            {"seq": accepted.seq, "created_at": format_rfc3339(accepted.created_at)},
+            200 if accepted.duplicate else 201,
+        )
+
+    @routes.route("/v1/inbox/<h>", methods=["GET"], name="inbox")
+    async def inbox(request: IRequest, h: str) -> bytes:
+        since = _cursor(request, "since", 0)
+        limit = _cursor(request, "limit", DEFAULT_PAGE)
+        owner = await relay.authenticate(
+            h, request.getHeader(b"x-kez-auth"), "GET", f"/v1/inbox/{h}", [f"since={since}"]
+        )
+        messages = await relay.inbox(owner, since, limit)
+        request.setHeader(b"content-type", b"application/json")
+        request.setHeader(b"cache-control", b"no-store")
+        return inbox_page(messages, since)
+
+    @routes.route("/v1/inbox/<h>", methods=["DELETE"], name="acknowledge")
+    async def acknowledge(request: IRequest, h: str) -> bytes:
+        upto = _cursor(request, "upto", None)
+        if upto is None:
+            raise KezError("bad_request", "upto=<seq> is required")
+        owner = await relay.authenticate(
+            h, request.getHeader(b"x-kez-auth"), "DELETE", f"/v1/inbox/{h}", [f"upto={upto}"]
+        )
+        deleted = await relay.acknowledge(owner, upto)
+        return json_response(request, {"deleted": deleted})
+
+    @routes.route("/v1/inbox/<h>/stream", methods=["GET"], name="stream")
+    async def stream(request: IRequest, h: str) -> bytes:
+        auth = _arg(request, b"auth")
+        if auth is None:
+            raise KezError(
+                "bad_request", "auth=<ts>:<sig> is required (EventSource sets no headers)"
+            )
+        last_event_id = request.getHeader(b"last-event-id")
+        if last_event_id is not None:
+            resume = parse_cursor(last_event_id.strip(), "Last-Event-ID")
+        else:
+            resume = _cursor(request, "since", None)
+        owner = await relay.authenticate(h, auth, "GET", f"/v1/inbox/{h}/stream")
+        request.kez_streaming = True
+        return await hub.open(request, owner.fqhn, resume)

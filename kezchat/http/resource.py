@@ -1,0 +1,57 @@
+"""
+The root resource of a KEZ HTTP service: a Klein app behind the checks and
+the bookkeeping every request gets.
+
+Both servers (C{kezchat} and C{kezsig}) mount one, so refusing non-UTF-8
+paths and counting every response happen once, in one place.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+from twisted.web.iweb import IRequest
+from twisted.web.resource import Resource
+
+from kezchat.http.errors import json_response
+from kezchat.http.routing import Routes
+
+
+class ApiResource(Resource):
+    """
+    Renders requests with a L{Routes}' Klein app; mountable in any C{Site}.
+    """
+
+    isLeaf = True
+
+    def __init__(self, routes: Routes, clock: Callable[[], float]) -> None:
+        super().__init__()
+        self._klein = routes.app.resource()
+        self._metrics = routes.metrics
+        self._clock = clock
+
+    def render(self, request: IRequest) -> bytes | int:
+        try:
+            for segment in (*request.prepath, *request.postpath):
+                segment.decode("utf-8")
+        except UnicodeDecodeError:
+            return json_response(
+                request, {"error": {"code": "bad_request", "message": "path is not UTF-8"}}, 400
+            )
+        started = self._clock()
+        request.notifyFinish().addBoth(self._finished, request, started)
+        return self.dispatch(request)
+
+    def dispatch(self, request: IRequest) -> bytes | int:
+        """
+        Answer a request whose path is known to be UTF-8; subclasses
+        override this to serve more than the API.
+        """
+        return self._klein.render(request)
+
+    def _finished(self, _: object, request: IRequest, started: float) -> None:
+        route = getattr(request, "kez_route", "unmatched")
+        method = request.method.decode("latin-1")
+        self._metrics.requests.labels(route, method, str(request.code)).inc()
+        if not getattr(request, "kez_streaming", False):
+            self._metrics.latency.labels(route).observe(self._clock() - started)

@@ -1,0 +1,127 @@
+"""
+The NATS part of the chat-server as a Twisted service.
+
+It owns the chat-server's NATS connection and what runs on it: the
+auth-callout responder, the C{KEZ_INBOX} stream, and (when given one) the
+bridge to the relay. Started, it connects in the background: a broker that
+is down delays NATS, never the HTTP API (SPEC §5, "Outage").
+"""
+
+from __future__ import annotations
+
+import asyncio
+from typing import Any, Protocol
+
+from twisted.application.service import Service
+from twisted.internet.defer import CancelledError, Deferred
+from twisted.logger import Logger
+from twisted.python.failure import Failure
+
+from kezchat.natsbridge.aio import deferred_from_coroutine, require_asyncio_reactor
+from kezchat.natsbridge.callout import CalloutResponder, CalloutSubscription, Lookup
+from kezchat.natsbridge.connection import NatsConnection
+from kezchat.natsbridge.keys import ACCOUNT, USER, read_seed_file
+from kezchat.natsbridge.stream import StreamLimits, ensure_inbox_stream
+
+
+class Bridge(Protocol):
+    """
+    What L{NatsService} needs of the relay bridge.
+    """
+
+    async def start(self, nc: Any) -> None: ...
+
+    async def stop(self) -> None: ...
+
+
+class NatsService(Service):
+    """
+    Runs the callout responder (and the bridge) on one NATS connection.
+    """
+
+    log = Logger()
+    name = "nats"
+
+    def __init__(
+        self,
+        connection: NatsConnection,
+        responder: CalloutResponder,
+        stream_limits: StreamLimits | None = None,
+        bridge: Bridge | None = None,
+    ) -> None:
+        self.connection = connection
+        self.callout = CalloutSubscription(responder)
+        self.stream_limits = stream_limits or StreamLimits()
+        self.bridge = bridge
+        self._running: Deferred[None] | None = None
+        connection.on_connect += [self._ensure_stream, self.callout.start]
+        if bridge is not None:
+            connection.on_connect.append(bridge.start)
+        connection.on_reconnect.append(self._ensure_stream)
+
+    def status(self) -> str:
+        """
+        For C{/v1/healthz}: C{"connected"} or C{"down"}.
+        """
+        return self.connection.status()
+
+    def startService(self) -> None:
+        super().startService()
+        self._running = deferred_from_coroutine(self.connection.run())
+        self._running.addErrback(self._run_failed)
+
+    def _run_failed(self, failure: Failure) -> None:
+        if not failure.check(CancelledError):
+            self.log.failure("NATS start-up failed", failure)
+
+    def stopService(self) -> Deferred[None]:
+        super().stopService()
+        if self._running is not None:
+            self._running.cancel()
+            self._running = None
+        return deferred_from_coroutine(self._stop())
+
+    async def _stop(self) -> None:
+        if self.bridge is not None:
+            await self.bridge.stop()
+        await self.callout.stop()
+        await self.connection.close()
+
+    async def _ensure_stream(self, nc: Any) -> None:
+        """
+        Create C{KEZ_INBOX} if the broker lacks it. Failure (JetStream off,
+        say) costs offline delivery over NATS, not the rest: log it.
+        """
+        try:
+            await ensure_inbox_stream(nc.jetstream(timeout=5), self.stream_limits)
+        except asyncio.CancelledError:
+            raise
+        except Exception:
+            self.log.failure("Could not set up the JetStream stream")
+
+
+def build_nats_service(
+    config: Any,
+    lookup: Lookup,
+    reactor: Any,
+    bridge: Bridge | None = None,
+    stream_limits: StreamLimits | None = None,
+) -> NatsService:
+    """
+    The NATS service for a L{kezchat.config.ChatConfig} with a C{nats_url}.
+
+    @raise kezchat.natsbridge.aio.WrongReactorError: unless C{reactor} is
+        the asyncio reactor.
+    @raise kezchat.natsbridge.keys.SeedError: for a missing or wrong seed.
+    """
+    require_asyncio_reactor(reactor)
+    if not config.nats_seed or not config.callout_issuer_seed:
+        raise ValueError(
+            "--nats-url needs --nats-seed and --callout-issuer-seed"
+            " (create them with `kezchat-admin nats-keys --out DIR`)"
+        )
+    seed = read_seed_file(config.nats_seed, USER)
+    issuer = read_seed_file(config.callout_issuer_seed, ACCOUNT)
+    connection = NatsConnection(config.nats_url, seed, name=f"kezchat {config.server}")
+    responder = CalloutResponder(issuer, lookup)
+    return NatsService(connection, responder, stream_limits, bridge)

@@ -1,0 +1,190 @@
+"""
+The relay: store and forward opaque end-to-end-encrypted envelopes.
+
+A message is durably stored before it is acknowledged and announced to
+the broker only after it is stored, so a client that saw a 201 can always
+find the message again, and a stream never shows a message that could
+still be lost.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable, Sequence
+from typing import Any
+
+from twisted.logger import Logger
+
+from kezchat.errors import KezError
+from kezchat.metrics import Metrics
+from kezchat.ratelimit import RateLimiter
+from kezchat.registry import Registry
+from kezchat.relay.auth import Authenticator
+from kezchat.relay.broker import Broker
+from kezchat.storage.interfaces import (
+    Accepted,
+    HandleRecord,
+    MessageStore,
+    NewMessage,
+    StoredMessage,
+)
+
+#: largest page of C{GET /v1/inbox}
+MAX_PAGE = 500
+DEFAULT_PAGE = 100
+MAX_IDEMPOTENCY_KEY = 64
+#: cursors are SQLite integers
+MAX_CURSOR = 2**63 - 1
+
+log = Logger()
+
+
+def parse_cursor(value: Any, name: str) -> int:
+    """
+    A non-negative integer from a query string (C{since}, C{upto},
+    C{Last-Event-ID}); anything else is a C{bad_request}.
+    """
+    if isinstance(value, bytes):
+        try:
+            value = value.decode("ascii")
+        except UnicodeDecodeError:
+            value = None
+    if not isinstance(value, str) or not value.isascii() or not value.isdigit() or len(value) > 19:
+        raise KezError("bad_request", f"{name} must be a non-negative integer")
+    number = int(value)
+    if number > MAX_CURSOR:
+        raise KezError("bad_request", f"{name} is too large")
+    return number
+
+
+class Relay:
+    """
+    Sends, lists and acknowledges messages. Knows nothing of HTTP: the
+    routes hand it what they read off the request.
+    """
+
+    def __init__(
+        self,
+        registry: Registry,
+        store: MessageStore,
+        broker: Broker,
+        authenticator: Authenticator,
+        send_limiter: RateLimiter,
+        metrics: Metrics,
+        clock: Callable[[], float],
+    ) -> None:
+        self.registry = registry
+        self.store = store
+        self.broker = broker
+        self.authenticator = authenticator
+        self.send_limiter = send_limiter
+        self.metrics = metrics
+        self._clock = clock
+
+    # -- who is asking ----------------------------------------------------
+
+    async def authenticate(
+        self,
+        handle: str,
+        auth: str | bytes | None,
+        method: str,
+        path: str,
+        fields: Sequence[str] = (),
+        *,
+        unknown: str = "not_found",
+    ) -> HandleRecord:
+        """
+        The record of C{handle}, once C{auth} proves the caller holds its
+        primary key for exactly this request.
+
+        @param unknown: the error code when the handle is not registered.
+        """
+        try:
+            record = await self.registry.lookup(handle)
+        except KezError as e:
+            if e.code in ("not_found", "invalid_handle") and unknown != "not_found":
+                raise KezError(unknown, "unknown handle") from None
+            raise
+        self.authenticator.verify(record.primary, auth, method, path, fields)
+        return record
+
+    # -- sending ----------------------------------------------------------
+
+    async def send(self, sender: HandleRecord, body: Any) -> Accepted:
+        """
+        Store the message of a C{POST /v1/messages} body from C{sender}.
+        """
+        if not isinstance(body, dict):
+            raise KezError("bad_request", "the body must be a JSON object")
+        to, envelope = body.get("to"), body.get("envelope")
+        key = body.get("idempotency_key")
+        if not isinstance(to, str):
+            raise KezError("bad_request", '"to" must be a handle')
+        if not isinstance(envelope, dict):
+            raise KezError("bad_request", '"envelope" must be a JSON object')
+        if key is not None and (
+            not isinstance(key, str) or not 0 < len(key) <= MAX_IDEMPOTENCY_KEY
+        ):
+            raise KezError("bad_request", '"idempotency_key" must be 1-64 characters')
+        self.send_limiter.check(sender.fqhn)
+        try:
+            recipient = await self.registry.lookup(to)
+        except KezError:
+            raise KezError("unknown_recipient", f"{to!r} is not registered here") from None
+        envelope_text = json.dumps(envelope, separators=(",", ":"), ensure_ascii=False)
+        accepted = await self.store.add_message(
+            NewMessage(
+                recipient=recipient.fqhn,
+                sender=sender.fqhn,
+                sender_primary=sender.primary,
+                envelope=envelope_text,
+                created_at=self._clock(),
+                idempotency_key=key,
+            )
+        )
+        if accepted.message is not None:
+            self.metrics.messages_stored.inc()
+            self.broker.publish(accepted.message)
+        return accepted
+
+    def accept_stored(self, message: StoredMessage) -> None:
+        """
+        Announce a message another part of the system stored (the NATS
+        bridge), exactly as if it had been sent here.
+        """
+        self.metrics.messages_stored.inc()
+        self.broker.publish(message)
+
+    # -- the recipient's side ---------------------------------------------
+
+    async def inbox(
+        self, owner: HandleRecord, since: int, limit: int
+    ) -> list[StoredMessage]:
+        if not 1 <= limit <= MAX_PAGE:
+            raise KezError("bad_request", f"limit must be 1-{MAX_PAGE}")
+        return await self.store.messages_after(owner.fqhn, since, limit)
+
+    async def acknowledge(self, owner: HandleRecord, upto: int) -> int:
+        return await self.store.delete_upto(owner.fqhn, upto)
+
+    async def apply_retention(self, max_age: float, max_bytes: int) -> None:
+        """
+        Drop what retention says to drop; log and count it.
+        """
+        report = await self.store.apply_retention(self._clock() - max_age, max_bytes)
+        dropped = self.metrics.retention_dropped
+        dropped_bytes = self.metrics.retention_dropped_bytes
+        if report.expired:
+            dropped.labels("age").inc(report.expired)
+            dropped_bytes.labels("age").inc(report.expired_bytes)
+        if report.over_quota:
+            dropped.labels("quota").inc(report.over_quota)
+            dropped_bytes.labels("quota").inc(report.over_quota_bytes)
+        if report.expired or report.over_quota:
+            log.info(
+                "retention dropped {expired} expired and {over} over-quota messages"
+                " ({bytes} bytes)",
+                expired=report.expired,
+                over=report.over_quota,
+                bytes=report.expired_bytes + report.over_quota_bytes,
+            )

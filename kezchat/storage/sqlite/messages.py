@@ -1,0 +1,125 @@
+"""
+The relay's messages on SQLite.
+"""
+
+from __future__ import annotations
+
+import sqlite3
+
+from twisted.internet.defer import Deferred
+
+from kezchat.storage.interfaces import Accepted, NewMessage, RetentionReport, StoredMessage
+from kezchat.storage.sqlite.database import SQLiteDatabase
+
+
+def _stored(row: sqlite3.Row) -> StoredMessage:
+    return StoredMessage(
+        row["recipient"], row["seq"], row["sender"], row["sender_primary"],
+        row["envelope"], row["created_at"],
+    )
+
+
+def _insert(conn: sqlite3.Connection, new: NewMessage) -> Accepted:
+    if new.idempotency_key is not None:
+        row = conn.execute(
+            "SELECT seq, created_at FROM idempotency WHERE sender = ? AND key = ?",
+            (new.sender, new.idempotency_key),
+        ).fetchone()
+        if row is not None:
+            return Accepted(row["seq"], row["created_at"], True, None)
+    (seq,) = conn.execute(
+        "INSERT INTO inbox_counters (recipient, last_seq) VALUES (?, 1)"
+        " ON CONFLICT (recipient) DO UPDATE SET last_seq = last_seq + 1"
+        " RETURNING last_seq",
+        (new.recipient,),
+    ).fetchone()
+    conn.execute(
+        "INSERT INTO messages"
+        " (recipient, seq, sender, sender_primary, envelope, size, created_at)"
+        " VALUES (?, ?, ?, ?, ?, ?, ?)",
+        (new.recipient, seq, new.sender, new.sender_primary, new.envelope,
+         len(new.envelope), new.created_at),
+    )
+    if new.idempotency_key is not None:
+        conn.execute(
+            "INSERT INTO idempotency (sender, key, recipient, seq, created_at)"
+            " VALUES (?, ?, ?, ?, ?)",
+            (new.sender, new.idempotency_key, new.recipient, seq, new.created_at),
+        )
+    stored = StoredMessage(
+        new.recipient, seq, new.sender, new.sender_primary, new.envelope, new.created_at
+    )
+    return Accepted(seq, new.created_at, False, stored)
+
+
+class SQLiteMessageStore:
+    """
+    L{kezchat.storage.interfaces.MessageStore} on SQLite. Every write goes
+    through the database's writer thread, so concurrent sends share
+    commits (group commit) and each recipient's counter is never raced.
+    """
+
+    def __init__(self, db: SQLiteDatabase) -> None:
+        self._db = db
+
+    def add_message(self, message: NewMessage) -> Deferred[Accepted]:
+        return self._db.write(_insert, message)
+
+    def add_messages(self, messages: list[NewMessage]) -> Deferred[list[Accepted]]:
+        return self._db.write(lambda conn: [_insert(conn, m) for m in messages])
+
+    def messages_after(
+        self, recipient: str, since: int, limit: int
+    ) -> Deferred[list[StoredMessage]]:
+        def select(conn: sqlite3.Connection) -> list[StoredMessage]:
+            rows = conn.execute(
+                "SELECT * FROM messages WHERE recipient = ? AND seq > ? ORDER BY seq LIMIT ?",
+                (recipient, since, limit),
+            )
+            return [_stored(row) for row in rows]
+
+        return self._db.read(select)
+
+    def delete_upto(self, recipient: str, upto: int) -> Deferred[int]:
+        return self._db.write(
+            lambda conn: conn.execute(
+                "DELETE FROM messages WHERE recipient = ? AND seq <= ?", (recipient, upto)
+            ).rowcount
+        )
+
+    def apply_retention(
+        self, older_than: float, max_bytes_per_recipient: int
+    ) -> Deferred[RetentionReport]:
+        def sweep(conn: sqlite3.Connection) -> RetentionReport:
+            expired, expired_bytes = conn.execute(
+                "SELECT COUNT(*), COALESCE(SUM(size), 0) FROM messages WHERE created_at < ?",
+                (older_than,),
+            ).fetchone()
+            conn.execute("DELETE FROM messages WHERE created_at < ?", (older_than,))
+            conn.execute("DELETE FROM idempotency WHERE created_at < ?", (older_than,))
+            over, over_bytes = 0, 0
+            heavy = conn.execute(
+                "SELECT recipient, SUM(size) AS total FROM messages"
+                " GROUP BY recipient HAVING total > ?",
+                (max_bytes_per_recipient,),
+            ).fetchall()
+            for recipient, total in heavy:
+                excess = total - max_bytes_per_recipient
+                # the oldest messages whose sizes add up to the excess
+                cutoff = conn.execute(
+                    "SELECT seq FROM (SELECT seq, SUM(size) OVER (ORDER BY seq) AS running"
+                    " FROM messages WHERE recipient = ?) WHERE running >= ? LIMIT 1",
+                    (recipient, excess),
+                ).fetchone()[0]
+                count, size = conn.execute(
+                    "SELECT COUNT(*), SUM(size) FROM messages WHERE recipient = ? AND seq <= ?",
+                    (recipient, cutoff),
+                ).fetchone()
+                conn.execute(
+                    "DELETE FROM messages WHERE recipient = ? AND seq <= ?", (recipient, cutoff)
+                )
+                over += count
+                over_bytes += size
+            return RetentionReport(expired, expired_bytes, over, over_bytes)
+
+        return self._db.write(sweep)
