@@ -26,7 +26,11 @@ def now() -> int:
 
 
 def message_request(
-    key: KeyPair, sender: str, to: str, envelope: Any, idempotency_key: str | None = None,
+    key: KeyPair,
+    sender: str,
+    to: str,
+    envelope: Any,
+    idempotency_key: str | None = None,
     ts: int | None = None,
 ) -> tuple[bytes, dict[str, str]]:
     """
@@ -41,7 +45,12 @@ def message_request(
 
 
 async def send(
-    client: HTTPClient, url: str, key: KeyPair, sender: str, to: str, envelope: Any = None,
+    client: HTTPClient,
+    url: str,
+    key: KeyPair,
+    sender: str,
+    to: str,
+    envelope: Any = None,
     **kw: Any,
 ) -> tuple[int, Any]:
     raw, headers = message_request(key, sender, to, envelope or {"n": 0}, **kw)

@@ -49,6 +49,8 @@ class EventStream:
     """
 
     __slots__ = (
+        "_backlog",
+        "_backlog_full_page",
         "_catching_up",
         "_held",
         "_hub",
@@ -71,6 +73,8 @@ class EventStream:
         self.last_sent = last_sent
         self._subscription: Subscription | None = None
         self._catching_up = False
+        self._backlog: list[StoredMessage] = []
+        self._backlog_full_page = False
         self._held: list[StoredMessage] = []
         self._paused_at: float | None = None
         self._queue: list[bytes] = []
@@ -160,26 +164,38 @@ class EventStream:
             self.disconnect()
 
     def _catch_up(self) -> None:
+        """
+        Replay stored messages after C{last_sent}, a page at a time, only
+        as fast as the client reads them (a replay must not look like a
+        slow consumer); live messages are held aside meanwhile.
+        """
         self._catching_up = True
         since = self.last_sent or 0
         d = self._hub.store.messages_after(self.recipient, since, MAX_PAGE)
-        d.addCallbacks(self._caught_up, self._catch_up_failed)
+        d.addCallbacks(self._fetched, self._catch_up_failed)
 
-    def _caught_up(self, messages: list[StoredMessage]) -> None:
+    def _fetched(self, messages: list[StoredMessage]) -> None:
         if self._subscription is None:
             return
-        for message in messages:
+        self._backlog = messages
+        self._backlog_full_page = len(messages) == MAX_PAGE
+        self._pump()
+
+    def _pump(self) -> None:
+        backlog = self._backlog
+        while backlog and self._paused_at is None and self._subscription is not None:
+            message = backlog.pop(0)
             if self.last_sent is None or message.seq > self.last_sent:
                 self._send(message)
-        if len(messages) == MAX_PAGE:
+        if backlog or self._paused_at is not None or self._subscription is None:
+            return  # resumeProducing pumps again
+        if self._backlog_full_page:
             self._catch_up()
             return
         self._catching_up = False
         held, self._held = sorted(self._held, key=lambda m: m.seq), []
         for message in held:
-            if self.last_sent is None or message.seq > self.last_sent:
-                # a gap can remain where messages were deleted meanwhile
-                self._send(message)
+            self.deliver(message)
 
     def _catch_up_failed(self, failure: object) -> None:
         log.failure("reading the backlog of {recipient} failed", failure, recipient=self.recipient)
@@ -194,9 +210,13 @@ class EventStream:
 
     def resumeProducing(self) -> None:
         self._paused_at = None
-        if self._queue and self._subscription is not None:
+        if self._subscription is None:
+            return
+        if self._queue:
             data, self._queue, self._queued_bytes = b"".join(self._queue), [], 0
             self._request.write(data)
+        if self._catching_up and self._backlog:
+            self._pump()
 
     def stopProducing(self) -> None:
         self._release()
