@@ -19,6 +19,7 @@ STATUS_BY_CODE: dict[str, int] = {
     "not_found": 404,
     "unknown_recipient": 404,
     "method_not_allowed": 405,
+    "request_timeout": 408,
     "handle_taken": 409,
     "primary_taken": 409,
     # kezsig (SPEC §7): an event's own flaws are 400/401, its place in the

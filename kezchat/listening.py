@@ -42,6 +42,14 @@ class EndpointService(Service):
         self._waiters: list[Deferred[IListeningPort]] = []
         self._failure: Failure | None = None
 
+    @property
+    def factory(self) -> IProtocolFactory:
+        """
+        The factory served (for the chat-server, its C{KezSite}): lets
+        tests and operators' tooling tune it, e.g. its request deadline.
+        """
+        return self._factory
+
     def startService(self) -> None:
         super().startService()
         self._failure = None
@@ -55,8 +63,10 @@ class EndpointService(Service):
             port.stopListening()
             return
         self._port = port
+        # the address as text: an IAddress is unpersistable in JSON logs,
+        # and the bound port is what an operator (or a test) looks for
         self.log.info("listening on {description}: {address}",
-                      description=self.description, address=port.getHost())
+                      description=self.description, address=str(port.getHost()))
         waiters, self._waiters = self._waiters, []
         for d in waiters:
             d.callback(port)

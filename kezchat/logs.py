@@ -12,4 +12,6 @@ def json_observer() -> ILogObserver:
     One JSON object per line on standard output: what journald, docker and
     log shippers want.
     """
-    return jsonFileLogObserver(sys.stdout)
+    # no RFC 7464 record separator (Twisted's default prefixes every
+    # record with \x1e), so each line is a plain JSON object
+    return jsonFileLogObserver(sys.stdout, recordSeparator="")

@@ -9,7 +9,9 @@ twistd runs.
 
 from __future__ import annotations
 
+import os
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 from twisted.application.internet import TimerService
 from twisted.application.service import MultiService
@@ -19,18 +21,28 @@ from twisted.logger import Logger
 from twisted.python.failure import Failure
 
 from kezchat.config import ChatConfig
-from kezchat.http import messages
+from kezchat.http import manifests, messages
 from kezchat.http.app import ChatResource, KezChatHTTP
 from kezchat.http.clientip import ClientAddress
 from kezchat.listening import EndpointService
 from kezchat.metrics import Metrics
+from kezchat.mirror import ManifestMirror
 from kezchat.ratelimit import RateLimiter
 from kezchat.registry import Registry, RegistryPolicy
 from kezchat.relay.auth import Authenticator
 from kezchat.relay.broker import Broker, LocalBroker
 from kezchat.relay.relay import Relay
 from kezchat.relay.sse import StreamHub
-from kezchat.storage.sqlite import SQLiteDatabase, SQLiteMessageStore, SQLiteRegistryStore
+from kezchat.storage.sqlite import (
+    SQLiteDatabase,
+    SQLiteManifestStore,
+    SQLiteMessageStore,
+    SQLiteRegistryStore,
+)
+from kezchat.webapp import WebApp, packaged_web_dir
+
+if TYPE_CHECKING:
+    from kezchat.natsbridge.bridge import NatsBroker
 
 log = Logger()
 
@@ -47,6 +59,7 @@ class ChatParts:
     relay: Relay
     broker: Broker
     hub: StreamHub
+    mirror: ManifestMirror
     metrics: Metrics
     http: KezChatHTTP
 
@@ -130,18 +143,30 @@ def build_parts(config: ChatConfig, reactor: object, broker: Broker | None = Non
         clock=clock,
     )
     hub = StreamHub(broker, store, metrics, clock, reactor, ping_interval=config.sse_ping_seconds)
+    mirror = ManifestMirror(registry, SQLiteManifestStore(db), Authenticator(clock), clock)
+    web_dir = config.web_dir or packaged_web_dir()
+    web = None
+    if os.path.isdir(web_dir):
+        web = WebApp(web_dir, connect_sources=[config.sig_base_url])
     http = KezChatHTTP(
+        web=web,
         registry=registry,
         metrics=metrics,
         clock=clock,
         register_limiter=RateLimiter(config.register_limit, 3600.0, clock),
         client_address=ClientAddress(config.trusted_proxies),
-        body_caps={b"/v1/messages": messages.MESSAGE_CAP},
-        extensions=[lambda routes: messages.install(routes, relay, hub)],
+        body_caps={
+            b"/v1/messages": messages.MESSAGE_CAP,
+            b"/v1/manifests/": manifests.MANIFEST_CAP,
+        },
+        extensions=[
+            lambda routes: messages.install(routes, relay, hub),
+            lambda routes: manifests.install(routes, mirror, metrics),
+        ],
     )
     return ChatParts(
         config=config, db=db, registry=registry, relay=relay, broker=broker, hub=hub,
-        metrics=metrics, http=http,
+        mirror=mirror, metrics=metrics, http=http,
     )
 
 
@@ -153,11 +178,12 @@ def makeService(config: ChatConfig, reactor: object | None = None) -> ChatServic
         from twisted.internet import reactor as global_reactor
 
         reactor = global_reactor
-    parts = build_parts(config, reactor)
+    broker = _nats_broker(reactor) if config.nats_url else None
+    parts = build_parts(config, reactor, broker=broker)
     service = ChatService(parts, reactor)
     parts.db.setServiceParent(service)
-    if config.nats_url:
-        _add_nats(service, parts, reactor)
+    if broker is not None:
+        _add_nats(service, parts, broker, reactor)
     retention = TimerService(
         config.retention_sweep_seconds,
         lambda: ensureDeferred(
@@ -167,7 +193,9 @@ def makeService(config: ChatConfig, reactor: object | None = None) -> ChatServic
     retention.clock = reactor
     retention.setServiceParent(service)
     parts.hub.setServiceParent(service)
-    site = parts.http.site(reactor)
+    if parts.http.web is not None:
+        parts.http.web.setServiceParent(service)
+    site = parts.http.site(reactor, access_log=config.access_log)
     for description in config.listen:
         listener = EndpointService(reactor, description, site, ready=parts.db.when_ready)
         listener.setServiceParent(service)
@@ -175,23 +203,45 @@ def makeService(config: ChatConfig, reactor: object | None = None) -> ChatServic
     return service
 
 
-def _add_nats(service: ChatService, parts: ChatParts, reactor: object) -> None:
+def _nats_broker(reactor: object) -> NatsBroker:
     """
-    Plug NATS in (SPEC §5): the callout answers from the registry, healthz
-    reports the link. It starts after the database and stops (drains)
-    after the HTTP listeners.
+    The broker when NATS is configured: local fan-out plus NATS.
 
     @raise kezchat.natsbridge.aio.WrongReactorError: if the reactor is not
-        the asyncio one, at once rather than as a hang later.
+        the asyncio one — at once, rather than as a hang later.
     """
+    from kezchat.natsbridge.aio import require_asyncio_reactor
+    from kezchat.natsbridge.bridge import NatsBroker
+
+    require_asyncio_reactor(reactor)
+    return NatsBroker(LocalBroker())
+
+
+def _add_nats(
+    service: ChatService, parts: ChatParts, broker: NatsBroker, reactor: object
+) -> None:
+    """
+    Plug NATS in (SPEC §5): the callout answers from the registry, the
+    bridge joins the relay to NATS, healthz reports the link. The NATS
+    service starts after the database and stops (drains) after the HTTP
+    listeners.
+    """
+    from kezchat.natsbridge.ingest import Ingest
     from kezchat.natsbridge.service import build_nats_service
     from kezchat.natsbridge.stream import StreamLimits
 
     config = parts.config
+    registry = parts.registry
+
+    def primary_of(fqhn: str) -> Deferred[str]:
+        return Deferred.fromCoroutine(registry.lookup(fqhn)).addCallback(lambda r: r.primary)
+
+    broker.bind(primary_of)
     nats = build_nats_service(
         config,
-        parts.registry.find_primary,
+        registry.find_primary,
         reactor,
+        bridges=[broker, Ingest(parts.relay, broker, reactor.seconds)],
         stream_limits=StreamLimits(max_age=config.retention_days * 86400),
     )
     nats.setServiceParent(service)

@@ -13,6 +13,7 @@ single exception to map to "bad request".
 from __future__ import annotations
 
 import json
+import math
 from typing import Any
 
 # Far deeper than any KEZ document, far shallower than the interpreter's
@@ -47,6 +48,9 @@ def _check(value: Any, depth: int = 0) -> None:
             value.encode("utf-8")
         except UnicodeEncodeError as e:
             raise JSONError("lone surrogate in a string") from e
+    elif isinstance(value, float) and not math.isfinite(value):
+        # a literal like 1e999 parses to infinity without parse_constant
+        raise JSONError("number out of range")
     elif isinstance(value, dict):
         for key, item in value.items():
             _check(key, depth + 1)
@@ -73,5 +77,10 @@ def loads(data: bytes) -> Any:
         raise JSONError("nested too deeply") from e
     except json.JSONDecodeError as e:
         raise JSONError(f"not JSON: {e.msg} at line {e.lineno} column {e.colno}") from e
+    except JSONError:
+        raise
+    except ValueError as e:
+        # e.g. an integer literal longer than sys.get_int_max_str_digits()
+        raise JSONError(f"not JSON: {e}"[:200]) from e
     _check(value)
     return value

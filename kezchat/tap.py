@@ -14,8 +14,12 @@ __all__ = ["Options", "makeService"]
 def makeService(options: Options) -> IService:
     from twisted.internet import reactor
 
+    from kezchat.natsbridge.errors import NatsSetupError
     from kezchat.service import makeService as make_chat_service
 
-    service = make_chat_service(options.config, reactor)
+    try:
+        service = make_chat_service(options.config, reactor)
+    except NatsSetupError as e:
+        raise SystemExit(f"kezchat: {e}") from None
     service.stop_reactor_on_failure = True
     return service

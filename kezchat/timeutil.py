@@ -3,13 +3,20 @@ RFC 3339 timestamps, the one time format on the wire.
 """
 
 from datetime import UTC, datetime
+from functools import lru_cache
 
 
 def format_rfc3339(seconds: float) -> str:
     """
     C{2026-05-25T03:00:00Z}: UTC, whole seconds, a literal C{Z}.
     """
-    return datetime.fromtimestamp(int(seconds), UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+    return _format_whole_second(int(seconds))
+
+
+@lru_cache(maxsize=1024)
+def _format_whole_second(seconds: int) -> str:
+    # a busy relay stamps thousands of messages within the same second
+    return datetime.fromtimestamp(seconds, UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
 def parse_rfc3339(text: object) -> float:

@@ -139,7 +139,9 @@ def manifests(draw: st.DrawFn, max_entries: int = 4) -> Published:
             if clear:
                 content_keys[common["id"]] = key
         else:
-            chosen = draw(st.lists(st.sampled_from(readers), min_size=1, unique_by=lambda k: k.seed))
+            chosen = draw(
+                st.lists(st.sampled_from(readers), min_size=1, unique_by=lambda k: k.seed)
+            )
             entries.append(
                 private_entry(**common, content_key=key, recipients=[k.primary for k in chosen])
             )

@@ -73,7 +73,7 @@ class KezChatHTTP:
                 best, cap = len(api_path), limit
         return cap
 
-    def site(self, reactor: object) -> KezSite:
+    def site(self, reactor: object, access_log: bool = True) -> KezSite:
         """
         A C{Site} serving L{resource} with the per-path body caps enforced
         while reading.
@@ -82,6 +82,7 @@ class KezChatHTTP:
             self.resource(),
             body_cap_for=self.body_cap_for,
             on_refused=lambda code: self.metrics.rejections.labels(code).inc(),
+            access_log=access_log,
             reactor=reactor,
         )
         site.displayTracebacks = False

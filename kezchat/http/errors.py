@@ -9,27 +9,36 @@ from typing import Any
 
 from twisted.web.iweb import IRequest
 
+from kezchat import strictjson
 from kezchat.errors import KezError
 from kezchat.http.request import DEFAULT_BODY_CAP
+
+
+def json_bytes(
+    request: IRequest, body: bytes, status: int = 200, content_type: bytes = b"application/json"
+) -> bytes:
+    """
+    Answer with a JSON body already serialised. The length is set so the
+    response is not sent chunked (Klein writes after the headers are out).
+    """
+    request.setResponseCode(status)
+    request.setHeader(b"content-type", content_type)
+    request.setHeader(b"cache-control", b"no-store")
+    request.setHeader(b"content-length", b"%d" % len(body))
+    return body
 
 
 def json_response(
     request: IRequest, value: Any, status: int = 200, content_type: bytes = b"application/json"
 ) -> bytes:
-    request.setResponseCode(status)
-    request.setHeader(b"content-type", content_type)
-    request.setHeader(b"cache-control", b"no-store")
-    return json.dumps(value, separators=(",", ":"), ensure_ascii=False).encode("utf-8")
+    body = json.dumps(value, separators=(",", ":"), ensure_ascii=False).encode("utf-8")
+    return json_bytes(request, body, status, content_type)
 
 
 def error_response(request: IRequest, error: KezError) -> bytes:
     if error.retry_after is not None:
         request.setHeader(b"retry-after", str(error.retry_after).encode())
     return json_response(request, error.to_json(), error.status)
-
-
-def _reject_constant(name: str) -> Any:
-    raise ValueError(f"{name} is not JSON")
 
 
 def read_body(request: IRequest, cap: int = DEFAULT_BODY_CAP) -> bytes:
@@ -50,11 +59,12 @@ def read_body(request: IRequest, cap: int = DEFAULT_BODY_CAP) -> bytes:
 
 def parse_json(raw: bytes) -> Any:
     """
-    Decode a JSON body strictly: UTF-8, no NaN/Infinity, bounded nesting.
+    Decode a JSON body strictly (L{kezchat.strictjson}): UTF-8, no
+    duplicate keys, no NaN/Infinity, no lone surrogates, bounded nesting.
     """
     try:
-        return json.loads(raw.decode("utf-8"), parse_constant=_reject_constant)
-    except (ValueError, RecursionError) as e:
+        return strictjson.loads(raw)
+    except strictjson.JSONError as e:
         raise KezError("bad_request", f"the body is not valid JSON: {e}"[:200]) from None
 
 

@@ -7,7 +7,7 @@ from __future__ import annotations
 from twisted.web.iweb import IRequest
 
 from kezchat.errors import KezError
-from kezchat.http.errors import json_response, parse_json, read_body
+from kezchat.http.errors import json_bytes, json_response, parse_json, read_body
 from kezchat.http.routing import Routes
 from kezchat.relay.auth import body_digest
 from kezchat.relay.items import inbox_page
@@ -64,9 +64,7 @@ def install(routes: Routes, relay: Relay, hub: StreamHub) -> None:
             h, request.getHeader(b"x-kez-auth"), "GET", f"/v1/inbox/{h}", [f"since={since}"]
         )
         messages = await relay.inbox(owner, since, limit)
-        request.setHeader(b"content-type", b"application/json")
-        request.setHeader(b"cache-control", b"no-store")
-        return inbox_page(messages, since)
+        return json_bytes(request, inbox_page(messages, since))
 
     @routes.route("/v1/inbox/<h>", methods=["DELETE"], name="acknowledge")
     async def acknowledge(request: IRequest, h: str) -> bytes:

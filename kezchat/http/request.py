@@ -51,6 +51,9 @@ class KezChannel(HTTPChannel):
     _refusing = False
     _drained = 0
     _refuse_abort: IDelayedCall | None = None
+    #: runs from the first byte of a request until its request line is
+    #: complete; the request's own deadline takes over from there
+    _line_deadline: IDelayedCall | None = None
 
     def refuse(self, response: bytes) -> None:
         if self._refusing:
@@ -64,15 +67,51 @@ class KezChannel(HTTPChannel):
             lose_write()
         self._refuse_abort = self.callLater(self.refuse_linger, self.transport.abortConnection)
 
+    def _respondToBadRequestAndDisconnect(self) -> None:
+        """
+        Twisted's answer to a malformed request line, header or chunk is a
+        bare C{400} with no body; give it the SPEC error shape instead.
+        """
+        self.transport.write(
+            raw_json_response(400, b"Bad Request", "bad_request", "malformed HTTP request")
+        )
+        self.loseConnection()
+
     def dataReceived(self, data: bytes) -> None:
         if self._refusing:
             self._drained += len(data)
             if self._drained > self.refuse_drain:
                 self.transport.abortConnection()
             return
+        if not self.requests and self._line_deadline is None:
+            # Every byte resets Twisted's idle timeout, so a client sending
+            # its request line a byte at a time would never be cut off.
+            timeout = getattr(getattr(self, "site", None), "request_deadline", None)
+            if timeout:
+                self._line_deadline = self.callLater(timeout, self._line_too_slow)
         super().dataReceived(data)
 
+    def request_started(self) -> None:
+        """
+        A request line arrived (called by L{KezRequest}).
+        """
+        if self._line_deadline is not None and self._line_deadline.active():
+            self._line_deadline.cancel()
+        self._line_deadline = None
+
+    def _line_too_slow(self) -> None:
+        self._line_deadline = None
+        on_refused = getattr(getattr(self, "site", None), "on_refused", None)
+        if on_refused is not None:
+            on_refused("request_timeout")
+        self.refuse(
+            raw_json_response(
+                408, b"Request Timeout", "request_timeout", "the request took too long to arrive"
+            )
+        )
+
     def connectionLost(self, reason: object) -> None:
+        self.request_started()
         if self._refuse_abort is not None and self._refuse_abort.active():
             self._refuse_abort.cancel()
         super().connectionLost(reason)
@@ -91,6 +130,9 @@ class KezRequest(Request):
 
     def __init__(self, channel: KezChannel, *args: object, **kw: object) -> None:
         super().__init__(channel, *args, **kw)
+        request_started = getattr(channel, "request_started", None)
+        if request_started is not None:
+            request_started()
         site = getattr(channel, "site", None)
         timeout = getattr(site, "request_deadline", None)
         if timeout:
@@ -185,10 +227,20 @@ class KezSite(Site):
         body_cap_for: Callable[[bytes], int] | None = None,
         request_deadline: float = 30.0,
         on_refused: Callable[[str], None] | None = None,
+        access_log: bool = True,
         reactor: object = None,
         **kw: object,
     ) -> None:
+        # The API speaks JSON only. Twisted would otherwise parse the
+        # Content-Type of every POST (with the slow email header parser) to
+        # look for form submissions, and parse multipart bodies nobody wants.
+        kw.setdefault("parsePOSTFormSubmission", False)
         super().__init__(resource, reactor=reactor, **kw)
         self.body_cap_for = body_cap_for or (lambda path: DEFAULT_BODY_CAP)
         self.request_deadline = request_deadline
         self.on_refused = on_refused
+        self.access_log = access_log
+
+    def log(self, request: Request) -> None:
+        if self.access_log:
+            super().log(request)

@@ -14,6 +14,7 @@ from twisted.logger import Logger
 from twisted.python.failure import Failure
 from twisted.web.iweb import IRequest
 from werkzeug.exceptions import MethodNotAllowed, NotFound
+from werkzeug.routing import RequestRedirect
 
 from kezchat.errors import KezError
 from kezchat.http.errors import error_response, json_response
@@ -33,7 +34,10 @@ class Routes:
         self.app = Klein()
         self.metrics = metrics
         self.app.handle_errors(KezError)(self._api_error)
-        self.app.handle_errors(NotFound)(self._not_found)
+        # werkzeug "redirects" /v1//healthz to /v1/healthz by raising; an
+        # API path is either right or not found, never a redirect (and an
+        # unhandled RequestRedirect would be a 500)
+        self.app.handle_errors(NotFound, RequestRedirect)(self._not_found)
         self.app.handle_errors(MethodNotAllowed)(self._method_not_allowed)
         self.app.handle_errors(Exception)(self._internal_error)
 

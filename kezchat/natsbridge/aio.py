@@ -18,10 +18,12 @@ from typing import Any, TypeVar
 from twisted.internet.defer import CancelledError, Deferred
 from twisted.python.failure import Failure
 
+from kezchat.natsbridge.errors import NatsSetupError
+
 T = TypeVar("T")
 
 
-class WrongReactorError(RuntimeError):
+class WrongReactorError(NatsSetupError, RuntimeError):
     """
     NATS was configured but the running reactor is not the asyncio one.
     """

@@ -29,6 +29,7 @@ import asyncio
 import base64
 import binascii
 import time
+from collections import OrderedDict
 from collections.abc import Awaitable, Callable, Mapping
 from typing import Any
 
@@ -38,8 +39,8 @@ from nacl.signing import VerifyKey
 from twisted.internet.defer import Deferred
 from twisted.logger import Logger
 
-from kezchat.identity.keys import InvalidKey, parse_primary
-from kezchat.identity.nkeys import user_nkey_to_primary
+from kezchat.identity.keys import InvalidKey, format_primary
+from kezchat.identity.nkeys import decode_public
 from kezchat.natsbridge import jwt
 from kezchat.natsbridge.aio import resolve
 from kezchat.natsbridge.keys import SERVER, USER, NKey, public_key_bytes
@@ -52,6 +53,47 @@ REQUEST_AUDIENCE = "nats-authorization-request"
 # primary ("ed25519:<hex>") -> registry record, or None when unregistered.
 # The result may be a Deferred, an awaitable or a plain value.
 Lookup = Callable[[str], "Deferred[Any] | Awaitable[Any] | Any"]
+
+
+class CachedLookup:
+    """
+    A L{Lookup} that remembers registered keys for a while.
+
+    A registration binds a key to a handle for good, so a positive answer
+    stays true; caching it spares the database a round trip on every
+    reconnection (and a connect storm is mostly reconnections). Unknown
+    keys are never cached: a key registered a moment ago must get in at
+    once. C{ttl} bounds how long any other change could go unseen.
+    """
+
+    def __init__(
+        self,
+        lookup: Lookup,
+        size: int = 10_000,
+        ttl: float = 300.0,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self._lookup = lookup
+        self._size = size
+        self._ttl = ttl
+        self._clock = clock
+        self._records: OrderedDict[str, tuple[float, Any]] = OrderedDict()
+
+    async def __call__(self, primary: str) -> Any:
+        now = self._clock()
+        hit = self._records.get(primary)
+        if hit is not None and hit[0] > now:
+            self._records.move_to_end(primary)
+            return hit[1]
+        record = await resolve(self._lookup(primary))
+        if record is None:
+            self._records.pop(primary, None)
+        else:
+            self._records[primary] = (now + self._ttl, record)
+            self._records.move_to_end(primary)
+            if len(self._records) > self._size:
+                self._records.popitem(last=False)
+        return record
 
 
 class RefusedError(Exception):
@@ -124,9 +166,10 @@ class CalloutResponder:
             user_nkey = request.get("user_nkey")
             server = request.get("server_id")
             server_id = server.get("id") if isinstance(server, dict) else None
-            public_key_bytes(USER, user_nkey)
+            # user_nkey is new for every connection: not worth caching.
+            decode_public(USER, user_nkey)
             public_key_bytes(SERVER, server_id)
-        except (jwt.JWTError, InvalidKey, TypeError) as e:
+        except (jwt.JWTError, InvalidKey, TypeError, AttributeError) as e:
             self.log.warn("Refusing a malformed authorization request: {reason}", reason=str(e))
             return b""
         try:
@@ -140,24 +183,29 @@ class CalloutResponder:
                 client=_client_label(request),
             )
             return self._response(user_nkey, server_id, {"error": str(e)}, now)
+        except Exception:
+            # A request shape nobody anticipated: refuse, never leave the
+            # client waiting for the server's auth timeout.
+            self.log.failure("Refusing an authorization request that could not be handled")
+            return self._response(user_nkey, server_id, {"error": "internal error"}, now)
         user_jwt = self._user_jwt(user_nkey, primary, name, now)
         return self._response(user_nkey, server_id, {"jwt": user_jwt}, now)
 
     async def _authenticate(self, request: dict[str, Any]) -> tuple[str, str | None]:
-        opts = request.get("connect_opts") or {}
-        info = request.get("client_info") or {}
+        opts, info = request.get("connect_opts"), request.get("client_info")
+        if not isinstance(opts, dict) or not isinstance(info, dict):
+            raise RefusedError("malformed request")
         nkey, sig, nonce = opts.get("nkey"), opts.get("sig"), info.get("nonce")
         if not isinstance(nkey, str) or not nkey:
             raise RefusedError("a KEZ key (nkey) is required")
         if not isinstance(sig, str) or not isinstance(nonce, str) or not nonce:
             raise RefusedError("the nonce was not signed")
         try:
-            primary = user_nkey_to_primary(nkey)
-            VerifyKey(parse_primary(primary)).verify(
-                nonce.encode("ascii"), _decode_nonce_signature(sig)
-            )
+            key = public_key_bytes(USER, nkey)
+            VerifyKey(key).verify(nonce.encode("ascii"), _decode_nonce_signature(sig))
         except (InvalidKey, BadSignatureError, NaclValueError, UnicodeEncodeError) as e:
             raise RefusedError("bad nonce signature") from e
+        primary = format_primary(key)
         try:
             record = await resolve(self.lookup(primary))
         except asyncio.CancelledError:
@@ -196,7 +244,9 @@ class CalloutResponder:
 
 
 def _client_label(request: dict[str, Any]) -> str:
-    info = request.get("client_info") or {}
+    info = request.get("client_info")
+    if not isinstance(info, dict):
+        return "?"
     return f"{info.get('host', '?')} #{info.get('id', '?')}"
 
 

@@ -93,11 +93,19 @@ class NatsConnection:
         self._down_logged = False
         self.log.info("Connected to NATS at {url}", url=self.url)
         for hook in self.on_connect:
-            await hook(nc)
+            try:
+                await hook(nc)
+            except asyncio.CancelledError:
+                raise
+            except Exception:
+                self.log.failure("NATS start-up hook failed")
 
     async def close(self, timeout: float = 5.0) -> None:
         """
         Drain (deliver what is in flight, then unsubscribe) and close.
+
+        Each step is bounded: a shutdown must finish even when nats-py is
+        wedged mid-reconnect (seen under load: C{close} never returning).
         """
         nc, self.nc = self.nc, None
         if nc is None or nc.is_closed:
@@ -108,7 +116,10 @@ class NatsConnection:
         except (TimeoutError, nats.errors.Error, OSError):
             pass
         finally:
-            await nc.close()
+            try:
+                await asyncio.wait_for(nc.close(), timeout)
+            except (TimeoutError, nats.errors.Error, OSError):
+                self.log.warn("NATS connection did not close in {t} s; abandoning it", t=timeout)
 
     def _report_down(self, error: BaseException) -> None:
         # nats-py reports every failed attempt; one line per outage will do.

@@ -67,8 +67,11 @@ def claims_id(claims: Mapping[str, Any]) -> str:
     """
     The C{jti} of C{claims}: base32 (unpadded) of SHA-512/256 of their JSON.
     """
-    body = {k: v for k, v in claims.items() if k != "jti"}
-    digest = hashlib.new("sha512_256", _dumps(body)).digest()
+    return _claims_id_of(_dumps({k: v for k, v in claims.items() if k != "jti"}))
+
+
+def _claims_id_of(serialised: bytes) -> str:
+    digest = hashlib.new("sha512_256", serialised).digest()
     return base64.b32encode(digest).decode("ascii").rstrip("=")
 
 
@@ -88,8 +91,12 @@ def encode(claims: Mapping[str, Any], signer: NKey, now: float | None = None) ->
     body["iss"] = signer.public
     body["iat"] = int(time.time() if now is None else now)
     body.pop("jti", None)
-    body["jti"] = claims_id(body)
-    signed = _ENCODED_HEADER + b"." + _b64encode(_dumps(body))
+    # One serialisation serves both the hash and the token: the jti is
+    # spliced in as the last member.
+    unsigned = _dumps(body)
+    jti = _claims_id_of(unsigned)
+    payload = unsigned[:-1] + b',"jti":"' + jti.encode("ascii") + b'"}'
+    signed = _ENCODED_HEADER + b"." + _b64encode(payload)
     return (signed + b"." + _b64encode(signer.sign(signed))).decode("ascii")
 
 

@@ -12,13 +12,14 @@ from __future__ import annotations
 
 import os
 from dataclasses import dataclass
-from functools import cached_property
+from functools import cached_property, lru_cache
 from pathlib import Path
 
 import nkeys
 from nacl.signing import SigningKey
 
 from kezchat.identity.nkeys import decode_public, encode_public
+from kezchat.natsbridge.errors import NatsSetupError
 
 ACCOUNT = nkeys.PREFIX_BYTE_ACCOUNT
 USER = nkeys.PREFIX_BYTE_USER
@@ -27,7 +28,7 @@ SERVER = nkeys.PREFIX_BYTE_SERVER
 _ROLE_NAMES = {ACCOUNT: "account", USER: "user", SERVER: "server"}
 
 
-class SeedError(ValueError):
+class SeedError(NatsSetupError, ValueError):
     """
     Text is not an nkey seed, or not one of the expected role.
     """
@@ -63,8 +64,8 @@ class NKey:
             raise SeedError("not an nkey seed") from e
         if prefix is not None and role != prefix:
             raise SeedError(
-                f"expected a {_ROLE_NAMES.get(prefix, prefix)} seed,"
-                f" got a {_ROLE_NAMES.get(role, role)} seed"
+                f"expected a seed of role {_ROLE_NAMES.get(prefix, prefix)},"
+                f" got one of role {_ROLE_NAMES.get(role, role)}"
             )
         return cls(role, bytes(seed))
 
@@ -84,11 +85,17 @@ class NKey:
         return self._signing_key.sign(message).signature
 
 
+@lru_cache(maxsize=16384)
 def public_key_bytes(prefix: int, public: str) -> bytes:
     """
     The raw Ed25519 key of an encoded public nkey of role C{prefix}.
 
-    @raise kezchat.identity.InvalidKey: on a malformed key or wrong role.
+    Cached: the callout decodes the same few keys (its issuer, the
+    server's, returning clients') over and over, and base32 plus the
+    CRC-16 in pure Python cost more than the signature checks around them.
+
+    @raise kezchat.identity.InvalidKey: on a malformed key or wrong role
+        (failures are not cached).
     """
     return decode_public(prefix, public)
 
@@ -101,7 +108,10 @@ def read_seed_file(path: str | os.PathLike[str], prefix: int) -> NKey:
         text = Path(path).read_text("ascii")
     except (OSError, UnicodeDecodeError) as e:
         raise SeedError(f"cannot read seed file {os.fspath(path)!r}: {e}") from e
-    return NKey.from_seed_text(text, prefix)
+    try:
+        return NKey.from_seed_text(text, prefix)
+    except SeedError as e:
+        raise SeedError(f"{os.fspath(path)}: {e}") from None
 
 
 def write_seed_file(path: str | os.PathLike[str], key: NKey) -> None:

@@ -10,6 +10,7 @@ is down delays NATS, never the HTTP API (SPEC §5, "Outage").
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Sequence
 from typing import Any, Protocol
 
 from twisted.application.service import Service
@@ -18,15 +19,21 @@ from twisted.logger import Logger
 from twisted.python.failure import Failure
 
 from kezchat.natsbridge.aio import deferred_from_coroutine, require_asyncio_reactor
-from kezchat.natsbridge.callout import CalloutResponder, CalloutSubscription, Lookup
+from kezchat.natsbridge.callout import (
+    CachedLookup,
+    CalloutResponder,
+    CalloutSubscription,
+    Lookup,
+)
 from kezchat.natsbridge.connection import NatsConnection
+from kezchat.natsbridge.errors import NatsSetupError
 from kezchat.natsbridge.keys import ACCOUNT, USER, read_seed_file
 from kezchat.natsbridge.stream import StreamLimits, ensure_inbox_stream
 
 
 class Bridge(Protocol):
     """
-    What L{NatsService} needs of the relay bridge.
+    A part of the bridge that runs on the NATS connection once it is up.
     """
 
     async def start(self, nc: Any) -> None: ...
@@ -47,16 +54,17 @@ class NatsService(Service):
         connection: NatsConnection,
         responder: CalloutResponder,
         stream_limits: StreamLimits | None = None,
-        bridge: Bridge | None = None,
+        bridges: Sequence[Bridge] = (),
     ) -> None:
         self.connection = connection
         self.callout = CalloutSubscription(responder)
         self.stream_limits = stream_limits or StreamLimits()
-        self.bridge = bridge
+        self.bridges = tuple(bridges)
         self._running: Deferred[None] | None = None
+        #: seconds each shutdown step may take
+        self.stop_timeout = 5.0
         connection.on_connect += [self._ensure_stream, self.callout.start]
-        if bridge is not None:
-            connection.on_connect.append(bridge.start)
+        connection.on_connect += [bridge.start for bridge in self.bridges]
         connection.on_reconnect.append(self._ensure_stream)
 
     def status(self) -> str:
@@ -82,10 +90,12 @@ class NatsService(Service):
         return deferred_from_coroutine(self._stop())
 
     async def _stop(self) -> None:
-        if self.bridge is not None:
-            await self.bridge.stop()
-        await self.callout.stop()
-        await self.connection.close()
+        for step in [*(bridge.stop for bridge in reversed(self.bridges)), self.callout.stop]:
+            try:
+                await asyncio.wait_for(step(), self.stop_timeout)
+            except TimeoutError:
+                self.log.warn("{step} did not finish in time; going on", step=step)
+        await self.connection.close(self.stop_timeout)
 
     async def _ensure_stream(self, nc: Any) -> None:
         """
@@ -104,7 +114,7 @@ def build_nats_service(
     config: Any,
     lookup: Lookup,
     reactor: Any,
-    bridge: Bridge | None = None,
+    bridges: Sequence[Bridge] = (),
     stream_limits: StreamLimits | None = None,
 ) -> NatsService:
     """
@@ -112,16 +122,17 @@ def build_nats_service(
 
     @raise kezchat.natsbridge.aio.WrongReactorError: unless C{reactor} is
         the asyncio reactor.
-    @raise kezchat.natsbridge.keys.SeedError: for a missing or wrong seed.
+    @raise kezchat.natsbridge.errors.NatsSetupError: for a missing or
+        wrong seed file (and the wrong reactor).
     """
     require_asyncio_reactor(reactor)
     if not config.nats_seed or not config.callout_issuer_seed:
-        raise ValueError(
+        raise NatsSetupError(
             "--nats-url needs --nats-seed and --callout-issuer-seed"
             " (create them with `kezchat-admin nats-keys --out DIR`)"
         )
     seed = read_seed_file(config.nats_seed, USER)
     issuer = read_seed_file(config.callout_issuer_seed, ACCOUNT)
     connection = NatsConnection(config.nats_url, seed, name=f"kezchat {config.server}")
-    responder = CalloutResponder(issuer, lookup)
-    return NatsService(connection, responder, stream_limits, bridge)
+    responder = CalloutResponder(issuer, CachedLookup(lookup))
+    return NatsService(connection, responder, stream_limits, bridges)

@@ -12,8 +12,9 @@ BAD_SIGNATURE = "bad_signature"  # the signature does not verify
 BAD_SEQ = "bad_seq"  # seq is not the previous seq + 1
 BAD_PREV = "bad_prev"  # prev is not the hash of the previous event
 BAD_REVOKE = "bad_revoke"  # revoke names an event that cannot be revoked
+FORK = "fork"  # a different event already holds this seq (raised by stores)
 
-CODES = frozenset({MALFORMED, WRONG_SIGNER, BAD_SIGNATURE, BAD_SEQ, BAD_PREV, BAD_REVOKE})
+CODES = frozenset({MALFORMED, WRONG_SIGNER, BAD_SIGNATURE, BAD_SEQ, BAD_PREV, BAD_REVOKE, FORK})
 
 
 class ChainError(ValueError):

@@ -10,11 +10,13 @@ from kezchat.storage.interfaces import (
     Accepted,
     HandleRecord,
     HandleTaken,
+    ManifestStore,
     MessageStore,
     NewMessage,
     PrimaryTaken,
     RegistryStore,
     RetentionReport,
+    StoredManifest,
     StoredMessage,
 )
 
@@ -22,10 +24,12 @@ __all__ = [
     "Accepted",
     "HandleRecord",
     "HandleTaken",
+    "ManifestStore",
     "MessageStore",
     "NewMessage",
     "PrimaryTaken",
     "RegistryStore",
     "RetentionReport",
+    "StoredManifest",
     "StoredMessage",
 ]

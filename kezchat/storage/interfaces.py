@@ -123,3 +123,29 @@ class MessageStore(Protocol):
     def apply_retention(
         self, older_than: float, max_bytes_per_recipient: int
     ) -> Deferred[RetentionReport]: ...
+
+
+@dataclass(frozen=True)
+class StoredManifest:
+    """
+    A shared-files manifest blob as the mirror keeps it: the exact bytes
+    the owner uploaded, and their BLAKE3.
+    """
+
+    primary: str
+    blob: bytes
+    blake3: str
+    stored_at: float
+
+
+class ManifestStore(Protocol):
+    """
+    The manifest mirror's table: the latest blob per primary.
+    """
+
+    def put_manifest(self, manifest: StoredManifest) -> Deferred[StoredManifest]:
+        """
+        Store C{manifest}, replacing the primary's previous one.
+        """
+
+    def manifest(self, primary: str) -> Deferred[StoredManifest | None]: ...

@@ -19,7 +19,7 @@ from collections.abc import Callable
 from typing import Any, TypeVar
 
 from twisted.application.service import Service
-from twisted.internet.defer import Deferred, fail
+from twisted.internet.defer import Deferred, fail, succeed
 from twisted.internet.interfaces import IReactorFromThreads
 from twisted.internet.threads import deferToThreadPool
 from twisted.logger import Logger
@@ -71,7 +71,7 @@ class SQLiteDatabase(Service):
         self._reader_lock = threading.Lock()
         self._ready_waiters: list[Deferred[None]] | None = []
         self._ready_failure: Failure | None = None
-        self._closed = False
+        self._closed = True
         #: transactions committed by the writer, and writes they held
         self.commits = 0
         self.batched_writes = 0
@@ -89,6 +89,9 @@ class SQLiteDatabase(Service):
         self._readers.start()
 
     def stopService(self) -> Deferred[None]:
+        if self._closed:
+            # already stopping or stopped (a test, then its cleanup)
+            return self._writer_done or succeed(None)
         super().stopService()
         self._closed = True
         self._jobs.put(_STOP)

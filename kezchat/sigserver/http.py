@@ -1,0 +1,137 @@
+"""
+The sig-server's HTTP API (SPEC §7): thin Klein routes over L{Sigchains}.
+
+    GET  /v1/sigchains/ed25519/<hex>          {"primary", "events"} (JCS), or
+                                              JSON Lines with Accept: application/jsonl
+                                              or ?format=jsonl
+    POST /v1/sigchains/ed25519/<hex>/events   one event → 201 {"seq", "hash"}
+    GET  /v1/healthz, GET /metrics
+
+A key nobody has appended to answers 200 with an empty chain rather than
+404: an empty chain is a valid chain, and its first append needs no set-up.
+Errors: see L{kezchat.sigserver.sigchains.Sigchains.append}; an event's own
+flaws are 400/401, its place in the chain (fork, gap, wrong prev, bad
+revoke) a 409.
+
+CORS is open: the web app, served from the chat-server's origin, reads and
+appends to chains here, and the data is public and self-authenticating.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+from twisted.web.iweb import IRequest
+
+from kezchat import __version__
+from kezchat.errors import KezError
+from kezchat.http.errors import json_response, read_body
+from kezchat.http.meta import install_metrics
+from kezchat.http.request import KezSite
+from kezchat.http.resource import ApiResource
+from kezchat.http.routing import Routes
+from kezchat.sigchain.wire import JSONL_MEDIA_TYPE, dump_document, dump_jsonl
+from kezchat.sigserver.metrics import SigMetrics
+from kezchat.sigserver.sigchains import Sigchains
+from kezchat.strictjson import JSONError, loads
+
+#: one event; the largest legitimate one is a few hundred bytes
+EVENT_CAP = 16 * 1024
+
+_CORS = {
+    b"access-control-allow-methods": b"GET, POST, OPTIONS",
+    b"access-control-allow-headers": b"Content-Type, Accept",
+    b"access-control-max-age": b"86400",
+}
+
+
+def _wants_jsonl(request: IRequest) -> bool:
+    formats = request.args.get(b"format")
+    if formats:
+        if formats != [b"jsonl"] and formats != [b"json"]:
+            raise KezError("bad_request", "format is json or jsonl")
+        return formats == [b"jsonl"]
+    accept = request.getHeader(b"accept") or b""
+    return JSONL_MEDIA_TYPE.encode() in accept.lower()
+
+
+def _read_event(request: IRequest) -> object:
+    """
+    The posted event, parsed strictly: an event with duplicate keys means
+    different things to different parsers, so it is refused outright.
+    """
+    try:
+        return loads(read_body(request, EVENT_CAP))
+    except JSONError as e:
+        raise KezError("bad_request", f"the body is not valid JSON: {e}"[:200]) from None
+
+
+def install(routes: Routes, sigchains: Sigchains, metrics: SigMetrics, base_url: str) -> None:
+    @routes.route("/v1/healthz", methods=["GET"], name="healthz")
+    def healthz(request: IRequest) -> bytes:
+        return json_response(request, {"status": "ok", "service": "kezsig", "version": __version__})
+
+    install_metrics(routes, metrics)
+
+    @routes.route("/v1/sigchains/ed25519/<key_hex>", methods=["GET"], name="sigchain")
+    async def chain(request: IRequest, key_hex: str) -> bytes:
+        jsonl = _wants_jsonl(request)
+        primary, events = await sigchains.chain(key_hex)
+        request.setHeader(b"cache-control", b"no-cache")
+        if jsonl:
+            request.setHeader(b"content-type", JSONL_MEDIA_TYPE.encode())
+            return dump_jsonl(events)
+        request.setHeader(b"content-type", b"application/json")
+        return dump_document(primary, events)
+
+    @routes.route("/v1/sigchains/ed25519/<key_hex>/events", methods=["POST"], name="append")
+    async def append(request: IRequest, key_hex: str) -> bytes:
+        body = _read_event(request)
+        result = await sigchains.append(key_hex, body)
+        if result.created:
+            metrics.events_appended.labels(body["type"]).inc()
+        request.setHeader(b"location", f"{base_url}/v1/sigchains/ed25519/{key_hex}".encode())
+        return json_response(
+            request, {"seq": result.seq, "hash": result.hash}, 201 if result.created else 200
+        )
+
+
+class SigResource(ApiResource):
+    """
+    The sig-server's root resource: the API with CORS on every answer.
+    """
+
+    def dispatch(self, request: IRequest) -> bytes | int:
+        request.setHeader(b"access-control-allow-origin", b"*")
+        if request.method == b"OPTIONS":
+            request.kez_route = "preflight"
+            for name, value in _CORS.items():
+                request.setHeader(name, value)
+            request.setResponseCode(204)
+            return b""
+        return super().dispatch(request)
+
+
+def build_resource(
+    sigchains: Sigchains, metrics: SigMetrics, clock: Callable[[], float], base_url: str = ""
+) -> SigResource:
+    """
+    The resource alone, for mounting in an existing C{Site}.
+    """
+    routes = Routes(metrics)
+    install(routes, sigchains, metrics, base_url)
+    return SigResource(routes, clock)
+
+
+def build_site(resource: SigResource, metrics: SigMetrics, reactor: object) -> KezSite:
+    """
+    A C{Site} that refuses bodies over L{EVENT_CAP} while reading them.
+    """
+    site = KezSite(
+        resource,
+        body_cap_for=lambda path: EVENT_CAP,
+        on_refused=lambda code: metrics.rejections.labels(code).inc(),
+        reactor=reactor,
+    )
+    site.displayTracebacks = False
+    return site

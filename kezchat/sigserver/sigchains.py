@@ -1,0 +1,119 @@
+"""
+The sig-server's domain object: read a chain, append one event.
+
+An append is checked in two steps.  What the event says about itself —
+shape, signer, signature — is checked first, with no storage involved.
+Where it goes — the next seq, linked to the head, revoking only what can
+be revoked — is judged against the stored chain inside the write, so the
+judgement and the insert are one atomic step.  Both steps are the
+sigchain library's own checks, so the server refuses exactly what a
+verifying client would.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from collections.abc import Callable
+from dataclasses import dataclass
+
+from kezchat.errors import KezError
+from kezchat.identity.jcs import canonical_json
+from kezchat.identity.keys import PRIMARY_PREFIX
+from kezchat.sigchain import ChainError, ChainVerifier, Event, check_signed, event_hash
+from kezchat.sigchain.bodies import REVOKE
+from kezchat.sigchain.errors import FORK, MALFORMED
+from kezchat.sigserver.store import EventRow, SQLiteSigchainStore
+
+_KEY_HEX_RE = re.compile(r"[0-9a-f]{64}")
+
+
+@dataclass(frozen=True)
+class Appended:
+    """
+    The outcome of an append: C{created} is False when the same event was
+    already stored (a client retrying after a lost response).
+    """
+
+    seq: int
+    hash: str
+    created: bool
+
+
+def primary_of(key_hex: str) -> str:
+    """
+    The primary named by the C{<hex>} of a sigchain URL.
+
+    @raise KezError: C{bad_request} unless 64 lowercase hex characters.
+    """
+    if not _KEY_HEX_RE.fullmatch(key_hex):
+        raise KezError("bad_request", "the key in the path must be 64 lowercase hex characters")
+    return PRIMARY_PREFIX + key_hex
+
+
+def _refusal(error: ChainError) -> KezError:
+    code = "bad_request" if error.code == MALFORMED else error.code
+    return KezError(code, str(error))
+
+
+def _judge(primary: str, event: Event, hash: str) -> Callable[[list[EventRow]], bool]:
+    def judge(stored: list[EventRow]) -> bool:
+        if event["seq"] <= len(stored):
+            if stored[event["seq"] - 1].hash == hash:
+                return False
+            raise ChainError(
+                FORK, f"seq {event['seq']} already holds a different event", event["seq"]
+            )
+        head = stored[-1] if stored else None
+        ChainVerifier.resume(
+            primary,
+            head_seq=head.seq if head else 0,
+            head_hash=head.hash if head else None,
+            types={row.seq: row.type for row in stored},
+            revoked=[row.revokes for row in stored if row.revokes is not None],
+        ).check_place(event)
+        return True
+
+    return judge
+
+
+class Sigchains:
+    def __init__(self, store: SQLiteSigchainStore, clock: Callable[[], float]) -> None:
+        self._store = store
+        self._clock = clock
+
+    async def chain(self, key_hex: str) -> tuple[str, list[Event]]:
+        """
+        C{(primary, events)}; a key nobody has appended to has an empty
+        chain, which is a valid chain.
+        """
+        primary = primary_of(key_hex)
+        return primary, [json.loads(text) for text in await self._store.events(primary)]
+
+    async def append(self, key_hex: str, body: object) -> Appended:
+        """
+        Verify and store one event of C{key_hex}'s chain.
+
+        @raise KezError: C{bad_request} (malformed), C{wrong_signer},
+            C{bad_signature}, C{fork}, C{bad_seq}, C{bad_prev}, C{bad_revoke}.
+        """
+        primary = primary_of(key_hex)
+        try:
+            event = check_signed(primary, body)
+        except ChainError as e:
+            raise _refusal(e) from None
+        hash = event_hash(event)
+        row = EventRow(
+            event["seq"],
+            event["type"],
+            event["body"]["seq"] if event["type"] == REVOKE else None,
+            hash,
+        )
+        encoded = canonical_json(event).decode("utf-8")
+        try:
+            created = await self._store.append(
+                primary, row, encoded, self._clock(), _judge(primary, event, hash)
+            )
+        except ChainError as e:
+            raise _refusal(e) from None
+        return Appended(event["seq"], hash, created)
