@@ -5,14 +5,18 @@ C{systemd:…}), with the bound port available to whoever asks.
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
+from typing import TYPE_CHECKING
 
-from twisted.application.service import Service
+from twisted.application.service import MultiService, Service
 from twisted.internet.defer import Deferred, DeferredList, succeed
 from twisted.internet.endpoints import serverFromString
 from twisted.internet.interfaces import IListeningPort, IProtocolFactory
 from twisted.logger import Logger
 from twisted.python.failure import Failure
+
+if TYPE_CHECKING:
+    from kezchat.storage.sqlite.database import SQLiteDatabase
 
 
 class EndpointService(Service):
@@ -109,3 +113,54 @@ def all_listening(listeners: list[EndpointService]) -> Deferred[list[IListeningP
     d.addCallback(lambda results: [port for _ok, port in results])
     d.addErrback(lambda f: f.value.subFailure)
     return d
+
+
+class ServerService(MultiService):
+    """
+    A server made of a database, other parts and HTTP listeners: the
+    common frame of C{twistd kezchat} and C{twistd kezsig}.
+
+    Children start in the order they were added (the database first) and
+    stop in reverse (the listeners first). Listeners wait for the database,
+    so no request arrives before it can be answered.
+    """
+
+    log = Logger()
+
+    #: set by the twistd plugins: a database that cannot be opened ends the
+    #: process instead of leaving a server that answers nothing
+    stop_reactor_on_failure = False
+
+    def __init__(self, db: SQLiteDatabase, reactor: object) -> None:
+        super().__init__()
+        self.db = db
+        self._reactor = reactor
+        self.listeners: list[EndpointService] = []
+
+    def listen(self, descriptions: Iterable[str], factory: IProtocolFactory) -> None:
+        """
+        Serve C{factory} on every endpoint description.
+        """
+        for description in descriptions:
+            listener = EndpointService(self._reactor, description, factory, self.db.when_ready)
+            listener.setServiceParent(self)
+            self.listeners.append(listener)
+
+    def startService(self) -> None:
+        super().startService()
+        self.db.when_ready().addErrback(self._fatal)
+
+    def _fatal(self, failure: Failure) -> None:
+        self.log.critical(
+            "cannot open the database {path}: {error}",
+            path=self.db.path,
+            error=failure.getErrorMessage(),
+        )
+        if self.stop_reactor_on_failure and self._reactor.running:
+            self._reactor.stop()
+
+    def when_listening(self) -> Deferred[list[IListeningPort]]:
+        """
+        The bound ports of every listener, once all listen.
+        """
+        return all_listening(self.listeners)

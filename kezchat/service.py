@@ -14,17 +14,14 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 from twisted.application.internet import TimerService
-from twisted.application.service import MultiService
-from twisted.internet.defer import Deferred, DeferredList, ensureDeferred
-from twisted.internet.interfaces import IListeningPort
+from twisted.internet.defer import Deferred, ensureDeferred
 from twisted.logger import Logger
-from twisted.python.failure import Failure
 
 from kezchat.config import ChatConfig
 from kezchat.http import manifests, messages
 from kezchat.http.app import ChatResource, KezChatHTTP
 from kezchat.http.clientip import ClientAddress
-from kezchat.listening import EndpointService
+from kezchat.listening import ServerService
 from kezchat.metrics import Metrics
 from kezchat.mirror import ManifestMirror
 from kezchat.ratelimit import RateLimiter
@@ -64,21 +61,15 @@ class ChatParts:
     http: KezChatHTTP
 
 
-class ChatService(MultiService):
+class ChatService(ServerService):
     """
-    The whole chat-server. Children start in order (database first) and
-    stop in reverse (listeners first, then streams, database last).
+    The whole chat-server: database, domain objects, streams, timers,
+    listeners.
     """
-
-    #: set by the twistd plugin: a database that cannot be opened ends the
-    #: process instead of leaving a server that answers nothing
-    stop_reactor_on_failure = False
 
     def __init__(self, parts: ChatParts, reactor: object) -> None:
-        super().__init__()
+        super().__init__(parts.db, reactor)
         self.parts = parts
-        self._reactor = reactor
-        self.listeners: list[EndpointService] = []
 
     @property
     def config(self) -> ChatConfig:
@@ -89,32 +80,6 @@ class ChatService(MultiService):
         The HTTP resource alone, to mount in another C{Site}.
         """
         return self.parts.http.resource()
-
-    def startService(self) -> None:
-        super().startService()
-        self.parts.db.when_ready().addErrback(self._fatal)
-
-    def _fatal(self, failure: Failure) -> None:
-        log.critical(
-            "cannot open the database {path}: {error}",
-            path=self.parts.db.path,
-            error=failure.getErrorMessage(),
-        )
-        if self.stop_reactor_on_failure and self._reactor.running:
-            self._reactor.stop()
-
-    def when_listening(self) -> Deferred[list[IListeningPort]]:
-        """
-        The bound ports of every C{--listen} endpoint, once all listen.
-        """
-        d = DeferredList(
-            [listener.when_listening() for listener in self.listeners],
-            fireOnOneErrback=True,
-            consumeErrors=True,
-        )
-        d.addCallback(lambda results: [port for _ok, port in results])
-        d.addErrback(lambda f: f.value.subFailure)
-        return d
 
 
 def build_parts(config: ChatConfig, reactor: object, broker: Broker | None = None) -> ChatParts:
@@ -195,11 +160,7 @@ def makeService(config: ChatConfig, reactor: object | None = None) -> ChatServic
     parts.hub.setServiceParent(service)
     if parts.http.web is not None:
         parts.http.web.setServiceParent(service)
-    site = parts.http.site(reactor, access_log=config.access_log)
-    for description in config.listen:
-        listener = EndpointService(reactor, description, site, ready=parts.db.when_ready)
-        listener.setServiceParent(service)
-        service.listeners.append(listener)
+    service.listen(config.listen, parts.http.site(reactor, access_log=config.access_log))
     return service
 
 

@@ -8,13 +8,9 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from twisted.application.service import MultiService
-from twisted.internet.defer import Deferred
-from twisted.internet.interfaces import IListeningPort
 from twisted.logger import Logger
-from twisted.python.failure import Failure
 
-from kezchat.listening import EndpointService, all_listening
+from kezchat.listening import ServerService
 from kezchat.sigserver.config import SigConfig
 from kezchat.sigserver.http import SigResource, build_resource, build_site
 from kezchat.sigserver.metrics import SigMetrics
@@ -34,36 +30,14 @@ class SigParts:
     resource: SigResource
 
 
-class SigService(MultiService):
+class SigService(ServerService):
     """
     The whole sig-server; children start database first and stop it last.
     """
 
-    #: set by the twistd plugin: a database that cannot be opened ends the
-    #: process instead of leaving a server that answers nothing
-    stop_reactor_on_failure = False
-
     def __init__(self, parts: SigParts, reactor: object) -> None:
-        super().__init__()
+        super().__init__(parts.db, reactor)
         self.parts = parts
-        self._reactor = reactor
-        self.listeners: list[EndpointService] = []
-
-    def startService(self) -> None:
-        super().startService()
-        self.parts.db.when_ready().addErrback(self._fatal)
-
-    def _fatal(self, failure: Failure) -> None:
-        log.critical(
-            "cannot open the database {path}: {error}",
-            path=self.parts.db.path,
-            error=failure.getErrorMessage(),
-        )
-        if self.stop_reactor_on_failure and self._reactor.running:
-            self._reactor.stop()
-
-    def when_listening(self) -> Deferred[list[IListeningPort]]:
-        return all_listening(self.listeners)
 
 
 def build_parts(config: SigConfig, reactor: object) -> SigParts:
@@ -89,9 +63,5 @@ def makeService(config: SigConfig, reactor: object | None = None) -> SigService:
     parts = build_parts(config, reactor)
     service = SigService(parts, reactor)
     parts.db.setServiceParent(service)
-    site = build_site(parts.resource, parts.metrics, reactor)
-    for description in config.listen:
-        listener = EndpointService(reactor, description, site, ready=parts.db.when_ready)
-        listener.setServiceParent(service)
-        service.listeners.append(listener)
+    service.listen(config.listen, build_site(parts.resource, parts.metrics, reactor))
     return service
