@@ -148,6 +148,8 @@ async def chat_benchmarks(reactor, args: argparse.Namespace, floor: dict) -> Non
         "import resource, sys\n"
         "soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)\n"
         "resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))\n"
+        "import os, gc\n"
+        "if os.environ.get('KEZ_BENCH_NOGC'): gc.disable()\n"
         "from twisted.scripts.twistd import run\n"
         "sys.argv = ['twistd'] + sys.argv[1:]\n"
         "run()\n"

@@ -14,6 +14,7 @@ __all__ = ["Options", "makeService"]
 def makeService(options: Options) -> IService:
     from twisted.internet import reactor
 
+    from kezchat.gctuning import tune_for_serving
     from kezchat.natsbridge.errors import NatsSetupError
     from kezchat.service import makeService as make_chat_service
 
@@ -22,4 +23,5 @@ def makeService(options: Options) -> IService:
     except NatsSetupError as e:
         raise SystemExit(f"kezchat: {e}") from None
     service.stop_reactor_on_failure = True
+    reactor.callWhenRunning(tune_for_serving)
     return service

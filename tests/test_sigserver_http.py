@@ -207,6 +207,8 @@ class RefusalTests(SigServerTestCase):
         before = await self.stored()
         response = await self.client.post(self.url + "/events", data=b" " * (EVENT_CAP + 1))
         self.assertEqual(response.code, 413)
+        # refused before any resource ran, and still readable by a browser
+        self.assertEqual(response.headers.getRawHeaders("access-control-allow-origin"), ["*"])
         self.assertEqual((await json_of(response))["error"]["code"], "payload_too_large")
         self.assertEqual(await self.stored(), before)
 

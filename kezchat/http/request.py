@@ -22,17 +22,24 @@ from twisted.web.server import Request, Site
 DEFAULT_BODY_CAP = 64 * 1024
 
 
-def raw_json_response(status: int, reason: bytes, code: str, message: str) -> bytes:
+_REASONS = {400: b"Bad Request", 408: b"Request Timeout", 413: b"Payload Too Large"}
+
+
+def raw_json_response(
+    status: int, code: str, message: str, headers: tuple[tuple[bytes, bytes], ...] = ()
+) -> bytes:
     """
     A complete HTTP/1.1 response with a SPEC error body, for answering
     before the request reaches a resource.
     """
     body = json.dumps({"error": {"code": code, "message": message}}).encode()
+    extra = b"".join(b"%s: %s\r\n" % (name, value) for name, value in headers)
     return (
         b"HTTP/1.1 %d %s\r\n"
         b"Content-Type: application/json\r\n"
         b"Content-Length: %d\r\n"
-        b"Connection: close\r\n\r\n" % (status, reason, len(body))
+        b"%s"
+        b"Connection: close\r\n\r\n" % (status, _REASONS[status], len(body), extra)
     ) + body
 
 
@@ -67,13 +74,29 @@ class KezChannel(HTTPChannel):
             lose_write()
         self._refuse_abort = self.callLater(self.refuse_linger, self.transport.abortConnection)
 
+    def refuse_early(self, status: int, code: str, message: str) -> None:
+        """
+        Answer the request being received with a SPEC error, before any
+        resource sees it; count it, and drain the rest of the connection.
+        """
+        site = getattr(self, "site", None)
+        on_refused = getattr(site, "on_refused", None)
+        if on_refused is not None:
+            on_refused(code)
+        self.refuse(raw_json_response(status, code, message, self._refusal_headers()))
+
+    def _refusal_headers(self) -> tuple[tuple[bytes, bytes], ...]:
+        return getattr(getattr(self, "site", None), "refusal_headers", ())
+
     def _respondToBadRequestAndDisconnect(self) -> None:
         """
         Twisted's answer to a malformed request line, header or chunk is a
         bare C{400} with no body; give it the SPEC error shape instead.
         """
         self.transport.write(
-            raw_json_response(400, b"Bad Request", "bad_request", "malformed HTTP request")
+            raw_json_response(
+                400, "bad_request", "malformed HTTP request", self._refusal_headers()
+            )
         )
         self.loseConnection()
 
@@ -101,14 +124,7 @@ class KezChannel(HTTPChannel):
 
     def _line_too_slow(self) -> None:
         self._line_deadline = None
-        on_refused = getattr(getattr(self, "site", None), "on_refused", None)
-        if on_refused is not None:
-            on_refused("request_timeout")
-        self.refuse(
-            raw_json_response(
-                408, b"Request Timeout", "request_timeout", "the request took too long to arrive"
-            )
-        )
+        self.refuse_early(408, "request_timeout", "the request took too long to arrive")
 
     def connectionLost(self, reason: object) -> None:
         self.request_started()
@@ -167,30 +183,13 @@ class KezRequest(Request):
         # no "100 Continue" after a 413
         self.requestHeaders.removeHeader(b"expect")
         self._cancel_deadline()
-        site = getattr(self.channel, "site", None)
-        on_refused = getattr(site, "on_refused", None)
-        if on_refused is not None:
-            on_refused("payload_too_large")
-        self.channel.refuse(
-            raw_json_response(
-                413,
-                b"Payload Too Large",
-                "payload_too_large",
-                f"the request body is larger than {self._cap} bytes",
-            )
+        self.channel.refuse_early(
+            413, "payload_too_large", f"the request body is larger than {self._cap} bytes"
         )
 
     def _too_slow(self) -> None:
         self._deadline = None
-        site = getattr(self.channel, "site", None)
-        on_refused = getattr(site, "on_refused", None)
-        if on_refused is not None:
-            on_refused("request_timeout")
-        self.channel.refuse(
-            raw_json_response(
-                408, b"Request Timeout", "request_timeout", "the request took too long to arrive"
-            )
-        )
+        self.channel.refuse_early(408, "request_timeout", "the request took too long to arrive")
 
     def _cancel_deadline(self) -> None:
         if self._deadline is not None and self._deadline.active():
@@ -227,6 +226,7 @@ class KezSite(Site):
         body_cap_for: Callable[[bytes], int] | None = None,
         request_deadline: float = 30.0,
         on_refused: Callable[[str], None] | None = None,
+        refusal_headers: tuple[tuple[bytes, bytes], ...] = (),
         access_log: bool = True,
         reactor: object = None,
         **kw: object,
@@ -239,6 +239,8 @@ class KezSite(Site):
         self.body_cap_for = body_cap_for or (lambda path: DEFAULT_BODY_CAP)
         self.request_deadline = request_deadline
         self.on_refused = on_refused
+        #: headers every early refusal carries (CORS, for a browser to read it)
+        self.refusal_headers = refusal_headers
         self.access_log = access_log
 
     def log(self, request: Request) -> None:

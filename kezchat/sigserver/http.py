@@ -131,6 +131,7 @@ def build_site(resource: SigResource, metrics: SigMetrics, reactor: object) -> K
         resource,
         body_cap_for=lambda path: EVENT_CAP,
         on_refused=lambda code: metrics.rejections.labels(code).inc(),
+        refusal_headers=((b"Access-Control-Allow-Origin", b"*"),),
         reactor=reactor,
     )
     site.displayTracebacks = False
