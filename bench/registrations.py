@@ -1,7 +1,7 @@
 """
 Registration throughput of one chat-server process.
 
-    /work/venv/bin/python bench/registrations.py [--count N] [--concurrency C]
+    .venv/bin/python bench/registrations.py [--count N] [--concurrency C]
 
 Starts C{twistd -r asyncio -n kezchat} in a separate process on a free
 loopback port with a fresh database and C{--register-limit 0}, signs N

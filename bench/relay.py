@@ -4,8 +4,8 @@ sustained stored+delivered messages per second, and the memory cost of
 idle SSE streams — beside the same-run floor of a raw nats-server
 pub→sub round trip through nats-py.
 
-    /work/venv/bin/python bench/relay.py            # full run, ~1 minute
-    /work/venv/bin/python bench/relay.py --quick    # a smaller, faster run
+    .venv/bin/python bench/relay.py            # full run, ~1 minute
+    .venv/bin/python bench/relay.py --quick    # a smaller, faster run
 
 Everything runs on loopback and stops by itself. The chat-server runs as
 a separate process (`twistd -r asyncio -n kezchat`, as shipped); the load
@@ -135,11 +135,16 @@ async def chat_benchmarks(reactor, args: argparse.Namespace, floor: dict) -> Non
     port = free_port()
 
     class Server(ProcessProtocol):
+        """
+        Keeps the tail of the server's log (for errors) and drops the
+        rest cheaply: the access log is a line per request.
+        """
+
         def __init__(self) -> None:
             self.output = b""
 
         def outReceived(self, data: bytes) -> None:
-            self.output += data
+            self.output = (self.output + data)[-65536:]
 
         errReceived = outReceived
 
