@@ -147,47 +147,31 @@ class AuthMatrixTests(RelayTestCase):
     async def test_send(self) -> None:
         raw, good = message_request(self.alice, "alice", "bob", {"x": 1})
         digest = body_digest(raw)
+        def auth(key, fields=(digest,), offset=0, method="POST", path="/v1/messages"):
+            return {**good, "X-KEZ-Auth": sign_request(key, method, path, list(fields),
+                                                       now() + offset)}
+
+        # each case is signed just before it is sent: a "61 s in the future"
+        # signed early would drift back inside the window on a slow run
         cases = {
-            "no sender": {k: v for k, v in good.items() if k != "X-KEZ-Sender"},
-            "no auth": {k: v for k, v in good.items() if k != "X-KEZ-Auth"},
-            "garbled auth": {**good, "X-KEZ-Auth": "yesterday:ff"},
-            "wrong signer": {
-                **good,
-                "X-KEZ-Auth": sign_request(self.carol, "POST", "/v1/messages", [digest], now()),
-            },
-            "claims another sender": {**good, "X-KEZ-Sender": "carol"},
-            "unknown sender": {**good, "X-KEZ-Sender": "nobody"},
-            "stale": {
-                **good,
-                "X-KEZ-Auth": sign_request(
-                    self.alice, "POST", "/v1/messages", [digest], now() - 61
-                ),
-            },
-            "future": {
-                **good,
-                "X-KEZ-Auth": sign_request(
-                    self.alice, "POST", "/v1/messages", [digest], now() + 61
-                ),
-            },
-            "other body": {
-                **good,
-                "X-KEZ-Auth": sign_request(
-                    self.alice, "POST", "/v1/messages", [body_digest(b"{}")], now()
-                ),
-            },
-            "inbox signature": {**good, "X-KEZ-Auth": inbox_auth(self.alice, "alice")},
-            "manifest signature": {
-                **good,
-                "X-KEZ-Auth": sign_request(
-                    self.alice, "PUT", "/v1/manifests/alice", [digest], now()
-                ),
-            },
+            "no sender": lambda: {k: v for k, v in good.items() if k != "X-KEZ-Sender"},
+            "no auth": lambda: {k: v for k, v in good.items() if k != "X-KEZ-Auth"},
+            "garbled auth": lambda: {**good, "X-KEZ-Auth": "yesterday:ff"},
+            "wrong signer": lambda: auth(self.carol),
+            "claims another sender": lambda: {**good, "X-KEZ-Sender": "carol"},
+            "unknown sender": lambda: {**good, "X-KEZ-Sender": "nobody"},
+            "stale": lambda: auth(self.alice, offset=-61),
+            "future": lambda: auth(self.alice, offset=61),
+            "other body": lambda: auth(self.alice, fields=[body_digest(b"{}")]),
+            "inbox signature": lambda: {**good, "X-KEZ-Auth": inbox_auth(self.alice, "alice")},
+            "manifest signature": lambda: auth(self.alice, method="PUT",
+                                               path="/v1/manifests/alice"),
         }
         for name, headers in cases.items():
-            status, _code = await self.post(raw, headers)
+            status, _code = await self.post(raw, headers())
             self.assertEqual(status, 401, name)
-        self.assertEqual(await self.post(raw, cases["stale"]), (401, "stale_timestamp"))
-        self.assertEqual(await self.post(raw, cases["wrong signer"]), (401, "bad_signature"))
+        self.assertEqual(await self.post(raw, cases["stale"]()), (401, "stale_timestamp"))
+        self.assertEqual(await self.post(raw, cases["wrong signer"]()), (401, "bad_signature"))
         _, page = await inbox(self.client, self.url, self.bob, "bob")
         self.assertEqual(page["messages"], [])
 
