@@ -153,8 +153,8 @@ async def chat_benchmarks(reactor, args: argparse.Namespace, floor: dict) -> Non
         "import resource, sys\n"
         "soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)\n"
         "resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))\n"
-        "import os, gc\n"
-        "if os.environ.get('KEZ_BENCH_NOGC'): gc.disable()\n"
+
+
         "from twisted.scripts.twistd import run\n"
         "sys.argv = ['twistd'] + sys.argv[1:]\n"
         "run()\n"
@@ -369,8 +369,8 @@ def main() -> None:
     parser.add_argument("--streams", type=int, default=10000)
     parser.add_argument("--handles", type=int, default=100)
     parser.add_argument("--profile", help="write a py-spy profile of the server's burst here")
-    parser.add_argument("--no-access-log", dest="access_log", action="store_false",
-                        help="run the server with --access-log off")
+    parser.add_argument("--access-log", action="store_true",
+                        help="run the server with --access-log on")
     args = parser.parse_args()
     if args.quick:
         args.seconds, args.burst, args.streams = 2.0, 4000, 1000

@@ -247,6 +247,7 @@ class JSONLogTests(TestCase):
             "--listen", "tcp:0:interface=127.0.0.1",
             "--db", os.path.join(cwd, "x.db"),
             "--log-format", "json",
+            "--access-log", "on",
         ]
         collector = _LineCollector()
         process = reactor.spawnProcess(
@@ -278,6 +279,10 @@ class JSONLogTests(TestCase):
         self.assertIn(status, [(0, None), (None, signal.SIGTERM)], collector.errors.decode())
         events = [json.loads(raw) for raw in collector.lines if raw.strip()]
         self.assertEqual(events[-1].get("log_format"), "Server Shut Down.")
+        # --access-log on: the request above has its line
+        self.assertTrue(
+            any("GET /v1/healthz" in json.dumps(event) for event in events), events[-5:]
+        )
 
 
 class OptionsTests(SynchronousTestCase):
@@ -298,6 +303,7 @@ class OptionsTests(SynchronousTestCase):
         self.assertEqual(config.trusted_proxies, ())
         self.assertEqual(config.register_limit, 20)
         self.assertEqual(config.send_limit, 600)
+        self.assertFalse(config.access_log)
         self.assertEqual(config.log_format, "text")
 
     def test_every_variable_is_read(self) -> None:

@@ -73,7 +73,7 @@ class KezChatHTTP:
                 best, cap = len(api_path), limit
         return cap
 
-    def site(self, reactor: object, access_log: bool = True) -> KezSite:
+    def site(self, reactor: object, access_log: bool = False) -> KezSite:
         """
         A C{Site} serving L{resource} with the per-path body caps enforced
         while reading.
