@@ -95,6 +95,22 @@ def check_entry(entry: object) -> Entry:
     return entry
 
 
+def _file_fields(
+    id: str, name: str, size: int, mime: str, blake3: str, added_at: str
+) -> Entry:
+    """
+    What every entry says about its file, whoever may read it.
+    """
+    return {
+        "id": id,
+        "name": name,
+        "size": size,
+        "mime": mime,
+        "blake3": blake3,
+        "added_at": added_at,
+    }
+
+
 def public_entry(
     *,
     id: str,
@@ -109,16 +125,8 @@ def public_entry(
     An entry every reader sees; C{content_key}, if the file is encrypted,
     is published alongside it.
     """
-    entry: Entry = {
-        "id": id,
-        "name": name,
-        "size": size,
-        "mime": mime,
-        "blake3": blake3,
-        "added_at": added_at,
-        "visibility": PUBLIC,
-        "wrapped": {},
-    }
+    entry = _file_fields(id, name, size, mime, blake3, added_at)
+    entry.update(visibility=PUBLIC, wrapped={})
     if content_key is not None:
         entry["key"] = b64url_encode(content_key)
     return check_entry(entry)
@@ -139,18 +147,12 @@ def private_entry(
     An entry only C{recipients} (primaries) can open: the content key is
     sealed to each of them.
     """
-    wrapped = {
-        parse_primary(primary).hex(): seal_content_key(content_key, primary)
-        for primary in recipients
-    }
-    entry: Entry = {
-        "id": id,
-        "name": name,
-        "size": size,
-        "mime": mime,
-        "blake3": blake3,
-        "added_at": added_at,
-        "visibility": PRIVATE,
-        "wrapped": wrapped,
-    }
+    entry = _file_fields(id, name, size, mime, blake3, added_at)
+    entry.update(
+        visibility=PRIVATE,
+        wrapped={
+            parse_primary(primary).hex(): seal_content_key(content_key, primary)
+            for primary in recipients
+        },
+    )
     return check_entry(entry)
