@@ -1,0 +1,247 @@
+"""
+Peer-to-peer file transfer throughput over Iroh on loopback.
+
+    .venv/bin/python bench/p2p.py [--sizes 64,256] [--repeat 2]
+
+Runs inside a fresh network namespace with only loopback up (it re-runs
+itself under C{unshare --net}), because every Iroh endpoint sends a UPnP
+multicast at start.  For each size it writes a file of random bytes, then
+starts two separate processes — a sender serving the file with
+L{kezchat.p2p.transfer.FileServer} and a fetcher running
+L{kezchat.p2p.transfer.fetch} — so each side has its own interpreter as
+with two CLIs.  The time is the fetcher's, from dial to the verified,
+decrypted, fsynced and renamed file; the sender's encryption pass to
+compute the offer's BLAKE3 is timed apart (it runs before the offer is
+sent).  C{cp} of the same file in the same run is the local-copy
+baseline (no fsync: it flatters C{cp}).  Peak RSS of both processes comes
+from C{wait4}; it should not grow with the file size.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import shutil
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+
+REPO_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+sys.path.insert(0, REPO_ROOT)
+
+MiB = 1 << 20
+
+
+def loopback_only() -> bool:
+    return [name for _, name in socket.if_nameindex()] == ["lo"]
+
+
+def _sender(args: argparse.Namespace) -> None:
+    from kezchat.manifests import new_content_key
+    from kezchat.p2p.crypt import ciphertext_digest
+    from kezchat.p2p.irohnode import IrohNode
+    from kezchat.p2p.transfer import FileServer, Offer
+
+    async def main() -> None:
+        node = await IrohNode.bind(bytes.fromhex(args.seed), "127.0.0.1:0")
+        key = new_content_key()
+        started = time.perf_counter()
+        digest, size = ciphertext_digest(args.file, key)
+        hashing = time.perf_counter() - started
+        offer = Offer(digest, args.file, key, size, bytes.fromhex(args.peer))
+        done = asyncio.get_running_loop().create_future()
+        server = FileServer(node, {digest: offer}.get, lambda offer: done.set_result(None))
+        server.start()
+        print(
+            json.dumps(
+                {
+                    "ticket": node.ticket(),
+                    "blake3": digest,
+                    "size": size,
+                    "key": key.hex(),
+                    "hashing": hashing,
+                }
+            ),
+            flush=True,
+        )
+        await asyncio.wait_for(done, 600)
+        await server.stop()
+        await node.close()
+
+    asyncio.run(main())
+
+
+def _fetcher(args: argparse.Namespace) -> None:
+    from kezchat.p2p.irohnode import IrohNode
+    from kezchat.p2p.transfer import Download, fetch
+
+    async def main() -> None:
+        offer = json.loads(args.offer)
+        node = await IrohNode.bind(bytes.fromhex(args.seed), "127.0.0.1:0")
+        download = Download(
+            offer["blake3"], offer["size"], bytes.fromhex(offer["key"]), offer["ticket"]
+        )
+        started = time.perf_counter()
+        await fetch(node, download, args.out, timeout=30)
+        print(json.dumps({"seconds": time.perf_counter() - started}), flush=True)
+        await node.close()
+
+    asyncio.run(main())
+
+
+def _wait(process: subprocess.Popen) -> float:
+    """
+    Reap C{process}; its peak RSS in MiB.
+    """
+    _, status, usage = os.wait4(process.pid, 0)
+    process.returncode = os.waitstatus_to_exitcode(status)
+    if process.returncode != 0:
+        raise SystemExit(f"a benchmark process failed ({process.returncode})")
+    return usage.ru_maxrss / 1024
+
+
+def _write_random(path: str, size: int) -> None:
+    with open(path, "wb") as f:
+        for _ in range(size // MiB):
+            f.write(os.urandom(MiB))
+
+
+def _python(profile: str | None, role: str) -> list[str]:
+    """
+    The command line running this script, under cProfile if asked.
+    """
+    if profile is None:
+        return [sys.executable, os.path.abspath(__file__)]
+    return [sys.executable, "-m", "cProfile", "-o", f"{profile}.{role}", os.path.abspath(__file__)]
+
+
+def _one(directory: str, size_mib: int, profile: str | None) -> dict:
+    from blake3 import blake3
+
+    from kezchat.identity.keys import KeyPair
+
+    source = os.path.join(directory, "source.bin")
+    _write_random(source, size_mib * MiB)
+    copied = os.path.join(directory, "copy.bin")
+    started = time.perf_counter()
+    subprocess.run(["cp", source, copied], check=True)
+    cp_seconds = time.perf_counter() - started
+    os.unlink(copied)
+
+    sender_key, fetcher_key = KeyPair.generate(), KeyPair.generate()
+    sender = subprocess.Popen(
+        [
+            *_python(profile, "send"),
+            "--role",
+            "send",
+            "--file",
+            source,
+            "--seed",
+            sender_key.seed.hex(),
+            "--peer",
+            fetcher_key.public_hex,
+        ],
+        stdout=subprocess.PIPE,
+    )
+    offer_line = sender.stdout.readline()
+    offer = json.loads(offer_line)
+    out = os.path.join(directory, "fetched.bin")
+    fetcher = subprocess.Popen(
+        [
+            *_python(profile, "fetch"),
+            "--role",
+            "fetch",
+            "--offer",
+            offer_line,
+            "--out",
+            out,
+            "--seed",
+            fetcher_key.seed.hex(),
+        ],
+        stdout=subprocess.PIPE,
+    )
+    result = json.loads(fetcher.stdout.readline())
+    fetcher_rss = _wait(fetcher)
+    sender_rss = _wait(sender)
+
+    def digest(path: str) -> str:
+        return blake3(max_threads=blake3.AUTO).update_mmap(path).hexdigest()
+
+    intact = digest(source) == digest(out)
+    os.unlink(out)
+    os.unlink(source)
+    return {
+        "size": size_mib,
+        "p2p": size_mib / result["seconds"],
+        "seconds": result["seconds"],
+        "hashing": offer["hashing"],
+        "cp": size_mib / cp_seconds,
+        "sender_rss": sender_rss,
+        "fetcher_rss": fetcher_rss,
+        "intact": intact,
+    }
+
+
+def _table(rows: list[dict]) -> str:
+    lines = [
+        "| file | P2P MiB/s | transfer s | sender BLAKE3 pass s | cp MiB/s "
+        "| sender peak RSS | fetcher peak RSS | intact |",
+        "|---|---|---|---|---|---|---|---|",
+    ]
+    for r in rows:
+        lines.append(
+            f"| {r['size']} MiB | {r['p2p']:.0f} | {r['seconds']:.2f} | {r['hashing']:.2f} "
+            f"| {r['cp']:.0f} | {r['sender_rss']:.0f} MiB | {r['fetcher_rss']:.0f} MiB "
+            f"| {'yes' if r['intact'] else 'NO'} |"
+        )
+    return "\n".join(lines)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--sizes", default="64,256", help="file sizes in MiB, comma-separated")
+    parser.add_argument("--repeat", type=int, default=1)
+    parser.add_argument(
+        "--dir", default=None, help="where to write the files (default: a temp dir)"
+    )
+    parser.add_argument(
+        "--profile", default=None, help="write cProfile data to PREFIX.send and PREFIX.fetch"
+    )
+    parser.add_argument("--role", choices=["send", "fetch"], help=argparse.SUPPRESS)
+    for name in ("--file", "--seed", "--peer", "--offer", "--out"):
+        parser.add_argument(name, help=argparse.SUPPRESS)
+    args = parser.parse_args()
+    if args.role == "send":
+        return _sender(args)
+    if args.role == "fetch":
+        return _fetcher(args)
+    if not loopback_only():
+        if shutil.which("unshare") is None:
+            raise SystemExit("needs unshare(1) to run in a loopback-only network namespace")
+        command = " ".join(
+            [
+                "ip link set lo up && exec",
+                *(f"'{part}'" for part in [sys.executable, *sys.argv]),
+            ]
+        )
+        os.execvp("unshare", ["unshare", "--net", "sh", "-c", command])
+    directory = tempfile.mkdtemp(prefix="kezchat-p2p-bench-", dir=args.dir)
+    try:
+        rows = [
+            _one(directory, int(size), args.profile)
+            for _ in range(args.repeat)
+            for size in args.sizes.split(",")
+        ]
+    finally:
+        shutil.rmtree(directory)
+    print(_table(rows))
+    if not all(r["intact"] for r in rows):
+        raise SystemExit("a fetched file differed from its source")
+
+
+if __name__ == "__main__":
+    main()
