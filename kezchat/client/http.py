@@ -26,13 +26,10 @@ from twisted.web.client import (
 )
 
 from kezchat.client.errors import ServerError, Unreachable
-from kezchat.identity.keys import SIGNATURE_ALG, KeyPair
+from kezchat.client.registration import signed_registration
+from kezchat.identity.keys import KeyPair
 from kezchat.relay.auth import body_digest, sign_request
 from kezchat.sigchain import ChainState, Event, read_document
-from kezchat.timeutil import format_rfc3339
-
-REGISTRATION_TAG = "handle_registration"
-REGISTRATION_TYPE = "kez.chat.handle_registration"
 
 #: seconds a single request may take before it counts as unreachable
 DEFAULT_TIMEOUT = 30.0
@@ -46,28 +43,6 @@ _TRANSPORT_ERRORS = (
     CancelledError,
     OSError,
 )
-
-
-def registration_body(
-    key: KeyPair, handle: str, server: str, created_at: float | None = None
-) -> dict[str, Any]:
-    """
-    The signed C{POST /v1/register} body for the bare lowercase C{handle}
-    on the server whose domain is C{server}.
-    """
-    payload = {
-        "type": REGISTRATION_TYPE,
-        "version": 1,
-        "handle": handle,
-        "primary": key.primary,
-        "server": server,
-        "created_at": format_rfc3339(time.time() if created_at is None else created_at),
-    }
-    return {
-        "kez": REGISTRATION_TAG,
-        "payload": payload,
-        "signature": {"alg": SIGNATURE_ALG, "key": key.primary, "sig": key.sign_jcs(payload)},
-    }
 
 
 def local_part(handle: str) -> str:
@@ -188,7 +163,7 @@ class ChatClient(_Base):
         _, body = await self._json(
             "POST",
             self.url("/v1/register"),
-            json=registration_body(key, handle, server),
+            json=signed_registration(key, handle, server),
             expect=(201,),
         )
         return body
