@@ -1,0 +1,401 @@
+"""
+Chat commands: C{send} and C{listen}.
+
+C{listen} reads the inbox over SSE (resuming with C{Last-Event-ID} from
+its own cursor, across restarts of the CLI and of the server) or, with
+C{--nats}, from the user's durable JetStream consumer. Every message is
+saved durably before it is shown and before the cursor moves past it; it
+is verified (signature, and the sender's pinned key) and decrypted, and
+one that fails is shown with a warning and C{"verified": false}, never
+dropped.
+"""
+
+from __future__ import annotations
+
+import json
+import uuid
+from argparse import Namespace
+from typing import Any
+
+from twisted.internet.defer import Deferred, DeferredQueue
+from twisted.internet.task import LoopingCall, deferLater
+from twisted.internet.threads import deferToThread
+
+from kezchat.cli.contacts import lookup_and_pin
+from kezchat.cli.context import Context
+from kezchat.cli.errors import EXIT_USAGE, CliError
+from kezchat.cli.messages import Reader, human_line, output_json
+from kezchat.cli.received import NATS, SSE, message_id
+from kezchat.client.errors import ServerError, Unreachable
+from kezchat.client.sse import Event
+from kezchat.client.stream import open_stream
+from kezchat.e2e import seal_envelope, text_message
+from kezchat.identity.keys import KeyPair
+from kezchat.natsbridge.aio import deferred_from_coroutine
+
+#: seconds without a byte (the server pings every 15 s) before reconnecting
+STREAM_SILENCE = 45.0
+#: first and largest pause between reconnection attempts
+RECONNECT_FIRST = 0.5
+RECONNECT_MAX = 3.0
+
+
+def add_commands(subparsers: Any) -> None:
+    p = subparsers.add_parser(
+        "send",
+        help="send a text message",
+        description="Encrypt TEXT for HANDLE (pinning their key on first use) and send it.",
+    )
+    p.add_argument("handle", metavar="HANDLE", help="alice or alice@example.org")
+    p.add_argument("text", metavar="TEXT")
+    p.add_argument("--nats", metavar="URL", help="publish over native NATS instead of HTTP")
+    p.set_defaults(handler=send)
+
+    p = subparsers.add_parser(
+        "listen",
+        help="receive messages",
+        description="Show messages as they arrive, oldest first, starting with those not yet"
+        " saved here. Runs until interrupted, or --count / --timeout.",
+    )
+    p.add_argument("--count", type=int, metavar="N", help="exit after N messages")
+    p.add_argument("--timeout", type=float, metavar="S", help="exit after S seconds")
+    p.add_argument(
+        "--ack",
+        action="store_true",
+        help="delete messages from the server once saved here (hides them from your other devices)",
+    )
+    p.add_argument("--nats", metavar="URL", help="read through native NATS (JetStream)")
+    p.set_defaults(handler=listen)
+
+
+# -- send -------------------------------------------------------------------
+
+
+async def recipient(ctx: Context, text: str) -> dict[str, Any]:
+    """
+    The pinned contact for C{text}, looked up and pinned on first use.
+    """
+    account = ctx.account()
+    handle = text.strip().lower()
+    fqhn = handle if "@" in handle else f"{handle}@{account['fqhn'].partition('@')[2]}"
+    contact = ctx.contacts.get(fqhn)
+    if contact is None:
+        contact = await lookup_and_pin(ctx, text)
+    return contact
+
+
+async def send(ctx: Context, args: Namespace) -> None:
+    account = ctx.account()
+    contact = await recipient(ctx, args.handle)
+    keypair = await ctx.keypair()
+    envelope = seal_envelope(keypair, contact["primary"], text_message(args.text))
+    if args.nats:
+        seq = await _send_nats(ctx, keypair, args.nats, contact["primary"], envelope)
+    else:
+        seq = await _send_http(ctx, keypair, account["fqhn"], contact["fqhn"], envelope)
+    ctx.out.emit({"to": contact["fqhn"], "seq": seq}, f"Sent to {contact['fqhn']} (#{seq}).")
+
+
+async def _send_http(
+    ctx: Context, keypair: KeyPair, sender: str, to: str, envelope: dict[str, Any]
+) -> int:
+    key = uuid.uuid4().hex
+    for attempt in range(2):  # one retry, same idempotency key: never sent twice
+        try:
+            result = await ctx.chat().send(keypair, sender, to, envelope, idempotency_key=key)
+            return int(result["seq"])
+        except Unreachable as e:
+            if attempt:
+                raise CliError(f"{e}: the message was not sent; try again later") from None
+            await deferLater(ctx.reactor, 1.0, lambda: None)
+        except ServerError as e:
+            raise CliError(_send_problem(e, to)) from None
+    raise AssertionError("unreachable")
+
+
+def _send_problem(e: ServerError, to: str) -> str:
+    if e.code == "unknown_recipient":
+        return f"{to} is not registered on the server any more"
+    if e.code == "rate_limited":
+        return f"sending too fast: wait {e.retry_after or 'a few'} s and try again"
+    if e.code == "payload_too_large":
+        return "the message is too large (256 KiB at most)"
+    if e.code in ("stale_timestamp", "bad_signature", "unauthorized"):
+        return f"the server refused our signature ({e.message}): check this machine's clock"
+    return f"the server refused the message: {e.message} ({e.code})"
+
+
+async def _send_nats(
+    ctx: Context, keypair: KeyPair, url: str, recipient_primary: str, envelope: dict[str, Any]
+) -> int:
+    from kezchat.client.natsclient import publish_envelope
+
+    nc = await _nats_connect(ctx, url, keypair, reconnect=False)
+    try:
+        return await deferred_from_coroutine(
+            publish_envelope(nc, keypair, recipient_primary.partition(":")[2], envelope)
+        )
+    except Exception as e:
+        raise CliError(f"NATS did not take the message ({e or type(e).__name__})") from None
+
+
+async def _nats_connect(ctx: Context, url: str, keypair: KeyPair, reconnect: bool) -> Any:
+    from kezchat.client.natsclient import connect_user
+
+    def status(text: str) -> None:
+        if text in ("disconnected", "reconnected"):
+            ctx.out.info(f"NATS {text}")
+
+    try:
+        nc = await deferred_from_coroutine(
+            connect_user(url, keypair, reconnect=reconnect, on_event=status)
+        )
+    except Unreachable as e:
+        raise CliError(f"{e}: check --nats URL and that nats-server is running") from None
+    except ServerError as e:
+        raise CliError(f"{e.message}: is this handle registered on the chat server?") from None
+    ctx.on_close(lambda: deferred_from_coroutine(nc.close()))
+    return nc
+
+
+# -- listen -----------------------------------------------------------------
+
+
+class Listener:
+    """
+    Shows and saves messages, one at a time in arrival order, and decides
+    when C{listen} is done (C{--count}, C{--timeout}).
+    """
+
+    def __init__(self, ctx: Context, reader: Reader, transport: str, count: int | None) -> None:
+        self.ctx = ctx
+        self.reader = reader
+        self.transport = transport
+        self.remaining = count
+        self.finished: Deferred[None] = Deferred()
+        self.seen = ctx.received.seen_ids()
+        self.saved_upto = ctx.received.cursor(transport)
+
+    def finish(self) -> None:
+        if not self.finished.called:
+            self.finished.callback(None)
+
+    async def deliver(self, item: dict[str, Any]) -> None:
+        """
+        Save, then show, one item (unless it was seen before).
+        """
+        if self.finished.called:
+            return
+        key = message_id(item)
+        if key in self.seen:
+            seq = item.get("seq")
+            if isinstance(seq, int) and seq > self.saved_upto:
+                await deferToThread(self.ctx.received.set_cursor, seq, self.transport)
+                self.saved_upto = seq
+            return
+        message = await self.reader.read(item)
+        await deferToThread(self.ctx.received.save, item, self.transport)
+        self.seen.add(key)
+        if isinstance(item.get("seq"), int):
+            self.saved_upto = max(self.saved_upto, item["seq"])
+        if not message.verified:
+            self.ctx.out.warn(
+                f"message #{message.seq} from {message.sender} is not verified: {message.warning}"
+            )
+        self.ctx.out.emit(output_json(message), human_line(message))
+        if self.remaining is not None:
+            self.remaining -= 1
+            if self.remaining <= 0:
+                self.finish()
+
+
+async def listen(ctx: Context, args: Namespace) -> None:
+    if args.count is not None and args.count < 1:
+        raise CliError("--count must be at least 1", EXIT_USAGE)
+    if args.timeout is not None and args.timeout <= 0:
+        raise CliError("--timeout must be positive", EXIT_USAGE)
+    if args.nats and args.ack:
+        raise CliError("--ack applies to the HTTP inbox; over NATS the consumer acks", EXIT_USAGE)
+    account = ctx.account()
+    keypair = await ctx.keypair()
+    reader = Reader(ctx, keypair, account)
+    listener = Listener(ctx, reader, NATS if args.nats else SSE, args.count)
+    if args.timeout is not None:
+        timer = ctx.reactor.callLater(args.timeout, listener.finish)
+        ctx.on_close(lambda: timer.cancel() if timer.active() else None)
+    if args.nats:
+        await _listen_nats(ctx, keypair, args.nats, listener)
+    else:
+        await _listen_sse(ctx, keypair, account, listener, args.ack)
+
+
+async def _listen_sse(
+    ctx: Context, keypair: KeyPair, account: dict[str, Any], listener: Listener, ack: bool
+) -> None:
+    chat = ctx.chat()
+    queue: DeferredQueue[dict[str, Any] | None] = DeferredQueue()
+    state = {"last": listener.saved_upto, "connected": False}
+
+    def on_event(event: Event) -> None:
+        if event.event != "message":
+            return
+        try:
+            item = json.loads(event.data)
+        except ValueError:
+            ctx.out.warn(f"the server sent an unreadable event (id {event.id}); skipped")
+            return
+        if isinstance(item, dict) and isinstance(item.get("seq"), int):
+            state["last"] = max(state["last"], item["seq"])
+            queue.put(item)
+
+    async def consume() -> None:
+        while not listener.finished.called:
+            item = await queue.get()
+            if item is None:
+                return
+            await listener.deliver(item)
+
+    consumer = Deferred.fromCoroutine(consume())
+    consumer.addErrback(lambda f: (listener.finish(), f)[1])
+    acker = _Acker(ctx, keypair, account["fqhn"], listener) if ack else None
+    delay = RECONNECT_FIRST
+    try:
+        while not listener.finished.called:
+            try:
+                connection = await open_stream(
+                    chat.agent,
+                    chat.stream_url(keypair, account["fqhn"]),
+                    on_event,
+                    last_event_id=state["last"],
+                )
+            except Unreachable as e:
+                if not state["connected"]:
+                    raise CliError(
+                        f"{e}: is the chat server running? check --server / KEZ_CHAT_SERVER_URL"
+                    ) from None
+                await _sleep_or_finish(ctx, listener, delay)
+                delay = min(delay * 2, RECONNECT_MAX)
+                continue
+            except ServerError as e:
+                if state["connected"] and e.status >= 500:
+                    await _sleep_or_finish(ctx, listener, delay)
+                    continue
+                raise CliError(f"the server refused the stream: {e.message} ({e.code})") from None
+            if state["connected"]:
+                ctx.out.info("reconnected")
+            state["connected"] = True
+            delay = RECONNECT_FIRST
+            watchdog = LoopingCall(_check_silence, ctx, connection)
+            watchdog.clock = ctx.reactor
+            watchdog.start(5.0, now=False)
+            try:
+                await _first(connection.ended, listener.finished)
+            finally:
+                watchdog.stop()
+            if listener.finished.called:
+                await connection.close()
+                break
+            ctx.out.info("connection lost; reconnecting")
+            await _sleep_or_finish(ctx, listener, min(connection.retry or delay, delay))
+    finally:
+        queue.put(None)
+        await consumer
+        if acker is not None:
+            await acker.flush()
+
+
+def _check_silence(ctx: Context, connection: Any) -> None:
+    if ctx.reactor.seconds() - connection.last_activity > STREAM_SILENCE:
+        connection.close()
+
+
+async def _first(*ds: Deferred[Any]) -> None:
+    """
+    Wait until any of C{ds} has fired (without consuming their results).
+    """
+    waiter: Deferred[None] = Deferred()
+
+    def fire(result: Any) -> Any:
+        if not waiter.called:
+            waiter.callback(None)
+        return result
+
+    for d in ds:
+        d.addBoth(fire)
+    await waiter
+
+
+async def _sleep_or_finish(ctx: Context, listener: Listener, seconds: float) -> None:
+    await _first(deferLater(ctx.reactor, seconds, lambda: None), listener.finished)
+
+
+class _Acker:
+    """
+    With C{--ack}: deletes from the server what has been saved here, at
+    most once a second and once more at the end.
+    """
+
+    def __init__(self, ctx: Context, keypair: KeyPair, fqhn: str, listener: Listener) -> None:
+        self.ctx = ctx
+        self.keypair = keypair
+        self.fqhn = fqhn
+        self.listener = listener
+        self.acked = 0
+        self.loop = LoopingCall(self._tick)
+        self.loop.clock = ctx.reactor
+        self.loop.start(1.0, now=False)
+
+    def _tick(self) -> Deferred[None]:
+        return Deferred.fromCoroutine(self._ack(quiet=True))
+
+    async def _ack(self, quiet: bool) -> None:
+        upto = self.listener.saved_upto
+        if upto <= self.acked:
+            return
+        try:
+            await self.ctx.chat().acknowledge(self.keypair, self.fqhn, upto)
+            self.acked = upto
+        except (Unreachable, ServerError) as e:
+            if not quiet:
+                self.ctx.out.warn(f"could not delete saved messages from the server: {e}")
+
+    async def flush(self) -> None:
+        if self.loop.running:
+            self.loop.stop()
+        await self._ack(quiet=False)
+
+
+async def _listen_nats(ctx: Context, keypair: KeyPair, url: str, listener: Listener) -> None:
+    from kezchat.client.natsclient import fetch_inbox, open_inbox
+
+    nc = await _nats_connect(ctx, url, keypair, reconnect=True)
+    try:
+        sub = await deferred_from_coroutine(open_inbox(nc, keypair))
+    except Exception as e:
+        raise CliError(f"NATS refused the inbox consumer ({e or type(e).__name__})") from None
+    while not listener.finished.called:
+        size = 64 if listener.remaining is None else max(1, min(64, listener.remaining))
+        batch = deferred_from_coroutine(fetch_inbox(sub, batch=size, timeout=1.0))
+        try:
+            messages = await batch
+        except Exception as e:  # broker gone for now: nats-py reconnects by itself
+            if listener.finished.called:
+                break
+            ctx.out.info(f"NATS: {e or type(e).__name__}; retrying")
+            await _sleep_or_finish(ctx, listener, 1.0)
+            continue
+        for i, message in enumerate(messages):
+            if listener.finished.called:
+                # not ours to keep: handed back for the next listen at once
+                for rest in messages[i:]:
+                    await deferred_from_coroutine(rest.msg.nak())
+                break
+            item = {
+                "seq": message.seq,
+                "from": await listener.reader.handle_of(message.from_primary),
+                "from_primary": message.from_primary,
+                "envelope": message.envelope,
+                "created_at": message.created_at,
+            }
+            await listener.deliver(item)
+            await deferred_from_coroutine(message.ack())
