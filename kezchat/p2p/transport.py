@@ -8,19 +8,13 @@ binding that changes shape is one module's problem.
 
 Everything here is asyncio coroutines: the bindings are asyncio-native,
 and the client runs on Twisted's asyncio reactor, so one event loop
-carries both.  Twisted code calls in through L{as_deferred}.
+carries both.  Twisted code calls in through
+L{kezchat.natsbridge.aio.deferred_from_coroutine}.
 """
 
 from __future__ import annotations
 
-import asyncio
-from collections.abc import Coroutine
-from typing import Any, Protocol, TypeVar
-
-from twisted.internet.defer import CancelledError, Deferred
-from twisted.python.failure import Failure
-
-T = TypeVar("T")
+from typing import Protocol
 
 
 class TransportError(Exception):
@@ -92,18 +86,3 @@ class Node(Protocol):
 
     async def close(self) -> None:
         """Stop accepting and drop every connection."""
-
-
-def _cancelled_to_twisted(failure: Failure) -> Failure:
-    failure.trap(asyncio.CancelledError)
-    return Failure(CancelledError())
-
-
-def as_deferred(coroutine: Coroutine[Any, Any, T]) -> Deferred[T]:
-    """
-    Run an asyncio coroutine on the reactor's loop as a Deferred, mapping
-    asyncio's cancellation to Twisted's.
-    """
-    deferred: Deferred[T] = Deferred.fromFuture(asyncio.ensure_future(coroutine))
-    deferred.addErrback(_cancelled_to_twisted)
-    return deferred
