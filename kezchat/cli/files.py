@@ -141,9 +141,10 @@ async def start_node(ctx: Context, keypair: KeyPair, book: OfferBook | None) -> 
         )
     ctx.on_close(lambda: _close_node(node))
     if book is not None:
-        ports = {int(a.rpartition(":")[2]) for a in node.addresses()}
-        if len(ports) == 1 and saved not in ports:
-            await deferToThread(book.set_port, ports.pop())
+        # the IPv4 socket has the port asked for; IPv6 gets one of its own
+        ports = [int(a.rpartition(":")[2]) for a in node.addresses() if not a.startswith("[")]
+        if ports and ports[0] != saved:
+            await deferToThread(book.set_port, ports[0])
     return node
 
 

@@ -49,8 +49,10 @@ ACK_FAILED = b"\1"
 
 #: seconds a peer may stay silent mid-protocol before it is given up on
 IDLE_TIMEOUT = 30.0
-#: seconds each dial attempt may take
-DIAL_TIMEOUT = 10.0
+#: seconds each dial attempt may take: a handshake takes milliseconds on a
+#: LAN; an offline peer gives no answer at all (QUIC over UDP), so a short
+#: attempt is what tells the user quickly that they are waiting
+DIAL_TIMEOUT = 3.0
 #: seconds between dial attempts while the sender is offline
 RETRY_INTERVAL = 1.0
 #: seconds to wait for the other side's close once the exchange is over

@@ -27,12 +27,14 @@ IROH_VERSION = "1.2.0"
 ORIGINAL_WRITE_SHA256 = "80a30c45daf7f127f8d5137f736f90066d36ec166a28ea47d9d4f0fc1d941f84"
 
 _applied = False
+_original_write = None
 
 
 def _original_write_source() -> str:
     from iroh import iroh_ffi
 
-    return inspect.getsource(iroh_ffi._UniffiRustBufferBuilder.write)
+    original = _original_write or iroh_ffi._UniffiRustBufferBuilder.write
+    return inspect.getsource(original)
 
 
 def fingerprint() -> str:
@@ -70,7 +72,7 @@ def apply() -> bool:
 
     @return: whether the patch is in place.
     """
-    global _applied
+    global _applied, _original_write
     if _applied:
         return True
     from iroh import iroh_ffi
@@ -84,6 +86,7 @@ def apply() -> bool:
             stacklevel=2,
         )
         return False
+    _original_write = iroh_ffi._UniffiRustBufferBuilder.write
     iroh_ffi._UniffiRustBufferBuilder.write = _write
     _applied = True
     return True
