@@ -38,9 +38,8 @@ from kezchat.manifests.sealing import (
 )
 from kezchat.natsbridge.aio import deferred_from_coroutine
 from kezchat.p2p.crypt import ciphertext_digest
-from kezchat.p2p.irohnode import IrohNode
 from kezchat.p2p.transfer import Download, FetchError, FileServer, Offer, fetch
-from kezchat.p2p.transport import TransportError
+from kezchat.p2p.transport import Node, TransportError
 
 #: where the node listens: C{host:port} (port 0 or absent: the saved one, else any)
 BIND_ENV = "KEZ_CHAT_P2P_BIND"
@@ -121,11 +120,14 @@ def _format(host: str, port: int) -> str:
     return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
 
 
-async def start_node(ctx: Context, keypair: KeyPair, book: OfferBook | None) -> IrohNode:
+async def start_node(ctx: Context, keypair: KeyPair, book: OfferBook | None) -> Any:
     """
     Start this account's node; with C{book}, on the port saved there when
     it is free (and save the one used), so earlier tickets stay valid.
     """
+    # imported here: loading the bindings costs every other command 0.1 s
+    from kezchat.p2p.irohnode import IrohNode
+
     saved = await deferToThread(book.port) if book is not None else 0
     host, port = _bind_spec(saved)
     try:
@@ -148,7 +150,7 @@ async def start_node(ctx: Context, keypair: KeyPair, book: OfferBook | None) -> 
     return node
 
 
-async def _close_node(node: IrohNode) -> None:
+async def _close_node(node: Node) -> None:
     try:
         await deferred_from_coroutine(asyncio.wait_for(node.close(), NODE_CLOSE_TIMEOUT))
     except (TimeoutError, TransportError):
@@ -169,7 +171,7 @@ class _Serving:
     A file server over the live offers, reporting deliveries.
     """
 
-    def __init__(self, ctx: Context, node: IrohNode, book: OfferBook, report: bool) -> None:
+    def __init__(self, ctx: Context, node: Node, book: OfferBook, report: bool) -> None:
         self.ctx = ctx
         self.report = report
         self.book = book

@@ -1,0 +1,278 @@
+"""
+Two C{kez-chat} users share and fetch files peer to peer over Iroh,
+against the real chat-server and sig-server (in this process, port 0).
+
+Every test here starts Iroh endpoints, so it runs only inside a network
+namespace with nothing but loopback: C{tests.test_p2p_cli} runs this
+module in one (C{unshare --net}); on its own, outside one, it skips.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+
+from blake3 import blake3
+from twisted.internet.defer import gatherResults
+from twisted.trial.unittest import SkipTest, TestCase
+
+from kezchat.client.http import ChatClient
+from kezchat.e2e import file_share, seal_envelope
+from kezchat.identity.keys import KeyPair
+from kezchat.manifests.sealing import new_content_key, seal_content_key
+from kezchat.natsbridge.aio import deferred_from_coroutine
+from kezchat.p2p.crypt import CHUNK, FileEncryptor, ciphertext_digest
+from kezchat.p2p.irohnode import IrohNode
+from kezchat.p2p.transfer import SENDING
+from kezchat.p2p.transport import TransportError
+from tests.p2psupport import CliProcess, Result, cli_env, loopback_only, start_cli
+from tests.sigsupport import start_sig_server
+from tests.support import http_client, register, start_server, temp_dir
+
+MiB = 1 << 20
+
+
+def _write_random(path: str, size: int) -> None:
+    with open(path, "wb") as f:
+        for start in range(0, size, MiB):
+            f.write(os.urandom(min(MiB, size - start)))
+
+
+def _digest(path: str) -> str:
+    return blake3(max_threads=blake3.AUTO).update_mmap(path).hexdigest()
+
+
+class _Base(TestCase):
+    timeout = 90
+
+    async def setUp(self) -> None:
+        if not loopback_only():
+            raise SkipTest(
+                "starts Iroh endpoints, which multicast: runs only in a loopback-only network"
+                " namespace (tests.test_p2p_cli runs it in one)"
+            )
+        sig = await start_sig_server(self)
+        self.chat = await start_server(self, sig_server_url=sig.url)
+        self.dir = temp_dir(self)
+        self.env = cli_env(self.chat.url)
+
+    def home(self, name: str) -> str:
+        return os.path.join(self.dir, name)
+
+    def start(self, user: str, *args: str) -> CliProcess:
+        process = start_cli(self.home(user), self.env, *args)
+
+        def stop() -> object:
+            process.kill()
+            return process.ended
+
+        self.addCleanup(stop)
+        return process
+
+    async def cli(self, user: str, *args: str) -> Result:
+        return await self.start(user, *args).ended
+
+    async def register(self, *users: str) -> None:
+        results = await gatherResults(
+            [self.start(u, "register", u, "--yes", "--json").ended for u in users]
+        )
+        for user, result in zip(users, results, strict=True):
+            self.assertEqual(result.code, 0, f"register {user}: {result}")
+
+    def assertNothingAt(self, path: str) -> None:
+        """
+        No file at C{path}, and no partial download beside it.
+        """
+        self.assertFalse(os.path.lexists(path), f"{path} exists")
+        name = os.path.basename(path)
+        leftovers = [f for f in os.listdir(os.path.dirname(path)) if f.startswith(f".{name}.")]
+        self.assertEqual(leftovers, [])
+
+
+class ShareFetchTests(_Base):
+    async def test_64_mib_intact(self) -> None:
+        """
+        A 64 MiB file goes from alice's CLI to bob's, intact; C{share}
+        prints its line once the offer is sent and exits 0 once bob has
+        the file; C{fetch --json} prints exactly its one line.
+        """
+        await self.register("alice", "bob")
+        source = os.path.join(self.dir, "big.bin")
+        _write_random(source, 64 * MiB)
+        sharing = self.start("alice", "share", "bob", source, "--json", "--timeout", "60")
+        await sharing.wait_for("\n")
+        offer = json.loads(sharing.out.decode().splitlines()[0])
+        self.assertEqual(offer["size"], 64 * MiB)
+        self.assertEqual(offer["name"], "big.bin")
+
+        out = os.path.join(self.dir, "fetched.bin")
+        fetched = await self.cli("bob", "fetch", offer["blake3"], "--out", out, "--json")
+        self.assertEqual(fetched.code, 0, fetched)
+        self.assertEqual(
+            [json.loads(line) for line in fetched.lines()],
+            [{"path": out, "size": 64 * MiB, "blake3": offer["blake3"]}],
+        )
+        self.assertNotIn("%|", fetched.err)  # no progress bar under --json
+        shared = await sharing.ended
+        self.assertEqual(shared.code, 0, shared)
+        self.assertEqual(len(shared.lines()), 1)
+        self.assertEqual(_digest(out), _digest(source))
+
+    async def test_offline_sender(self) -> None:
+        """
+        While the sender is offline, C{fetch} says it is waiting for them
+        and retries; once they serve again (same port, so the ticket still
+        holds) the download completes, with a progress bar for a person.
+        """
+        await self.register("alice", "bob")
+        source = os.path.join(self.dir, "note.bin")
+        _write_random(source, 3 * CHUNK + 11)
+        shared = await self.cli("alice", "share", "bob", source, "--json", "--timeout", "1")
+        self.assertEqual(shared.code, 1, shared)
+        self.assertIn("has not fetched", shared.err)
+        self.assertNotIn("Traceback", shared.err)
+        digest = json.loads(shared.lines()[0])["blake3"]
+
+        out = os.path.join(self.dir, "note-fetched.bin")
+        fetching = self.start("bob", "fetch", digest, "--out", out, "--timeout", "60")
+        await fetching.wait_for("waiting for alice@kez.lat to come online", "err")
+        self.assertFalse(os.path.lexists(out))
+        serving = self.start("alice", "serve", "--json", "--timeout", "60")
+        fetched = await fetching.ended
+        self.assertEqual(fetched.code, 0, fetched)
+        self.assertIn("100%", fetched.err)
+        self.assertNotIn("Traceback", fetched.err)
+        self.assertEqual(_digest(out), _digest(source))
+        served = await serving.ended
+        self.assertEqual(served.code, 0, served)
+        self.assertEqual(
+            json.loads(served.lines()[0]),
+            {"delivered": digest, "name": "note.bin", "to": "bob@kez.lat"},
+        )
+
+    async def test_sender_never_online(self) -> None:
+        """
+        A sender that never comes back: C{fetch} gives up after --timeout
+        with one line and exit 1, and leaves nothing.
+        """
+        await self.register("alice", "bob")
+        source = os.path.join(self.dir, "gone.bin")
+        _write_random(source, 1000)
+        shared = await self.cli("alice", "share", "bob", source, "--json", "--timeout", "1")
+        digest = json.loads(shared.lines()[0])["blake3"]
+        out = os.path.join(self.dir, "gone-fetched.bin")
+        fetched = await self.cli("bob", "fetch", digest, "--out", out, "--timeout", "2", "--json")
+        self.assertEqual(fetched.code, 1, fetched)
+        self.assertIn("waiting for alice@kez.lat to come online", fetched.err)
+        self.assertIn("did not come online within 2 s", fetched.err)
+        self.assertEqual(fetched.out, "")
+        self.assertNotIn("Traceback", fetched.err)
+        self.assertNothingAt(out)
+
+
+class HostileSenderTests(_Base):
+    """
+    A sender that does not follow the protocol honestly: its offer is
+    signed and delivered like any other, but what it serves is damaged.
+    """
+
+    async def _offer(self, size: int, mutate) -> tuple[str, str]:  # type: ignore[no-untyped-def]
+        """
+        Send bob an offer from the hostile alice, whose node serves
+        C{mutate(ciphertext, key)}; returns the digest and the path fetched to.
+        """
+        source = os.path.join(self.dir, f"source-{len(self.offers)}.bin")
+        _write_random(source, size)
+        key = new_content_key()
+        digest, _ = ciphertext_digest(source, key)
+        pieces = []
+        with FileEncryptor(source, key) as enc:
+            while (piece := enc.next_piece()) is not None:
+                pieces.append(piece)
+        offered, served = mutate(digest, b"".join(pieces), key)
+        self.offers[offered] = served
+        plaintext = file_share(
+            "evil.bin", size, offered, self.node.ticket(), seal_content_key(key, self.bob)
+        )
+        envelope = seal_envelope(self.alice, self.bob, plaintext)
+        await self.client.send(self.alice, "alice", "bob", envelope)
+        return offered, os.path.join(self.dir, f"out-{len(self.offers)}.bin")
+
+    async def _serve(self) -> None:
+        while (connection := await self.node.accept()) is not None:
+            try:
+                send, recv = await connection.accept_stream()
+                wanted = (await recv.read_exact(32)).hex()
+                await send.write(SENDING)
+                await send.write(self.offers[wanted])
+                await send.finish()
+                await asyncio.wait_for(recv.read(1), 30)
+            except (TransportError, TimeoutError):
+                pass
+            finally:
+                connection.close(b"done")
+
+    async def setUp(self) -> None:
+        await super().setUp()
+        await self.register("bob")
+        with open(os.path.join(self.home("bob"), "account.json")) as f:
+            self.bob = json.load(f)["primary"]
+        self.alice = KeyPair.generate()
+        await register(http_client(self), self.chat.url, "alice", key=self.alice)
+        self.client = ChatClient(self.chat.url, self.reactor)
+        self.addCleanup(self.client.close)
+        self.node = await deferred_from_coroutine(IrohNode.bind(self.alice.seed, "127.0.0.1:0"))
+        self.addCleanup(lambda: deferred_from_coroutine(self.node.close()))
+        self.offers: dict[str, bytes] = {}
+        serving = asyncio.ensure_future(self._serve())
+        self.addCleanup(serving.cancel)
+
+    @property
+    def reactor(self):  # type: ignore[no-untyped-def]
+        from twisted.internet import reactor
+
+        return reactor
+
+    async def _refused(self, digest: str, out: str, why: str) -> None:
+        fetched = await self.cli("bob", "fetch", digest, "--out", out, "--json", "--timeout", "20")
+        self.assertEqual(fetched.code, 1, fetched)
+        self.assertEqual(fetched.out, "")
+        self.assertEqual(len(fetched.err.splitlines()), 1, fetched.err)
+        self.assertIn(why, fetched.err)
+        self.assertNothingAt(out)
+
+    async def test_tampered(self) -> None:
+        def flip(digest: str, stream: bytes, key: bytes) -> tuple[str, bytes]:
+            damaged = bytearray(stream)
+            damaged[CHUNK + 1000] ^= 0x01
+            return digest, bytes(damaged)
+
+        digest, out = await self._offer(3 * CHUNK, flip)
+        await self._refused(digest, out, "failed verification")
+
+    async def test_truncated(self) -> None:
+        def cut(digest: str, stream: bytes, key: bytes) -> tuple[str, bytes]:
+            return digest, stream[: len(stream) // 2]
+
+        digest, out = await self._offer(3 * CHUNK, cut)
+        await self._refused(digest, out, "cut short")
+
+    async def test_extended(self) -> None:
+        def extend(digest: str, stream: bytes, key: bytes) -> tuple[str, bytes]:
+            return digest, stream + b"more"
+
+        digest, out = await self._offer(CHUNK + 5, extend)
+        await self._refused(digest, out, "more than it offered")
+
+    async def test_other_digest(self) -> None:
+        """
+        Authentic pieces under the offered key, but not the ciphertext the
+        offer's digest names: the digest check refuses them.
+        """
+
+        def other(digest: str, stream: bytes, key: bytes) -> tuple[str, bytes]:
+            return "ab" * 32, stream
+
+        digest, out = await self._offer(2 * CHUNK, other)
+        await self._refused(digest, out, "BLAKE3")

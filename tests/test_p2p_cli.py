@@ -1,0 +1,51 @@
+"""
+Runs the peer-to-peer CLI tests (C{tests.p2p_netns}) inside a fresh
+network namespace whose only interface is loopback.
+
+Iroh endpoints multicast a UPnP discovery packet when they start, which a
+test must never send on the host's network; C{unshare --net} gives the
+whole run — servers, both CLIs and the hostile sender — a namespace of
+its own, and C{ip link set lo up} is all the network there is.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import sys
+import tempfile
+
+from twisted.internet.utils import getProcessOutputAndValue
+from twisted.trial.unittest import SkipTest, TestCase
+
+from tests.p2psupport import REPO_ROOT
+
+INNER = "tests.p2p_netns"
+
+
+async def _run(*argv: str) -> tuple[bytes, bytes, int]:
+    return await getProcessOutputAndValue(argv[0], argv[1:], env=os.environ, path=REPO_ROOT)
+
+
+class LoopbackNamespaceTests(TestCase):
+    timeout = 170
+
+    async def test_p2p_cli(self) -> None:
+        unshare, ip = shutil.which("unshare"), shutil.which("ip")
+        if unshare is None or ip is None:
+            raise SkipTest("needs unshare(1) and ip(8) (util-linux, iproute2)")
+        out, err, code = await _run(unshare, "--net", "true")
+        if code != 0:
+            raise SkipTest(f"unshare --net is not permitted here: {err.decode().strip()}")
+        scratch = tempfile.mkdtemp(prefix="kezchat-p2p-trial-")
+        self.addCleanup(shutil.rmtree, scratch, True)
+        command = (
+            f"{ip} link set lo up && exec {sys.executable} -m twisted.trial --reactor=asyncio"
+            f" --temp-directory={scratch}/_trial_temp {INNER}"
+        )
+        out, err, code = await _run(unshare, "--net", "sh", "-c", command)
+        report = (out + err).decode("utf-8", "replace")
+        self.assertEqual(code, 0, report)
+        summary = report.strip().splitlines()[-1]
+        self.assertTrue(summary.startswith("PASSED"), report)
+        self.assertNotIn("skips", summary, report)
