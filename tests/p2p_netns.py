@@ -14,6 +14,7 @@ import json
 import os
 
 from blake3 import blake3
+from twisted.internet import reactor
 from twisted.internet.defer import gatherResults
 from twisted.trial.unittest import SkipTest, TestCase
 
@@ -124,6 +125,8 @@ class ShareFetchTests(_Base):
         While the sender is offline, C{fetch} says it is waiting for them
         and retries; once they serve again (same port, so the ticket still
         holds) the download completes, with a progress bar for a person.
+        A sender that never comes back: C{fetch} gives up after --timeout
+        with one line and exit 1, and leaves nothing.
         """
         await self.register("alice", "bob")
         source = os.path.join(self.dir, "note.bin")
@@ -150,13 +153,9 @@ class ShareFetchTests(_Base):
             json.loads(served.lines()[0]),
             {"delivered": digest, "name": "note.bin", "to": "bob@kez.lat"},
         )
+        await self._never_online()
 
-    async def test_sender_never_online(self) -> None:
-        """
-        A sender that never comes back: C{fetch} gives up after --timeout
-        with one line and exit 1, and leaves nothing.
-        """
-        await self.register("alice", "bob")
+    async def _never_online(self) -> None:
         source = os.path.join(self.dir, "gone.bin")
         _write_random(source, 1000)
         shared = await self.cli("alice", "share", "bob", source, "--json", "--timeout", "1")
@@ -220,19 +219,13 @@ class HostileSenderTests(_Base):
             self.bob = json.load(f)["primary"]
         self.alice = KeyPair.generate()
         await register(http_client(self), self.chat.url, "alice", key=self.alice)
-        self.client = ChatClient(self.chat.url, self.reactor)
+        self.client = ChatClient(self.chat.url, reactor)
         self.addCleanup(self.client.close)
         self.node = await deferred_from_coroutine(IrohNode.bind(self.alice.seed, "127.0.0.1:0"))
         self.addCleanup(lambda: deferred_from_coroutine(self.node.close()))
         self.offers: dict[str, bytes] = {}
         serving = asyncio.ensure_future(self._serve())
         self.addCleanup(serving.cancel)
-
-    @property
-    def reactor(self):  # type: ignore[no-untyped-def]
-        from twisted.internet import reactor
-
-        return reactor
 
     async def _refused(self, digest: str, out: str, why: str) -> None:
         fetched = await self.cli("bob", "fetch", digest, "--out", out, "--json", "--timeout", "20")
@@ -242,37 +235,33 @@ class HostileSenderTests(_Base):
         self.assertIn(why, fetched.err)
         self.assertNothingAt(out)
 
-    async def test_tampered(self) -> None:
+    async def test_damaged_transfers(self) -> None:
+        """
+        Flipped bits, a stream cut short, bytes beyond the offer, and
+        authentic pieces that are not the offered ciphertext: each fetch
+        exits 1 with one line saying why, and leaves nothing at --out.
+        """
+
         def flip(digest: str, stream: bytes, key: bytes) -> tuple[str, bytes]:
             damaged = bytearray(stream)
             damaged[CHUNK + 1000] ^= 0x01
             return digest, bytes(damaged)
 
-        digest, out = await self._offer(3 * CHUNK, flip)
-        await self._refused(digest, out, "failed verification")
-
-    async def test_truncated(self) -> None:
         def cut(digest: str, stream: bytes, key: bytes) -> tuple[str, bytes]:
             return digest, stream[: len(stream) // 2]
 
-        digest, out = await self._offer(3 * CHUNK, cut)
-        await self._refused(digest, out, "cut short")
-
-    async def test_extended(self) -> None:
         def extend(digest: str, stream: bytes, key: bytes) -> tuple[str, bytes]:
             return digest, stream + b"more"
-
-        digest, out = await self._offer(CHUNK + 5, extend)
-        await self._refused(digest, out, "more than it offered")
-
-    async def test_other_digest(self) -> None:
-        """
-        Authentic pieces under the offered key, but not the ciphertext the
-        offer's digest names: the digest check refuses them.
-        """
 
         def other(digest: str, stream: bytes, key: bytes) -> tuple[str, bytes]:
             return "ab" * 32, stream
 
-        digest, out = await self._offer(2 * CHUNK, other)
-        await self._refused(digest, out, "BLAKE3")
+        cases = [
+            (flip, 3 * CHUNK, "failed verification"),
+            (cut, 3 * CHUNK, "cut short"),
+            (extend, CHUNK + 5, "more than it offered"),
+            (other, 2 * CHUNK, "BLAKE3"),
+        ]
+        for mutate, size, why in cases:
+            digest, out = await self._offer(size, mutate)
+            await self._refused(digest, out, why)
