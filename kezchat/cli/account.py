@@ -21,7 +21,7 @@ from kezchat.cli.context import Context
 from kezchat.cli.errors import EXIT_USAGE, CliError
 from kezchat.cli.secrets import KIND_KEYRING
 from kezchat.client.errors import ServerError
-from kezchat.identity.handles import InvalidHandle, validate_local
+from kezchat.identity.handles import InvalidHandle, is_reserved, validate_local
 from kezchat.identity.keys import KeyPair
 from kezchat.identity.mnemonic import mnemonic_to_seed, seed_to_mnemonic
 
@@ -127,12 +127,18 @@ async def register(ctx: Context, args: Namespace) -> None:
         raise CliError(f"{text!r} is not a valid handle: {e}") from None
     if not text.isascii():
         raise CliError(f"{text!r} is not a valid handle: a handle is ASCII")
+    if not args.yes and not sys.stdin.isatty():
+        raise CliError(
+            "the recall check needs a terminal: run in one, or pass --yes in scripts", EXIT_USAGE
+        )
     _refuse_existing(ctx)
     url = ctx.server_url(text)
     server = await _server_domain(ctx, url)
     if at and domain != server.lower():
         raise CliError(f"the server at {url} is {server}, not {domain}: check --server")
     fqhn = f"{local}@{server}"
+    if is_reserved(local):
+        raise CliError(f"{fqhn} is reserved: choose another handle")
     if await ctx.chat(url).lookup(local) is not None:
         raise CliError(f"{fqhn} is taken: choose another handle")
     ctx.secrets.prepare()  # the passphrase, if one is needed, before anything happens
