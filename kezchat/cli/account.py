@@ -155,7 +155,7 @@ async def register(ctx: Context, args: Namespace) -> None:
         record = await ctx.chat(url).register(keypair, local, server)
     except ServerError as e:
         raise CliError(_registration_problem(e, fqhn)) from None
-    kind = await deferToThread(ctx.secrets.save, keypair)
+    kind = await _save_secret(ctx, keypair)
     account = {
         "handle": record["handle"],
         "fqhn": record["fqhn"],
@@ -173,6 +173,16 @@ async def register(ctx: Context, args: Namespace) -> None:
         f"Registered {account['fqhn']}\nYour KEZ: {account['primary']}\n"
         f"Key stored in {'the OS keyring' if kind == KIND_KEYRING else ctx.home.secret_path}.",
     )
+
+
+async def _save_secret(ctx: Context, keypair: KeyPair) -> str:
+    kind = await deferToThread(ctx.secrets.save, keypair)
+    if ctx.secrets.keyring_error:
+        ctx.out.warn(
+            f"the OS keyring refused the key ({ctx.secrets.keyring_error});"
+            " it is in the passphrase-encrypted file instead"
+        )
+    return kind
 
 
 def _show_words(ctx: Context, words: list[str]) -> None:
@@ -231,7 +241,7 @@ async def recover(ctx: Context, args: Namespace) -> None:
         )
     await fetch_chain(ctx, record["sigchain_url"], keypair.primary)
     ctx.secrets.prepare()
-    kind = await deferToThread(ctx.secrets.save, keypair)
+    kind = await _save_secret(ctx, keypair)
     account = {
         "handle": record["handle"],
         "fqhn": record["fqhn"],
