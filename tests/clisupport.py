@@ -21,6 +21,7 @@ from twisted.internet import reactor
 from twisted.internet.defer import Deferred, gatherResults
 from twisted.internet.error import ProcessDone
 from twisted.internet.protocol import ProcessProtocol
+from twisted.python import log
 from twisted.python.failure import Failure
 from twisted.trial.unittest import TestCase
 
@@ -155,7 +156,14 @@ class Cli:
         timeout: float = 60.0,
     ) -> Deferred[Result]:
         running = self.spawn(*args, stdin=stdin, env=env)
-        d = running.done
+        started = reactor.seconds()
+
+        def note(result: Result) -> Result:
+            took = reactor.seconds() - started
+            log.msg(f"kez-chat {' '.join(args)}: exit {result.code} in {took:.2f}s")
+            return result
+
+        d = running.done.addCallback(note)
         d.addTimeout(timeout, reactor, onTimeoutCancel=lambda *_: running.interrupt())
         return d
 
