@@ -21,7 +21,7 @@ from kezchat.cli.context import Context
 from kezchat.cli.errors import EXIT_USAGE, CliError
 from kezchat.cli.secrets import KIND_KEYRING
 from kezchat.client.errors import ServerError
-from kezchat.identity.handles import InvalidHandle, validate_local
+from kezchat.identity.handles import InvalidHandle, is_reserved, validate_local
 from kezchat.identity.keys import KeyPair
 from kezchat.identity.mnemonic import mnemonic_to_seed, seed_to_mnemonic
 
@@ -127,12 +127,18 @@ async def register(ctx: Context, args: Namespace) -> None:
         raise CliError(f"{text!r} is not a valid handle: {e}") from None
     if not text.isascii():
         raise CliError(f"{text!r} is not a valid handle: a handle is ASCII")
+    if not args.yes and not sys.stdin.isatty():
+        raise CliError(
+            "the recall check needs a terminal: run in one, or pass --yes in scripts", EXIT_USAGE
+        )
     _refuse_existing(ctx)
     url = ctx.server_url(text)
     server = await _server_domain(ctx, url)
     if at and domain != server.lower():
         raise CliError(f"the server at {url} is {server}, not {domain}: check --server")
     fqhn = f"{local}@{server}"
+    if is_reserved(local):
+        raise CliError(f"{fqhn} is reserved: choose another handle")
     if await ctx.chat(url).lookup(local) is not None:
         raise CliError(f"{fqhn} is taken: choose another handle")
     ctx.secrets.prepare()  # the passphrase, if one is needed, before anything happens
@@ -149,7 +155,7 @@ async def register(ctx: Context, args: Namespace) -> None:
         record = await ctx.chat(url).register(keypair, local, server)
     except ServerError as e:
         raise CliError(_registration_problem(e, fqhn)) from None
-    kind = await deferToThread(ctx.secrets.save, keypair)
+    kind = await _save_secret(ctx, keypair)
     account = {
         "handle": record["handle"],
         "fqhn": record["fqhn"],
@@ -167,6 +173,16 @@ async def register(ctx: Context, args: Namespace) -> None:
         f"Registered {account['fqhn']}\nYour KEZ: {account['primary']}\n"
         f"Key stored in {'the OS keyring' if kind == KIND_KEYRING else ctx.home.secret_path}.",
     )
+
+
+async def _save_secret(ctx: Context, keypair: KeyPair) -> str:
+    kind = await deferToThread(ctx.secrets.save, keypair)
+    if ctx.secrets.keyring_error:
+        ctx.out.warn(
+            f"the OS keyring refused the key ({ctx.secrets.keyring_error});"
+            " it is in the passphrase-encrypted file instead"
+        )
+    return kind
 
 
 def _show_words(ctx: Context, words: list[str]) -> None:
@@ -225,7 +241,7 @@ async def recover(ctx: Context, args: Namespace) -> None:
         )
     await fetch_chain(ctx, record["sigchain_url"], keypair.primary)
     ctx.secrets.prepare()
-    kind = await deferToThread(ctx.secrets.save, keypair)
+    kind = await _save_secret(ctx, keypair)
     account = {
         "handle": record["handle"],
         "fqhn": record["fqhn"],

@@ -80,7 +80,16 @@ async def recipient(ctx: Context, text: str) -> dict[str, Any]:
     fqhn = handle if "@" in handle else f"{handle}@{account['fqhn'].partition('@')[2]}"
     contact = ctx.contacts.get(fqhn)
     if contact is None:
-        contact = await lookup_and_pin(ctx, text)
+        return await lookup_and_pin(ctx, text)
+    # the server's current record must still agree with the pin: a changed
+    # key is refused here, before anything is sealed to either key
+    try:
+        record = await ctx.chat().lookup(fqhn)
+    except Unreachable as e:
+        raise CliError(f"{e}: is the chat server running? check --server") from None
+    if record is None:
+        raise CliError(f"{fqhn} is not registered on the server any more")
+    ctx.contacts.check(fqhn, record["primary"])
     return contact
 
 
@@ -263,7 +272,7 @@ async def _listen_sse(
         while not listener.finished.called:
             try:
                 connection = await open_stream(
-                    chat.agent,
+                    chat.stream_agent,
                     chat.stream_url(keypair, account["fqhn"]),
                     on_event,
                     last_event_id=state["last"],

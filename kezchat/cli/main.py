@@ -22,6 +22,7 @@ from collections.abc import Sequence
 from typing import Any
 
 from kezchat.cli.errors import EXIT_FAILURE, EXIT_USAGE, CliError
+from kezchat.client.errors import ServerError, Unreachable
 
 #: command-group modules, in --help order; missing optional ones are skipped
 GROUPS = ("account", "contacts", "chat", "files", "manifests")
@@ -147,6 +148,14 @@ def main(argv: Sequence[str] | None = None) -> int:
     except CliError as e:
         sys.stderr.write(f"kez-chat: {e.message}\n")
         return e.exit_code
+    except Unreachable as e:
+        sys.stderr.write(
+            f"kez-chat: {e}: is the server running? check --server / KEZ_CHAT_SERVER_URL\n"
+        )
+        return EXIT_FAILURE
+    except ServerError as e:
+        sys.stderr.write(f"kez-chat: the server refused: {e.message} ({e.code})\n")
+        return EXIT_FAILURE
     except KeyboardInterrupt:
         return 130
     except BrokenPipeError:

