@@ -12,8 +12,11 @@ L{kezchat.p2p.transfer.fetch} — so each side has its own interpreter as
 with two CLIs.  The time is the fetcher's, from dial to the verified,
 decrypted, fsynced and renamed file; the sender's encryption pass to
 compute the offer's BLAKE3 is timed apart (it runs before the offer is
-sent).  C{cp} of the same file in the same run is the local-copy
-baseline (no fsync: it flatters C{cp}).  Peak RSS of both processes comes
+sent).  Beside it, in the same run: the bare transport (the same number
+of bytes in the same 256 KiB writes between two processes, with no file,
+encryption or hashing), the ceiling this machine gives the protocol at
+that moment; and C{cp} of the same file, the local-copy baseline (no
+fsync: it flatters C{cp}).  Peak RSS of both processes comes
 from C{wait4}; it should not grow with the file size.
 """
 
@@ -93,6 +96,54 @@ def _fetcher(args: argparse.Namespace) -> None:
     asyncio.run(main())
 
 
+def _raw_sender(args: argparse.Namespace) -> None:
+    """
+    The transport alone: the same number of bytes in 256 KiB writes, no
+    file, no encryption, no hashing.
+    """
+    from kezchat.p2p.crypt import CHUNK
+    from kezchat.p2p.irohnode import IrohNode
+
+    async def main() -> None:
+        node = await IrohNode.bind(bytes.fromhex(args.seed), "127.0.0.1:0")
+        print(json.dumps({"ticket": node.ticket()}), flush=True)
+        connection = await node.accept()
+        send, recv = await connection.accept_stream()
+        await recv.read_exact(1)
+        total, block = int(args.file), os.urandom(CHUNK)
+        for start in range(0, total, CHUNK):
+            await send.write(block[: min(CHUNK, total - start)])
+        await send.finish()
+        await recv.read(1)
+        connection.close()
+        await node.close()
+
+    asyncio.run(main())
+
+
+def _raw_fetcher(args: argparse.Namespace) -> None:
+    from kezchat.p2p.crypt import CHUNK
+    from kezchat.p2p.irohnode import IrohNode
+
+    async def main() -> None:
+        node = await IrohNode.bind(bytes.fromhex(args.seed), "127.0.0.1:0")
+        started = time.perf_counter()
+        connection = await node.connect(json.loads(args.offer)["ticket"], 30)
+        send, recv = await connection.open_stream()
+        await send.write(b"?")
+        total, got = int(args.out), 0
+        while got < total:
+            got += len(await recv.read_exact(min(CHUNK, total - got)))
+        seconds = time.perf_counter() - started
+        await send.write(b"!")
+        await send.finish()
+        await asyncio.wait_for(connection.closed(), 5)
+        print(json.dumps({"seconds": seconds}), flush=True)
+        await node.close()
+
+    asyncio.run(main())
+
+
 def _wait(process: subprocess.Popen) -> float:
     """
     Reap C{process}; its peak RSS in MiB.
@@ -117,6 +168,27 @@ def _python(profile: str | None, role: str) -> list[str]:
     if profile is None:
         return [sys.executable, os.path.abspath(__file__)]
     return [sys.executable, "-m", "cProfile", "-o", f"{profile}.{role}", os.path.abspath(__file__)]
+
+
+def _raw(size: int) -> float:
+    """
+    Seconds the bare transport takes to move C{size} bytes between two processes.
+    """
+    me = [sys.executable, os.path.abspath(__file__)]
+    sender = subprocess.Popen(
+        [*me, "--role", "raw-send", "--file", str(size), "--seed", os.urandom(32).hex()],
+        stdout=subprocess.PIPE,
+    )
+    offer = sender.stdout.readline()
+    seed = os.urandom(32).hex()
+    fetcher = subprocess.Popen(
+        [*me, "--role", "raw-fetch", "--offer", offer, "--out", str(size), "--seed", seed],
+        stdout=subprocess.PIPE,
+    )
+    seconds = json.loads(fetcher.stdout.readline())["seconds"]
+    _wait(fetcher)
+    _wait(sender)
+    return seconds
 
 
 def _one(directory: str, size_mib: int, profile: str | None) -> dict:
@@ -168,6 +240,8 @@ def _one(directory: str, size_mib: int, profile: str | None) -> dict:
     fetcher_rss = _wait(fetcher)
     sender_rss = _wait(sender)
 
+    raw = _raw(size_mib * MiB)
+
     def digest(path: str) -> str:
         return blake3(max_threads=blake3.AUTO).update_mmap(path).hexdigest()
 
@@ -179,6 +253,7 @@ def _one(directory: str, size_mib: int, profile: str | None) -> dict:
         "p2p": size_mib / result["seconds"],
         "seconds": result["seconds"],
         "hashing": offer["hashing"],
+        "raw": size_mib / raw,
         "cp": size_mib / cp_seconds,
         "sender_rss": sender_rss,
         "fetcher_rss": fetcher_rss,
@@ -188,14 +263,15 @@ def _one(directory: str, size_mib: int, profile: str | None) -> dict:
 
 def _table(rows: list[dict]) -> str:
     lines = [
-        "| file | P2P MiB/s | transfer s | sender BLAKE3 pass s | cp MiB/s "
+        "| file | P2P MiB/s | transfer s | sender BLAKE3 pass s | bare Iroh MiB/s | cp MiB/s "
         "| sender peak RSS | fetcher peak RSS | intact |",
-        "|---|---|---|---|---|---|---|---|",
+        "|---|---|---|---|---|---|---|---|---|",
     ]
     for r in rows:
         lines.append(
             f"| {r['size']} MiB | {r['p2p']:.0f} | {r['seconds']:.2f} | {r['hashing']:.2f} "
-            f"| {r['cp']:.0f} | {r['sender_rss']:.0f} MiB | {r['fetcher_rss']:.0f} MiB "
+            f"| {r['raw']:.0f} | {r['cp']:.0f} "
+            f"| {r['sender_rss']:.0f} MiB | {r['fetcher_rss']:.0f} MiB "
             f"| {'yes' if r['intact'] else 'NO'} |"
         )
     return "\n".join(lines)
@@ -211,7 +287,9 @@ def main() -> None:
     parser.add_argument(
         "--profile", default=None, help="write cProfile data to PREFIX.send and PREFIX.fetch"
     )
-    parser.add_argument("--role", choices=["send", "fetch"], help=argparse.SUPPRESS)
+    parser.add_argument(
+        "--role", choices=["send", "fetch", "raw-send", "raw-fetch"], help=argparse.SUPPRESS
+    )
     for name in ("--file", "--seed", "--peer", "--offer", "--out"):
         parser.add_argument(name, help=argparse.SUPPRESS)
     args = parser.parse_args()
@@ -219,6 +297,10 @@ def main() -> None:
         return _sender(args)
     if args.role == "fetch":
         return _fetcher(args)
+    if args.role == "raw-send":
+        return _raw_sender(args)
+    if args.role == "raw-fetch":
+        return _raw_fetcher(args)
     if not loopback_only():
         if shutil.which("unshare") is None:
             raise SystemExit("needs unshare(1) to run in a loopback-only network namespace")
