@@ -16,8 +16,8 @@ sent).  Beside it, in the same run: the bare transport (the same number
 of bytes in the same 256 KiB writes between two processes, with no file,
 encryption or hashing), the ceiling this machine gives the protocol at
 that moment; and C{cp} of the same file, the local-copy baseline (no
-fsync: it flatters C{cp}).  Peak RSS of both processes comes
-from C{wait4}; it should not grow with the file size.
+fsync: it flatters C{cp}).  Peak RSS (VmHWM) of both processes
+should not grow with the file size.
 """
 
 from __future__ import annotations
@@ -41,6 +41,20 @@ MiB = 1 << 20
 
 def loopback_only() -> bool:
     return [name for _, name in socket.if_nameindex()] == ["lo"]
+
+
+def _peak_rss_mib() -> float:
+    """
+    This process's peak resident set (VmHWM), in MiB.
+
+    Read from /proc rather than from wait4's ru_maxrss, which a child
+    inherits from its parent's size when it execs.
+    """
+    with open("/proc/self/status") as f:
+        for line in f:
+            if line.startswith("VmHWM:"):
+                return int(line.split()[1]) / 1024
+    return float("nan")
 
 
 def _sender(args: argparse.Namespace) -> None:
@@ -74,6 +88,7 @@ def _sender(args: argparse.Namespace) -> None:
         await asyncio.wait_for(done, 600)
         await server.stop()
         await node.close()
+        print(json.dumps({"peak_rss": _peak_rss_mib()}), flush=True)
 
     asyncio.run(main())
 
@@ -90,8 +105,9 @@ def _fetcher(args: argparse.Namespace) -> None:
         )
         started = time.perf_counter()
         await fetch(node, download, args.out, timeout=30)
-        print(json.dumps({"seconds": time.perf_counter() - started}), flush=True)
+        seconds = time.perf_counter() - started
         await node.close()
+        print(json.dumps({"seconds": seconds, "peak_rss": _peak_rss_mib()}), flush=True)
 
     asyncio.run(main())
 
@@ -144,15 +160,9 @@ def _raw_fetcher(args: argparse.Namespace) -> None:
     asyncio.run(main())
 
 
-def _wait(process: subprocess.Popen) -> float:
-    """
-    Reap C{process}; its peak RSS in MiB.
-    """
-    _, status, usage = os.wait4(process.pid, 0)
-    process.returncode = os.waitstatus_to_exitcode(status)
-    if process.returncode != 0:
+def _wait(process: subprocess.Popen) -> None:
+    if process.wait() != 0:
         raise SystemExit(f"a benchmark process failed ({process.returncode})")
-    return usage.ru_maxrss / 1024
 
 
 def _write_random(path: str, size: int) -> None:
@@ -237,8 +247,9 @@ def _one(directory: str, size_mib: int, profile: str | None) -> dict:
         stdout=subprocess.PIPE,
     )
     result = json.loads(fetcher.stdout.readline())
-    fetcher_rss = _wait(fetcher)
-    sender_rss = _wait(sender)
+    sender_rss = json.loads(sender.stdout.readline())["peak_rss"]
+    _wait(fetcher)
+    _wait(sender)
 
     raw = _raw(size_mib * MiB)
 
@@ -256,7 +267,7 @@ def _one(directory: str, size_mib: int, profile: str | None) -> dict:
         "raw": size_mib / raw,
         "cp": size_mib / cp_seconds,
         "sender_rss": sender_rss,
-        "fetcher_rss": fetcher_rss,
+        "fetcher_rss": result["peak_rss"],
         "intact": intact,
     }
 
