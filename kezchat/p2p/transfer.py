@@ -25,8 +25,8 @@ import asyncio
 import os
 import tempfile
 import time
-from concurrent.futures import ThreadPoolExecutor
 from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 
 from twisted.logger import Logger
