@@ -25,7 +25,7 @@ from kezchat.manifests.sealing import new_content_key, seal_content_key
 from kezchat.natsbridge.aio import deferred_from_coroutine
 from kezchat.p2p.crypt import CHUNK, FileEncryptor, ciphertext_digest
 from kezchat.p2p.irohnode import IrohNode
-from kezchat.p2p.transfer import SENDING
+from kezchat.p2p.transfer import SENDING, Download, FetchError, FileServer, Offer, fetch
 from kezchat.p2p.transport import TransportError
 from tests.p2psupport import CliProcess, Result, cli_env, loopback_only, start_cli
 from tests.sigsupport import start_sig_server
@@ -265,3 +265,53 @@ class HostileSenderTests(_Base):
         for mutate, size, why in cases:
             digest, out = await self._offer(size, mutate)
             await self._refused(digest, out, why)
+
+
+class TransferProtocolTests(TestCase):
+    """
+    L{kezchat.p2p.transfer} between two nodes in this process: a sender
+    serves an offer only to its recipient's node, and only what it offers.
+    """
+
+    timeout = 60
+
+    async def setUp(self) -> None:
+        if not loopback_only():
+            raise SkipTest("starts Iroh endpoints: only in a loopback-only network namespace")
+        self.dir = temp_dir(self)
+        self.source = os.path.join(self.dir, "file.bin")
+        _write_random(self.source, CHUNK + 3)
+        self.key = new_content_key()
+        self.digest, self.size = ciphertext_digest(self.source, self.key)
+
+    async def node(self) -> IrohNode:
+        node = await deferred_from_coroutine(IrohNode.bind(os.urandom(32), "127.0.0.1:0"))
+        self.addCleanup(lambda: deferred_from_coroutine(node.close()))
+        return node
+
+    async def _fetch(self, recipient: bytes | None, digest: str | None = None) -> str:
+        sender, fetcher = await self.node(), await self.node()
+        offer = Offer(self.digest, self.source, self.key, self.size, recipient or fetcher.node_id)
+        server = FileServer(sender, {self.digest: offer}.get)
+        server.start()
+        self.addCleanup(lambda: deferred_from_coroutine(server.stop()))
+        out = os.path.join(self.dir, "out.bin")
+        download = Download(digest or self.digest, self.size, self.key, sender.ticket())
+        await deferred_from_coroutine(fetch(fetcher, download, out, timeout=10))
+        return out
+
+    async def test_recipient(self) -> None:
+        out = await self._fetch(None)
+        self.assertEqual(_digest(out), _digest(self.source))
+
+    async def test_not_for_this_node(self) -> None:
+        with self.assertRaises(FetchError) as caught:
+            await self._fetch(os.urandom(32))
+        self.assertIn("someone else", str(caught.exception))
+        self.assertEqual(os.listdir(self.dir), ["file.bin"])
+
+    async def test_not_offered(self) -> None:
+        with self.assertRaises(FetchError) as caught:
+            await self._fetch(None, digest="cd" * 32)
+        self.assertIn("no longer offers", str(caught.exception))
+        self.assertEqual(os.listdir(self.dir), ["file.bin"])
