@@ -1,0 +1,79 @@
+/**
+ * What the identity view shows about a contact: their handle record, their
+ * sigchain (checked), the claims and endpoints it holds, and the entries of
+ * their shared-files manifest that this reader may see.
+ */
+import * as api from './api';
+import { utf8 } from './crypto/bytes';
+import { verifyJcs } from './crypto/keys';
+import { verifyChain, type ChainEvent } from './crypto/sigchain';
+import { blake3Hex } from './files';
+
+export interface SharedEntry {
+  id: string;
+  name: string;
+  size: number;
+  mime: string;
+  visibility: string;
+}
+
+export interface Identity {
+  record: api.HandleRecord | null;
+  events: ChainEvent[];
+  problems: string[];
+  claims: { claim: string; proof_url?: string; seq: number }[];
+  endpoints: Record<string, unknown>[];
+  shared: SharedEntry[] | null;
+  sharedProblem: string | null;
+}
+
+function live(events: ChainEvent[]): ChainEvent[] {
+  const revoked = new Set(events.filter((e) => e.type === 'revoke').map((e) => Number(e.body.seq)));
+  return events.filter((e) => !revoked.has(e.seq));
+}
+
+export async function loadIdentity(primary: string, reader: string): Promise<Identity> {
+  const record = await api.byPrimary(primary);
+  const out: Identity = { record, events: [], problems: [], claims: [], endpoints: [], shared: null, sharedProblem: null };
+  if (!record) return out;
+  out.events = await api.chain(record.sigchain_url);
+  out.problems = verifyChain(primary, out.events).problems;
+  const kept = live(out.events);
+  for (const e of kept) {
+    if (e.type === 'add_claim') out.claims.push({ ...(e.body as { claim: string; proof_url?: string }), seq: e.seq });
+  }
+  const removed = new Set(kept.filter((e) => e.type === 'remove_endpoint').map((e) => String(e.body.id)));
+  out.endpoints = kept.filter((e) => e.type === 'add_endpoint' && !removed.has(String(e.body.id))).map((e) => e.body);
+  const pointer = [...kept].reverse().find((e) => e.type === 'set_shared_files');
+  const text = await api.manifest(record.handle);
+  if (text === null) return out;
+  if (!pointer) {
+    out.sharedProblem = 'a manifest is on the server but the sigchain does not vouch for it';
+    return out;
+  }
+  if (blake3Hex(utf8(text)) !== pointer.body.manifest_blake3) {
+    out.sharedProblem = 'the manifest on the server is not the one the sigchain names';
+    return out;
+  }
+  try {
+    const blob = JSON.parse(text) as Record<string, unknown> & { entries: Record<string, unknown>[]; sig: string };
+    const { sig, ...unsigned } = blob;
+    if (blob.owner !== primary || !verifyJcs(primary, unsigned, sig)) {
+      out.sharedProblem = 'the manifest is not signed by this key';
+      return out;
+    }
+    const me = reader.slice(8);
+    out.shared = blob.entries
+      .filter((e) => e.visibility === 'public' || (typeof e.wrapped === 'object' && e.wrapped !== null && me in e.wrapped))
+      .map((e) => ({
+        id: String(e.id),
+        name: String(e.name),
+        size: Number(e.size),
+        mime: String(e.mime ?? ''),
+        visibility: String(e.visibility),
+      }));
+  } catch {
+    out.sharedProblem = 'the manifest cannot be read';
+  }
+  return out;
+}
