@@ -45,10 +45,11 @@ export async function loadIdentity(primary: string, reader: string): Promise<Ide
   const removed = new Set(kept.filter((e) => e.type === 'remove_endpoint').map((e) => String(e.body.id)));
   out.endpoints = kept.filter((e) => e.type === 'add_endpoint' && !removed.has(String(e.body.id))).map((e) => e.body);
   const pointer = [...kept].reverse().find((e) => e.type === 'set_shared_files');
+  // only a manifest the sigchain vouches for is worth fetching
+  if (!pointer) return out;
   const text = await api.manifest(record.handle);
-  if (text === null) return out;
-  if (!pointer) {
-    out.sharedProblem = 'a manifest is on the server but the sigchain does not vouch for it';
+  if (text === null) {
+    out.sharedProblem = 'the sigchain names a shared-files list, but the server does not have it';
     return out;
   }
   if (blake3Hex(utf8(text)) !== pointer.body.manifest_blake3) {
