@@ -5,9 +5,9 @@
 import { writeFileSync } from 'node:fs';
 import { dirname, resolve } from 'node:path';
 import { fileURLToPath } from 'node:url';
-import { buildVectors } from '../src/lib/crypto/vectors';
+import { buildVectors, render } from '../src/lib/crypto/vectors';
 
 const here = dirname(fileURLToPath(import.meta.url));
 const out = resolve(here, '../../interop/web-vectors.json');
-writeFileSync(out, JSON.stringify(buildVectors(), null, 2) + '\n');
+writeFileSync(out, render(buildVectors()));
 console.log(`wrote ${out}`);

@@ -5,17 +5,14 @@
 import { blake3 } from '@noble/hashes/blake3.js';
 import { toHex } from './crypto/bytes';
 
-export const INLINE_MAX = 80 * 1024;
-export const CHUNK_SIZE = 80 * 1024;
-export const FILE_MAX = 10 * 1024 * 1024;
+import { FILE_MAX } from './crypto/plaintext';
+
+export { CHUNK_SIZE, FILE_MAX, INLINE_MAX, chunkCount } from './crypto/plaintext';
 
 export function blake3Hex(bytes: Uint8Array): string {
   return toHex(blake3(bytes));
 }
 
-export function chunkCount(size: number): number {
-  return Math.max(1, Math.ceil(size / CHUNK_SIZE));
-}
 
 export function humanSize(size: number): string {
   if (size < 1024) return `${size} B`;

@@ -5,9 +5,8 @@
  */
 import * as api from './api';
 import { utf8 } from './crypto/bytes';
-import { verifyJcs } from './crypto/keys';
+import { verifyManifest, visibleEntries } from './crypto/manifest';
 import { verifyChain, type ChainEvent } from './crypto/sigchain';
-import { blake3Hex } from './files';
 
 export interface SharedEntry {
   id: string;
@@ -52,29 +51,17 @@ export async function loadIdentity(primary: string, reader: string): Promise<Ide
     out.sharedProblem = 'the sigchain names a shared-files list, but the server does not have it';
     return out;
   }
-  if (blake3Hex(utf8(text)) !== pointer.body.manifest_blake3) {
-    out.sharedProblem = 'the manifest on the server is not the one the sigchain names';
-    return out;
-  }
   try {
-    const blob = JSON.parse(text) as Record<string, unknown> & { entries: Record<string, unknown>[]; sig: string };
-    const { sig, ...unsigned } = blob;
-    if (blob.owner !== primary || !verifyJcs(primary, unsigned, sig)) {
-      out.sharedProblem = 'the manifest is not signed by this key';
-      return out;
-    }
-    const me = reader.slice(8);
-    out.shared = blob.entries
-      .filter((e) => e.visibility === 'public' || (typeof e.wrapped === 'object' && e.wrapped !== null && me in e.wrapped))
-      .map((e) => ({
-        id: String(e.id),
-        name: String(e.name),
-        size: Number(e.size),
-        mime: String(e.mime ?? ''),
-        visibility: String(e.visibility),
-      }));
-  } catch {
-    out.sharedProblem = 'the manifest cannot be read';
+    const manifest = verifyManifest(utf8(text), primary, String(pointer.body.manifest_blake3));
+    out.shared = visibleEntries(manifest, reader).map((e) => ({
+      id: String(e.id),
+      name: String(e.name),
+      size: Number(e.size),
+      mime: String(e.mime ?? ''),
+      visibility: String(e.visibility),
+    }));
+  } catch (e) {
+    out.sharedProblem = e instanceof Error ? e.message : 'the manifest cannot be read';
   }
   return out;
 }

@@ -9,7 +9,7 @@
  */
 import * as api from './api';
 import { ApiError, type HandleRecord, type InboxItem } from './api';
-import { fromB64, randomBytes, toB64, toHex } from './crypto/bytes';
+import { fromB64, fromB64url, randomBytes, toHex } from './crypto/bytes';
 import { EnvelopeError, open, seal, type Envelope } from './crypto/envelope';
 import { parseHandle } from './crypto/handles';
 import { KeyPair } from './crypto/keys';
@@ -19,7 +19,8 @@ import { nextEvent } from './crypto/sigchain';
 import { nowRfc3339 } from './crypto/time';
 import { openSeed, sealSeed, type SealedSeed } from './crypto/vault';
 import { db } from './db';
-import { CHUNK_SIZE, INLINE_MAX, blake3Hex, chunkCount, humanSize, tooBig } from './files';
+import { INLINE_MAX, blake3Hex, chunkCount, humanSize, tooBig } from './files';
+import { chunkedHeader, fileChunk, inlineFile, textMessage } from './crypto/plaintext';
 import type { Account, Conversation, Msg } from './types';
 
 export type LinkStatus = 'connecting' | 'live' | 'reconnecting';
@@ -42,6 +43,12 @@ const RETRY_MAX_MS = 4000;
 
 function newId(): string {
   return toHex(randomBytes(12));
+}
+
+/** File data is unpadded base64url; standard base64 is accepted too. */
+function decodeData(text: unknown): Uint8Array {
+  const t = String(text);
+  return /[+/=]/.test(t) ? fromB64(t) : fromB64url(t);
 }
 
 function short(primary: string): string {
@@ -334,7 +341,7 @@ export class Session {
       const fileId = `inline-${item.seq}`;
       let bytes: Uint8Array;
       try {
-        bytes = fromB64(String(plain.data));
+        bytes = decodeData(plain.data);
       } catch {
         bytes = new Uint8Array();
       }
@@ -379,7 +386,7 @@ export class Session {
     if (!/^[0-9a-zA-Z_-]{1,64}$/.test(fileId) || !Number.isInteger(i) || i < 0 || i >= 200) return;
     let bytes: Uint8Array;
     try {
-      bytes = fromB64(String(plain.data));
+      bytes = decodeData(plain.data);
     } catch {
       return;
     }
@@ -527,22 +534,15 @@ export class Session {
 
   private async envelopesFor(peer: string, msg: Msg): Promise<Envelope[]> {
     const key = this.key!;
-    if (msg.kind === 'text') return [seal(key, peer, { type: 'text', text: msg.text })];
+    if (msg.kind === 'text') return [seal(key, peer, textMessage(msg.text))];
     const f = msg.file!;
     const blob = await db.get<Blob>(`file:${f.fileId}`);
     if (!blob) throw new Error('the file is no longer in this browser');
     const bytes = new Uint8Array(await blob.arrayBuffer());
-    if (bytes.length <= INLINE_MAX) {
-      return [seal(key, peer, { type: 'file', mode: 'inline', name: f.name, mime: f.mime, size: bytes.length, data: toB64(bytes) })];
-    }
-    const n = chunkCount(bytes.length);
-    const envelopes = [
-      seal(key, peer, { type: 'file', mode: 'chunked', file_id: f.fileId, name: f.name, mime: f.mime, size: bytes.length, n, blake3: blake3Hex(bytes) }),
-    ];
-    for (let i = 0; i < n; i++) {
-      const data = toB64(bytes.subarray(i * CHUNK_SIZE, (i + 1) * CHUNK_SIZE));
-      envelopes.push(seal(key, peer, { type: 'file_chunk', file_id: f.fileId, i, data }));
-    }
+    if (bytes.length <= INLINE_MAX) return [seal(key, peer, inlineFile(f.name, f.mime, bytes))];
+    const header = chunkedHeader(f.name, f.mime, bytes, f.fileId);
+    const envelopes = [seal(key, peer, header)];
+    for (let i = 0; i < header.n; i++) envelopes.push(seal(key, peer, fileChunk(f.fileId, bytes, i)));
     return envelopes;
   }
 

@@ -95,7 +95,7 @@ describe('envelope', () => {
     expect(code(() => open(bob, { ...env, ts: '2020-01-01T00:00:00Z' }))).toBe('bad_signature');
     expect(code(() => open(bob, { ...env, sig: '0'.repeat(128) }))).toBe('bad_signature');
     expect(code(() => open(bob, env, eve.primary))).toBe('sender_mismatch');
-    expect(code(() => open(eve, env))).toBe('not_for_me');
+    expect(code(() => open(eve, env))).toBe('not_for_us');
     expect(code(() => open(bob, { ...env, extra: 1 }))).toBe('malformed');
     expect(code(() => open(bob, 'nope'))).toBe('malformed');
     // re-signed by eve with alice's from: signature fails
@@ -105,7 +105,7 @@ describe('envelope', () => {
     const ct = fromB64url(env.ct);
     ct[0] ^= 1;
     const flipped = { ...unsigned, ct: toB64url(ct) };
-    expect(code(() => openBytes(bob, { ...flipped, sig: alice.signJcs(flipped) }))).toBe('undecryptable');
+    expect(code(() => openBytes(bob, { ...flipped, sig: alice.signJcs(flipped) }))).toBe('decrypt_failed');
   });
 });
 

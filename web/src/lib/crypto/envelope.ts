@@ -29,7 +29,7 @@ export interface Envelope {
 }
 
 export class EnvelopeError extends Error {
-  /** `malformed`, `bad_signature`, `not_for_me`, `sender_mismatch` or `undecryptable` */
+  /** `malformed`, `not_for_us`, `bad_signature`, `sender_mismatch`, `decrypt_failed` or `bad_plaintext` (as the Python client) */
   constructor(
     readonly code: string,
     message: string,
@@ -91,6 +91,15 @@ export function checkShape(value: unknown): Envelope {
   for (const k of ['ts', 'salt', 'ct', 'sig']) {
     if (typeof e[k] !== 'string') throw new EnvelopeError('malformed', `the envelope's ${k} is not a string`);
   }
+  if (!/^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d(\.\d+)?(Z|[+-]\d\d:\d\d)$/i.test(e.ts as string)) {
+    throw new EnvelopeError('malformed', "the envelope's ts is not an RFC 3339 time");
+  }
+  try {
+    if (fromB64url(e.salt as string).length !== 16) throw new Error('salt');
+    fromB64url(e.ct as string);
+  } catch {
+    throw new EnvelopeError('malformed', 'salt or ct is not base64url (the salt is 16 bytes)');
+  }
   return e as unknown as Envelope;
 }
 
@@ -101,27 +110,20 @@ export function checkShape(value: unknown): Envelope {
  */
 export function openBytes(me: KeyPair, value: unknown, expectedSender?: string): Uint8Array {
   const e = checkShape(value);
+  if (e.to !== me.primary) throw new EnvelopeError('not_for_us', 'the message is addressed to another key');
   const { sig, ...unsigned } = e;
   if (!verifyJcs(e.from, unsigned, sig)) {
-    throw new EnvelopeError('bad_signature', 'the signature does not verify: this message may be forged');
+    throw new EnvelopeError('bad_signature', 'the signature does not verify, so it may be forged');
   }
   if (expectedSender !== undefined && e.from !== expectedSender) {
     throw new EnvelopeError('sender_mismatch', "the message is signed by a key that is not the sender's");
   }
-  if (e.to !== me.primary) throw new EnvelopeError('not_for_me', 'the message is addressed to another key');
-  let salt: Uint8Array, ct: Uint8Array;
-  try {
-    salt = fromB64url(e.salt);
-    ct = fromB64url(e.ct);
-  } catch {
-    throw new EnvelopeError('malformed', 'salt or ct is not base64url');
-  }
   const shared = x25519.getSharedSecret(me.x25519Private(), x25519PublicOf(e.from));
-  const [key, nonce] = keyAndNonce(shared, salt);
+  const [key, nonce] = keyAndNonce(shared, fromB64url(e.salt));
   try {
-    return chacha20poly1305(key, nonce, aad(e.v, e.from, e.to, e.ts)).decrypt(ct);
+    return chacha20poly1305(key, nonce, aad(e.v, e.from, e.to, e.ts)).decrypt(fromB64url(e.ct));
   } catch {
-    throw new EnvelopeError('undecryptable', 'the message cannot be decrypted');
+    throw new EnvelopeError('decrypt_failed', 'the message cannot be decrypted');
   }
 }
 
@@ -131,10 +133,10 @@ export function open(me: KeyPair, value: unknown, expectedSender?: string): Reco
   try {
     plain = JSON.parse(fromUtf8(bytes));
   } catch {
-    throw new EnvelopeError('malformed', 'the decrypted message is not JSON');
+    throw new EnvelopeError('bad_plaintext', 'the decrypted message is not JSON');
   }
   if (typeof plain !== 'object' || plain === null || Array.isArray(plain)) {
-    throw new EnvelopeError('malformed', 'the decrypted message is not a JSON object');
+    throw new EnvelopeError('bad_plaintext', 'the decrypted message is not a JSON object');
   }
   return plain as Record<string, unknown>;
 }
