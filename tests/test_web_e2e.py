@@ -14,6 +14,8 @@ from __future__ import annotations
 
 import json
 import os
+import random
+import sqlite3
 import struct
 import time
 import zlib
@@ -21,6 +23,8 @@ from typing import Any
 
 from twisted.trial.unittest import TestCase
 
+from kezchat.e2e import chunked_file, seal_envelope, text_message
+from kezchat.identity.keys import KeyPair
 from kezchat.relay.auth import body_digest, sign_request
 from kezchat.timeutil import format_rfc3339
 from tests.sigsupport import start_sig_server
@@ -261,6 +265,28 @@ class WebAppInChromiumTests(TestCase):
                 self.assertEqual(await bob.tid("message").count(), 0)
                 shots += await bob.shot("forged-warning")
 
+                # -- a file from the Python client: chunks out of order, across a reload
+                dave, _ = await on_twisted(register(client, chat.url, "dave"))
+                dave_file = os.urandom(1_500_000)
+                header, chunks = chunked_file("dave.bin", "application/octet-stream", dave_file)
+                order = list(range(len(chunks)))
+                random.Random(7).shuffle(order)
+                half = len(chunks) // 2
+                for plaintext in [chunks[i] for i in order[:3]] + [header]:
+                    await on_twisted(
+                        self.post_as(client, chat.url, dave, "dave", bob_primary, plaintext)
+                    )
+                for i in order[3:half]:
+                    await on_twisted(
+                        self.post_as(client, chat.url, dave, "dave", bob_primary, chunks[i])
+                    )
+                await bob.open_chat("dave@kez.lat")
+                await (
+                    bob.tid("receiving")
+                    .filter(has_text=f"Receiving {half}/{len(chunks)}")
+                    .wait_for(timeout=WAIT)
+                )
+
                 # -- identity view and settings -------------------------------------
                 await bob.open_chat("alice@kez.lat")
                 await bob.tid("identity-link").click()
@@ -286,6 +312,16 @@ class WebAppInChromiumTests(TestCase):
                 for text in ("hello bob", "hi alice\nsecond line"):
                     await bob.expect_message(text)
                 await bob.tid("attachment-image").first.wait_for(timeout=WAIT)
+                for i in order[half:]:
+                    await on_twisted(
+                        self.post_as(client, chat.url, dave, "dave", bob_primary, chunks[i])
+                    )
+                await bob.open_chat("dave@kez.lat")
+                await bob.page.locator("[data-testid=download][download='dave.bin']").wait_for(
+                    timeout=WAIT
+                )
+                self.assertEqual(await self.download(bob, "dave.bin"), dave_file)
+                await bob.open_chat("alice@kez.lat")
                 await alice.tid("composer").fill("after your reload")
                 await alice.tid("composer").press("Enter")
                 await bob.expect_message("after your reload")
@@ -339,6 +375,36 @@ class WebAppInChromiumTests(TestCase):
                 await carol.open_chat("bob@kez.lat")
                 await carol.expect_message("hi alice\nsecond line")
 
+                # -- the server swaps alice's key: bob is warned loudly -------------
+                for someone in (alice, bob, carol):
+                    someone.watch.allowed.append(refused)
+                # alice's own browsers are refused from now on: the server has another key for her
+                for someone in (alice, carol):
+                    someone.watch.allowed.append(
+                        lambda text: "401" in text and "/v1/inbox/alice" in text
+                    )
+                await on_twisted(chat.stop())
+                impostor = KeyPair.generate()
+                with sqlite3.connect(chat.db) as db:
+                    db.execute(
+                        "UPDATE handles SET primary_key = ? WHERE local = 'alice'",
+                        (impostor.primary,),
+                    )
+                await on_twisted(chat.start())
+                await bob.status("live")
+                await on_twisted(
+                    self.post_as(
+                        client, chat.url, impostor, "alice", bob_primary, text_message("it's me")
+                    )
+                )
+                await bob.page.locator(
+                    f"[data-testid=conversation][href='#/chat/{impostor.primary}']"
+                ).click()
+                changed = bob.tid("key-changed")
+                await changed.wait_for(timeout=WAIT)
+                self.assertIn("alice@kez.lat", await changed.inner_text())
+                shots += await bob.shot("key-changed")
+
                 elapsed = time.monotonic() - started
                 problems = [p for someone in people for p in someone.watch.problems]
                 self.assertEqual(problems, [])
@@ -384,6 +450,27 @@ class WebAppInChromiumTests(TestCase):
         with open(path, "rb") as f:
             return f.read()
 
+    async def post_as(
+        self, client: Any, url: str, key: KeyPair, handle: str, to: str, plaintext: dict[str, Any]
+    ) -> None:
+        """
+        Send C{plaintext} to bob (whose primary is C{to}) the way the CLI does.
+        """
+        body = json.dumps({"to": "bob", "envelope": seal_envelope(key, to, plaintext)})
+        data = body.encode()
+        auth = sign_request(key, "POST", "/v1/messages", [body_digest(data)], int(time.time()))
+        response = await client.post(
+            url + "/v1/messages",
+            data=data,
+            headers={
+                "content-type": "application/json",
+                "x-kez-sender": handle,
+                "x-kez-auth": auth,
+            },
+        )
+        self.assertEqual(response.code, 201, await response.content())
+        await response.content()
+
     async def get_json(self, client: Any, url: str) -> Any:
         response = await client.get(url)
         return await json_of(response)
@@ -416,4 +503,3 @@ class WebAppInChromiumTests(TestCase):
         )
         self.assertEqual(response.code, 201, await response.content())
         await response.content()
-

@@ -492,7 +492,7 @@ export class Session {
     const conv = this.convs[peer];
     if (conv) {
       conv.lastTs = msg.ts;
-      conv.lastText = msg.kind === 'file' ? `📎 ${msg.text}` : msg.text;
+      conv.lastText = msg.kind === 'file' ? `File: ${msg.text}` : msg.text;
       if (msg.dir === 'in' && (this.active !== peer || document.hidden)) conv.unread += 1;
       this.persistConvs();
     }
