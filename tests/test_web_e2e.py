@@ -298,6 +298,13 @@ class WebAppInChromiumTests(TestCase):
                 await bob.tid("show-words").click()
                 await bob.tid("mnemonic-words").wait_for(timeout=WAIT)
                 self.assertEqual(await bob.tid("mnemonic-word").all_inner_texts(), bob.words)
+                await bob.tid("reverify").click()
+                recall = bob.tid("recall-word")
+                for i in range(3):
+                    index = int(await recall.nth(i).get_attribute("data-index"))
+                    await recall.nth(i).fill(bob.words[index])
+                await bob.tid("recall-check").click()
+                await bob.tid("recall-ok").wait_for(timeout=WAIT)
                 shots += await bob.shot("settings")
 
                 # -- reload and unlock: history kept, stream live again -------------
@@ -404,6 +411,32 @@ class WebAppInChromiumTests(TestCase):
                 await changed.wait_for(timeout=WAIT)
                 self.assertIn("alice@kez.lat", await changed.inner_text())
                 shots += await bob.shot("key-changed")
+                # alice's own browser is told the server refuses her key
+                await (
+                    alice.tid("error")
+                    .filter(has_text="no longer accepts this key")
+                    .wait_for(timeout=WAIT)
+                )
+
+                # -- log out wipes this browser's copy ----------------------------
+                await carol.tid("settings-link").click()
+                await carol.tid("logout").click()
+                await carol.tid("logout-confirm").click()
+                await carol.tid("go-new").wait_for(timeout=WAIT)
+                await carol.page.reload()
+                await carol.tid("go-login").wait_for(timeout=WAIT)
+                stored = await carol.page.evaluate(
+                    """() => new Promise((ok, fail) => {
+                        const r = indexedDB.open('kezchat');
+                        r.onsuccess = () => {
+                          const t = r.result.transaction('kv').objectStore('kv').count();
+                          t.onsuccess = () => ok(t.result);
+                          t.onerror = fail;
+                        };
+                        r.onerror = fail;
+                    })"""
+                )
+                self.assertEqual(stored, 0)
 
                 elapsed = time.monotonic() - started
                 problems = [p for someone in people for p in someone.watch.problems]

@@ -62,6 +62,8 @@ export class Session {
   convs = $state<Record<string, Conversation>>({});
   msgs = $state<Record<string, Msg[]>>({});
   status = $state<LinkStatus>('connecting');
+  /** why the server refuses this account (its key or handle is gone), if it does */
+  refused = $state<string | null>(null);
   active = $state<string | null>(null);
   fileUrls = $state<Record<string, string>>({});
   contacts = $state<Record<string, string>>({});
@@ -220,6 +222,7 @@ export class Session {
     source.onopen = () => {
       this.status = 'live';
       this.failures = 0;
+      this.refused = null;
     };
     source.addEventListener('message', (event) => {
       try {
@@ -241,10 +244,26 @@ export class Session {
     if (this.retryTimer) clearTimeout(this.retryTimer);
     const delay = Math.min(500 * 2 ** this.failures, RETRY_MAX_MS);
     this.failures += 1;
+    // EventSource hides the status of a refused stream: after a few
+    // failures, ask the inbox, whose answer says whether the server is
+    // down (keep trying) or no longer accepts this key (say so).
+    const probe = this.failures >= 3 ? this.probe() : Promise.resolve();
     this.retryTimer = setTimeout(() => {
       this.retryTimer = null;
-      void this.queue.then(() => this.openStream());
+      void probe.then(() => this.queue).then(() => this.openStream());
     }, delay);
+  }
+
+  private async probe(): Promise<void> {
+    if (!this.key || !this.account) return;
+    try {
+      await api.inbox(this.key, this.account.handle, this.cursor, 1);
+      this.refused = null;
+    } catch (e) {
+      if (e instanceof ApiError && (e.status === 401 || e.status === 404)) {
+        this.refused = `The server no longer accepts this key for ${this.account.fqhn}. If you did not change it, someone may have taken over the handle: check with the server's operator.`;
+      }
+    }
   }
 
   /** Reconnect now (the browser says the network is back). */
