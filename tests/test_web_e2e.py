@@ -25,7 +25,15 @@ from twisted.trial.unittest import TestCase
 
 from kezchat.e2e import chunked_file, seal_envelope, text_message
 from kezchat.identity.keys import KeyPair
+from kezchat.manifests import (
+    build_manifest,
+    manifest_bytes,
+    private_entry,
+    public_entry,
+    shared_files_body,
+)
 from kezchat.relay.auth import body_digest, sign_request
+from kezchat.sigchain.events import next_event
 from kezchat.timeutil import format_rfc3339
 from tests.sigsupport import start_sig_server
 from tests.support import http_client, json_of, register, temp_dir
@@ -328,6 +336,21 @@ class WebAppInChromiumTests(TestCase):
                     timeout=WAIT
                 )
                 self.assertEqual(await self.download(bob, "dave.bin"), dave_file)
+
+                # -- dave's shared files: browsed, not downloadable in a browser ------
+                await on_twisted(self.publish_files(client, chat.url, sig, dave, bob_primary))
+                await bob.tid("identity-link").click()
+                shared = bob.tid("shared-files")
+                await shared.wait_for(timeout=WAIT)
+                listed = await shared.inner_text()
+                for expected in (
+                    "holiday.mkv",
+                    "for-bob.pdf",
+                    "Download requires the desktop client",
+                ):
+                    self.assertIn(expected, listed)
+                self.assertNotIn("for-carol.pdf", listed)
+                shots += await bob.shot("shared-files")
                 await bob.open_chat("alice@kez.lat")
                 await alice.tid("composer").fill("after your reload")
                 await alice.tid("composer").press("Enter")
@@ -503,6 +526,49 @@ class WebAppInChromiumTests(TestCase):
         )
         self.assertEqual(response.code, 201, await response.content())
         await response.content()
+
+    async def publish_files(
+        self, client: Any, url: str, sig: Any, owner: KeyPair, reader: str
+    ) -> None:
+        """
+        The owner's manifest (a public entry, one for the reader, one for
+        someone else) goes to the mirror, and its BLAKE3 into the sigchain.
+        """
+        now = format_rfc3339(time.time())
+        common = {"mime": "application/octet-stream", "blake3": "ab" * 32, "added_at": now}
+        entries = [
+            public_entry(id="e1", name="holiday.mkv", size=700_000_000, **common),
+            private_entry(
+                id="e2",
+                name="for-bob.pdf",
+                size=12_000,
+                content_key=os.urandom(32),
+                recipients=[reader],
+                **common,
+            ),
+            private_entry(
+                id="e3",
+                name="for-carol.pdf",
+                size=12_000,
+                content_key=os.urandom(32),
+                recipients=[KeyPair.generate().primary],
+                **common,
+            ),
+        ]
+        data = manifest_bytes(build_manifest(owner, entries))
+        auth = sign_request(
+            owner, "PUT", "/v1/manifests/dave", [body_digest(data)], int(time.time())
+        )
+        response = await client.put(
+            url + "/v1/manifests/dave", data=data, headers={"x-kez-auth": auth}
+        )
+        self.assertEqual(response.code, 201, await response.content())
+        chain_url = sig.chain_url(owner.public_hex)
+        event = next_event(
+            owner, [], "set_shared_files", shared_files_body(data, url + "/v1/manifests/dave")
+        )
+        response = await client.post(chain_url + "/events", json=event)
+        self.assertEqual(response.code, 201, await response.content())
 
     async def get_json(self, client: Any, url: str) -> Any:
         response = await client.get(url)
