@@ -76,7 +76,9 @@ export class Session {
   private retryTimer: ReturnType<typeof setTimeout> | null = null;
   private failures = 0;
   private running = false;
-  private saveTimers = new Map<string, ReturnType<typeof setTimeout>>();
+  private dirty = new Set<string>();
+  private saveTimer: ReturnType<typeof setTimeout> | null = null;
+  private saving: Promise<void> = Promise.resolve();
   private outbox = new Map<string, Envelope[]>();
 
   async load(): Promise<void> {
@@ -125,10 +127,7 @@ export class Session {
 
   /** Log out: close the stream and wipe everything this app stored. */
   async logout(): Promise<void> {
-    this.stop();
-    for (const url of Object.values(this.fileUrls)) URL.revokeObjectURL(url);
-    await db.wipe();
-    this.key = null;
+    await this.forget();
     this.vault = null;
     this.account = null;
     this.locked = false;
@@ -150,9 +149,25 @@ export class Session {
     };
   }
 
-  private async saveVault(key: KeyPair, account: Account, passphrase: string): Promise<void> {
-    this.vault = { sealed: await sealSeed(key.seed, passphrase), account };
+  /** Stop everything and wipe the store (nothing pending may write after). */
+  private async forget(): Promise<void> {
+    this.stop();
+    this.key = null;
+    this.dirty.clear();
+    if (this.saveTimer !== null) clearTimeout(this.saveTimer);
+    this.saveTimer = null;
+    await this.saving;
+    for (const url of Object.values(this.fileUrls)) URL.revokeObjectURL(url);
+    this.fileUrls = {};
+    this.outbox.clear();
+    this.queue = Promise.resolve();
     await db.wipe();
+  }
+
+  private async saveVault(key: KeyPair, account: Account, passphrase: string): Promise<void> {
+    const sealed = await sealSeed(key.seed, passphrase);
+    await this.forget();
+    this.vault = { sealed, account };
     await db.set('vault', this.vault);
   }
 
@@ -289,10 +304,8 @@ export class Session {
     try {
       await this.receive(item);
     } finally {
-      // the message is on disk before the cursor moves past it
-      await this.flush();
       this.cursor = item.seq;
-      await db.set('cursor', this.cursor);
+      this.persistSoon('__cursor__');
     }
   }
 
@@ -426,7 +439,7 @@ export class Session {
     if (!msg?.file || msg.file.state !== 'receiving') return;
     msg.file.received = Math.min(have.length, info.n);
     if (have.length < info.n) {
-      this.persistSoon(info.peer);
+      this.persistSoon(`msgs:${info.peer}`);
       return;
     }
     const parts: Uint8Array[] = [];
@@ -447,7 +460,7 @@ export class Session {
     for (let i = 0; i < info.n; i++) await db.del(`chunk:${fileId}:${i}`);
     await db.del(`chunks:${fileId}`);
     await db.del(`fileinfo:${fileId}`);
-    this.persistSoon(info.peer);
+    this.persistSoon(`msgs:${info.peer}`);
   }
 
   // ---- conversations ------------------------------------------------------
@@ -515,7 +528,7 @@ export class Session {
       if (msg.dir === 'in' && (this.active !== peer || document.hidden)) conv.unread += 1;
       this.persistConvs();
     }
-    this.persistSoon(peer);
+    this.persistSoon(`msgs:${peer}`);
   }
 
   // ---- sending --------------------------------------------------------------
@@ -591,7 +604,7 @@ export class Session {
       msg.status = 'failed';
       msg.error = e instanceof Error ? e.message : 'not sent';
     }
-    this.persistSoon(peer);
+    this.persistSoon(`msgs:${peer}`);
   }
 
   // ---- files and persistence ----------------------------------------------
@@ -610,27 +623,34 @@ export class Session {
     this.persistSoon('__convs__');
   }
 
-  private persistSoon(peer: string): void {
-    if (this.saveTimers.has(peer)) return;
-    this.saveTimers.set(
-      peer,
-      setTimeout(() => {
-        this.saveTimers.delete(peer);
-        if (!this.key) return;
-        if (peer === '__convs__') void db.set('convs', $state.snapshot(this.convs));
-        else void db.set(`msgs:${peer}`, $state.snapshot(this.msgs[peer] ?? []));
-      }, 150),
-    );
+  /**
+   * Mark something for the next write. One timer batches the writes; the
+   * cursor is written last, so what is on disk never claims messages that
+   * are not (a reload re-reads from the saved cursor).
+   */
+  private persistSoon(what: string): void {
+    this.dirty.add(what);
+    if (this.saveTimer === null) this.saveTimer = setTimeout(() => void this.flush(), 150);
   }
 
-  /** Write everything now (before a reload in tests, or a log-out). */
-  async flush(): Promise<void> {
-    for (const [peer, timer] of this.saveTimers) {
-      clearTimeout(timer);
-      if (peer === '__convs__') await db.set('convs', $state.snapshot(this.convs));
-      else await db.set(`msgs:${peer}`, $state.snapshot(this.msgs[peer] ?? []));
+  /** Write everything marked now (also before the page goes away). */
+  flush(): Promise<void> {
+    if (this.saveTimer !== null) clearTimeout(this.saveTimer);
+    this.saveTimer = null;
+    this.saving = this.saving.then(() => this.commit()).catch(() => undefined);
+    return this.saving;
+  }
+
+  private async commit(): Promise<void> {
+    if (!this.key || this.dirty.size === 0) return;
+    const cursor = this.cursor;
+    const dirty = [...this.dirty];
+    this.dirty.clear();
+    for (const what of dirty) {
+      if (what === '__convs__') await db.set('convs', $state.snapshot(this.convs));
+      else if (what.startsWith('msgs:')) await db.set(what, $state.snapshot(this.msgs[what.slice(5)] ?? []));
     }
-    this.saveTimers.clear();
+    if (dirty.includes('__cursor__')) await db.set('cursor', cursor);
   }
 }
 
