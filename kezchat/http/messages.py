@@ -6,10 +6,11 @@ from __future__ import annotations
 
 from twisted.web.iweb import IRequest
 
+from kezchat import strictjson
 from kezchat.errors import KezError
 from kezchat.http.errors import json_bytes, json_response, parse_json, read_body
 from kezchat.http.routing import Routes
-from kezchat.relay.auth import body_digest
+from kezchat.relay.auth import body_digest, parse_auth
 from kezchat.relay.items import inbox_page
 from kezchat.relay.relay import DEFAULT_PAGE, Relay, parse_cursor
 from kezchat.relay.sse import StreamHub
@@ -41,15 +42,25 @@ def install(routes: Routes, relay: Relay, hub: StreamHub) -> None:
         sender_handle = request.getHeader(b"x-kez-sender")
         if not sender_handle:
             raise KezError("unauthorized", "X-KEZ-Sender is required")
+        auth = request.getHeader(b"x-kez-auth")
         sender = await relay.authenticate(
             sender_handle.decode("utf-8", "replace"),
-            request.getHeader(b"x-kez-auth"),
+            auth,
             "POST",
             "/v1/messages",
             [body_digest(raw)],
             unknown="unauthorized",
         )
-        accepted = await relay.send(sender, parse_json(raw))
+        body = parse_json(raw)
+        envelope_text = None
+        if isinstance(body, dict) and isinstance(body.get("envelope"), dict):
+            # the envelope is relayed as the client wrote it (one line)
+            envelope_text = strictjson.one_line(
+                strictjson.member_texts(raw.decode("utf-8"))["envelope"]
+            )
+        accepted = await relay.send(
+            sender, body, envelope_text=envelope_text, auth=parse_auth(auth)
+        )
         return json_response(
             request,
             {"seq": accepted.seq, "created_at": format_rfc3339(accepted.created_at)},

@@ -78,6 +78,15 @@ class NewMessage:
     envelope: str
     created_at: float
     idempotency_key: str | None = None
+    #: identifies the request an idempotency key is used for (recipient and
+    #: envelope); a second use of the key must carry the same
+    request_hash: str | None = None
+
+
+class IdempotencyConflict(Exception):
+    """
+    The sender already used this idempotency key for a different request.
+    """
 
 
 @dataclass(frozen=True)
@@ -112,7 +121,11 @@ class MessageStore(Protocol):
         recipient's sequence; the Deferred fires after the commit.
         """
 
-    def add_message(self, message: NewMessage) -> Deferred[Accepted]: ...
+    def add_message(self, message: NewMessage) -> Deferred[Accepted]:
+        """
+        Store one message; fail with L{IdempotencyConflict} when its key
+        was used for another request.
+        """
 
     def messages_after(
         self, recipient: str, since: int, limit: int

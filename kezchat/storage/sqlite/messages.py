@@ -8,7 +8,13 @@ import sqlite3
 
 from twisted.internet.defer import Deferred
 
-from kezchat.storage.interfaces import Accepted, NewMessage, RetentionReport, StoredMessage
+from kezchat.storage.interfaces import (
+    Accepted,
+    IdempotencyConflict,
+    NewMessage,
+    RetentionReport,
+    StoredMessage,
+)
 from kezchat.storage.sqlite.database import SQLiteDatabase
 
 
@@ -22,10 +28,13 @@ def _stored(row: sqlite3.Row) -> StoredMessage:
 def _insert(conn: sqlite3.Connection, new: NewMessage) -> Accepted:
     if new.idempotency_key is not None:
         row = conn.execute(
-            "SELECT seq, created_at FROM idempotency WHERE sender = ? AND key = ?",
+            "SELECT seq, created_at, request_hash FROM idempotency WHERE sender = ? AND key = ?",
             (new.sender, new.idempotency_key),
         ).fetchone()
         if row is not None:
+            first = row["request_hash"]
+            if first is not None and new.request_hash is not None and first != new.request_hash:
+                raise IdempotencyConflict(new.idempotency_key)
             return Accepted(row["seq"], row["created_at"], True, None)
     (seq,) = conn.execute(
         "INSERT INTO inbox_counters (recipient, last_seq) VALUES (?, 1)"
@@ -42,9 +51,10 @@ def _insert(conn: sqlite3.Connection, new: NewMessage) -> Accepted:
     )
     if new.idempotency_key is not None:
         conn.execute(
-            "INSERT INTO idempotency (sender, key, recipient, seq, created_at)"
-            " VALUES (?, ?, ?, ?, ?)",
-            (new.sender, new.idempotency_key, new.recipient, seq, new.created_at),
+            "INSERT INTO idempotency (sender, key, recipient, seq, created_at, request_hash)"
+            " VALUES (?, ?, ?, ?, ?, ?)",
+            (new.sender, new.idempotency_key, new.recipient, seq, new.created_at,
+             new.request_hash),
         )
     stored = StoredMessage(
         new.recipient, seq, new.sender, new.sender_primary, new.envelope, new.created_at
