@@ -13,7 +13,8 @@ The attacks, each against a fresh `twistd -r asyncio -n kezchat` process
            page it with `GET ?limit=500` (3 rounds)
   fan-out  2,000 streams on one handle, then one 250 KiB message to it
   slowloris 500 connections that send a request head one header line
-           every few seconds and never finish it
+           every 2 s and never finish it, held 35 s (past the server's
+           30 s deadline)
 
 For each: the server's RSS when idle (just before the attack), its peak
 during the attack (sampled every 20 ms and from the kernel's VmHWM, reset
@@ -60,6 +61,8 @@ def main() -> None:
     parser.add_argument("--hold", type=float, default=6.0, help="seconds each attack is held")
     parser.add_argument("--fan-streams", type=int, default=2000)
     parser.add_argument("--slowloris", type=int, default=500)
+    parser.add_argument("--slowloris-hold", type=float, default=35.0,
+                        help="seconds the slow heads are held (the server's deadline is 30 s)")
     args = parser.parse_args()
 
     from twisted.internet import reactor
@@ -194,18 +197,25 @@ class Watch:
         self.failures = 0
         self._running = False
 
-    async def run(self, seconds: float) -> None:
+    def start(self) -> None:
         from twisted.internet.defer import ensureDeferred, gatherResults
 
         self.server.reset_peak()
         self.peak = self.server.rss_kib()
         self._running = True
-        self.reactor.callLater(seconds, self._stop)
-        await gatherResults([ensureDeferred(self._sample()), ensureDeferred(self._probe())])
+        self._done = gatherResults([ensureDeferred(self._sample()), ensureDeferred(self._probe())])
+
+    async def stop(self) -> None:
+        self._running = False
+        await self._done
         self.peak = max(self.peak, self.server.status("VmHWM"))
 
-    def _stop(self) -> None:
-        self._running = False
+    async def run(self, seconds: float) -> None:
+        from twisted.internet.task import deferLater
+
+        self.start()
+        await deferLater(self.reactor, seconds, lambda: None)
+        await self.stop()
 
     async def _sample(self) -> None:
         from twisted.internet.task import deferLater
@@ -428,9 +438,11 @@ async def resume_attack(reactor, server: ChatServer, args) -> tuple[str, ...]:
                 r.transport.loseConnection()
 
     watch = Watch(reactor, server)
-    from twisted.internet.defer import ensureDeferred
-
-    await gatherResults([ensureDeferred(watch.run(args.hold)), ensureDeferred(page_rounds())])
+    watch.start()
+    began = time.perf_counter()
+    await page_rounds()
+    await deferLater(reactor, max(0.0, args.hold - (time.perf_counter() - began)), lambda: None)
+    await watch.stop()
     for s in streams:
         s.transport.abortConnection()
     await deferLater(reactor, 2.0, lambda: None)
@@ -467,9 +479,7 @@ async def fanout_attack(reactor, server: ChatServer, args) -> tuple[str, ...]:
     refused = len(streams) - len(opened)
     base = {id(s): s.received for s in opened}
     watch = Watch(reactor, server)
-    from twisted.internet.defer import ensureDeferred
-
-    watching = ensureDeferred(watch.run(args.hold))
+    watch.start()
     start = time.perf_counter()
     status, _ = await pool.request(client.message(sender, "sender", "target", 0, MESSAGE))
     reached, took = 0, float("nan")
@@ -480,7 +490,8 @@ async def fanout_attack(reactor, server: ChatServer, args) -> tuple[str, ...]:
             took = time.perf_counter() - start
             break
         await deferLater(reactor, 0.01, lambda: None)
-    await watching
+    await deferLater(reactor, max(0.0, deadline - time.perf_counter()), lambda: None)
+    await watch.stop()
     await pool.close()
     for s in streams:
         s.transport.abortConnection()
@@ -514,7 +525,7 @@ async def slowloris_attack(reactor, server: ChatServer, args) -> tuple[str, ...]
     trickle.clock = reactor
     trickle.start(2.0, now=False)
     watch = Watch(reactor, server)
-    await watch.run(args.hold)
+    await watch.run(args.slowloris_hold)
     trickle.stop()
     still = sum(1 for c in conns if not c.closed)
     for c in conns:

@@ -8,6 +8,7 @@ from twisted.web.iweb import IRequest
 
 from kezchat import strictjson
 from kezchat.errors import KezError
+from kezchat.http.clientip import ClientAddress
 from kezchat.http.errors import json_bytes, json_response, parse_json, read_body
 from kezchat.http.routing import Routes
 from kezchat.relay.auth import body_digest, parse_auth
@@ -35,7 +36,11 @@ def _cursor(request: IRequest, name: str, default: int | None) -> int | None:
     return parse_cursor(value, name)
 
 
-def install(routes: Routes, relay: Relay, hub: StreamHub) -> None:
+def install(
+    routes: Routes, relay: Relay, hub: StreamHub, client_address: ClientAddress | None = None
+) -> None:
+    client_address = client_address or ClientAddress()
+
     @routes.route("/v1/messages", methods=["POST"], name="send")
     async def send(request: IRequest) -> bytes:
         raw = read_body(request, MESSAGE_CAP)
@@ -75,6 +80,8 @@ def install(routes: Routes, relay: Relay, hub: StreamHub) -> None:
             h, request.getHeader(b"x-kez-auth"), "GET", f"/v1/inbox/{h}", [f"since={since}"]
         )
         messages = await relay.inbox(owner, since, limit)
+        # a page stops at its limit or at INBOX_PAGE_BYTES of envelopes,
+        # whichever comes first; "next" is where the client goes on
         return json_bytes(request, inbox_page(messages, since))
 
     @routes.route("/v1/inbox/<h>", methods=["DELETE"], name="acknowledge")
@@ -102,4 +109,4 @@ def install(routes: Routes, relay: Relay, hub: StreamHub) -> None:
             resume = _cursor(request, "since", None)
         owner = await relay.authenticate(h, auth, "GET", f"/v1/inbox/{h}/stream")
         request.kez_streaming = True
-        return await hub.open(request, owner.fqhn, resume)
+        return await hub.open(request, owner.fqhn, resume, client_address(request))

@@ -35,6 +35,8 @@ from kezchat.storage.interfaces import (
 #: largest page of C{GET /v1/inbox}
 MAX_PAGE = 500
 DEFAULT_PAGE = 100
+#: bytes of envelopes in one C{GET /v1/inbox} page (past its first message)
+INBOX_PAGE_BYTES = 4 * 1024 * 1024
 MAX_IDEMPOTENCY_KEY = 64
 #: cursors are SQLite integers
 MAX_CURSOR = 2**63 - 1
@@ -211,7 +213,8 @@ class Relay:
     ) -> list[StoredMessage]:
         if not 1 <= limit <= MAX_PAGE:
             raise KezError("bad_request", f"limit must be 1-{MAX_PAGE}")
-        return await self.store.messages_after(owner.fqhn, since, limit)
+        page = await self.store.messages_page(owner.fqhn, since, limit, INBOX_PAGE_BYTES)
+        return page.messages
 
     async def acknowledge(self, owner: HandleRecord, upto: int) -> int:
         return await self.store.delete_upto(owner.fqhn, upto)

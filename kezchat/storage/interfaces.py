@@ -103,6 +103,19 @@ class Accepted:
 
 
 @dataclass(frozen=True)
+class Page:
+    """
+    Messages read in seq order, bounded by count and by bytes.
+
+    @ivar more: the page stopped at its count or byte bound, so messages
+        may follow the last one; C{False} means the inbox ended.
+    """
+
+    messages: list[StoredMessage]
+    more: bool
+
+
+@dataclass(frozen=True)
 class RetentionReport:
     expired: int = 0
     expired_bytes: int = 0
@@ -130,6 +143,15 @@ class MessageStore(Protocol):
     def messages_after(
         self, recipient: str, since: int, limit: int
     ) -> Deferred[list[StoredMessage]]: ...
+
+    def messages_page(
+        self, recipient: str, since: int, limit: int, max_bytes: int
+    ) -> Deferred[Page]:
+        """
+        The messages after C{since}, at most C{limit} of them and, past the
+        first, no more than C{max_bytes} of envelopes in all: a page never
+        holds more than one message beyond the byte budget in memory.
+        """
 
     def delete_upto(self, recipient: str, upto: int) -> Deferred[int]: ...
 

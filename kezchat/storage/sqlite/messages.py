@@ -12,6 +12,7 @@ from kezchat.storage.interfaces import (
     Accepted,
     IdempotencyConflict,
     NewMessage,
+    Page,
     RetentionReport,
     StoredMessage,
 )
@@ -87,6 +88,30 @@ class SQLiteMessageStore:
                 (recipient, since, limit),
             )
             return [_stored(row) for row in rows]
+
+        return self._db.read(select)
+
+    def messages_page(
+        self, recipient: str, since: int, limit: int, max_bytes: int
+    ) -> Deferred[Page]:
+        def select(conn: sqlite3.Connection) -> Page:
+            # rows are stepped one at a time: stopping early never loads
+            # the rest of the inbox
+            rows = conn.execute(
+                "SELECT * FROM messages WHERE recipient = ? AND seq > ? ORDER BY seq LIMIT ?",
+                (recipient, since, limit + 1),
+            )
+            page: list[StoredMessage] = []
+            total = 0
+            try:
+                for row in rows:
+                    total += row["size"]
+                    if len(page) == limit or (page and total > max_bytes):
+                        return Page(page, True)
+                    page.append(_stored(row))
+            finally:
+                rows.close()
+            return Page(page, False)
 
         return self._db.read(select)
 
