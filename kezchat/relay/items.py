@@ -70,8 +70,14 @@ def event_size(message: StoredMessage) -> int:
 
 def inbox_page(messages: list[StoredMessage], since: int) -> bytes:
     """
-    The body of C{GET /v1/inbox/<h>}.
+    The body of C{GET /v1/inbox/<h>}, joined once from encoded items (a
+    page may be megabytes: no intermediate copy of the whole).
     """
     next_seq = messages[-1].seq if messages else since
-    items = ",".join(item_json(m) for m in messages)
-    return f'{{"messages":[{items}],"next":{next_seq}}}'.encode()
+    parts = [b'{"messages":[']
+    for i, message in enumerate(messages):
+        if i:
+            parts.append(b",")
+        parts.append(item_json(message).encode())
+    parts.append(b'],"next":%d}' % next_seq)
+    return b"".join(parts)
