@@ -213,5 +213,11 @@ def _add_nats(
             max_age=config.retention_days * 86400, max_bytes=config.nats_stream_max_bytes
         ),
     )
+    # the mark on our own inbox publications is keyed from our NATS seed:
+    # every instance has it, no client does
+    from kezchat.natsbridge.bridge import StoredMarker
+    from kezchat.natsbridge.keys import USER, read_seed_file
+
+    broker.marker = StoredMarker(read_seed_file(config.nats_seed, USER).seed)
     nats.setServiceParent(service)
     parts.http.nats_status = nats.status
