@@ -58,6 +58,9 @@ def main() -> None:
     parser.add_argument("--source", default=os.path.dirname(HERE),
                         help="checkout whose kezchat the server runs (default: this one)")
     parser.add_argument("--attacks", nargs="+", default=["resume", "fanout", "slowloris"])
+    parser.add_argument("--no-stream-caps", action="store_true",
+                        help="run the server with its per-handle and per-IP stream caps off"
+                             " (to measure the fan-out itself)")
     parser.add_argument("--hold", type=float, default=6.0, help="seconds each attack is held")
     parser.add_argument("--fan-streams", type=int, default=2000)
     parser.add_argument("--slowloris", type=int, default=500)
@@ -81,7 +84,8 @@ def main() -> None:
               "healthz p50/p99 attack", "notes")
     width = [max(len(r[i]) for r in [header, *rows]) for i in range(len(header))]
     print()
-    print(f"server from {os.path.abspath(args.source)}")
+    caps = " (stream caps off)" if args.no_stream_caps else ""
+    print(f"server from {os.path.abspath(args.source)}{caps}")
     print("| " + " | ".join(h.ljust(w) for h, w in zip(header, width, strict=True)) + " |")
     print("|" + "|".join("-" * (w + 2) for w in width) + "|")
     for row in rows:
@@ -90,7 +94,10 @@ def main() -> None:
 
 async def run_all(reactor, args, rows) -> None:
     for attack in args.attacks:
-        server = ChatServer(reactor, args.source)
+        env = {}
+        if args.no_stream_caps:
+            env = {"KEZ_CHAT_MAX_STREAMS_PER_HANDLE": "0", "KEZ_CHAT_MAX_STREAMS_PER_IP": "0"}
+        server = ChatServer(reactor, args.source, env)
         try:
             await server.start()
             rows.append(await ATTACKS[attack](reactor, server, args))
@@ -106,8 +113,9 @@ class ChatServer:
     database, with the fd limit raised.
     """
 
-    def __init__(self, reactor, source: str) -> None:
+    def __init__(self, reactor, source: str, env: dict[str, str] | None = None) -> None:
         self.reactor = reactor
+        self.env = env or {}
         self.source = os.path.abspath(source)
         self.workdir = tempfile.mkdtemp(prefix="kezchat-hostile-")
         self.port = free_port()
@@ -144,7 +152,7 @@ class ChatServer:
              "--listen", f"tcp:{self.port}:interface=127.0.0.1:backlog=4096",
              "--db", os.path.join(self.workdir, "bench.db"),
              "--send-limit", "0", "--register-limit", "0"],
-            env={**os.environ, "PYTHONPATH": self.source},
+            env={**os.environ, **self.env, "PYTHONPATH": self.source},
             path=self.workdir,
         )
         self.pid = self.process.pid
