@@ -9,7 +9,7 @@ from __future__ import annotations
 import os
 
 from twisted.internet import reactor
-from twisted.internet.defer import ensureDeferred, gatherResults
+from twisted.internet.defer import Deferred, ensureDeferred, gatherResults
 from twisted.trial.unittest import TestCase
 
 from bench.hostile import ChatServer, Client, _holder_class, connect
@@ -165,4 +165,66 @@ class ResumeAttackRSSTests(TestCase):
         growth = (peak - idle) / 1024
         self.assertLess(
             growth, RSS_GROWTH_BOUND_MIB, f"RSS grew {growth:.0f} MiB (idle {idle // 1024} MiB)"
+        )
+
+
+class ReplayUnderTrafficTests(TestCase):
+    timeout = 30
+
+    async def test_held_messages_past_the_budget_are_read_back(self) -> None:
+        """
+        Messages that arrive while a replay reads the database are held
+        aside within the stream's budget; past it they are dropped and
+        read back, even when nothing arrives after them to reveal the gap.
+        """
+        server = await start_server(self)
+        hub = server.parts.hub
+        hub.max_queued_bytes = 1024  # less than one message: every hold overflows
+        client = http_client(self)
+        alice, _ = await register(client, server.url, "alice")
+        bob, _ = await register(client, server.url, "bob")
+        pad = "p" * 2048
+        await send(client, server.url, alice, "alice", "bob", {"i": 1, "pad": pad})
+        read_done: Deferred[None] = Deferred()
+        gate: Deferred[None] = Deferred()
+        original = hub.store.messages_page
+
+        async def held_back(d):
+            page = await d
+            read_done.callback(None)
+            await gate
+            return page
+
+        def first_read_held_back(*args):
+            hub.store.messages_page = original
+            return ensureDeferred(held_back(original(*args)))
+
+        hub.store.messages_page = first_read_held_back
+        self.addCleanup(setattr, hub.store, "messages_page", original)
+        stream = await open_stream(self, server.url, bob, "bob", last_event_id=0)
+        await read_done
+        for i in (2, 3):
+            code, _ = await send(client, server.url, alice, "alice", "bob", {"i": i, "pad": pad})
+            self.assertEqual(code, 201)
+        gate.callback(None)
+        await stream.wait_for(3, timeout=10)
+        self.assertEqual(stream.seqs, [1, 2, 3])
+
+
+class ConfigTests(TestCase):
+    def test_caps_from_flags_and_environment(self) -> None:
+        from kezchat.config import ChatOptions
+
+        options = ChatOptions(
+            {"KEZ_CHAT_MAX_STREAMS_PER_HANDLE": "4", "KEZ_CHAT_NATS_STREAM_MAX_BYTES": "1000"}
+        )
+        options.parseOptions(["--max-streams-per-ip", "9"])
+        self.assertEqual(options.config.max_streams_per_handle, 4)
+        self.assertEqual(options.config.max_streams_per_ip, 9)
+        self.assertEqual(options.config.nats_stream_max_bytes, 1000)
+        defaults = ChatOptions({})
+        defaults.parseOptions([])
+        self.assertEqual(
+            (defaults.config.max_streams_per_handle, defaults.config.max_streams_per_ip),
+            (32, 256),
         )

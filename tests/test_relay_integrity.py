@@ -7,10 +7,13 @@ from __future__ import annotations
 
 import json
 
+from hypothesis import given, settings
+from hypothesis import strategies as st
 from twisted.internet.defer import ensureDeferred, gatherResults
 from twisted.logger import formatEvent, globalLogPublisher
-from twisted.trial.unittest import TestCase
+from twisted.trial.unittest import SynchronousTestCase, TestCase
 
+from kezchat import strictjson
 from kezchat.relay.auth import body_digest, sign_request
 from kezchat.relay.replay import MemoryReplayGuard
 from kezchat.storage.interfaces import Accepted
@@ -23,6 +26,18 @@ from tests.relaysupport import (
     stream_auth,
 )
 from tests.support import deferred_sleep, http_client, json_of, register, start_server
+
+_json_values = st.recursive(
+    st.none()
+    | st.booleans()
+    | st.integers()
+    | st.floats(allow_nan=False, allow_infinity=False)
+    | st.text(),
+    lambda inner: (
+        st.lists(inner, max_size=3) | st.dictionaries(st.text(max_size=5), inner, max_size=3)
+    ),
+    max_leaves=10,
+)
 
 
 class IntegrityTestCase(TestCase):
@@ -171,3 +186,32 @@ class AuthNotLoggedTests(IntegrityTestCase):
 
 def _inbox_auth(key) -> str:
     return sign_request(key, "GET", "/v1/inbox/bob", ["since=0"], now())
+
+
+class EnvelopeTextPropertyTests(SynchronousTestCase):
+    """
+    The text relayed for an envelope is the text written, whatever the
+    layout, and always parses to the same value.
+    """
+
+    @settings(max_examples=200, deadline=None)
+    @given(
+        st.dictionaries(st.text(max_size=8), _json_values, max_size=5),
+        st.sampled_from([None, 0, 2]),
+        st.sampled_from([(",", ":"), (", ", ": ")]),
+        st.booleans(),
+    )
+    def test_member_text_round_trip(self, envelope, indent, separators, ascii_only) -> None:
+        written = json.dumps(
+            envelope, indent=indent, separators=separators, ensure_ascii=ascii_only
+        )
+        body = '{"to": "bob", "envelope": ' + written + ', "idempotency_key": "k"}'
+        strictjson.loads(body.encode())
+        texts = strictjson.member_texts(body)
+        self.assertEqual(texts["envelope"], written)
+        self.assertEqual(texts["to"], '"bob"')
+        relayed = strictjson.one_line(texts["envelope"])
+        self.assertNotIn("\n", relayed)
+        self.assertEqual(json.loads(relayed), envelope)
+        if "\n" not in written:
+            self.assertEqual(relayed, written)
