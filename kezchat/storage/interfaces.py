@@ -140,17 +140,15 @@ class MessageStore(Protocol):
         was used for another request.
         """
 
-    def messages_after(
-        self, recipient: str, since: int, limit: int
-    ) -> Deferred[list[StoredMessage]]: ...
-
     def messages_page(
         self, recipient: str, since: int, limit: int, max_bytes: int
     ) -> Deferred[Page]:
         """
-        The messages after C{since}, at most C{limit} of them and, past the
-        first, no more than C{max_bytes} of envelopes in all: a page never
-        holds more than one message beyond the byte budget in memory.
+        The messages after C{since} in seq order: at most C{limit}, whose
+        envelopes add up to at most C{max_bytes} — except that the first
+        always comes, however large, so paging always moves on. An
+        implementation must not load the rest of the inbox to decide
+        (all of it at once is what bounding pages in bytes prevents).
         """
 
     def delete_upto(self, recipient: str, upto: int) -> Deferred[int]: ...

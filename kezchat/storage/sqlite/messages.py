@@ -79,18 +79,6 @@ class SQLiteMessageStore:
     def add_messages(self, messages: list[NewMessage]) -> Deferred[list[Accepted]]:
         return self._db.write(lambda conn: [_insert(conn, m) for m in messages])
 
-    def messages_after(
-        self, recipient: str, since: int, limit: int
-    ) -> Deferred[list[StoredMessage]]:
-        def select(conn: sqlite3.Connection) -> list[StoredMessage]:
-            rows = conn.execute(
-                "SELECT * FROM messages WHERE recipient = ? AND seq > ? ORDER BY seq LIMIT ?",
-                (recipient, since, limit),
-            )
-            return [_stored(row) for row in rows]
-
-        return self._db.read(select)
-
     def messages_page(
         self, recipient: str, since: int, limit: int, max_bytes: int
     ) -> Deferred[Page]:
