@@ -228,3 +228,28 @@ class ConfigTests(TestCase):
             (defaults.config.max_streams_per_handle, defaults.config.max_streams_per_ip),
             (32, 256),
         )
+
+
+class RenderCacheTests(TestCase):
+    def test_bounded_in_bytes_and_shared(self) -> None:
+        """
+        The rendered-event cache never holds more than its byte bound, and
+        a cached message renders to the very same bytes object (what every
+        stream's transport then holds once).
+        """
+        from kezchat.relay.items import RenderCache
+        from kezchat.storage.interfaces import StoredMessage
+
+        cache = RenderCache(256 * 1024)
+        envelope = '{"p":"%s"}' % ("x" * BIG)
+        messages = [
+            StoredMessage("bob@kez.lat", i, "a@kez.lat", "ed25519:00", envelope, 0.0)
+            for i in range(10)
+        ]
+        for message in messages:
+            event = cache(message)
+            self.assertLessEqual(cache.size, 256 * 1024)
+            self.assertIs(cache(message), event)
+        small = StoredMessage("bob@kez.lat", 99, "a@kez.lat", "ed25519:00", "{}", 0.0)
+        self.assertIs(cache(small), cache(small))
+        self.assertLessEqual(cache.size, 256 * 1024)
