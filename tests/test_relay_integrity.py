@@ -215,3 +215,23 @@ class EnvelopeTextPropertyTests(SynchronousTestCase):
         self.assertEqual(json.loads(relayed), envelope)
         if "\n" not in written:
             self.assertEqual(relayed, written)
+
+
+class RedactionTests(SynchronousTestCase):
+    def test_request_repr_hides_auth(self) -> None:
+        """
+        Error logs may print a request; its repr shows no credential.
+        """
+        from twisted.web.test.requesthelper import DummyChannel
+
+        from kezchat.http.request import KezRequest, redact_uri
+
+        request = KezRequest(DummyChannel())
+        request.method = b"GET"
+        request.uri = b"/v1/inbox/bob/stream?since=3&auth=1700000000:" + b"ab" * 64
+        self.assertNotIn("abab", repr(request))
+        self.assertIn("auth=REDACTED", repr(request))
+        self.assertEqual(
+            redact_uri(b"/x?auth=1:2&AUTH=3&author=4&a=auth=5"),
+            b"/x?auth=REDACTED&AUTH=REDACTED&author=4&a=auth=5",
+        )
