@@ -434,6 +434,12 @@ class WebAppInChromiumTests(TestCase):
                 await changed.wait_for(timeout=WAIT)
                 self.assertIn("alice@kez.lat", await changed.inner_text())
                 shots += await bob.shot("key-changed")
+                # deleting server copies is an explicit action, never automatic
+                await bob.tid("settings-link").click()
+                await bob.tid("clear-server").click()
+                cleared = await bob.tid("cleared").inner_text()
+                self.assertRegex(cleared, r"^Removed [1-9][0-9]* messages from the server\.$")
+
                 # alice's own browser is told the server refuses her key
                 await (
                     alice.tid("error")

@@ -3,7 +3,7 @@
  * sig-server's (CORS open). Every failure is an ApiError with a stable
  * code and a sentence a person can act on.
  */
-import { sendAuth, inboxAuth, streamAuth } from './crypto/auth';
+import { deleteAuth, sendAuth, inboxAuth, streamAuth } from './crypto/auth';
 import type { ChainEvent } from './crypto/sigchain';
 import type { Envelope } from './crypto/envelope';
 import type { KeyPair } from './crypto/keys';
@@ -110,6 +110,16 @@ export async function inbox(
   return json(
     await call(`/v1/inbox/${local}?since=${since}&limit=${limit}`, {
       headers: { 'x-kez-auth': inboxAuth(key, local, since) },
+    }),
+  );
+}
+
+/** Delete the recipient's stored messages up to `upto` (an explicit user action only). */
+export async function acknowledge(key: KeyPair, local: string, upto: number): Promise<{ deleted: number }> {
+  return json(
+    await call(`/v1/inbox/${local}?upto=${upto}`, {
+      method: 'DELETE',
+      headers: { 'x-kez-auth': deleteAuth(key, local, upto) },
     }),
   );
 }

@@ -119,6 +119,17 @@ export class Session {
     await this.begin(new KeyPair(seed), this.vault.account);
   }
 
+  /**
+   * Remove from the server what this browser has already saved. Only when
+   * the person asks: other devices holding the key may not have it yet.
+   */
+  async clearServerCopies(): Promise<number> {
+    await this.queue;
+    await this.flush();
+    if (!this.key || !this.account || this.cursor === 0) return 0;
+    return (await api.acknowledge(this.key, this.account.handle, this.cursor)).deleted;
+  }
+
   /** The words again, after the passphrase proves it is the owner asking. */
   async revealWords(passphrase: string): Promise<string> {
     if (!this.vault) throw new Error('there is no account in this browser');
