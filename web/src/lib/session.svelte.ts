@@ -64,6 +64,8 @@ export class Session {
   status = $state<LinkStatus>('connecting');
   /** why the server refuses this account (its key or handle is gone), if it does */
   refused = $state<string | null>(null);
+  /** true when another tab of this browser already runs the account */
+  elsewhere = $state(false);
   active = $state<string | null>(null);
   fileUrls = $state<Record<string, string>>({});
   contacts = $state<Record<string, string>>({});
@@ -196,7 +198,34 @@ export class Session {
     }
   }
 
+  /**
+   * One tab per browser runs the account: two would each write their own
+   * idea of the history into the one store. A Web Lock held for the life
+   * of the page says which.
+   */
+  private claimTab(): Promise<boolean> {
+    if (!navigator.locks) return Promise.resolve(true);
+    return new Promise((resolve) => {
+      void navigator.locks.request('kezchat-account', { ifAvailable: true }, (lock) => {
+        resolve(lock !== null);
+        // held until the page goes away
+        return lock === null ? undefined : new Promise<void>(() => undefined);
+      });
+    });
+  }
+
+  private tabClaimed: Promise<boolean> | null = null;
+
   private async begin(key: KeyPair, account: Account): Promise<void> {
+    this.tabClaimed ??= this.claimTab();
+    if (!(await this.tabClaimed)) {
+      this.tabClaimed = null;
+      this.elsewhere = true;
+      this.locked = false;
+      this.account = account;
+      return;
+    }
+    this.elsewhere = false;
     this.key = key;
     this.account = account;
     this.cursor = (await db.get<number>('cursor')) ?? 0;
