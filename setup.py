@@ -24,7 +24,13 @@ class build_py_with_web(build_py):
         super().run()
         dist = os.path.join(HERE, "web", "dist")
         if not os.path.isfile(os.path.join(dist, "index.html")):
-            subprocess.run(["bash", os.path.join(HERE, "scripts", "build-web")], check=True)
+            script = os.path.join(HERE, "scripts", "build-web")
+            if not os.path.isfile(os.path.join(HERE, "web", "package.json")):
+                raise SystemExit(
+                    "web/dist is missing and the web app's sources are not here to build it: "
+                    "build the wheel from a checkout (or an sdist made with web/dist present)"
+                )
+            subprocess.run(["bash", script], check=True)
         target = os.path.join(self.build_lib, "kezchat", "web")
         shutil.rmtree(target, ignore_errors=True)
         shutil.copytree(dist, target)

@@ -18,14 +18,15 @@ from tests.webdriver import REPO_ROOT
 
 WEB = os.path.join(REPO_ROOT, "web")
 VITEST = os.path.join(WEB, "node_modules", ".bin", "vitest")
+SVELTE_CHECK = os.path.join(WEB, "node_modules", ".bin", "svelte-check")
 
 
 class VitestTests(TestCase):
     timeout = 180
 
-    async def test_vitest(self) -> None:
+    async def run_node(self, script: str, *args: str) -> str:
         node = shutil.which("node")
-        if node is None or not os.path.exists(VITEST):
+        if node is None or not os.path.exists(script):
             raise SkipTest("node or web/node_modules is missing (scripts/run-tests runs build-web)")
         scratch = tempfile.mkdtemp(prefix="kezchat-vitest-")
         self.addCleanup(shutil.rmtree, scratch, True)
@@ -38,8 +39,21 @@ class VitestTests(TestCase):
             "NO_COLOR": "1",
         }
         out, err, code = await getProcessOutputAndValue(
-            node, [VITEST, "run"], env=env, path=WEB, reactor=reactor
+            node, [script, *args], env=env, path=WEB, reactor=reactor
         )
         report = (out + err).decode("utf-8", "replace")
         self.assertEqual(code, 0, report[-6000:])
-        self.assertIn("passed", report)
+        return report
+
+    async def test_vitest(self) -> None:
+        self.assertIn("passed", await self.run_node(VITEST, "run"))
+
+    async def test_types(self) -> None:
+        """
+        svelte-check: the TypeScript and Svelte sources type-check (the
+        build itself does not).
+        """
+        report = await self.run_node(
+            SVELTE_CHECK, "--tsconfig", "./tsconfig.json", "--fail-on-warnings"
+        )
+        self.assertIn("0 errors and 0 warnings", report)
