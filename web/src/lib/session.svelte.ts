@@ -97,8 +97,8 @@ export class Session {
     const { server } = await api.healthz();
     const record = await api.register(registration(key, handle, server, nowRfc3339()));
     const account = this.accountOf(record, server);
-    await this.saveVault(key, account, passphrase);
     account.chainStarted = await this.startChain(key, account);
+    await this.saveVault(key, account, passphrase);
     await this.begin(key, account);
   }
 
