@@ -260,7 +260,7 @@ class WebAppInChromiumTests(TestCase):
                         }
                     ]
                 )
-                await alice.tid("error").filter(has_text="up to 10 MiB").wait_for(timeout=WAIT)
+                await alice.tid("error").filter(has_text="over the 10 MiB").wait_for(timeout=WAIT)
                 shots += await bob.shot("chat")
 
                 # -- a forged message is a loud warning ---------------------------

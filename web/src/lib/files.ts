@@ -22,7 +22,7 @@ export function humanSize(size: number): string {
 
 export function tooBig(size: number): string | null {
   if (size <= FILE_MAX) return null;
-  return `That file is ${humanSize(size)}. Files up to 10 MiB can be sent in chat; use the desktop client to share bigger ones.`;
+  return `That file is ${humanSize(size)}, over the 10 MiB a chat message can carry. Share bigger files with the desktop client.`;
 }
 
 export function isImage(mime: string): boolean {
