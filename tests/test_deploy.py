@@ -81,9 +81,8 @@ class UnitFileTests(TestCase):
             with open(os.path.join(scratch, name), "w") as f:
                 f.write(text.replace(INSTALLED_TWISTD, twistd()))
         os.mkdir(os.path.join(scratch, "kezchat.service.d"))
-        shutil.copy(
-            os.path.join(UNITS, NATS_DROPIN), os.path.join(scratch, "kezchat.service.d", "nats.conf")
-        )
+        dropin = os.path.join(scratch, "kezchat.service.d", "nats.conf")
+        shutil.copy(os.path.join(UNITS, NATS_DROPIN), dropin)
         for name in UNIT_FILES:
             code, lines = await _verify(os.path.join(scratch, name))
             self.assertEqual((code, lines), (0, []), name)
@@ -118,7 +117,7 @@ class UnitFileTests(TestCase):
         for name in SERVICES:
             out, err, _code = await getProcessOutputAndValue(
                 analyze,
-                ["security", "--offline=true", "--no-pager", os.path.join(UNITS, f"{name}.service")],
+                ["security", "--offline=true", "--no-pager", f"{UNITS}/{name}.service"],
                 env=os.environ,
             )
             found = re.search(rb"Overall exposure level for \S+: ([0-9.]+)", out + err)
