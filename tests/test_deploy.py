@@ -34,8 +34,9 @@ from tests.deploysupport import (
 
 SERVICES = ("kezchat", "kezsig")
 UNIT_FILES = [f"{name}.{kind}" for name in SERVICES for kind in ("service", "socket")]
-#: the optional drop-in for NATS credentials (not installed by default)
-NATS_DROPIN = "kezchat-nats.conf"
+#: optional drop-ins for kezchat.service (not installed by default): NATS
+#: credentials, and in-process TLS instead of socket activation
+DROPINS = {"kezchat-nats.conf": "nats.conf", "kezchat-tls.conf": "tls.conf"}
 
 
 def _missing_binary(line: str) -> bool:
@@ -54,7 +55,7 @@ class UnitFileTests(TestCase):
     timeout = 60
 
     def test_shipped_files(self) -> None:
-        self.assertEqual(sorted(os.listdir(UNITS)), sorted([*UNIT_FILES, NATS_DROPIN]))
+        self.assertEqual(sorted(os.listdir(UNITS)), sorted([*UNIT_FILES, *DROPINS]))
 
     async def test_verify_as_shipped(self) -> None:
         """
@@ -71,7 +72,7 @@ class UnitFileTests(TestCase):
     async def test_verify_installed(self) -> None:
         """
         With twistd where the units expect it (here: this venv's) and the
-        NATS drop-in applied, systemd has nothing at all to say.
+        drop-ins applied, systemd has nothing at all to say.
         """
         scratch = tempfile.mkdtemp(prefix="kezchat-units-")
         self.addCleanup(shutil.rmtree, scratch, True)
@@ -80,12 +81,16 @@ class UnitFileTests(TestCase):
                 text = f.read()
             with open(os.path.join(scratch, name), "w") as f:
                 f.write(text.replace(INSTALLED_TWISTD, twistd()))
-        os.mkdir(os.path.join(scratch, "kezchat.service.d"))
-        dropin = os.path.join(scratch, "kezchat.service.d", "nats.conf")
-        shutil.copy(os.path.join(UNITS, NATS_DROPIN), dropin)
         for name in UNIT_FILES:
             code, lines = await _verify(os.path.join(scratch, name))
             self.assertEqual((code, lines), (0, []), name)
+        os.mkdir(os.path.join(scratch, "kezchat.service.d"))
+        for dropin, installed in DROPINS.items():
+            shutil.copy(
+                os.path.join(UNITS, dropin), os.path.join(scratch, "kezchat.service.d", installed)
+            )
+            code, lines = await _verify(os.path.join(scratch, "kezchat.service"))
+            self.assertEqual((code, lines), (0, []), dropin)
 
     def test_sandbox(self) -> None:
         for name in SERVICES:
