@@ -140,6 +140,7 @@ class ComposeTests(TestCase):
         )
         for name in ("chat-server", "sig-server", "nats", "caddy"):
             self.assertEqual(services[name]["restart"], "unless-stopped", name)
+            self.assertIn("max-size", services[name]["logging"]["options"], name)
         for name in ("chat-server", "sig-server", "nats"):
             self.assertIn("test", services[name]["healthcheck"], name)
         # the optional services only start when asked for
