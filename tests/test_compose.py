@@ -388,3 +388,57 @@ class CaddyfileTests(TestCase):
             )
             self.assertEqual(code, 0, (out + err).decode()[-2000:])
             self.assertIn(b"Valid configuration", out + err)
+
+
+class GuideTests(TestCase):
+    """
+    The operator guide names only what exists: option variables, metrics,
+    files and commands. (It is read instead of the code; a renamed option
+    must not leave it wrong.)
+    """
+
+    timeout = 30
+
+    def setUp(self) -> None:
+        with open(os.path.join(ROOT, "docs", "operations.md")) as f:
+            self.guide = f.read()
+
+    async def test_option_variables(self) -> None:
+        named = set(re.findall(r"\b((?:KEZ_CHAT|KEZ_SIG)_[A-Z_]*[A-Z]|NATS_URL)\b", self.guide))
+        self.assertIn("KEZ_CHAT_RETENTION_DAYS", named)
+        options = await option_names("kezchat") | await option_names("kezsig")
+        self.assertEqual(named - options, set())
+
+    def test_metrics(self) -> None:
+        from kezchat.metrics import Metrics
+        from kezchat.sigserver.metrics import SigMetrics
+
+        suffixes = {"counter": ["_total"], "gauge": [""],
+                    "histogram": ["", "_bucket", "_sum", "_count"]}
+        real = {
+            family.name + suffix
+            for registry in (Metrics().registry, SigMetrics().registry)
+            for family in registry.collect()
+            for suffix in suffixes[family.type]
+        }
+        named = set(re.findall(r"\b((?:kezchat|kezsig)_[a-z_]*[a-z])(?![\w-])", self.guide))
+        self.assertIn("kezchat_messages_stored_total", named)
+        self.assertEqual(named - real, set())
+
+    def test_files(self) -> None:
+        paths = set(re.findall(r"\b((?:deploy|docs|scripts)/[\w./-]*[\w/])", self.guide))
+        self.assertIn("deploy/systemd/kezchat-tls.conf", paths)
+        # scripts/build-web comes with the web app (web/)
+        missing = {
+            p for p in paths
+            if not os.path.exists(os.path.join(ROOT, p)) and p != "scripts/build-web"
+        }
+        self.assertEqual(missing, set())
+
+    def test_admin_commands(self) -> None:
+        from kezchat.admin import AdminOptions
+
+        commands = {name for name, *_ in AdminOptions.subCommands}
+        named = set(re.findall(r"kezchat-admin ([a-z][\w-]*)", self.guide))
+        self.assertEqual(named, {"backup", "nats-keys"})
+        self.assertLessEqual(named, commands)
