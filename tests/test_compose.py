@@ -17,13 +17,14 @@ import os
 import re
 import shlex
 import shutil
+import sys
 import tempfile
 
 import yaml
 from twisted.internet.utils import getProcessOutputAndValue
 from twisted.trial.unittest import SkipTest, TestCase
 
-from tests.deploysupport import DEPLOY, ROOT, SERVER_ARGS, need, twistd
+from tests.deploysupport import DEPLOY, ROOT, SERVER_ARGS, free_port, need, twistd
 
 COMPOSE = os.path.join(DEPLOY, "docker-compose.yml")
 ENV_EXAMPLE = os.path.join(DEPLOY, ".env.example")
@@ -97,6 +98,16 @@ async def resolved(case: TestCase, env: dict[str, str] | None = None) -> dict:
         case.assertEqual(code, 0, err)
         _resolved[key] = yaml.safe_load(out)
     return copy.deepcopy(_resolved[key])
+
+
+def target(port: str | dict) -> int:
+    """
+    The container port of a resolved C{ports:} entry (Compose v1 writes
+    entries with a host address as C{"127.0.0.1:6969:6969/tcp"}).
+    """
+    if isinstance(port, dict):
+        return int(port["target"])
+    return int(port.split("/")[0].rsplit(":", 1)[1])
 
 
 async def option_names(plugin: str) -> set[str]:
@@ -200,6 +211,61 @@ class ComposeTests(TestCase):
         self.assertEqual(
             config["services"]["chat-server"]["environment"]["NATS_URL"], "nats://nats:4222"
         )
+
+    async def test_ports_agree(self) -> None:
+        """
+        The ports each side assumes are the same numbers: what nats.conf is
+        told to listen on, what the chat-server, Caddy and the health
+        checks dial, what is published.
+        """
+        services = (await resolved(self))["services"]
+        nats = services["nats"]["environment"]
+        self.assertTrue(services["chat-server"]["environment"]["NATS_URL"]
+                        .endswith(f":{nats['NATS_PORT']}"))
+        self.assertTrue(services["caddy"]["environment"]["NATS_WS_UPSTREAM"]
+                        .endswith(f":{nats['NATS_WS_PORT']}"))
+        self.assertIn(f":{nats['NATS_HTTP_PORT']}/healthz", " ".join(
+            services["nats"]["healthcheck"]["test"]))
+        published = {target(p) for p in services["nats"]["ports"]}
+        self.assertEqual(
+            published, {int(nats[k]) for k in ("NATS_PORT", "NATS_WS_PORT", "NATS_HTTP_PORT")}
+        )
+        for name, listen, upstream in [
+            ("chat-server", "KEZ_CHAT_LISTEN", "CHAT_UPSTREAM"),
+            ("sig-server", "KEZ_SIG_LISTEN", "SIG_UPSTREAM"),
+        ]:
+            port = int(services[name]["environment"][listen].split(":")[1])
+            self.assertIn(f":{port}/v1/healthz", " ".join(services[name]["healthcheck"]["test"]))
+            self.assertEqual([target(p) for p in services[name]["ports"]], [port])
+            self.assertEqual(services["caddy"]["environment"][upstream], f"{name}:{port}")
+
+    async def test_health_checks_work(self) -> None:
+        """
+        The health-check commands (the image's and the compose file's) are
+        Python that succeeds against a running server and fails when none
+        answers.
+        """
+        from tests.sigsupport import start_sig_server
+        from tests.support import start_server
+
+        services = (await resolved(self))["services"]
+        image_check = json.loads(dict(dockerfile_instructions())["HEALTHCHECK"].split("CMD", 1)[1])
+        checks = [
+            (image_check, 6969, start_server),
+            (services["chat-server"]["healthcheck"]["test"][1:], 6969, start_server),
+            (services["sig-server"]["healthcheck"]["test"][1:], 7878, start_sig_server),
+        ]
+        for argv, port, start in checks:
+            self.assertEqual(argv[:2], ["python", "-c"])
+            server = await start(self)
+            live = server.url.rsplit(":", 1)[1]
+            for url_port, expected in [(live, 0), (str(free_port()), 1)]:
+                code = argv[2].replace(f":{port}/", f":{url_port}/")
+                self.assertNotEqual(code, argv[2])
+                _out, err, status = await getProcessOutputAndValue(
+                    sys.executable, ["-c", code], env=os.environ
+                )
+                self.assertEqual(status, expected, err.decode()[-500:])
 
     async def test_nats_url(self) -> None:
         """
