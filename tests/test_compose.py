@@ -132,12 +132,26 @@ class ComposeTests(TestCase):
         code, out, err = await compose(self, ENV_EXAMPLE, "config", "-q")
         self.assertEqual((code, out, err), (0, "", ""))
 
-    async def test_server_domain_required(self) -> None:
+    async def test_validates_without_settings(self) -> None:
+        """
+        With no C{.env} at all every setting falls back to the servers'
+        defaults, so C{docker-compose -f deploy/docker-compose.yml config}
+        works on a fresh checkout.
+        """
+        code, out, err = await compose(self, write_env_file(self, {}), "config", "-q")
+        self.assertEqual((code, out, err), (0, "", ""))
+        config = await resolved(self, {})
+        chat = config["services"]["chat-server"]["environment"]
+        self.assertEqual(chat["KEZ_CHAT_SERVER"], "kez.lat")
+        self.assertEqual(chat["NATS_URL"], "nats://nats:4222")
+
+    async def test_settings_reach_the_servers(self) -> None:
         env = read_env_file(ENV_EXAMPLE)
-        del env["KEZ_CHAT_SERVER"]
-        code, _out, err = await compose(self, write_env_file(self, env), "config", "-q")
-        self.assertNotEqual(code, 0)
-        self.assertIn("KEZ_CHAT_SERVER", err)
+        services = (await resolved(self))["services"]
+        for name, prefix in [("chat-server", "KEZ_CHAT_"), ("sig-server", "KEZ_SIG_")]:
+            given = {k: v for k, v in env.items() if k.startswith(prefix) and v}
+            received = services[name]["environment"]
+            self.assertEqual({k: received[k] for k in given}, given, name)
 
     async def test_services_and_volumes(self) -> None:
         config = await resolved(self)
