@@ -168,6 +168,13 @@ class ComposeTests(TestCase):
             self.assertIn("max-size", services[name]["logging"]["options"], name)
         for name in ("chat-server", "sig-server", "nats"):
             self.assertIn("test", services[name]["healthcheck"], name)
+        for name in ("chat-server", "sig-server", "nats", "nats-keys"):
+            service = services[name]
+            self.assertEqual(
+                (service["read_only"], service["cap_drop"], service["security_opt"]),
+                (True, ["ALL"], ["no-new-privileges:true"]),
+                name,
+            )
         # the optional services only start when asked for
         self.assertEqual(services["caddy"]["profiles"], ["tls"])
         self.assertEqual(services["nats-keys"]["profiles"], ["setup"])
