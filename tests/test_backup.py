@@ -101,14 +101,17 @@ class ServerBackupTests(TestCase):
                 n += 1
 
         senders = [Deferred.fromCoroutine(sender(f"s{k}")) for k in range(4)]
-        try:
-            while len(acked) < 40:
+
+        async def until_acked(count: int) -> None:
+            # a sender that stopped has failed: gatherResults below says why
+            while len(acked) < count and not any(d.called for d in senders):
                 await deferred_sleep(0.02)
+
+        try:
+            await until_acked(40)
             acked_before = list(acked)
             code, _out, err = await admin_backup("--db", live, "--out", backup)
-            acked_during = len(acked)
-            while len(acked) < acked_during + 20:
-                await deferred_sleep(0.02)
+            await until_acked(len(acked) + 20)
         finally:
             sending[0] = False
             await gatherResults(senders)
