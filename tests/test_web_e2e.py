@@ -1,13 +1,19 @@
 """
-The web app in real Chromium against the real servers: two people create
-accounts through C{#/new}, find each other and chat both ways live; an
-inline image and a 3 MiB chunked file arrive byte for byte; a forged
-message is shown as a warning; a reload and unlock keeps history and the
-live stream; a server restart shows C{reconnecting} then C{live} and loses
-nothing; a third browser logs in from the first person's 24 words. No
-console error and no CSP violation is allowed anywhere (the few expected
-network errors are named). Screenshots of every main screen, at desktop
-and phone width, go to C{_trial_temp/screenshots} (or $KEZ_SCREENSHOTS).
+The web app in real Chromium against the real servers (kezchat in its own
+twistd process, kezsig in-process): two people create accounts through
+C{#/new}, find each other and chat both ways live; an inline image and a
+3 MiB chunked file arrive byte for byte; a file from the Python client
+arrives in chunks out of order and across a reload ("Receiving i/n"); a
+forged message is shown as a warning; the identity view shows the
+sigchain and the shared files the sigchain vouches for; a reload and
+unlock keeps history and the live stream, and a second tab does not run
+the account twice; a server restart shows C{reconnecting} then C{live}
+and loses nothing; a third browser logs in from the first person's 24
+words; a key swapped by the server is flagged loudly; log-out wipes the
+browser's store. No console error and no CSP violation is allowed
+anywhere (the few expected network errors are named where they happen).
+Screenshots of every main screen, at desktop and phone width, go to
+C{_trial_temp/screenshots} (or $KEZ_SCREENSHOTS).
 """
 
 from __future__ import annotations
