@@ -119,6 +119,9 @@ class Running:
     def done(self) -> Deferred[Result]:
         return self.protocol.done
 
+    def terminate(self) -> None:
+        self.transport.signalProcess("TERM")
+
     def interrupt(self) -> None:
         try:
             self.transport.signalProcess("INT")
