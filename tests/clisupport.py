@@ -119,6 +119,9 @@ class Running:
     def done(self) -> Deferred[Result]:
         return self.protocol.done
 
+    def terminate(self) -> None:
+        self.transport.signalProcess("TERM")
+
     def interrupt(self) -> None:
         try:
             self.transport.signalProcess("INT")
@@ -182,10 +185,13 @@ class Cli:
             return json.load(f)
 
 
-def base_env(server_url: str, **extra: str) -> dict[str, str]:
+def base_env(server_url: str, keyring_file: str | None = None, **extra: str) -> dict[str, str]:
     """
-    The environment of a CLI process: this checkout first on the path,
-    no OS keyring, a passphrase, the chat-server URL.
+    The environment of a CLI process: this checkout first on the path, a
+    passphrase, the chat-server URL, and either the test keyring backend
+    storing in C{keyring_file} (see L{tests.keyringbackend}) or, without
+    one, keyring's fail backend: no OS keyring, so the passphrase-encrypted
+    key file.
     """
     env = {
         "PATH": os.environ.get("PATH", "/usr/bin:/bin"),
@@ -196,6 +202,9 @@ def base_env(server_url: str, **extra: str) -> dict[str, str]:
         "KEZ_CHAT_SERVER_URL": server_url,
         "LANG": "C.UTF-8",
     }
+    if keyring_file is not None:
+        env["PYTHON_KEYRING_BACKEND"] = "tests.keyringbackend.FileKeyring"
+        env["KEZ_TEST_KEYRING_FILE"] = keyring_file
     env.update(extra)
     return env
 
@@ -208,7 +217,12 @@ class CliTestCase(TestCase):
 
     timeout = 120
 
-    async def start_servers(self, **chat_overrides: Any) -> None:
+    async def start_servers(self, keyring: bool = True, **chat_overrides: Any) -> None:
+        """
+        Start kezsig and kezchat. With C{keyring}, CLI users keep their
+        seeds in the test keyring (fast: no scrypt per command); without,
+        in passphrase-encrypted files, as on a machine with no OS keyring.
+        """
         self.sig = await start_sig_server(self)
         self.chat_config = ChatConfig(
             listen=("tcp:0:interface=127.0.0.1",),
@@ -219,7 +233,8 @@ class CliTestCase(TestCase):
             **chat_overrides,
         )
         self.chat = await self.serve_chat(self.chat_config)
-        self.env = base_env(self.chat.url)
+        keyring_file = os.path.join(temp_dir(self), "keyring.json") if keyring else None
+        self.env = base_env(self.chat.url, keyring_file)
 
     async def serve_chat(self, config: ChatConfig) -> RunningServer:
         service = makeService(config, reactor)

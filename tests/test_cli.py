@@ -115,7 +115,8 @@ class ChatFlowTests(CliTestCase):
         """
         A listen that runs while the server restarts reconnects with
         Last-Event-ID and shows every message once; a later listen starts
-        after what the first one saved; --ack deletes only what was saved.
+        after what the first one saved; --ack deletes what was saved, even
+        when the listen is stopped by a signal.
         """
         await self.start_servers()
         alice, bob = await self.registered("alice", "bob")
@@ -131,9 +132,15 @@ class ChatFlowTests(CliTestCase):
         self.assertEqual([m["text"] for m in result.lines], ["m1", "m2", "m3"])
         self.assertEqual([m["seq"] for m in result.lines], [1, 2, 3])
 
+        # a listen stopped by SIGTERM still acknowledges what it saved
+        later = bob.spawn("listen", "--json", "--ack")
         await alice.ok("send", "bob", "m4")
-        later = await bob.ok("listen", "--json", "--count", "1", "--timeout", "20", "--ack")
-        self.assertEqual([m["text"] for m in later.lines], ["m4"])
+        await later.wait_lines(1)
+        later.terminate()
+        stopped = await later.done
+        self.assertEqual(stopped.code, 130, str(stopped))
+        self.assertEqual([m["text"] for m in stopped.lines], ["m4"])
+        self.assertNotIn("Traceback", stopped.err)
         bob_key = KeyPair(mnemonic_to_seed(bob.mnemonic))
         code, body = await inbox(http_client(self), self.chat.url, bob_key, "bob")
         self.assertEqual((code, body["messages"]), (200, []))

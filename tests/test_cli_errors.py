@@ -68,7 +68,7 @@ class ErrorTests(CliTestCase):
         Wrong words (not a word list, a bad checksum, a key nobody
         registered), a wrong passphrase, and no passphrase at all.
         """
-        await self.start_servers()
+        await self.start_servers(keyring=False)
         alice, _bob = await self.registered("alice", "bob")
         words = alice.mnemonic.split()
         swapped = " ".join([words[1], words[0], *words[2:]])

@@ -7,6 +7,7 @@ NATS bridge, a CLI on native NATS to a CLI on SSE.
 from __future__ import annotations
 
 import json
+import os
 from typing import Any
 
 from twisted.internet import reactor
@@ -20,8 +21,8 @@ from kezchat.e2e import inline_file, open_envelope, seal_envelope, text_message
 from kezchat.identity.keys import KeyPair
 from kezchat.natsbridge.aio import is_asyncio_reactor
 from kezchat.sigchain import bodies, next_event
-from tests.clisupport import CliTestCase
-from tests.natsserver import NatsServer, find_nats_server
+from tests.clisupport import CliTestCase, assert_one_line_error
+from tests.natsserver import NatsServer, find_nats_server, free_port
 from tests.natssupport import ASYNCIO_ONLY
 from tests.support import deferred_sleep
 
@@ -190,3 +191,23 @@ class NatsCliInteropTests(CliTestCase):
         # bob's durable consumer remembers what he saved
         quiet = await bob.ok("listen", *nats, "--json", "--timeout", "2")
         self.assertEqual(quiet.out, "")
+
+        # a key the chat-server does not know (say, its database was
+        # reset) is refused by the callout: one line, exit 1, no hang
+        ghost = self.user("ghost")
+        os.makedirs(ghost.home, mode=0o700)
+        key = KeyPair.generate()
+        with open(os.path.join(ghost.home, "account.json"), "w") as f:
+            json.dump({**alice.account, "primary": key.primary, "secret": "keyring"}, f)
+        keyring_file = self.env["KEZ_TEST_KEYRING_FILE"]
+        with open(keyring_file) as f:
+            entries = json.load(f)
+        entries[f"kez-chat\0{key.primary}"] = key.seed.hex()
+        with open(keyring_file, "w") as f:
+            json.dump(entries, f)
+        refused = await ghost.run("listen", *nats, "--timeout", "10")
+        assert_one_line_error(self, refused, 1, "NATS refused this key")
+        unreachable = await bob.run(
+            "send", "alice", "x", "--nats", f"nats://127.0.0.1:{free_port()}"
+        )
+        assert_one_line_error(self, unreachable, 1, "cannot reach nats://127.0.0.1")

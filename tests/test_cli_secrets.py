@@ -66,7 +66,7 @@ class SeedNeverInClearTests(CliTestCase):
         home contains the seed or its words in any usual spelling; the
         homes are 0700 and their files 0600.
         """
-        await self.start_servers()
+        await self.start_servers(keyring=False)
         alice, bob = await self.registered("alice", "bob")
         laptop = self.user("laptop")
         await laptop.ok("recover", "--yes", stdin=alice.mnemonic.encode())
@@ -95,7 +95,7 @@ class SeedNeverInClearTests(CliTestCase):
         With a working keyring backend the seed goes there: no key file in
         the home, no passphrase asked, and the key still unlocks.
         """
-        await self.start_servers()
+        await self.start_servers(keyring=False)
         store = os.path.abspath(self.mktemp() + "-keyring.json")  # outside every home
         env = {
             "PYTHON_KEYRING_BACKEND": "tests.keyringbackend.FileKeyring",

@@ -229,6 +229,7 @@ async def listen(ctx: Context, args: Namespace) -> None:
     keypair = await ctx.keypair()
     reader = Reader(ctx, keypair, account)
     listener = Listener(ctx, reader, NATS if args.nats else SSE, args.count)
+    ctx.on_interrupt(listener.finish)
     if args.timeout is not None:
         timer = ctx.reactor.callLater(args.timeout, listener.finish)
         ctx.on_close(lambda: timer.cancel() if timer.active() else None)

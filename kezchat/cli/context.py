@@ -63,6 +63,7 @@ class Context:
         self._chat: dict[str, ChatClient] = {}
         self._sig: SigClient | None = None
         self._closers: list[Any] = []
+        self._interrupts: list[Any] = []
 
     @classmethod
     def from_args(cls, reactor: Any, args: Namespace) -> Context:
@@ -156,6 +157,18 @@ class Context:
             self._sig = SigClient(self.reactor)
             self._closers.append(self._sig.close)
         return self._sig
+
+    def on_interrupt(self, callback: Any) -> None:
+        """
+        Call C{callback()} on Ctrl-C or SIGTERM, so a long-running command
+        (C{listen}, C{share}) can finish cleanly; it then has a few seconds
+        before the process stops.
+        """
+        self._interrupts.append(callback)
+
+    def interrupt(self) -> None:
+        for callback in self._interrupts:
+            callback()
 
     def on_close(self, closer: Any) -> None:
         """

@@ -27,6 +27,8 @@ from kezchat.client.errors import ServerError, Unreachable
 #: command-group modules, in --help order; missing optional ones are skipped
 GROUPS = ("account", "contacts", "chat", "files", "manifests")
 OPTIONAL_GROUPS = frozenset({"files", "manifests"})
+#: seconds an interrupted command gets to wind down
+INTERRUPT_GRACE = 5.0
 
 
 class Parser(argparse.ArgumentParser):
@@ -113,9 +115,9 @@ def run(reactor: Any, args: argparse.Namespace) -> int:
     from kezchat.cli.context import Context
 
     outcome: dict[str, Any] = {}
+    ctx = Context.from_args(reactor, args)
 
     async def body() -> None:
-        ctx = Context.from_args(reactor, args)
         try:
             await args.handler(ctx, args)
         finally:
@@ -126,13 +128,29 @@ def run(reactor: Any, args: argparse.Namespace) -> int:
         d.addCallbacks(
             lambda _: outcome.setdefault("ok", True), lambda f: outcome.setdefault("failure", f)
         )
-        d.addBoth(lambda _: reactor.stop())
+        outcome["running"] = d
+        d.addBoth(lambda _: None if outcome.get("stopping") else reactor.stop())
 
+    def interrupted() -> Deferred[Any] | None:
+        # Ctrl-C or SIGTERM: let the command wind down (save, acknowledge,
+        # close connections) for a few seconds before the reactor stops.
+        outcome["stopping"] = True
+        running = outcome.get("running")
+        if running is None or running.called:
+            return None
+        outcome["interrupted"] = True
+        ctx.interrupt()
+        waiting: Deferred[Any] = Deferred()
+        running.addBoth(lambda result: (waiting.called or waiting.callback(None), result)[1])
+        waiting.addTimeout(INTERRUPT_GRACE, reactor, onTimeoutCancel=lambda *_: None)
+        return waiting
+
+    reactor.addSystemEventTrigger("before", "shutdown", interrupted)
     reactor.callWhenRunning(start)
     reactor.run()
     if "failure" in outcome:
         outcome["failure"].raiseException()
-    if "ok" not in outcome:  # stopped by a signal (Ctrl-C) before the command finished
+    if "ok" not in outcome or outcome.get("interrupted"):
         return 130
     return 0
 

@@ -16,6 +16,8 @@ import time
 from dataclasses import dataclass, field
 from typing import Any
 
+from twisted.internet.threads import deferToThread
+
 from kezchat.cli.context import Context
 from kezchat.client.errors import ClientError
 from kezchat.e2e import EnvelopeError, PlaintextError, open_envelope, parse_plaintext
@@ -168,7 +170,7 @@ class Reader:
         if not sender:
             problems.append("the sender has no handle on this server")
         if not problems and pinned is None and sender and isinstance(from_primary, str):
-            self._pin_first_use(sender, from_primary)
+            await deferToThread(self._pin_first_use, sender, from_primary)
         ts = envelope.get("ts") if isinstance(envelope, dict) else None
         return ReceivedMessage(
             seq=item.get("seq"),

@@ -18,6 +18,7 @@ from typing import Any
 
 import nats
 import nats.errors
+from nats.aio.client import Client as NatsClient
 from nats.js.api import AckPolicy, ConsumerConfig
 
 from kezchat.client.errors import ServerError, Unreachable
@@ -31,6 +32,9 @@ from kezchat.natsbridge.subjects import (
     parse_inbox_subject,
     reply_prefix,
 )
+
+#: connection attempts before the first connection counts as failed
+INITIAL_ATTEMPTS = 2
 
 
 async def connect_user(
@@ -56,7 +60,10 @@ async def connect_user(
             if result is not None:
                 await result
 
+    errors: list[Exception] = []
+
     async def error_cb(e: Exception) -> None:
+        errors.append(e)
         await note(f"error: {e}")
 
     async def disconnected_cb() -> None:
@@ -65,26 +72,33 @@ async def connect_user(
     async def reconnected_cb() -> None:
         await note("reconnected")
 
+    nc = NatsClient()
     try:
-        return await nats.connect(
+        await nc.connect(
             url,
             nkeys_seed_str=NKey(USER, keypair.seed).seed_text,
             inbox_prefix=reply_prefix(keypair.public_hex),
             connect_timeout=connect_timeout,
             allow_reconnect=reconnect,
-            max_reconnect_attempts=-1,
-            reconnect_time_wait=1,
+            # a few tries at first (nats-py would otherwise retry forever
+            # before the first connection); unlimited once connected
+            max_reconnect_attempts=INITIAL_ATTEMPTS,
+            reconnect_time_wait=0.5,
             error_cb=error_cb,
             disconnected_cb=disconnected_cb,
             reconnected_cb=reconnected_cb,
         )
-    except nats.errors.NoServersError:
-        raise Unreachable(url, "no NATS server answered") from None
     except (nats.errors.Error, OSError, TimeoutError) as e:
-        text = str(e) or type(e).__name__
-        if "authorization" in text.lower() or "auth" in type(e).__name__.lower():
-            raise ServerError(401, "nats_auth", f"NATS refused this key: {text}") from None
-        raise Unreachable(url, text) from None
+        seen = [x for x in (*errors, nc.last_error, e) if x is not None]
+        if any(
+            isinstance(x, nats.errors.AuthorizationError) or "authorization" in str(x).lower()
+            for x in seen
+        ):
+            raise ServerError(401, "nats_auth", "NATS refused this key") from None
+        cause = next((x for x in errors if isinstance(x, OSError)), e)
+        raise Unreachable(url, str(cause) or type(cause).__name__) from None
+    nc.options["max_reconnect_attempts"] = -1
+    return nc
 
 
 async def publish_envelope(
