@@ -15,7 +15,7 @@ import os
 
 from blake3 import blake3
 from twisted.internet import reactor
-from twisted.internet.defer import gatherResults
+from twisted.internet.defer import Deferred
 from twisted.trial.unittest import SkipTest, TestCase
 
 from kezchat.client.http import ChatClient
@@ -27,9 +27,9 @@ from kezchat.p2p.crypt import CHUNK, FileEncryptor, ciphertext_digest
 from kezchat.p2p.irohnode import IrohNode
 from kezchat.p2p.transfer import SENDING, Download, FetchError, FileServer, Offer, fetch
 from kezchat.p2p.transport import TransportError
-from tests.p2psupport import CliProcess, Result, cli_env, loopback_only, start_cli
-from tests.sigsupport import start_sig_server
-from tests.support import http_client, register, start_server, temp_dir
+from tests.clisupport import Cli, CliTestCase, Result, Running, assert_one_line_error
+from tests.p2psupport import loopback_only, until
+from tests.support import http_client, register, temp_dir
 
 MiB = 1 << 20
 
@@ -44,7 +44,7 @@ def _digest(path: str) -> str:
     return blake3(max_threads=blake3.AUTO).update_mmap(path).hexdigest()
 
 
-class _Base(TestCase):
+class _Base(CliTestCase):
     timeout = 90
 
     async def setUp(self) -> None:
@@ -53,33 +53,23 @@ class _Base(TestCase):
                 "starts Iroh endpoints, which multicast: runs only in a loopback-only network"
                 " namespace (tests.test_p2p_cli runs it in one)"
             )
-        sig = await start_sig_server(self)
-        self.chat = await start_server(self, sig_server_url=sig.url)
+        await self.start_servers()
         self.dir = temp_dir(self)
-        self.env = cli_env(self.chat.url)
 
-    def home(self, name: str) -> str:
-        return os.path.join(self.dir, name)
+    def background(self, user: Cli, *args: str) -> Running:
+        """
+        Start C{user}'s command; it is stopped (if still running) when the
+        test ends.
+        """
+        running = user.spawn(*args)
 
-    def start(self, user: str, *args: str) -> CliProcess:
-        process = start_cli(self.home(user), self.env, *args)
-
-        def stop() -> object:
-            process.kill()
-            return process.ended
+        def stop() -> Deferred[Result]:
+            if not running.done.called:
+                running.terminate()
+            return running.done
 
         self.addCleanup(stop)
-        return process
-
-    async def cli(self, user: str, *args: str) -> Result:
-        return await self.start(user, *args).ended
-
-    async def register(self, *users: str) -> None:
-        results = await gatherResults(
-            [self.start(u, "register", u, "--yes", "--json").ended for u in users]
-        )
-        for user, result in zip(users, results, strict=True):
-            self.assertEqual(result.code, 0, f"register {user}: {result}")
+        return running
 
     def assertNothingAt(self, path: str) -> None:
         """
@@ -98,26 +88,25 @@ class ShareFetchTests(_Base):
         prints its line once the offer is sent and exits 0 once bob has
         the file; C{fetch --json} prints exactly its one line.
         """
-        await self.register("alice", "bob")
+        alice, bob = await self.registered("alice", "bob")
         source = os.path.join(self.dir, "big.bin")
         _write_random(source, 64 * MiB)
-        sharing = self.start("alice", "share", "bob", source, "--json", "--timeout", "60")
-        await sharing.wait_for("\n")
-        offer = json.loads(sharing.out.decode().splitlines()[0])
+        sharing = self.background(alice, "share", "bob", source, "--json", "--timeout", "60")
+        await sharing.wait_lines(1, timeout=60)
+        offer = json.loads(sharing.protocol.out.decode().splitlines()[0])
         self.assertEqual(offer["size"], 64 * MiB)
         self.assertEqual(offer["name"], "big.bin")
 
         out = os.path.join(self.dir, "fetched.bin")
-        fetched = await self.cli("bob", "fetch", offer["blake3"], "--out", out, "--json")
-        self.assertEqual(fetched.code, 0, fetched)
+        fetched = await bob.run("fetch", offer["blake3"], "--out", out, "--json")
+        self.assertEqual(fetched.code, 0, str(fetched))
         self.assertEqual(
-            [json.loads(line) for line in fetched.lines()],
-            [{"path": out, "size": 64 * MiB, "blake3": offer["blake3"]}],
+            fetched.lines, [{"path": out, "size": 64 * MiB, "blake3": offer["blake3"]}]
         )
         self.assertNotIn("%|", fetched.err)  # no progress bar under --json
-        shared = await sharing.ended
-        self.assertEqual(shared.code, 0, shared)
-        self.assertEqual(len(shared.lines()), 1)
+        shared = await sharing.done
+        self.assertEqual(shared.code, 0, str(shared))
+        self.assertEqual(len(shared.lines), 1)
         self.assertEqual(_digest(out), _digest(source))
 
     async def test_offline_sender(self) -> None:
@@ -128,41 +117,41 @@ class ShareFetchTests(_Base):
         A sender that never comes back: C{fetch} gives up after --timeout
         with one line and exit 1, and leaves nothing.
         """
-        await self.register("alice", "bob")
+        alice, bob = await self.registered("alice", "bob")
         source = os.path.join(self.dir, "note.bin")
         _write_random(source, 3 * CHUNK + 11)
-        shared = await self.cli("alice", "share", "bob", source, "--json", "--timeout", "1")
-        self.assertEqual(shared.code, 1, shared)
+        shared = await alice.run("share", "bob", source, "--json", "--timeout", "1")
+        self.assertEqual(shared.code, 1, str(shared))
         self.assertIn("has not fetched", shared.err)
         self.assertNotIn("Traceback", shared.err)
-        digest = json.loads(shared.lines()[0])["blake3"]
+        digest = shared.lines[0]["blake3"]
 
         out = os.path.join(self.dir, "note-fetched.bin")
-        fetching = self.start("bob", "fetch", digest, "--out", out, "--timeout", "60")
-        await fetching.wait_for("waiting for alice@kez.lat to come online", "err")
+        fetching = self.background(bob, "fetch", digest, "--out", out, "--timeout", "60")
+        waiting = "waiting for alice@kez.lat to come online"
+        await until(lambda: waiting.encode() in fetching.protocol.err, 30, waiting)
         self.assertFalse(os.path.lexists(out))
-        serving = self.start("alice", "serve", "--json", "--timeout", "60")
-        fetched = await fetching.ended
-        self.assertEqual(fetched.code, 0, fetched)
+        serving = self.background(alice, "serve", "--json", "--timeout", "60")
+        fetched = await fetching.done
+        self.assertEqual(fetched.code, 0, str(fetched))
         self.assertIn("100%", fetched.err)
         self.assertNotIn("Traceback", fetched.err)
         self.assertEqual(_digest(out), _digest(source))
-        served = await serving.ended
-        self.assertEqual(served.code, 0, served)
+        served = await serving.done
+        self.assertEqual(served.code, 0, str(served))
         self.assertEqual(
-            json.loads(served.lines()[0]),
-            {"delivered": digest, "name": "note.bin", "to": "bob@kez.lat"},
+            served.lines, [{"delivered": digest, "name": "note.bin", "to": "bob@kez.lat"}]
         )
-        await self._never_online()
+        await self._never_online(alice, bob)
 
-    async def _never_online(self) -> None:
+    async def _never_online(self, alice: Cli, bob: Cli) -> None:
         source = os.path.join(self.dir, "gone.bin")
         _write_random(source, 1000)
-        shared = await self.cli("alice", "share", "bob", source, "--json", "--timeout", "1")
-        digest = json.loads(shared.lines()[0])["blake3"]
+        shared = await alice.run("share", "bob", source, "--json", "--timeout", "1")
+        digest = shared.lines[0]["blake3"]
         out = os.path.join(self.dir, "gone-fetched.bin")
-        fetched = await self.cli("bob", "fetch", digest, "--out", out, "--timeout", "2", "--json")
-        self.assertEqual(fetched.code, 1, fetched)
+        fetched = await bob.run("fetch", digest, "--out", out, "--timeout", "2", "--json")
+        self.assertEqual(fetched.code, 1, str(fetched))
         self.assertIn("waiting for alice@kez.lat to come online", fetched.err)
         self.assertIn("did not come online within 2 s", fetched.err)
         self.assertEqual(fetched.out, "")
@@ -214,9 +203,8 @@ class HostileSenderTests(_Base):
 
     async def setUp(self) -> None:
         await super().setUp()
-        await self.register("bob")
-        with open(os.path.join(self.home("bob"), "account.json")) as f:
-            self.bob = json.load(f)["primary"]
+        (self.bob_cli,) = await self.registered("bob")
+        self.bob = self.bob_cli.account["primary"]
         self.alice = KeyPair.generate()
         await register(http_client(self), self.chat.url, "alice", key=self.alice)
         self.client = ChatClient(self.chat.url, reactor)
@@ -228,11 +216,8 @@ class HostileSenderTests(_Base):
         self.addCleanup(serving.cancel)
 
     async def _refused(self, digest: str, out: str, why: str) -> None:
-        fetched = await self.cli("bob", "fetch", digest, "--out", out, "--json", "--timeout", "20")
-        self.assertEqual(fetched.code, 1, fetched)
-        self.assertEqual(fetched.out, "")
-        self.assertEqual(len(fetched.err.splitlines()), 1, fetched.err)
-        self.assertIn(why, fetched.err)
+        fetched = await self.bob_cli.run("fetch", digest, "--out", out, "--json", "--timeout", "20")
+        assert_one_line_error(self, fetched, 1, why)
         self.assertNothingAt(out)
 
     async def test_damaged_transfers(self) -> None:

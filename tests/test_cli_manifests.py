@@ -7,56 +7,24 @@ mirrored blob that is not the one the sigchain commits to is refused.
 
 from __future__ import annotations
 
-import json
 import os
 import time
-
-from twisted.internet.defer import gatherResults
-from twisted.trial.unittest import TestCase
+from typing import Any
 
 from kezchat.identity.keys import KeyPair
 from kezchat.identity.mnemonic import mnemonic_to_seed
 from kezchat.manifests import build_manifest, manifest_bytes, public_entry
 from kezchat.relay.auth import body_digest, sign_request
-from tests.p2psupport import CliProcess, Result, cli_env, start_cli
-from tests.sigsupport import start_sig_server
-from tests.support import http_client, start_server, temp_dir
+from tests.clisupport import Cli, CliTestCase, assert_one_line_error
+from tests.support import http_client, temp_dir
 
 
-class PublishBrowseTests(TestCase):
+class PublishBrowseTests(CliTestCase):
     timeout = 90
 
     async def setUp(self) -> None:
-        sig = await start_sig_server(self)
-        self.chat = await start_server(self, sig_server_url=sig.url)
+        await self.start_servers()
         self.dir = temp_dir(self)
-        self.env = cli_env(self.chat.url)
-
-    async def register(self, *users: str) -> KeyPair:
-        """
-        Register C{users} (at once); the first one's key.
-        """
-        results = await gatherResults(
-            [self.start(u, "register", u, "--yes", "--json").ended for u in users]
-        )
-        for result in results:
-            self.assertEqual(result.code, 0, result)
-        return KeyPair(mnemonic_to_seed(json.loads(results[0].out)["mnemonic"]))
-
-    def start(self, user: str, *args: str) -> CliProcess:
-        process = start_cli(os.path.join(self.dir, user), self.env, *args)
-
-        def stop() -> object:
-            process.kill()
-            return process.ended
-
-        self.addCleanup(stop)
-        return process
-
-    async def cli(self, user: str, *args: str) -> Result:
-        result = await self.start(user, *args).ended
-        self.assertNotIn("Traceback", result.err)
-        return result
 
     def file(self, name: str, data: bytes) -> str:
         path = os.path.join(self.dir, name)
@@ -64,10 +32,8 @@ class PublishBrowseTests(TestCase):
             f.write(data)
         return path
 
-    async def browse(self, reader: str, owner: str = "alice") -> list[dict]:
-        result = await self.cli(reader, "browse", owner, "--json")
-        self.assertEqual(result.code, 0, result)
-        return [json.loads(line) for line in result.lines()]
+    async def browse(self, reader: Cli, owner: str = "alice") -> list[dict[str, Any]]:
+        return (await reader.ok("browse", owner, "--json")).lines
 
     async def test_private_entry_for_one_reader(self) -> None:
         """
@@ -75,82 +41,67 @@ class PublishBrowseTests(TestCase):
         may not; publishing a file of the same name again replaces its
         entry; mistakes get one line and exit 1.
         """
-        await self.register("alice", "bob", "carol")
+        alice, bob, carol = await self.registered("alice", "bob", "carol")
         cv = self.file("cv.pdf", b"%PDF public")
         tax = self.file("tax.pdf", b"%PDF private")
-        published = await self.cli("alice", "publish-files", cv, "--json")
-        self.assertEqual(published.code, 0, published)
-        first = json.loads(published.out)
+        first = (await alice.ok("publish-files", cv, "--json")).json
         self.assertEqual([e["visibility"] for e in first["entries"]], ["public"])
-        published = await self.cli("alice", "publish-files", tax, "--private-to", "bob", "--json")
-        self.assertEqual(published.code, 0, published)
-        second = json.loads(published.out)
+        second = (await alice.ok("publish-files", tax, "--private-to", "bob", "--json")).json
         self.assertEqual([e["visibility"] for e in second["entries"]], ["private"])
         self.assertNotEqual(first["manifest_blake3"], second["manifest_blake3"])
 
-        bob = await self.browse("bob")
+        seen = await self.browse(bob)
         self.assertEqual(
-            [(e["name"], e["visibility"], e["owner"]) for e in bob],
-            [("cv.pdf", "public", "alice@kez.lat"), ("tax.pdf", "private", "alice@kez.lat")],
+            [(e["name"], e["visibility"], e["owner"], e["size"]) for e in seen],
+            [
+                ("cv.pdf", "public", "alice@kez.lat", 11),
+                ("tax.pdf", "private", "alice@kez.lat", 12),
+            ],
         )
-        self.assertEqual([e["size"] for e in bob], [11, 12])
-        carol = await self.browse("carol")
-        self.assertEqual([(e["name"], e["visibility"]) for e in carol], [("cv.pdf", "public")])
-        alice = await self.browse("alice")  # the owner opens her own private entries
-        self.assertEqual([e["name"] for e in alice], ["cv.pdf", "tax.pdf"])
-        nothing = await self.browse("alice", owner="carol")
-        self.assertEqual(nothing, [])
+        seen = await self.browse(carol)
+        self.assertEqual([(e["name"], e["visibility"]) for e in seen], [("cv.pdf", "public")])
+        seen = await self.browse(alice)  # the owner opens her own private entries
+        self.assertEqual([e["name"] for e in seen], ["cv.pdf", "tax.pdf"])
+        self.assertEqual(await self.browse(alice, owner="carol"), [])
 
         with open(cv, "wb") as f:
             f.write(b"%PDF public, version 2")
-        result = await self.cli("alice", "publish-files", cv, "--json")
-        self.assertEqual(result.code, 0, result)
-        entries = await self.browse("carol")
-        self.assertEqual([(e["name"], e["size"]) for e in entries], [("cv.pdf", 22)])
+        await alice.ok("publish-files", cv, "--json")
+        seen = await self.browse(carol)
+        self.assertEqual([(e["name"], e["size"]) for e in seen], [("cv.pdf", 22)])
         # public entries first, then the private ones this reader may open
-        self.assertEqual([e["name"] for e in await self.browse("bob")], ["cv.pdf", "tax.pdf"])
+        self.assertEqual([e["name"] for e in await self.browse(bob)], ["cv.pdf", "tax.pdf"])
 
-        missing = await self.cli("alice", "publish-files", os.path.join(self.dir, "nope"))
-        self.assertEqual(missing.code, 1)
-        self.assertIn("not a readable file", missing.err)
-        unknown = await self.cli("bob", "browse", "nobody", "--json")
-        self.assertEqual(unknown.code, 1)
-        self.assertIn("not registered", unknown.err)
-        stranger = await self.cli("alice", "publish-files", cv, "--private-to", "nobody")
-        self.assertEqual(stranger.code, 1)
-        self.assertIn("not registered", stranger.err)
+        missing = await alice.run("publish-files", os.path.join(self.dir, "nope"))
+        assert_one_line_error(self, missing, 1, "not a readable file")
+        unknown = await bob.run("browse", "nobody", "--json")
+        assert_one_line_error(self, unknown, 1, "not registered")
+        stranger = await alice.run("publish-files", cv, "--private-to", "nobody")
+        assert_one_line_error(self, stranger, 1, "not registered")
 
     async def test_mirror_not_what_the_chain_says(self) -> None:
         """
         The server's copy is signed by alice but is not the blob her chain
         commits to: browse refuses it (exit 1, one line), shows nothing.
         """
-        alice = await self.register("alice", "bob")
-        await self.cli("alice", "publish-files", self.file("a.txt", b"a"), "--json")
-        other = manifest_bytes(
-            build_manifest(
-                alice,
-                [
-                    public_entry(
-                        id="x",
-                        name="x.txt",
-                        size=1,
-                        mime="text/plain",
-                        blake3="11" * 32,
-                        added_at="2026-11-30T00:00:00Z",
-                    )
-                ],
-            )
+        alice, bob = await self.registered("alice", "bob")
+        await alice.ok("publish-files", self.file("a.txt", b"a"), "--json")
+        key = KeyPair(mnemonic_to_seed(alice.mnemonic))
+        entry = public_entry(
+            id="x",
+            name="x.txt",
+            size=1,
+            mime="text/plain",
+            blake3="11" * 32,
+            added_at="2026-11-30T00:00:00Z",
         )
+        other = manifest_bytes(build_manifest(key, [entry]))
         stamp = sign_request(
-            alice, "PUT", "/v1/manifests/alice", [body_digest(other)], int(time.time())
+            key, "PUT", "/v1/manifests/alice", [body_digest(other)], int(time.time())
         )
         response = await http_client(self).put(
             f"{self.chat.url}/v1/manifests/alice", data=other, headers={"x-kez-auth": stamp}
         )
         self.assertEqual(response.code, 201)
-        result = await self.cli("bob", "browse", "alice", "--json")
-        self.assertEqual(result.code, 1, result)
-        self.assertEqual(result.out, "")
-        self.assertIn("does not verify", result.err)
-        self.assertEqual(len(result.err.splitlines()), 1)
+        result = await bob.run("browse", "alice", "--json")
+        assert_one_line_error(self, result, 1, "does not verify")

@@ -18,13 +18,13 @@ import tempfile
 from twisted.internet.utils import getProcessOutputAndValue
 from twisted.trial.unittest import SkipTest, TestCase
 
-from tests.p2psupport import REPO_ROOT
+from tests.clisupport import ROOT
 
 INNER = "tests.p2p_netns"
 
 
 async def _run(*argv: str) -> tuple[bytes, bytes, int]:
-    return await getProcessOutputAndValue(argv[0], argv[1:], env=os.environ, path=REPO_ROOT)
+    return await getProcessOutputAndValue(argv[0], argv[1:], env=os.environ, path=str(ROOT))
 
 
 class LoopbackNamespaceTests(TestCase):
