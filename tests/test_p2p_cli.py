@@ -18,7 +18,8 @@ import tempfile
 from twisted.internet.utils import getProcessOutputAndValue
 from twisted.trial.unittest import SkipTest, TestCase
 
-from tests.clisupport import ROOT
+from tests.clisupport import ROOT, CliTestCase, assert_one_line_error
+from tests.support import temp_dir
 
 INNER = "tests.p2p_netns"
 
@@ -49,3 +50,41 @@ class LoopbackNamespaceTests(TestCase):
         summary = report.strip().splitlines()[-1]
         self.assertTrue(summary.startswith("PASSED"), report)
         self.assertNotIn("skips", summary, report)
+
+
+class FileCommandMistakesTests(CliTestCase):
+    """
+    Mistakes with C{share} and C{fetch} that are refused before any Iroh
+    endpoint starts (so these run on the host's network): one line on
+    stderr, exit 1, or 2 for a command line that does not parse.
+    """
+
+    timeout = 90
+
+    async def test_mistakes(self) -> None:
+        await self.start_servers()
+        alice, bob = await self.registered("alice", "bob")
+        scratch = temp_dir(self)
+        existing = os.path.join(scratch, "there.txt")
+        with open(existing, "w") as f:
+            f.write("already here")
+        digest = "ab" * 32
+        cases = [
+            (alice, ("share", "bob", os.path.join(scratch, "missing")), 1, "cannot read"),
+            (alice, ("share", "bob", scratch), 1, "not a regular file"),
+            (alice, ("share", "nobody", existing), 1, "not registered"),
+            (bob, ("fetch", "xyz", "--out", "o"), 2, "64 hex digits"),
+            (bob, ("fetch", digest, "--out", existing), 1, "already exists"),
+            (bob, ("fetch", digest, "--out", "/nonexistent/dir/f"), 1, "does not exist"),
+            (bob, ("fetch", digest, "--out", os.path.join(scratch, "f")), 1, "no offer of"),
+            (bob, ("fetch", digest, "--out", "f", "--timeout", "0"), 2, "positive"),
+        ]
+        for user, args, code, needle in cases:
+            result = await user.run(*args, "--json")
+            if code == 1:
+                assert_one_line_error(self, result, 1, needle)
+            else:
+                self.assertEqual(result.code, 2, str(result))
+                self.assertIn(needle, result.err)
+        with open(existing) as f:
+            self.assertEqual(f.read(), "already here")
