@@ -94,8 +94,13 @@ class Download:
 
 
 async def _within(awaitable, seconds: float):  # type: ignore[no-untyped-def]
+    """
+    Await C{awaitable} for at most C{seconds} (no extra task per call: this
+    runs once per piece).
+    """
     try:
-        return await asyncio.wait_for(awaitable, seconds)
+        async with asyncio.timeout(seconds):
+            return await awaitable
     except TimeoutError:
         raise TransportError(f"the peer was silent for {seconds:g} s") from None
 
