@@ -165,7 +165,9 @@ class HostileSenderTests(_Base):
     signed and delivered like any other, but what it serves is damaged.
     """
 
-    async def _offer(self, size: int, mutate) -> tuple[str, str]:  # type: ignore[no-untyped-def]
+    async def _offer(  # type: ignore[no-untyped-def]
+        self, size: int, mutate, ticket: str | None = None
+    ) -> tuple[str, str]:
         """
         Send bob an offer from the hostile alice, whose node serves
         C{mutate(ciphertext, key)}; returns the digest and the path fetched to.
@@ -181,7 +183,7 @@ class HostileSenderTests(_Base):
         offered, served = mutate(digest, b"".join(pieces), key)
         self.offers[offered] = served
         plaintext = file_share(
-            "evil.bin", size, offered, self.node.ticket(), seal_content_key(key, self.bob)
+            "evil.bin", size, offered, ticket or self.node.ticket(), seal_content_key(key, self.bob)
         )
         envelope = seal_envelope(self.alice, self.bob, plaintext)
         await self.client.send(self.alice, "alice", "bob", envelope)
@@ -250,6 +252,8 @@ class HostileSenderTests(_Base):
         for mutate, size, why in cases:
             digest, out = await self._offer(size, mutate)
             await self._refused(digest, out, why)
+        digest, out = await self._offer(10, lambda d, s, k: (d, s), ticket="endpointgarbage")
+        await self._refused(digest, out, "ticket is unusable")
 
 
 class TransferProtocolTests(TestCase):

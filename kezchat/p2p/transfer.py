@@ -282,7 +282,10 @@ async def fetch(
         raise FetchError("the offer names an impossible size")
     if os.path.lexists(out):
         raise FetchError(f"{out} already exists; choose another --out")
-    connection = await dial(node, download.ticket, timeout, waiting)
+    try:
+        connection = await dial(node, download.ticket, timeout, waiting)
+    except TransportError as e:  # not an offline peer: a ticket that does not parse
+        raise FetchError(f"the offer's ticket is unusable ({e})") from None
     loop = asyncio.get_running_loop()
     worker = _worker()
     sink: _Sink | None = None
