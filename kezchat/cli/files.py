@@ -138,6 +138,10 @@ async def start_node(ctx: Context, keypair: KeyPair, book: OfferBook | None) -> 
         if not port:
             raise CliError(f"cannot start the peer-to-peer node: {e}") from None
         # the saved port is taken (another share is running): any port
+        ctx.out.warn(
+            f"port {port} is in use (is another share or serve running?); tickets sent"
+            " earlier name that port, so they reach that one"
+        )
         node = await deferred_from_coroutine(
             IrohNode.bind(keypair.seed, _format(host, 0), _advertised())
         )
