@@ -7,18 +7,25 @@ from __future__ import annotations
 
 import io
 import json
+import subprocess
+import sys
+from argparse import Namespace
 from pathlib import Path
 
 from hypothesis import given, settings
 from hypothesis import strategies as st
-from twisted.trial.unittest import SynchronousTestCase
+from twisted.internet.defer import Deferred
+from twisted.trial.unittest import SkipTest, SynchronousTestCase
 
+from kezchat.cli.context import Context
 from kezchat.cli.errors import CliError
 from kezchat.cli.home import Home, write_json
 from kezchat.cli.main import build_parser
+from kezchat.cli.messages import Reader, output_json
 from kezchat.cli.output import Output
 from kezchat.cli.pins import ContactBook, KeyChanged
 from kezchat.cli.received import NATS, SSE, ReceivedStore
+from kezchat.e2e import seal_envelope, text_message
 from kezchat.identity.keys import KeyPair
 
 
@@ -138,3 +145,90 @@ class ParserTests(SynchronousTestCase):
             self.assertIn(name, commands)
             self.assertTrue(commands[name].description, name)
             self.assertTrue(callable(commands[name].get_default("handler")), name)
+
+
+class ReaderTests(SynchronousTestCase):
+    """
+    What C{listen} makes of whatever the relay hands it: a genuine
+    envelope verifies; anything else is shown unverified, never raises.
+    """
+
+    def setUp(self) -> None:
+        self.me, self.alice = KeyPair.generate(), KeyPair.generate()
+        home = Home(Path(self.mktemp()))
+        ctx = Context(None, Namespace(), Output(True, io.StringIO(), io.StringIO()), home)
+        account = {"fqhn": "me@kez.lat", "primary": self.me.primary}
+        self.reader = Reader(ctx, self.me, account)
+        self.ctx = ctx
+
+    def read(self, item: dict) -> object:
+        return self.successResultOf(Deferred.fromCoroutine(self.reader.read(item)))
+
+    def test_genuine_then_changed_key(self) -> None:
+        self.ctx.contacts.pin(
+            {
+                "handle": "alice",
+                "fqhn": "alice@kez.lat",
+                "primary": self.alice.primary,
+                "pinned_at": "t",
+            }
+        )
+        envelope = seal_envelope(self.alice, self.me.primary, text_message("hi"))
+        good = self.read(
+            {
+                "seq": 1,
+                "from": "alice@kez.lat",
+                "from_primary": self.alice.primary,
+                "envelope": envelope,
+            }
+        )
+        self.assertEqual((good.verified, good.plaintext), (True, {"type": "text", "text": "hi"}))
+        mallory = KeyPair.generate()
+        forged = seal_envelope(mallory, self.me.primary, text_message("it is me, alice"))
+        bad = self.read(
+            {"seq": 2, "from": "alice@kez.lat", "from_primary": mallory.primary, "envelope": forged}
+        )
+        self.assertFalse(bad.verified)
+        self.assertIn("KEY CHANGED", bad.warning)
+
+    @settings(max_examples=200, deadline=None)
+    @given(
+        st.dictionaries(
+            st.sampled_from(["seq", "from", "from_primary", "envelope", "created_at", "x"]),
+            st.recursive(
+                st.none() | st.booleans() | st.integers() | st.text(max_size=20),
+                lambda children: (
+                    st.lists(children, max_size=3)
+                    | st.dictionaries(
+                        st.sampled_from(["v", "from", "to", "ts", "salt", "ct", "sig", "y"]),
+                        children,
+                        max_size=7,
+                    )
+                ),
+                max_leaves=10,
+            ),
+        )
+    )
+    def test_garbage_is_unverified_and_never_raises(self, item: dict) -> None:
+        message = self.read(item)
+        self.assertFalse(message.verified)
+        self.assertTrue(message.warning)
+        line = output_json(message)
+        self.assertIs(line["verified"], False)
+        json.dumps(line)
+
+
+class ConsoleScriptTests(SynchronousTestCase):
+    def test_kez_chat_console_script(self) -> None:
+        """
+        The installed C{kez-chat} script (when this venv has it) runs.
+        """
+        script = Path(sys.executable).parent / "kez-chat"
+        if not script.exists():
+            raise SkipTest("kez-chat is not installed in this environment (pip install .)")
+        result = subprocess.run(
+            [str(script), "--help"], capture_output=True, text=True, timeout=60, check=False
+        )
+        self.assertEqual(result.returncode, 0, result.stderr)
+        for command in ("register", "recover", "whoami", "add", "contacts", "send", "listen"):
+            self.assertIn(command, result.stdout)

@@ -35,6 +35,11 @@ from kezchat.natsbridge.aio import deferred_from_coroutine
 
 #: seconds without a byte (the server pings every 15 s) before reconnecting
 STREAM_SILENCE = 45.0
+#: most items saved with one fsync
+BATCH = 256
+#: queued items at which the stream is paused, and below which it resumes
+QUEUE_HIGH = 1024
+QUEUE_LOW = 256
 #: first and largest pause between reconnection attempts
 RECONNECT_FIRST = 0.5
 RECONNECT_MAX = 3.0
@@ -189,33 +194,48 @@ class Listener:
         if not self.finished.called:
             self.finished.callback(None)
 
-    async def deliver(self, item: dict[str, Any]) -> None:
+    async def deliver(self, items: list[dict[str, Any]]) -> int:
         """
-        Save, then show, one item (unless it was seen before).
+        Save, then show, a batch of items in arrival order, skipping any
+        seen before: one fsync for the batch, and the cursor moves only
+        once the batch is durable.
+
+        @return: how many of C{items} were consumed — all of them, unless
+            C{--count} was reached first (the rest stay unsaved, for the
+            next listen).
         """
         if self.finished.called:
-            return
-        key = message_id(item)
-        if key in self.seen:
-            seq = item.get("seq")
-            if isinstance(seq, int) and seq > self.saved_upto:
-                await deferToThread(self.ctx.received.set_cursor, seq, self.transport)
-                self.saved_upto = seq
-            return
-        message = await self.reader.read(item)
-        await deferToThread(self.ctx.received.save, item, self.transport)
-        self.seen.add(key)
-        if isinstance(item.get("seq"), int):
-            self.saved_upto = max(self.saved_upto, item["seq"])
-        if not message.verified:
-            self.ctx.out.warn(
-                f"message #{message.seq} from {message.sender} is not verified: {message.warning}"
+            return 0
+        fresh: list[tuple[dict[str, Any], Any]] = []
+        consumed = 0
+        for item in items:
+            if self.remaining is not None and len(fresh) >= self.remaining:
+                break
+            consumed += 1
+            key = message_id(item)
+            if key in self.seen:
+                continue
+            self.seen.add(key)
+            fresh.append((item, await self.reader.read(item)))
+        seqs = [i["seq"] for i in items[:consumed] if isinstance(i.get("seq"), int)]
+        upto = max(seqs, default=0)
+        if fresh or upto > self.saved_upto:
+            await deferToThread(
+                self.ctx.received.save_many, [i for i, _ in fresh], self.transport, upto
             )
-        self.ctx.out.emit(output_json(message), human_line(message))
+            self.saved_upto = max(self.saved_upto, upto)
+        for _, message in fresh:
+            if not message.verified:
+                self.ctx.out.warn(
+                    f"message #{message.seq} from {message.sender} is not verified:"
+                    f" {message.warning}"
+                )
+            self.ctx.out.emit(output_json(message), human_line(message))
         if self.remaining is not None:
-            self.remaining -= 1
+            self.remaining -= len(fresh)
             if self.remaining <= 0:
                 self.finish()
+        return consumed
 
 
 async def listen(ctx: Context, args: Namespace) -> None:
@@ -244,7 +264,11 @@ async def _listen_sse(
 ) -> None:
     chat = ctx.chat()
     queue: DeferredQueue[dict[str, Any] | None] = DeferredQueue()
-    state = {"last": listener.saved_upto, "connected": False}
+    state: dict[str, Any] = {
+        "last": listener.saved_upto,
+        "connected": False,
+        "connection": None,
+    }
 
     def on_event(event: Event) -> None:
         if event.event != "message":
@@ -257,13 +281,27 @@ async def _listen_sse(
         if isinstance(item, dict) and isinstance(item.get("seq"), int):
             state["last"] = max(state["last"], item["seq"])
             queue.put(item)
+            if len(queue.pending) >= QUEUE_HIGH and state["connection"] is not None:
+                state["connection"].pause()  # the server holds the rest meanwhile
 
     async def consume() -> None:
         while not listener.finished.called:
-            item = await queue.get()
-            if item is None:
+            first = await queue.get()
+            if first is None:
                 return
-            await listener.deliver(item)
+            batch, end = [first], False
+            while queue.pending and len(batch) < BATCH:
+                item = queue.pending.pop(0)
+                if item is None:
+                    end = True
+                    break
+                batch.append(item)
+            connection = state["connection"]
+            if connection is not None and len(queue.pending) < QUEUE_LOW:
+                connection.resume()
+            await listener.deliver(batch)
+            if end:
+                return
 
     consumer = Deferred.fromCoroutine(consume())
     consumer.addErrback(lambda f: (listener.finish(), f)[1])
@@ -294,6 +332,7 @@ async def _listen_sse(
             if state["connected"]:
                 ctx.out.info("reconnected")
             state["connected"] = True
+            state["connection"] = connection
             delay = RECONNECT_FIRST
             watchdog = LoopingCall(_check_silence, ctx, connection)
             watchdog.clock = ctx.reactor
@@ -394,18 +433,19 @@ async def _listen_nats(ctx: Context, keypair: KeyPair, url: str, listener: Liste
             ctx.out.info(f"NATS: {e or type(e).__name__}; retrying")
             await _sleep_or_finish(ctx, listener, 1.0)
             continue
-        for i, message in enumerate(messages):
-            if listener.finished.called:
-                # not ours to keep: handed back for the next listen at once
-                for rest in messages[i:]:
-                    await deferred_from_coroutine(rest.msg.nak())
-                break
-            item = {
+        items = [
+            {
                 "seq": message.seq,
                 "from": await listener.reader.handle_of(message.from_primary),
                 "from_primary": message.from_primary,
                 "envelope": message.envelope,
                 "created_at": message.created_at,
             }
-            await listener.deliver(item)
+            for message in messages
+        ]
+        consumed = await listener.deliver(items)
+        for message in messages[:consumed]:
             await deferred_from_coroutine(message.ack())
+        # not ours to keep: handed back at once for the next listen
+        for message in messages[consumed:]:
+            await deferred_from_coroutine(message.msg.nak())

@@ -60,17 +60,31 @@ class ReceivedStore:
         Append C{item} durably, then move the cursor to its seq
         (blocking: fsync; call off the reactor thread).
         """
-        self.home.ensure()
-        line = json.dumps({**item, "via": transport}, separators=(",", ":")) + "\n"
-        fd = os.open(self.home.messages_path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o600)
-        try:
-            os.write(fd, line.encode("utf-8"))
-            os.fsync(fd)
-        finally:
-            os.close(fd)
-        seq = item.get("seq")
-        if isinstance(seq, int) and seq > self.cursor(transport):
-            self.set_cursor(seq, transport)
+        self.save_many([item], transport)
+
+    def save_many(
+        self, items: list[dict[str, Any]], transport: str = SSE, upto: int | None = None
+    ) -> None:
+        """
+        Append C{items} with one fsync, then move the cursor to C{upto}
+        (default: their highest seq) if that is ahead of it.
+        """
+        if items:
+            self.home.ensure()
+            data = "".join(
+                json.dumps({**item, "via": transport}, separators=(",", ":")) + "\n"
+                for item in items
+            ).encode("utf-8")
+            fd = os.open(self.home.messages_path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o600)
+            try:
+                os.write(fd, data)
+                os.fsync(fd)
+            finally:
+                os.close(fd)
+        if upto is None:
+            upto = max((i["seq"] for i in items if isinstance(i.get("seq"), int)), default=0)
+        if upto > self.cursor(transport):
+            self.set_cursor(upto, transport)
 
     def items(self) -> Iterator[dict[str, Any]]:
         """

@@ -67,6 +67,17 @@ class StreamConnection:
         if not self.ended.called:
             self.ended.callback(None)
 
+    def pause(self) -> None:
+        """
+        Stop reading (TCP pushes back on the server) until L{resume}.
+        """
+        if self._receiver is not None and self._receiver.transport is not None:
+            self._receiver.transport.pauseProducing()
+
+    def resume(self) -> None:
+        if self._receiver is not None and self._receiver.transport is not None:
+            self._receiver.transport.resumeProducing()
+
     def close(self) -> Deferred[None]:
         """
         Drop the connection; returns L{ended}.
