@@ -10,6 +10,7 @@ twistd runs.
 from __future__ import annotations
 
 import os
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
@@ -36,6 +37,7 @@ from kezchat.storage.sqlite import (
     SQLiteMessageStore,
     SQLiteRegistryStore,
 )
+from kezchat.storage.sqlite.settings import ServerDomain
 from kezchat.webapp import WebApp, packaged_web_dir
 
 if TYPE_CHECKING:
@@ -67,8 +69,10 @@ class ChatService(ServerService):
     listeners.
     """
 
-    def __init__(self, parts: ChatParts, reactor: object) -> None:
-        super().__init__(parts.db, reactor)
+    def __init__(
+        self, parts: ChatParts, reactor: object, on_fatal: Callable[[str], None] | None = None
+    ) -> None:
+        super().__init__(parts.db, reactor, on_fatal)
         self.parts = parts
 
     @property
@@ -88,7 +92,11 @@ def build_parts(config: ChatConfig, reactor: object, broker: Broker | None = Non
     """
     clock = reactor.seconds
     metrics = Metrics()
-    db = SQLiteDatabase(config.db, reactor)
+    db = SQLiteDatabase(
+        config.db, reactor,
+        on_open=ServerDomain(config.server, allow_change=config.allow_server_change).check,
+        on_write_failure=lambda cause: metrics.db_write_failures.labels(cause).inc(),
+    )
     registry = Registry(
         SQLiteRegistryStore(db),
         RegistryPolicy(
@@ -120,6 +128,7 @@ def build_parts(config: ChatConfig, reactor: object, broker: Broker | None = Non
         clock=clock,
         register_limiter=RateLimiter(config.register_limit, 3600.0, clock),
         client_address=ClientAddress(config.trusted_proxies),
+        db_health=db.health,
         body_caps={
             b"/v1/messages": messages.MESSAGE_CAP,
             b"/v1/manifests/": manifests.MANIFEST_CAP,
@@ -135,9 +144,18 @@ def build_parts(config: ChatConfig, reactor: object, broker: Broker | None = Non
     )
 
 
-def makeService(config: ChatConfig, reactor: object | None = None) -> ChatService:
+def makeService(
+    config: ChatConfig,
+    reactor: object | None = None,
+    on_fatal: Callable[[str], None] | None = None,
+) -> ChatService:
     """
     Build the chat-server service from C{config}.
+
+    @param on_fatal: told (one line) when the server cannot work: its
+        database does not open, a listener cannot listen. See
+        L{kezchat.listening.ServerService}.
+    @raise kezchat.startup.StartupError: a C{--listen} value is unusable.
     """
     if reactor is None:
         from twisted.internet import reactor as global_reactor
@@ -145,7 +163,7 @@ def makeService(config: ChatConfig, reactor: object | None = None) -> ChatServic
         reactor = global_reactor
     broker = _nats_broker(reactor) if config.nats_url else None
     parts = build_parts(config, reactor, broker=broker)
-    service = ChatService(parts, reactor)
+    service = ChatService(parts, reactor, on_fatal)
     parts.db.setServiceParent(service)
     if broker is not None:
         _add_nats(service, parts, broker, reactor)
