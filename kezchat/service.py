@@ -17,6 +17,7 @@ from typing import TYPE_CHECKING
 from twisted.application.internet import TimerService
 from twisted.internet.defer import Deferred, ensureDeferred
 from twisted.logger import Logger
+from twisted.python.failure import Failure
 
 from kezchat.config import ChatConfig
 from kezchat.http import manifests, messages
@@ -31,6 +32,7 @@ from kezchat.relay.auth import Authenticator
 from kezchat.relay.broker import Broker, LocalBroker
 from kezchat.relay.relay import Relay
 from kezchat.relay.sse import StreamHub
+from kezchat.storage.errors import DatabaseUnavailable
 from kezchat.storage.sqlite import (
     SQLiteDatabase,
     SQLiteManifestStore,
@@ -167,12 +169,7 @@ def makeService(
     parts.db.setServiceParent(service)
     if broker is not None:
         _add_nats(service, parts, broker, reactor)
-    retention = TimerService(
-        config.retention_sweep_seconds,
-        lambda: ensureDeferred(
-            parts.relay.apply_retention(config.retention_days * 86400.0, config.retention_bytes)
-        ).addErrback(lambda f: log.failure("retention sweep failed", f)),
-    )
+    retention = TimerService(config.retention_sweep_seconds, _retention_sweep, parts)
     retention.clock = reactor
     retention.setServiceParent(service)
     parts.hub.setServiceParent(service)
@@ -180,6 +177,30 @@ def makeService(
         parts.http.web.setServiceParent(service)
     service.listen(config.listen, parts.http.site(reactor, access_log=config.access_log))
     return service
+
+
+def _retention_sweep(parts: ChatParts) -> Deferred[None]:
+    """
+    One retention pass, once the database is open. A database that did not
+    open is reported (and ends the process) elsewhere; one that cannot
+    write now is retried at the next pass.
+    """
+    config = parts.config
+
+    def sweep(_: object) -> Deferred[None]:
+        return ensureDeferred(
+            parts.relay.apply_retention(config.retention_days * 86400.0, config.retention_bytes)
+        )
+
+    def failed(failure: Failure) -> None:
+        if failure.check(DatabaseUnavailable):
+            log.warn("retention sweep skipped: {error}", error=failure.getErrorMessage())
+        else:
+            log.failure("retention sweep failed", failure)
+
+    ready = parts.db.when_ready()
+    ready.addCallbacks(sweep, lambda failure: None)
+    return ready.addErrback(failed)
 
 
 def _nats_broker(reactor: object) -> NatsBroker:

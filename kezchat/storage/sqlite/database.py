@@ -262,7 +262,7 @@ class SQLiteDatabase(Service):
         def done(result: object) -> None:
             self._probing = False
 
-        self.write(_probe).addBoth(done)
+        self._enqueue(_probe, ()).addBoth(done)
 
     # -- the public API ---------------------------------------------------
 
@@ -275,14 +275,20 @@ class SQLiteDatabase(Service):
         L{DatabaseUnavailable} if the database could not store it (disk
         full, locked, stopped): then nothing of it was stored.
         """
+        return self._enqueue(fn, args).addErrback(self._count_failure)
+
+    def _enqueue(self, fn: Callable[..., T], args: tuple) -> Deferred[T]:
         with self._queue_lock:
             if self._closed or not self._accepting:
-                refusal = DatabaseClosed() if self._closed else self._refusal
-                self._count_failures([refusal])
-                return fail(refusal)
+                return fail(DatabaseClosed() if self._closed else self._refusal)
             d: Deferred[T] = Deferred()
             self._jobs.put((fn, args, d))
         return d
+
+    def _count_failure(self, failure: Failure) -> Failure:
+        if failure.check(DatabaseUnavailable):
+            self._on_write_failure(failure.value.cause)
+        return failure
 
     def read(self, fn: Callable[..., T], *args: Any) -> Deferred[T]:
         """
@@ -345,6 +351,7 @@ class SQLiteDatabase(Service):
     def _writer_main(self, first: bool) -> None:
         call = self._reactor.callFromThread
         clean = False
+        refusal: DatabaseUnavailable | None = None
         conn: sqlite3.Connection | None = None
         try:
             try:
@@ -354,7 +361,7 @@ class SQLiteDatabase(Service):
                 failure.cleanFailure()
                 if first:
                     call(self._fire_ready, failure)
-                    self._stop_accepting(unavailable(e, "cannot_open"))
+                    refusal = unavailable(e, "cannot_open")
                     clean = True
                     return
                 self.log.warn("cannot reopen the database {path}: {error}",
@@ -387,10 +394,12 @@ class SQLiteDatabase(Service):
                     conn.close()
                 except Exception:
                     pass
-            self._stop_accepting(
-                DatabaseClosed("the database stopped") if clean
-                else DatabaseUnavailable("stopped", "the database writer stopped; restarting")
-            )
+            if refusal is None:
+                refusal = (
+                    DatabaseClosed("the database stopped") if clean
+                    else DatabaseUnavailable("stopped", "the database writer stopped; restarting")
+                )
+            self._stop_accepting(refusal)
             call(self._writer_ended, clean)
 
     def _stop_accepting(self, refusal: DatabaseUnavailable) -> None:
@@ -497,13 +506,18 @@ class SQLiteDatabase(Service):
                 return faulted(e)
             try:
                 result = fn(conn, *args)
-            except Exception as e:
-                if fault_cause(e) is not None or not conn.in_transaction:
+            except BaseException as e:
+                if fault_cause(e) is not None:
                     # the disk, the lock or the file failed, not this job;
                     # SQLite may have rolled the whole transaction back
                     return faulted(e)
                 failure = Failure()
                 failure.cleanFailure()
+                if not conn.in_transaction:
+                    # the job ended the transaction itself: its error is its
+                    # own, the others' work is gone with the transaction
+                    outcomes.append((d, False, failure))
+                    return faulted(DatabaseUnavailable("other", "a write ended the transaction"))
                 try:
                     conn.execute("ROLLBACK TO job")
                     conn.execute("RELEASE job")
@@ -525,11 +539,6 @@ class SQLiteDatabase(Service):
         self.batched_writes += len(batch)
         return outcomes, None
 
-    def _count_failures(self, errors: list[BaseException]) -> None:
-        for error in errors:
-            if isinstance(error, DatabaseUnavailable):
-                self._on_write_failure(error.cause)
-
     def _deliver(self, outcomes: list, cause: str | None = None) -> None:
         if cause is None:
             if self._degraded is not None:
@@ -541,8 +550,6 @@ class SQLiteDatabase(Service):
             if ok:
                 d.callback(result)
             else:
-                if isinstance(result, Failure):
-                    self._count_failures([result.value])
                 d.errback(result)
 
 

@@ -67,6 +67,11 @@ def upgrade(conn: sqlite3.Connection, package: str = "kezchat.storage.sqlite") -
             continue
         conn.execute("BEGIN IMMEDIATE")
         try:
+            # another process sharing the file may have applied it meanwhile
+            version = current_version(conn)
+            if migration.version <= version:
+                conn.execute("COMMIT")
+                continue
             for statement in _statements(migration.sql):
                 conn.execute(statement)
             conn.execute(
@@ -75,7 +80,8 @@ def upgrade(conn: sqlite3.Connection, package: str = "kezchat.storage.sqlite") -
                 (migration.version, migration.name),
             )
         except BaseException:
-            conn.execute("ROLLBACK")
+            if conn.in_transaction:
+                conn.execute("ROLLBACK")
             raise
         conn.execute("COMMIT")
         version = migration.version
