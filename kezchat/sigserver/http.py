@@ -30,7 +30,7 @@ from kezchat.http.meta import health_response, install_metrics
 from kezchat.http.request import KezSite
 from kezchat.http.resource import ApiResource
 from kezchat.http.routing import Routes
-from kezchat.sigchain.wire import JSONL_MEDIA_TYPE, dump_document, dump_jsonl
+from kezchat.sigchain.wire import JSONL_MEDIA_TYPE
 from kezchat.sigserver.metrics import SigMetrics
 from kezchat.sigserver.sigchains import Sigchains
 from kezchat.strictjson import JSONError, loads
@@ -82,13 +82,13 @@ def install(
     @routes.route("/v1/sigchains/ed25519/<key_hex>", methods=["GET"], name="sigchain")
     async def chain(request: IRequest, key_hex: str) -> bytes:
         jsonl = _wants_jsonl(request)
-        primary, events = await sigchains.chain(key_hex)
+        body = await sigchains.rendered(key_hex, jsonl)
         request.setHeader(b"cache-control", b"no-cache")
         if jsonl:
             request.setHeader(b"content-type", JSONL_MEDIA_TYPE.encode())
-            return dump_jsonl(events)
-        request.setHeader(b"content-type", b"application/json")
-        return dump_document(primary, events)
+        else:
+            request.setHeader(b"content-type", b"application/json")
+        return body
 
     @routes.route("/v1/sigchains/ed25519/<key_hex>/events", methods=["POST"], name="append")
     async def append(request: IRequest, key_hex: str) -> bytes:

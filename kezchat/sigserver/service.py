@@ -8,7 +8,9 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass
+from functools import partial
 
+from twisted.internet.threads import deferToThreadPool
 from twisted.logger import Logger
 
 from kezchat.listening import ServerService
@@ -53,7 +55,11 @@ def build_parts(config: SigConfig, reactor: object) -> SigParts:
         config.db, reactor, schema_package=SCHEMA_PACKAGE,
         on_write_failure=lambda cause: metrics.db_write_failures.labels(cause).inc(),
     )
-    sigchains = Sigchains(SQLiteSigchainStore(db), clock)
+    sigchains = Sigchains(
+        SQLiteSigchainStore(db), clock,
+        max_events=config.max_chain_events,
+        offload=partial(deferToThreadPool, reactor, reactor.getThreadPool()),
+    )
     resource = build_resource(sigchains, metrics, clock, config.base_url, db.health)
     return SigParts(config, db, sigchains, metrics, resource)
 
