@@ -8,69 +8,30 @@ message is there twice (a 201 is only sent after the commit).
 from __future__ import annotations
 
 import os
-import socket
 
-from twisted.internet import reactor
 from twisted.internet.defer import Deferred, gatherResults
 from twisted.trial.unittest import TestCase
 
+from tests.crashsupport import free_port, spawn_twistd, until_up
 from tests.relaysupport import inbox, message_request
 from tests.support import deferred_sleep, http_client, json_of, register, temp_dir
-from tests.test_startup import ROOT, _Run, twistd
 
 #: concurrent senders in the storm, and how long it runs before the kill
 SENDERS = 24
 STORM_SECONDS = 1.5
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 class CrashTests(TestCase):
     timeout = 60
-
-    def start(self, db: str, port: int) -> tuple[object, _Run]:
-        proto = _Run()
-        environ = {k: v for k, v in os.environ.items() if not k.startswith("KEZ_")}
-        environ["PYTHONPATH"] = ROOT
-        process = reactor.spawnProcess(
-            proto, twistd(),
-            [twistd(), "-r", "asyncio", "-n", "--pidfile=", "kezchat", "--db", db,
-             "--listen", f"tcp:{port}:interface=127.0.0.1", "--register-limit", "0",
-             "--send-limit", "0"],
-            env=environ, path=os.path.dirname(db),
-        )
-
-        async def stop() -> None:
-            if process.pid is not None:
-                process.signalProcess("KILL")
-            await proto.ended
-
-        self.addCleanup(lambda: Deferred.fromCoroutine(stop()))
-        return process, proto
-
-    async def until_up(self, url: str, proto: _Run) -> None:
-        for _ in range(300):
-            try:
-                response = await self.client.get(f"{url}/v1/healthz")
-                await response.content()
-                if response.code == 200:
-                    return
-            except Exception:
-                pass
-            await deferred_sleep(0.05)
-        self.fail(proto.output.decode()[-2000:])
 
     async def test_kill_during_a_send_storm_loses_and_doubles_nothing(self) -> None:
         self.client = http_client(self)
         db = os.path.join(temp_dir(self), "chat.db")
         port = free_port()
         url = f"http://127.0.0.1:{port}"
-        process, proto = self.start(db, port)
-        await self.until_up(url, proto)
+        args = ["--db", db, "--listen", f"tcp:{port}:interface=127.0.0.1"]
+        process, proto = spawn_twistd(self, args, os.path.dirname(db))
+        await until_up(self, self.client, url, proto)
         alice, _ = await register(self.client, url, "alice")
         bob, _ = await register(self.client, url, "bob")
 
@@ -107,8 +68,8 @@ class CrashTests(TestCase):
         await proto.ended
         self.assertGreater(len(acknowledged), 0)
 
-        process, proto = self.start(db, port)
-        await self.until_up(url, proto)
+        process, proto = spawn_twistd(self, args, os.path.dirname(db))
+        await until_up(self, self.client, url, proto)
         stored: list[dict] = []
         since = 0
         while True:

@@ -10,16 +10,19 @@ cause is gone; failures are counted by cause.
 from __future__ import annotations
 
 import os
+import shutil
 import sqlite3
 import time
 
 from twisted.internet import reactor
+from twisted.internet.utils import getProcessValue
 from twisted.trial.unittest import TestCase
 
 from kezchat.identity.keys import KeyPair
 from kezchat.sigchain import bodies, next_event
 from kezchat.storage.errors import DatabaseUnavailable
 from kezchat.storage.sqlite.database import BUSY_TIMEOUT, SQLiteDatabase
+from tests.crashsupport import free_port, spawn_twistd, until_up
 from tests.relaysupport import inbox, message_request, send
 from tests.sigsupport import start_sig_server
 from tests.support import deferred_sleep, http_client, json_of, register, start_server, temp_dir
@@ -210,3 +213,46 @@ class WriterTests(TestCase):
         await db.stopService()
         with self.assertRaises(DatabaseUnavailable):
             await db.write(lambda conn: 1)
+
+
+class RealDiskFullTests(FaultTestCase):
+    """
+    A real full disk (C{ENOSPC}), not a page cap: a C{twistd kezchat}
+    process whose database lives on a 4 MiB tmpfs mounted in a mount
+    namespace of its own (root only; the host's mounts are untouched).
+    """
+
+    timeout = 60
+
+    async def test_enospc_is_503_and_heals_when_space_is_freed(self) -> None:
+        unshare, nsenter = shutil.which("unshare"), shutil.which("nsenter")
+        if os.geteuid() != 0 or unshare is None or nsenter is None:
+            self.skipTest("needs root, unshare and nsenter")
+        self.client = http_client(self)
+        scratch = temp_dir(self)
+        port = free_port()
+        url = f"http://127.0.0.1:{port}"
+        process, proto = spawn_twistd(
+            self, ["--db", f"{scratch}/chat.db", "--listen", f"tcp:{port}:interface=127.0.0.1"],
+            scratch,
+            wrapper=[unshare, "--mount", "--propagation", "private", "sh", "-c",
+                     f"mount -t tmpfs -o size=4m tmpfs {scratch} && exec \"$0\" \"$@\""],
+        )
+        await until_up(self, self.client, url, proto)
+
+        async def inside(command: str) -> None:
+            await getProcessValue(nsenter, ["-t", str(process.pid), "-m", "sh", "-c", command])
+
+        alice, _ = await register(self.client, url, "alice")
+        bob, _ = await register(self.client, url, "bob")
+        await inside(f"cat /dev/zero > {scratch}/filler")
+        code, body = await send(self.client, url, alice, "alice", "bob", {"n": 1, **BIG})
+        self.assertEqual((code, body["error"]["code"]), (503, "unavailable"))
+        code, health = await self.healthz(url)
+        self.assertEqual((code, health["db"]), (503, "degraded"))
+        await inside(f"rm {scratch}/filler")
+        await self.until_healthy(url)
+        code, body = await send(self.client, url, alice, "alice", "bob", {"n": 2, **BIG})
+        self.assertEqual(code, 201, body)
+        code, page = await inbox(self.client, url, bob, "bob")
+        self.assertEqual([m["envelope"]["n"] for m in page["messages"]], [2])

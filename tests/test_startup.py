@@ -15,22 +15,17 @@ from __future__ import annotations
 import os
 import shutil
 import socket
-import sys
-import time
 from dataclasses import replace
 
 from twisted.internet import reactor
 from twisted.internet.defer import Deferred, gatherResults
-from twisted.internet.protocol import ProcessProtocol
-from twisted.python.failure import Failure
 from twisted.trial.unittest import TestCase
 
 from kezchat.config import ChatConfig
 from kezchat.service import makeService
 from kezchat.startup import StartupError
+from tests.crashsupport import ROOT, Run, twistd
 from tests.support import deferred_sleep, temp_dir
-
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 #: runs of each failing start-up, all at once
 RUNS = 8
@@ -39,33 +34,12 @@ RUNS = 8
 DEADLINE = 30.0
 
 
-def twistd() -> str:
-    return os.path.join(os.path.dirname(sys.executable), "twistd")
-
-
-class _Run(ProcessProtocol):
-    def __init__(self) -> None:
-        self.output = b""
-        self.ended: Deferred[tuple[int | None, bytes, float]] = Deferred()
-        self.started = time.monotonic()
-
-    def outReceived(self, data: bytes) -> None:
-        self.output += data
-
-    errReceived = outReceived
-
-    def processEnded(self, reason: Failure) -> None:
-        self.ended.callback(
-            (reason.value.exitCode, self.output, time.monotonic() - self.started)
-        )
-
-
 async def run_twistd(plugin: str, args: list[str], cwd: str, **env: str) -> tuple:
     """
     C{twistd -n PLUGIN ARGS} as systemd runs it; killed (and reported as
     status C{None}) if it outlives L{DEADLINE}.
     """
-    proto = _Run()
+    proto = Run()
     environ = {k: v for k, v in os.environ.items() if not k.startswith("KEZ_")}
     environ.update(PYTHONPATH=ROOT, **env)
     process = reactor.spawnProcess(
@@ -165,7 +139,7 @@ class FailingStartTests(TestCase):
         with socket.socket() as s:
             s.bind(("127.0.0.1", 0))
             port = s.getsockname()[1]
-        proto = _Run()
+        proto = Run()
         passed = [f"-E{k}={v}" for k, v in {
             "PYTHONPATH": ROOT, "KEZ_CHAT_DB": "/nonexistent/dir/x.db",
             "KEZ_CHAT_LISTEN": "systemd:domain=INET:index=0",

@@ -238,7 +238,7 @@ class SQLiteDatabase(Service):
         most one per L{PROBE_INTERVAL}), so the answer heals by itself
         once the cause is gone even when nothing else writes.
         """
-        if self._closed:
+        if self._closed or not self._accepting:
             return "degraded"
         if self._degraded is not None:
             self._maybe_probe()
@@ -250,7 +250,11 @@ class SQLiteDatabase(Service):
         """
         Why the database is degraded, or C{None}.
         """
-        return "stopped" if self._closed else self._degraded
+        if self._closed:
+            return "stopped"
+        if not self._accepting:
+            return self._refusal.cause
+        return self._degraded
 
     def _maybe_probe(self) -> None:
         now = self._reactor.seconds()
