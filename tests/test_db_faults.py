@@ -169,6 +169,21 @@ class _Boom(BaseException):
     """
 
 
+class _DiesOnce(SQLiteDatabase):
+    """
+    A database whose writer thread dies in the middle of its first batch,
+    the way an unforeseen bug would end it.
+    """
+
+    died = False
+
+    def _run_guarded(self, conn: object, batch: list) -> object:
+        if not self.died:
+            self.died = True
+            raise _Boom()
+        return super()._run_guarded(conn, batch)
+
+
 class WriterTests(TestCase):
     timeout = 20
 
@@ -205,6 +220,28 @@ class WriterTests(TestCase):
             with self.assertRaises(error):
                 await db.write(job)
             self.assertEqual(await db.write(lambda conn: 7), 7)
+        self.assertEqual(db.health(), "ok")
+
+    async def test_a_writer_that_dies_fails_its_jobs_and_is_restarted(self) -> None:
+        db = _DiesOnce(os.path.join(temp_dir(self), "x.db"), reactor)
+        db.startService()
+        self.addCleanup(db.stopService)
+        await db.when_ready()
+        with self.assertRaises(DatabaseUnavailable) as caught:
+            await db.write(lambda conn: 1)
+        self.assertEqual(caught.exception.cause, "stopped")
+        self.assertEqual(db.health(), "degraded")
+        # refused at once while it is down, then served by the new thread
+        with self.assertRaises(DatabaseUnavailable):
+            await db.write(lambda conn: 2)
+        deadline = time.monotonic() + 5
+        while True:
+            try:
+                self.assertEqual(await db.write(lambda conn: 3), 3)
+                break
+            except DatabaseUnavailable:
+                self.assertLess(time.monotonic(), deadline)
+                await deferred_sleep(0.1)
         self.assertEqual(db.health(), "ok")
 
     async def test_after_stop_writes_fail_at_once(self) -> None:

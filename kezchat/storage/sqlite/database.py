@@ -355,8 +355,11 @@ class SQLiteDatabase(Service):
     def _writer_main(self, first: bool) -> None:
         call = self._reactor.callFromThread
         clean = False
+        died = ""
         refusal: DatabaseUnavailable | None = None
         conn: sqlite3.Connection | None = None
+        #: jobs taken off the queue and not yet answered
+        in_hand: list = []
         try:
             try:
                 conn = self._open_writer()
@@ -390,8 +393,14 @@ class SQLiteDatabase(Service):
                         self._jobs.put(_STOP)
                         break
                     batch.append(more)
+                in_hand = batch
                 conn, outcomes, cause = self._run_guarded(conn, batch)
+                in_hand = []
                 call(self._deliver, outcomes, cause)
+        except BaseException as e:
+            # nothing should get here; if something does, the thread ends,
+            # its jobs fail (below) and _writer_ended starts a new one
+            died = f"{type(e).__name__}: {e}"
         finally:
             if conn is not None:
                 try:
@@ -403,8 +412,12 @@ class SQLiteDatabase(Service):
                     DatabaseClosed("the database stopped") if clean
                     else DatabaseUnavailable("stopped", "the database writer stopped; restarting")
                 )
+            if in_hand:
+                failure = Failure(refusal)
+                call(self._deliver, [(d, False, failure) for _fn, _args, d in in_hand],
+                     refusal.cause)
             self._stop_accepting(refusal)
-            call(self._writer_ended, clean)
+            call(self._writer_ended, clean, died)
 
     def _stop_accepting(self, refusal: DatabaseUnavailable) -> None:
         """
@@ -425,15 +438,15 @@ class SQLiteDatabase(Service):
         if leftovers:
             self._reactor.callFromThread(self._deliver, leftovers, refusal.cause)
 
-    def _writer_ended(self, clean: bool) -> None:
+    def _writer_ended(self, clean: bool, died: str = "") -> None:
         done, self._writer_done = self._writer_done, None
         if done is not None:
             done.callback(None)
         if not clean and not self._closed:
             # something no SQLite error explains ended the thread: say so,
             # refuse writes meanwhile (done already), and start a new one
-            self.log.critical("the database writer of {path} stopped; restarting it",
-                              path=self.path)
+            self.log.critical("the database writer of {path} stopped ({error}); restarting it",
+                              path=self.path, error=died or "unknown")
             self._degraded = "stopped"
             self._restart = self._reactor.callLater(PROBE_INTERVAL, self._start_writer)
 
