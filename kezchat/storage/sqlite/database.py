@@ -173,6 +173,10 @@ class SQLiteDatabase(Service):
         self._restart = None
         self._writer_done = Deferred()
         with self._queue_lock:
+            # nothing is queued while writes are refused, except perhaps a
+            # stop meant for a writer that had already died
+            while not self._jobs.empty():
+                self._jobs.get_nowait()
             self._accepting = True
         self._writer = threading.Thread(
             target=self._writer_main, args=(first,), name=f"sqlite-write:{self.path}",
