@@ -140,7 +140,7 @@ class RetentionBytesTests(TestCase):
             "INSERT INTO messages (recipient, seq, sender, sender_primary, envelope, size,"
             " created_at) VALUES ('bob', 1, 'alice', 'k', ?, 3, 0)", ('"éé"',)
         )
-        conn.execute("DELETE FROM schema_version WHERE version = 5")
+        conn.execute("DELETE FROM schema_version WHERE version = 6")
         conn.close()
         db = SQLiteDatabase(path, reactor)
         db.startService()
