@@ -11,6 +11,7 @@ import json
 import os
 import sqlite3
 import threading
+import time
 
 from twisted.internet import reactor
 from twisted.python.usage import UsageError
@@ -19,12 +20,13 @@ from twisted.trial.unittest import SynchronousTestCase, TestCase
 from kezchat.config import ChatConfig, ChatOptions
 from kezchat.identity.keys import KeyPair
 from kezchat.manifests.errors import ManifestError
+from kezchat.relay.auth import body_digest, sign_request
 from kezchat.sigchain import bodies, next_event
 from kezchat.sigchain.errors import ChainError
 from kezchat.sigserver import sigchains as sigchains_module
 from kezchat.sigserver.config import SigConfig, SigOptions
 from kezchat.storage.sqlite.database import SQLiteDatabase
-from tests.relaysupport import inbox, send
+from tests.relaysupport import inbox
 from tests.sigsupport import start_sig_server
 from tests.support import http_client, json_of, register, start_server, temp_dir
 
@@ -114,18 +116,23 @@ class RetentionBytesTests(TestCase):
         client = http_client(self)
         alice, _ = await register(client, server.url, "alice")
         bob, _ = await register(client, server.url, "bob")
-        # 1,000 characters, 2,000 UTF-8 bytes each
+        # 1,000 characters, 2,000 UTF-8 bytes each, sent as raw UTF-8 (the
+        # server keeps the envelope's text as sent)
         for i in range(2):
-            envelope = {"i": i, "t": "é" * 1000}
-            code, body = await send(client, server.url, alice, "alice", "bob", envelope)
-            self.assertEqual(code, 201, body)
+            raw = json.dumps({"to": "bob", "envelope": {"i": i, "t": "é" * 1000}},
+                             ensure_ascii=False).encode("utf-8")
+            auth = sign_request(alice, "POST", "/v1/messages", [body_digest(raw)], int(time.time()))
+            response = await client.post(f"{server.url}/v1/messages", data=raw, headers={
+                "X-KEZ-Sender": "alice", "X-KEZ-Auth": auth, "Content-Type": "application/json",
+            })
+            self.assertEqual(response.code, 201, await response.content())
         # two messages: about 2,000 characters but 4,000 bytes; a 3,000 byte
         # cap keeps only the newest
         await server.parts.relay.apply_retention(max_age=3600, max_bytes=3000)
         _, page = await inbox(client, server.url, bob, "bob")
         self.assertEqual([m["envelope"]["i"] for m in page["messages"]], [1])
         text = (await (await client.get(f"{server.url}/metrics")).content()).decode()
-        first = json.dumps({"i": 0, "t": "é" * 1000}, separators=(",", ":"), ensure_ascii=False)
+        first = json.dumps({"i": 0, "t": "é" * 1000}, ensure_ascii=False)
         dropped = len(first.encode("utf-8"))
         self.assertIn(f'kezchat_retention_dropped_bytes_total{{reason="quota"}} {dropped}.0', text)
 
