@@ -202,13 +202,21 @@ class ServerService(MultiService):
         self.db.when_ready().addErrback(self._fatal)
 
     def _fatal(self, failure: Failure) -> None:
+        from kezchat.storage.sqlite.database import fault_cause
+
         if failure.check(StartupError):
-            self.on_fatal(failure.getErrorMessage())
+            self.on_fatal(f"{self.db.path}: {failure.getErrorMessage()}")
             return
+        advice = {
+            "cannot_open": "check that its directory exists and this user may write there",
+            "readonly": "this user must be able to write the file and its directory",
+            "corrupt": "it is not a SQLite database or it is damaged: restore a backup",
+            "disk_full": "free some space on its disk",
+            "busy": "another process holds it locked: stop that process",
+        }.get(fault_cause(failure.value) or "", "fix the cause above")
         self.on_fatal(
             f"cannot open the database {self.db.path} ({failure.getErrorMessage()}): "
-            "check that its directory exists and this user may write there, "
-            "or choose another file with --db"
+            f"{advice}, or choose another file with --db"
         )
 
     def _listen_failed(self, description: str, failure: Failure) -> None:

@@ -15,6 +15,7 @@ from __future__ import annotations
 import os
 import shutil
 import socket
+import sqlite3
 from dataclasses import replace
 
 from twisted.internet import reactor
@@ -168,7 +169,7 @@ class FailingStartTests(TestCase):
         self.assertIn("cannot open the database /nonexistent/dir/x.db", output.decode())
 
 
-class ServerDomainTests(TestCase):
+class DatabaseRefusalTests(TestCase):
     timeout = 30
 
     async def start(self, config: ChatConfig) -> list[str]:
@@ -177,7 +178,7 @@ class ServerDomainTests(TestCase):
         service.startService()
         try:
             await service.parts.db.when_ready()
-        except StartupError:
+        except (StartupError, sqlite3.Error):
             pass
         await service.stopService()
         return fatal
@@ -201,6 +202,26 @@ class ServerDomainTests(TestCase):
         )
         self.assertEqual(await self.start(replace(config, server="second.example")), [])
         self.assertEqual(len(await self.start(config)), 1)
+
+    async def test_a_file_that_is_not_a_database(self) -> None:
+        db = os.path.join(temp_dir(self), "chat.db")
+        with open(db, "wb") as f:
+            f.write(b"this is not SQLite" * 1000)
+        fatal = await self.start(ChatConfig(db=db, listen=()))
+        self.assertEqual(len(fatal), 1)
+        self.assertIn("not a SQLite database or it is damaged", fatal[0])
+        self.assertIn("--db", fatal[0])
+
+    async def test_a_database_newer_than_the_code(self) -> None:
+        db = os.path.join(temp_dir(self), "chat.db")
+        self.assertEqual(await self.start(ChatConfig(db=db, listen=())), [])
+        conn = sqlite3.connect(db, isolation_level=None)
+        conn.execute("INSERT INTO schema_version VALUES (999, '999_future.sql', 0)")
+        conn.close()
+        fatal = await self.start(ChatConfig(db=db, listen=()))
+        self.assertEqual(len(fatal), 1)
+        self.assertIn("schema version 999", fatal[0])
+        self.assertIn("upgrade kezchat", fatal[0])
 
     async def test_twistd_refuses_another_server_domain(self) -> None:
         scratch = temp_dir(self)

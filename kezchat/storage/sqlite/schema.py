@@ -14,6 +14,8 @@ import sqlite3
 from importlib import resources
 from typing import NamedTuple
 
+from kezchat.startup import StartupError
+
 _NAME = re.compile(r"(\d{3})_[a-z0-9_]+\.sql")
 
 
@@ -58,9 +60,10 @@ def upgrade(conn: sqlite3.Connection, package: str = "kezchat.storage.sqlite") -
     version = current_version(conn)
     available = migrations(package)
     if available and version > available[-1].version:
-        raise RuntimeError(
+        raise StartupError(
             f"the database is at schema version {version}, newer than this "
-            f"kezchat ({available[-1].version}): upgrade kezchat"
+            f"kezchat ({available[-1].version}): upgrade kezchat, or use a backup made by "
+            "this version"
         )
     for migration in available:
         if migration.version <= version:
