@@ -32,7 +32,7 @@ from tests.support import deferred_sleep, temp_dir
 RUNS = 8
 
 #: seconds a failing start-up may take (2 shared cores, several at once)
-DEADLINE = 30.0
+DEADLINE = 45.0
 
 
 async def run_twistd(plugin: str, args: list[str], cwd: str, **env: str) -> tuple:
@@ -57,7 +57,7 @@ async def run_twistd(plugin: str, args: list[str], cwd: str, **env: str) -> tupl
 
 
 class FailingStartTests(TestCase):
-    timeout = 120
+    timeout = 180
 
     def setUp(self) -> None:
         self.scratch = temp_dir(self)
