@@ -13,6 +13,8 @@ import sqlite3
 import threading
 import time
 
+from hypothesis import given, settings
+from hypothesis import strategies as st
 from twisted.internet import reactor
 from twisted.python.usage import UsageError
 from twisted.trial.unittest import SynchronousTestCase, TestCase
@@ -55,6 +57,25 @@ class RetentionOptionsTests(SynchronousTestCase):
             message = str(caught.exception)
             self.assertIn(flag, message)
             self.assertNotIn("\n", message)
+
+    @given(st.one_of(
+        st.text(max_size=20),
+        st.floats().map(repr),
+        st.integers(min_value=-(10**20), max_value=10**20).map(str),
+    ))
+    @settings(max_examples=300, deadline=None)
+    def test_whatever_is_accepted_holds_the_invariant(self, value: str) -> None:
+        if value.startswith("-"):
+            value = " " + value  # a value, not a flag
+        for flag in ("--retention-days", "--retention-bytes"):
+            try:
+                config = self.parse(flag, value)
+            except UsageError as e:
+                self.assertIn(flag, str(e))
+                continue
+            self.assertTrue(0 < config.retention_days <= 36500)
+            self.assertIsInstance(config.retention_bytes, int)
+            self.assertGreater(config.retention_bytes, 0)
 
     def test_environment_is_checked_too(self) -> None:
         options = ChatOptions(environ={"KEZ_CHAT_RETENTION_DAYS": "nan"})
