@@ -8,7 +8,7 @@ from collections.abc import Callable
 
 from twisted.web.iweb import IRequest
 
-from kezchat import __version__
+from kezchat import __version__, openapi
 from kezchat.http.errors import json_response
 from kezchat.http.routing import Routes
 from kezchat.metrics import HTTPMetrics, Metrics
@@ -25,6 +25,7 @@ def install(
         )
 
     install_metrics(routes, metrics)
+    openapi.install(routes, "kezchat")
 
 
 def install_metrics(routes: Routes, metrics: HTTPMetrics) -> None:
