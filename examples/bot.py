@@ -200,8 +200,10 @@ class Client:
         try:
             return self.call("POST", "/v1/register", json.dumps(body).encode())[1]
         except APIError as e:
-            record = self.lookup(self.handle) if e.code in ("handle_taken", "primary_taken") else None
-            if record and record["primary"] == self.me.primary:
+            if e.code not in ("handle_taken", "primary_taken"):
+                raise
+            record = self.lookup(self.handle)
+            if record["primary"] == self.me.primary:
                 return record
             raise
 
@@ -254,7 +256,8 @@ class Client:
                 response = connection.getresponse()
                 if response.status != 200:
                     error = json.loads(response.read()).get("error", {})
-                    raise APIError(response.status, error.get("code", "?"), error.get("message", ""))
+                    code, message = error.get("code", "?"), error.get("message", "")
+                    raise APIError(response.status, code, message)
                 for event in sse_events(response):
                     if "retry" in event:
                         retry = int(event["retry"]) / 1000
@@ -333,8 +336,7 @@ def main(argv: list[str] | None = None) -> int:
     record = client.register(args.domain)
     print(json.dumps({"ready": record["fqhn"], "primary": me.primary}), flush=True)
 
-    handled = 0
-    for item in client.stream(state["last_seq"]):
+    for handled, item in enumerate(client.stream(state["last_seq"]), start=1):
         envelope = item["envelope"]
         try:
             # the key the server vouches for must be the one that signed
@@ -350,7 +352,6 @@ def main(argv: list[str] | None = None) -> int:
             client.send(item["from"], {"type": "text", "text": "echo: " + message["text"]})
         state["last_seq"] = item["seq"]
         save_state(args.state, state)
-        handled += 1
         if args.count is not None and handled >= args.count:
             return 0
     return 0
