@@ -110,6 +110,25 @@ class DocumentTests(TestCase):
 class RoutesTests(TestCase):
     timeout = 30
 
+    async def assertWrongMethods(self, url: str, doc: dict) -> None:
+        """
+        Every documented path answers the methods it does not document as
+        the document's C{WrongMethod} response says: 405, the JSON error,
+        and an C{Allow} header listing the documented methods.
+        """
+        client = http_client(self)
+        for path, item in doc["paths"].items():
+            documented_methods = {m.upper() for m in item}
+            concrete = re.sub(r"\{[a-z_]+\}", "alice", path)
+            for method in {"GET", "POST", "PUT", "DELETE", "PATCH"} - documented_methods:
+                response = await client.request(method, url + concrete)
+                body = await json_of(response)
+                self.assertEqual(
+                    (response.code, body["error"]["code"]), (405, "method_not_allowed"), path
+                )
+                allow = set(response.headers.getRawHeaders("allow")[0].split(", "))
+                self.assertEqual(allow - {"HEAD", "OPTIONS"}, documented_methods, path)
+
     async def test_chat_server(self) -> None:
         """
         The chat-server routes exactly what its document describes, and
@@ -122,6 +141,7 @@ class RoutesTests(TestCase):
         self.assertEqual(response.code, 200)
         self.assertEqual(response.headers.getRawHeaders("content-type"), ["application/json"])
         self.assertEqual(await json_of(response), doc)
+        await self.assertWrongMethods(server.url, doc)
 
     async def test_sig_server(self) -> None:
         """
@@ -133,3 +153,4 @@ class RoutesTests(TestCase):
         response = await http_client(self).get(f"{server.url}/v1/openapi.json")
         self.assertEqual(response.code, 200)
         self.assertEqual(await json_of(response), doc)
+        await self.assertWrongMethods(server.url, doc)
