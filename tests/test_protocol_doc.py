@@ -11,6 +11,7 @@ blocks with::
 
 from __future__ import annotations
 
+import hashlib
 import json
 import re
 import sys
@@ -202,6 +203,11 @@ class WorkedExampleTests(SynchronousTestCase):
         body = json.loads(self.blocks["registration-body"])
         self.assertEqual(body["signature"]["sig"], self.blocks["registration-sig"])
         self.assertEqual(canonical_json(body["payload"]).decode(), self.blocks["registration-jcs"])
+        # the X25519 private key as the prose derives it: SHA-512(seed)[:32], clamped
+        scalar = bytearray(hashlib.sha512(ALICE.seed).digest()[:32])
+        scalar[0] &= 248
+        scalar[31] = (scalar[31] & 127) | 64
+        self.assertEqual(bytes(scalar).hex(), blocks["alice-x25519-private"])
         header = self.blocks["auth-send-header"]
         self.assertEqual(header.split(":")[0], str(UNIX_TS))
         self.assertEqual(
@@ -239,20 +245,26 @@ class WorkedExampleTests(SynchronousTestCase):
     @given(st.binary(min_size=32, max_size=32))
     def test_nkey_recipe(self, seed: bytes) -> None:
         """
-        The nkey recipe in prose (prefix 0xa0, CRC-16 little-endian, base32
-        without padding) gives the package's nkey for any key.
+        The nkey and nkey-seed recipes in prose (prefix bytes, CRC-16
+        XMODEM little-endian, base32 without padding) give the package's
+        for any key.
         """
         import base64
 
+        def crc16(data: bytes) -> bytes:
+            crc = 0
+            for byte in data:
+                crc ^= byte << 8
+                for _ in range(8):
+                    crc = ((crc << 1) ^ 0x1021 if crc & 0x8000 else crc << 1) & 0xFFFF
+            return crc.to_bytes(2, "little")
+
+        def encode(raw: bytes) -> str:
+            return base64.b32encode(raw + crc16(raw)).decode().rstrip("=")
+
         key = KeyPair(seed)
-        raw = bytes([0xA0]) + key.public_key
-        crc = 0
-        for byte in raw:
-            crc ^= byte << 8
-            for _ in range(8):
-                crc = ((crc << 1) ^ 0x1021 if crc & 0x8000 else crc << 1) & 0xFFFF
-        text = base64.b32encode(raw + crc.to_bytes(2, "little")).decode().rstrip("=")
-        self.assertEqual(text, primary_to_user_nkey(key.primary))
+        self.assertEqual(encode(bytes([0xA0]) + key.public_key), primary_to_user_nkey(key.primary))
+        self.assertEqual(encode(bytes([0x95, 0x00]) + seed), NKey(USER, seed).seed_text)
 
 
 if __name__ == "__main__":
