@@ -45,6 +45,12 @@ class ChatConfig:
     #: seconds between retention sweeps and between SSE keep-alive pings
     retention_sweep_seconds: float = 600.0
     sse_ping_seconds: float = 15.0
+    #: open SSE streams allowed per handle and per client IP (429 past
+    #: them); 0 = no cap
+    max_streams_per_handle: int = 32
+    max_streams_per_ip: int = 256
+    #: total bytes the KEZ_INBOX JetStream stream keeps (oldest dropped first)
+    nats_stream_max_bytes: int = 1024**3
     extra: Mapping[str, Any] = field(default_factory=dict)
 
     @property
@@ -126,6 +132,24 @@ class ChatOptions(usage.Options):
             "KEZ_CHAT_ACCESS_LOG",
             "off",
             "a log line per HTTP request: on or off (on costs ~40% of relay throughput)",
+        ),
+        (
+            "max-streams-per-handle",
+            "KEZ_CHAT_MAX_STREAMS_PER_HANDLE",
+            "32",
+            "open SSE streams per handle; more get 429; 0 = no cap",
+        ),
+        (
+            "max-streams-per-ip",
+            "KEZ_CHAT_MAX_STREAMS_PER_IP",
+            "256",
+            "open SSE streams per client IP; more get 429; 0 = no cap",
+        ),
+        (
+            "nats-stream-max-bytes",
+            "KEZ_CHAT_NATS_STREAM_MAX_BYTES",
+            str(1024**3),
+            "total bytes the KEZ_INBOX JetStream stream keeps (when it is created)",
         ),
     ]
 
@@ -212,6 +236,14 @@ class ChatOptions(usage.Options):
             send_limit=_positive_int("send-limit", settings["send-limit"]),
             log_format=settings["log-format"],
             access_log=settings["access-log"] == "on",
+            max_streams_per_handle=_positive_int(
+                "max-streams-per-handle", settings["max-streams-per-handle"]
+            ),
+            max_streams_per_ip=_positive_int("max-streams-per-ip", settings["max-streams-per-ip"]),
+            nats_stream_max_bytes=_positive_int(
+                "nats-stream-max-bytes", settings["nats-stream-max-bytes"]
+            )
+            or -1,
         )
         if self.config.log_format == "json" and getattr(self, "parent", None) is not None:
             # twistd reads its "logger" option when it builds its log

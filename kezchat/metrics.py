@@ -77,3 +77,15 @@ class Metrics(HTTPMetrics):
             "retention_dropped_bytes", "bytes of envelopes dropped by retention", ["reason"],
             namespace=namespace, registry=r,
         )
+        self.replays_refused = Counter(
+            "replays_refused", "signed sends repeated within their window, not stored again",
+            namespace=namespace, registry=r,
+        )
+        self.streams_refused = Counter(
+            "streams_refused", "SSE streams refused past a cap, by cap (handle or ip)",
+            ["cap"], namespace=namespace, registry=r,
+        )
+        self.nats_ingest_dropped = Counter(
+            "nats_ingest_dropped", "messages from native NATS clients not stored, by reason",
+            ["reason"], namespace=namespace, registry=r,
+        )

@@ -107,7 +107,13 @@ def build_parts(config: ChatConfig, reactor: object, broker: Broker | None = Non
         metrics=metrics,
         clock=clock,
     )
-    hub = StreamHub(broker, store, metrics, clock, reactor, ping_interval=config.sse_ping_seconds)
+    hub = StreamHub(
+        broker, store, metrics, clock, reactor,
+        ping_interval=config.sse_ping_seconds,
+        max_per_recipient=config.max_streams_per_handle,
+        max_per_client=config.max_streams_per_ip,
+    )
+    client_address = ClientAddress(config.trusted_proxies)
     mirror = ManifestMirror(registry, SQLiteManifestStore(db), Authenticator(clock), clock)
     web_dir = config.web_dir or packaged_web_dir()
     web = None
@@ -119,13 +125,13 @@ def build_parts(config: ChatConfig, reactor: object, broker: Broker | None = Non
         metrics=metrics,
         clock=clock,
         register_limiter=RateLimiter(config.register_limit, 3600.0, clock),
-        client_address=ClientAddress(config.trusted_proxies),
+        client_address=client_address,
         body_caps={
             b"/v1/messages": messages.MESSAGE_CAP,
             b"/v1/manifests/": manifests.MANIFEST_CAP,
         },
         extensions=[
-            lambda routes: messages.install(routes, relay, hub),
+            lambda routes: messages.install(routes, relay, hub, client_address),
             lambda routes: manifests.install(routes, mirror, metrics),
         ],
     )
@@ -203,7 +209,15 @@ def _add_nats(
         registry.find_primary,
         reactor,
         bridges=[broker, Ingest(parts.relay, broker, reactor.seconds)],
-        stream_limits=StreamLimits(max_age=config.retention_days * 86400),
+        stream_limits=StreamLimits(
+            max_age=config.retention_days * 86400, max_bytes=config.nats_stream_max_bytes
+        ),
     )
+    # the mark on our own inbox publications is keyed from our NATS seed:
+    # every instance has it, no client does
+    from kezchat.natsbridge.bridge import StoredMarker
+    from kezchat.natsbridge.keys import USER, read_seed_file
+
+    broker.marker = StoredMarker(read_seed_file(config.nats_seed, USER).seed)
     nats.setServiceParent(service)
     parts.http.nats_status = nats.status
