@@ -141,7 +141,8 @@ class SchemathesisTests(TestCase):
         self.assertTrue(any(200 <= s < 300 for s in report.statuses), summary(report))
 
     async def test_chat_server(self) -> None:
-        server = await start_server(self)
+        # with a sig-server configured, so records carry the optional sigchain_url
+        server = await start_server(self, sig_server_url="https://sig.kez.lat")
         client = http_client(self)
         users = {name: KeyPair.generate() for name in ("alice", "bob")}
         for name, key in users.items():
