@@ -215,6 +215,24 @@ class WorkedExampleTests(SynchronousTestCase):
             ["POST", "/v1/messages", blocks["auth-send-sha256"], str(UNIX_TS)],
         )
 
+    def test_agrees_with_the_interop_vectors(self) -> None:
+        """
+        The document's keys and envelope are the interop vectors' (same
+        seeds, salt and time), so the two references cannot disagree.
+        """
+        vectors = json.loads((DOC.parent.parent / "interop" / "python-vectors.json").read_text())
+        keys = {k["name"]: k for k in vectors["keys"]}
+        self.assertEqual(keys["alice"]["mnemonic"], self.blocks["alice-mnemonic"])
+        self.assertEqual(keys["alice"]["nkey"], self.blocks["alice-nkey"])
+        self.assertEqual(keys["bob"]["primary"], self.blocks["bob-primary"])
+        [vector] = [
+            v
+            for v in vectors["envelopes"]
+            if (v["sender"], v["recipient"], v["plaintext"]) == ("alice", "bob", MESSAGE)
+            and v["salt"] == b64url_encode(SALT)
+        ]
+        self.assertEqual(vector["envelope"], json.loads(self.blocks["envelope"]))
+
     def test_error_table(self) -> None:
         """
         The error table lists every code the servers use, with its status.
