@@ -143,8 +143,12 @@ def fuzz(
         for result in schema.get_all_operations():
             operation = result.ok()
             report.operations += 1
-            operation_id = operation.definition.raw.get("operationId", operation.label)
-            for mode in (GenerationMode.POSITIVE, GenerationMode.NEGATIVE):
+            raw = operation.definition.raw
+            operation_id = raw.get("operationId", operation.label)
+            modes = [GenerationMode.POSITIVE]
+            if _can_be_invalid(raw):
+                modes.append(GenerationMode.NEGATIVE)
+            for mode in modes:
                 _run(
                     operation, operation_id, mode, base_url, stored, prepare,
                     max_examples, operation_id in streaming, session, report,
@@ -153,6 +157,20 @@ def fuzz(
         session.close()
         stored.close()
     return report
+
+
+def _can_be_invalid(operation: dict[str, Any]) -> bool:
+    """
+    Whether any request to C{operation} breaks its schema: not when all it
+    takes is path segments of any non-empty text (an empty segment cannot
+    be sent), nor when it takes nothing.
+    """
+    if operation.get("requestBody"):
+        return True
+    return any(
+        parameter["in"] != "path" or set(parameter["schema"]) - {"type", "minLength"}
+        for parameter in operation.get("parameters", [])
+    )
 
 
 def _run(
