@@ -30,7 +30,8 @@ class ChatConfig:
     db: str = "kez-chat.db"
     server: str = "kez.lat"
     public_url: str | None = None
-    sig_server_url: str = "http://localhost:7878"
+    #: unset: records carry no C{sigchain_url} (none is advertised that is not served)
+    sig_server_url: str | None = None
     web_dir: str | None = None
     nats_url: str | None = None
     nats_seed: str | None = None
@@ -71,8 +72,8 @@ class ChatConfig:
         return (self.public_url or f"https://{self.server}").rstrip("/")
 
     @property
-    def sig_base_url(self) -> str:
-        return self.sig_server_url.rstrip("/")
+    def sig_base_url(self) -> str | None:
+        return self.sig_server_url.rstrip("/") if self.sig_server_url else None
 
 
 #: a retention longer than this is a typo (and overflows NATS's max_age)
@@ -139,8 +140,8 @@ class ChatOptions(usage.Options):
         (
             "sig-server-url",
             "KEZ_CHAT_SIG_SERVER_URL",
-            "http://localhost:7878",
-            "public base URL of the kezsig sigchain server",
+            None,
+            "public base URL of the kezsig sigchain server [unset: no sigchain_url in records]",
         ),
         ("web-dir", "KEZ_CHAT_WEB_DIR", None, "directory of the built web app [the packaged one]"),
         ("nats-url", "NATS_URL", None, "NATS server URL; unset: no NATS"),

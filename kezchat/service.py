@@ -128,7 +128,7 @@ def build_parts(config: ChatConfig, reactor: object, broker: Broker | None = Non
     web_dir = config.web_dir or packaged_web_dir()
     web = None
     if os.path.isdir(web_dir):
-        web = WebApp(web_dir, connect_sources=[config.sig_base_url])
+        web = WebApp(web_dir, connect_sources=[config.sig_base_url] if config.sig_base_url else [])
     http = KezChatHTTP(
         web=web,
         registry=registry,

@@ -8,7 +8,7 @@ from collections.abc import Callable
 
 from twisted.web.iweb import IRequest
 
-from kezchat import __version__
+from kezchat import __version__, openapi
 from kezchat.http.errors import json_response
 from kezchat.http.routing import Routes
 from kezchat.metrics import HTTPMetrics, Metrics
@@ -27,6 +27,7 @@ def install(
         return health_response(request, db_health(), body)
 
     install_metrics(routes, metrics)
+    openapi.install(routes, "kezchat")
 
 
 def health_response(request: IRequest, db: str, body: dict[str, object]) -> bytes:

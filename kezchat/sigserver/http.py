@@ -23,7 +23,7 @@ from collections.abc import Callable
 
 from twisted.web.iweb import IRequest
 
-from kezchat import __version__
+from kezchat import __version__, openapi
 from kezchat.errors import KezError
 from kezchat.http.errors import json_response, read_body
 from kezchat.http.meta import health_response, install_metrics
@@ -78,6 +78,7 @@ def install(
         return health_response(request, db_health(), {"service": "kezsig", "version": __version__})
 
     install_metrics(routes, metrics)
+    openapi.install(routes, "kezsig")
 
     @routes.route("/v1/sigchains/ed25519/<key_hex>", methods=["GET"], name="sigchain")
     async def chain(request: IRequest, key_hex: str) -> bytes:
