@@ -35,6 +35,11 @@ class HTTPMetrics:
             "rejections", "requests refused, by error code", ["code"],
             namespace=namespace, registry=r,
         )
+        self.db_write_failures = Counter(
+            "db_write_failures",
+            "writes the database could not store, by cause (disk_full, busy, io, stopped, …)",
+            ["cause"], namespace=namespace, registry=r,
+        )
 
     def render(self) -> bytes:
         return generate_latest(self.registry)

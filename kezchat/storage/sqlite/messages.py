@@ -48,7 +48,7 @@ def _insert(conn: sqlite3.Connection, new: NewMessage) -> Accepted:
         " (recipient, seq, sender, sender_primary, envelope, size, created_at)"
         " VALUES (?, ?, ?, ?, ?, ?, ?)",
         (new.recipient, seq, new.sender, new.sender_primary, new.envelope,
-         len(new.envelope), new.created_at),
+         len(new.envelope.encode("utf-8", "surrogatepass")), new.created_at),
     )
     if new.idempotency_key is not None:
         conn.execute(

@@ -35,6 +35,10 @@ export async function loadIdentity(primary: string, reader: string): Promise<Ide
   const record = await api.byPrimary(primary);
   const out: Identity = { record, events: [], problems: [], claims: [], endpoints: [], shared: null, sharedProblem: null };
   if (!record) return out;
+  if (!record.sigchain_url) {
+    out.problems.push('their home server names no sig-server, so there is no sigchain to check');
+    return out;
+  }
   out.events = await api.chain(record.sigchain_url);
   out.problems = verifyChain(primary, out.events).problems;
   const kept = live(out.events);
