@@ -161,13 +161,28 @@ async def _close_node(node: Node) -> None:
         pass
 
 
-def _timer(ctx: Context, seconds: float | None, done: Deferred[None]) -> None:
-    if seconds is None:
-        return
-    if seconds <= 0:
-        raise CliError("--timeout must be positive", EXIT_USAGE)
-    call = ctx.reactor.callLater(seconds, lambda: done.called or done.callback(None))
-    ctx.on_close(lambda: call.active() and call.cancel())
+TIMED_OUT = "timed out"
+INTERRUPTED = "interrupted"
+
+
+def _stopper(ctx: Context, seconds: float | None) -> Deferred[str]:
+    """
+    Fires with L{TIMED_OUT} after C{seconds} (if given), or with
+    L{INTERRUPTED} on Ctrl-C or SIGTERM: when to stop serving.
+    """
+    stop: Deferred[str] = Deferred()
+
+    def fire(reason: str) -> None:
+        if not stop.called:
+            stop.callback(reason)
+
+    ctx.on_interrupt(lambda: fire(INTERRUPTED))
+    if seconds is not None:
+        if seconds <= 0:
+            raise CliError("--timeout must be positive", EXIT_USAGE)
+        call = ctx.reactor.callLater(seconds, fire, TIMED_OUT)
+        ctx.on_close(lambda: call.active() and call.cancel())
+    return stop
 
 
 class _Serving:
@@ -208,7 +223,7 @@ class _Serving:
         self.server.start()
         self.ctx.on_close(lambda: deferred_from_coroutine(self.server.stop()))
 
-    async def until(self, pending: set[str], done: Deferred[None]) -> bool:
+    async def until(self, pending: set[str], done: Deferred[str]) -> bool:
         """
         Serve until every digest of C{pending} was delivered (C{True}) or
         C{done} fires (C{False}).
@@ -220,7 +235,7 @@ class _Serving:
         return True
 
 
-async def _either(a: Deferred[None], b: Deferred[None]) -> None:
+async def _either(a: Deferred[Any], b: Deferred[Any]) -> None:
     """
     Wait until C{a} or C{b} fires, leaving their results alone.
     """
@@ -253,8 +268,7 @@ def _check_file(path: str) -> str:
 
 
 async def share(ctx: Context, args: Namespace) -> None:
-    done: Deferred[None] = Deferred()
-    _timer(ctx, args.timeout, done)
+    done = _stopper(ctx, args.timeout)
     path = _check_file(args.file)
     name = os.path.basename(path)
     account = ctx.account()
@@ -286,6 +300,9 @@ async def share(ctx: Context, args: Namespace) -> None:
         f" (they run: kez-chat fetch {digest} --out PATH).",
     )
     if not await serving.until({digest}, done):
+        if done.result == INTERRUPTED:
+            ctx.out.say("Stopped serving; the offer stands: `kez-chat serve` serves it again.")
+            return
         raise CliError(
             f"{contact['fqhn']} has not fetched {name} within {args.timeout:g} s; the offer"
             " stands: run `kez-chat serve` to serve it again"
@@ -293,8 +310,7 @@ async def share(ctx: Context, args: Namespace) -> None:
 
 
 async def serve(ctx: Context, args: Namespace) -> None:
-    done: Deferred[None] = Deferred()
-    _timer(ctx, args.timeout, done)
+    done = _stopper(ctx, args.timeout)
     ctx.account()
     keypair = await ctx.keypair()
     book = OfferBook(ctx.home)
@@ -309,6 +325,8 @@ async def serve(ctx: Context, args: Namespace) -> None:
     serving.start()
     ctx.out.say(f"Serving {len(pending)} offered file(s); Ctrl-C stops.")
     if not await serving.until(pending, done):
+        if done.result == INTERRUPTED:
+            return
         left = len(pending - serving.delivered)
         raise CliError(f"{left} offered file(s) not fetched within {args.timeout:g} s")
 
