@@ -304,3 +304,28 @@ class TransferProtocolTests(TestCase):
             await self._fetch(None, digest="cd" * 32)
         self.assertIn("no longer offers", str(caught.exception))
         self.assertEqual(os.listdir(self.dir), ["file.bin"])
+
+    async def test_stalled_sender(self) -> None:
+        """
+        A sender that stops sending mid-file is given up on after the idle
+        timeout: the fetch fails, nothing is left.
+        """
+        sender, fetcher = await self.node(), await self.node()
+
+        async def stall() -> None:
+            connection = await sender.accept()
+            send, recv = await connection.accept_stream()
+            await recv.read_exact(32)
+            await send.write(SENDING + b"x" * 1000)
+            await asyncio.sleep(30)
+
+        stalling = asyncio.ensure_future(stall())
+        self.addCleanup(stalling.cancel)
+        out = os.path.join(self.dir, "out.bin")
+        download = Download(self.digest, self.size, self.key, sender.ticket())
+        with self.assertRaises(FetchError) as caught:
+            await deferred_from_coroutine(
+                fetch(fetcher, download, out, timeout=10, idle_timeout=0.5)
+            )
+        self.assertIn("silent", str(caught.exception))
+        self.assertEqual(os.listdir(self.dir), ["file.bin"])

@@ -269,6 +269,7 @@ async def fetch(
     timeout: float,
     waiting: Callable[[], None] = lambda: None,
     progress: Callable[[int], None] = lambda done: None,
+    idle_timeout: float = IDLE_TIMEOUT,
 ) -> None:
     """
     Download, verify and decrypt an offered file to C{out}, atomically.
@@ -276,6 +277,7 @@ async def fetch(
     @param timeout: seconds to keep retrying while the sender is offline.
     @param progress: called with the number of plaintext bytes of each
         piece as it is saved.
+    @param idle_timeout: seconds the sender may stay silent mid-transfer.
     @raise FetchError: on any failure; nothing is then left at C{out}.
     """
     if not 0 <= download.size <= MAX_SIZE:
@@ -292,9 +294,9 @@ async def fetch(
     send: SendStream | None = None
     saving: asyncio.Future[int] | None = None
     try:
-        send, recv = await _within(connection.open_stream(), IDLE_TIMEOUT)
+        send, recv = await _within(connection.open_stream(), idle_timeout)
         await send.write(bytes.fromhex(download.blake3))
-        status = await _within(recv.read_exact(1), IDLE_TIMEOUT)
+        status = await _within(recv.read_exact(1), idle_timeout)
         if status == NOT_OFFERED:
             raise FetchError("the sender no longer offers this file")
         if status == NOT_FOR_YOU:
@@ -304,7 +306,7 @@ async def fetch(
         check = PieceCheck(download.key, download.size, download.blake3)
         sink = await loop.run_in_executor(worker, _Sink, out, check)
         for size in piece_sizes(download.size):
-            cipher = await _within(recv.read_exact(size), IDLE_TIMEOUT)
+            cipher = await _within(recv.read_exact(size), idle_timeout)
             if saving is not None:
                 progress(await saving)
             # decrypt and write this piece while the next one arrives
@@ -312,7 +314,7 @@ async def fetch(
         if saving is not None:
             progress(await saving)
             saving = None
-        if await _within(recv.read(1), IDLE_TIMEOUT):
+        if await _within(recv.read(1), idle_timeout):
             raise FetchError("the sender sent more than it offered; nothing was saved")
         await loop.run_in_executor(worker, sink.commit, out)
         sink = None
