@@ -25,7 +25,7 @@ import asyncio
 import os
 import tempfile
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 
@@ -47,6 +47,10 @@ NOT_OFFERED = b"\1"
 NOT_FOR_YOU = b"\2"
 ACK_OK = b"\0"
 ACK_FAILED = b"\1"
+
+#: pieces moved per call into the bindings: every call costs thread hops
+#: and a Rust future, so fewer, larger calls go faster (4 x 256 KiB)
+BATCH = 4
 
 #: seconds a peer may stay silent mid-protocol before it is given up on
 IDLE_TIMEOUT = 30.0
@@ -182,13 +186,26 @@ class FileServer:
                 worker, FileEncryptor, offer.path, offer.key, offer.size
             )
             try:
-                upcoming = loop.run_in_executor(worker, pieces.next_piece)
-                while (piece := await upcoming) is not None:
-                    # encrypt the next piece while this one is on the wire
-                    upcoming = loop.run_in_executor(worker, pieces.next_piece)
-                    await send.write(piece)
+                upcoming = loop.run_in_executor(worker, _next_batch, pieces)
+                while batch := await upcoming:
+                    # encrypt the next batch while this one is on the wire
+                    upcoming = loop.run_in_executor(worker, _next_batch, pieces)
+                    await send.write(batch)
             finally:
                 pieces.close()
+
+
+def _next_batch(pieces: FileEncryptor) -> bytes:
+    """
+    Up to L{BATCH} ciphertext pieces, concatenated (C{b""} after the last).
+    """
+    batch = []
+    for _ in range(BATCH):
+        piece = pieces.next_piece()
+        if piece is None:
+            break
+        batch.append(piece)
+    return b"".join(batch)
 
 
 def _worker() -> ThreadPoolExecutor:
@@ -199,6 +216,20 @@ def _worker() -> ThreadPoolExecutor:
     as resident memory that varies from run to run).
     """
     return ThreadPoolExecutor(max_workers=1, thread_name_prefix="kez-p2p")
+
+
+def _batches(sizes: Iterator[int]) -> Iterator[list[int]]:
+    """
+    C{sizes} in lists of up to L{BATCH}.
+    """
+    batch: list[int] = []
+    for size in sizes:
+        batch.append(size)
+        if len(batch) == BATCH:
+            yield batch
+            batch = []
+    if batch:
+        yield batch
 
 
 class _Sink:
@@ -215,10 +246,17 @@ class _Sink:
         self._file = os.fdopen(fd, "wb")
         self._check = check
 
-    def write(self, cipher: bytes) -> int:
-        plain = self._check.open_piece(cipher)
-        self._file.write(plain)
-        return len(plain)
+    def write(self, cipher: bytes, sizes: list[int]) -> int:
+        """
+        Check, decrypt and write the pieces in C{cipher}, of C{sizes}.
+        """
+        written = start = 0
+        for size in sizes:
+            plain = self._check.open_piece(cipher[start : start + size])
+            start += size
+            self._file.write(plain)
+            written += len(plain)
+        return written
 
     def commit(self, out: str) -> None:
         self._check.finish()
@@ -305,12 +343,12 @@ async def fetch(
             raise FetchError("the sender answered in a protocol this client does not know")
         check = PieceCheck(download.key, download.size, download.blake3)
         sink = await loop.run_in_executor(worker, _Sink, out, check)
-        for size in piece_sizes(download.size):
-            cipher = await _within(recv.read_exact(size), idle_timeout)
+        for batch in _batches(piece_sizes(download.size)):
+            cipher = await _within(recv.read_exact(sum(batch)), idle_timeout)
             if saving is not None:
                 progress(await saving)
-            # decrypt and write this piece while the next one arrives
-            saving = loop.run_in_executor(worker, sink.write, cipher)
+            # decrypt and write these pieces while the next ones arrive
+            saving = loop.run_in_executor(worker, sink.write, cipher, batch)
         if saving is not None:
             progress(await saving)
             saving = None
