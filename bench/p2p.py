@@ -13,7 +13,7 @@ with two CLIs.  The time is the fetcher's, from dial to the verified,
 decrypted, fsynced and renamed file; the sender's encryption pass to
 compute the offer's BLAKE3 is timed apart (it runs before the offer is
 sent).  Beside it, in the same run: the bare transport (the same number
-of bytes in the same 256 KiB writes between two processes, with no file,
+of bytes in the same 1 MiB writes between two processes, with no file,
 encryption or hashing), the ceiling this machine gives the protocol at
 that moment; and C{cp} of the same file, the local-copy baseline (no
 fsync: it flatters C{cp}).  Peak RSS (VmHWM) of both processes
@@ -114,11 +114,12 @@ def _fetcher(args: argparse.Namespace) -> None:
 
 def _raw_sender(args: argparse.Namespace) -> None:
     """
-    The transport alone: the same number of bytes in 256 KiB writes, no
-    file, no encryption, no hashing.
+    The transport alone: the same number of bytes in writes of the size
+    the protocol makes, no file, no encryption, no hashing.
     """
     from kezchat.p2p.crypt import CHUNK
     from kezchat.p2p.irohnode import IrohNode
+    from kezchat.p2p.transfer import BATCH
 
     async def main() -> None:
         node = await IrohNode.bind(bytes.fromhex(args.seed), "127.0.0.1:0")
@@ -126,9 +127,9 @@ def _raw_sender(args: argparse.Namespace) -> None:
         connection = await node.accept()
         send, recv = await connection.accept_stream()
         await recv.read_exact(1)
-        total, block = int(args.file), os.urandom(CHUNK)
-        for start in range(0, total, CHUNK):
-            await send.write(block[: min(CHUNK, total - start)])
+        total, block = int(args.file), os.urandom(BATCH * CHUNK)
+        for start in range(0, total, len(block)):
+            await send.write(block[: min(len(block), total - start)])
         await send.finish()
         await recv.read(1)
         connection.close()
@@ -140,6 +141,7 @@ def _raw_sender(args: argparse.Namespace) -> None:
 def _raw_fetcher(args: argparse.Namespace) -> None:
     from kezchat.p2p.crypt import CHUNK
     from kezchat.p2p.irohnode import IrohNode
+    from kezchat.p2p.transfer import BATCH
 
     async def main() -> None:
         node = await IrohNode.bind(bytes.fromhex(args.seed), "127.0.0.1:0")
@@ -149,7 +151,7 @@ def _raw_fetcher(args: argparse.Namespace) -> None:
         await send.write(b"?")
         total, got = int(args.out), 0
         while got < total:
-            got += len(await recv.read_exact(min(CHUNK, total - got)))
+            got += len(await recv.read_exact(min(BATCH * CHUNK, total - got)))
         seconds = time.perf_counter() - started
         await send.write(b"!")
         await send.finish()
