@@ -130,21 +130,27 @@ async def start_node(ctx: Context, keypair: KeyPair, book: OfferBook | None) -> 
 
     saved = await deferToThread(book.port) if book is not None else 0
     host, port = _bind_spec(saved)
+    advertised = _advertised()
     try:
         node = await deferred_from_coroutine(
-            IrohNode.bind(keypair.seed, _format(host, port), _advertised())
+            IrohNode.bind(keypair.seed, _format(host, port), advertised)
         )
     except TransportError as e:
         if not port:
             raise CliError(f"cannot start the peer-to-peer node: {e}") from None
-        # the saved port is taken (another share is running): any port
+        # the saved port is taken (another share is running): any port, and
+        # the saved one stays, as the tickets sent so far name it
         ctx.out.warn(
             f"port {port} is in use (is another share or serve running?); tickets sent"
             " earlier name that port, so they reach that one"
         )
-        node = await deferred_from_coroutine(
-            IrohNode.bind(keypair.seed, _format(host, 0), _advertised())
-        )
+        book = None
+        try:
+            node = await deferred_from_coroutine(
+                IrohNode.bind(keypair.seed, _format(host, 0), advertised)
+            )
+        except TransportError as e:
+            raise CliError(f"cannot start the peer-to-peer node: {e}") from None
     ctx.on_close(lambda: _close_node(node))
     if book is not None:
         # the IPv4 socket has the port asked for; IPv6 gets one of its own
