@@ -16,6 +16,7 @@ import os
 from blake3 import blake3
 from twisted.internet import reactor
 from twisted.internet.defer import Deferred
+from twisted.internet.utils import getProcessValue
 from twisted.trial.unittest import SkipTest, TestCase
 
 from kezchat.client.http import ChatClient
@@ -32,6 +33,8 @@ from tests.p2psupport import loopback_only, until
 from tests.support import http_client, register, temp_dir
 
 MiB = 1 << 20
+#: the mount namespace of the process that started this module's namespace
+OUTER_MOUNT_NS_ENV = "KEZ_TEST_OUTER_MOUNT_NS"
 
 
 def _write_random(path: str, size: int) -> None:
@@ -329,3 +332,35 @@ class TransferProtocolTests(TestCase):
             )
         self.assertIn("silent", str(caught.exception))
         self.assertEqual(os.listdir(self.dir), ["file.bin"])
+
+    async def test_disk_full(self) -> None:
+        """
+        The disk fills up mid-download: one clear failure, and the partial
+        file is gone.  Needs a mount namespace of its own (C{unshare
+        --mount}, as tests.test_p2p_cli starts this module) for a 1 MiB
+        tmpfs.
+        """
+        outer = os.environ.get(OUTER_MOUNT_NS_ENV)
+        if not outer or os.readlink("/proc/self/ns/mnt") == outer:
+            raise SkipTest("mounts a small tmpfs: only in a mount namespace of its own")
+        small = os.path.join(self.dir, "small")
+        os.mkdir(small)
+        mounted = await getProcessValue("mount", ["-t", "tmpfs", "-o", "size=1m", "tmpfs", small])
+        if mounted != 0:
+            raise SkipTest("cannot mount a tmpfs here")
+        self.addCleanup(getProcessValue, "umount", [small])
+        source = os.path.join(self.dir, "large.bin")
+        _write_random(source, 8 * CHUNK)
+        digest, size = ciphertext_digest(source, self.key)
+        sender, fetcher = await self.node(), await self.node()
+        offer = Offer(digest, source, self.key, size, fetcher.node_id)
+        server = FileServer(sender, {digest: offer}.get)
+        server.start()
+        self.addCleanup(lambda: deferred_from_coroutine(server.stop()))
+        download = Download(digest, size, self.key, sender.ticket())
+        with self.assertRaises(FetchError) as caught:
+            await deferred_from_coroutine(
+                fetch(fetcher, download, os.path.join(small, "large.bin"), timeout=10)
+            )
+        self.assertIn("cannot write", str(caught.exception))
+        self.assertEqual(os.listdir(small), [])

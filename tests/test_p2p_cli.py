@@ -25,7 +25,9 @@ INNER = "tests.p2p_netns"
 
 
 async def _run(*argv: str) -> tuple[bytes, bytes, int]:
-    return await getProcessOutputAndValue(argv[0], argv[1:], env=os.environ, path=str(ROOT))
+    # the inner tests mount a tmpfs only in a mount namespace not this one
+    env = {**os.environ, "KEZ_TEST_OUTER_MOUNT_NS": os.readlink("/proc/self/ns/mnt")}
+    return await getProcessOutputAndValue(argv[0], argv[1:], env=env, path=str(ROOT))
 
 
 class LoopbackNamespaceTests(TestCase):
@@ -35,16 +37,16 @@ class LoopbackNamespaceTests(TestCase):
         unshare, ip = shutil.which("unshare"), shutil.which("ip")
         if unshare is None or ip is None:
             raise SkipTest("needs unshare(1) and ip(8) (util-linux, iproute2)")
-        out, err, code = await _run(unshare, "--net", "true")
+        out, err, code = await _run(unshare, "--net", "--mount", "true")
         if code != 0:
-            raise SkipTest(f"unshare --net is not permitted here: {err.decode().strip()}")
+            raise SkipTest(f"unshare --net --mount is not permitted: {err.decode().strip()}")
         scratch = tempfile.mkdtemp(prefix="kezchat-p2p-trial-")
         self.addCleanup(shutil.rmtree, scratch, True)
         command = (
             f"{ip} link set lo up && exec {sys.executable} -m twisted.trial --reactor=asyncio"
             f" --temp-directory={scratch}/_trial_temp {INNER}"
         )
-        out, err, code = await _run(unshare, "--net", "sh", "-c", command)
+        out, err, code = await _run(unshare, "--net", "--mount", "sh", "-c", command)
         report = (out + err).decode("utf-8", "replace")
         self.assertEqual(code, 0, report)
         summary = report.strip().splitlines()[-1]

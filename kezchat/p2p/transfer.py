@@ -264,6 +264,11 @@ class _Sink:
         os.fsync(self._file.fileno())
         self._file.close()
         os.replace(self.temp, out)
+        directory = os.open(os.path.dirname(self.temp), os.O_RDONLY)
+        try:
+            os.fsync(directory)  # the rename itself survives a crash
+        finally:
+            os.close(directory)
 
     def discard(self) -> None:
         self._file.close()
@@ -364,6 +369,8 @@ async def fetch(
         raise FetchError(f"the file failed verification ({e}); nothing was saved") from None
     except TransportError as e:
         raise FetchError(f"the transfer was cut short ({e}); nothing was saved") from None
+    except OSError as e:
+        raise FetchError(f"cannot write {out}: {e.strerror or e}; nothing was saved") from None
     finally:
         if saving is not None:
             await asyncio.gather(saving, return_exceptions=True)
