@@ -129,6 +129,68 @@ class Running:
             pass
 
 
+class _Terminal(ProcessProtocol):
+    """
+    A CLI process on a pseudo-terminal: what a person at a terminal sees
+    (stdout and stderr together), and what they type.
+    """
+
+    def __init__(self) -> None:
+        self.screen = ""
+        self.position = 0
+        self.waiting: tuple[Any, Deferred[Any]] | None = None
+        self.done: Deferred[int] = Deferred()
+
+    def outReceived(self, data: bytes) -> None:
+        self.screen += data.decode("utf-8", "replace").replace("\r\n", "\n")
+        self._check()
+
+    def kill(self) -> Deferred[int] | None:
+        """
+        End the process if it is still running (a test's cleanup).
+        """
+        if self.done.called:
+            return None
+        try:
+            self.transport.signalProcess("KILL")
+        except Exception:
+            return None
+        return self.done
+
+    def _check(self) -> None:
+        if self.waiting is None:
+            return
+        pattern, d = self.waiting
+        match = pattern.search(self.screen, self.position)
+        if match is not None:
+            self.waiting = None
+            self.position = match.end()
+            d.callback(match)
+
+    def expect(self, pattern: str, timeout: float = 30.0) -> Deferred[Any]:
+        """
+        Fires with the match once C{pattern} shows up after the last match.
+        """
+        import re
+
+        d: Deferred[Any] = Deferred()
+        self.waiting = (re.compile(pattern), d)
+        d.addTimeout(timeout, reactor)
+        self._check()
+        return d
+
+    def type(self, line: str) -> None:
+        self.transport.write(line.encode() + b"\n")
+
+    def processEnded(self, reason: Failure) -> None:
+        code = 0 if reason.check(ProcessDone) else (reason.value.exitCode or 0)
+        if self.waiting is not None:
+            _, d = self.waiting
+            self.waiting = None
+            d.errback(AssertionError(f"exited ({code}) before the expected text:\n{self.screen}"))
+        self.done.callback(code)
+
+
 @dataclass
 class Cli:
     """
@@ -150,6 +212,21 @@ class Cli:
             path=str(ROOT),
         )
         return Running(protocol, transport)
+
+    def terminal(self, *args: str, env: dict[str, str] | None = None) -> _Terminal:
+        """
+        Start C{kez-chat ARGS} on a pseudo-terminal, as a person would.
+        """
+        protocol = _Terminal()
+        reactor.spawnProcess(
+            protocol,
+            sys.executable,
+            [sys.executable, "-m", "kezchat.cli", "--home", self.home, *args],
+            env={**self.env, **(env or {})},
+            path=str(ROOT),
+            usePTY=True,
+        )
+        return protocol
 
     def run(
         self,

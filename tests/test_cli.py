@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 
 from twisted.internet import reactor
 from twisted.internet.defer import ensureDeferred, gatherResults
@@ -210,3 +211,66 @@ class ChatFlowTests(CliTestCase):
         replaced = await alice.ok("add", "bob", "--replace-key", "--json")
         self.assertEqual(replaced.json["primary"], bob.account["primary"])
         await alice.ok("send", "bob", "hi")
+
+
+class TerminalTests(CliTestCase):
+    """
+    The interactive paths, on a pseudo-terminal: the recall check after
+    the words are shown, passphrases typed (not taken from the
+    environment), and words typed to recover.
+    """
+
+    async def test_register_and_recover_at_a_terminal(self) -> None:
+        await self.start_servers(keyring=False)
+        no_passphrase = {"KEZ_CHAT_PASSPHRASE": ""}
+        carol = self.user("carol")
+        carol.env = {k: v for k, v in carol.env.items() if k != "KEZ_CHAT_PASSPHRASE"}
+
+        term = carol.terminal("register", "carol")
+        self.addCleanup(term.kill)
+        await term.expect("Passphrase for the key file: ")
+        term.type("typed at the terminal")
+        await term.expect("The same passphrase again: ")
+        term.type("typed at the terminal")
+        shown = await term.expect(r"Your 24 recovery words[^\n]*\n[^\n]*\n\n((?:[^\n]*\n){8})")
+        words = dict((int(n), w) for n, w in re.findall(r"(\d+)\. ([a-z]+)", shown.group(1)))
+        self.assertEqual(sorted(words), list(range(1, 25)))
+        asked = []
+        for _ in range(3):
+            position = int((await term.expect(r"Word #(\d+): ")).group(1))
+            asked.append(position)
+            term.type(words[position].upper() + "  ")  # case and spaces do not matter
+        self.assertEqual(len(set(asked)), 3)
+        await term.expect("Registered carol@kez.lat")
+        self.assertEqual(await term.done, 0)
+        mnemonic = " ".join(words[i] for i in range(1, 25))
+        self.assertEqual(KeyPair(mnemonic_to_seed(mnemonic)).primary, carol.account["primary"])
+        # the typed passphrase is the one that opens the key file
+        unlocked = await carol.run(
+            "listen", "--timeout", "0.5", env={"KEZ_CHAT_PASSPHRASE": "typed at the terminal"}
+        )
+        self.assertEqual(unlocked.code, 0, str(unlocked))
+
+        # a person who did not write the words down registers nothing
+        dave = self.user("dave", **no_passphrase)
+        term = dave.terminal("register", "dave", env={"KEZ_CHAT_PASSPHRASE": "pw"})
+        self.addCleanup(term.kill)
+        await term.expect(r"Word #\d+: ")
+        for _ in range(2):
+            term.type("wrong")
+            await term.expect(r"That is not it\.[\s\S]*?Word #\d+: ")
+        term.type("wrong")
+        await term.expect("nothing was registered")
+        self.assertEqual(await term.done, 1)
+        missing = await carol.run("add", "dave")
+        assert_one_line_error(self, missing, 1, "dave@kez.lat is not registered")
+
+        # recover with the words typed (not echoed) at the terminal
+        laptop = self.user("laptop", **no_passphrase)
+        term = laptop.terminal("recover", env={"KEZ_CHAT_PASSPHRASE": "pw2"})
+        self.addCleanup(term.kill)
+        await term.expect("Your 24 recovery words")
+        term.type(mnemonic)
+        await term.expect("Recovered carol@kez.lat")
+        self.assertEqual(await term.done, 0)
+        self.assertNotIn(words[7], term.screen)  # getpass: the words were not echoed

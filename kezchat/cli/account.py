@@ -101,7 +101,8 @@ def quiz(ctx: Context, words: list[str]) -> None:
                 raise CliError("no answer: run register again when you have the words") from None
             if answer.strip().lower() == words[position]:
                 break
-            ctx.out.info("That is not it." if attempt < QUIZ_TRIES - 1 else "")
+            if attempt < QUIZ_TRIES - 1:
+                ctx.out.info("That is not it.")
         else:
             raise CliError(
                 f"word #{position + 1} was wrong {QUIZ_TRIES} times: nothing was registered;"
