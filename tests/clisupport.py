@@ -202,12 +202,17 @@ class Cli:
     mnemonic: str = ""
 
     def spawn(self, *args: str, stdin: bytes | None = None, env: dict[str, str] | None = None):
+        """
+        Start C{kez-chat --home HOME ARGS}; an C{env} with C{KEZ_CHAT_HOME}
+        leaves C{--home} out, so the variable alone chooses the home.
+        """
         protocol = _Collect(stdin)
         environ = {**self.env, **(env or {})}
+        home = [] if "KEZ_CHAT_HOME" in environ else ["--home", self.home]
         transport = reactor.spawnProcess(
             protocol,
             sys.executable,
-            [sys.executable, "-m", "kezchat.cli", "--home", self.home, *args],
+            [sys.executable, "-m", "kezchat.cli", *home, *args],
             env=environ,
             path=str(ROOT),
         )

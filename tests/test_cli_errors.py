@@ -122,3 +122,13 @@ class ErrorTests(CliTestCase):
         for command in (["whoami"], ["send", "bob", "x"]):
             result = await empty.run(*command)
             assert_one_line_error(self, result, 1, "no account in", "kez-chat register")
+
+        # the globals: --server alone, KEZ_CHAT_HOME alone; with no server
+        # at all, a bare handle cannot say which one
+        eve = self.user("eve")
+        eve.env = {k: v for k, v in eve.env.items() if k != "KEZ_CHAT_SERVER_URL"}
+        which = await eve.run("register", "eve", "--yes")
+        assert_one_line_error(self, which, 1, "which chat server", "--server")
+        await eve.ok("--server", self.chat.url, "register", "eve", "--yes", "--json")
+        me = await eve.ok("whoami", "--json", env={"KEZ_CHAT_HOME": eve.home})
+        self.assertEqual(me.json["fqhn"], "eve@kez.lat")
