@@ -28,7 +28,7 @@ from twisted.trial.unittest import TestCase
 from kezchat.config import ChatConfig
 from kezchat.service import makeService
 from tests.sigsupport import start_sig_server
-from tests.support import RunningServer, temp_dir
+from tests.support import RunningServer, deferred_sleep, temp_dir
 
 ROOT = Path(__file__).resolve().parent.parent
 PASSPHRASE = "correct horse battery staple"
@@ -330,12 +330,14 @@ class CliTestCase(TestCase):
         port = ports[0].getHost().port
         return RunningServer(service, f"http://127.0.0.1:{port}", port)
 
-    async def restart_chat(self) -> None:
+    async def restart_chat(self, down: float = 0.0) -> None:
         """
         Stop the chat-server and start it again on the same port and
-        database, as a service restart would.
+        database (after C{down} seconds), as a service restart would.
         """
         await self.chat.service.stopService()
+        if down:
+            await deferred_sleep(down)
         config = replace(self.chat_config, listen=(f"tcp:{self.chat.port}:interface=127.0.0.1",))
         self.chat = await self.serve_chat(config)
 

@@ -125,13 +125,16 @@ class ChatFlowTests(CliTestCase):
         listening = bob.spawn("listen", "--json", "--count", "3", "--timeout", "60")
         await listening.wait_lines(1)
 
-        await self.restart_chat()
+        await self.restart_chat(down=2.0)  # refused connections meanwhile: it keeps trying
         await alice.ok("send", "bob", "m2")
         await alice.ok("send", "bob", "m3")
         result = await listening.done
         self.assertEqual(result.code, 0, str(result))
         self.assertEqual([m["text"] for m in result.lines], ["m1", "m2", "m3"])
         self.assertEqual([m["seq"] for m in result.lines], [1, 2, 3])
+        self.assertIn("reconnecting", result.err)
+        self.assertIn("reconnected", result.err)
+        self.assertNotIn("Traceback", result.err)
 
         # a listen stopped by SIGTERM still acknowledges what it saved
         later = bob.spawn("listen", "--json", "--ack")
