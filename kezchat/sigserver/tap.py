@@ -19,7 +19,9 @@ def makeService(options: Options) -> IService:
     from twisted.internet import reactor
 
     from kezchat.sigserver.service import makeService as make_sig_service
+    from kezchat.startup import ExitOnFatal, StartupError
 
-    service = make_sig_service(options.config, reactor)
-    service.stop_reactor_on_failure = True
-    return service
+    try:
+        return make_sig_service(options.config, reactor, on_fatal=ExitOnFatal(reactor, "kezsig"))
+    except StartupError as e:
+        raise SystemExit(f"kezsig: {e}") from None
