@@ -306,12 +306,14 @@ class CliTestCase(TestCase):
         in passphrase-encrypted files, as on a machine with no OS keyring.
         """
         self.sig = await start_sig_server(self)
-        self.chat_config = ChatConfig(
-            listen=("tcp:0:interface=127.0.0.1",),
-            db=os.path.join(temp_dir(self), "kez-chat.db"),
-            register_limit=0,
-            send_limit=0,
-            sig_server_url=self.sig.url,
+        self.chat_config = replace(
+            ChatConfig(
+                listen=("tcp:0:interface=127.0.0.1",),
+                db=os.path.join(temp_dir(self), "kez-chat.db"),
+                register_limit=0,
+                send_limit=0,
+                sig_server_url=self.sig.url,
+            ),
             **chat_overrides,
         )
         self.chat = await self.serve_chat(self.chat_config)

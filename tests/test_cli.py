@@ -196,6 +196,35 @@ class ChatFlowTests(CliTestCase):
         self.assertIn("KEY CHANGED", line["warning"])
         self.assertIn("KEY CHANGED", result.err)
 
+    async def test_without_a_sig_server(self) -> None:
+        """
+        A chat-server configured with no sig-server gives records without
+        a sigchain_url: the CLI registers, pins and chats anyway, and says
+        what it could not do.
+        """
+        await self.start_servers(sig_server_url=None)
+        users = [self.user("alice"), self.user("bob")]
+        results = await gatherResults(
+            [
+                ensureDeferred(u.run("register", name, "--yes", "--json"))
+                for u, name in zip(users, ["alice", "bob"], strict=True)
+            ]
+        )
+        for result in results:
+            self.assertEqual(result.code, 0, str(result))
+            self.assertIn("no sigchain was started", result.err)
+        alice, bob = users
+        added = await alice.ok("add", "bob", "--json")
+        self.assertIs(added.json["pinned"], True)
+        self.assertIn("pinned on the server's word alone", added.err)
+        await alice.ok("send", "bob", "no chains needed")
+        got = await bob.ok("listen", "--json", "--count", "1", "--timeout", "20")
+        self.assertEqual((got.json["text"], got.json["verified"]), ("no chains needed", True))
+        laptop = self.user("laptop")
+        words = results[1].json["mnemonic"]
+        recovered = await laptop.ok("recover", "--yes", "--json", stdin=words.encode())
+        self.assertEqual(recovered.json["fqhn"], "bob@kez.lat")
+
     async def test_add_refuses_a_changed_key(self) -> None:
         await self.start_servers()
         alice, bob = await self.registered("alice", "bob")
