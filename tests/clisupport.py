@@ -28,7 +28,7 @@ from twisted.trial.unittest import TestCase
 from kezchat.config import ChatConfig
 from kezchat.service import makeService
 from tests.sigsupport import start_sig_server
-from tests.support import RunningServer, temp_dir
+from tests.support import RunningServer, deferred_sleep, temp_dir
 
 ROOT = Path(__file__).resolve().parent.parent
 PASSPHRASE = "correct horse battery staple"
@@ -129,6 +129,68 @@ class Running:
             pass
 
 
+class _Terminal(ProcessProtocol):
+    """
+    A CLI process on a pseudo-terminal: what a person at a terminal sees
+    (stdout and stderr together), and what they type.
+    """
+
+    def __init__(self) -> None:
+        self.screen = ""
+        self.position = 0
+        self.waiting: tuple[Any, Deferred[Any]] | None = None
+        self.done: Deferred[int] = Deferred()
+
+    def outReceived(self, data: bytes) -> None:
+        self.screen += data.decode("utf-8", "replace").replace("\r\n", "\n")
+        self._check()
+
+    def kill(self) -> Deferred[int] | None:
+        """
+        End the process if it is still running (a test's cleanup).
+        """
+        if self.done.called:
+            return None
+        try:
+            self.transport.signalProcess("KILL")
+        except Exception:
+            return None
+        return self.done
+
+    def _check(self) -> None:
+        if self.waiting is None:
+            return
+        pattern, d = self.waiting
+        match = pattern.search(self.screen, self.position)
+        if match is not None:
+            self.waiting = None
+            self.position = match.end()
+            d.callback(match)
+
+    def expect(self, pattern: str, timeout: float = 30.0) -> Deferred[Any]:
+        """
+        Fires with the match once C{pattern} shows up after the last match.
+        """
+        import re
+
+        d: Deferred[Any] = Deferred()
+        self.waiting = (re.compile(pattern), d)
+        d.addTimeout(timeout, reactor)
+        self._check()
+        return d
+
+    def type(self, line: str) -> None:
+        self.transport.write(line.encode() + b"\n")
+
+    def processEnded(self, reason: Failure) -> None:
+        code = 0 if reason.check(ProcessDone) else (reason.value.exitCode or 0)
+        if self.waiting is not None:
+            _, d = self.waiting
+            self.waiting = None
+            d.errback(AssertionError(f"exited ({code}) before the expected text:\n{self.screen}"))
+        self.done.callback(code)
+
+
 @dataclass
 class Cli:
     """
@@ -140,16 +202,36 @@ class Cli:
     mnemonic: str = ""
 
     def spawn(self, *args: str, stdin: bytes | None = None, env: dict[str, str] | None = None):
+        """
+        Start C{kez-chat --home HOME ARGS}; an C{env} with C{KEZ_CHAT_HOME}
+        leaves C{--home} out, so the variable alone chooses the home.
+        """
         protocol = _Collect(stdin)
         environ = {**self.env, **(env or {})}
+        home = [] if "KEZ_CHAT_HOME" in environ else ["--home", self.home]
         transport = reactor.spawnProcess(
             protocol,
             sys.executable,
-            [sys.executable, "-m", "kezchat.cli", "--home", self.home, *args],
+            [sys.executable, "-m", "kezchat.cli", *home, *args],
             env=environ,
             path=str(ROOT),
         )
         return Running(protocol, transport)
+
+    def terminal(self, *args: str, env: dict[str, str] | None = None) -> _Terminal:
+        """
+        Start C{kez-chat ARGS} on a pseudo-terminal, as a person would.
+        """
+        protocol = _Terminal()
+        reactor.spawnProcess(
+            protocol,
+            sys.executable,
+            [sys.executable, "-m", "kezchat.cli", "--home", self.home, *args],
+            env={**self.env, **(env or {})},
+            path=str(ROOT),
+            usePTY=True,
+        )
+        return protocol
 
     def run(
         self,
@@ -224,12 +306,14 @@ class CliTestCase(TestCase):
         in passphrase-encrypted files, as on a machine with no OS keyring.
         """
         self.sig = await start_sig_server(self)
-        self.chat_config = ChatConfig(
-            listen=("tcp:0:interface=127.0.0.1",),
-            db=os.path.join(temp_dir(self), "kez-chat.db"),
-            register_limit=0,
-            send_limit=0,
-            sig_server_url=self.sig.url,
+        self.chat_config = replace(
+            ChatConfig(
+                listen=("tcp:0:interface=127.0.0.1",),
+                db=os.path.join(temp_dir(self), "kez-chat.db"),
+                register_limit=0,
+                send_limit=0,
+                sig_server_url=self.sig.url,
+            ),
             **chat_overrides,
         )
         self.chat = await self.serve_chat(self.chat_config)
@@ -248,12 +332,14 @@ class CliTestCase(TestCase):
         port = ports[0].getHost().port
         return RunningServer(service, f"http://127.0.0.1:{port}", port)
 
-    async def restart_chat(self) -> None:
+    async def restart_chat(self, down: float = 0.0) -> None:
         """
         Stop the chat-server and start it again on the same port and
-        database, as a service restart would.
+        database (after C{down} seconds), as a service restart would.
         """
         await self.chat.service.stopService()
+        if down:
+            await deferred_sleep(down)
         config = replace(self.chat_config, listen=(f"tcp:{self.chat.port}:interface=127.0.0.1",))
         self.chat = await self.serve_chat(config)
 

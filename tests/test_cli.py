@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 
 from twisted.internet import reactor
 from twisted.internet.defer import ensureDeferred, gatherResults
@@ -124,13 +125,16 @@ class ChatFlowTests(CliTestCase):
         listening = bob.spawn("listen", "--json", "--count", "3", "--timeout", "60")
         await listening.wait_lines(1)
 
-        await self.restart_chat()
+        await self.restart_chat(down=2.0)  # refused connections meanwhile: it keeps trying
         await alice.ok("send", "bob", "m2")
         await alice.ok("send", "bob", "m3")
         result = await listening.done
         self.assertEqual(result.code, 0, str(result))
         self.assertEqual([m["text"] for m in result.lines], ["m1", "m2", "m3"])
         self.assertEqual([m["seq"] for m in result.lines], [1, 2, 3])
+        self.assertIn("reconnecting", result.err)
+        self.assertIn("reconnected", result.err)
+        self.assertNotIn("Traceback", result.err)
 
         # a listen stopped by SIGTERM still acknowledges what it saved
         later = bob.spawn("listen", "--json", "--ack")
@@ -189,8 +193,37 @@ class ChatFlowTests(CliTestCase):
         result = await bob.ok("listen", "--json", "--count", "1", "--timeout", "20")
         [line] = result.lines
         self.assertIs(line["verified"], False)
-        self.assertIn("KEY CHANGED", line["warning"])
-        self.assertIn("KEY CHANGED", result.err)
+        self.assertIn("key changed", line["warning"])
+        self.assertIn("key changed", result.err)
+
+    async def test_without_a_sig_server(self) -> None:
+        """
+        A chat-server configured with no sig-server gives records without
+        a sigchain_url: the CLI registers, pins and chats anyway, and says
+        what it could not do.
+        """
+        await self.start_servers(sig_server_url=None)
+        users = [self.user("alice"), self.user("bob")]
+        results = await gatherResults(
+            [
+                ensureDeferred(u.run("register", name, "--yes", "--json"))
+                for u, name in zip(users, ["alice", "bob"], strict=True)
+            ]
+        )
+        for result in results:
+            self.assertEqual(result.code, 0, str(result))
+            self.assertIn("no sigchain was started", result.err)
+        alice, bob = users
+        added = await alice.ok("add", "bob", "--json")
+        self.assertIs(added.json["pinned"], True)
+        self.assertIn("pinned on the server's word alone", added.err)
+        await alice.ok("send", "bob", "no chains needed")
+        got = await bob.ok("listen", "--json", "--count", "1", "--timeout", "20")
+        self.assertEqual((got.json["text"], got.json["verified"]), ("no chains needed", True))
+        laptop = self.user("laptop")
+        words = results[1].json["mnemonic"]
+        recovered = await laptop.ok("recover", "--yes", "--json", stdin=words.encode())
+        self.assertEqual(recovered.json["fqhn"], "bob@kez.lat")
 
     async def test_add_refuses_a_changed_key(self) -> None:
         await self.start_servers()
@@ -205,8 +238,72 @@ class ChatFlowTests(CliTestCase):
             json.dump(contacts, f)
         result = await alice.run("add", "bob", "--json")
         assert_one_line_error(self, result, 1, "key changed", old)
+        self.assertIn("key changed", result.err)  # the words scripts look for, as written
         # sending to him is refused too: nothing is sealed to a disputed key
         assert_one_line_error(self, await alice.run("send", "bob", "hi"), 1, "key changed")
         replaced = await alice.ok("add", "bob", "--replace-key", "--json")
         self.assertEqual(replaced.json["primary"], bob.account["primary"])
         await alice.ok("send", "bob", "hi")
+
+
+class TerminalTests(CliTestCase):
+    """
+    The interactive paths, on a pseudo-terminal: the recall check after
+    the words are shown, passphrases typed (not taken from the
+    environment), and words typed to recover.
+    """
+
+    async def test_register_and_recover_at_a_terminal(self) -> None:
+        await self.start_servers(keyring=False)
+        no_passphrase = {"KEZ_CHAT_PASSPHRASE": ""}
+        carol = self.user("carol")
+        carol.env = {k: v for k, v in carol.env.items() if k != "KEZ_CHAT_PASSPHRASE"}
+
+        term = carol.terminal("register", "carol")
+        self.addCleanup(term.kill)
+        await term.expect("Passphrase for the key file: ")
+        term.type("typed at the terminal")
+        await term.expect("The same passphrase again: ")
+        term.type("typed at the terminal")
+        shown = await term.expect(r"Your 24 recovery words[^\n]*\n[^\n]*\n\n((?:[^\n]*\n){8})")
+        words = dict((int(n), w) for n, w in re.findall(r"(\d+)\. ([a-z]+)", shown.group(1)))
+        self.assertEqual(sorted(words), list(range(1, 25)))
+        asked = []
+        for _ in range(3):
+            position = int((await term.expect(r"Word #(\d+): ")).group(1))
+            asked.append(position)
+            term.type(words[position].upper() + "  ")  # case and spaces do not matter
+        self.assertEqual(len(set(asked)), 3)
+        await term.expect("Registered carol@kez.lat")
+        self.assertEqual(await term.done, 0)
+        mnemonic = " ".join(words[i] for i in range(1, 25))
+        self.assertEqual(KeyPair(mnemonic_to_seed(mnemonic)).primary, carol.account["primary"])
+        # the typed passphrase is the one that opens the key file
+        unlocked = await carol.run(
+            "listen", "--timeout", "0.5", env={"KEZ_CHAT_PASSPHRASE": "typed at the terminal"}
+        )
+        self.assertEqual(unlocked.code, 0, str(unlocked))
+
+        # a person who did not write the words down registers nothing
+        dave = self.user("dave", **no_passphrase)
+        term = dave.terminal("register", "dave", env={"KEZ_CHAT_PASSPHRASE": "pw"})
+        self.addCleanup(term.kill)
+        await term.expect(r"Word #\d+: ")
+        for _ in range(2):
+            term.type("wrong")
+            await term.expect(r"That is not it\.[\s\S]*?Word #\d+: ")
+        term.type("wrong")
+        await term.expect("nothing was registered")
+        self.assertEqual(await term.done, 1)
+        missing = await carol.run("add", "dave")
+        assert_one_line_error(self, missing, 1, "dave@kez.lat is not registered")
+
+        # recover with the words typed (not echoed) at the terminal
+        laptop = self.user("laptop", **no_passphrase)
+        term = laptop.terminal("recover", env={"KEZ_CHAT_PASSPHRASE": "pw2"})
+        self.addCleanup(term.kill)
+        await term.expect("Your 24 recovery words")
+        term.type(mnemonic)
+        await term.expect("Recovered carol@kez.lat")
+        self.assertEqual(await term.done, 0)
+        self.assertNotIn(words[7], term.screen)  # getpass: the words were not echoed

@@ -17,14 +17,22 @@ from twisted.trial import unittest
 from kezchat.client.http import ChatClient, SigClient
 from kezchat.client.sse import Event
 from kezchat.client.stream import open_stream
-from kezchat.e2e import inline_file, open_envelope, seal_envelope, text_message
+from kezchat.e2e import (
+    CHUNK_BYTES,
+    ChunkAssembler,
+    chunked_file,
+    inline_file,
+    open_envelope,
+    seal_envelope,
+    text_message,
+)
 from kezchat.identity.keys import KeyPair
 from kezchat.natsbridge.aio import is_asyncio_reactor
 from kezchat.sigchain import bodies, next_event
 from tests.clisupport import CliTestCase, assert_one_line_error
 from tests.natsserver import NatsServer, find_nats_server, free_port
 from tests.natssupport import ASYNCIO_ONLY
-from tests.support import deferred_sleep
+from tests.support import deferred_sleep, temp_dir
 
 
 class PackageClient:
@@ -130,6 +138,81 @@ class PackageClientInteropTests(CliTestCase):
                 "size": 15,
             },
         )
+
+
+class AttachmentTests(CliTestCase):
+    async def test_files_inside_messages_both_ways(self) -> None:
+        """
+        The web app's attachments: a chunked file whose pieces arrive out
+        of order and across two runs of listen is written once complete;
+        a file the CLI sends is reassembled by a package client.
+        """
+        await self.start_servers()
+        [alice] = await self.registered("alice")
+        bob = PackageClient(self, self.chat.url, "bob")
+        await bob.register()
+        await bob.listen(self)
+        alice_primary = alice.account["primary"]
+        downloads = os.path.join(temp_dir(self), "downloads")
+
+        async def send(plaintext: dict[str, Any]) -> None:
+            envelope = seal_envelope(bob.key, alice_primary, plaintext)
+            await bob.chat.send(bob.key, "bob", "alice", envelope)
+
+        data = os.urandom(2 * CHUNK_BYTES + 1000)
+        header, chunks = chunked_file("report.pdf", "application/pdf", data)
+        self.assertEqual(len(chunks), 3)
+        await send(chunks[2])
+        await send(header)
+        first = await alice.ok(
+            "listen", "--save-files", downloads, "--json", "--count", "2", "--timeout", "20"
+        )
+        self.assertEqual([m.get("saved") for m in first.lines], [None, None])
+        self.assertFalse(os.path.exists(downloads))
+        await send(chunks[0])
+        await send(inline_file("note.txt", "text/plain", b"small"))
+        await send(chunks[1])
+        second = await alice.ok(
+            "listen", "--save-files", downloads, "--json", "--count", "3", "--timeout", "20"
+        )
+        saved = [m.get("saved") for m in second.lines]
+        self.assertEqual(
+            saved,
+            [None, os.path.join(downloads, "note.txt"), os.path.join(downloads, "report.pdf")],
+        )
+        with open(saved[2], "rb") as f:
+            self.assertEqual(f.read(), data)
+        with open(saved[1], "rb") as f:
+            self.assertEqual(f.read(), b"small")
+        self.assertNotIn("data", second.lines[1])
+
+        # the other way: the CLI sends a chunked file, the package client
+        # puts it back together
+        path = os.path.join(temp_dir(self), "photo.jpg")
+        picture = os.urandom(CHUNK_BYTES + 5)
+        with open(path, "wb") as f:
+            f.write(picture)
+        sent = (await alice.ok("send-file", "bob", path, "--json")).json
+        self.assertEqual(
+            {k: sent[k] for k in ("to", "name", "size", "mode", "messages")},
+            {
+                "to": "bob@kez.lat",
+                "name": "photo.jpg",
+                "size": len(picture),
+                "mode": "chunked",
+                "messages": 3,
+            },
+        )
+        await bob.wait_for(3)
+        opened = [
+            open_envelope(item["envelope"], bob.key, expected_sender=alice_primary).plaintext
+            for item in bob.items
+        ]
+        assembler = ChunkAssembler(opened[0])
+        for chunk in reversed(opened[1:]):
+            assembler.add(chunk)
+        self.assertEqual(assembler.assemble(), picture)
+        self.assertEqual(opened[0]["mime"], "image/jpeg")
 
 
 class NatsCliInteropTests(CliTestCase):

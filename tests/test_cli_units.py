@@ -101,7 +101,7 @@ class ContactBookTests(SynchronousTestCase):
         self.assertEqual((again["pinned_at"], again["claims"]), ("t1", ["github:bob"]))
         self.assertEqual(book.by_primary(a.primary)["fqhn"], "bob@kez.lat")
         error = self.assertRaises(KeyChanged, book.pin, {**first, "primary": b.primary})
-        self.assertIn("KEY CHANGED for bob@kez.lat", str(error))
+        self.assertIn("key changed for bob@kez.lat", str(error))
         self.assertEqual(book.get("BOB@kez.lat")["primary"], a.primary)
         book.pin({**first, "primary": b.primary}, replace=True)
         self.assertEqual(book.get("bob@kez.lat")["primary"], b.primary)
@@ -189,7 +189,7 @@ class ReaderTests(SynchronousTestCase):
             {"seq": 2, "from": "alice@kez.lat", "from_primary": mallory.primary, "envelope": forged}
         )
         self.assertFalse(bad.verified)
-        self.assertIn("KEY CHANGED", bad.warning)
+        self.assertIn("key changed", bad.warning)
 
     @settings(max_examples=200, deadline=None)
     @given(

@@ -101,7 +101,8 @@ def quiz(ctx: Context, words: list[str]) -> None:
                 raise CliError("no answer: run register again when you have the words") from None
             if answer.strip().lower() == words[position]:
                 break
-            ctx.out.info("That is not it." if attempt < QUIZ_TRIES - 1 else "")
+            if attempt < QUIZ_TRIES - 1:
+                ctx.out.info("That is not it.")
         else:
             raise CliError(
                 f"word #{position + 1} was wrong {QUIZ_TRIES} times: nothing was registered;"
@@ -161,13 +162,16 @@ async def register(ctx: Context, args: Namespace) -> None:
         "fqhn": record["fqhn"],
         "primary": record["primary"],
         "server_url": url,
-        "sigchain_url": record["sigchain_url"],
+        "sigchain_url": record.get("sigchain_url"),
         "secret": kind,
     }
     ctx.home.save_account(account)
     ctx.set_keypair(keypair)
     nats_url = args.nats_url or default_nats_url(server)
-    await ensure_endpoints(ctx, keypair, record["sigchain_url"], nats_url)
+    if account["sigchain_url"]:
+        await ensure_endpoints(ctx, keypair, account["sigchain_url"], nats_url)
+    else:
+        _no_sigchain(ctx, url)
     ctx.out.emit(
         {**identity_json(account), "mnemonic": mnemonic},
         f"Registered {account['fqhn']}\nYour KEZ: {account['primary']}\n"
@@ -239,7 +243,9 @@ async def recover(ctx: Context, args: Namespace) -> None:
             f"no handle on {url} belongs to the key of these words: check the words"
             " (a different valid word list is a different key) and --server"
         )
-    await fetch_chain(ctx, record["sigchain_url"], keypair.primary)
+    chain_url = record.get("sigchain_url")
+    if chain_url:
+        await fetch_chain(ctx, chain_url, keypair.primary)
     ctx.secrets.prepare()
     kind = await _save_secret(ctx, keypair)
     account = {
@@ -247,17 +253,25 @@ async def recover(ctx: Context, args: Namespace) -> None:
         "fqhn": record["fqhn"],
         "primary": record["primary"],
         "server_url": url,
-        "sigchain_url": record["sigchain_url"],
+        "sigchain_url": chain_url,
         "secret": kind,
     }
     ctx.home.save_account(account)
     ctx.set_keypair(keypair)
     server = record["fqhn"].partition("@")[2]
-    await ensure_endpoints(
-        ctx, keypair, record["sigchain_url"], args.nats_url or default_nats_url(server)
-    )
+    if chain_url:
+        await ensure_endpoints(ctx, keypair, chain_url, args.nats_url or default_nats_url(server))
+    else:
+        _no_sigchain(ctx, url)
     ctx.out.emit(
         identity_json(account), f"Recovered {account['fqhn']}\nYour KEZ: {account['primary']}"
+    )
+
+
+def _no_sigchain(ctx: Context, url: str) -> None:
+    ctx.out.warn(
+        f"the server at {url} names no sig-server, so no sigchain was started:"
+        " others can pin your key but not see your endpoints"
     )
 
 

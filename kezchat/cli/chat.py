@@ -15,12 +15,20 @@ from __future__ import annotations
 import json
 import uuid
 from argparse import Namespace
+from pathlib import Path
 from typing import Any
 
 from twisted.internet.defer import Deferred, DeferredQueue
 from twisted.internet.task import LoopingCall, deferLater
 from twisted.internet.threads import deferToThread
 
+from kezchat.cli.attachments import (
+    FileSaver,
+    PlaintextError,
+    attachment_plaintexts,
+    read_attachment,
+    write_new_file,
+)
 from kezchat.cli.contacts import lookup_and_pin
 from kezchat.cli.context import Context
 from kezchat.cli.errors import EXIT_USAGE, CliError
@@ -70,7 +78,23 @@ def add_commands(subparsers: Any) -> None:
         help="delete messages from the server once saved here (hides them from your other devices)",
     )
     p.add_argument("--nats", metavar="URL", help="read through native NATS (JetStream)")
+    p.add_argument(
+        "--save-files",
+        metavar="DIR",
+        help="write received file attachments into DIR (chunked ones once complete)",
+    )
     p.set_defaults(handler=listen)
+
+    p = subparsers.add_parser(
+        "send-file",
+        help="send a file (up to 10 MiB) inside messages",
+        description="Send the file at PATH to HANDLE inside end-to-end encrypted messages, as"
+        " the web app does: one message up to 80 KiB, else an announcement and 80 KiB chunks"
+        " (10 MiB at most; `share` sends larger files peer to peer).",
+    )
+    p.add_argument("handle", metavar="HANDLE")
+    p.add_argument("path", metavar="PATH")
+    p.set_defaults(handler=send_file)
 
 
 # -- send -------------------------------------------------------------------
@@ -108,6 +132,29 @@ async def send(ctx: Context, args: Namespace) -> None:
     else:
         seq = await _send_http(ctx, keypair, account["fqhn"], contact["fqhn"], envelope)
     ctx.out.emit({"to": contact["fqhn"], "seq": seq}, f"Sent to {contact['fqhn']} (#{seq}).")
+
+
+async def send_file(ctx: Context, args: Namespace) -> None:
+    account = ctx.account()
+    contact = await recipient(ctx, args.handle)
+    name, mime, data = await deferToThread(read_attachment, args.path)
+    keypair = await ctx.keypair()
+    plaintexts = attachment_plaintexts(name, mime, data)
+    seqs = []
+    for plaintext in plaintexts:
+        envelope = seal_envelope(keypair, contact["primary"], plaintext)
+        seqs.append(await _send_http(ctx, keypair, account["fqhn"], contact["fqhn"], envelope))
+    ctx.out.emit(
+        {
+            "to": contact["fqhn"],
+            "seq": seqs[0],
+            "name": name,
+            "size": len(data),
+            "mode": plaintexts[0]["mode"],
+            "messages": len(seqs),
+        },
+        f"Sent {name} ({len(data)} bytes, {len(seqs)} message(s)) to {contact['fqhn']}.",
+    )
 
 
 async def _send_http(
@@ -181,11 +228,19 @@ class Listener:
     when C{listen} is done (C{--count}, C{--timeout}).
     """
 
-    def __init__(self, ctx: Context, reader: Reader, transport: str, count: int | None) -> None:
+    def __init__(
+        self,
+        ctx: Context,
+        reader: Reader,
+        transport: str,
+        count: int | None,
+        saver: FileSaver | None = None,
+    ) -> None:
         self.ctx = ctx
         self.reader = reader
         self.transport = transport
         self.remaining = count
+        self.saver = saver
         self.finished: Deferred[None] = Deferred()
         self.seen = ctx.received.seen_ids()
         self.saved_upto = ctx.received.cursor(transport)
@@ -230,12 +285,54 @@ class Listener:
                     f"message #{message.seq} from {message.sender} is not verified:"
                     f" {message.warning}"
                 )
-            self.ctx.out.emit(output_json(message), human_line(message))
+            line, human = output_json(message), human_line(message)
+            saved = await self._save_file(message)
+            if saved is not None:
+                line["saved"] = saved
+                human += f" (saved as {saved})"
+            self.ctx.out.emit(line, human)
         if self.remaining is not None:
             self.remaining -= len(fresh)
             if self.remaining <= 0:
                 self.finish()
         return consumed
+
+    async def _save_file(self, message: Any) -> str | None:
+        """
+        With C{--save-files}: the path written for a verified file message
+        that completes a file.
+        """
+        if self.saver is None or not message.verified or not message.plaintext:
+            return None
+        try:
+            complete = self.saver.take(message.plaintext)
+        except PlaintextError as e:
+            self.ctx.out.warn(f"message #{message.seq}: the file is not what was announced: {e}")
+            return None
+        if complete is None:
+            return None
+        name, data = complete
+        try:
+            path = await deferToThread(write_new_file, self.saver.directory, name, data)
+        except OSError as e:
+            raise CliError(
+                f"cannot write {name} into {self.saver.directory}: {e.strerror}"
+            ) from None
+        return str(path)
+
+
+async def _file_saver(ctx: Context, reader: Reader, directory: str) -> FileSaver:
+    """
+    A saver that already knows the pieces earlier runs received.
+    """
+    saver = FileSaver(Path(directory).expanduser())
+    earlier = []
+    for item in await deferToThread(lambda: list(ctx.received.items())):
+        message = await reader.read(item)
+        if message.verified and message.plaintext:
+            earlier.append(message.plaintext)
+    saver.remember(earlier)
+    return saver
 
 
 async def listen(ctx: Context, args: Namespace) -> None:
@@ -248,7 +345,8 @@ async def listen(ctx: Context, args: Namespace) -> None:
     account = ctx.account()
     keypair = await ctx.keypair()
     reader = Reader(ctx, keypair, account)
-    listener = Listener(ctx, reader, NATS if args.nats else SSE, args.count)
+    saver = await _file_saver(ctx, reader, args.save_files) if args.save_files else None
+    listener = Listener(ctx, reader, NATS if args.nats else SSE, args.count, saver)
     ctx.on_interrupt(listener.finish)
     if args.timeout is not None:
         timer = ctx.reactor.callLater(args.timeout, listener.finish)

@@ -70,16 +70,22 @@ async def lookup_and_pin(ctx: Context, text: str, replace: bool = False) -> dict
         raise CliError(f"{record['fqhn']} is you: add someone else")
     if not replace:
         ctx.contacts.check(record["fqhn"], record["primary"])
-    state, _ = await fetch_chain(ctx, record["sigchain_url"], record["primary"])
     contact = {
         "handle": record["handle"],
         "fqhn": record["fqhn"],
         "primary": record["primary"],
-        "sigchain_url": record["sigchain_url"],
+        "sigchain_url": record.get("sigchain_url"),
         "pinned_at": format_rfc3339(time.time()),
         "source": "add",
-        **chain_summary(state),
     }
+    if record.get("sigchain_url"):
+        state, _ = await fetch_chain(ctx, record["sigchain_url"], record["primary"])
+        contact.update(chain_summary(state))
+    else:
+        ctx.out.warn(
+            f"{record['fqhn']} has no sigchain (the server names no sig-server):"
+            " pinned on the server's word alone"
+        )
     return ctx.contacts.pin(contact, replace=replace)
 
 

@@ -152,7 +152,7 @@ class Reader:
             problems.append("the envelope's sender is not the key the server vouched for")
         if pinned and from_primary != pinned["primary"]:
             problems.append(
-                f"KEY CHANGED: {sender} is pinned to {pinned['primary']}, this came from"
+                f"key changed: {sender} is pinned to {pinned['primary']}, this came from"
                 f" {from_primary}"
             )
         try:

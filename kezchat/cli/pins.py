@@ -27,7 +27,7 @@ class KeyChanged(CliError):
 
     def __init__(self, fqhn: str, pinned: str, presented: str) -> None:
         super().__init__(
-            f"KEY CHANGED for {fqhn}: pinned {pinned}, now {presented}."
+            f"WARNING, key changed for {fqhn}: pinned {pinned}, now {presented}."
             " This may be an impersonation. Only if you confirmed the new key with"
             f" {fqhn} in person, run `kez-chat add {fqhn} --replace-key`"
         )
