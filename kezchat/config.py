@@ -87,7 +87,12 @@ class ChatOptions(usage.Options):
 
     #: (flag, environment variable, default, help)
     table = [
-        ("db", "KEZ_CHAT_DB", "kez-chat.db", "SQLite database file"),
+        (
+            "db",
+            "KEZ_CHAT_DB",
+            "kez-chat.db",
+            "SQLite database file, or postgresql://user:pass@host:port/dbname",
+        ),
         ("server", "KEZ_CHAT_SERVER", "kez.lat", "home server domain (the part after @)"),
         ("public-url", "KEZ_CHAT_PUBLIC_URL", None, "base URL clients see [https://<server>]"),
         (

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import os
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from twisted.application.internet import TimerService
 from twisted.internet.defer import Deferred, ensureDeferred
@@ -30,12 +30,7 @@ from kezchat.relay.auth import Authenticator
 from kezchat.relay.broker import Broker, LocalBroker
 from kezchat.relay.relay import Relay
 from kezchat.relay.sse import StreamHub
-from kezchat.storage.sqlite import (
-    SQLiteDatabase,
-    SQLiteManifestStore,
-    SQLiteMessageStore,
-    SQLiteRegistryStore,
-)
+from kezchat.storage.backend import chat_storage
 from kezchat.webapp import WebApp, packaged_web_dir
 
 if TYPE_CHECKING:
@@ -51,7 +46,8 @@ class ChatParts:
     """
 
     config: ChatConfig
-    db: SQLiteDatabase
+    #: the database service: SQLite or PostgreSQL, from C{--db}
+    db: Any
     registry: Registry
     relay: Relay
     broker: Broker
@@ -88,16 +84,17 @@ def build_parts(config: ChatConfig, reactor: object, broker: Broker | None = Non
     """
     clock = reactor.seconds
     metrics = Metrics()
-    db = SQLiteDatabase(config.db, reactor)
+    storage = chat_storage(config.db, reactor)
+    db = storage.db
     registry = Registry(
-        SQLiteRegistryStore(db),
+        storage.registry,
         RegistryPolicy(
             server=config.server, base_url=config.base_url, sig_base_url=config.sig_base_url
         ),
         clock,
     )
     broker = broker if broker is not None else LocalBroker()
-    store = SQLiteMessageStore(db)
+    store = storage.messages
     relay = Relay(
         registry=registry,
         store=store,
@@ -108,7 +105,7 @@ def build_parts(config: ChatConfig, reactor: object, broker: Broker | None = Non
         clock=clock,
     )
     hub = StreamHub(broker, store, metrics, clock, reactor, ping_interval=config.sse_ping_seconds)
-    mirror = ManifestMirror(registry, SQLiteManifestStore(db), Authenticator(clock), clock)
+    mirror = ManifestMirror(registry, storage.manifests, Authenticator(clock), clock)
     web_dir = config.web_dir or packaged_web_dir()
     web = None
     if os.path.isdir(web_dir):

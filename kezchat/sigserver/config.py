@@ -52,7 +52,13 @@ class SigOptions(usage.Options):
     )
 
     optParameters = [
-        ["db", None, None, "SQLite database file ($KEZ_SIG_DB) [default: kez-sig.db]"],
+        [
+            "db",
+            None,
+            None,
+            "SQLite database file, or postgresql://user:pass@host:port/dbname"
+            " ($KEZ_SIG_DB) [default: kez-sig.db]",
+        ],
         [
             "public-url",
             None,

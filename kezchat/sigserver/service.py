@@ -7,6 +7,7 @@ applications run the very code twistd runs.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Any
 
 from twisted.logger import Logger
 
@@ -15,8 +16,7 @@ from kezchat.sigserver.config import SigConfig
 from kezchat.sigserver.http import SigResource, build_resource, build_site
 from kezchat.sigserver.metrics import SigMetrics
 from kezchat.sigserver.sigchains import Sigchains
-from kezchat.sigserver.store import SCHEMA_PACKAGE, SQLiteSigchainStore
-from kezchat.storage.sqlite.database import SQLiteDatabase
+from kezchat.storage.backend import sigchain_storage
 
 log = Logger()
 
@@ -24,7 +24,8 @@ log = Logger()
 @dataclass
 class SigParts:
     config: SigConfig
-    db: SQLiteDatabase
+    #: the database service: SQLite or PostgreSQL, from C{--db}
+    db: Any
     sigchains: Sigchains
     metrics: SigMetrics
     resource: SigResource
@@ -46,8 +47,8 @@ def build_parts(config: SigConfig, reactor: object) -> SigParts:
     """
     clock = reactor.seconds
     metrics = SigMetrics()
-    db = SQLiteDatabase(config.db, reactor, schema_package=SCHEMA_PACKAGE)
-    sigchains = Sigchains(SQLiteSigchainStore(db), clock)
+    db, store = sigchain_storage(config.db, reactor)
+    sigchains = Sigchains(store, clock)
     resource = build_resource(sigchains, metrics, clock, config.base_url)
     return SigParts(config, db, sigchains, metrics, resource)
 

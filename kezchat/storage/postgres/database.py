@@ -1,0 +1,220 @@
+"""
+One PostgreSQL database, used from the reactor through asyncpg.
+
+asyncpg is an asyncio driver: on Twisted's asyncio reactor both run on one
+event loop, so a query is a coroutine on the reactor thread, never a
+thread. A pool of connections lets independent requests overlap; the
+database, not this process, serialises what must be serialised (unique
+constraints, row locks, advisory locks), which is what lets several
+chat-server processes share one database.
+
+Durability is PostgreSQL's: a write's Deferred fires after its COMMIT
+returned, which with the default C{synchronous_commit = on} means the WAL
+is flushed. PostgreSQL flushes concurrent commits together (its own group
+commit), so there is no batching writer here.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Awaitable, Callable
+from typing import Any, TypeVar
+from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
+
+from twisted.application.service import Service
+from twisted.internet.defer import Deferred, fail, succeed
+from twisted.logger import Logger
+
+from kezchat.natsbridge.aio import deferred_from_coroutine, is_asyncio_reactor, loop_of
+from kezchat.storage.postgres.schema import upgrade
+
+T = TypeVar("T")
+
+#: URL schemes that select this backend for C{--db}
+SCHEMES = ("postgresql://", "postgres://")
+#: query parameters of C{--db} read here, not passed on to the server
+POOL_MIN, POOL_MAX = "pool_min_size", "pool_max_size"
+DEFAULT_POOL_MIN, DEFAULT_POOL_MAX = 2, 10
+
+
+def is_postgres_url(setting: str) -> bool:
+    """
+    Whether a C{--db} setting names a PostgreSQL database (else: a SQLite
+    file).
+    """
+    return setting.startswith(SCHEMES)
+
+
+def redacted(url: str) -> str:
+    """
+    C{url} without its password, for logs.
+    """
+    parts = urlsplit(url)
+    if parts.password is None:
+        return url
+    netloc = parts.netloc.replace(f":{parts.password}@", ":***@", 1)
+    return urlunsplit(parts._replace(netloc=netloc))
+
+
+def pool_settings(url: str) -> tuple[str, int, int]:
+    """
+    Split the pool size parameters off a C{postgresql://} URL.
+
+    @return: the URL for the driver, and the pool's minimum and maximum size.
+    """
+    parts = urlsplit(url)
+    query = parse_qsl(parts.query, keep_blank_values=True)
+    sizes = {POOL_MIN: DEFAULT_POOL_MIN, POOL_MAX: DEFAULT_POOL_MAX}
+    kept = []
+    for name, value in query:
+        if name in sizes:
+            if not value.isdigit() or int(value) < 1:
+                raise ValueError(f"{name} must be a positive whole number, not {value!r}")
+            sizes[name] = int(value)
+        else:
+            kept.append((name, value))
+    if sizes[POOL_MIN] > sizes[POOL_MAX]:
+        sizes[POOL_MIN] = sizes[POOL_MAX]
+    return urlunsplit(parts._replace(query=urlencode(kept))), sizes[POOL_MIN], sizes[POOL_MAX]
+
+
+class WrongReactorError(RuntimeError):
+    """
+    PostgreSQL was configured but the reactor is not the asyncio one.
+    """
+
+
+class DatabaseClosed(Exception):
+    """
+    The database was used after its service stopped.
+    """
+
+
+class PostgresDatabase(Service):
+    """
+    A service owning a pool of connections to one PostgreSQL database.
+
+    @ivar path: the URL without its password (what logs may show).
+    """
+
+    log = Logger()
+
+    def __init__(
+        self,
+        url: str,
+        reactor: Any,
+        *,
+        schema_package: str = "kezchat.storage.postgres",
+        close_timeout: float = 5.0,
+    ) -> None:
+        if not is_asyncio_reactor(reactor):
+            raise WrongReactorError(
+                "PostgreSQL storage needs Twisted's asyncio reactor: run `twistd -r asyncio ...`"
+            )
+        self.url = url
+        self.path = redacted(url)
+        self._dsn, self.min_size, self.max_size = pool_settings(url)
+        self._reactor = reactor
+        self._schema_package = schema_package
+        self._close_timeout = close_timeout
+        self._pool: Any = None
+        self._ready: asyncio.Future[None] | None = None
+        self._closed = True
+
+    # -- lifecycle --------------------------------------------------------
+
+    def startService(self) -> None:
+        super().startService()
+        self._closed = False
+        self._ready = asyncio.ensure_future(self._open(), loop=loop_of(self._reactor))
+        # failures are reported through when_ready (and logged by the owner)
+        self._ready.add_done_callback(lambda f: f.cancelled() or f.exception())
+
+    async def _open(self) -> None:
+        import asyncpg
+
+        pool = await asyncpg.create_pool(
+            self._dsn, min_size=self.min_size, max_size=self.max_size, command_timeout=60
+        )
+        try:
+            async with pool.acquire() as conn:
+                await upgrade(conn, self._schema_package)
+        except BaseException:
+            await pool.close()
+            raise
+        self._pool = pool
+
+    def stopService(self) -> Deferred[None]:
+        if self._closed:
+            return succeed(None)
+        super().stopService()
+        self._closed = True
+        return deferred_from_coroutine(self._close())
+
+    async def _close(self) -> None:
+        ready = self._ready
+        if ready is not None and not ready.done():
+            ready.cancel()
+            await asyncio.gather(ready, return_exceptions=True)
+        pool, self._pool = self._pool, None
+        if pool is None:
+            return
+        try:
+            await asyncio.wait_for(pool.close(), self._close_timeout)
+        except (TimeoutError, OSError):
+            pool.terminate()
+
+    def when_ready(self) -> Deferred[None]:
+        """
+        A Deferred that fires once the schema is up to date, or fails if
+        the database cannot be reached or is newer than this code.
+        """
+        if self._ready is None:
+            return fail(DatabaseClosed("the database is not running"))
+        return Deferred.fromFuture(asyncio.shield(self._ready))
+
+    # -- the public API ---------------------------------------------------
+
+    def run(self, fn: Callable[..., Awaitable[T]], *args: Any) -> Deferred[T]:
+        """
+        Run C{await fn(connection, *args)} on a pooled connection, outside
+        any explicit transaction (each statement commits on its own).
+        """
+        return self._submit(fn, args, transaction=False)
+
+    def transaction(self, fn: Callable[..., Awaitable[T]], *args: Any) -> Deferred[T]:
+        """
+        Run C{await fn(connection, *args)} in one transaction; the Deferred
+        fires after the commit, or fails with what C{fn} raised (rolled
+        back).
+        """
+        return self._submit(fn, args, transaction=True)
+
+    def _submit(
+        self, fn: Callable[..., Awaitable[T]], args: tuple, transaction: bool
+    ) -> Deferred[T]:
+        if self._closed or self._ready is None:
+            return fail(DatabaseClosed("the database is not running"))
+        return deferred_from_coroutine(self._call(fn, args, transaction))
+
+    async def _call(self, fn: Callable[..., Awaitable[T]], args: tuple, transaction: bool) -> T:
+        assert self._ready is not None
+        await asyncio.shield(self._ready)
+        pool = self._pool
+        if pool is None:
+            raise DatabaseClosed("the database stopped")
+        async with pool.acquire() as conn:
+            if not transaction:
+                return await fn(conn, *args)
+            async with conn.transaction():
+                return await fn(conn, *args)
+
+
+__all__ = [
+    "DatabaseClosed",
+    "PostgresDatabase",
+    "WrongReactorError",
+    "is_postgres_url",
+    "pool_settings",
+    "redacted",
+]

@@ -1,0 +1,134 @@
+"""
+The relay's messages on PostgreSQL.
+
+Storing goes through one server-side function, C{kez_add_messages}
+(C{schema/002_messages.sql}): one round trip and one transaction per
+batch, with the seq, idempotency and lock-order rules written once, next
+to the tables, where every instance shares them.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from twisted.internet.defer import Deferred
+
+from kezchat.storage.interfaces import Accepted, NewMessage, RetentionReport, StoredMessage
+from kezchat.storage.postgres.database import PostgresDatabase
+
+#: the advisory lock key a retention sweep holds ("kezretn"): one instance
+#: sweeps at a time, the others skip that round
+RETENTION_LOCK = 0x6B657A7265746E
+
+_ADD = (
+    "SELECT ord, seq, created_at, duplicate"
+    " FROM kez_add_messages($1, $2, $3, $4, $5, $6, $7, $8)"
+)
+
+
+def _stored(row: Any) -> StoredMessage:
+    return StoredMessage(
+        row["recipient"], row["seq"], row["sender"], row["sender_primary"],
+        row["envelope"], row["created_at"],
+    )
+
+
+async def _add(conn: Any, messages: list[NewMessage]) -> list[Accepted]:
+    rows = await conn.fetch(
+        _ADD,
+        [m.recipient for m in messages],
+        [m.sender for m in messages],
+        [m.sender_primary for m in messages],
+        [m.envelope for m in messages],
+        [len(m.envelope) for m in messages],
+        [m.created_at for m in messages],
+        [m.idempotency_key for m in messages],
+        [None for _m in messages],
+    )
+    accepted = []
+    for new, row in zip(messages, rows, strict=True):
+        seq, duplicate = row["seq"], row["duplicate"]
+        stored = None
+        if not duplicate:
+            stored = StoredMessage(
+                new.recipient, seq, new.sender, new.sender_primary, new.envelope, new.created_at
+            )
+        accepted.append(Accepted(seq, row["created_at"], duplicate, stored))
+    return accepted
+
+
+async def _sweep(conn: Any, older_than: float, max_bytes: int) -> RetentionReport:
+    if not await conn.fetchval("SELECT pg_try_advisory_xact_lock($1)", RETENTION_LOCK):
+        return RetentionReport()
+    expired, expired_bytes = await conn.fetchrow(
+        "WITH gone AS (DELETE FROM messages WHERE created_at < $1 RETURNING size)"
+        " SELECT COUNT(*), COALESCE(SUM(size), 0) FROM gone",
+        older_than,
+    )
+    await conn.execute("DELETE FROM idempotency WHERE created_at < $1", older_than)
+    # per recipient over the cap: the oldest messages whose sizes add up to
+    # the excess
+    over, over_bytes = await conn.fetchrow(
+        "WITH heavy AS ("
+        "  SELECT recipient, SUM(size) - $1 AS excess FROM messages"
+        "  GROUP BY recipient HAVING SUM(size) > $1),"
+        " running AS ("
+        "  SELECT m.recipient, m.seq, h.excess,"
+        "   SUM(m.size) OVER (PARTITION BY m.recipient ORDER BY m.seq) AS total"
+        "  FROM messages m JOIN heavy h USING (recipient)),"
+        " cutoff AS ("
+        "  SELECT recipient, MIN(seq) AS seq FROM running WHERE total >= excess"
+        "  GROUP BY recipient),"
+        " gone AS ("
+        "  DELETE FROM messages m USING cutoff c"
+        "  WHERE m.recipient = c.recipient AND m.seq <= c.seq RETURNING m.size)"
+        " SELECT COUNT(*), COALESCE(SUM(size), 0) FROM gone",
+        max_bytes,
+    )
+    return RetentionReport(expired, expired_bytes, over, over_bytes)
+
+
+class PostgresMessageStore:
+    """
+    L{kezchat.storage.interfaces.MessageStore} on PostgreSQL, correct with
+    any number of chat-servers sharing the database: seqs come from a row
+    lock on the recipient's counter, idempotency keys from a primary key,
+    and retention sweeps from a try-lock, so none of it depends on which
+    process does the work.
+    """
+
+    def __init__(self, db: PostgresDatabase) -> None:
+        self._db = db
+
+    def add_message(self, message: NewMessage) -> Deferred[Accepted]:
+        return self.add_messages([message]).addCallback(lambda accepted: accepted[0])
+
+    def add_messages(self, messages: list[NewMessage]) -> Deferred[list[Accepted]]:
+        return self._db.run(_add, list(messages))
+
+    def messages_after(
+        self, recipient: str, since: int, limit: int
+    ) -> Deferred[list[StoredMessage]]:
+        async def select(conn: Any) -> list[StoredMessage]:
+            rows = await conn.fetch(
+                "SELECT recipient, seq, sender, sender_primary, envelope, created_at"
+                " FROM messages WHERE recipient = $1 AND seq > $2 ORDER BY seq LIMIT $3",
+                recipient, since, limit,
+            )
+            return [_stored(row) for row in rows]
+
+        return self._db.run(select)
+
+    def delete_upto(self, recipient: str, upto: int) -> Deferred[int]:
+        async def delete(conn: Any) -> int:
+            status = await conn.execute(
+                "DELETE FROM messages WHERE recipient = $1 AND seq <= $2", recipient, upto
+            )
+            return int(status.split()[-1])
+
+        return self._db.run(delete)
+
+    def apply_retention(
+        self, older_than: float, max_bytes_per_recipient: int
+    ) -> Deferred[RetentionReport]:
+        return self._db.transaction(_sweep, older_than, max_bytes_per_recipient)
