@@ -1,0 +1,281 @@
+"""
+The storage interfaces' contract, run against both backends: every test
+talks to the stores only (no HTTP), on a fresh database of the case's
+backend. "Instances" are several database services opened on one
+database, as several chat-server processes would: what must hold across
+processes is checked with them (seqs, idempotency, uniqueness, retention,
+sigchain appends).
+"""
+
+from __future__ import annotations
+
+from twisted.internet import reactor
+from twisted.internet.defer import DeferredList, gatherResults
+from twisted.trial.unittest import TestCase
+
+from kezchat.sigchain.errors import ChainError
+from kezchat.sigserver.store import EventRow
+from kezchat.storage.backend import ChatStorage, chat_storage, sigchain_storage
+from kezchat.storage.interfaces import (
+    HandleRecord,
+    HandleTaken,
+    NewMessage,
+    PrimaryTaken,
+    StoredManifest,
+)
+from tests.backends import on_postgresql
+from tests.support import fresh_database
+
+
+def message(
+    recipient: str,
+    i: int = 0,
+    key: str | None = None,
+    at: float = 1000.0,
+    sender: str = "alice@kez.lat",
+    size: int = 0,
+) -> NewMessage:
+    envelope = f'{{"i":{i},"pad":"{"x" * size}"}}'
+    return NewMessage(recipient, sender, "ed25519:" + "a" * 64, envelope, at, key)
+
+
+class StorageTestCase(TestCase):
+    timeout = 60
+    db_backend = "sqlite"
+
+    async def setUp(self) -> None:
+        self.setting = await fresh_database(self)
+
+    async def open(self) -> ChatStorage:
+        """
+        One more "instance" on this test's database, started.
+        """
+        storage = chat_storage(self.setting, reactor)
+        storage.db.startService()
+        self.addCleanup(storage.db.stopService)
+        await storage.db.when_ready()
+        return storage
+
+
+class RegistryTests(StorageTestCase):
+    async def test_add_and_find(self) -> None:
+        store = (await self.open()).registry
+        record = HandleRecord("alice", "kez.lat", "ed25519:" + "1" * 64, 1234.5)
+        self.assertEqual(await store.add_handle(record), record)
+        self.assertEqual(await store.handle("alice@kez.lat"), record)
+        self.assertEqual(await store.by_primary(record.primary), record)
+        self.assertIsNone(await store.handle("bob@kez.lat"))
+        self.assertIsNone(await store.by_primary("ed25519:" + "2" * 64))
+
+    async def test_handle_and_primary_unique(self) -> None:
+        store = (await self.open()).registry
+        await store.add_handle(HandleRecord("alice", "kez.lat", "ed25519:" + "1" * 64, 1.0))
+        with self.assertRaises(HandleTaken):
+            await store.add_handle(HandleRecord("alice", "kez.lat", "ed25519:" + "2" * 64, 2.0))
+        with self.assertRaises(PrimaryTaken):
+            await store.add_handle(HandleRecord("bob", "kez.lat", "ed25519:" + "1" * 64, 2.0))
+
+    async def test_one_handle_raced_on_three_instances(self) -> None:
+        stores = [(await self.open()).registry for _ in range(3)]
+        attempts = [
+            stores[i % 3].add_handle(
+                HandleRecord("race", "kez.lat", f"ed25519:{i:064x}", float(i))
+            )
+            for i in range(30)
+        ]
+        results = await DeferredList(attempts, consumeErrors=True)
+        won = [r for ok, r in results if ok]
+        lost = [r for ok, r in results if not ok]
+        self.assertEqual(len(won), 1)
+        self.assertTrue(all(f.check(HandleTaken) for f in lost))
+        self.assertEqual(await stores[2].handle("race@kez.lat"), won[0])
+
+
+class MessageTests(StorageTestCase):
+    async def test_seqs_per_recipient(self) -> None:
+        store = (await self.open()).messages
+        seqs = [(await store.add_message(message(r, i))).seq for i, r in
+                enumerate(["bob", "bob", "carol", "bob", "carol"])]
+        self.assertEqual(seqs, [1, 2, 1, 3, 2])
+        page = await store.messages_after("bob", 1, 10)
+        self.assertEqual([m.seq for m in page], [2, 3])
+        self.assertEqual(page[0].envelope, '{"i":1,"pad":""}')
+        self.assertEqual(page[0].sender_primary, "ed25519:" + "a" * 64)
+        self.assertEqual([m.seq for m in await store.messages_after("bob", 0, 2)], [1, 2])
+
+    async def test_batch_in_input_order(self) -> None:
+        store = (await self.open()).messages
+        batch = [message("carol", 0), message("bob", 1), message("carol", 2), message("bob", 3)]
+        accepted = await store.add_messages(batch)
+        self.assertEqual([a.seq for a in accepted], [1, 1, 2, 2])
+        self.assertEqual([a.message.envelope for a in accepted], [m.envelope for m in batch])
+        self.assertEqual(await store.add_messages([]), [])
+
+    async def test_idempotency(self) -> None:
+        store = (await self.open()).messages
+        first = await store.add_message(message("bob", 0, key="k", at=10.0))
+        again = await store.add_message(message("bob", 1, key="k", at=20.0))
+        self.assertFalse(first.duplicate)
+        self.assertEqual((again.seq, again.created_at, again.duplicate, again.message),
+                         (first.seq, 10.0, True, None))
+        # another sender may use the same key
+        other = await store.add_message(message("bob", 2, key="k", sender="carol@kez.lat"))
+        self.assertEqual((other.seq, other.duplicate), (2, False))
+        # a key repeated inside one batch is stored once
+        batch = await store.add_messages([message("bob", 3, key="b"), message("bob", 4, key="b")])
+        self.assertEqual([(a.seq, a.duplicate) for a in batch], [(3, False), (3, True)])
+        self.assertEqual(len(await store.messages_after("bob", 0, 100)), 3)
+
+    async def test_delete_never_reuses_seqs(self) -> None:
+        store = (await self.open()).messages
+        for i in range(5):
+            await store.add_message(message("bob", i))
+        self.assertEqual(await store.delete_upto("bob", 3), 3)
+        self.assertEqual(await store.delete_upto("bob", 3), 0)
+        self.assertEqual([m.seq for m in await store.messages_after("bob", 0, 10)], [4, 5])
+        await store.delete_upto("bob", 5)
+        self.assertEqual((await store.add_message(message("bob"))).seq, 6)
+
+    async def test_retention(self) -> None:
+        store = (await self.open()).messages
+        await store.add_message(message("bob", 0, key="old", at=10.0))
+        await store.add_message(message("bob", 1, at=10.0))
+        for i in range(2, 6):
+            await store.add_message(message("carol", i, at=100.0, size=90))
+        await store.add_message(message("bob", 6, at=100.0))
+        size = len(message("carol", 2, size=90).envelope)
+        report = await store.apply_retention(50.0, 2 * size + 1)
+        small = len(message("bob").envelope)
+        self.assertEqual((report.expired, report.expired_bytes), (2, 2 * small))
+        self.assertEqual((report.over_quota, report.over_quota_bytes), (2, 2 * size))
+        self.assertEqual([m.seq for m in await store.messages_after("carol", 0, 10)], [3, 4])
+        self.assertEqual([m.seq for m in await store.messages_after("bob", 0, 10)], [3])
+        # the expired idempotency key is forgotten with its message
+        again = await store.add_message(message("bob", 7, key="old", at=200.0))
+        self.assertEqual((again.seq, again.duplicate), (4, False))
+
+
+class ManifestTests(StorageTestCase):
+    async def test_put_replace_get(self) -> None:
+        store = (await self.open()).manifests
+        primary = "ed25519:" + "1" * 64
+        self.assertIsNone(await store.manifest(primary))
+        blob = bytes(range(256)) * 3
+        await store.put_manifest(StoredManifest(primary, blob, "h1", 1.0))
+        self.assertEqual(await store.manifest(primary), StoredManifest(primary, blob, "h1", 1.0))
+        await store.put_manifest(StoredManifest(primary, b"\x00new", "h2", 2.0))
+        replaced = StoredManifest(primary, b"\x00new", "h2", 2.0)
+        self.assertEqual(await store.manifest(primary), replaced)
+
+
+class SchemaTests(StorageTestCase):
+    async def test_newer_database_refused(self) -> None:
+        storage = await self.open()
+        await storage.registry.add_handle(HandleRecord("a", "kez.lat", "ed25519:" + "1" * 64, 1.0))
+        await storage.db.stopService()
+        await self.bump_version(storage)
+        later = chat_storage(self.setting, reactor)
+        later.db.startService()
+        self.addCleanup(later.db.stopService)
+        error = await self.assertFailure(later.db.when_ready(), RuntimeError)
+        self.assertIn("newer than this", str(error))
+
+    async def bump_version(self, storage: ChatStorage) -> None:
+        if self.db_backend == "sqlite":
+            import sqlite3
+
+            conn = sqlite3.connect(self.setting)
+            conn.execute("INSERT INTO schema_version VALUES (999, '999_future.sql', 0)")
+            conn.commit()
+            conn.close()
+            return
+        import asyncpg
+
+        from kezchat.natsbridge.aio import deferred_from_coroutine
+
+        async def bump() -> None:
+            conn = await asyncpg.connect(self.setting)
+            await conn.execute("INSERT INTO schema_version VALUES (999, '999_future.sql')")
+            await conn.close()
+
+        await deferred_from_coroutine(bump())
+
+
+class SeveralInstancesTests(StorageTestCase):
+    """
+    Three database services on one database, writing at once.
+    """
+
+    timeout = 120
+
+    async def test_one_inbox_written_from_three_instances(self) -> None:
+        stores = [(await self.open()).messages for _ in range(3)]
+        sends = [stores[i % 3].add_message(message("bob", i)) for i in range(150)]
+        sends += [
+            stores[i % 3].add_messages([message("bob", 1000 + i), message("carol", i)])
+            for i in range(30)
+        ]
+        await gatherResults(sends)
+        bob = await stores[0].messages_after("bob", 0, 500)
+        self.assertEqual([m.seq for m in bob], list(range(1, 181)))
+        self.assertEqual(len({m.envelope for m in bob}), 180)
+        carol = await stores[1].messages_after("carol", 0, 500)
+        self.assertEqual([m.seq for m in carol], list(range(1, 31)))
+
+    async def test_idempotency_key_raced_on_three_instances(self) -> None:
+        stores = [(await self.open()).messages for _ in range(3)]
+        # the same keys (as a redelivered NATS message carries) on every
+        # instance, in opposite orders within batches
+        keys = [f"nats:e:{i}" for i in range(20)]
+        sends = []
+        for n, store in enumerate(stores):
+            ordered = keys if n % 2 == 0 else list(reversed(keys))
+            sends.append(store.add_messages(
+                [message("bob" if int(k.split(":")[-1]) % 2 else "carol", 0, key=k)
+                 for k in ordered]
+            ))
+            sends += [store.add_message(message("bob", 0, key=k)) for k in keys[:5]]
+        results = await gatherResults(sends)
+        flat = [a for r in results for a in (r if isinstance(r, list) else [r])]
+        fresh = [a for a in flat if not a.duplicate]
+        self.assertEqual(len(fresh), 20)
+        stored = await stores[0].messages_after("bob", 0, 500)
+        stored += await stores[0].messages_after("carol", 0, 500)
+        self.assertEqual(len(stored), 20)
+
+    async def test_retention_swept_from_three_instances(self) -> None:
+        stores = [(await self.open()).messages for _ in range(3)]
+        await stores[0].add_messages([message(f"u{i % 7}", i, at=10.0) for i in range(200)])
+        reports = await gatherResults([s.apply_retention(50.0, 10**9) for s in stores * 2])
+        self.assertEqual(sum(r.expired for r in reports), 200)
+        self.assertEqual(await stores[2].messages_after("u1", 0, 500), [])
+
+    async def test_sigchain_append_raced_on_three_instances(self) -> None:
+        services = []
+        for _ in range(3):
+            db, store = sigchain_storage(self.setting, reactor)
+            db.startService()
+            self.addCleanup(db.stopService)
+            await db.when_ready()
+            services.append(store)
+        primary = "ed25519:" + "1" * 64
+
+        def judge(stored: list[EventRow]) -> bool:
+            if stored:
+                raise ChainError("fork", "seq 1 is taken", 1)
+            return True
+
+        attempts = [
+            services[i % 3].append(primary, EventRow(1, "add", None, f"h{i}"), f'{{"i":{i}}}',
+                                   1.0, judge)
+            for i in range(12)
+        ]
+        results = await DeferredList(attempts, consumeErrors=True)
+        self.assertEqual(sum(1 for ok, _ in results if ok), 1)
+        self.assertTrue(all(r.check(ChainError) for ok, r in results if not ok))
+        self.assertEqual(len(await services[0].events(primary)), 1)
+
+
+on_postgresql(
+    globals(), RegistryTests, MessageTests, ManifestTests, SchemaTests, SeveralInstancesTests
+)
