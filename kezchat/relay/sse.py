@@ -23,7 +23,7 @@ from __future__ import annotations
 from collections.abc import Callable
 
 from twisted.application.service import Service
-from twisted.internet.defer import Deferred
+from twisted.internet.defer import Deferred, succeed
 from twisted.internet.interfaces import IPushProducer
 from twisted.internet.task import LoopingCall
 from twisted.logger import Logger
@@ -264,7 +264,22 @@ class StreamHub(Service):
         Turn C{request} into a live stream of C{recipient}'s messages,
         replaying those after C{resume_after} first when given. The
         Deferred fires when the stream ends.
+
+        A live-only stream (no C{resume_after}) starts after the inbox's
+        latest seq, read before subscribing, exactly like a resume: with
+        several instances (or concurrent commits) live messages can arrive
+        out of seq order, and a stream that began at whichever came first
+        would drop an earlier one arriving second.
         """
+        if resume_after is None:
+            d = self.store.last_seq(recipient)
+            d.addCallback(lambda last: self._open(request, recipient, last))
+            return d
+        return self._open(request, recipient, resume_after)
+
+    def _open(self, request: IRequest, recipient: str, resume_after: int) -> Deferred[bytes]:
+        if getattr(request, "channel", True) is None:
+            return succeed(b"")  # the client left while the seq was read
         request.setHeader(b"content-type", b"text/event-stream")
         request.setHeader(b"cache-control", b"no-cache")
         request.setHeader(b"x-accel-buffering", b"no")

@@ -118,6 +118,12 @@ class MessageStore(Protocol):
         self, recipient: str, since: int, limit: int
     ) -> Deferred[list[StoredMessage]]: ...
 
+    def last_seq(self, recipient: str) -> Deferred[int]:
+        """
+        The latest seq given out in C{recipient}'s inbox (0 if none),
+        deleted or not: where a live-only stream starts.
+        """
+
     def delete_upto(self, recipient: str, upto: int) -> Deferred[int]: ...
 
     def apply_retention(

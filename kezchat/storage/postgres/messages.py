@@ -119,6 +119,15 @@ class PostgresMessageStore:
 
         return self._db.run(select)
 
+    def last_seq(self, recipient: str) -> Deferred[int]:
+        async def select(conn: Any) -> int:
+            last = await conn.fetchval(
+                "SELECT last_seq FROM inbox_counters WHERE recipient = $1", recipient
+            )
+            return last or 0
+
+        return self._db.run(select)
+
     def delete_upto(self, recipient: str, upto: int) -> Deferred[int]:
         async def delete(conn: Any) -> int:
             status = await conn.execute(

@@ -80,6 +80,15 @@ class SQLiteMessageStore:
 
         return self._db.read(select)
 
+    def last_seq(self, recipient: str) -> Deferred[int]:
+        def select(conn: sqlite3.Connection) -> int:
+            row = conn.execute(
+                "SELECT last_seq FROM inbox_counters WHERE recipient = ?", (recipient,)
+            ).fetchone()
+            return 0 if row is None else row[0]
+
+        return self._db.read(select)
+
     def delete_upto(self, recipient: str, upto: int) -> Deferred[int]:
         return self._db.write(
             lambda conn: conn.execute(
