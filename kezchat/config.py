@@ -17,6 +17,7 @@ from typing import Any
 from twisted.python import usage
 
 from kezchat.identity.handles import SERVER_RE
+from kezchat.storage.dburl import check_db_setting
 
 
 @dataclass(frozen=True)
@@ -194,6 +195,7 @@ class ChatOptions(usage.Options):
             raise usage.UsageError("--log-format is text or json")
         if settings["access-log"] not in ("on", "off"):
             raise usage.UsageError("--access-log is on or off")
+        check_db_setting(settings["db"])
         try:
             retention_days = float(settings["retention-days"])
         except ValueError:

@@ -11,11 +11,16 @@ from __future__ import annotations
 
 from twisted.internet import reactor
 from twisted.internet.defer import DeferredList, gatherResults
-from twisted.trial.unittest import TestCase
+from twisted.internet.task import Clock
+from twisted.python import usage
+from twisted.trial.unittest import SynchronousTestCase, TestCase
 
+from kezchat.config import ChatOptions
 from kezchat.sigchain.errors import ChainError
+from kezchat.sigserver.config import SigOptions
 from kezchat.sigserver.store import EventRow
 from kezchat.storage.backend import ChatStorage, chat_storage, sigchain_storage
+from kezchat.storage.dburl import is_postgres_url, pool_settings, redacted
 from kezchat.storage.interfaces import (
     HandleRecord,
     HandleTaken,
@@ -274,6 +279,44 @@ class SeveralInstancesTests(StorageTestCase):
         self.assertEqual(sum(1 for ok, _ in results if ok), 1)
         self.assertTrue(all(r.check(ChainError) for ok, r in results if not ok))
         self.assertEqual(len(await services[0].events(primary)), 1)
+
+
+class DatabaseSettingTests(SynchronousTestCase):
+    def test_which_backend(self) -> None:
+        self.assertTrue(is_postgres_url("postgresql://kez@db/kezchat"))
+        self.assertTrue(is_postgres_url("postgres://kez@db/kezchat"))
+        self.assertFalse(is_postgres_url("kez-chat.db"))
+        self.assertFalse(is_postgres_url("/var/lib/postgresql.db"))
+
+    def test_pool_parameters_are_ours(self) -> None:
+        url = "postgresql://kez:pw@db:5432/kezchat?pool_max_size=4&sslmode=require&pool_min_size=1"
+        self.assertEqual(
+            pool_settings(url), ("postgresql://kez:pw@db:5432/kezchat?sslmode=require", 1, 4)
+        )
+        self.assertEqual(pool_settings("postgresql://db/x"), ("postgresql://db/x", 2, 10))
+        # a minimum above the maximum is lowered to it
+        self.assertEqual(pool_settings("postgresql://db/x?pool_max_size=1")[1:], (1, 1))
+        for bad in ("0", "-1", "x", ""):
+            with self.assertRaises(ValueError):
+                pool_settings(f"postgresql://db/x?pool_max_size={bad}")
+
+    def test_password_never_logged(self) -> None:
+        self.assertEqual(redacted("postgresql://kez:s3cret@db/x"), "postgresql://kez:***@db/x")
+        self.assertEqual(redacted("postgresql://kez@db/x"), "postgresql://kez@db/x")
+
+    def test_options_refuse_a_bad_url(self) -> None:
+        for options in (ChatOptions(environ={}), SigOptions(environ={})):
+            with self.assertRaises(usage.UsageError):
+                options.parseOptions(["--db", "postgresql://db/x?pool_max_size=lots"])
+        options = ChatOptions(environ={"KEZ_CHAT_DB": "postgresql://db/x?pool_max_size=3"})
+        options.parseOptions([])
+        self.assertEqual(options.config.db, "postgresql://db/x?pool_max_size=3")
+
+    def test_postgres_needs_the_asyncio_reactor(self) -> None:
+        from kezchat.storage.postgres.database import WrongReactorError
+
+        with self.assertRaises(WrongReactorError):
+            chat_storage("postgresql://db/x", Clock())
 
 
 on_postgresql(

@@ -8,6 +8,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
+from kezchat.storage.dburl import is_postgres_url
 from kezchat.storage.interfaces import ManifestStore, MessageStore, RegistryStore
 
 
@@ -22,12 +23,6 @@ class ChatStorage:
     registry: RegistryStore
     messages: MessageStore
     manifests: ManifestStore
-
-
-def is_postgres_url(setting: str) -> bool:
-    from kezchat.storage.postgres.database import is_postgres_url as check
-
-    return check(setting)
 
 
 def chat_storage(setting: str, reactor: Any) -> ChatStorage:

@@ -18,6 +18,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
+from kezchat.storage.dburl import pool_settings
 from kezchat.storage.postgres.schema import upgrade
 from kezchat.storage.sqlite.schema import migrations
 
@@ -101,8 +102,6 @@ async def migrate(
     the URL C{target}.
     """
     import asyncpg
-
-    from kezchat.storage.postgres.database import pool_settings
 
     conn = open_source(source)
     try:

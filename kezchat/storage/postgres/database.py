@@ -19,64 +19,16 @@ from __future__ import annotations
 import asyncio
 from collections.abc import Awaitable, Callable
 from typing import Any, TypeVar
-from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 
 from twisted.application.service import Service
 from twisted.internet.defer import Deferred, fail, succeed
 from twisted.logger import Logger
 
 from kezchat.natsbridge.aio import deferred_from_coroutine, is_asyncio_reactor, loop_of
+from kezchat.storage.dburl import is_postgres_url, pool_settings, redacted
 from kezchat.storage.postgres.schema import upgrade
 
 T = TypeVar("T")
-
-#: URL schemes that select this backend for C{--db}
-SCHEMES = ("postgresql://", "postgres://")
-#: query parameters of C{--db} read here, not passed on to the server
-POOL_MIN, POOL_MAX = "pool_min_size", "pool_max_size"
-DEFAULT_POOL_MIN, DEFAULT_POOL_MAX = 2, 10
-
-
-def is_postgres_url(setting: str) -> bool:
-    """
-    Whether a C{--db} setting names a PostgreSQL database (else: a SQLite
-    file).
-    """
-    return setting.startswith(SCHEMES)
-
-
-def redacted(url: str) -> str:
-    """
-    C{url} without its password, for logs.
-    """
-    parts = urlsplit(url)
-    if parts.password is None:
-        return url
-    netloc = parts.netloc.replace(f":{parts.password}@", ":***@", 1)
-    return urlunsplit(parts._replace(netloc=netloc))
-
-
-def pool_settings(url: str) -> tuple[str, int, int]:
-    """
-    Split the pool size parameters off a C{postgresql://} URL.
-
-    @return: the URL for the driver, and the pool's minimum and maximum size.
-    """
-    parts = urlsplit(url)
-    query = parse_qsl(parts.query, keep_blank_values=True)
-    sizes = {POOL_MIN: DEFAULT_POOL_MIN, POOL_MAX: DEFAULT_POOL_MAX}
-    kept = []
-    for name, value in query:
-        if name in sizes:
-            if not value.isdigit() or int(value) < 1:
-                raise ValueError(f"{name} must be a positive whole number, not {value!r}")
-            sizes[name] = int(value)
-        else:
-            kept.append((name, value))
-    if sizes[POOL_MIN] > sizes[POOL_MAX]:
-        sizes[POOL_MIN] = sizes[POOL_MAX]
-    return urlunsplit(parts._replace(query=urlencode(kept))), sizes[POOL_MIN], sizes[POOL_MAX]
-
 
 class WrongReactorError(RuntimeError):
     """
@@ -134,7 +86,14 @@ class PostgresDatabase(Service):
         import asyncpg
 
         pool = await asyncpg.create_pool(
-            self._dsn, min_size=self.min_size, max_size=self.max_size, command_timeout=60
+            self._dsn,
+            min_size=self.min_size,
+            max_size=self.max_size,
+            # an unreachable host fails a connection attempt in 10 s, and a
+            # statement that takes over a minute is cut: no request waits
+            # forever on the database
+            timeout=10,
+            command_timeout=60,
         )
         try:
             async with pool.acquire() as conn:
@@ -198,8 +157,11 @@ class PostgresDatabase(Service):
         return deferred_from_coroutine(self._call(fn, args, transaction))
 
     async def _call(self, fn: Callable[..., Awaitable[T]], args: tuple, transaction: bool) -> T:
-        assert self._ready is not None
-        await asyncio.shield(self._ready)
+        ready = self._ready
+        assert ready is not None
+        if not ready.done():
+            await asyncio.shield(ready)
+        ready.result()  # raises what opening the database raised
         pool = self._pool
         if pool is None:
             raise DatabaseClosed("the database stopped")
