@@ -8,22 +8,28 @@ sessions would; one instance is killed with SIGKILL in the middle.
 
 from __future__ import annotations
 
+import json
 import os
 import random
 from collections import defaultdict
 
+import nats
 from twisted.internet.defer import DeferredSemaphore, ensureDeferred, gatherResults
 from twisted.trial import unittest
 
 from kezchat.identity.keys import KeyPair
+from kezchat.natsbridge.aio import deferred_from_coroutine
+from kezchat.natsbridge.subjects import inbox_subject, reply_prefix
 from tests.chatprocess import ChatProcess
 from tests.natsserver import NatsServer, find_nats_server
+from tests.natssupport import user_seed
 from tests.pgsupport import fresh_database
 from tests.relaysupport import SSEStream, inbox, open_stream, send
 from tests.support import deferred_sleep, http_client, json_of, registration
 
 USERS = 6
 MESSAGES = 240
+NATIVE = 30
 
 
 class ScaleOutTests(unittest.TestCase):
@@ -146,6 +152,29 @@ class ScaleOutTests(unittest.TestCase):
                     )
                     self.assertEqual(resumed.response.code, 200)
                     chain.append(resumed)
+        # native clients publish on NATS: the survivors share the bridge's
+        # consumer, and each message is stored once
+        nc = await deferred_from_coroutine(nats.connect(
+            self.nats.url, nkeys_seed_str=user_seed(users["user0"]),
+            inbox_prefix=reply_prefix(users["user0"].public_hex), allow_reconnect=False,
+        ))
+        self.addCleanup(lambda: deferred_from_coroutine(nc.close()))
+        for n in range(NATIVE):
+            recipient = f"user{1 + n % (USERS - 1)}"
+            subject = inbox_subject(users[recipient].public_hex, users["user0"].public_hex)
+            await deferred_from_coroutine(nc.publish(subject, json.dumps({"native": n}).encode()))
+        await deferred_from_coroutine(nc.flush())
+        native_seen = 0
+        for _ in range(200):
+            native_seen = 0
+            for handle, key in users.items():
+                _, page = await inbox(self.client, self.pick().url, key, handle)
+                native_seen += sum(1 for m in page["messages"] if "native" in m["envelope"])
+            if native_seen >= NATIVE:
+                break
+            await deferred_sleep(0.1)
+        self.assertEqual(native_seen, NATIVE)
+
         # a message stored by the victim whose announcement died with it
         # reaches live streams with the recipient's next message
         for handle in users:
@@ -173,7 +202,7 @@ class ScaleOutTests(unittest.TestCase):
                 self.assertEqual(delivered, stored, handle)
         self.assertEqual(sum(len(s) for s in acked.values()), MESSAGES + USERS)
         # and nothing stored twice: a retry after the crash hit its key
-        self.assertEqual(total, MESSAGES + USERS)
+        self.assertEqual(total, MESSAGES + USERS + NATIVE)
 
     async def until_seen(self, chain: list[SSEStream], count: int, timeout: float = 15.0) -> None:
         for _ in range(int(timeout / 0.05)):
