@@ -281,6 +281,38 @@ class SeveralInstancesTests(StorageTestCase):
         self.assertEqual(len(await services[0].events(primary)), 1)
 
 
+class PostgresPageTests(StorageTestCase):
+    """
+    Byte-bounded pages, cut inside PostgreSQL.
+    """
+
+    db_backend = "postgresql"
+
+    async def test_pages_bounded_by_count_and_bytes(self) -> None:
+        from kezchat.storage.postgres.messages import read_page
+
+        storage = await self.open()
+        for i in range(5):
+            await storage.messages.add_message(message("bob", i, size=90))
+        size = len(message("bob", 0, size=90).envelope)
+
+        async def page(since: int, limit: int, max_bytes: int) -> tuple[list[int], bool]:
+            messages, more = await storage.db.run(
+                lambda conn: read_page(conn, "bob", since, limit, max_bytes)
+            )
+            self.assertTrue(all(m.envelope.startswith('{"i":') for m in messages))
+            return [m.seq for m in messages], more
+
+        self.assertEqual(await page(0, 10, 2 * size), ([1, 2], True))
+        self.assertEqual(await page(0, 10, 2 * size - 1), ([1], True))
+        # the first message comes whatever the budget: paging moves on
+        self.assertEqual(await page(3, 10, 1), ([4], True))
+        self.assertEqual(await page(0, 3, 10**9), ([1, 2, 3], True))
+        self.assertEqual(await page(2, 10, 10**9), ([3, 4, 5], False))
+        self.assertEqual(await page(2, 3, 3 * size), ([3, 4, 5], False))
+        self.assertEqual(await page(5, 10, 10), ([], False))
+
+
 class DatabaseSettingTests(SynchronousTestCase):
     def test_which_backend(self) -> None:
         self.assertTrue(is_postgres_url("postgresql://kez@db/kezchat"))

@@ -26,13 +26,6 @@ _ADD = (
 )
 
 
-def _stored(row: Any) -> StoredMessage:
-    return StoredMessage(
-        row["recipient"], row["seq"], row["sender"], row["sender_primary"],
-        row["envelope"], row["created_at"],
-    )
-
-
 async def _add(conn: Any, messages: list[NewMessage]) -> list[Accepted]:
     rows = await conn.fetch(
         _ADD,
@@ -40,10 +33,11 @@ async def _add(conn: Any, messages: list[NewMessage]) -> list[Accepted]:
         [m.sender for m in messages],
         [m.sender_primary for m in messages],
         [m.envelope for m in messages],
-        [len(m.envelope) for m in messages],
+        # the retention cap counts UTF-8 bytes
+        [len(m.envelope.encode("utf-8")) for m in messages],
         [m.created_at for m in messages],
         [m.idempotency_key for m in messages],
-        [None for _m in messages],
+        [getattr(m, "request_hash", None) for m in messages],
     )
     accepted = []
     for new, row in zip(messages, rows, strict=True):
@@ -88,6 +82,47 @@ async def _sweep(conn: Any, older_than: float, max_bytes: int) -> RetentionRepor
     return RetentionReport(expired, expired_bytes, over, over_bytes)
 
 
+#: a byte budget that never binds
+UNBOUNDED = 2**62
+
+# The page is cut in the database: a running total of sizes marks the rows
+# within the byte budget, and only their envelopes leave it (a row past the
+# budget is returned without its envelope, to say that more follow). The
+# first row always comes, however large, so paging always moves on.
+_PAGE = """
+SELECT seq, sender, sender_primary, created_at, fits,
+       CASE WHEN fits THEN envelope END AS envelope
+FROM (
+    SELECT seq, sender, sender_primary, created_at, envelope,
+           (ROW_NUMBER() OVER w = 1 OR SUM(size) OVER w <= $4) AS fits
+    FROM messages
+    WHERE recipient = $1 AND seq > $2
+    WINDOW w AS (ORDER BY seq ROWS UNBOUNDED PRECEDING)
+    ORDER BY seq
+    LIMIT $3 + 1
+) AS page
+ORDER BY seq
+"""
+
+
+async def read_page(
+    conn: Any, recipient: str, since: int, limit: int, max_bytes: int
+) -> tuple[list[StoredMessage], bool]:
+    """
+    The messages after C{since}, at most C{limit} and at most C{max_bytes}
+    of envelopes (the first always), and whether more follow.
+    """
+    messages: list[StoredMessage] = []
+    for row in await conn.fetch(_PAGE, recipient, since, limit, max_bytes):
+        if len(messages) == limit or not row["fits"]:
+            return messages, True
+        messages.append(StoredMessage(
+            recipient, row["seq"], row["sender"], row["sender_primary"], row["envelope"],
+            row["created_at"],
+        ))
+    return messages, False
+
+
 class PostgresMessageStore:
     """
     L{kezchat.storage.interfaces.MessageStore} on PostgreSQL, correct with
@@ -110,12 +145,8 @@ class PostgresMessageStore:
         self, recipient: str, since: int, limit: int
     ) -> Deferred[list[StoredMessage]]:
         async def select(conn: Any) -> list[StoredMessage]:
-            rows = await conn.fetch(
-                "SELECT recipient, seq, sender, sender_primary, envelope, created_at"
-                " FROM messages WHERE recipient = $1 AND seq > $2 ORDER BY seq LIMIT $3",
-                recipient, since, limit,
-            )
-            return [_stored(row) for row in rows]
+            messages, _more = await read_page(conn, recipient, since, limit, UNBOUNDED)
+            return messages
 
         return self._db.run(select)
 
