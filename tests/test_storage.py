@@ -281,12 +281,31 @@ class SeveralInstancesTests(StorageTestCase):
         self.assertEqual(len(await services[0].events(primary)), 1)
 
 
-class PostgresPageTests(StorageTestCase):
+class PostgresOnlyTests(StorageTestCase):
     """
-    Byte-bounded pages, cut inside PostgreSQL.
+    What only the PostgreSQL backend does: group commit of single sends,
+    byte-bounded pages cut inside the database.
     """
 
     db_backend = "postgresql"
+
+    async def test_group_commit_isolates_a_bad_message(self) -> None:
+        storage = await self.open()
+        store = storage.messages
+        sends = [store.add_message(message("bob", i)) for i in range(40)]
+        # PostgreSQL text cannot hold NUL: the database refuses this one
+        bad = NewMessage("bob", "alice@kez.lat", "ed25519:" + "a" * 64, "\x00", 1.0)
+        sends.insert(20, store.add_message(bad))
+        results = await DeferredList(sends, consumeErrors=True)
+        self.assertEqual([ok for ok, _ in results].count(False), 1)
+        self.assertFalse(results[20][0])
+        self.assertEqual(
+            sorted(r.seq for ok, r in results if ok), list(range(1, 41))
+        )
+        # sends that arrived together shared calls (two go at once, then
+        # the rest wait and go together)
+        self.assertLess(store.group.calls, 10)
+        self.assertEqual(len(await store.messages_after("bob", 0, 100)), 40)
 
     async def test_pages_bounded_by_count_and_bytes(self) -> None:
         from kezchat.storage.postgres.messages import read_page

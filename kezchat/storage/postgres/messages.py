@@ -11,10 +11,11 @@ from __future__ import annotations
 
 from typing import Any
 
-from twisted.internet.defer import Deferred
+from twisted.internet.defer import CancelledError, Deferred
+from twisted.python.failure import Failure
 
 from kezchat.storage.interfaces import Accepted, NewMessage, RetentionReport, StoredMessage
-from kezchat.storage.postgres.database import PostgresDatabase
+from kezchat.storage.postgres.database import DatabaseClosed, PostgresDatabase
 
 #: the advisory lock key a retention sweep holds ("kezretn"): one instance
 #: sweeps at a time, the others skip that round
@@ -123,6 +124,77 @@ async def read_page(
     return messages, False
 
 
+def _outcome_unknown(failure: Failure) -> bool:
+    """
+    Whether a failed batch may have been committed anyway (the connection
+    broke, the call was cancelled): then it must not be retried, or
+    messages without an idempotency key could be stored twice.
+    """
+    import asyncpg
+
+    return failure.check(
+        asyncpg.PostgresConnectionError,
+        asyncpg.InterfaceError,
+        asyncpg.OperatorInterventionError,
+        OSError,
+        TimeoutError,
+        CancelledError,
+        DatabaseClosed,
+    ) is not None
+
+
+class GroupCommit:
+    """
+    Single sends that arrive while earlier ones are being stored go
+    together in the next call of C{kez_add_messages}: one round trip and
+    one commit for all of them, as the SQLite backend's writer thread does.
+    A lone send goes at once; under load, batches grow by themselves.
+
+    A batch the database refused (one bad message) is retried one message
+    at a time, so only the bad one fails; a batch whose outcome is unknown
+    (the connection broke) fails as a whole, never stored twice.
+    """
+
+    def __init__(self, db: PostgresDatabase, max_batch: int = 256, max_in_flight: int = 2) -> None:
+        self._db = db
+        self._max_batch = max_batch
+        self._max_in_flight = max_in_flight
+        self._in_flight = 0
+        self._pending: list[tuple[NewMessage, Deferred[Accepted]]] = []
+        #: calls made and messages they carried (batching at work)
+        self.calls = 0
+        self.batched = 0
+
+    def add(self, message: NewMessage) -> Deferred[Accepted]:
+        d: Deferred[Accepted] = Deferred()
+        self._pending.append((message, d))
+        self._flush()
+        return d
+
+    def _flush(self) -> None:
+        while self._pending and self._in_flight < self._max_in_flight:
+            batch = self._pending[: self._max_batch]
+            del self._pending[: self._max_batch]
+            self._in_flight += 1
+            self.calls += 1
+            self.batched += len(batch)
+            stored = self._db.run(_add, [message for message, _d in batch])
+            stored.addBoth(self._done, batch)
+
+    def _done(self, result: list[Accepted] | Failure, batch: list) -> None:
+        self._in_flight -= 1
+        if not isinstance(result, Failure):
+            for (_message, d), accepted in zip(batch, result, strict=True):
+                d.callback(accepted)
+        elif len(batch) == 1 or _outcome_unknown(result):
+            for _message, d in batch:
+                d.errback(result)
+        else:
+            for message, d in batch:
+                self._db.run(_add, [message]).addCallback(lambda r: r[0]).chainDeferred(d)
+        self._flush()
+
+
 class PostgresMessageStore:
     """
     L{kezchat.storage.interfaces.MessageStore} on PostgreSQL, correct with
@@ -134,9 +206,10 @@ class PostgresMessageStore:
 
     def __init__(self, db: PostgresDatabase) -> None:
         self._db = db
+        self.group = GroupCommit(db)
 
     def add_message(self, message: NewMessage) -> Deferred[Accepted]:
-        return self.add_messages([message]).addCallback(lambda accepted: accepted[0])
+        return self.group.add(message)
 
     def add_messages(self, messages: list[NewMessage]) -> Deferred[list[Accepted]]:
         return self._db.run(_add, list(messages))
