@@ -85,11 +85,28 @@ class PostgresCluster:
             for path in (self.directory, self.sockets):
                 os.chown(path, owner.pw_uid, owner.pw_gid)
         self._run("initdb", "-D", str(self.data), "-A", "trust", "-U", USER, "--no-sync")
+        self.restart()
+
+    def _options(self) -> str:
         options = f"-p {self.port} -k {self.sockets} -c listen_addresses=127.0.0.1"
         for name, value in self.settings.items():
             options += f" -c {name}={value}"
+        return options
+
+    def crash(self) -> None:
+        """
+        Stop the server at once (no shutdown), as a crash would.
+        """
+        self._run("pg_ctl", "-D", str(self.data), "-m", "immediate", "-w", "stop")
+        self.running = False
+
+    def restart(self) -> None:
+        """
+        Start it again on the same port, after L{crash}.
+        """
         self._run(
-            "pg_ctl", "-D", str(self.data), "-l", str(self.log_path), "-w", "-o", options, "start"
+            "pg_ctl", "-D", str(self.data), "-l", str(self.log_path), "-w",
+            "-o", self._options(), "start",
         )
         self.running = True
 

@@ -9,13 +9,15 @@ sigchain appends).
 
 from __future__ import annotations
 
-from twisted.internet import reactor
+from twisted.internet import defer, reactor
 from twisted.internet.defer import DeferredList, gatherResults
 from twisted.internet.task import Clock
+from twisted.internet.threads import deferToThread
 from twisted.python import usage
 from twisted.trial.unittest import SynchronousTestCase, TestCase
 
 from kezchat.config import ChatOptions
+from kezchat.natsbridge.aio import deferred_from_coroutine
 from kezchat.sigchain.errors import ChainError
 from kezchat.sigserver.config import SigOptions
 from kezchat.sigserver.store import EventRow
@@ -306,6 +308,28 @@ class PostgresOnlyTests(StorageTestCase):
         # the rest wait and go together)
         self.assertLess(store.group.calls, 10)
         self.assertEqual(len(await store.messages_after("bob", 0, 100)), 40)
+
+    async def test_database_restart(self) -> None:
+        """
+        While PostgreSQL is down, stores fail at once (no hang); once it is
+        back, the same pool carries on, with no restart of the server.
+        """
+        from tests.pgsupport import PostgresCluster, cluster
+
+        own = PostgresCluster(cluster().bin_dir)
+        await deferToThread(own.start)
+        self.addCleanup(own.stop)
+        self.setting = own.url(await deferred_from_coroutine(own.create_database()))
+        store = (await self.open()).messages
+        self.assertEqual((await store.add_message(message("bob"))).seq, 1)
+        await deferToThread(own.crash)
+        for _ in range(3):
+            with self.assertRaises(Exception) as caught:
+                await store.add_message(message("bob")).addTimeout(15, reactor)
+            self.assertNotIsInstance(caught.exception, defer.TimeoutError)
+        await deferToThread(own.restart)
+        self.assertEqual((await store.add_message(message("bob"))).seq, 2)
+        self.assertEqual([m.seq for m in await store.messages_after("bob", 0, 10)], [1, 2])
 
     async def test_pages_bounded_by_count_and_bytes(self) -> None:
         from kezchat.storage.postgres.messages import read_page
