@@ -10,8 +10,9 @@ chat-server processes share one database.
 
 Durability is PostgreSQL's: a write's Deferred fires after its COMMIT
 returned, which with the default C{synchronous_commit = on} means the WAL
-is flushed. PostgreSQL flushes concurrent commits together (its own group
-commit), so there is no batching writer here.
+is flushed. The message store batches concurrent sends into one call
+(L{kezchat.storage.postgres.messages.GroupCommit}), and PostgreSQL flushes
+concurrent commits together.
 """
 
 from __future__ import annotations
@@ -29,6 +30,7 @@ from kezchat.storage.dburl import is_postgres_url, pool_settings, redacted
 from kezchat.storage.postgres.schema import upgrade
 
 T = TypeVar("T")
+
 
 class WrongReactorError(RuntimeError):
     """
@@ -97,11 +99,15 @@ class PostgresDatabase(Service):
         )
         try:
             async with pool.acquire() as conn:
-                await upgrade(conn, self._schema_package)
+                version = await upgrade(conn, self._schema_package)
         except BaseException:
             await pool.close()
             raise
         self._pool = pool
+        self.log.info(
+            "PostgreSQL {path}: schema version {version}, pool of {low}-{high} connections",
+            path=self.path, version=version, low=self.min_size, high=self.max_size,
+        )
 
     def stopService(self) -> Deferred[None]:
         if self._closed:
