@@ -334,7 +334,7 @@ async def benchmark(reactor, args: argparse.Namespace) -> None:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--quick", action="store_true", help="smaller runs")
-    parser.add_argument("--rate", type=int, default=500, help="msg/s of the latency row")
+    parser.add_argument("--rate", type=int, default=200, help="msg/s of the latency row")
     parser.add_argument("--seconds", type=float, default=4.0)
     parser.add_argument("--burst", type=int, default=12000)
     parser.add_argument("--warmup", type=int, default=500)

@@ -18,8 +18,12 @@ __all__ = ["Options", "makeService"]
 def makeService(options: Options) -> IService:
     from twisted.internet import reactor
 
+    from kezchat.natsbridge.aio import WrongReactorError
     from kezchat.sigserver.service import makeService as make_sig_service
 
-    service = make_sig_service(options.config, reactor)
+    try:
+        service = make_sig_service(options.config, reactor)
+    except WrongReactorError as e:  # --db postgresql://... without -r asyncio
+        raise SystemExit(f"kezsig: {e}") from None
     service.stop_reactor_on_failure = True
     return service

@@ -25,6 +25,7 @@ from twisted.application.service import Service
 from twisted.internet.defer import Deferred, fail, succeed
 from twisted.logger import Logger
 
+from kezchat.natsbridge import aio
 from kezchat.natsbridge.aio import deferred_from_coroutine, is_asyncio_reactor, loop_of
 from kezchat.storage.dburl import is_postgres_url, pool_settings, redacted
 from kezchat.storage.postgres.schema import upgrade
@@ -32,9 +33,10 @@ from kezchat.storage.postgres.schema import upgrade
 T = TypeVar("T")
 
 
-class WrongReactorError(RuntimeError):
+class WrongReactorError(aio.WrongReactorError):
     """
-    PostgreSQL was configured but the reactor is not the asyncio one.
+    PostgreSQL was configured but the reactor is not the asyncio one (the
+    same refusal as NATS's, so twistd ends with one line either way).
     """
 
 
