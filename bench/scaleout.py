@@ -62,6 +62,41 @@ def run_twisted(args: argparse.Namespace) -> None:
     reactor.run()
 
 
+def process_cpu(pid: int) -> float:
+    """
+    User + system CPU seconds of one process (0 if it is gone).
+    """
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            fields = f.read().rsplit(")", 1)[1].split()
+    except OSError:
+        return 0.0
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def backing_cpu(pg, nats) -> float:
+    """
+    CPU seconds of the PostgreSQL server (postmaster and every backend)
+    and of nats-server: what the database and broker cost beside kezchat.
+    """
+    total = process_cpu(nats.process.pid) if nats.process is not None else 0.0
+    try:
+        postmaster = int((pg.data / "postmaster.pid").read_text().split()[0])
+    except (OSError, ValueError, IndexError):
+        return total
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit():
+            continue
+        try:
+            with open(f"/proc/{entry}/stat") as f:
+                ppid = int(f.read().rsplit(")", 1)[1].split()[1])
+        except (OSError, ValueError, IndexError):
+            continue
+        if ppid == postmaster:
+            total += process_cpu(int(entry))
+    return total + process_cpu(postmaster)
+
+
 class Instances:
     """
     The chat-server processes of one setup.
@@ -93,12 +128,7 @@ class Instances:
             ))
 
     def cpu_seconds(self) -> float:
-        total = 0.0
-        for process in self.processes:
-            with open(f"/proc/{process.pid}/stat") as f:
-                fields = f.read().rsplit(")", 1)[1].split()
-            total += (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
-        return total
+        return sum(process_cpu(process.pid) for process in self.processes)
 
     def stop(self) -> None:
         for process in self.processes:
@@ -126,7 +156,7 @@ async def wait_healthy(reactor, port: int, want_nats: bool, timeout: float = 60.
 
 
 async def one_setup(reactor, args, label: str, count: int, db_args, extra: list[str],
-                    want_nats: bool, workdir: str) -> list[tuple[str, ...]]:
+                    want_nats: bool, workdir: str, backing) -> list[tuple[str, ...]]:
     from twisted.internet.task import deferLater
 
     from bench.rawhttp import Pool, connect_many, open_streams
@@ -239,13 +269,14 @@ async def one_setup(reactor, args, label: str, count: int, db_args, extra: list[
         offset = total
         bodies = [message(offset + i) for i in range(args.burst)]
         before = delivered()
-        cpu = instances.cpu_seconds()
+        cpu, other_cpu = instances.cpu_seconds(), backing()
         start = time.perf_counter()
         results = await pool.blast(bodies, lambda i: mark(offset + i))
         stored_at = time.perf_counter()
         await until_delivered(before + args.burst)
         finished = time.perf_counter()
         cpu = instances.cpu_seconds() - cpu
+        other_cpu = backing() - other_cpu
         gc.enable()
         ok = sum(1 for status in results if status == 201)
         burst_latencies = [x * 1e3 for s in streams for x in s.latencies]
@@ -257,6 +288,7 @@ async def one_setup(reactor, args, label: str, count: int, db_args, extra: list[
             f"{percentile(latencies, .99):.2f}",
             f"{percentile(burst_latencies, .5):.0f}",
             f"{cpu / args.burst * 1e6:.0f}",
+            f"{other_cpu / args.burst * 1e6:.0f}",
             f"{ok}/{args.burst}",
         ))
         await pool.close()
@@ -312,14 +344,17 @@ async def benchmark(reactor, args: argparse.Namespace) -> None:
                 label += " + NATS" if with_nats else " (no NATS)"
             rows += await one_setup(
                 reactor, args, label, count, lambda n, db_args=db_args: db_args,
-                nats_args if with_nats else [], with_nats, workdir)
+                nats_args if with_nats else [], with_nats, workdir,
+                (lambda: backing_cpu(pg, nats)) if with_nats or setup.startswith("pg")
+                else (lambda: 0.0))
     finally:
         nats.stop()
         pg.stop()
         shutil.rmtree(workdir, ignore_errors=True)
 
     header = ("setup", "stored/s", "stored+delivered/s", f"p50 ms @{args.rate}/s",
-              f"p99 ms @{args.rate}/s", "p50 ms in burst", "server CPU µs/msg", "201s")
+              f"p99 ms @{args.rate}/s", "p50 ms in burst", "kezchat CPU µs/msg",
+              "PostgreSQL+NATS CPU µs/msg", "201s")
     width = [max(len(r[i]) for r in [header, *rows]) for i in range(len(header))]
     print()
     print("| " + " | ".join(h.ljust(w) for h, w in zip(header, width, strict=True)) + " |")
