@@ -133,6 +133,20 @@ class MessageTests(StorageTestCase):
         self.assertEqual([(a.seq, a.duplicate) for a in batch], [(3, False), (3, True)])
         self.assertEqual(len(await store.messages_after("bob", 0, 100)), 3)
 
+    async def test_last_seqs(self) -> None:
+        store = (await self.open()).messages
+        self.assertEqual(await store.last_seqs(["bob"]), {})
+        for i in range(3):
+            await store.add_message(message("bob", i))
+        await store.add_message(message("carol"))
+        await store.delete_upto("bob", 3)
+        self.assertEqual(await store.last_seqs(["bob", "carol", "dave"]), {"bob": 3, "carol": 1})
+        # many at once
+        await store.add_messages([message(f"u{i}") for i in range(700)])
+        latest = await store.last_seqs([f"u{i}" for i in range(700)] + ["bob"])
+        self.assertEqual(len(latest), 701)
+        self.assertEqual(set(latest.values()), {1, 3})
+
     async def test_delete_never_reuses_seqs(self) -> None:
         store = (await self.open()).messages
         for i in range(5):

@@ -12,6 +12,11 @@ The guarantees, and how they are kept:
     stored. A live message whose seq jumps past the next one expected (it
     came from another instance, ahead of one still on its way) sends the
     stream back to the database for the missing range first.
+  - I{No message left behind.} A live-only stream starts after the
+    inbox's latest seq, read before it subscribes (so it is a resume too).
+    Once a tick, one query compares every open stream with its inbox's
+    latest seq: a message whose announcement was lost (another instance
+    stored it and died) reaches streams within a tick.
   - I{Bounded memory.} The stream is a streaming producer: while the
     transport says pause, events wait in a small queue; a queue past its
     bound, or a pause that lasts too long, disconnects the client. It
@@ -147,6 +152,19 @@ class EventStream:
                 return
         self._send(message)
 
+    def maybe_behind(self, latest: int) -> None:
+        """
+        The inbox's latest seq is C{latest}: catch up if this stream is
+        behind it and not already catching up.
+        """
+        if (
+            self._subscription is not None
+            and not self._catching_up
+            and self.last_sent is not None
+            and latest > self.last_sent
+        ):
+            self._catch_up()
+
     def _send(self, message: StoredMessage) -> None:
         self.last_sent = message.seq
         self._write(sse_event(message))
@@ -257,6 +275,7 @@ class StreamHub(Service):
         self.max_paused_seconds = max_paused_seconds
         self._streams: set[EventStream] = set()
         self._timer = LoopingCall(self._tick)
+        self._looking = False
         self._timer.clock = reactor
 
     def open(self, request: IRequest, recipient: str, resume_after: int | None) -> Deferred[bytes]:
@@ -272,8 +291,8 @@ class StreamHub(Service):
         would drop an earlier one arriving second.
         """
         if resume_after is None:
-            d = self.store.last_seq(recipient)
-            d.addCallback(lambda last: self._open(request, recipient, last))
+            d = self.store.last_seqs([recipient])
+            d.addCallback(lambda last: self._open(request, recipient, last.get(recipient, 0)))
             return d
         return self._open(request, recipient, resume_after)
 
@@ -297,6 +316,31 @@ class StreamHub(Service):
         now = self.clock()
         for stream in tuple(self._streams):
             stream.tick(now)
+        self._look_for_missed()
+
+    def _look_for_missed(self) -> None:
+        """
+        Once a tick, one query for the latest seq of every inbox with an
+        open stream: a stream behind it catches up from the database. This
+        bounds the one case live delivery alone cannot cover: another
+        instance stored a message and died before announcing it.
+        """
+        if self._looking or not self._streams:
+            return
+        self._looking = True
+        recipients = sorted({stream.recipient for stream in self._streams})
+
+        def compare(latest: dict[str, int]) -> None:
+            for stream in tuple(self._streams):
+                stream.maybe_behind(latest.get(stream.recipient, 0))
+
+        def done(result: object) -> None:
+            self._looking = False
+
+        d = self.store.last_seqs(recipients)
+        d.addCallback(compare)
+        d.addErrback(lambda f: log.failure("looking for missed messages failed", f))
+        d.addBoth(done)
 
     def __len__(self) -> int:
         return len(self._streams)

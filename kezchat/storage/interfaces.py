@@ -118,10 +118,11 @@ class MessageStore(Protocol):
         self, recipient: str, since: int, limit: int
     ) -> Deferred[list[StoredMessage]]: ...
 
-    def last_seq(self, recipient: str) -> Deferred[int]:
+    def last_seqs(self, recipients: list[str]) -> Deferred[dict[str, int]]:
         """
-        The latest seq given out in C{recipient}'s inbox (0 if none),
-        deleted or not: where a live-only stream starts.
+        The latest seq given out in each inbox, deleted or not (inboxes
+        that never had one are left out): where a live-only stream starts,
+        and how streams notice a message whose announcement was lost.
         """
 
     def delete_upto(self, recipient: str, upto: int) -> Deferred[int]: ...

@@ -223,12 +223,13 @@ class PostgresMessageStore:
 
         return self._db.run(select)
 
-    def last_seq(self, recipient: str) -> Deferred[int]:
-        async def select(conn: Any) -> int:
-            last = await conn.fetchval(
-                "SELECT last_seq FROM inbox_counters WHERE recipient = $1", recipient
+    def last_seqs(self, recipients: list[str]) -> Deferred[dict[str, int]]:
+        async def select(conn: Any) -> dict[str, int]:
+            rows = await conn.fetch(
+                "SELECT recipient, last_seq FROM inbox_counters WHERE recipient = ANY($1)",
+                list(recipients),
             )
-            return last or 0
+            return {row[0]: row[1] for row in rows}
 
         return self._db.run(select)
 

@@ -80,12 +80,17 @@ class SQLiteMessageStore:
 
         return self._db.read(select)
 
-    def last_seq(self, recipient: str) -> Deferred[int]:
-        def select(conn: sqlite3.Connection) -> int:
-            row = conn.execute(
-                "SELECT last_seq FROM inbox_counters WHERE recipient = ?", (recipient,)
-            ).fetchone()
-            return 0 if row is None else row[0]
+    def last_seqs(self, recipients: list[str]) -> Deferred[dict[str, int]]:
+        def select(conn: sqlite3.Connection) -> dict[str, int]:
+            found: dict[str, int] = {}
+            for start in range(0, len(recipients), 500):
+                chunk = recipients[start : start + 500]
+                marks = ", ".join("?" * len(chunk))
+                found.update(conn.execute(
+                    f"SELECT recipient, last_seq FROM inbox_counters WHERE recipient IN ({marks})",
+                    chunk,
+                ).fetchall())
+            return found
 
         return self._db.read(select)
 
