@@ -176,7 +176,8 @@ class ScaleOutTests(unittest.TestCase):
         self.assertEqual(native_seen, NATIVE)
 
         # a message stored by the victim whose announcement died with it
-        # reaches live streams with the recipient's next message
+        # reaches live streams with the recipient's next message (or at the
+        # streams' next tick, 15 s here; tests.test_relay covers that)
         for handle in users:
             sender = next(u for u in users if u != handle)
             code, body = await send(
