@@ -165,6 +165,9 @@ async def chat_benchmarks(reactor, args: argparse.Namespace, floor: dict) -> Non
          "--listen", f"tcp:{port}:interface=127.0.0.1:backlog=4096",
          "--db", os.path.join(workdir, "bench.db"),
          "--send-limit", "0", "--register-limit", "0",
+         # 10,000 streams from one address: the per-handle and per-IP
+         # stream caps would refuse most of them
+         "--max-streams-per-handle", "0", "--max-streams-per-ip", "0",
          "--access-log", "on" if args.access_log else "off"],
         env={**os.environ, "PYTHONPATH": os.path.dirname(HERE)},
         path=workdir,

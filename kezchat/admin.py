@@ -3,10 +3,15 @@ C{kezchat-admin}: operator commands that are not part of the running server.
 
     kezchat-admin nats-keys --out DIR
 
-creates the two NATS keys a deployment needs (SPEC §4): C{issuer.seed},
+creates the two NATS keys a deployment needs: C{issuer.seed},
 the account key that signs authorization responses, and C{callout.seed},
 the user key the chat-server logs in to NATS with. It prints their public
 halves as the environment assignments C{deploy/nats.conf} reads.
+
+    kezchat-admin backup --db FILE --out FILE|-
+
+copies a SQLite database (the chat-server's or the sig-server's) while the
+server runs, with SQLite's online backup (L{kezchat.backup}).
 
     kezchat-admin migrate --from kez-chat.db --to postgresql://...
 
@@ -22,6 +27,7 @@ from pathlib import Path
 
 from twisted.python import usage
 
+from kezchat.backup import BackupError, backup_database, backup_to_stream
 from kezchat.natsbridge.keys import ACCOUNT, USER, NKey, write_seed_file
 
 ISSUER_FILE = "issuer.seed"
@@ -42,6 +48,26 @@ class NatsKeysOptions(usage.Options):
     def postOptions(self) -> None:
         if not self["out"]:
             raise usage.UsageError("--out DIR is required")
+
+
+class BackupOptions(usage.Options):
+    synopsis = "--db FILE --out FILE"
+    longdesc = (
+        "Copy a live SQLite database (kez-chat.db or kez-sig.db) consistently while"
+        " the server keeps running and writing, using SQLite's online backup. The copy"
+        " is checked, is one self-contained file (no -wal), mode 0600, and never"
+        " overwrites an existing file. --out - writes the copy to standard output."
+        " A summary goes to standard error."
+    )
+    optParameters = [
+        ["db", "d", None, "The database file to back up."],
+        ["out", "o", None, "The new backup file, or - for standard output."],
+    ]
+
+    def postOptions(self) -> None:
+        for name in ("db", "out"):
+            if not self[name]:
+                raise usage.UsageError(f"--{name} is required")
 
 
 class MigrateOptions(usage.Options):
@@ -70,6 +96,7 @@ class AdminOptions(usage.Options):
     longdesc = "Operator commands for a kezchat deployment."
     subCommands = [
         ["nats-keys", None, NatsKeysOptions, "Create the NATS issuer and callout keys."],
+        ["backup", None, BackupOptions, "Back up a SQLite database while the server runs."],
         ["migrate", None, MigrateOptions, "Copy a SQLite database into PostgreSQL."],
     ]
 
@@ -112,8 +139,25 @@ def main(argv: list[str] | None = None) -> int:
             return 1
         print(f"KEZ_CALLOUT_ISSUER={issuer.public}")
         print(f"KEZ_CALLOUT_USER={callout.public}")
-    if options.subCommand == "migrate":
+    elif options.subCommand == "backup":
+        return backup(options.subOptions["db"], options.subOptions["out"])
+    elif options.subCommand == "migrate":
         return run_migrate(options.subOptions["from"], options.subOptions["to"])
+    return 0
+
+
+def backup(db: str, out: str) -> int:
+    """
+    C{kezchat-admin backup}: the exit status, with a summary on stderr.
+    """
+    try:
+        report = (
+            backup_to_stream(db, sys.stdout.buffer) if out == "-" else backup_database(db, out)
+        )
+    except BackupError as e:
+        print(f"kezchat-admin: {e}", file=sys.stderr)
+        return 1
+    print(f"kezchat-admin: backed up {db} to {out}: {report.describe()}", file=sys.stderr)
     return 0
 
 

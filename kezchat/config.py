@@ -8,6 +8,7 @@ The flag and variable names are an interface operators script against
 
 from __future__ import annotations
 
+import math
 import os
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -30,7 +31,8 @@ class ChatConfig:
     db: str = "kez-chat.db"
     server: str = "kez.lat"
     public_url: str | None = None
-    sig_server_url: str = "http://localhost:7878"
+    #: unset: records carry no C{sigchain_url} (none is advertised that is not served)
+    sig_server_url: str | None = None
     web_dir: str | None = None
     nats_url: str | None = None
     nats_seed: str | None = None
@@ -42,10 +44,26 @@ class ChatConfig:
     send_limit: int = 600
     log_format: str = "text"
     access_log: bool = False
+    #: start even if the database was recorded for another C{server}
+    allow_server_change: bool = False
     #: seconds between retention sweeps and between SSE keep-alive pings
     retention_sweep_seconds: float = 600.0
     sse_ping_seconds: float = 15.0
+    #: open SSE streams allowed per handle and per client IP (429 past
+    #: them); 0 = no cap
+    max_streams_per_handle: int = 32
+    max_streams_per_ip: int = 256
+    #: total bytes the KEZ_INBOX JetStream stream keeps (oldest dropped first)
+    nats_stream_max_bytes: int = 1024**3
     extra: Mapping[str, Any] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        # the invariants the flags are checked against, for embedders too
+        problem = retention_days_problem(self.retention_days) or retention_bytes_problem(
+            self.retention_bytes
+        )
+        if problem is not None:
+            raise ValueError(problem)
 
     @property
     def base_url(self) -> str:
@@ -55,8 +73,37 @@ class ChatConfig:
         return (self.public_url or f"https://{self.server}").rstrip("/")
 
     @property
-    def sig_base_url(self) -> str:
-        return self.sig_server_url.rstrip("/")
+    def sig_base_url(self) -> str | None:
+        return self.sig_server_url.rstrip("/") if self.sig_server_url else None
+
+
+#: a retention longer than this is a typo (and overflows NATS's max_age)
+MAX_RETENTION_DAYS = 36500.0
+
+
+def retention_days_problem(days: float) -> str | None:
+    """
+    Why C{days} cannot be a retention period, or C{None}: it must be a
+    finite number of days above zero (zero would drop every message as it
+    arrives).
+    """
+    if not isinstance(days, (int, float)) or isinstance(days, bool):
+        return "--retention-days takes a number of days"
+    if math.isnan(days) or not 0 < days <= MAX_RETENTION_DAYS:
+        return f"--retention-days must be above 0 and at most {MAX_RETENTION_DAYS:g}, not {days}"
+    return None
+
+
+def retention_bytes_problem(size: int) -> str | None:
+    """
+    Why C{size} cannot be a per-recipient byte cap, or C{None}: a whole
+    number above zero (zero would drop every message as it arrives).
+    """
+    if not isinstance(size, int) or isinstance(size, bool):
+        return "--retention-bytes takes a whole number of bytes"
+    if size <= 0:
+        return f"--retention-bytes must be above 0, not {size}"
+    return None
 
 
 def _env_list(value: str) -> list[str]:
@@ -99,8 +146,8 @@ class ChatOptions(usage.Options):
         (
             "sig-server-url",
             "KEZ_CHAT_SIG_SERVER_URL",
-            "http://localhost:7878",
-            "public base URL of the kezsig sigchain server",
+            None,
+            "public base URL of the kezsig sigchain server [unset: no sigchain_url in records]",
         ),
         ("web-dir", "KEZ_CHAT_WEB_DIR", None, "directory of the built web app [the packaged one]"),
         ("nats-url", "NATS_URL", None, "NATS server URL; unset: no NATS"),
@@ -132,6 +179,24 @@ class ChatOptions(usage.Options):
             "off",
             "a log line per HTTP request: on or off (on costs ~40% of relay throughput)",
         ),
+        (
+            "max-streams-per-handle",
+            "KEZ_CHAT_MAX_STREAMS_PER_HANDLE",
+            "32",
+            "open SSE streams per handle; more get 429; 0 = no cap",
+        ),
+        (
+            "max-streams-per-ip",
+            "KEZ_CHAT_MAX_STREAMS_PER_IP",
+            "256",
+            "open SSE streams per client IP; more get 429; 0 = no cap",
+        ),
+        (
+            "nats-stream-max-bytes",
+            "KEZ_CHAT_NATS_STREAM_MAX_BYTES",
+            str(1024**3),
+            "total bytes the KEZ_INBOX JetStream stream keeps (when it is created)",
+        ),
     ]
 
     #: repeatable options: (flag, environment variable, default, help)
@@ -154,6 +219,15 @@ class ChatOptions(usage.Options):
     optParameters = [
         [flag, None, None, f"{help} (${env}) [default: {default}]"]
         for flag, env, default, help in table
+    ]
+
+    optFlags = [
+        [
+            "allow-server-change",
+            None,
+            "start although the database was created for another --server: handles "
+            "registered under the old one stop being served ($KEZ_CHAT_ALLOW_SERVER_CHANGE=yes)",
+        ],
     ]
 
     def __init__(self, environ: Mapping[str, str] | None = None) -> None:
@@ -196,10 +270,20 @@ class ChatOptions(usage.Options):
         if settings["access-log"] not in ("on", "off"):
             raise usage.UsageError("--access-log is on or off")
         check_db_setting(settings["db"])
+        allow_env = self.environ.get("KEZ_CHAT_ALLOW_SERVER_CHANGE", "").lower()
+        if allow_env not in ("", "0", "no", "false", "1", "yes", "true"):
+            raise usage.UsageError("KEZ_CHAT_ALLOW_SERVER_CHANGE is yes or no")
         try:
             retention_days = float(settings["retention-days"])
         except ValueError:
-            raise usage.UsageError("--retention-days takes a number") from None
+            raise usage.UsageError("--retention-days takes a number of days") from None
+        problem = retention_days_problem(retention_days)
+        if problem is not None:
+            raise usage.UsageError(problem)
+        retention_bytes = _positive_int("retention-bytes", settings["retention-bytes"])
+        problem = retention_bytes_problem(retention_bytes)
+        if problem is not None:
+            raise usage.UsageError(problem)
 
         self.config = ChatConfig(
             listen=tuple(self["listen"]),
@@ -212,12 +296,22 @@ class ChatOptions(usage.Options):
             nats_seed=settings["nats-seed"],
             callout_issuer_seed=settings["callout-issuer-seed"],
             retention_days=retention_days,
-            retention_bytes=_positive_int("retention-bytes", settings["retention-bytes"]),
+            retention_bytes=retention_bytes,
             trusted_proxies=tuple(self["trusted-proxy"]),
             register_limit=_positive_int("register-limit", settings["register-limit"]),
             send_limit=_positive_int("send-limit", settings["send-limit"]),
             log_format=settings["log-format"],
             access_log=settings["access-log"] == "on",
+            max_streams_per_handle=_positive_int(
+                "max-streams-per-handle", settings["max-streams-per-handle"]
+            ),
+            max_streams_per_ip=_positive_int("max-streams-per-ip", settings["max-streams-per-ip"]),
+            nats_stream_max_bytes=_positive_int(
+                "nats-stream-max-bytes", settings["nats-stream-max-bytes"]
+            )
+            or -1,
+            allow_server_change=bool(self["allow-server-change"])
+            or allow_env in ("1", "yes", "true"),
         )
         if self.config.log_format == "json" and getattr(self, "parent", None) is not None:
             # twistd reads its "logger" option when it builds its log

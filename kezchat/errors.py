@@ -29,6 +29,10 @@ STATUS_BY_CODE: dict[str, int] = {
     "bad_seq": 409,
     "bad_prev": 409,
     "bad_revoke": 409,
+    # kezsig: the chain already holds as many events as the server keeps
+    "chain_too_long": 409,
+    # an idempotency key reused by its sender for a different message
+    "idempotency_conflict": 409,
     "payload_too_large": 413,
     "rate_limited": 429,
     "unavailable": 503,

@@ -11,9 +11,12 @@ from typing import TYPE_CHECKING
 from twisted.application.service import MultiService, Service
 from twisted.internet.defer import Deferred, DeferredList, succeed
 from twisted.internet.endpoints import serverFromString
+from twisted.internet.error import CannotListenError
 from twisted.internet.interfaces import IListeningPort, IProtocolFactory
 from twisted.logger import Logger
 from twisted.python.failure import Failure
+
+from kezchat.startup import StartupError
 
 if TYPE_CHECKING:
     from kezchat.storage.sqlite.database import SQLiteDatabase
@@ -37,11 +40,21 @@ class EndpointService(Service):
         description: str,
         factory: IProtocolFactory,
         ready: Callable[[], Deferred[object]] = lambda: succeed(None),
+        on_failure: Callable[[str, Failure], None] | None = None,
     ) -> None:
+        """
+        @param on_failure: called with the description and the failure when
+            listening fails (a port in use, a socket systemd did not pass).
+        @raise StartupError: C{description} is not an endpoint this reactor
+            can serve on; found here, at once, rather than when the reactor
+            runs.
+        """
         self._reactor = reactor
         self.description = description
+        self._endpoint = parse_endpoint(reactor, description)
         self._factory = factory
         self._ready = ready
+        self._on_failure = on_failure or self._log_failure
         self._port: IListeningPort | None = None
         self._waiters: list[Deferred[IListeningPort]] = []
         self._failure: Failure | None = None
@@ -57,9 +70,10 @@ class EndpointService(Service):
     def startService(self) -> None:
         super().startService()
         self._failure = None
-        endpoint = serverFromString(self._reactor, self.description)
         d = self._ready()
-        d.addCallback(lambda _: endpoint.listen(self._factory))
+        d.addCallback(
+            lambda _: self._endpoint.listen(self._factory).addErrback(self._cannot_listen)
+        )
         d.addCallbacks(self._listening, self._failed)
 
     def _listening(self, port: IListeningPort) -> None:
@@ -75,9 +89,15 @@ class EndpointService(Service):
         for d in waiters:
             d.callback(port)
 
+    def _cannot_listen(self, failure: Failure) -> Failure:
+        self._on_failure(self.description, failure)
+        return failure
+
+    def _log_failure(self, description: str, failure: Failure) -> None:
+        self.log.failure("cannot serve on {description}", failure, description=description)
+
     def _failed(self, failure: Failure) -> None:
         self._failure = failure
-        self.log.failure("cannot serve on {description}", failure, description=self.description)
         waiters, self._waiters = self._waiters, []
         for d in waiters:
             d.errback(failure)
@@ -98,6 +118,26 @@ class EndpointService(Service):
         if port is not None:
             return port.stopListening()
         return None
+
+
+def parse_endpoint(reactor: object, description: str) -> object:
+    """
+    The server endpoint C{description} names.
+
+    @raise StartupError: with one line saying what is wrong and what to do.
+    """
+    try:
+        return serverFromString(reactor, description)
+    except Exception as e:
+        if description.startswith("systemd:") and isinstance(e, (IndexError, KeyError)):
+            reason = "systemd passed no such socket (is the .socket unit running?)"
+        else:
+            reason = str(e) or type(e).__name__
+        raise StartupError(
+            f"--listen {description!r} cannot be used: {reason}. Use an endpoint such as "
+            "tcp:6969, tcp:6969:interface=127.0.0.1, ssl:8443:privateKey=key.pem:certKey=cert.pem"
+            " or systemd:domain=INET:index=0"
+        ) from None
 
 
 def all_listening(listeners: list[EndpointService]) -> Deferred[list[IListeningPort]]:
@@ -127,14 +167,23 @@ class ServerService(MultiService):
 
     log = Logger()
 
-    #: set by the twistd plugins: a database that cannot be opened ends the
-    #: process instead of leaving a server that answers nothing
-    stop_reactor_on_failure = False
-
-    def __init__(self, db: SQLiteDatabase, reactor: object) -> None:
+    def __init__(
+        self,
+        db: SQLiteDatabase,
+        reactor: object,
+        on_fatal: Callable[[str], None] | None = None,
+    ) -> None:
+        """
+        @param on_fatal: called with one line when the server cannot work
+            (its database does not open, a listener cannot listen). The
+            twistd plugins pass L{kezchat.startup.ExitOnFatal}, which ends
+            the process with status 1; the default only logs it, for
+            embedders and tests.
+        """
         super().__init__()
         self.db = db
         self._reactor = reactor
+        self.on_fatal = on_fatal or self._log_fatal
         self.listeners: list[EndpointService] = []
 
     def listen(self, descriptions: Iterable[str], factory: IProtocolFactory) -> None:
@@ -142,7 +191,9 @@ class ServerService(MultiService):
         Serve C{factory} on every endpoint description.
         """
         for description in descriptions:
-            listener = EndpointService(self._reactor, description, factory, self.db.when_ready)
+            listener = EndpointService(
+                self._reactor, description, factory, self.db.when_ready, self._listen_failed
+            )
             listener.setServiceParent(self)
             self.listeners.append(listener)
 
@@ -151,13 +202,34 @@ class ServerService(MultiService):
         self.db.when_ready().addErrback(self._fatal)
 
     def _fatal(self, failure: Failure) -> None:
-        self.log.critical(
-            "cannot open the database {path}: {error}",
-            path=self.db.path,
-            error=failure.getErrorMessage(),
+        from kezchat.storage.sqlite.database import fault_cause
+
+        if failure.check(StartupError):
+            self.on_fatal(f"{self.db.path}: {failure.getErrorMessage()}")
+            return
+        advice = {
+            "cannot_open": "check that its directory exists and this user may write there",
+            "readonly": "this user must be able to write the file and its directory",
+            "corrupt": "it is not a SQLite database or it is damaged: restore a backup",
+            "disk_full": "free some space on its disk",
+            "busy": "another process holds it locked: stop that process",
+        }.get(fault_cause(failure.value) or "", "fix the cause above")
+        self.on_fatal(
+            f"cannot open the database {self.db.path} ({failure.getErrorMessage()}): "
+            f"{advice}, or choose another file with --db"
         )
-        if self.stop_reactor_on_failure and self._reactor.running:
-            self._reactor.stop()
+
+    def _listen_failed(self, description: str, failure: Failure) -> None:
+        if failure.check(CannotListenError):
+            what = "stop whatever holds that address or choose another with --listen"
+        else:
+            what = "check the --listen value"
+        self.on_fatal(
+            f"cannot listen on {description} ({failure.getErrorMessage()}): {what}"
+        )
+
+    def _log_fatal(self, message: str) -> None:
+        self.log.critical("{message}", message=message)
 
     def when_listening(self) -> Deferred[list[IListeningPort]]:
         """

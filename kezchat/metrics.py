@@ -35,6 +35,11 @@ class HTTPMetrics:
             "rejections", "requests refused, by error code", ["code"],
             namespace=namespace, registry=r,
         )
+        self.db_write_failures = Counter(
+            "db_write_failures",
+            "writes the database could not store, by cause (disk_full, busy, io, stopped, …)",
+            ["cause"], namespace=namespace, registry=r,
+        )
 
     def render(self) -> bytes:
         return generate_latest(self.registry)
@@ -76,4 +81,16 @@ class Metrics(HTTPMetrics):
         self.retention_dropped_bytes = Counter(
             "retention_dropped_bytes", "bytes of envelopes dropped by retention", ["reason"],
             namespace=namespace, registry=r,
+        )
+        self.replays_refused = Counter(
+            "replays_refused", "signed sends repeated within their window, not stored again",
+            namespace=namespace, registry=r,
+        )
+        self.streams_refused = Counter(
+            "streams_refused", "SSE streams refused past a cap, by cap (handle or ip)",
+            ["cap"], namespace=namespace, registry=r,
+        )
+        self.nats_ingest_dropped = Counter(
+            "nats_ingest_dropped", "messages from native NATS clients not stored, by reason",
+            ["reason"], namespace=namespace, registry=r,
         )

@@ -38,7 +38,8 @@ CACHE_SIZE = 65536
 class RegistryPolicy:
     server: str
     base_url: str
-    sig_base_url: str
+    #: C{None}: no sig-server is configured, so no sigchain is advertised
+    sig_base_url: str | None
     reserved: frozenset[str] = RESERVED_HANDLES
 
 
@@ -198,18 +199,21 @@ class Registry:
 
     # -- rendering --------------------------------------------------------
 
-    def sigchain_url(self, primary: str) -> str:
+    def sigchain_url(self, primary: str) -> str | None:
+        if self.policy.sig_base_url is None:
+            return None
         return f"{self.policy.sig_base_url}/v1/sigchains/ed25519/{primary.split(':', 1)[1]}"
 
     def record_json(self, record: HandleRecord) -> dict[str, str]:
         """
         The public record (SPEC §3.1).
         """
+        sigchain_url = self.sigchain_url(record.primary)
         return {
             "handle": record.local,
             "fqhn": record.fqhn,
             "primary": record.primary,
-            "sigchain_url": self.sigchain_url(record.primary),
+            **({"sigchain_url": sigchain_url} if sigchain_url else {}),
             "registered_at": format_rfc3339(record.registered_at),
         }
 
@@ -218,16 +222,19 @@ class Registry:
         The RFC 7033 JRD of a record.
         """
         record_url = f"{self.policy.base_url}/v1/u/{record.local}"
-        return {
-            "subject": f"acct:{record.fqhn}",
-            "aliases": [record_url],
-            "links": [
-                {"rel": "self", "type": "application/json", "href": record_url},
+        links = [{"rel": "self", "type": "application/json", "href": record_url}]
+        sigchain_url = self.sigchain_url(record.primary)
+        if sigchain_url:
+            links.append(
                 {
                     "rel": "https://kez.lat/rel/sigchain",
                     "type": "application/json",
-                    "href": self.sigchain_url(record.primary),
-                },
-            ],
+                    "href": sigchain_url,
+                }
+            )
+        return {
+            "subject": f"acct:{record.fqhn}",
+            "aliases": [record_url],
+            "links": links,
             "properties": {"https://kez.lat/ns/primary": record.primary},
         }

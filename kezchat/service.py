@@ -10,12 +10,14 @@ twistd runs.
 from __future__ import annotations
 
 import os
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from twisted.application.internet import TimerService
 from twisted.internet.defer import Deferred, ensureDeferred
 from twisted.logger import Logger
+from twisted.python.failure import Failure
 
 from kezchat.config import ChatConfig
 from kezchat.http import manifests, messages
@@ -31,6 +33,7 @@ from kezchat.relay.broker import Broker, LocalBroker
 from kezchat.relay.relay import Relay
 from kezchat.relay.sse import StreamHub
 from kezchat.storage.backend import chat_storage
+from kezchat.storage.errors import DatabaseUnavailable
 from kezchat.webapp import WebApp, packaged_web_dir
 
 if TYPE_CHECKING:
@@ -63,8 +66,10 @@ class ChatService(ServerService):
     listeners.
     """
 
-    def __init__(self, parts: ChatParts, reactor: object) -> None:
-        super().__init__(parts.db, reactor)
+    def __init__(
+        self, parts: ChatParts, reactor: object, on_fatal: Callable[[str], None] | None = None
+    ) -> None:
+        super().__init__(parts.db, reactor, on_fatal)
         self.parts = parts
 
     @property
@@ -84,7 +89,12 @@ def build_parts(config: ChatConfig, reactor: object, broker: Broker | None = Non
     """
     clock = reactor.seconds
     metrics = Metrics()
-    storage = chat_storage(config.db, reactor)
+    storage = chat_storage(
+        config.db, reactor,
+        server=config.server,
+        allow_server_change=config.allow_server_change,
+        on_write_failure=lambda cause: metrics.db_write_failures.labels(cause).inc(),
+    )
     db = storage.db
     registry = Registry(
         storage.registry,
@@ -104,25 +114,32 @@ def build_parts(config: ChatConfig, reactor: object, broker: Broker | None = Non
         metrics=metrics,
         clock=clock,
     )
-    hub = StreamHub(broker, store, metrics, clock, reactor, ping_interval=config.sse_ping_seconds)
+    hub = StreamHub(
+        broker, store, metrics, clock, reactor,
+        ping_interval=config.sse_ping_seconds,
+        max_per_recipient=config.max_streams_per_handle,
+        max_per_client=config.max_streams_per_ip,
+    )
+    client_address = ClientAddress(config.trusted_proxies)
     mirror = ManifestMirror(registry, storage.manifests, Authenticator(clock), clock)
     web_dir = config.web_dir or packaged_web_dir()
     web = None
     if os.path.isdir(web_dir):
-        web = WebApp(web_dir, connect_sources=[config.sig_base_url])
+        web = WebApp(web_dir, connect_sources=[config.sig_base_url] if config.sig_base_url else [])
     http = KezChatHTTP(
         web=web,
         registry=registry,
         metrics=metrics,
         clock=clock,
         register_limiter=RateLimiter(config.register_limit, 3600.0, clock),
-        client_address=ClientAddress(config.trusted_proxies),
+        client_address=client_address,
+        db_health=db.health,
         body_caps={
             b"/v1/messages": messages.MESSAGE_CAP,
             b"/v1/manifests/": manifests.MANIFEST_CAP,
         },
         extensions=[
-            lambda routes: messages.install(routes, relay, hub),
+            lambda routes: messages.install(routes, relay, hub, client_address),
             lambda routes: manifests.install(routes, mirror, metrics),
         ],
     )
@@ -132,9 +149,18 @@ def build_parts(config: ChatConfig, reactor: object, broker: Broker | None = Non
     )
 
 
-def makeService(config: ChatConfig, reactor: object | None = None) -> ChatService:
+def makeService(
+    config: ChatConfig,
+    reactor: object | None = None,
+    on_fatal: Callable[[str], None] | None = None,
+) -> ChatService:
     """
     Build the chat-server service from C{config}.
+
+    @param on_fatal: told (one line) when the server cannot work: its
+        database does not open, a listener cannot listen. See
+        L{kezchat.listening.ServerService}.
+    @raise kezchat.startup.StartupError: a C{--listen} value is unusable.
     """
     if reactor is None:
         from twisted.internet import reactor as global_reactor
@@ -142,16 +168,11 @@ def makeService(config: ChatConfig, reactor: object | None = None) -> ChatServic
         reactor = global_reactor
     broker = _nats_broker(reactor) if config.nats_url else None
     parts = build_parts(config, reactor, broker=broker)
-    service = ChatService(parts, reactor)
+    service = ChatService(parts, reactor, on_fatal)
     parts.db.setServiceParent(service)
     if broker is not None:
         _add_nats(service, parts, broker, reactor)
-    retention = TimerService(
-        config.retention_sweep_seconds,
-        lambda: ensureDeferred(
-            parts.relay.apply_retention(config.retention_days * 86400.0, config.retention_bytes)
-        ).addErrback(lambda f: log.failure("retention sweep failed", f)),
-    )
+    retention = TimerService(config.retention_sweep_seconds, _retention_sweep, parts)
     retention.clock = reactor
     retention.setServiceParent(service)
     parts.hub.setServiceParent(service)
@@ -159,6 +180,30 @@ def makeService(config: ChatConfig, reactor: object | None = None) -> ChatServic
         parts.http.web.setServiceParent(service)
     service.listen(config.listen, parts.http.site(reactor, access_log=config.access_log))
     return service
+
+
+def _retention_sweep(parts: ChatParts) -> Deferred[None]:
+    """
+    One retention pass, once the database is open. A database that did not
+    open is reported (and ends the process) elsewhere; one that cannot
+    write now is retried at the next pass.
+    """
+    config = parts.config
+
+    def sweep(_: object) -> Deferred[None]:
+        return ensureDeferred(
+            parts.relay.apply_retention(config.retention_days * 86400.0, config.retention_bytes)
+        )
+
+    def failed(failure: Failure) -> None:
+        if failure.check(DatabaseUnavailable):
+            log.warn("retention sweep skipped: {error}", error=failure.getErrorMessage())
+        else:
+            log.failure("retention sweep failed", failure)
+
+    ready = parts.db.when_ready()
+    ready.addCallbacks(sweep, lambda failure: None)
+    return ready.addErrback(failed)
 
 
 def _nats_broker(reactor: object) -> NatsBroker:
@@ -200,7 +245,15 @@ def _add_nats(
         registry.find_primary,
         reactor,
         bridges=[broker, Ingest(parts.relay, broker, reactor.seconds)],
-        stream_limits=StreamLimits(max_age=config.retention_days * 86400),
+        stream_limits=StreamLimits(
+            max_age=config.retention_days * 86400, max_bytes=config.nats_stream_max_bytes
+        ),
     )
+    # the mark on our own inbox publications is keyed from our NATS seed:
+    # every instance has it, no client does
+    from kezchat.natsbridge.bridge import StoredMarker
+    from kezchat.natsbridge.keys import USER, read_seed_file
+
+    broker.marker = StoredMarker(read_seed_file(config.nats_seed, USER).seed)
     nats.setServiceParent(service)
     parts.http.nats_status = nats.status

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import json
 import math
+import re
 from typing import Any
 
 # Far deeper than any KEZ document, far shallower than the interpreter's
@@ -84,3 +85,46 @@ def loads(data: bytes) -> Any:
         raise JSONError(f"not JSON: {e}"[:200]) from e
     _check(value)
     return value
+
+
+_WS = re.compile(r"[ \t\n\r]*")
+_STRING_OR_SPACE = re.compile(r'("[^"\\]*(?:\\.[^"\\]*)*")|[ \t\n\r]+', re.DOTALL)
+_RAW = json.JSONDecoder()
+
+
+def member_texts(text: str) -> dict[str, str]:
+    """
+    The JSON text of each member value of the object C{text}, exactly as
+    written (numbers, escapes and key order untouched).
+
+    Call it only on text L{loads} accepted: it relies on that for
+    validity and on the absence of duplicate keys.
+    """
+    end = _WS.match(text, 0).end()
+    if text[end : end + 1] != "{":
+        raise JSONError("not a JSON object")
+    members: dict[str, str] = {}
+    index = end + 1
+    while True:
+        index = _WS.match(text, index).end()
+        if text[index] == "}":
+            return members
+        if text[index] == ",":
+            index = _WS.match(text, index + 1).end()
+        key, index = json.decoder.scanstring(text, index + 1)
+        index = _WS.match(text, index).end() + 1  # the colon
+        start = _WS.match(text, index).end()
+        _value, index = _RAW.raw_decode(text, start)
+        members[key] = text[start:index]
+
+
+def one_line(text: str) -> str:
+    """
+    C{text} (valid JSON) on one line: white space between tokens is
+    removed when there is a line break in it, and nothing else changes.
+    A JSON string cannot hold a raw line break, so text without one is
+    returned as is.
+    """
+    if "\n" not in text and "\r" not in text:
+        return text
+    return _STRING_OR_SPACE.sub(lambda m: m.group(1) or "", text)

@@ -17,11 +17,13 @@ def makeService(options: Options) -> IService:
     from kezchat.gctuning import tune_for_serving
     from kezchat.natsbridge.errors import NatsSetupError
     from kezchat.service import makeService as make_chat_service
+    from kezchat.startup import ExitOnFatal, StartupError
 
     try:
-        service = make_chat_service(options.config, reactor)
-    except NatsSetupError as e:
+        service = make_chat_service(
+            options.config, reactor, on_fatal=ExitOnFatal(reactor, "kezchat")
+        )
+    except (NatsSetupError, StartupError) as e:
         raise SystemExit(f"kezchat: {e}") from None
-    service.stop_reactor_on_failure = True
     reactor.callWhenRunning(tune_for_serving)
     return service

@@ -18,9 +18,9 @@ from twisted.internet.defer import Deferred
 from twisted.trial.unittest import TestCase
 from twisted.web.client import Agent, HTTPConnectionPool
 
+from kezchat.client.registration import registration_payload, sign_registration
 from kezchat.config import ChatConfig
 from kezchat.identity.keys import KeyPair
-from kezchat.registry import REGISTRATION_TAG, REGISTRATION_TYPE
 from kezchat.service import ChatService, makeService
 from kezchat.timeutil import format_rfc3339
 
@@ -110,26 +110,13 @@ def registration(
     **payload_overrides: Any,
 ) -> dict[str, Any]:
     """
-    A signed registration body, as SPEC §3.1 writes it.
+    A signed registration body; C{payload_overrides} replace payload fields
+    before signing (to build bodies the server must refuse).
     """
-    payload = {
-        "type": REGISTRATION_TYPE,
-        "version": 1,
-        "handle": handle,
-        "primary": key.primary,
-        "server": server,
-        "created_at": format_rfc3339(time.time() if created_at is None else created_at),
-    }
+    when = format_rfc3339(time.time() if created_at is None else created_at)
+    payload = registration_payload(key, handle, server, when)
     payload.update(payload_overrides)
-    return {
-        "kez": REGISTRATION_TAG,
-        "payload": payload,
-        "signature": {
-            "alg": "ed25519-sha512-jcs",
-            "key": key.primary,
-            "sig": key.sign_jcs(payload),
-        },
-    }
+    return sign_registration(key, payload)
 
 
 async def register(

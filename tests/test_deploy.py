@@ -1,6 +1,7 @@
 """
-The shipped deployment files: systemd units that systemd accepts, and a
-chat-server that really serves on a socket systemd hands it.
+The shipped systemd units: systemd accepts them as they are, their
+sandbox is the one documented, and the command each C{ExecStart=} names
+really serves HTTP on the socket its C{.socket} unit would pass.
 
 These use Debian's systemd tools (C{systemd-analyze},
 C{systemd-socket-activate}), which work without systemd as PID 1; where
@@ -10,124 +11,178 @@ the package is not installed the tests say so and skip.
 from __future__ import annotations
 
 import os
+import re
 import shutil
-import socket
-import sys
 import tempfile
 
-from twisted.internet import reactor
-from twisted.internet.error import ProcessDone, ProcessTerminated
-from twisted.internet.protocol import ProcessProtocol
 from twisted.internet.utils import getProcessOutputAndValue
-from twisted.trial.unittest import SkipTest, TestCase
+from twisted.trial.unittest import TestCase
 
-from tests.support import deferred_sleep, http_client, json_of
+from tests.deploysupport import (
+    INSTALLED_TWISTD,
+    ROOT,
+    SERVER_ARGS,
+    UNITS,
+    free_port,
+    need,
+    read_unit,
+    spawn,
+    twistd,
+    unit_environment,
+    wait_healthy,
+)
 
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-UNITS = os.path.join(ROOT, "deploy", "systemd")
+SERVICES = ("kezchat", "kezsig")
+UNIT_FILES = [f"{name}.{kind}" for name in SERVICES for kind in ("service", "socket")]
+#: optional drop-ins for kezchat.service (not installed by default): NATS
+#: credentials, and in-process TLS instead of socket activation
+DROPINS = {"kezchat-nats.conf": "nats.conf", "kezchat-tls.conf": "tls.conf"}
 
 
-def need(tool: str) -> str:
-    path = shutil.which(tool)
-    if path is None:
-        raise SkipTest(f"{tool} not found (Debian package systemd)")
-    return path
+def _missing_binary(line: str) -> bool:
+    return line.endswith(f"Command {INSTALLED_TWISTD} is not executable: No such file or directory")
 
 
-def twistd() -> str:
-    return os.path.join(os.path.dirname(sys.executable), "twistd")
+async def _verify(path: str) -> tuple[int, list[str]]:
+    analyze = need("systemd-analyze", "systemd")
+    _out, err, code = await getProcessOutputAndValue(
+        analyze, ["verify", "--man=no", path], env=os.environ
+    )
+    return code, [line for line in err.decode().splitlines() if line.strip()]
 
 
-class UnitTests(TestCase):
+class UnitFileTests(TestCase):
     timeout = 60
 
-    async def test_units_verify(self) -> None:
-        analyze = need("systemd-analyze")
+    def test_shipped_files(self) -> None:
+        self.assertEqual(sorted(os.listdir(UNITS)), sorted([*UNIT_FILES, *DROPINS]))
+
+    async def test_verify_as_shipped(self) -> None:
+        """
+        Only the install path of twistd (absent on a test machine) may be
+        reported; anything else systemd says about a unit is a defect.
+        """
+        for name in UNIT_FILES:
+            code, lines = await _verify(os.path.join(UNITS, name))
+            problems = [line for line in lines if not _missing_binary(line)]
+            self.assertEqual(problems, [], name)
+            if name.endswith(".socket"):
+                self.assertEqual((code, lines), (0, []), name)
+
+    async def test_verify_installed(self) -> None:
+        """
+        With twistd where the units expect it (here: this venv's) and the
+        drop-ins applied, systemd has nothing at all to say.
+        """
         scratch = tempfile.mkdtemp(prefix="kezchat-units-")
         self.addCleanup(shutil.rmtree, scratch, True)
-        names = sorted(os.listdir(UNITS))
-        self.assertEqual(names, ["kezchat.service", "kezchat.socket", "kezsig.service"])
-        for name in names:
+        for name in UNIT_FILES:
             with open(os.path.join(UNITS, name)) as f:
                 text = f.read()
-            # the units name the install location; point them at this one
             with open(os.path.join(scratch, name), "w") as f:
-                f.write(text.replace("/opt/kezchat/bin/twistd", twistd()))
-        for name in names:
-            _out, err, code = await getProcessOutputAndValue(
-                analyze, ["verify", "--man=no", os.path.join(scratch, name)], env=os.environ
+                f.write(text.replace(INSTALLED_TWISTD, twistd()))
+        for name in UNIT_FILES:
+            code, lines = await _verify(os.path.join(scratch, name))
+            self.assertEqual((code, lines), (0, []), name)
+        os.mkdir(os.path.join(scratch, "kezchat.service.d"))
+        for dropin, installed in DROPINS.items():
+            shutil.copy(
+                os.path.join(UNITS, dropin), os.path.join(scratch, "kezchat.service.d", installed)
             )
-            self.assertEqual(code, 0, err.decode())
-            problems = [
-                line for line in err.decode().splitlines()
-                if line.strip() and "Failed to" not in line and "system bus" not in line
-            ]
-            self.assertEqual(problems, [], name)
+            code, lines = await _verify(os.path.join(scratch, "kezchat.service"))
+            self.assertEqual((code, lines), (0, []), dropin)
 
-    def test_service_runs_asyncio_reactor_from_the_socket(self) -> None:
-        with open(os.path.join(UNITS, "kezchat.service")) as f:
-            unit = f.read()
-        self.assertIn("-r asyncio", unit)
-        self.assertIn("KEZ_CHAT_LISTEN=systemd:", unit)
-        with open(os.path.join(UNITS, "kezchat.socket")) as f:
-            self.assertIn("FileDescriptorName=kezchat-http", f.read())
+    def test_sandbox(self) -> None:
+        for name in SERVICES:
+            service = read_unit(os.path.join(UNITS, f"{name}.service"))["Service"]
+            for key, value in [
+                ("DynamicUser", "yes"),
+                ("StateDirectory", name),
+                ("ProtectSystem", "strict"),
+                ("NoNewPrivileges", "yes"),
+                ("PrivateTmp", "yes"),
+                ("PrivateDevices", "yes"),
+                ("ProtectHome", "yes"),
+                ("ProtectKernelTunables", "yes"),
+                ("ProtectKernelModules", "yes"),
+                ("ProtectKernelLogs", "yes"),
+                ("ProtectControlGroups", "yes"),
+                ("RestrictNamespaces", "yes"),
+                ("RestrictAddressFamilies", "AF_INET AF_INET6 AF_UNIX"),
+                ("CapabilityBoundingSet", ""),
+            ]:
+                self.assertEqual(service.get(key), [value], f"{name}.service {key}=")
+            self.assertIn("@system-service", service["SystemCallFilter"])
 
-
-class _Quiet(ProcessProtocol):
-    def __init__(self) -> None:
-        from twisted.internet.defer import Deferred
-
-        self.ended: Deferred = Deferred()
-        self.output = b""
-
-    def outReceived(self, data: bytes) -> None:
-        self.output += data
-
-    errReceived = outReceived
-
-    def processEnded(self, reason) -> None:
-        self.ended.callback(reason.check(ProcessDone, ProcessTerminated))
+    async def test_exposure_score(self) -> None:
+        """
+        C{systemd-analyze security} rates both services "OK" (≤ 2.0 of 10).
+        """
+        analyze = need("systemd-analyze", "systemd")
+        for name in SERVICES:
+            out, err, _code = await getProcessOutputAndValue(
+                analyze,
+                ["security", "--offline=true", "--no-pager", f"{UNITS}/{name}.service"],
+                env=os.environ,
+            )
+            found = re.search(rb"Overall exposure level for \S+: ([0-9.]+)", out + err)
+            self.assertIsNotNone(found, (out + err).decode()[-500:])
+            self.assertLessEqual(float(found.group(1)), 2.0, name)
 
 
 class SocketActivationTests(TestCase):
+    """
+    Each service's C{ExecStart=}, read from the unit, serves on the socket
+    C{systemd-socket-activate} passes under the unit's
+    C{FileDescriptorName=}, with the unit's environment.
+    """
+
     timeout = 60
 
-    async def test_serves_on_the_socket_systemd_passes(self) -> None:
-        activate = need("systemd-socket-activate")
-        with socket.socket() as s:
-            s.bind(("127.0.0.1", 0))
-            port = s.getsockname()[1]
-        scratch = tempfile.mkdtemp(prefix="kezchat-activate-")
+    async def _activate(self, name: str) -> dict:
+        activate = need("systemd-socket-activate", "systemd")
+        service = read_unit(os.path.join(UNITS, f"{name}.service"))["Service"]
+        socket_unit = read_unit(os.path.join(UNITS, f"{name}.socket"))["Socket"]
+
+        [execstart] = service["ExecStart"]
+        argv = execstart.split()
+        self.assertEqual(argv, [INSTALLED_TWISTD, *SERVER_ARGS, name])
+        argv[0] = twistd()
+
+        [fdname] = socket_unit["FileDescriptorName"]
+        [listen] = socket_unit["ListenStream"]
+        host, _, _port = listen.rpartition(":")
+        self.assertEqual(host, "127.0.0.1", "the unit listens on loopback behind the proxy")
+        port = free_port()
+
+        scratch = tempfile.mkdtemp(prefix=f"{name}-activate-")
         self.addCleanup(shutil.rmtree, scratch, True)
-        settings = {
-            "PYTHONPATH": ROOT,
-            "KEZ_CHAT_DB": os.path.join(scratch, "kez-chat.db"),
-            "KEZ_CHAT_LISTEN": "systemd:domain=INET:index=0",
+        [state] = service["StateDirectory"]
+        env = {
+            key: value.replace(f"/var/lib/{state}", scratch)
+            for key, value in unit_environment(service).items()
         }
+        self.assertIn(f"name={fdname}", env[f"KEZ_{'CHAT' if name == 'kezchat' else 'SIG'}_LISTEN"])
         # like systemd, systemd-socket-activate gives the service only the
-        # environment it is told to (-E), as the unit's Environment= does
-        passed = [f"-E{name}={value}" for name, value in settings.items()]
-        proto = _Quiet()
-        process = reactor.spawnProcess(
-            proto, activate,
-            [activate, "-l", f"127.0.0.1:{port}", "--fdname=kezchat-http", *passed,
-             twistd(), "-n", "--pidfile=", "-r", "asyncio", "kezchat"],
-            env=os.environ, path=scratch,
+        # environment it is told to (-E), as the unit's Environment= does;
+        # PYTHONPATH makes the venv's twistd run this checkout
+        env["PYTHONPATH"] = ROOT
+        passed = [f"-E{key}={value}" for key, value in env.items()]
+        proto = spawn(
+            self,
+            [activate, "-l", f"{host}:{port}", f"--fdname={fdname}", *passed, *argv],
+            os.environ,
+            scratch,
         )
+        health = await wait_healthy(self, proto, f"http://{host}:{port}")
+        self.assertTrue(os.listdir(scratch), "the database lives in the state directory")
+        return health
 
-        async def stop() -> None:
-            if process.pid is not None:
-                process.signalProcess("TERM")
-            await proto.ended
+    async def test_kezchat(self) -> None:
+        health = await self._activate("kezchat")
+        self.assertEqual(health["status"], "ok")
+        self.assertEqual(health["nats"], "disabled")
 
-        self.addCleanup(stop)
-        client = http_client(self)
-        for _ in range(100):
-            try:
-                response = await client.get(f"http://127.0.0.1:{port}/v1/healthz")
-                break
-            except Exception:
-                await deferred_sleep(0.1)
-        else:
-            self.fail(proto.output.decode()[-2000:])
-        self.assertEqual((await json_of(response))["status"], "ok")
+    async def test_kezsig(self) -> None:
+        health = await self._activate("kezsig")
+        self.assertEqual((health["status"], health["service"]), ("ok", "kezsig"))

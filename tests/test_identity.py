@@ -323,14 +323,15 @@ class HandleTests(SynchronousTestCase):
         Lookups are case-insensitive in the ASCII sense only: a Unicode
         character whose lowercase happens to be ASCII (the Kelvin sign
         U+212A lowers to C{k}) must not resolve to someone's handle.
-        Surrounding white space, as a user might paste it, is ignored.
+        The grammar must match the whole string: surrounding white space
+        (C{"bob\\n"}) is refused, never trimmed into someone's handle.
         """
         typed = text + suffix
-        local = (text.lstrip() if suffix else text.strip()).lower()
+        local = text.lower()
         expected = (
             suffix in ("", "@kez.lat", "@KEZ.lat")
             and typed.isascii()
-            and GRAMMAR.match(local) is not None
+            and GRAMMAR.fullmatch(local) is not None
         )
         try:
             handle = parse_handle(typed, "kez.lat")
@@ -349,6 +350,10 @@ class HandleTests(SynchronousTestCase):
             "al",
             "\u212aelvin",
             "kelvin@\u212aez.lat",
+            "bob\n",
+            " bob",
+            "bob@kez.lat\n",
+            "bob\n@kez.lat",
             None,
             7,
         ):

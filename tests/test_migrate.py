@@ -85,6 +85,7 @@ class MigrateTests(TestCase):
             await storage.messages.add_message(NewMessage(
                 f"{recipient}@kez.lat", f"{sender}@kez.lat", keys[sender].primary,
                 f'{{"i":{i},"text":"ü\\u0000"}}', now - 100 + i / 7, f"k{i}" if i % 2 else None,
+                f"h{i}",
             ))
         await storage.messages.delete_upto("bob@kez.lat", 5)
         await storage.manifests.put_manifest(
@@ -122,10 +123,19 @@ class MigrateTests(TestCase):
         self.assertEqual(before[0], 6)
         code, body = await send(client, server.url, keys["alice"], "alice", "bob", {"new": 1})
         self.assertEqual((code, body["seq"]), (201, before[-1] + 1))
+        # k3 was used (hash "h3" copied with it) for another request
         code, body = await send(
             client, server.url, keys["alice"], "alice", "bob", {"x": 1}, idempotency_key="k3"
         )
-        self.assertEqual(code, 200)
+        self.assertEqual((code, body["error"]["code"]), (409, "idempotency_conflict"))
+        # a retry of a send made on the copy is answered from its first result
+        first = await send(
+            client, server.url, keys["alice"], "alice", "bob", {"x": 2}, idempotency_key="new"
+        )
+        again = await send(
+            client, server.url, keys["alice"], "alice", "bob", {"x": 2}, idempotency_key="new"
+        )
+        self.assertEqual((first[0], again), (201, (200, first[1])))
         response = await client.get(f"{server.url}/v1/u/carol")
         self.assertEqual(response.code, 200)
         await response.content()

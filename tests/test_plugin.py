@@ -28,6 +28,7 @@ import zipfile
 from twisted.internet import reactor
 from twisted.internet.defer import Deferred
 from twisted.internet.protocol import ProcessProtocol
+from twisted.internet.task import deferLater
 from twisted.internet.utils import getProcessOutputAndValue
 from twisted.python.failure import Failure
 from twisted.trial.unittest import SynchronousTestCase, TestCase
@@ -55,11 +56,20 @@ SPEC_OPTIONS = [
     ("--log-format", "KEZ_CHAT_LOG_FORMAT"),
 ]
 
-#: what a copy of the source tree for building leaves out
-_NOT_SOURCE = shutil.ignore_patterns(
-    ".git", "_trial_temp*", ".hypothesis", ".ruff_cache", "__pycache__", "build", "dist",
-    "*.egg-info", "node_modules", "*.db", "*.db-*", "dropin.cache", "bench", "deploy",
+#: what a copy of the source tree for building leaves out, anywhere
+_NOT_SOURCE_ANYWHERE = shutil.ignore_patterns(
+    ".git", "_trial_temp*", ".hypothesis", ".ruff_cache", "__pycache__",
+    "*.egg-info", "node_modules", "*.db", "*.db-*", "dropin.cache",
 )
+#: ... and at the top of the tree only (web/dist is the built app the wheel carries)
+_NOT_SOURCE_AT_TOP = {"build", "dist", "bench", "deploy", ".venv"}
+
+
+def _NOT_SOURCE(directory: str, names: list[str]) -> set[str]:
+    ignored = set(_NOT_SOURCE_ANYWHERE(directory, names))
+    if os.path.abspath(directory) == REPO_ROOT:
+        ignored |= _NOT_SOURCE_AT_TOP.intersection(names)
+    return ignored
 
 
 def clean_env() -> dict[str, str]:
@@ -145,6 +155,9 @@ class InstalledPluginTests(TestCase):
         self.assertNotIn("twisted/__init__.py", names)
         self.assertNotIn("twisted/plugins/__init__.py", names)
         self.assertIn("kezchat/storage/sqlite/schema/001_registry.sql", names)
+        # the built web app rides along, so an installed wheel serves the UI
+        self.assertIn("kezchat/web/index.html", names)
+        self.assertTrue(any(re.fullmatch(r"kezchat/web/assets/index-.+\.js", n) for n in names))
 
     async def test_twistd_help_lists_every_option(self) -> None:
         _, target = await installed()
@@ -271,6 +284,15 @@ class JSONLogTests(TestCase):
         client = http_client(self)
         response = await client.get(f"http://127.0.0.1:{port}/v1/healthz")
         self.assertEqual((await json_of(response))["status"], "ok")
+        # ... and serves the web app the wheel carries (loaded off-thread at start)
+        for _ in range(50):
+            page = await client.get(f"http://127.0.0.1:{port}/")
+            body = await page.content()
+            if page.code == 200:
+                break
+            await deferLater(reactor, 0.1, lambda: None)
+        self.assertEqual(page.code, 200)
+        self.assertIn(b'<div id="app">', body)
         process.signalProcess(signal.SIGTERM)
         status = await collector.ended
         # twistd stops the reactor on SIGTERM, then re-raises the signal so
@@ -297,7 +319,7 @@ class OptionsTests(SynchronousTestCase):
         self.assertEqual(config.db, "kez-chat.db")
         self.assertEqual(config.server, "kez.lat")
         self.assertEqual(config.base_url, "https://kez.lat")
-        self.assertEqual(config.sig_server_url, "http://localhost:7878")
+        self.assertIsNone(config.sig_server_url)
         self.assertIsNone(config.nats_url)
         self.assertEqual(config.retention_days, 30)
         self.assertEqual(config.trusted_proxies, ())

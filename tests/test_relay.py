@@ -128,7 +128,10 @@ class SendAndReadTests(RelayTestCase):
         client = http_client(self)
         key, _ = await register(client, server.url, "dave")
         await register(client, server.url, "erin")
-        codes = [(await send(client, server.url, key, "dave", "erin"))[0] for _ in range(4)]
+        # distinct messages: the same signed request again would be a replay
+        codes = [
+            (await send(client, server.url, key, "dave", "erin", {"n": i}))[0] for i in range(4)
+        ]
         self.assertEqual(codes, [201, 201, 201, 429])
         raw, headers = message_request(key, "dave", "erin", {"x": 1})
         response = await client.post(f"{server.url}/v1/messages", data=raw, headers=headers)

@@ -38,6 +38,7 @@ from tests.relaysupport import SSEStream, inbox, open_stream, send
 from tests.support import http_client, register, start_server
 
 _names = itertools.count()
+_envelopes = itertools.count()
 
 
 def on_reactor(coroutine_function: Any, *args: Any) -> Any:
@@ -78,7 +79,10 @@ class RelayMachine(RuleBasedStateMachine):
     @rule(sender=st.integers(0, 2), recipient=st.integers(0, 2))
     def send(self, sender: int, recipient: int) -> None:
         frm, to = self.handles[sender], self.handles[recipient]
-        code, body = on_reactor(send, self.client, self.url, self.keys[frm], frm, to, {"x": 1})
+        # a distinct envelope each time: the same signed request twice in
+        # one second is a replay, answered 200 and not stored again
+        envelope = {"x": next(_envelopes)}
+        code, body = on_reactor(send, self.client, self.url, self.keys[frm], frm, to, envelope)
         assert code == 201, (code, body)
         self.stored[to].append(body["seq"])
         for s in self.open:

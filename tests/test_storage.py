@@ -9,7 +9,10 @@ sigchain appends).
 
 from __future__ import annotations
 
-from twisted.internet import defer, reactor
+from dataclasses import replace
+from typing import Any
+
+from twisted.internet import reactor
 from twisted.internet.defer import DeferredList, gatherResults
 from twisted.internet.task import Clock
 from twisted.internet.threads import deferToThread
@@ -21,17 +24,21 @@ from kezchat.natsbridge.aio import deferred_from_coroutine
 from kezchat.sigchain.errors import ChainError
 from kezchat.sigserver.config import SigOptions
 from kezchat.sigserver.store import EventRow
+from kezchat.startup import StartupError
 from kezchat.storage.backend import ChatStorage, chat_storage, sigchain_storage
 from kezchat.storage.dburl import is_postgres_url, pool_settings, redacted
+from kezchat.storage.errors import DatabaseUnavailable
 from kezchat.storage.interfaces import (
     HandleRecord,
     HandleTaken,
+    IdempotencyConflict,
     NewMessage,
     PrimaryTaken,
     StoredManifest,
+    StoredMessage,
 )
 from tests.backends import on_postgresql
-from tests.support import fresh_database
+from tests.support import deferred_sleep, fresh_database
 
 
 def message(
@@ -44,6 +51,13 @@ def message(
 ) -> NewMessage:
     envelope = f'{{"i":{i},"pad":"{"x" * size}"}}'
     return NewMessage(recipient, sender, "ed25519:" + "a" * 64, envelope, at, key)
+
+
+async def after(store: Any, recipient: str, since: int, limit: int) -> list[StoredMessage]:
+    """
+    The messages after C{since}, bounded by count only.
+    """
+    return (await store.messages_page(recipient, since, limit, 2**62)).messages
 
 
 class StorageTestCase(TestCase):
@@ -104,11 +118,11 @@ class MessageTests(StorageTestCase):
         seqs = [(await store.add_message(message(r, i))).seq for i, r in
                 enumerate(["bob", "bob", "carol", "bob", "carol"])]
         self.assertEqual(seqs, [1, 2, 1, 3, 2])
-        page = await store.messages_after("bob", 1, 10)
+        page = await after(store, "bob", 1, 10)
         self.assertEqual([m.seq for m in page], [2, 3])
         self.assertEqual(page[0].envelope, '{"i":1,"pad":""}')
         self.assertEqual(page[0].sender_primary, "ed25519:" + "a" * 64)
-        self.assertEqual([m.seq for m in await store.messages_after("bob", 0, 2)], [1, 2])
+        self.assertEqual([m.seq for m in await after(store, "bob", 0, 2)], [1, 2])
 
     async def test_batch_in_input_order(self) -> None:
         store = (await self.open()).messages
@@ -131,7 +145,41 @@ class MessageTests(StorageTestCase):
         # a key repeated inside one batch is stored once
         batch = await store.add_messages([message("bob", 3, key="b"), message("bob", 4, key="b")])
         self.assertEqual([(a.seq, a.duplicate) for a in batch], [(3, False), (3, True)])
-        self.assertEqual(len(await store.messages_after("bob", 0, 100)), 3)
+        self.assertEqual(len(await after(store, "bob", 0, 100)), 3)
+
+    async def test_pages_bounded_by_count_and_bytes(self) -> None:
+        store = (await self.open()).messages
+        for i in range(5):
+            await store.add_message(message("bob", i, size=90))
+        size = len(message("bob", 0, size=90).envelope)
+
+        async def page(since: int, limit: int, max_bytes: int) -> tuple[list[int], bool]:
+            got = await store.messages_page("bob", since, limit, max_bytes)
+            self.assertTrue(all(m.envelope.startswith('{"i":') for m in got.messages))
+            return [m.seq for m in got.messages], got.more
+
+        self.assertEqual(await page(0, 10, 2 * size), ([1, 2], True))
+        self.assertEqual(await page(0, 10, 2 * size - 1), ([1], True))
+        # the first message comes whatever the budget: paging moves on
+        self.assertEqual(await page(3, 10, 1), ([4], True))
+        self.assertEqual(await page(0, 3, 10**9), ([1, 2, 3], True))
+        self.assertEqual(await page(2, 10, 10**9), ([3, 4, 5], False))
+        self.assertEqual(await page(2, 3, 3 * size), ([3, 4, 5], False))
+        self.assertEqual(await page(5, 10, 10), ([], False))
+
+    async def test_idempotency_conflict(self) -> None:
+        store = (await self.open()).messages
+        first = replace(message("bob", 0, key="k"), request_hash="h1")
+        accepted = await store.add_message(first)
+        again = await store.add_message(replace(message("bob", 0, key="k"), request_hash="h1"))
+        self.assertEqual((again.seq, again.duplicate), (accepted.seq, True))
+        with self.assertRaises(IdempotencyConflict):
+            await store.add_message(replace(message("bob", 1, key="k"), request_hash="h2"))
+        # a key stored without a hash matches anything
+        await store.add_message(message("bob", 2, key="old"))
+        old = await store.add_message(replace(message("bob", 3, key="old"), request_hash="h3"))
+        self.assertTrue(old.duplicate)
+        self.assertEqual(len(await after(store, "bob", 0, 10)), 2)
 
     async def test_last_seqs(self) -> None:
         store = (await self.open()).messages
@@ -153,7 +201,7 @@ class MessageTests(StorageTestCase):
             await store.add_message(message("bob", i))
         self.assertEqual(await store.delete_upto("bob", 3), 3)
         self.assertEqual(await store.delete_upto("bob", 3), 0)
-        self.assertEqual([m.seq for m in await store.messages_after("bob", 0, 10)], [4, 5])
+        self.assertEqual([m.seq for m in await after(store, "bob", 0, 10)], [4, 5])
         await store.delete_upto("bob", 5)
         self.assertEqual((await store.add_message(message("bob"))).seq, 6)
 
@@ -169,8 +217,8 @@ class MessageTests(StorageTestCase):
         small = len(message("bob").envelope)
         self.assertEqual((report.expired, report.expired_bytes), (2, 2 * small))
         self.assertEqual((report.over_quota, report.over_quota_bytes), (2, 2 * size))
-        self.assertEqual([m.seq for m in await store.messages_after("carol", 0, 10)], [3, 4])
-        self.assertEqual([m.seq for m in await store.messages_after("bob", 0, 10)], [3])
+        self.assertEqual([m.seq for m in await after(store, "carol", 0, 10)], [3, 4])
+        self.assertEqual([m.seq for m in await after(store, "bob", 0, 10)], [3])
         # the expired idempotency key is forgotten with its message
         again = await store.add_message(message("bob", 7, key="old", at=200.0))
         self.assertEqual((again.seq, again.duplicate), (4, False))
@@ -198,8 +246,30 @@ class SchemaTests(StorageTestCase):
         later = chat_storage(self.setting, reactor)
         later.db.startService()
         self.addCleanup(later.db.stopService)
-        error = await self.assertFailure(later.db.when_ready(), RuntimeError)
+        error = await self.assertFailure(later.db.when_ready(), StartupError)
         self.assertIn("newer than this", str(error))
+
+    async def test_server_domain_recorded(self) -> None:
+        async def start(server: str, allow: bool = False) -> ChatStorage:
+            storage = chat_storage(
+                self.setting, reactor, server=server, allow_server_change=allow
+            )
+            storage.db.startService()
+            self.addCleanup(storage.db.stopService)
+            return storage
+
+        first = await start("kez.lat")
+        await first.db.when_ready()
+        # several instances of the same domain start fine
+        second = await start("kez.lat")
+        await second.db.when_ready()
+        other = await start("other.example")
+        error = await self.assertFailure(other.db.when_ready(), StartupError)
+        self.assertIn("belongs to server 'kez.lat'", str(error))
+        moved = await start("other.example", allow=True)
+        await moved.db.when_ready()
+        again = await start("kez.lat")
+        await self.assertFailure(again.db.when_ready(), StartupError)
 
     async def bump_version(self, storage: ChatStorage) -> None:
         if self.db_backend == "sqlite":
@@ -237,10 +307,10 @@ class SeveralInstancesTests(StorageTestCase):
             for i in range(30)
         ]
         await gatherResults(sends)
-        bob = await stores[0].messages_after("bob", 0, 500)
+        bob = await after(stores[0], "bob", 0, 500)
         self.assertEqual([m.seq for m in bob], list(range(1, 181)))
         self.assertEqual(len({m.envelope for m in bob}), 180)
-        carol = await stores[1].messages_after("carol", 0, 500)
+        carol = await after(stores[1], "carol", 0, 500)
         self.assertEqual([m.seq for m in carol], list(range(1, 31)))
 
     async def test_idempotency_key_raced_on_three_instances(self) -> None:
@@ -260,8 +330,8 @@ class SeveralInstancesTests(StorageTestCase):
         flat = [a for r in results for a in (r if isinstance(r, list) else [r])]
         fresh = [a for a in flat if not a.duplicate]
         self.assertEqual(len(fresh), 20)
-        stored = await stores[0].messages_after("bob", 0, 500)
-        stored += await stores[0].messages_after("carol", 0, 500)
+        stored = await after(stores[0], "bob", 0, 500)
+        stored += await after(stores[0], "carol", 0, 500)
         self.assertEqual(len(stored), 20)
 
     async def test_retention_swept_from_three_instances(self) -> None:
@@ -269,7 +339,7 @@ class SeveralInstancesTests(StorageTestCase):
         await stores[0].add_messages([message(f"u{i % 7}", i, at=10.0) for i in range(200)])
         reports = await gatherResults([s.apply_retention(50.0, 10**9) for s in stores * 2])
         self.assertEqual(sum(r.expired for r in reports), 200)
-        self.assertEqual(await stores[2].messages_after("u1", 0, 500), [])
+        self.assertEqual(await after(stores[2], "u1", 0, 500), [])
 
     async def test_sigchain_append_raced_on_three_instances(self) -> None:
         services = []
@@ -300,7 +370,7 @@ class SeveralInstancesTests(StorageTestCase):
 class PostgresOnlyTests(StorageTestCase):
     """
     What only the PostgreSQL backend does: group commit of single sends,
-    byte-bounded pages cut inside the database.
+    surviving a restart of the database.
     """
 
     db_backend = "postgresql"
@@ -321,7 +391,7 @@ class PostgresOnlyTests(StorageTestCase):
         # sends that arrived together shared calls (two go at once, then
         # the rest wait and go together)
         self.assertLess(store.group.calls, 10)
-        self.assertEqual(len(await store.messages_after("bob", 0, 100)), 40)
+        self.assertEqual(len(await after(store, "bob", 0, 100)), 40)
 
     async def test_database_restart(self) -> None:
         """
@@ -334,40 +404,24 @@ class PostgresOnlyTests(StorageTestCase):
         await deferToThread(own.start)
         self.addCleanup(own.stop)
         self.setting = own.url(await deferred_from_coroutine(own.create_database()))
-        store = (await self.open()).messages
+        storage = await self.open()
+        store = storage.messages
         self.assertEqual((await store.add_message(message("bob"))).seq, 1)
+        self.assertEqual(storage.db.health(), "ok")
         await deferToThread(own.crash)
         for _ in range(3):
-            with self.assertRaises(Exception) as caught:
+            # 503 unavailable for clients, not a hang and not a 500
+            with self.assertRaises(DatabaseUnavailable):
                 await store.add_message(message("bob")).addTimeout(15, reactor)
-            self.assertNotIsInstance(caught.exception, defer.TimeoutError)
+        self.assertEqual(storage.db.health(), "degraded")
         await deferToThread(own.restart)
+        for _ in range(100):
+            if storage.db.health() == "ok":
+                break
+            await deferred_sleep(0.05)
+        self.assertEqual(storage.db.health(), "ok")
         self.assertEqual((await store.add_message(message("bob"))).seq, 2)
-        self.assertEqual([m.seq for m in await store.messages_after("bob", 0, 10)], [1, 2])
-
-    async def test_pages_bounded_by_count_and_bytes(self) -> None:
-        from kezchat.storage.postgres.messages import read_page
-
-        storage = await self.open()
-        for i in range(5):
-            await storage.messages.add_message(message("bob", i, size=90))
-        size = len(message("bob", 0, size=90).envelope)
-
-        async def page(since: int, limit: int, max_bytes: int) -> tuple[list[int], bool]:
-            messages, more = await storage.db.run(
-                lambda conn: read_page(conn, "bob", since, limit, max_bytes)
-            )
-            self.assertTrue(all(m.envelope.startswith('{"i":') for m in messages))
-            return [m.seq for m in messages], more
-
-        self.assertEqual(await page(0, 10, 2 * size), ([1, 2], True))
-        self.assertEqual(await page(0, 10, 2 * size - 1), ([1], True))
-        # the first message comes whatever the budget: paging moves on
-        self.assertEqual(await page(3, 10, 1), ([4], True))
-        self.assertEqual(await page(0, 3, 10**9), ([1, 2, 3], True))
-        self.assertEqual(await page(2, 10, 10**9), ([3, 4, 5], False))
-        self.assertEqual(await page(2, 3, 3 * size), ([3, 4, 5], False))
-        self.assertEqual(await page(5, 10, 10), ([], False))
+        self.assertEqual([m.seq for m in await after(store, "bob", 0, 10)], [1, 2])
 
 
 class DatabaseSettingTests(SynchronousTestCase):

@@ -40,6 +40,8 @@ class KezChatHTTP:
     register_limiter: RateLimiter
     client_address: ClientAddress = field(default_factory=ClientAddress)
     nats_status: Callable[[], str] = lambda: "disabled"
+    #: C{"ok"} or C{"degraded"} (L{kezchat.storage.sqlite.SQLiteDatabase.health})
+    db_health: Callable[[], str] = lambda: "ok"
     web: IResource | None = None
     #: API path → body cap in bytes; the longest matching path wins
     body_caps: dict[bytes, int] = field(default_factory=dict)
@@ -51,7 +53,10 @@ class KezChatHTTP:
         registry.install(
             self.routes, self.registry, self.register_limiter, self.client_address, self.metrics
         )
-        meta.install(self.routes, self.registry.policy.server, self.metrics, self._nats_status)
+        meta.install(
+            self.routes, self.registry.policy.server, self.metrics, self._nats_status,
+            lambda: self.db_health(),
+        )
         for extend in self.extensions:
             extend(self.routes)
 

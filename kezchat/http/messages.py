@@ -6,10 +6,12 @@ from __future__ import annotations
 
 from twisted.web.iweb import IRequest
 
+from kezchat import strictjson
 from kezchat.errors import KezError
+from kezchat.http.clientip import ClientAddress
 from kezchat.http.errors import json_bytes, json_response, parse_json, read_body
 from kezchat.http.routing import Routes
-from kezchat.relay.auth import body_digest
+from kezchat.relay.auth import body_digest, parse_auth
 from kezchat.relay.items import inbox_page
 from kezchat.relay.relay import DEFAULT_PAGE, Relay, parse_cursor
 from kezchat.relay.sse import StreamHub
@@ -34,22 +36,36 @@ def _cursor(request: IRequest, name: str, default: int | None) -> int | None:
     return parse_cursor(value, name)
 
 
-def install(routes: Routes, relay: Relay, hub: StreamHub) -> None:
+def install(
+    routes: Routes, relay: Relay, hub: StreamHub, client_address: ClientAddress | None = None
+) -> None:
+    client_address = client_address or ClientAddress()
+
     @routes.route("/v1/messages", methods=["POST"], name="send")
     async def send(request: IRequest) -> bytes:
         raw = read_body(request, MESSAGE_CAP)
         sender_handle = request.getHeader(b"x-kez-sender")
         if not sender_handle:
             raise KezError("unauthorized", "X-KEZ-Sender is required")
+        auth = request.getHeader(b"x-kez-auth")
         sender = await relay.authenticate(
             sender_handle.decode("utf-8", "replace"),
-            request.getHeader(b"x-kez-auth"),
+            auth,
             "POST",
             "/v1/messages",
             [body_digest(raw)],
             unknown="unauthorized",
         )
-        accepted = await relay.send(sender, parse_json(raw))
+        body = parse_json(raw)
+        envelope_text = None
+        if isinstance(body, dict) and isinstance(body.get("envelope"), dict):
+            # the envelope is relayed as the client wrote it (one line)
+            envelope_text = strictjson.one_line(
+                strictjson.member_texts(raw.decode("utf-8"))["envelope"]
+            )
+        accepted = await relay.send(
+            sender, body, envelope_text=envelope_text, auth=parse_auth(auth)
+        )
         return json_response(
             request,
             {"seq": accepted.seq, "created_at": format_rfc3339(accepted.created_at)},
@@ -64,6 +80,8 @@ def install(routes: Routes, relay: Relay, hub: StreamHub) -> None:
             h, request.getHeader(b"x-kez-auth"), "GET", f"/v1/inbox/{h}", [f"since={since}"]
         )
         messages = await relay.inbox(owner, since, limit)
+        # a page stops at its limit or at INBOX_PAGE_BYTES of envelopes,
+        # whichever comes first; "next" is where the client goes on
         return json_bytes(request, inbox_page(messages, since))
 
     @routes.route("/v1/inbox/<h>", methods=["DELETE"], name="acknowledge")
@@ -91,4 +109,4 @@ def install(routes: Routes, relay: Relay, hub: StreamHub) -> None:
             resume = _cursor(request, "since", None)
         owner = await relay.authenticate(h, auth, "GET", f"/v1/inbox/{h}/stream")
         request.kez_streaming = True
-        return await hub.open(request, owner.fqhn, resume)
+        return await hub.open(request, owner.fqhn, resume, client_address(request))

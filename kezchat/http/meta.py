@@ -8,23 +8,40 @@ from collections.abc import Callable
 
 from twisted.web.iweb import IRequest
 
-from kezchat import __version__
+from kezchat import __version__, openapi
 from kezchat.http.errors import json_response
 from kezchat.http.routing import Routes
 from kezchat.metrics import HTTPMetrics, Metrics
 
 
 def install(
-    routes: Routes, server: str, metrics: Metrics, nats_status: Callable[[], str]
+    routes: Routes,
+    server: str,
+    metrics: Metrics,
+    nats_status: Callable[[], str],
+    db_health: Callable[[], str] = lambda: "ok",
 ) -> None:
     @routes.route("/v1/healthz", methods=["GET"], name="healthz")
     def healthz(request: IRequest) -> bytes:
-        return json_response(
-            request,
-            {"status": "ok", "server": server, "version": __version__, "nats": nats_status()},
-        )
+        body = {"server": server, "version": __version__, "nats": nats_status()}
+        return health_response(request, db_health(), body)
 
     install_metrics(routes, metrics)
+    openapi.install(routes, "kezchat")
+
+
+def health_response(request: IRequest, db: str, body: dict[str, object]) -> bytes:
+    """
+    A healthz answer: C{"db": "ok" | "degraded"}, and 503 while degraded
+    (the database cannot store writes: a load balancer should look
+    elsewhere, a supervisor should look at the disk).
+    """
+    healthy = db == "ok"
+    return json_response(
+        request,
+        {"status": "ok" if healthy else "degraded", **body, "db": db},
+        200 if healthy else 503,
+    )
 
 
 def install_metrics(routes: Routes, metrics: HTTPMetrics) -> None:

@@ -12,10 +12,12 @@ from __future__ import annotations
 
 import io
 import json
+import re
 from collections.abc import Callable
+from typing import Any
 
 from twisted.internet.interfaces import IDelayedCall
-from twisted.web.http import HTTPChannel
+from twisted.web.http import HTTPChannel, combinedLogFormatter
 from twisted.web.resource import IResource
 from twisted.web.server import Request, Site
 
@@ -41,6 +43,38 @@ def raw_json_response(
         b"%s"
         b"Connection: close\r\n\r\n" % (status, _REASONS[status], len(body), extra)
     ) + body
+
+
+_AUTH_PARAM = re.compile(rb"([?&]auth=)[^&#]*", re.IGNORECASE)
+
+
+def redact_uri(uri: bytes) -> bytes:
+    """
+    C{uri} without the value of its C{auth} query parameter: the SSE
+    route's C{auth=} is a bearer credential for its whole time window and
+    must never reach a log.
+    """
+    return _AUTH_PARAM.sub(rb"\1REDACTED", uri)
+
+
+class _RedactedRequest:
+    """
+    A view of a request whose C{uri} is redacted, for log formatters.
+    """
+
+    def __init__(self, request: Request) -> None:
+        self._request = request
+        self.uri = redact_uri(request.uri)
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._request, name)
+
+
+def redacting_log_formatter(timestamp: str, request: Request) -> str:
+    """
+    Twisted's combined log format, with credentials taken out of the URI.
+    """
+    return combinedLogFormatter(timestamp, _RedactedRequest(request))
 
 
 class KezChannel(HTTPChannel):
@@ -206,6 +240,13 @@ class KezRequest(Request):
         self._cancel_deadline()
         super().connectionLost(reason)
 
+    def __repr__(self) -> str:
+        # Twisted's repr shows the URI; error logs may print it
+        return (
+            f"<{type(self).__name__} at 0x{id(self):x} method={getattr(self, 'method', b'')!r}"
+            f" uri={redact_uri(getattr(self, 'uri', None) or b'')!r}>"
+        )
+
 
 class KezSite(Site):
     """
@@ -235,6 +276,7 @@ class KezSite(Site):
         # Content-Type of every POST (with the slow email header parser) to
         # look for form submissions, and parse multipart bodies nobody wants.
         kw.setdefault("parsePOSTFormSubmission", False)
+        kw.setdefault("logFormatter", redacting_log_formatter)
         super().__init__(resource, reactor=reactor, **kw)
         self.body_cap_for = body_cap_for or (lambda path: DEFAULT_BODY_CAP)
         self.request_deadline = request_deadline

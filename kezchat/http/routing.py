@@ -19,6 +19,7 @@ from werkzeug.routing import RequestRedirect
 from kezchat.errors import KezError
 from kezchat.http.errors import error_response, json_response
 from kezchat.metrics import HTTPMetrics
+from kezchat.storage.errors import DatabaseUnavailable
 
 log = Logger()
 
@@ -39,6 +40,7 @@ class Routes:
         # unhandled RequestRedirect would be a 500)
         self.app.handle_errors(NotFound, RequestRedirect)(self._not_found)
         self.app.handle_errors(MethodNotAllowed)(self._method_not_allowed)
+        self.app.handle_errors(DatabaseUnavailable)(self._unavailable)
         self.app.handle_errors(Exception)(self._internal_error)
 
     def route(self, rule: str, *, methods: list[str], name: str) -> Callable[[Handler], Handler]:
@@ -62,6 +64,18 @@ class Routes:
         error = failure.value
         self.metrics.rejections.labels(error.code).inc()
         return error_response(request, error)
+
+    def _unavailable(self, request: IRequest, failure: Failure) -> bytes:
+        # nothing was stored: the client may send the same request again
+        error = failure.value
+        return self._api_error(
+            request,
+            Failure(KezError(
+                "unavailable",
+                f"the database is unavailable ({error.cause}); try again shortly",
+                retry_after=error.retry_after,
+            )),
+        )
 
     def _not_found(self, request: IRequest, failure: Failure) -> bytes:
         return self._api_error(

@@ -4,6 +4,10 @@ Handles: C{local@server}, stored and sent in the qualified form (fqhn).
 The grammar (SPEC §2): a local part of 3–32 characters from C{a-z 0-9 _ -},
 starting with a letter or a digit. Lookups accept the bare or the qualified
 form in any case; what is signed must be the canonical lowercase form.
+
+Every pattern here is applied with C{fullmatch}: a handle is the whole
+string or nothing (C{"bob\n"} is not C{bob}). Clients may trim what a
+user pasted; the server never does.
 """
 
 from __future__ import annotations
@@ -14,7 +18,7 @@ from dataclasses import dataclass
 LOCAL_RE = re.compile(r"[a-z0-9][a-z0-9_-]{2,31}")
 # A DNS name: labels of letters, digits and hyphens, dot-separated.
 SERVER_RE = re.compile(
-    r"(?=.{1,253}$)([a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?)(\.[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?)*"
+    r"(?=.{1,253}\Z)([a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?)(\.[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?)*"
     r"(:[0-9]{1,5})?"
 )
 
@@ -67,7 +71,8 @@ def validate_local(local: object) -> str:
 def parse_handle(text: object, default_server: str) -> Handle:
     """
     Parse a handle as a user typed it: bare (C{alice}) or qualified
-    (C{alice@kez.lat}), any case, without a leading C{@}.
+    (C{alice@kez.lat}), any case, without a leading C{@}. White space is
+    not trimmed: C{"bob\n"} is refused, never read as C{bob}.
     """
     if not isinstance(text, str):
         raise InvalidHandle("a handle is a string")
@@ -76,7 +81,7 @@ def parse_handle(text: object, default_server: str) -> Handle:
     # a look-alike string resolve to someone's handle.
     if not text.isascii():
         raise InvalidHandle("a handle is ASCII")
-    lowered = text.strip().lower()
+    lowered = text.lower()
     local, sep, server = lowered.partition("@")
     if not sep:
         server = default_server.lower()

@@ -22,7 +22,9 @@ class ManifestError(ValueError):
     """
 
     def __init__(self, code: str, message: str) -> None:
-        assert code in CODES, code
+        if code not in CODES:
+            # a programming error, but one that must not vanish under -O
+            raise ValueError(f"unknown error code {code!r}")
         super().__init__(code, message)
         self.code = code
         self.message = message

@@ -8,7 +8,13 @@ Three flows, each with one owner (SPEC §5, "Bridge"):
    L{LocalBroker}) and, when NATS is up, also puts it on
    C{kez.inbox.<R>.<S>} for native clients (and for C{KEZ_INBOX}, which
    keeps it for the offline ones), marked with a C{Kez-Stored} header so
-   that no chat-server stores it a second time.
+   that no chat-server stores it a second time. A native client can set
+   any header it likes, so the mark is only believed with a
+   C{Kez-Stored-Mac}: an HMAC over the subject, the seq and the payload,
+   keyed from the chat-server's own NATS seed, which every instance has
+   and no client does (L{StoredMarker}). JetStream keeps nothing that
+   says which connection published a message, so the mark has to be in
+   the message itself.
 
  - B{NATS → inbox.} A native client's message is stored once, by
    whichever instance takes it from the shared C{kezchat_bridge}
@@ -27,6 +33,8 @@ raises into the relay.
 from __future__ import annotations
 
 import asyncio
+import hashlib
+import hmac
 import json
 import uuid
 from collections import OrderedDict
@@ -36,6 +44,7 @@ from typing import Any
 
 from twisted.logger import Logger
 
+from kezchat import strictjson
 from kezchat.natsbridge.aio import resolve
 from kezchat.natsbridge.subjects import inbox_subject
 from kezchat.relay.broker import Deliver, LocalBroker, Subscription
@@ -43,6 +52,7 @@ from kezchat.storage.interfaces import StoredMessage
 
 STORED_SUBJECT = "kezchat.stored"
 STORED_HEADER = "Kez-Stored"
+STORED_MAC_HEADER = "Kez-Stored-Mac"
 INSTANCE_HEADER = "Kez-Instance"
 
 # fqhn -> primary ("ed25519:<hex>"), a Deferred, an awaitable or a value
@@ -74,18 +84,62 @@ class _Primaries:
         return key_hex
 
 
+class StoredMarker:
+    """
+    Marks the chat-server's own publications on inbox subjects as already
+    stored, unforgeably by clients.
+
+    @param secret: key material only chat-server instances hold (the seed
+        of their NATS user); every instance derives the same key.
+    """
+
+    def __init__(self, secret: bytes) -> None:
+        self._key = hmac.new(secret, b"kezchat stored-marker v1", hashlib.sha256).digest()
+
+    def _mac(self, subject: str, seq: str, data: bytes) -> str:
+        text = b"\n".join([subject.encode(), seq.encode(), hashlib.sha256(data).digest()])
+        return hmac.new(self._key, text, hashlib.sha256).hexdigest()
+
+    def headers(self, subject: str, seq: int, data: bytes) -> dict[str, str]:
+        return {STORED_HEADER: str(seq), STORED_MAC_HEADER: self._mac(subject, str(seq), data)}
+
+    def is_marked(self, subject: str, headers: dict[str, str] | None, data: bytes) -> bool:
+        """
+        Whether a message carries a genuine mark (a client's own
+        C{Kez-Stored} header is not one).
+        """
+        headers = headers or {}
+        seq, mac = headers.get(STORED_HEADER), headers.get(STORED_MAC_HEADER)
+        if seq is None or mac is None:
+            return False
+        return hmac.compare_digest(self._mac(subject, seq, data), mac)
+
+
 def encode_stored(message: StoredMessage) -> bytes:
-    return json.dumps(asdict(message), separators=(",", ":"), ensure_ascii=False).encode()
+    """
+    An announcement of a stored message. The envelope, itself JSON, goes in
+    as a JSON value rather than a string: no escaping can double its size
+    past the broker's max_payload.
+    """
+    fields = asdict(message)
+    envelope = fields.pop("envelope")
+    head = json.dumps(fields, separators=(",", ":"), ensure_ascii=False)
+    return (head[:-1] + ',"envelope":' + envelope + "}").encode()
 
 
 def decode_stored(data: bytes) -> StoredMessage:
-    fields = json.loads(data)
+    fields = strictjson.loads(data)
+    envelope = fields["envelope"]
+    if isinstance(envelope, dict):
+        envelope = strictjson.member_texts(data.decode("utf-8"))["envelope"]
+    elif not isinstance(envelope, str):  # an older instance's announcement
+        raise TypeError("envelope")
     return StoredMessage(
         recipient=str(fields["recipient"]),
         seq=int(fields["seq"]),
         sender=str(fields["sender"]),
         sender_primary=str(fields["sender_primary"]),
-        envelope=str(fields["envelope"]),
+        envelope=envelope,
         created_at=float(fields["created_at"]),
     )
 
@@ -103,8 +157,15 @@ class NatsBroker:
 
     log = Logger()
 
-    def __init__(self, local: LocalBroker | None = None, queue_size: int = 10_000) -> None:
+    def __init__(
+        self,
+        local: LocalBroker | None = None,
+        queue_size: int = 10_000,
+        marker: StoredMarker | None = None,
+    ) -> None:
         self.local = local if local is not None else LocalBroker()
+        #: signs what this broker puts on inbox subjects (see L{StoredMarker})
+        self.marker = marker if marker is not None else StoredMarker(uuid.uuid4().bytes)
         self.instance = uuid.uuid4().hex
         self.nc: Any = None
         self.skipped = 0
@@ -193,11 +254,10 @@ class NatsBroker:
         if to_inbox and self._primaries is not None:
             recipient_hex = await self._primaries.hex_of(message.recipient)
             subject = inbox_subject(recipient_hex, message.sender_primary.removeprefix("ed25519:"))
-            await self.nc.publish(
-                subject,
-                message.envelope.encode("utf-8"),
-                headers={STORED_HEADER: str(message.seq), INSTANCE_HEADER: self.instance},
-            )
+            data = message.envelope.encode("utf-8")
+            headers = self.marker.headers(subject, message.seq, data)
+            headers[INSTANCE_HEADER] = self.instance
+            await self.nc.publish(subject, data, headers=headers)
 
     def _skip(self, reason: str) -> None:
         self.skipped += 1
@@ -213,7 +273,7 @@ class NatsBroker:
             return
         try:
             message = decode_stored(msg.data)
-        except (ValueError, KeyError, TypeError):
+        except (ValueError, KeyError, TypeError, IndexError):
             self.log.warn("Ignoring a malformed announcement on {subject}", subject=STORED_SUBJECT)
             return
         self.local.publish(message)

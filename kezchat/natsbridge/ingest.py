@@ -11,14 +11,23 @@ idempotency key (the stream sequence), so it is never stored twice.
 The subject names the recipient and — vouched for by the broker's
 permissions — the sender, so the payload is stored as the opaque envelope
 the HTTP API would have carried. Messages the chat-server put there itself
-(C{Kez-Stored} header) are already stored and are only acknowledged.
+(a C{Kez-Stored} mark that verifies, see L{StoredMarker}) are already
+stored and are only acknowledged.
+
+Native messages are held to the rules of HTTP: the same strict JSON
+parser (no NaN, no lone surrogates, no duplicate keys), the same size cap,
+the same per-sender send limit. Each message is judged and stored on its
+own: a bad one is terminated (C{term}: never redelivered), logged and
+counted, and never takes the rest of its batch down with it; only a
+failure of the database itself leaves messages unacknowledged for
+redelivery.
 """
 
 from __future__ import annotations
 
 import asyncio
 import hashlib
-import json
+import sqlite3
 from collections.abc import Callable
 from typing import Any
 
@@ -26,12 +35,16 @@ import nats.errors
 from nats.js.api import AckPolicy, ConsumerConfig, DeliverPolicy
 from twisted.logger import Logger
 
+from kezchat import strictjson
+from kezchat.errors import KezError
 from kezchat.natsbridge.aio import resolve
-from kezchat.natsbridge.bridge import STORED_HEADER, NatsBroker
+from kezchat.natsbridge.bridge import NatsBroker
 from kezchat.natsbridge.subjects import ALL_INBOXES, STREAM, parse_inbox_subject
-from kezchat.storage.interfaces import NewMessage
+from kezchat.storage.interfaces import IdempotencyConflict, NewMessage
 
 BRIDGE_CONSUMER = "kezchat_bridge"
+#: what L{Ingest._convert} answers for the chat-server's own publications
+OWN = object()
 #: the relay's cap on a POST body; an envelope on NATS gets no more room
 MAX_ENVELOPE = 256 * 1024
 
@@ -121,54 +134,110 @@ class Ingest:
         return hashlib.sha256(created.encode()).hexdigest()[:12]
 
     async def _store(self, messages: list[Any], epoch: str) -> None:
-        batch: list[NewMessage] = []
+        """
+        Judge and store each message on its own (one group commit still
+        takes them all); acknowledge or terminate each by its own outcome.
+        """
+        pending = []
         for msg in messages:
             new = await self._convert(msg, epoch)
-            if new is not None:
-                batch.append(new)
-        if batch:
-            results = await resolve(self.relay.store.add_messages(batch))
-            for accepted in results:
-                if accepted.message is not None and not accepted.duplicate:
-                    stored = accepted.message
-                    self.broker.announce_from_nats(
-                        stored, lambda stored=stored: self.relay.accept_stored(stored)
-                    )
-        for msg in messages:
-            await msg.ack()
+            if new is OWN:
+                await _quietly(msg.ack())
+                continue
+            if new is None:
+                continue
+            d = self.relay.store.add_message(new)
+            pending.append((msg, asyncio.ensure_future(resolve(d))))
+        for msg, future in pending:
+            try:
+                accepted = await future
+            except (IdempotencyConflict, ValueError, UnicodeError, sqlite3.DataError) as e:
+                # the message's own fault: storing it again would fail again
+                await self._terminate(msg, f"refused by the store: {e!r}"[:200], "store")
+                continue
+            except asyncio.CancelledError:
+                raise
+            except Exception as e:
+                # the database's fault: leave it for redelivery
+                self.log.warn(
+                    "NATS ingest could not store a message ({error}); it will be redelivered",
+                    error=str(e) or type(e).__name__,
+                )
+                await _quietly(msg.nak(delay=self.retry_wait))
+                continue
+            if accepted.message is not None and not accepted.duplicate:
+                stored = accepted.message
+                self.broker.announce_from_nats(
+                    stored, lambda stored=stored: self.relay.accept_stored(stored)
+                )
+            await _quietly(msg.ack())
 
-    async def _convert(self, msg: Any, epoch: str) -> NewMessage | None:
-        if STORED_HEADER in (msg.headers or {}):
-            return None
+    async def _convert(self, msg: Any, epoch: str) -> NewMessage | object | None:
+        """
+        The message to store for C{msg}; L{OWN} for the chat-server's own
+        publication (already stored); C{None} when refused (and terminated
+        here).
+        """
+        if self.broker.marker.is_marked(msg.subject, msg.headers, msg.data):
+            return OWN
         keys = parse_inbox_subject(msg.subject)
         if keys is None:
-            return self._drop(msg, "not an inbox subject")
+            return await self._terminate(msg, "not an inbox subject", "subject")
         if len(msg.data) > MAX_ENVELOPE:
-            return self._drop(msg, "envelope too large")
+            return await self._terminate(msg, "envelope too large", "too_large")
         try:
-            envelope = json.loads(msg.data)
-        except (UnicodeDecodeError, ValueError):
-            envelope = None
+            envelope = strictjson.loads(msg.data)
+        except strictjson.JSONError as e:
+            return await self._terminate(msg, f"payload is not strict JSON: {e}", "bad_json")
         if not isinstance(envelope, dict):
-            return self._drop(msg, "payload is not a JSON object")
+            return await self._terminate(msg, "payload is not a JSON object", "bad_json")
         recipient_hex, sender_hex = keys
         find = self.relay.registry.find_primary
         recipient = await resolve(find(f"ed25519:{recipient_hex}"))
         sender = await resolve(find(f"ed25519:{sender_hex}"))
         if recipient is None or sender is None:
-            return self._drop(msg, "unregistered recipient or sender")
+            return await self._terminate(msg, "unregistered recipient or sender", "unregistered")
+        try:
+            self.relay.send_limiter.check(sender.fqhn)
+        except KezError:
+            return await self._terminate(msg, f"{sender.fqhn} is over the send limit", "limited")
         return NewMessage(
             recipient=recipient.fqhn,
             sender=sender.fqhn,
             sender_primary=sender.primary,
-            envelope=json.dumps(envelope, separators=(",", ":"), ensure_ascii=False),
+            envelope=strictjson.one_line(msg.data.decode("utf-8").strip(" \t\r\n")),
             created_at=self.clock(),
             idempotency_key=f"nats:{epoch}:{msg.metadata.sequence.stream}",
         )
 
-    def _drop(self, msg: Any, reason: str) -> None:
+    async def _terminate(self, msg: Any, reason: str, label: str) -> None:
+        """
+        Refuse C{msg} for good: never stored, never redelivered; logged
+        (the first and every 1,000th) and counted by reason.
+        """
         self.dropped += 1
-        self.log.info(
-            "Not storing a NATS message on {subject}: {reason}", subject=msg.subject, reason=reason
-        )
+        metrics = getattr(self.relay, "metrics", None)
+        if metrics is not None:
+            metrics.nats_ingest_dropped.labels(label).inc()
+        if self.dropped == 1 or self.dropped % 1000 == 0:
+            self.log.info(
+                "Not storing a NATS message on {subject}: {reason} ({count} refused so far)",
+                subject=msg.subject,
+                reason=reason,
+                count=self.dropped,
+            )
+        await _quietly(msg.term())
         return None
+
+
+async def _quietly(settle: Any) -> None:
+    """
+    Acknowledge (or nak, or term) without letting a broker hiccup stop
+    the batch: an unacknowledged message is redelivered anyway.
+    """
+    try:
+        await settle
+    except asyncio.CancelledError:
+        raise
+    except Exception:
+        pass

@@ -8,7 +8,7 @@ in as is: the server never parses it again.
 from __future__ import annotations
 
 import json
-from functools import lru_cache
+from collections import OrderedDict
 
 from kezchat.storage.interfaces import StoredMessage
 from kezchat.timeutil import format_rfc3339
@@ -26,19 +26,58 @@ def item_json(message: StoredMessage) -> str:
     )
 
 
-@lru_cache(maxsize=4096)
-def sse_event(message: StoredMessage) -> bytes:
+class RenderCache:
     """
-    One SSE event. Cached, so a message fanned out to several streams is
-    rendered once.
+    Recently rendered events, bounded by their total size: a message fanned
+    out to many streams is rendered once and every stream's transport
+    holds the same bytes object, while a burst of large messages cannot
+    make the cache itself large.
     """
-    return f"id: {message.seq}\nevent: message\ndata: {item_json(message)}\n\n".encode()
+
+    def __init__(self, max_bytes: int) -> None:
+        self.max_bytes = max_bytes
+        self.size = 0
+        self._events: OrderedDict[StoredMessage, bytes] = OrderedDict()
+
+    def __call__(self, message: StoredMessage) -> bytes:
+        # keyed by the whole message, as the old lru_cache was: servers
+        # sharing this process (tests, embedders) may reuse (recipient, seq)
+        key = message
+        event = self._events.get(key)
+        if event is not None:
+            self._events.move_to_end(key)
+            return event
+        event = f"id: {message.seq}\nevent: message\ndata: {item_json(message)}\n\n".encode()
+        if len(event) <= self.max_bytes:
+            self._events[key] = event
+            self.size += len(event)
+            while self.size > self.max_bytes:
+                _, dropped = self._events.popitem(last=False)
+                self.size -= len(dropped)
+        return event
+
+
+#: one SSE event, from a cache of at most 4 MiB
+sse_event = RenderCache(4 * 1024 * 1024)
+
+
+def event_size(message: StoredMessage) -> int:
+    """
+    About the bytes C{message} takes as an event (for budgets, not framing).
+    """
+    return len(message.envelope) + 256
 
 
 def inbox_page(messages: list[StoredMessage], since: int) -> bytes:
     """
-    The body of C{GET /v1/inbox/<h>}.
+    The body of C{GET /v1/inbox/<h>}, joined once from encoded items (a
+    page may be megabytes: no intermediate copy of the whole).
     """
     next_seq = messages[-1].seq if messages else since
-    items = ",".join(item_json(m) for m in messages)
-    return f'{{"messages":[{items}],"next":{next_seq}}}'.encode()
+    parts = [b'{"messages":[']
+    for i, message in enumerate(messages):
+        if i:
+            parts.append(b",")
+        parts.append(item_json(message).encode())
+    parts.append(b'],"next":%d}' % next_seq)
+    return b"".join(parts)

@@ -9,6 +9,7 @@ still be lost.
 
 from __future__ import annotations
 
+import hashlib
 import json
 from collections.abc import Callable, Sequence
 from typing import Any
@@ -19,11 +20,13 @@ from kezchat.errors import KezError
 from kezchat.metrics import Metrics
 from kezchat.ratelimit import RateLimiter
 from kezchat.registry import Registry
-from kezchat.relay.auth import Authenticator
+from kezchat.relay.auth import AUTH_SKEW, Authenticator, AuthValue
 from kezchat.relay.broker import Broker
+from kezchat.relay.replay import MemoryReplayGuard, ReplayGuard
 from kezchat.storage.interfaces import (
     Accepted,
     HandleRecord,
+    IdempotencyConflict,
     MessageStore,
     NewMessage,
     StoredMessage,
@@ -32,6 +35,8 @@ from kezchat.storage.interfaces import (
 #: largest page of C{GET /v1/inbox}
 MAX_PAGE = 500
 DEFAULT_PAGE = 100
+#: bytes of envelopes in one C{GET /v1/inbox} page (past its first message)
+INBOX_PAGE_BYTES = 4 * 1024 * 1024
 MAX_IDEMPOTENCY_KEY = 64
 #: cursors are SQLite integers
 MAX_CURSOR = 2**63 - 1
@@ -72,8 +77,10 @@ class Relay:
         send_limiter: RateLimiter,
         metrics: Metrics,
         clock: Callable[[], float],
+        replays: ReplayGuard | None = None,
     ) -> None:
         self.registry = registry
+        self.replays = replays if replays is not None else MemoryReplayGuard(clock)
         self.store = store
         self.broker = broker
         self.authenticator = authenticator
@@ -110,9 +117,23 @@ class Relay:
 
     # -- sending ----------------------------------------------------------
 
-    async def send(self, sender: HandleRecord, body: Any) -> Accepted:
+    async def send(
+        self,
+        sender: HandleRecord,
+        body: Any,
+        *,
+        envelope_text: str | None = None,
+        auth: AuthValue | None = None,
+    ) -> Accepted:
         """
         Store the message of a C{POST /v1/messages} body from C{sender}.
+
+        @param envelope_text: the envelope's JSON text exactly as the client
+            sent it; it is what is stored and relayed (byte for byte, on one
+            line). Without it the parsed envelope is serialised compactly.
+        @param auth: the request's verified C{X-KEZ-Auth}: a second request
+            with the same signature within its window is a replay, answered
+            with the first one's outcome and not stored again.
         """
         if not isinstance(body, dict):
             raise KezError("bad_request", "the body must be a JSON object")
@@ -126,22 +147,52 @@ class Relay:
             not isinstance(key, str) or not 0 < len(key) <= MAX_IDEMPOTENCY_KEY
         ):
             raise KezError("bad_request", '"idempotency_key" must be 1-64 characters')
+        if envelope_text is None:
+            envelope_text = json.dumps(envelope, separators=(",", ":"), ensure_ascii=False)
+        if auth is None:
+            return await self._store(sender, to, envelope_text, key)
+        replay_key = bytes.fromhex(auth.signature[:32])
+        first = await self.replays.claim(replay_key, auth.timestamp + AUTH_SKEW + 1)
+        if first is not None:
+            self.metrics.replays_refused.inc()
+            return first
+        try:
+            accepted = await self._store(sender, to, envelope_text, key)
+        except BaseException:
+            self.replays.release(replay_key)
+            raise
+        self.replays.settle(replay_key, accepted)
+        return accepted
+
+    async def _store(
+        self, sender: HandleRecord, to: str, envelope_text: str, key: str | None
+    ) -> Accepted:
         self.send_limiter.check(sender.fqhn)
         try:
             recipient = await self.registry.lookup(to)
         except KezError:
             raise KezError("unknown_recipient", f"{to!r} is not registered here") from None
-        envelope_text = json.dumps(envelope, separators=(",", ":"), ensure_ascii=False)
-        accepted = await self.store.add_message(
-            NewMessage(
-                recipient=recipient.fqhn,
-                sender=sender.fqhn,
-                sender_primary=sender.primary,
-                envelope=envelope_text,
-                created_at=self._clock(),
-                idempotency_key=key,
+        request_hash = None
+        if key is not None:
+            digest = hashlib.sha256(recipient.fqhn.encode() + b"\n" + envelope_text.encode())
+            request_hash = digest.hexdigest()
+        try:
+            accepted = await self.store.add_message(
+                NewMessage(
+                    recipient=recipient.fqhn,
+                    sender=sender.fqhn,
+                    sender_primary=sender.primary,
+                    envelope=envelope_text,
+                    created_at=self._clock(),
+                    idempotency_key=key,
+                    request_hash=request_hash,
+                )
             )
-        )
+        except IdempotencyConflict:
+            raise KezError(
+                "idempotency_conflict",
+                "this idempotency_key was already used for a different message",
+            ) from None
         if accepted.message is not None:
             self.metrics.messages_stored.inc()
             self.broker.publish(accepted.message)
@@ -162,7 +213,8 @@ class Relay:
     ) -> list[StoredMessage]:
         if not 1 <= limit <= MAX_PAGE:
             raise KezError("bad_request", f"limit must be 1-{MAX_PAGE}")
-        return await self.store.messages_after(owner.fqhn, since, limit)
+        page = await self.store.messages_page(owner.fqhn, since, limit, INBOX_PAGE_BYTES)
+        return page.messages
 
     async def acknowledge(self, owner: HandleRecord, upto: int) -> int:
         return await self.store.delete_upto(owner.fqhn, upto)

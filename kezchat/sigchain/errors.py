@@ -29,7 +29,9 @@ class ChainError(ValueError):
     """
 
     def __init__(self, code: str, message: str, seq: int | None = None) -> None:
-        assert code in CODES, code
+        if code not in CODES:
+            # a programming error, but one that must not vanish under -O
+            raise ValueError(f"unknown error code {code!r}")
         super().__init__(code, message, seq)
         self.code = code
         self.message = message

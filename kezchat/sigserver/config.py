@@ -19,6 +19,11 @@ from kezchat.storage.dburl import check_db_setting
 
 DEFAULT_LISTEN = ("tcp:7878",)
 
+#: the default cap on events per chain (matches
+#: L{kezchat.sigserver.sigchains.DEFAULT_MAX_EVENTS}; not imported from there,
+#: because this module must import nothing but the option parser)
+DEFAULT_MAX_CHAIN_EVENTS = 10_000
+
 
 @dataclass(frozen=True)
 class SigConfig:
@@ -34,6 +39,14 @@ class SigConfig:
     listen: tuple[str, ...] = DEFAULT_LISTEN
     db: str = "kez-sig.db"
     public_url: str | None = None
+    #: events one chain may hold (an append past it is 409 C{chain_too_long})
+    max_chain_events: int = DEFAULT_MAX_CHAIN_EVENTS
+
+    def __post_init__(self) -> None:
+        if isinstance(self.max_chain_events, bool) or not isinstance(self.max_chain_events, int):
+            raise ValueError("max_chain_events is a whole number")
+        if self.max_chain_events < 1:
+            raise ValueError("max_chain_events must be at least 1")
 
     @property
     def base_url(self) -> str:
@@ -67,6 +80,13 @@ class SigOptions(usage.Options):
             None,
             "base URL clients reach this server at ($KEZ_SIG_PUBLIC_URL) [default: none]",
         ],
+        [
+            "max-chain-events",
+            None,
+            None,
+            "events one sigchain may hold; an append past it is refused with 409 "
+            f"($KEZ_SIG_MAX_CHAIN_EVENTS) [default: {DEFAULT_MAX_CHAIN_EVENTS}]",
+        ],
     ]
 
     def __init__(self, environ: Mapping[str, str] | None = None) -> None:
@@ -90,8 +110,23 @@ class SigOptions(usage.Options):
         if public_url is not None and not public_url.startswith(("http://", "https://")):
             raise usage.UsageError("--public-url must be an http:// or https:// URL")
         check_db_setting(self._setting("db", "KEZ_SIG_DB") or "")
+        max_events = self._setting("max-chain-events", "KEZ_SIG_MAX_CHAIN_EVENTS")
+        if max_events is None:
+            max_chain_events = DEFAULT_MAX_CHAIN_EVENTS
+        else:
+            try:
+                max_chain_events = int(max_events)
+            except ValueError:
+                raise usage.UsageError(
+                    f"--max-chain-events takes a whole number, not {max_events!r}"
+                ) from None
+            if max_chain_events < 1:
+                raise usage.UsageError(
+                    f"--max-chain-events must be at least 1, not {max_chain_events}"
+                )
         self.config = SigConfig(
             listen=tuple(listen) or DEFAULT_LISTEN,
             db=self._setting("db", "KEZ_SIG_DB") or "kez-sig.db",
             public_url=public_url,
+            max_chain_events=max_chain_events,
         )

@@ -23,14 +23,14 @@ from collections.abc import Callable
 
 from twisted.web.iweb import IRequest
 
-from kezchat import __version__
+from kezchat import __version__, openapi
 from kezchat.errors import KezError
 from kezchat.http.errors import json_response, read_body
-from kezchat.http.meta import install_metrics
+from kezchat.http.meta import health_response, install_metrics
 from kezchat.http.request import KezSite
 from kezchat.http.resource import ApiResource
 from kezchat.http.routing import Routes
-from kezchat.sigchain.wire import JSONL_MEDIA_TYPE, dump_document, dump_jsonl
+from kezchat.sigchain.wire import JSONL_MEDIA_TYPE
 from kezchat.sigserver.metrics import SigMetrics
 from kezchat.sigserver.sigchains import Sigchains
 from kezchat.strictjson import JSONError, loads
@@ -66,23 +66,30 @@ def _read_event(request: IRequest) -> object:
         raise KezError("bad_request", f"the body is not valid JSON: {e}"[:200]) from None
 
 
-def install(routes: Routes, sigchains: Sigchains, metrics: SigMetrics, base_url: str) -> None:
+def install(
+    routes: Routes,
+    sigchains: Sigchains,
+    metrics: SigMetrics,
+    base_url: str,
+    db_health: Callable[[], str] = lambda: "ok",
+) -> None:
     @routes.route("/v1/healthz", methods=["GET"], name="healthz")
     def healthz(request: IRequest) -> bytes:
-        return json_response(request, {"status": "ok", "service": "kezsig", "version": __version__})
+        return health_response(request, db_health(), {"service": "kezsig", "version": __version__})
 
     install_metrics(routes, metrics)
+    openapi.install(routes, "kezsig")
 
     @routes.route("/v1/sigchains/ed25519/<key_hex>", methods=["GET"], name="sigchain")
     async def chain(request: IRequest, key_hex: str) -> bytes:
         jsonl = _wants_jsonl(request)
-        primary, events = await sigchains.chain(key_hex)
+        body = await sigchains.rendered(key_hex, jsonl)
         request.setHeader(b"cache-control", b"no-cache")
         if jsonl:
             request.setHeader(b"content-type", JSONL_MEDIA_TYPE.encode())
-            return dump_jsonl(events)
-        request.setHeader(b"content-type", b"application/json")
-        return dump_document(primary, events)
+        else:
+            request.setHeader(b"content-type", b"application/json")
+        return body
 
     @routes.route("/v1/sigchains/ed25519/<key_hex>/events", methods=["POST"], name="append")
     async def append(request: IRequest, key_hex: str) -> bytes:
@@ -113,13 +120,17 @@ class SigResource(ApiResource):
 
 
 def build_resource(
-    sigchains: Sigchains, metrics: SigMetrics, clock: Callable[[], float], base_url: str = ""
+    sigchains: Sigchains,
+    metrics: SigMetrics,
+    clock: Callable[[], float],
+    base_url: str = "",
+    db_health: Callable[[], str] = lambda: "ok",
 ) -> SigResource:
     """
     The resource alone, for mounting in an existing C{Site}.
     """
     routes = Routes(metrics)
-    install(routes, sigchains, metrics, base_url)
+    install(routes, sigchains, metrics, base_url, db_health)
     return SigResource(routes, clock)
 
 

@@ -6,9 +6,12 @@ applications run the very code twistd runs.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
+from functools import partial
 from typing import Any
 
+from twisted.internet.threads import deferToThreadPool
 from twisted.logger import Logger
 
 from kezchat.listening import ServerService
@@ -36,8 +39,10 @@ class SigService(ServerService):
     The whole sig-server; children start database first and stop it last.
     """
 
-    def __init__(self, parts: SigParts, reactor: object) -> None:
-        super().__init__(parts.db, reactor)
+    def __init__(
+        self, parts: SigParts, reactor: object, on_fatal: Callable[[str], None] | None = None
+    ) -> None:
+        super().__init__(parts.db, reactor, on_fatal)
         self.parts = parts
 
 
@@ -47,22 +52,36 @@ def build_parts(config: SigConfig, reactor: object) -> SigParts:
     """
     clock = reactor.seconds
     metrics = SigMetrics()
-    db, store = sigchain_storage(config.db, reactor)
-    sigchains = Sigchains(store, clock)
-    resource = build_resource(sigchains, metrics, clock, config.base_url)
+    db, store = sigchain_storage(
+        config.db, reactor,
+        on_write_failure=lambda cause: metrics.db_write_failures.labels(cause).inc(),
+    )
+    sigchains = Sigchains(
+        store, clock,
+        max_events=config.max_chain_events,
+        offload=partial(deferToThreadPool, reactor, reactor.getThreadPool()),
+    )
+    resource = build_resource(sigchains, metrics, clock, config.base_url, db.health)
     return SigParts(config, db, sigchains, metrics, resource)
 
 
-def makeService(config: SigConfig, reactor: object | None = None) -> SigService:
+def makeService(
+    config: SigConfig,
+    reactor: object | None = None,
+    on_fatal: Callable[[str], None] | None = None,
+) -> SigService:
     """
-    Build the sig-server service from C{config}.
+    Build the sig-server service from C{config}; C{on_fatal} as for
+    L{kezchat.listening.ServerService}.
+
+    @raise kezchat.startup.StartupError: a C{--listen} value is unusable.
     """
     if reactor is None:
         from twisted.internet import reactor as global_reactor
 
         reactor = global_reactor
     parts = build_parts(config, reactor)
-    service = SigService(parts, reactor)
+    service = SigService(parts, reactor, on_fatal)
     parts.db.setServiceParent(service)
     service.listen(config.listen, build_site(parts.resource, parts.metrics, reactor))
     return service

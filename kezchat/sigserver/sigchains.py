@@ -16,6 +16,9 @@ import json
 import re
 from collections.abc import Callable
 from dataclasses import dataclass
+from typing import Any
+
+from twisted.internet.defer import Deferred, maybeDeferred
 
 from kezchat.errors import KezError
 from kezchat.identity.jcs import canonical_json
@@ -23,9 +26,16 @@ from kezchat.identity.keys import PRIMARY_PREFIX
 from kezchat.sigchain import ChainError, ChainVerifier, Event, check_signed, event_hash
 from kezchat.sigchain.bodies import REVOKE
 from kezchat.sigchain.errors import FORK, MALFORMED
+from kezchat.sigchain.wire import dump_document, dump_jsonl
 from kezchat.sigserver.store import EventRow, SQLiteSigchainStore
 
 _KEY_HEX_RE = re.compile(r"[0-9a-f]{64}")
+
+#: events one chain may hold unless configured otherwise
+DEFAULT_MAX_EVENTS = 10_000
+
+#: runs C{fn(*args)} off the reactor thread; a Deferred of its result
+Offload = Callable[..., Deferred[Any]]
 
 
 @dataclass(frozen=True)
@@ -77,10 +87,42 @@ def _judge(primary: str, event: Event, hash: str) -> Callable[[list[EventRow]], 
     return judge
 
 
+def _verified(primary: str, body: object) -> tuple[Event, str, str]:
+    """
+    The event, its hash and its JCS text: the CPU-heavy half of an append
+    (signature, canonical JSON), run off the reactor thread.
+    """
+    event = check_signed(primary, body)
+    return event, event_hash(event), canonical_json(event).decode("utf-8")
+
+
+def _render(primary: str, texts: list[str], jsonl: bool) -> bytes:
+    events = [json.loads(text) for text in texts]
+    return dump_jsonl(events) if jsonl else dump_document(primary, events)
+
+
 class Sigchains:
-    def __init__(self, store: SQLiteSigchainStore, clock: Callable[[], float]) -> None:
+    """
+    Reads and appends sigchains. Parsing, signature checks and rendering
+    run through C{offload} (a thread pool in the server), so a long chain or
+    a burst of appends never stalls the reactor; a chain holds at most
+    C{max_events} events.
+    """
+
+    def __init__(
+        self,
+        store: SQLiteSigchainStore,
+        clock: Callable[[], float],
+        *,
+        max_events: int = DEFAULT_MAX_EVENTS,
+        offload: Offload = maybeDeferred,
+    ) -> None:
+        if max_events < 1:
+            raise ValueError("a chain must be allowed at least one event")
         self._store = store
         self._clock = clock
+        self.max_events = max_events
+        self._offload = offload
 
     async def chain(self, key_hex: str) -> tuple[str, list[Event]]:
         """
@@ -88,28 +130,43 @@ class Sigchains:
         chain, which is a valid chain.
         """
         primary = primary_of(key_hex)
-        return primary, [json.loads(text) for text in await self._store.events(primary)]
+        texts = await self._store.events(primary)
+        return primary, await self._offload(lambda: [json.loads(text) for text in texts])
+
+    async def rendered(self, key_hex: str, jsonl: bool) -> bytes:
+        """
+        The chain as a JCS document, or JSON Lines if C{jsonl}.
+        """
+        primary = primary_of(key_hex)
+        texts = await self._store.events(primary)
+        return await self._offload(_render, primary, texts, jsonl)
 
     async def append(self, key_hex: str, body: object) -> Appended:
         """
         Verify and store one event of C{key_hex}'s chain.
 
         @raise KezError: C{bad_request} (malformed), C{wrong_signer},
-            C{bad_signature}, C{fork}, C{bad_seq}, C{bad_prev}, C{bad_revoke}.
+            C{bad_signature}, C{fork}, C{bad_seq}, C{bad_prev}, C{bad_revoke},
+        C{chain_too_long}.
         """
         primary = primary_of(key_hex)
         try:
-            event = check_signed(primary, body)
+            event, hash, encoded = await self._offload(_verified, primary, body)
         except ChainError as e:
             raise _refusal(e) from None
-        hash = event_hash(event)
+        if event["seq"] > self.max_events:
+            # a valid append is always seq = length + 1, so this is exactly
+            # "the chain would grow past the cap"
+            raise KezError(
+                "chain_too_long",
+                f"a sigchain holds at most {self.max_events} events on this server",
+            )
         row = EventRow(
             event["seq"],
             event["type"],
             event["body"]["seq"] if event["type"] == REVOKE else None,
             hash,
         )
-        encoded = canonical_json(event).decode("utf-8")
         try:
             created = await self._store.append(
                 primary, row, encoded, self._clock(), _judge(primary, event, hash)

@@ -18,12 +18,10 @@ __all__ = ["Options", "makeService"]
 def makeService(options: Options) -> IService:
     from twisted.internet import reactor
 
-    from kezchat.natsbridge.aio import WrongReactorError
     from kezchat.sigserver.service import makeService as make_sig_service
+    from kezchat.startup import ExitOnFatal, StartupError
 
     try:
-        service = make_sig_service(options.config, reactor)
-    except WrongReactorError as e:  # --db postgresql://... without -r asyncio
+        return make_sig_service(options.config, reactor, on_fatal=ExitOnFatal(reactor, "kezsig"))
+    except StartupError as e:
         raise SystemExit(f"kezsig: {e}") from None
-    service.stop_reactor_on_failure = True
-    return service

@@ -78,6 +78,15 @@ class NewMessage:
     envelope: str
     created_at: float
     idempotency_key: str | None = None
+    #: identifies the request an idempotency key is used for (recipient and
+    #: envelope); a second use of the key must carry the same
+    request_hash: str | None = None
+
+
+class IdempotencyConflict(Exception):
+    """
+    The sender already used this idempotency key for a different request.
+    """
 
 
 @dataclass(frozen=True)
@@ -91,6 +100,19 @@ class Accepted:
     created_at: float
     duplicate: bool
     message: StoredMessage | None
+
+
+@dataclass(frozen=True)
+class Page:
+    """
+    Messages read in seq order, bounded by count and by bytes.
+
+    @ivar more: the page stopped at its count or byte bound, so messages
+        may follow the last one; C{False} means the inbox ended.
+    """
+
+    messages: list[StoredMessage]
+    more: bool
 
 
 @dataclass(frozen=True)
@@ -112,11 +134,22 @@ class MessageStore(Protocol):
         recipient's sequence; the Deferred fires after the commit.
         """
 
-    def add_message(self, message: NewMessage) -> Deferred[Accepted]: ...
+    def add_message(self, message: NewMessage) -> Deferred[Accepted]:
+        """
+        Store one message; fail with L{IdempotencyConflict} when its key
+        was used for another request.
+        """
 
-    def messages_after(
-        self, recipient: str, since: int, limit: int
-    ) -> Deferred[list[StoredMessage]]: ...
+    def messages_page(
+        self, recipient: str, since: int, limit: int, max_bytes: int
+    ) -> Deferred[Page]:
+        """
+        The messages after C{since} in seq order: at most C{limit}, whose
+        envelopes add up to at most C{max_bytes} — except that the first
+        always comes, however large, so paging always moves on. An
+        implementation must not load the rest of the inbox to decide
+        (all of it at once is what bounding pages in bytes prevents).
+        """
 
     def last_seqs(self, recipients: list[str]) -> Deferred[dict[str, int]]:
         """

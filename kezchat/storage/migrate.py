@@ -3,7 +3,8 @@ Copying a SQLite deployment into PostgreSQL (C{kezchat-admin migrate}).
 
 Everything is copied as stored: handles, each inbox with its seqs and its
 counter (so seqs continue where they were, never reused), idempotency
-keys, manifests; for a kezsig database, the sigchain events. The target
+keys with their request hashes, manifests, settings (the server domain);
+for a kezsig database, the sigchain events. The target
 gets the current PostgreSQL schema first, must hold no data yet, and
 receives everything in one transaction: a failed copy leaves it empty.
 
@@ -34,8 +35,9 @@ KINDS: dict[str, tuple[str, str, dict[str, list[str]]]] = {
             "messages": [
                 "recipient", "seq", "sender", "sender_primary", "envelope", "size", "created_at",
             ],
-            "idempotency": ["sender", "key", "recipient", "seq", "created_at"],
+            "idempotency": ["sender", "key", "recipient", "seq", "created_at", "request_hash"],
             "manifests": ["primary_key", "blob", "blake3", "stored_at"],
+            "settings": ["name", "value"],
         },
     ),
     "kezsig": (

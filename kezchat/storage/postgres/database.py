@@ -25,25 +25,57 @@ from twisted.application.service import Service
 from twisted.internet.defer import Deferred, fail, succeed
 from twisted.logger import Logger
 
-from kezchat.natsbridge import aio
 from kezchat.natsbridge.aio import deferred_from_coroutine, is_asyncio_reactor, loop_of
+from kezchat.startup import StartupError
 from kezchat.storage.dburl import is_postgres_url, pool_settings, redacted
+from kezchat.storage.errors import DatabaseClosed, DatabaseUnavailable
 from kezchat.storage.postgres.schema import upgrade
 
 T = TypeVar("T")
 
 
-class WrongReactorError(aio.WrongReactorError):
+class WrongReactorError(StartupError):
     """
-    PostgreSQL was configured but the reactor is not the asyncio one (the
-    same refusal as NATS's, so twistd ends with one line either way).
+    PostgreSQL was configured but the reactor is not the asyncio one:
+    twistd ends with this one line.
     """
 
 
-class DatabaseClosed(Exception):
+def fault_cause(error: BaseException) -> str | None:
     """
-    The database was used after its service stopped.
+    The L{DatabaseUnavailable} cause of C{error} when it is the database's
+    fault (unreachable, restarting, full, out of connections), or C{None}
+    when it is the statement's (a bug, bad data): those stay as they are.
     """
+    import asyncpg
+
+    if isinstance(error, DatabaseUnavailable):
+        return error.cause
+    if isinstance(error, asyncpg.DiskFullError):
+        return "disk_full"
+    if isinstance(error, asyncpg.OutOfMemoryError):
+        return "no_memory"
+    if isinstance(error, asyncpg.ReadOnlySQLTransactionError):
+        return "readonly"  # a standby, or default_transaction_read_only
+    if isinstance(
+        error,
+        (asyncpg.CannotConnectNowError, asyncpg.TooManyConnectionsError,
+         asyncpg.InvalidAuthorizationSpecificationError, asyncpg.InvalidCatalogNameError),
+    ):
+        return "cannot_open"
+    if isinstance(
+        error,
+        (asyncpg.DeadlockDetectedError, asyncpg.SerializationError,
+         asyncpg.LockNotAvailableError, asyncpg.QueryCanceledError),
+    ):
+        return "busy"
+    if isinstance(
+        error,
+        (asyncpg.PostgresConnectionError, asyncpg.InterfaceError,
+         asyncpg.OperatorInterventionError, OSError, TimeoutError),
+    ):
+        return "io"
+    return None
 
 
 class PostgresDatabase(Service):
@@ -62,7 +94,16 @@ class PostgresDatabase(Service):
         *,
         schema_package: str = "kezchat.storage.postgres",
         close_timeout: float = 5.0,
+        on_open: Callable[[Any], Awaitable[None]] | None = None,
+        on_write_failure: Callable[[str], None] = lambda cause: None,
     ) -> None:
+        """
+        @param on_open: awaited with a connection once the schema is up to
+            date, before anything else uses the database (the server
+            domain check); what it raises fails L{when_ready}.
+        @param on_write_failure: called with the cause whenever the
+            database fails an operation (a metric).
+        """
         if not is_asyncio_reactor(reactor):
             raise WrongReactorError(
                 "PostgreSQL storage needs Twisted's asyncio reactor: run `twistd -r asyncio ...`"
@@ -73,9 +114,13 @@ class PostgresDatabase(Service):
         self._reactor = reactor
         self._schema_package = schema_package
         self._close_timeout = close_timeout
+        self._on_open = on_open
+        self._on_write_failure = on_write_failure
         self._pool: Any = None
         self._ready: asyncio.Future[None] | None = None
         self._closed = True
+        self._degraded: str | None = None
+        self._probing = False
 
     # -- lifecycle --------------------------------------------------------
 
@@ -102,6 +147,8 @@ class PostgresDatabase(Service):
         try:
             async with pool.acquire() as conn:
                 version = await upgrade(conn, self._schema_package)
+                if self._on_open is not None:
+                    await self._on_open(conn)
         except BaseException:
             await pool.close()
             raise
@@ -173,17 +220,61 @@ class PostgresDatabase(Service):
         pool = self._pool
         if pool is None:
             raise DatabaseClosed("the database stopped")
-        async with pool.acquire() as conn:
-            if not transaction:
-                return await fn(conn, *args)
-            async with conn.transaction():
-                return await fn(conn, *args)
+        try:
+            async with pool.acquire() as conn:
+                if not transaction:
+                    result = await fn(conn, *args)
+                else:
+                    async with conn.transaction():
+                        result = await fn(conn, *args)
+        except Exception as e:
+            cause = fault_cause(e)
+            if cause is None:
+                raise
+            self._degraded = cause
+            self._on_write_failure(cause)
+            if isinstance(e, DatabaseUnavailable):
+                raise
+            # a broken connection may have committed before it broke:
+            # "unavailable" here means "unknown, retry" (idempotency keys
+            # make the retry safe)
+            raise DatabaseUnavailable(
+                cause, f"PostgreSQL: {str(e) or type(e).__name__}"
+            ) from e
+        self._degraded = None
+        return result
+
+    # -- health -----------------------------------------------------------
+
+    def health(self) -> str:
+        """
+        C{"ok"}, or C{"degraded"} while the last operation failed for the
+        database's own reasons; while degraded, each call probes (one
+        C{SELECT 1} at a time), so healing shows even when nobody writes.
+        """
+        if self._degraded is None:
+            return "ok"
+        if not self._probing and not self._closed:
+            self._probing = True
+
+            async def probe(conn: Any) -> None:
+                await conn.fetchval("SELECT 1")
+
+            def done(_: object) -> None:
+                self._probing = False
+
+            self.run(probe).addBoth(done)
+        return "degraded"
+
+    def degraded_cause(self) -> str | None:
+        return self._degraded
 
 
 __all__ = [
     "DatabaseClosed",
     "PostgresDatabase",
     "WrongReactorError",
+    "fault_cause",
     "is_postgres_url",
     "pool_settings",
     "redacted",

@@ -14,20 +14,33 @@ from typing import Any
 from twisted.internet.defer import CancelledError, Deferred
 from twisted.python.failure import Failure
 
-from kezchat.storage.interfaces import Accepted, NewMessage, RetentionReport, StoredMessage
-from kezchat.storage.postgres.database import DatabaseClosed, PostgresDatabase
+from kezchat.storage.errors import DatabaseUnavailable
+from kezchat.storage.interfaces import (
+    Accepted,
+    IdempotencyConflict,
+    NewMessage,
+    Page,
+    RetentionReport,
+    StoredMessage,
+)
+from kezchat.storage.postgres.database import PostgresDatabase
 
 #: the advisory lock key a retention sweep holds ("kezretn"): one instance
 #: sweeps at a time, the others skip that round
 RETENTION_LOCK = 0x6B657A7265746E
 
 _ADD = (
-    "SELECT ord, seq, created_at, duplicate"
+    "SELECT ord, seq, created_at, duplicate, request_hash"
     " FROM kez_add_messages($1, $2, $3, $4, $5, $6, $7, $8)"
 )
 
 
-async def _add(conn: Any, messages: list[NewMessage]) -> list[Accepted]:
+async def _add(conn: Any, messages: list[NewMessage]) -> list[Accepted | IdempotencyConflict]:
+    """
+    Store a batch; one outcome per message, in order: what it was accepted
+    as, or the conflict of a key reused for another request (a conflict
+    stores nothing, and does not stop the others).
+    """
     rows = await conn.fetch(
         _ADD,
         [m.recipient for m in messages],
@@ -38,18 +51,34 @@ async def _add(conn: Any, messages: list[NewMessage]) -> list[Accepted]:
         [len(m.envelope.encode("utf-8")) for m in messages],
         [m.created_at for m in messages],
         [m.idempotency_key for m in messages],
-        [getattr(m, "request_hash", None) for m in messages],
+        [m.request_hash for m in messages],
     )
-    accepted = []
+    outcomes: list[Accepted | IdempotencyConflict] = []
     for new, row in zip(messages, rows, strict=True):
         seq, duplicate = row["seq"], row["duplicate"]
-        stored = None
         if not duplicate:
             stored = StoredMessage(
                 new.recipient, seq, new.sender, new.sender_primary, new.envelope, new.created_at
             )
-        accepted.append(Accepted(seq, row["created_at"], duplicate, stored))
-    return accepted
+            outcomes.append(Accepted(seq, new.created_at, False, stored))
+            continue
+        first = row["request_hash"]
+        if first is not None and new.request_hash is not None and first != new.request_hash:
+            outcomes.append(IdempotencyConflict(new.idempotency_key))
+        else:
+            outcomes.append(Accepted(seq, row["created_at"], True, None))
+    return outcomes
+
+
+async def _add_all(conn: Any, messages: list[NewMessage]) -> list[Accepted]:
+    """
+    L{_add} for C{add_messages}: a conflict fails the call, as on SQLite.
+    """
+    outcomes = await _add(conn, messages)
+    for outcome in outcomes:
+        if isinstance(outcome, IdempotencyConflict):
+            raise outcome
+    return outcomes  # type: ignore[return-value]
 
 
 async def _sweep(conn: Any, older_than: float, max_bytes: int) -> RetentionReport:
@@ -82,9 +111,6 @@ async def _sweep(conn: Any, older_than: float, max_bytes: int) -> RetentionRepor
     )
     return RetentionReport(expired, expired_bytes, over, over_bytes)
 
-
-#: a byte budget that never binds
-UNBOUNDED = 2**62
 
 # The page is cut in the database: a running total of sizes marks the rows
 # within the byte budget, and only their envelopes leave it (a row past the
@@ -130,17 +156,7 @@ def _outcome_unknown(failure: Failure) -> bool:
     broke, the call was cancelled): then it must not be retried, or
     messages without an idempotency key could be stored twice.
     """
-    import asyncpg
-
-    return failure.check(
-        asyncpg.PostgresConnectionError,
-        asyncpg.InterfaceError,
-        asyncpg.OperatorInterventionError,
-        OSError,
-        TimeoutError,
-        CancelledError,
-        DatabaseClosed,
-    ) is not None
+    return failure.check(DatabaseUnavailable, CancelledError) is not None
 
 
 class GroupCommit:
@@ -184,14 +200,17 @@ class GroupCommit:
     def _done(self, result: list[Accepted] | Failure, batch: list) -> None:
         self._in_flight -= 1
         if not isinstance(result, Failure):
-            for (_message, d), accepted in zip(batch, result, strict=True):
-                d.callback(accepted)
+            for (_message, d), outcome in zip(batch, result, strict=True):
+                if isinstance(outcome, IdempotencyConflict):
+                    d.errback(Failure(outcome))
+                else:
+                    d.callback(outcome)
         elif len(batch) == 1 or _outcome_unknown(result):
             for _message, d in batch:
                 d.errback(result)
         else:
             for message, d in batch:
-                self._db.run(_add, [message]).addCallback(lambda r: r[0]).chainDeferred(d)
+                self._db.run(_add_all, [message]).addCallback(lambda r: r[0]).chainDeferred(d)
         self._flush()
 
 
@@ -212,14 +231,13 @@ class PostgresMessageStore:
         return self.group.add(message)
 
     def add_messages(self, messages: list[NewMessage]) -> Deferred[list[Accepted]]:
-        return self._db.run(_add, list(messages))
+        return self._db.run(_add_all, list(messages))
 
-    def messages_after(
-        self, recipient: str, since: int, limit: int
-    ) -> Deferred[list[StoredMessage]]:
-        async def select(conn: Any) -> list[StoredMessage]:
-            messages, _more = await read_page(conn, recipient, since, limit, UNBOUNDED)
-            return messages
+    def messages_page(
+        self, recipient: str, since: int, limit: int, max_bytes: int
+    ) -> Deferred[Page]:
+        async def select(conn: Any) -> Page:
+            return Page(*await read_page(conn, recipient, since, limit, max_bytes))
 
         return self._db.run(select)
 

@@ -13,13 +13,14 @@ from __future__ import annotations
 
 from typing import Any
 
+from kezchat.startup import StartupError
 from kezchat.storage.sqlite.schema import migrations
 
 #: the advisory lock key serialising schema upgrades ("kezschem")
 UPGRADE_LOCK = 0x6B657A7363686D
 
 
-class SchemaTooNew(RuntimeError):
+class SchemaTooNew(StartupError):
     """
     The database was upgraded by a newer kezchat.
     """

@@ -8,7 +8,14 @@ import sqlite3
 
 from twisted.internet.defer import Deferred
 
-from kezchat.storage.interfaces import Accepted, NewMessage, RetentionReport, StoredMessage
+from kezchat.storage.interfaces import (
+    Accepted,
+    IdempotencyConflict,
+    NewMessage,
+    Page,
+    RetentionReport,
+    StoredMessage,
+)
 from kezchat.storage.sqlite.database import SQLiteDatabase
 
 
@@ -22,10 +29,13 @@ def _stored(row: sqlite3.Row) -> StoredMessage:
 def _insert(conn: sqlite3.Connection, new: NewMessage) -> Accepted:
     if new.idempotency_key is not None:
         row = conn.execute(
-            "SELECT seq, created_at FROM idempotency WHERE sender = ? AND key = ?",
+            "SELECT seq, created_at, request_hash FROM idempotency WHERE sender = ? AND key = ?",
             (new.sender, new.idempotency_key),
         ).fetchone()
         if row is not None:
+            first = row["request_hash"]
+            if first is not None and new.request_hash is not None and first != new.request_hash:
+                raise IdempotencyConflict(new.idempotency_key)
             return Accepted(row["seq"], row["created_at"], True, None)
     (seq,) = conn.execute(
         "INSERT INTO inbox_counters (recipient, last_seq) VALUES (?, 1)"
@@ -38,13 +48,14 @@ def _insert(conn: sqlite3.Connection, new: NewMessage) -> Accepted:
         " (recipient, seq, sender, sender_primary, envelope, size, created_at)"
         " VALUES (?, ?, ?, ?, ?, ?, ?)",
         (new.recipient, seq, new.sender, new.sender_primary, new.envelope,
-         len(new.envelope), new.created_at),
+         len(new.envelope.encode("utf-8", "surrogatepass")), new.created_at),
     )
     if new.idempotency_key is not None:
         conn.execute(
-            "INSERT INTO idempotency (sender, key, recipient, seq, created_at)"
-            " VALUES (?, ?, ?, ?, ?)",
-            (new.sender, new.idempotency_key, new.recipient, seq, new.created_at),
+            "INSERT INTO idempotency (sender, key, recipient, seq, created_at, request_hash)"
+            " VALUES (?, ?, ?, ?, ?, ?)",
+            (new.sender, new.idempotency_key, new.recipient, seq, new.created_at,
+             new.request_hash),
         )
     stored = StoredMessage(
         new.recipient, seq, new.sender, new.sender_primary, new.envelope, new.created_at
@@ -68,15 +79,27 @@ class SQLiteMessageStore:
     def add_messages(self, messages: list[NewMessage]) -> Deferred[list[Accepted]]:
         return self._db.write(lambda conn: [_insert(conn, m) for m in messages])
 
-    def messages_after(
-        self, recipient: str, since: int, limit: int
-    ) -> Deferred[list[StoredMessage]]:
-        def select(conn: sqlite3.Connection) -> list[StoredMessage]:
+    def messages_page(
+        self, recipient: str, since: int, limit: int, max_bytes: int
+    ) -> Deferred[Page]:
+        def select(conn: sqlite3.Connection) -> Page:
+            # rows are stepped one at a time: stopping early never loads
+            # the rest of the inbox
             rows = conn.execute(
                 "SELECT * FROM messages WHERE recipient = ? AND seq > ? ORDER BY seq LIMIT ?",
-                (recipient, since, limit),
+                (recipient, since, limit + 1),
             )
-            return [_stored(row) for row in rows]
+            page: list[StoredMessage] = []
+            total = 0
+            try:
+                for row in rows:
+                    total += row["size"]
+                    if len(page) == limit or (page and total > max_bytes):
+                        return Page(page, True)
+                    page.append(_stored(row))
+            finally:
+                rows.close()
+            return Page(page, False)
 
         return self._db.read(select)
 

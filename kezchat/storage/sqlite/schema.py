@@ -14,6 +14,8 @@ import sqlite3
 from importlib import resources
 from typing import NamedTuple
 
+from kezchat.startup import StartupError
+
 _NAME = re.compile(r"(\d{3})_[a-z0-9_]+\.sql")
 
 
@@ -58,15 +60,21 @@ def upgrade(conn: sqlite3.Connection, package: str = "kezchat.storage.sqlite") -
     version = current_version(conn)
     available = migrations(package)
     if available and version > available[-1].version:
-        raise RuntimeError(
+        raise StartupError(
             f"the database is at schema version {version}, newer than this "
-            f"kezchat ({available[-1].version}): upgrade kezchat"
+            f"kezchat ({available[-1].version}): upgrade kezchat, or use a backup made by "
+            "this version"
         )
     for migration in available:
         if migration.version <= version:
             continue
         conn.execute("BEGIN IMMEDIATE")
         try:
+            # another process sharing the file may have applied it meanwhile
+            version = current_version(conn)
+            if migration.version <= version:
+                conn.execute("COMMIT")
+                continue
             for statement in _statements(migration.sql):
                 conn.execute(statement)
             conn.execute(
@@ -75,7 +83,8 @@ def upgrade(conn: sqlite3.Connection, package: str = "kezchat.storage.sqlite") -
                 (migration.version, migration.name),
             )
         except BaseException:
-            conn.execute("ROLLBACK")
+            if conn.in_transaction:
+                conn.execute("ROLLBACK")
             raise
         conn.execute("COMMIT")
         version = migration.version

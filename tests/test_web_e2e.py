@@ -1,0 +1,624 @@
+"""
+The web app in real Chromium against the real servers (kezchat in its own
+twistd process, kezsig in-process): two people create accounts through
+C{#/new}, find each other and chat both ways live; an inline image and a
+3 MiB chunked file arrive byte for byte; a file from the Python client
+arrives in chunks out of order and across a reload ("Receiving i/n"); a
+forged message is shown as a warning; the identity view shows the
+sigchain and the shared files the sigchain vouches for; a reload and
+unlock keeps history and the live stream, and a second tab does not run
+the account twice; a server restart shows C{reconnecting} then C{live}
+and loses nothing; a third browser logs in from the first person's 24
+words; a key swapped by the server is flagged loudly; log-out wipes the
+browser's store. No console error and no CSP violation is allowed
+anywhere (the few expected network errors are named where they happen).
+Screenshots of every main screen, at desktop and phone width, go to
+C{_trial_temp/screenshots} (or $KEZ_SCREENSHOTS).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import random
+import sqlite3
+import struct
+import time
+import zlib
+from typing import Any
+
+from twisted.trial.unittest import TestCase
+
+from kezchat.e2e import chunked_file, seal_envelope, text_message
+from kezchat.identity.keys import KeyPair
+from kezchat.manifests import (
+    build_manifest,
+    manifest_bytes,
+    private_entry,
+    public_entry,
+    shared_files_body,
+)
+from kezchat.relay.auth import body_digest, sign_request
+from kezchat.sigchain.events import next_event
+from kezchat.timeutil import format_rfc3339
+from tests.sigsupport import start_sig_server
+from tests.support import http_client, json_of, register, temp_dir
+from tests.webdriver import (
+    CHROMIUM,
+    CHROMIUM_ARGS,
+    CSP_PROBE,
+    ChatProcess,
+    PageWatch,
+    on_asyncio,
+    on_twisted,
+    require_browser,
+    scratch_env,
+)
+
+PASSPHRASE = "correct horse battery"
+DESKTOP = {"width": 1280, "height": 800}
+PHONE = {"width": 360, "height": 740}
+WAIT = 20_000  # ms, for any one expectation
+
+
+def png(width: int, height: int) -> bytes:
+    """
+    A small real PNG (a colour gradient), made without an imaging library.
+    """
+    rows = b"".join(
+        b"\x00" + b"".join(bytes((x * 4 % 256, y * 4 % 256, 160)) for x in range(width))
+        for y in range(height)
+    )
+
+    def chunk(kind: bytes, data: bytes) -> bytes:
+        return (
+            struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
+        )
+
+    header = struct.pack(">IIBBBBB", width, height, 8, 2, 0, 0, 0)
+    return (
+        b"\x89PNG\r\n\x1a\n"
+        + chunk(b"IHDR", header)
+        + chunk(b"IDAT", zlib.compress(rows))
+        + chunk(b"IEND", b"")
+    )
+
+
+def screenshot_dir() -> str:
+    path = os.environ.get("KEZ_SCREENSHOTS") or os.path.abspath("screenshots")
+    os.makedirs(path, exist_ok=True)
+    return path
+
+
+class Person:
+    """
+    One browser context (its own IndexedDB) with one page, watched.
+    """
+
+    def __init__(self, name: str, context: Any, page: Any, watch: PageWatch) -> None:
+        self.name = name
+        self.context = context
+        self.page = page
+        self.watch = watch
+        self.words: list[str] = []
+
+    def tid(self, testid: str) -> Any:
+        return self.page.get_by_test_id(testid)
+
+    async def status(self, text: str, timeout: int = WAIT) -> None:
+        await self.page.wait_for_function(
+            "t => document.querySelector('[data-testid=connection-status]')?.textContent === t",
+            arg=text,
+            timeout=timeout,
+        )
+
+    async def shot(self, name: str) -> list[str]:
+        """
+        Desktop and phone-width screenshots of the current screen; at phone
+        width nothing may scroll sideways.
+        """
+        paths = []
+        for label, size in (("desktop", DESKTOP), ("phone", PHONE)):
+            await self.page.set_viewport_size(size)
+            await self.page.wait_for_timeout(150)
+            path = os.path.join(screenshot_dir(), f"{name}-{label}.png")
+            await self.page.screenshot(path=path)
+            paths.append(path)
+            if label == "phone":
+                wide = await self.page.evaluate(
+                    "document.documentElement.scrollWidth - document.documentElement.clientWidth"
+                )
+                assert wide <= 0, f"{name} scrolls sideways by {wide}px at 360px"
+        await self.page.set_viewport_size(DESKTOP)
+        return paths
+
+    async def open_chat(self, handle: str) -> None:
+        await self.page.locator(f"[data-testid=conversation][data-handle='{handle}']").click()
+        await self.tid("thread-title").filter(has_text=handle).wait_for(timeout=WAIT)
+
+    async def expect_message(self, text: str) -> None:
+        await self.tid("message").filter(has_text=text).first.wait_for(timeout=WAIT)
+
+
+class WebAppInChromiumTests(TestCase):
+    timeout = 300
+
+    async def test_two_people_chat_in_chromium(self) -> None:
+        require_browser()
+        sig = await start_sig_server(self)
+        chat = ChatProcess(db=os.path.join(temp_dir(self), "chat.db"), sig_url=sig.url)
+        self.addCleanup(chat.kill)
+        await chat.start()
+        self.addCleanup(chat.stop)
+        client = http_client(self)
+        for _ in range(100):  # the app loads off the reactor thread at start
+            response = await client.get(chat.url + "/")
+            await response.content()
+            if response.code == 200:
+                break
+        env = scratch_env(self)
+        await on_asyncio(self.scenario(chat, sig, client, env))
+
+    async def scenario(self, chat: ChatProcess, sig: Any, client: Any, env: dict[str, str]) -> None:
+        from playwright.async_api import async_playwright
+
+        started = time.monotonic()
+        shots: list[str] = []
+        async with async_playwright() as p:
+            browser = await p.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS, env=env)
+            people: list[Person] = []
+
+            async def person(name: str) -> Person:
+                context = await browser.new_context(viewport=DESKTOP, accept_downloads=True)
+                await context.add_init_script(CSP_PROBE)
+                page = await context.new_page()
+                watch = PageWatch(name)
+                watch.attach(page)
+                someone = Person(name, context, page, watch)
+                people.append(someone)
+                return someone
+
+            try:
+                alice = await person("alice")
+                bob = await person("bob")
+                # a free handle is checked with a lookup that answers 404
+                for someone in (alice, bob):
+                    someone.watch.allowed.append(
+                        lambda text, n=someone.name: "404" in text and f"/v1/u/{n}" in text
+                    )
+
+                # -- create both accounts through #/new ------------------------
+                await alice.page.goto(chat.url + "/")
+                await alice.tid("go-new").wait_for()
+                shots += await alice.shot("welcome")
+                for someone in (alice, bob):
+                    await self.create_account(someone, chat, shots if someone is alice else None)
+                await alice.tid("your-kez").wait_for(timeout=WAIT)
+                alice_primary = (await alice.tid("your-kez").inner_text()).strip()
+                bob_primary = (await bob.tid("your-kez").inner_text()).strip()
+                self.assertRegex(alice_primary, r"^ed25519:[0-9a-f]{64}$")
+                self.assertEqual(await alice.tid("your-handle").inner_text(), "alice@kez.lat")
+                await alice.status("live")
+                await bob.status("live")
+                shots += await alice.shot("empty-state")
+
+                # the sigchain was started with an endpoint event
+                chain = await on_twisted(self.get_json(client, sig.chain_url(alice_primary[8:])))
+                self.assertEqual([e["type"] for e in chain["events"]], ["add_endpoint"])
+
+                # -- start a chat: clear errors first ----------------------------
+                await alice.tid("new-chat").fill("alice")
+                await alice.tid("new-chat-start").click()
+                await alice.tid("error").filter(has_text="That's you").wait_for(timeout=WAIT)
+                alice.watch.allowed.append(lambda text: "404" in text and "/v1/u/nobody" in text)
+                await alice.tid("new-chat").fill("nobody")
+                await alice.tid("new-chat-start").click()
+                await (
+                    alice.tid("error")
+                    .filter(has_text="Nobody is registered")
+                    .wait_for(timeout=WAIT)
+                )
+                await alice.tid("new-chat").fill("Bob@kez.lat")
+                await alice.tid("new-chat-start").click()
+                await (
+                    alice.tid("thread-title").filter(has_text="bob@kez.lat").wait_for(timeout=WAIT)
+                )
+
+                # -- chat both ways, live -----------------------------------------
+                await alice.tid("composer").fill("hello bob")
+                await alice.tid("composer").press("Enter")
+                await (
+                    alice.tid("message-status").filter(has_text="sent").first.wait_for(timeout=WAIT)
+                )
+                await bob.tid("unread").filter(has_text="1").wait_for(timeout=WAIT)
+                await bob.open_chat("alice@kez.lat")
+                await bob.expect_message("hello bob")
+                await bob.tid("composer").fill("hi alice")
+                await bob.tid("composer").press("Shift+Enter")
+                await bob.tid("composer").type("second line")
+                await bob.tid("send").click()
+                await alice.expect_message("hi alice\nsecond line")
+
+                # -- an inline image and a 3 MiB chunked file ------------------
+                image = png(48, 48)
+                await alice.tid("attach").set_input_files(
+                    files=[{"name": "dot.png", "mimeType": "image/png", "buffer": image}]
+                )
+                await bob.tid("attachment-image").first.wait_for(timeout=WAIT)
+                self.assertEqual(await self.download(bob, "dot.png"), image)
+                big = os.urandom(3 * 1024 * 1024)
+                await alice.tid("attach").set_input_files(
+                    files=[
+                        {"name": "big.bin", "mimeType": "application/octet-stream", "buffer": big}
+                    ]
+                )
+                await bob.page.locator("[data-testid=download][download='big.bin']").wait_for(
+                    timeout=60_000
+                )
+                self.assertEqual(await self.download(bob, "big.bin"), big)
+                # over 10 MiB: refused with a friendly error, nothing sent
+                await alice.tid("attach").set_input_files(
+                    files=[
+                        {
+                            "name": "huge.bin",
+                            "mimeType": "application/octet-stream",
+                            "buffer": b"\0" * (10 * 1024 * 1024 + 1),
+                        }
+                    ]
+                )
+                await alice.tid("error").filter(has_text="over the 10 MiB").wait_for(timeout=WAIT)
+                shots += await bob.shot("chat")
+
+                # -- a forged message is a loud warning ---------------------------
+                await on_twisted(self.post_forgery(client, chat.url, alice_primary, bob_primary))
+                await bob.tid("unread").first.wait_for(timeout=WAIT)
+                await bob.open_chat("mallory@kez.lat")
+                warning = bob.tid("message-warning")
+                await warning.filter(has_text="could not be verified").wait_for(timeout=WAIT)
+                self.assertIn("forged", await warning.inner_text())
+                self.assertEqual(await bob.tid("message").count(), 0)
+                shots += await bob.shot("forged-warning")
+
+                # -- a file from the Python client: chunks out of order, across a reload
+                dave, _ = await on_twisted(register(client, chat.url, "dave"))
+                dave_file = os.urandom(1_500_000)
+                header, chunks = chunked_file("dave.bin", "application/octet-stream", dave_file)
+                order = list(range(len(chunks)))
+                random.Random(7).shuffle(order)
+                half = len(chunks) // 2
+                for plaintext in [chunks[i] for i in order[:3]] + [header]:
+                    await on_twisted(
+                        self.post_as(client, chat.url, dave, "dave", bob_primary, plaintext)
+                    )
+                for i in order[3:half]:
+                    await on_twisted(
+                        self.post_as(client, chat.url, dave, "dave", bob_primary, chunks[i])
+                    )
+                await bob.open_chat("dave@kez.lat")
+                await (
+                    bob.tid("receiving")
+                    .filter(has_text=f"Receiving {half}/{len(chunks)}")
+                    .wait_for(timeout=WAIT)
+                )
+
+                # -- identity view and settings -------------------------------------
+                await bob.open_chat("alice@kez.lat")
+                await bob.tid("identity-link").click()
+                await bob.tid("sigchain-event").first.wait_for(timeout=WAIT)
+                self.assertEqual(await bob.tid("pinned-key").inner_text(), alice_primary)
+                shots += await bob.shot("identity")
+                await bob.tid("settings-link").click()
+                await bob.tid("passphrase").fill(PASSPHRASE)
+                await bob.tid("show-words").click()
+                await bob.tid("mnemonic-words").wait_for(timeout=WAIT)
+                self.assertEqual(await bob.tid("mnemonic-word").all_inner_texts(), bob.words)
+                await bob.tid("reverify").click()
+                recall = bob.tid("recall-word")
+                for i in range(3):
+                    index = int(await recall.nth(i).get_attribute("data-index"))
+                    await recall.nth(i).fill(bob.words[index])
+                await bob.tid("recall-check").click()
+                await bob.tid("recall-ok").wait_for(timeout=WAIT)
+                shots += await bob.shot("settings")
+
+                # -- reload and unlock: history kept, stream live again -------------
+                await bob.page.goto(chat.url + "/#/")
+                await bob.page.reload()
+                await bob.tid("unlock").wait_for(timeout=WAIT)
+                shots += await bob.shot("unlock")
+                await bob.tid("passphrase").fill(PASSPHRASE)
+                await bob.tid("unlock").click()
+                await bob.status("live")
+                await bob.open_chat("alice@kez.lat")
+                for text in ("hello bob", "hi alice\nsecond line"):
+                    await bob.expect_message(text)
+                await bob.tid("attachment-image").first.wait_for(timeout=WAIT)
+                for i in order[half:]:
+                    await on_twisted(
+                        self.post_as(client, chat.url, dave, "dave", bob_primary, chunks[i])
+                    )
+                await bob.open_chat("dave@kez.lat")
+                await bob.page.locator("[data-testid=download][download='dave.bin']").wait_for(
+                    timeout=WAIT
+                )
+                self.assertEqual(await self.download(bob, "dave.bin"), dave_file)
+
+                # -- dave's shared files: browsed, not downloadable in a browser ------
+                await on_twisted(self.publish_files(client, chat.url, sig, dave, bob_primary))
+                await bob.tid("identity-link").click()
+                shared = bob.tid("shared-files")
+                await shared.wait_for(timeout=WAIT)
+                listed = await shared.inner_text()
+                for expected in (
+                    "holiday.mkv",
+                    "for-bob.pdf",
+                    "Download requires the desktop client",
+                ):
+                    self.assertIn(expected, listed)
+                self.assertNotIn("for-carol.pdf", listed)
+                shots += await bob.shot("shared-files")
+                await bob.open_chat("alice@kez.lat")
+                # a second tab of the same browser does not run the account twice
+                second = await bob.context.new_page()
+                bob.watch.attach(second)
+                await second.goto(chat.url + "/#/")
+                await second.get_by_test_id("passphrase").fill(PASSPHRASE)
+                await second.get_by_test_id("unlock").click()
+                await second.get_by_text("already open in another tab").wait_for(timeout=WAIT)
+                await second.close()
+                await alice.tid("composer").fill("after your reload")
+                await alice.tid("composer").press("Enter")
+                await bob.expect_message("after your reload")
+
+                # -- the server restarts mid-conversation --------------------------
+                def refused(text: str) -> bool:
+                    return "ERR_CONNECTION_REFUSED" in text or "ERR_EMPTY_RESPONSE" in text
+
+                for someone in (alice, bob):
+                    someone.watch.allowed.append(refused)
+                await on_twisted(chat.stop())
+                await alice.status("reconnecting")
+                await bob.status("reconnecting")
+                await alice.tid("composer").fill("sent while the server was down")
+                await alice.tid("composer").press("Enter")
+                await alice.tid("retry").wait_for(timeout=WAIT)
+                shots += await alice.shot("failed-send")
+                await on_twisted(chat.start())
+                await alice.status("live")
+                await bob.status("live")
+                await alice.tid("retry").click()
+                await bob.expect_message("sent while the server was down")
+                await alice.tid("composer").fill("after the restart")
+                await alice.tid("composer").press("Enter")
+                await bob.expect_message("after the restart")
+                for someone in (alice, bob):
+                    someone.watch.allowed.remove(refused)
+                # nothing lost: bob has every text alice sent, once
+                texts = await bob.tid("message").all_inner_texts()
+                for text in (
+                    "hello bob",
+                    "after your reload",
+                    "sent while the server was down",
+                    "after the restart",
+                ):
+                    self.assertEqual(sum(t.startswith(text) for t in texts), 1, (text, texts))
+
+                # -- a third browser logs in from alice's 24 words -----------------
+                carol = await person("alice-again")
+                carol.watch.allowed.append(lambda text: "404" in text and "/v1/u/" in text)
+                await carol.page.goto(chat.url + "/#/login")
+                await carol.tid("login-mnemonic").fill(" ".join(alice.words))
+                await carol.tid("passphrase").fill("another passphrase")
+                shots += await carol.shot("login")
+                await carol.tid("login").click()
+                await (
+                    carol.tid("your-handle").filter(has_text="alice@kez.lat").wait_for(timeout=WAIT)
+                )
+                self.assertEqual(await carol.tid("your-kez").inner_text(), alice_primary)
+                await carol.status("live")
+                await carol.open_chat("bob@kez.lat")
+                await carol.expect_message("hi alice\nsecond line")
+
+                # -- the server swaps alice's key: bob is warned loudly -------------
+                for someone in (alice, bob, carol):
+                    someone.watch.allowed.append(refused)
+                # alice's own browsers are refused from now on: the server has another key for her
+                for someone in (alice, carol):
+                    someone.watch.allowed.append(
+                        lambda text: "401" in text and "/v1/inbox/alice" in text
+                    )
+                await on_twisted(chat.stop())
+                impostor = KeyPair.generate()
+                with sqlite3.connect(chat.db) as db:
+                    db.execute(
+                        "UPDATE handles SET primary_key = ? WHERE local = 'alice'",
+                        (impostor.primary,),
+                    )
+                await on_twisted(chat.start())
+                await bob.status("live")
+                await on_twisted(
+                    self.post_as(
+                        client, chat.url, impostor, "alice", bob_primary, text_message("it's me")
+                    )
+                )
+                await bob.page.locator(
+                    f"[data-testid=conversation][href='#/chat/{impostor.primary}']"
+                ).click()
+                changed = bob.tid("key-changed")
+                await changed.wait_for(timeout=WAIT)
+                self.assertIn("alice@kez.lat", await changed.inner_text())
+                shots += await bob.shot("key-changed")
+                # deleting server copies is an explicit action, never automatic
+                await bob.tid("settings-link").click()
+                await bob.tid("clear-server").click()
+                cleared = await bob.tid("cleared").inner_text()
+                self.assertRegex(cleared, r"^Removed [1-9][0-9]* messages from the server\.$")
+
+                # alice's own browser is told the server refuses her key
+                await (
+                    alice.tid("error")
+                    .filter(has_text="no longer accepts this key")
+                    .wait_for(timeout=WAIT)
+                )
+
+                # -- log out wipes this browser's copy ----------------------------
+                await carol.tid("settings-link").click()
+                await carol.tid("logout").click()
+                await carol.tid("logout-confirm").click()
+                await carol.tid("go-new").wait_for(timeout=WAIT)
+                await carol.page.reload()
+                await carol.tid("go-login").wait_for(timeout=WAIT)
+                stored = await carol.page.evaluate(
+                    """() => new Promise((ok, fail) => {
+                        const r = indexedDB.open('kezchat');
+                        r.onsuccess = () => {
+                          const t = r.result.transaction('kv').objectStore('kv').count();
+                          t.onsuccess = () => ok(t.result);
+                          t.onerror = fail;
+                        };
+                        r.onerror = fail;
+                    })"""
+                )
+                self.assertEqual(stored, 0)
+
+                elapsed = time.monotonic() - started
+                problems = [p for someone in people for p in someone.watch.problems]
+                self.assertEqual(problems, [])
+                print(f"\nbrowser scenario: {elapsed:.1f} s; screenshots:\n  " + "\n  ".join(shots))
+            finally:
+                await browser.close()
+
+    async def create_account(
+        self, someone: Person, chat: ChatProcess, shots: list[str] | None
+    ) -> None:
+        page = someone.page
+        await page.goto(chat.url + "/#/new")
+        await someone.tid("handle").fill(someone.name)
+        await someone.tid("passphrase").fill(PASSPHRASE)
+        if shots is not None:
+            shots += await someone.shot("new-account")
+        await someone.tid("create").click()
+        await someone.tid("mnemonic-word").first.wait_for(timeout=WAIT)
+        someone.words = await someone.tid("mnemonic-word").all_inner_texts()
+        self_words = someone.words
+        assert len(self_words) == 24, self_words
+        if shots is not None:
+            shots += await someone.shot("new-account-words")
+        await someone.tid("words-saved").click()
+        inputs = someone.tid("recall-word")
+        await inputs.first.wait_for()
+        self.assertEqual(await inputs.count(), 3)
+        for i in range(3):
+            field = inputs.nth(i)
+            index = int(await field.get_attribute("data-index"))
+            await field.fill(self_words[index])
+        if shots is not None:
+            shots += await someone.shot("new-account-recall")
+        await someone.tid("recall-check").click()
+        await someone.tid("your-kez").wait_for(timeout=WAIT)
+
+    async def download(self, someone: Person, name: str) -> bytes:
+        link = someone.page.locator(f"[data-testid=download][download='{name}']").last
+        async with someone.page.expect_download() as info:
+            await link.click()
+        download = await info.value
+        path = await download.path()
+        with open(path, "rb") as f:
+            return f.read()
+
+    async def post_as(
+        self, client: Any, url: str, key: KeyPair, handle: str, to: str, plaintext: dict[str, Any]
+    ) -> None:
+        """
+        Send C{plaintext} to bob (whose primary is C{to}) the way the CLI does.
+        """
+        body = json.dumps({"to": "bob", "envelope": seal_envelope(key, to, plaintext)})
+        data = body.encode()
+        auth = sign_request(key, "POST", "/v1/messages", [body_digest(data)], int(time.time()))
+        response = await client.post(
+            url + "/v1/messages",
+            data=data,
+            headers={
+                "content-type": "application/json",
+                "x-kez-sender": handle,
+                "x-kez-auth": auth,
+            },
+        )
+        self.assertEqual(response.code, 201, await response.content())
+        await response.content()
+
+    async def publish_files(
+        self, client: Any, url: str, sig: Any, owner: KeyPair, reader: str
+    ) -> None:
+        """
+        The owner's manifest (a public entry, one for the reader, one for
+        someone else) goes to the mirror, and its BLAKE3 into the sigchain.
+        """
+        now = format_rfc3339(time.time())
+        common = {"mime": "application/octet-stream", "blake3": "ab" * 32, "added_at": now}
+        entries = [
+            public_entry(id="e1", name="holiday.mkv", size=700_000_000, **common),
+            private_entry(
+                id="e2",
+                name="for-bob.pdf",
+                size=12_000,
+                content_key=os.urandom(32),
+                recipients=[reader],
+                **common,
+            ),
+            private_entry(
+                id="e3",
+                name="for-carol.pdf",
+                size=12_000,
+                content_key=os.urandom(32),
+                recipients=[KeyPair.generate().primary],
+                **common,
+            ),
+        ]
+        data = manifest_bytes(build_manifest(owner, entries))
+        auth = sign_request(
+            owner, "PUT", "/v1/manifests/dave", [body_digest(data)], int(time.time())
+        )
+        response = await client.put(
+            url + "/v1/manifests/dave", data=data, headers={"x-kez-auth": auth}
+        )
+        self.assertEqual(response.code, 201, await response.content())
+        chain_url = sig.chain_url(owner.public_hex)
+        event = next_event(
+            owner, [], "set_shared_files", shared_files_body(data, url + "/v1/manifests/dave")
+        )
+        response = await client.post(chain_url + "/events", json=event)
+        self.assertEqual(response.code, 201, await response.content())
+
+    async def get_json(self, client: Any, url: str) -> Any:
+        response = await client.get(url)
+        return await json_of(response)
+
+    async def post_forgery(self, client: Any, url: str, alice: str, bob: str) -> None:
+        """
+        Mallory, a registered user, sends bob an envelope that claims to
+        come from alice and carries a signature that does not verify.
+        """
+        mallory, _ = await register(client, url, "mallory")
+        envelope = {
+            "v": 1,
+            "from": alice,
+            "to": bob,
+            "ts": format_rfc3339(time.time()),
+            "salt": "AAAAAAAAAAAAAAAAAAAAAA",
+            "ct": "Zm9yZ2Vk",
+            "sig": "ab" * 64,
+        }
+        body = json.dumps({"to": "bob", "envelope": envelope}).encode()
+        auth = sign_request(mallory, "POST", "/v1/messages", [body_digest(body)], int(time.time()))
+        response = await client.post(
+            url + "/v1/messages",
+            data=body,
+            headers={
+                "content-type": "application/json",
+                "x-kez-sender": "mallory",
+                "x-kez-auth": auth,
+            },
+        )
+        self.assertEqual(response.code, 201, await response.content())
+        await response.content()

@@ -1,0 +1,208 @@
+"""
+Support for the browser tests: a chat-server in its own C{twistd} process
+(so a restart is a real one), Debian's Chromium driven by Playwright with
+no outside traffic, and a bridge from Twisted coroutines to Playwright's
+asyncio API on the shared event loop.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import re
+import shutil
+import signal
+import sys
+import tempfile
+from collections.abc import Awaitable, Callable, Coroutine
+from dataclasses import dataclass, field
+from typing import Any, TypeVar
+
+from twisted.internet import reactor
+from twisted.internet.defer import Deferred, ensureDeferred
+from twisted.internet.protocol import ProcessProtocol
+from twisted.python.failure import Failure
+from twisted.trial.unittest import SkipTest, TestCase
+
+REPO_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+WEB_DIST = os.path.join(REPO_ROOT, "web", "dist")
+CHROMIUM = "/usr/bin/chromium"
+
+#: Chromium flags that keep the browser off every outside host (measured:
+#: zero outside requests), plus a resolver that knows only loopback.
+CHROMIUM_ARGS = [
+    "--component-updater=url-source=http://127.0.0.1:9/",
+    "--gaia-url=http://127.0.0.1:9/",
+    "--host-resolver-rules=MAP * ~NOTFOUND , EXCLUDE localhost , EXCLUDE 127.0.0.1",
+    "--no-first-run",
+    "--disable-sync",
+]
+
+T = TypeVar("T")
+
+
+def on_asyncio(coro: Coroutine[Any, Any, T]) -> Deferred[T]:
+    """
+    Run an asyncio coroutine (Playwright's API) from a Twisted coroutine.
+    """
+    return Deferred.fromFuture(asyncio.ensure_future(coro))
+
+
+def on_twisted(coro: Coroutine[Any, Any, T]) -> Awaitable[T]:
+    """
+    Run a Twisted coroutine from an asyncio one.
+    """
+    return ensureDeferred(coro).asFuture(asyncio.get_event_loop())
+
+
+def require_browser() -> None:
+    if not os.path.exists(CHROMIUM):
+        raise SkipTest(f"{CHROMIUM} is missing (scripts/run-tests installs Debian's chromium)")
+    if not os.path.isfile(os.path.join(WEB_DIST, "index.html")):
+        raise SkipTest("web/dist is missing (scripts/run-tests runs scripts/build-web)")
+    try:
+        import playwright  # noqa: F401
+    except ImportError:
+        raise SkipTest("playwright is not installed (pip install '.[test]')") from None
+
+
+def scratch_env(case: TestCase) -> dict[str, str]:
+    """
+    Chromium and Node write their caches under the XDG and TMP dirs: point
+    them at a scratch directory so nothing lands in $HOME.
+    """
+    path = tempfile.mkdtemp(prefix="kezchat-browser-")
+    case.addCleanup(shutil.rmtree, path, True)
+    env = dict(os.environ)
+    for name in ("XDG_CONFIG_HOME", "XDG_CACHE_HOME", "XDG_DATA_HOME", "TMPDIR"):
+        env[name] = path
+    env.pop("PYTHONPATH", None)
+    return env
+
+
+class _Output(ProcessProtocol):
+    def __init__(self) -> None:
+        self.text = b""
+        self.listening: Deferred[int] = Deferred()
+        self.ended: Deferred[None] = Deferred()
+
+    def outReceived(self, data: bytes) -> None:
+        self._seen(data)
+
+    def errReceived(self, data: bytes) -> None:
+        self._seen(data)
+
+    def _seen(self, data: bytes) -> None:
+        self.text = (self.text + data)[-20000:]
+        match = re.search(rb"listening on tcp:[^\n]*port=(\d+)", self.text)
+        if match and not self.listening.called:
+            self.listening.callback(int(match.group(1)))
+
+    def processEnded(self, reason: Failure) -> None:
+        if not self.listening.called:
+            self.listening.errback(
+                AssertionError(f"twistd ended before listening:\n{self.text.decode()[-3000:]}")
+            )
+        self.ended.callback(None)
+
+
+@dataclass
+class ChatProcess:
+    """
+    C{twistd kezchat} in a child process on one SQLite file; C{restart}
+    stops it with SIGTERM and starts it again on the same port.
+    """
+
+    db: str
+    sig_url: str
+    port: int = 0
+    _process: Any = None
+    _output: _Output | None = None
+    log: list[bytes] = field(default_factory=list)
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    async def start(self) -> None:
+        argv = [
+            "twistd",
+            "-r",
+            "asyncio",
+            "-n",
+            "--pidfile=",
+            "kezchat",
+            "--listen",
+            f"tcp:{self.port}:interface=127.0.0.1",
+            "--db",
+            self.db,
+            "--web-dir",
+            WEB_DIST,
+            "--sig-server-url",
+            self.sig_url,
+            "--register-limit",
+            "0",
+            "--send-limit",
+            "0",
+        ]
+        script = f"from twisted.scripts.twistd import run; import sys; sys.argv = {argv!r}; run()"
+        env = {
+            k: v for k, v in os.environ.items() if not k.startswith("KEZ_") and k != "PYTHONPATH"
+        }
+        self._output = _Output()
+        self._process = reactor.spawnProcess(
+            self._output, sys.executable, [sys.executable, "-c", script], env=env, path=REPO_ROOT
+        )
+        self.port = await self._output.listening
+
+    async def stop(self) -> None:
+        if self._process is not None and self._output is not None:
+            if not self._output.ended.called:
+                self._process.signalProcess(signal.SIGTERM)
+            await self._output.ended
+            self.log.append(self._output.text)
+            self._process = None
+
+    async def restart(self) -> None:
+        await self.stop()
+        await self.start()
+
+    def kill(self) -> None:
+        if self._process is not None and self._output and not self._output.ended.called:
+            self._process.signalProcess("KILL")
+
+
+@dataclass
+class PageWatch:
+    """
+    Everything a page reports that would mean a defect: console errors,
+    uncaught exceptions and Content-Security-Policy violations.
+    """
+
+    name: str
+    problems: list[str] = field(default_factory=list)
+    #: console errors that a step expects (a 404 for a free handle, the
+    #: refused connections while the server restarts), as predicates
+    allowed: list[Callable[[str], bool]] = field(default_factory=list)
+
+    def attach(self, page: Any) -> None:
+        page.on("console", self._console)
+        page.on("pageerror", lambda error: self.problems.append(f"{self.name}: uncaught {error}"))
+
+    def _console(self, message: Any) -> None:
+        if message.type not in ("error", "warning"):
+            return
+        where = message.location.get("url", "") if message.location else ""
+        text = f"{message.text} @ {where}"
+        if message.type == "warning" and "CSP" not in message.text:
+            return
+        if not any(allow(text) for allow in self.allowed):
+            self.problems.append(f"{self.name}: console {message.type}: {text}")
+
+
+#: reports CSP violations through the console, where PageWatch sees them
+CSP_PROBE = """
+document.addEventListener('securitypolicyviolation', (e) => {
+  console.error('CSP violation: ' + e.violatedDirective + ' blocked ' + e.blockedURI);
+});
+"""

@@ -1,0 +1,155 @@
+/**
+ * The chat-server's public HTTP API (same origin as the app) and the
+ * sig-server's (CORS open). Every failure is an ApiError with a stable
+ * code and a sentence a person can act on.
+ */
+import { deleteAuth, sendAuth, inboxAuth, streamAuth } from './crypto/auth';
+import type { ChainEvent } from './crypto/sigchain';
+import type { Envelope } from './crypto/envelope';
+import type { KeyPair } from './crypto/keys';
+import type { Registration } from './crypto/registration';
+
+export interface HandleRecord {
+  handle: string;
+  fqhn: string;
+  primary: string;
+  /** absent when the home server names no sig-server */
+  sigchain_url?: string;
+  registered_at: string;
+}
+
+export interface InboxItem {
+  seq: number;
+  from: string;
+  from_primary: string;
+  envelope: unknown;
+  created_at: string;
+}
+
+export class ApiError extends Error {
+  constructor(
+    readonly code: string,
+    message: string,
+    readonly status = 0,
+  ) {
+    super(message);
+  }
+}
+
+async function call(url: string, init: RequestInit = {}): Promise<Response> {
+  try {
+    return await fetch(url, { cache: 'no-store', ...init });
+  } catch {
+    throw new ApiError('unreachable', 'The server cannot be reached. Check your connection and try again.');
+  }
+}
+
+async function json<T>(response: Response): Promise<T> {
+  let body: unknown = null;
+  try {
+    body = await response.json();
+  } catch {
+    throw new ApiError('bad_response', `The server answered ${response.status} without JSON.`, response.status);
+  }
+  if (!response.ok) {
+    const err = (body as { error?: { code?: string; message?: string } })?.error;
+    throw new ApiError(err?.code ?? 'error', err?.message ?? `The server answered ${response.status}.`, response.status);
+  }
+  return body as T;
+}
+
+export async function healthz(): Promise<{ server: string; version: string }> {
+  return json(await call('/v1/healthz'));
+}
+
+/** The record of a handle, or null when nobody has it. */
+export async function lookup(handle: string): Promise<HandleRecord | null> {
+  const response = await call(`/v1/u/${encodeURIComponent(handle)}`);
+  if (response.status === 404) return null;
+  return json(response);
+}
+
+export async function byPrimary(primary: string): Promise<HandleRecord | null> {
+  const response = await call(`/v1/by-primary/${encodeURIComponent(primary)}`);
+  if (response.status === 404) return null;
+  return json(response);
+}
+
+export async function register(body: Registration): Promise<HandleRecord> {
+  return json(
+    await call('/v1/register', {
+      method: 'POST',
+      headers: { 'content-type': 'application/json' },
+      body: JSON.stringify(body),
+    }),
+  );
+}
+
+export async function send(
+  key: KeyPair,
+  sender: string,
+  to: string,
+  envelope: Envelope,
+  idempotencyKey: string,
+): Promise<{ seq: number; created_at: string }> {
+  const body = JSON.stringify({ to, envelope, idempotency_key: idempotencyKey });
+  return json(
+    await call('/v1/messages', {
+      method: 'POST',
+      headers: { 'content-type': 'application/json', 'x-kez-sender': sender, 'x-kez-auth': sendAuth(key, body) },
+      body,
+    }),
+  );
+}
+
+export async function inbox(
+  key: KeyPair,
+  local: string,
+  since: number,
+  limit = 200,
+): Promise<{ messages: InboxItem[]; next: number }> {
+  return json(
+    await call(`/v1/inbox/${local}?since=${since}&limit=${limit}`, {
+      headers: { 'x-kez-auth': inboxAuth(key, local, since) },
+    }),
+  );
+}
+
+/** Delete the recipient's stored messages up to `upto` (an explicit user action only). */
+export async function acknowledge(key: KeyPair, local: string, upto: number): Promise<{ deleted: number }> {
+  return json(
+    await call(`/v1/inbox/${local}?upto=${upto}`, {
+      method: 'DELETE',
+      headers: { 'x-kez-auth': deleteAuth(key, local, upto) },
+    }),
+  );
+}
+
+/** A freshly signed stream URL (the signature is good for 60 s). */
+export function streamUrl(key: KeyPair, local: string, since: number): string {
+  return `/v1/inbox/${local}/stream?auth=${encodeURIComponent(streamAuth(key, local))}&since=${since}`;
+}
+
+export async function chain(url: string): Promise<ChainEvent[]> {
+  const response = await call(url, { headers: { accept: 'application/json' } });
+  if (response.status === 404) return [];
+  return (await json<{ events: ChainEvent[] }>(response)).events;
+}
+
+export async function appendEvent(url: string, event: ChainEvent): Promise<void> {
+  await json(
+    await call(`${url}/events`, {
+      method: 'POST',
+      headers: { 'content-type': 'application/json' },
+      body: JSON.stringify(event),
+    }),
+  );
+}
+
+/** The owner's shared-files manifest blob as text, or null. */
+export async function manifest(local: string): Promise<string | null> {
+  const response = await call(`/v1/manifests/${local}`);
+  if (response.status === 404) return null;
+  if (!response.ok) await json(response);
+  return response.text();
+}
