@@ -213,7 +213,8 @@ class PostgresDatabase(Service):
 
     async def _call(self, fn: Callable[..., Awaitable[T]], args: tuple, transaction: bool) -> T:
         ready = self._ready
-        assert ready is not None
+        if ready is None:
+            raise DatabaseClosed("the database is not running")
         if not ready.done():
             await asyncio.shield(ready)
         ready.result()  # raises what opening the database raised
