@@ -19,7 +19,7 @@ from twisted.internet.threads import deferToThread
 from twisted.python import usage
 from twisted.trial.unittest import SynchronousTestCase, TestCase
 
-from kezchat.config import ChatOptions
+from kezchat.config import ChatConfig, ChatOptions
 from kezchat.natsbridge.aio import deferred_from_coroutine
 from kezchat.sigchain.errors import ChainError
 from kezchat.sigserver.config import SigOptions
@@ -27,7 +27,6 @@ from kezchat.sigserver.store import EventRow
 from kezchat.startup import StartupError
 from kezchat.storage.backend import ChatStorage, chat_storage, sigchain_storage
 from kezchat.storage.dburl import is_postgres_url, pool_settings, redacted
-from kezchat.storage.errors import DatabaseUnavailable
 from kezchat.storage.interfaces import (
     HandleRecord,
     HandleTaken,
@@ -38,7 +37,15 @@ from kezchat.storage.interfaces import (
     StoredMessage,
 )
 from tests.backends import on_postgresql
-from tests.support import deferred_sleep, fresh_database
+from tests.relaysupport import send
+from tests.support import (
+    deferred_sleep,
+    fresh_database,
+    http_client,
+    json_of,
+    register,
+    start_server,
+)
 
 
 def message(
@@ -395,33 +402,45 @@ class PostgresOnlyTests(StorageTestCase):
 
     async def test_database_restart(self) -> None:
         """
-        While PostgreSQL is down, stores fail at once (no hang); once it is
-        back, the same pool carries on, with no restart of the server.
+        While PostgreSQL is down, a chat-server on it answers 503 (not 500,
+        not a hang) and healthz says degraded; once it is back, the same
+        server carries on, nothing restarted.
         """
         from tests.pgsupport import PostgresCluster, cluster
 
         own = PostgresCluster(cluster().bin_dir)
         await deferToThread(own.start)
         self.addCleanup(own.stop)
-        self.setting = own.url(await deferred_from_coroutine(own.create_database()))
-        storage = await self.open()
-        store = storage.messages
-        self.assertEqual((await store.add_message(message("bob"))).seq, 1)
-        self.assertEqual(storage.db.health(), "ok")
+        url = own.url(await deferred_from_coroutine(own.create_database()))
+        server = await start_server(
+            self, ChatConfig(listen=("tcp:0:interface=127.0.0.1",), db=url,
+                             register_limit=0, send_limit=0),
+        )
+        client = http_client(self)
+        alice, _ = await register(client, server.url, "alice")
+        await register(client, server.url, "bob")
+
+        async def health() -> tuple[int, str]:
+            response = await client.get(f"{server.url}/v1/healthz")
+            return response.code, (await json_of(response))["db"]
+
+        self.assertEqual(await health(), (200, "ok"))
+        code, body = await send(client, server.url, alice, "alice", "bob")
+        self.assertEqual((code, body["seq"]), (201, 1))
         await deferToThread(own.crash)
-        for _ in range(3):
-            # 503 unavailable for clients, not a hang and not a 500
-            with self.assertRaises(DatabaseUnavailable):
-                await store.add_message(message("bob")).addTimeout(15, reactor)
-        self.assertEqual(storage.db.health(), "degraded")
+        for n in range(3):
+            code, body = await send(client, server.url, alice, "alice", "bob", {"down": n})
+            self.assertEqual(code, 503, body)
+            self.assertEqual(body["error"]["code"], "unavailable")
+        self.assertEqual(await health(), (503, "degraded"))
         await deferToThread(own.restart)
         for _ in range(100):
-            if storage.db.health() == "ok":
+            if await health() == (200, "ok"):
                 break
             await deferred_sleep(0.05)
-        self.assertEqual(storage.db.health(), "ok")
-        self.assertEqual((await store.add_message(message("bob"))).seq, 2)
-        self.assertEqual([m.seq for m in await after(store, "bob", 0, 10)], [1, 2])
+        self.assertEqual(await health(), (200, "ok"))
+        code, body = await send(client, server.url, alice, "alice", "bob", {"up": 1})
+        self.assertEqual((code, body["seq"]), (201, 2))
 
 
 class DatabaseSettingTests(SynchronousTestCase):

@@ -18,6 +18,7 @@ concurrent commits together.
 from __future__ import annotations
 
 import asyncio
+import logging
 from collections.abc import Awaitable, Callable
 from typing import Any, TypeVar
 
@@ -32,6 +33,31 @@ from kezchat.storage.errors import DatabaseClosed, DatabaseUnavailable
 from kezchat.storage.postgres.schema import upgrade
 
 T = TypeVar("T")
+
+
+class _OneLine(logging.Handler):
+    """
+    asyncpg's pool logs through the standard library, with a traceback per
+    reconnection attempt while the database is down; here that becomes one
+    line in Twisted's log.
+    """
+
+    log = Logger(namespace="asyncpg")
+
+    def emit(self, record: logging.LogRecord) -> None:
+        error = record.exc_info[1] if record.exc_info else None
+        self.log.warn(
+            "{message}{error}",
+            message=record.getMessage(),
+            error=f": {error}" if error is not None else "",
+        )
+
+
+def _route_driver_logs() -> None:
+    pool_log = logging.getLogger("asyncpg.pool")
+    if not any(isinstance(h, _OneLine) for h in pool_log.handlers):
+        pool_log.addHandler(_OneLine())
+        pool_log.propagate = False
 
 
 class WrongReactorError(StartupError):
@@ -134,6 +160,7 @@ class PostgresDatabase(Service):
     async def _open(self) -> None:
         import asyncpg
 
+        _route_driver_logs()
         pool = await asyncpg.create_pool(
             self._dsn,
             min_size=self.min_size,
