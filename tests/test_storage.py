@@ -278,6 +278,22 @@ class SchemaTests(StorageTestCase):
         again = await start("kez.lat")
         await self.assertFailure(again.db.when_ready(), StartupError)
 
+    async def test_unreachable_database_refused_at_start(self) -> None:
+        if self.db_backend == "sqlite":
+            self.setting = "/nonexistent-dir/kez-chat.db"
+        else:
+            from tests.pgsupport import free_port
+
+            self.setting = f"postgresql://kez:secret@127.0.0.1:{free_port()}/nothing"
+        storage = chat_storage(self.setting, reactor)
+        storage.db.startService()
+        self.addCleanup(storage.db.stopService)
+        error = await self.assertFailure(storage.db.when_ready(), Exception)
+        if self.db_backend == "postgresql":
+            self.assertIsInstance(error, StartupError)
+            self.assertIn("cannot connect to PostgreSQL at postgresql://kez:***@", str(error))
+            self.assertNotIn("secret", str(error))
+
     async def bump_version(self, storage: ChatStorage) -> None:
         if self.db_backend == "sqlite":
             import sqlite3

@@ -161,16 +161,23 @@ class PostgresDatabase(Service):
         import asyncpg
 
         _route_driver_logs()
-        pool = await asyncpg.create_pool(
-            self._dsn,
-            min_size=self.min_size,
-            max_size=self.max_size,
-            # an unreachable host fails a connection attempt in 10 s, and a
-            # statement that takes over a minute is cut: no request waits
-            # forever on the database
-            timeout=10,
-            command_timeout=60,
-        )
+        try:
+            pool = await asyncpg.create_pool(
+                self._dsn,
+                min_size=self.min_size,
+                max_size=self.max_size,
+                # an unreachable host fails a connection attempt in 10 s, and
+                # a statement that takes over a minute is cut: no request
+                # waits forever on the database
+                timeout=10,
+                command_timeout=60,
+            )
+        except (OSError, TimeoutError, asyncpg.PostgresError, asyncpg.InterfaceError) as e:
+            raise StartupError(
+                f"cannot connect to PostgreSQL at {self.path} ({str(e) or type(e).__name__}):"
+                " check that it runs and accepts connections from here, and the URL's"
+                " host, port, user, password and database name"
+            ) from None
         try:
             async with pool.acquire() as conn:
                 version = await upgrade(conn, self._schema_package)
