@@ -18,6 +18,7 @@ from typing import Any
 from twisted.python import usage
 
 from kezchat.identity.handles import SERVER_RE
+from kezchat.storage.dburl import check_db_setting
 
 
 @dataclass(frozen=True)
@@ -134,7 +135,12 @@ class ChatOptions(usage.Options):
 
     #: (flag, environment variable, default, help)
     table = [
-        ("db", "KEZ_CHAT_DB", "kez-chat.db", "SQLite database file"),
+        (
+            "db",
+            "KEZ_CHAT_DB",
+            "kez-chat.db",
+            "SQLite database file, or postgresql://user:pass@host:port/dbname",
+        ),
         ("server", "KEZ_CHAT_SERVER", "kez.lat", "home server domain (the part after @)"),
         ("public-url", "KEZ_CHAT_PUBLIC_URL", None, "base URL clients see [https://<server>]"),
         (
@@ -263,6 +269,7 @@ class ChatOptions(usage.Options):
             raise usage.UsageError("--log-format is text or json")
         if settings["access-log"] not in ("on", "off"):
             raise usage.UsageError("--access-log is on or off")
+        check_db_setting(settings["db"])
         allow_env = self.environ.get("KEZ_CHAT_ALLOW_SERVER_CHANGE", "").lower()
         if allow_env not in ("", "0", "no", "false", "1", "yes", "true"):
             raise usage.UsageError("KEZ_CHAT_ALLOW_SERVER_CHANGE is yes or no")

@@ -12,7 +12,7 @@ from __future__ import annotations
 import os
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from twisted.application.internet import TimerService
 from twisted.internet.defer import Deferred, ensureDeferred
@@ -32,14 +32,8 @@ from kezchat.relay.auth import Authenticator
 from kezchat.relay.broker import Broker, LocalBroker
 from kezchat.relay.relay import Relay
 from kezchat.relay.sse import StreamHub
+from kezchat.storage.backend import chat_storage
 from kezchat.storage.errors import DatabaseUnavailable
-from kezchat.storage.sqlite import (
-    SQLiteDatabase,
-    SQLiteManifestStore,
-    SQLiteMessageStore,
-    SQLiteRegistryStore,
-)
-from kezchat.storage.sqlite.settings import ServerDomain
 from kezchat.webapp import WebApp, packaged_web_dir
 
 if TYPE_CHECKING:
@@ -55,7 +49,8 @@ class ChatParts:
     """
 
     config: ChatConfig
-    db: SQLiteDatabase
+    #: the database service: SQLite or PostgreSQL, from C{--db}
+    db: Any
     registry: Registry
     relay: Relay
     broker: Broker
@@ -94,20 +89,22 @@ def build_parts(config: ChatConfig, reactor: object, broker: Broker | None = Non
     """
     clock = reactor.seconds
     metrics = Metrics()
-    db = SQLiteDatabase(
+    storage = chat_storage(
         config.db, reactor,
-        on_open=ServerDomain(config.server, allow_change=config.allow_server_change).check,
+        server=config.server,
+        allow_server_change=config.allow_server_change,
         on_write_failure=lambda cause: metrics.db_write_failures.labels(cause).inc(),
     )
+    db = storage.db
     registry = Registry(
-        SQLiteRegistryStore(db),
+        storage.registry,
         RegistryPolicy(
             server=config.server, base_url=config.base_url, sig_base_url=config.sig_base_url
         ),
         clock,
     )
     broker = broker if broker is not None else LocalBroker()
-    store = SQLiteMessageStore(db)
+    store = storage.messages
     relay = Relay(
         registry=registry,
         store=store,
@@ -124,7 +121,7 @@ def build_parts(config: ChatConfig, reactor: object, broker: Broker | None = Non
         max_per_client=config.max_streams_per_ip,
     )
     client_address = ClientAddress(config.trusted_proxies)
-    mirror = ManifestMirror(registry, SQLiteManifestStore(db), Authenticator(clock), clock)
+    mirror = ManifestMirror(registry, storage.manifests, Authenticator(clock), clock)
     web_dir = config.web_dir or packaged_web_dir()
     web = None
     if os.path.isdir(web_dir):

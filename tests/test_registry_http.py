@@ -10,6 +10,7 @@ from twisted.internet.defer import gatherResults
 from twisted.trial.unittest import TestCase
 
 from kezchat.identity.keys import KeyPair
+from tests.backends import on_postgresql
 from tests.support import http_client, json_of, register, registration, start_server
 
 
@@ -166,3 +167,7 @@ class RegistrationTests(TestCase):
         self.assertIn('kezchat_rejections_total{code="reserved_handle"} 1.0', text)
         self.assertIn('route="register"', text)
         self.assertIn("kezchat_http_request_seconds_bucket", text)
+
+
+# the same tests on PostgreSQL
+on_postgresql(globals(), RegistrationTests)

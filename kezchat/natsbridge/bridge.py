@@ -54,6 +54,9 @@ STORED_SUBJECT = "kezchat.stored"
 STORED_HEADER = "Kez-Stored"
 STORED_MAC_HEADER = "Kez-Stored-Mac"
 INSTANCE_HEADER = "Kez-Instance"
+#: an announcement's recipient, so an instance with no stream for them
+#: skips it without parsing the body
+RECIPIENT_HEADER = "Kez-Recipient"
 
 # fqhn -> primary ("ed25519:<hex>"), a Deferred, an awaitable or a value
 PrimaryOf = Callable[[str], "Awaitable[str] | Any"]
@@ -169,6 +172,8 @@ class NatsBroker:
         self.instance = uuid.uuid4().hex
         self.nc: Any = None
         self.skipped = 0
+        #: announcements skipped unparsed: no local stream for the recipient
+        self.ignored = 0
         self._primaries: _Primaries | None = None
         self._queue: asyncio.Queue[tuple[StoredMessage, bool]] | None = None
         self._queue_size = queue_size
@@ -249,7 +254,7 @@ class NatsBroker:
         if self.nc is None or not self.nc.is_connected:
             self._skip("NATS is down")
             return
-        headers = {INSTANCE_HEADER: self.instance}
+        headers = {INSTANCE_HEADER: self.instance, RECIPIENT_HEADER: message.recipient}
         await self.nc.publish(STORED_SUBJECT, encode_stored(message), headers=headers)
         if to_inbox and self._primaries is not None:
             recipient_hex = await self._primaries.hex_of(message.recipient)
@@ -269,7 +274,14 @@ class NatsBroker:
             )
 
     async def _on_stored(self, msg: Any) -> None:
-        if (msg.headers or {}).get(INSTANCE_HEADER) == self.instance:
+        headers = msg.headers or {}
+        if headers.get(INSTANCE_HEADER) == self.instance:
+            return
+        recipient = headers.get(RECIPIENT_HEADER)
+        if recipient is not None and not self.local.subscriber_count(recipient):
+            # every instance hears every announcement; with several
+            # instances most are for streams held elsewhere
+            self.ignored += 1
             return
         try:
             message = decode_stored(msg.data)

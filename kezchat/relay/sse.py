@@ -12,6 +12,11 @@ The guarantees, and how they are kept:
     stored. A live message whose seq jumps past the next one expected (it
     came from another instance, ahead of one still on its way) sends the
     stream back to the database for the missing range first.
+  - I{No message left behind.} A live-only stream starts after the
+    inbox's latest seq, read before it subscribes (so it is a resume too).
+    Once a tick, one query compares every open stream with its inbox's
+    latest seq: a message whose announcement was lost (another instance
+    stored it and died) reaches streams within a tick.
   - I{Bounded memory, in bytes.} The stream is a streaming producer:
     while the transport says pause, events wait in a small queue; a queue
     past its bound, or a pause that lasts too long, disconnects the client.
@@ -31,7 +36,7 @@ from collections import deque
 from collections.abc import Callable
 
 from twisted.application.service import Service
-from twisted.internet.defer import Deferred
+from twisted.internet.defer import Deferred, succeed
 from twisted.internet.interfaces import IPushProducer
 from twisted.internet.task import LoopingCall
 from twisted.logger import Logger
@@ -170,6 +175,19 @@ class EventStream:
                 self._catch_up()
                 return
         self._send(message)
+
+    def maybe_behind(self, latest: int) -> None:
+        """
+        The inbox's latest seq is C{latest}: catch up if this stream is
+        behind it and not already catching up.
+        """
+        if (
+            self._subscription is not None
+            and not self._catching_up
+            and self.last_sent is not None
+            and latest > self.last_sent
+        ):
+            self._catch_up()
 
     def _hold(self, message: StoredMessage) -> None:
         """
@@ -321,6 +339,7 @@ class StreamHub(Service):
         self._by_recipient: dict[str, int] = {}
         self._by_client: dict[str, int] = {}
         self._timer = LoopingCall(self._tick)
+        self._looking = False
         self._timer.clock = reactor
 
     def open(
@@ -331,11 +350,35 @@ class StreamHub(Service):
         replaying those after C{resume_after} first when given. The
         Deferred fires when the stream ends.
 
+        A live-only stream (no C{resume_after}) starts after the inbox's
+        latest seq, read before subscribing, exactly like a resume: with
+        several instances (or concurrent commits) live messages can arrive
+        out of seq order, and a stream that began at whichever came first
+        would drop an earlier one arriving second.
+
         @param client: the client IP, for the per-client cap.
         @raise KezError: C{rate_limited} past a cap (nothing is written).
         """
+        self._check_caps(recipient, client)
+        if resume_after is None:
+            d = self.store.last_seqs([recipient])
+            d.addCallback(
+                lambda last: self._open(request, recipient, last.get(recipient, 0), client)
+            )
+            return d
+        return self._open(request, recipient, resume_after, client)
+
+    def _check_caps(self, recipient: str, client: str) -> None:
         self._check_cap(self._by_recipient, recipient, self.max_per_recipient, "handle")
         self._check_cap(self._by_client, client, self.max_per_client, "ip")
+
+    def _open(
+        self, request: IRequest, recipient: str, resume_after: int, client: str
+    ) -> Deferred[bytes]:
+        if getattr(request, "channel", True) is None:
+            return succeed(b"")  # the client left while the seq was read
+        # again: other streams may have opened while the seq was read
+        self._check_caps(recipient, client)
         request.setHeader(b"content-type", b"text/event-stream")
         request.setHeader(b"cache-control", b"no-cache")
         request.setHeader(b"x-accel-buffering", b"no")
@@ -373,6 +416,31 @@ class StreamHub(Service):
         now = self.clock()
         for stream in tuple(self._streams):
             stream.tick(now)
+        self._look_for_missed()
+
+    def _look_for_missed(self) -> None:
+        """
+        Once a tick, one query for the latest seq of every inbox with an
+        open stream: a stream behind it catches up from the database. This
+        bounds the one case live delivery alone cannot cover: another
+        instance stored a message and died before announcing it.
+        """
+        if self._looking or not self._streams:
+            return
+        self._looking = True
+        recipients = sorted({stream.recipient for stream in self._streams})
+
+        def compare(latest: dict[str, int]) -> None:
+            for stream in tuple(self._streams):
+                stream.maybe_behind(latest.get(stream.recipient, 0))
+
+        def done(result: object) -> None:
+            self._looking = False
+
+        d = self.store.last_seqs(recipients)
+        d.addCallback(compare)
+        d.addErrback(lambda f: log.failure("looking for missed messages failed", f))
+        d.addBoth(done)
 
     def __len__(self) -> int:
         return len(self._streams)

@@ -3,8 +3,8 @@ Configuration of C{twistd kezsig}: flags and C{KEZ_SIG_*} environment
 variables (SPEC §4), kept in one table because operators script against
 the names.
 
-This module imports nothing but Twisted's option parser: twistd loads it
-to print C{--help} before any reactor is chosen.
+This module imports nothing that installs a reactor: twistd loads it to
+print C{--help} before any reactor is chosen.
 """
 
 from __future__ import annotations
@@ -14,6 +14,8 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 
 from twisted.python import usage
+
+from kezchat.storage.dburl import check_db_setting
 
 DEFAULT_LISTEN = ("tcp:7878",)
 
@@ -65,7 +67,13 @@ class SigOptions(usage.Options):
     )
 
     optParameters = [
-        ["db", None, None, "SQLite database file ($KEZ_SIG_DB) [default: kez-sig.db]"],
+        [
+            "db",
+            None,
+            None,
+            "SQLite database file, or postgresql://user:pass@host:port/dbname"
+            " ($KEZ_SIG_DB) [default: kez-sig.db]",
+        ],
         [
             "public-url",
             None,
@@ -101,6 +109,7 @@ class SigOptions(usage.Options):
         public_url = self._setting("public-url", "KEZ_SIG_PUBLIC_URL")
         if public_url is not None and not public_url.startswith(("http://", "https://")):
             raise usage.UsageError("--public-url must be an http:// or https:// URL")
+        check_db_setting(self._setting("db", "KEZ_SIG_DB") or "")
         max_events = self._setting("max-chain-events", "KEZ_SIG_MAX_CHAIN_EVENTS")
         if max_events is None:
             max_chain_events = DEFAULT_MAX_CHAIN_EVENTS

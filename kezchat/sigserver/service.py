@@ -9,6 +9,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from dataclasses import dataclass
 from functools import partial
+from typing import Any
 
 from twisted.internet.threads import deferToThreadPool
 from twisted.logger import Logger
@@ -18,8 +19,7 @@ from kezchat.sigserver.config import SigConfig
 from kezchat.sigserver.http import SigResource, build_resource, build_site
 from kezchat.sigserver.metrics import SigMetrics
 from kezchat.sigserver.sigchains import Sigchains
-from kezchat.sigserver.store import SCHEMA_PACKAGE, SQLiteSigchainStore
-from kezchat.storage.sqlite.database import SQLiteDatabase
+from kezchat.storage.backend import sigchain_storage
 
 log = Logger()
 
@@ -27,7 +27,8 @@ log = Logger()
 @dataclass
 class SigParts:
     config: SigConfig
-    db: SQLiteDatabase
+    #: the database service: SQLite or PostgreSQL, from C{--db}
+    db: Any
     sigchains: Sigchains
     metrics: SigMetrics
     resource: SigResource
@@ -51,12 +52,12 @@ def build_parts(config: SigConfig, reactor: object) -> SigParts:
     """
     clock = reactor.seconds
     metrics = SigMetrics()
-    db = SQLiteDatabase(
-        config.db, reactor, schema_package=SCHEMA_PACKAGE,
+    db, store = sigchain_storage(
+        config.db, reactor,
         on_write_failure=lambda cause: metrics.db_write_failures.labels(cause).inc(),
     )
     sigchains = Sigchains(
-        SQLiteSigchainStore(db), clock,
+        store, clock,
         max_events=config.max_chain_events,
         offload=partial(deferToThreadPool, reactor, reactor.getThreadPool()),
     )

@@ -151,6 +151,13 @@ class MessageStore(Protocol):
         (all of it at once is what bounding pages in bytes prevents).
         """
 
+    def last_seqs(self, recipients: list[str]) -> Deferred[dict[str, int]]:
+        """
+        The latest seq given out in each inbox, deleted or not (inboxes
+        that never had one are left out): where a live-only stream starts,
+        and how streams notice a message whose announcement was lost.
+        """
+
     def delete_upto(self, recipient: str, upto: int) -> Deferred[int]: ...
 
     def apply_retention(
