@@ -65,8 +65,17 @@ class Listener:
         self.remaining = count
         self.saver = saver
         self.finished: Deferred[None] = Deferred()
-        self.seen = ctx.received.seen_ids()
-        self.saved_upto = ctx.received.cursor(transport)
+        #: what this home has saved already (see L{load})
+        self.seen: set[str] = set()
+        self.saved_upto = 0
+
+    async def load(self) -> None:
+        """
+        Read what this home already saved (off the reactor thread).
+        """
+        received = self.ctx.received
+        self.seen = await deferToThread(received.seen_ids)
+        self.saved_upto = await deferToThread(received.cursor, self.transport)
 
     def finish(self) -> None:
         if not self.finished.called:
@@ -170,6 +179,7 @@ async def listen(ctx: Context, args: Namespace) -> None:
     reader = Reader(ctx, keypair, account)
     saver = await _file_saver(ctx, reader, args.save_files) if args.save_files else None
     listener = Listener(ctx, reader, NATS if args.nats else SSE, args.count, saver)
+    await listener.load()
     ctx.on_interrupt(listener.finish)
     if args.timeout is not None:
         timer = ctx.reactor.callLater(args.timeout, listener.finish)

@@ -194,7 +194,7 @@ async def find_file_share(ctx: Context, blake3: str) -> ReceivedMessage | None:
     keypair = await ctx.keypair()
     reader = Reader(ctx, keypair, ctx.account())
     found: ReceivedMessage | None = None
-    for item in ctx.received.items():
+    for item in await deferToThread(lambda: list(ctx.received.items())):
         message = await reader.read(item)
         p = message.plaintext or {}
         if p.get("type") == "file_share" and p.get("blake3") == blake3.lower():
