@@ -93,6 +93,7 @@ class Listener:
         """
         if self.finished.called:
             return 0
+        await self.reader.refresh()
         fresh: list[tuple[dict[str, Any], Any]] = []
         consumed = 0
         for item in items:
@@ -158,6 +159,7 @@ async def _file_saver(ctx: Context, reader: Reader, directory: str) -> FileSaver
     A saver that already knows the pieces earlier runs received.
     """
     saver = FileSaver(Path(directory).expanduser())
+    await reader.refresh()
     earlier = []
     for item in await deferToThread(lambda: list(ctx.received.items())):
         message = await reader.read(item)
