@@ -201,13 +201,16 @@ class Cli:
     env: dict[str, str] = field(default_factory=dict)
     mnemonic: str = ""
 
-    def spawn(self, *args: str, stdin: bytes | None = None, env: dict[str, str] | None = None):
+    def spawn(
+        self, *args: str, stdin: bytes | None = None, env: dict[str, str | None] | None = None
+    ):
         """
         Start C{kez-chat --home HOME ARGS}; an C{env} with C{KEZ_CHAT_HOME}
         leaves C{--home} out, so the variable alone chooses the home.
         """
         protocol = _Collect(stdin)
-        environ = {**self.env, **(env or {})}
+        # a None in env removes that variable
+        environ = {k: v for k, v in {**self.env, **(env or {})}.items() if v is not None}
         home = [] if "KEZ_CHAT_HOME" in environ else ["--home", self.home]
         transport = reactor.spawnProcess(
             protocol,
@@ -237,7 +240,7 @@ class Cli:
         self,
         *args: str,
         stdin: bytes | None = None,
-        env: dict[str, str] | None = None,
+        env: dict[str, str | None] | None = None,
         timeout: float = 60.0,
     ) -> Deferred[Result]:
         running = self.spawn(*args, stdin=stdin, env=env)

@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 import os
 import re
+from typing import Any
 
 from twisted.internet import reactor
 from twisted.internet.defer import ensureDeferred, gatherResults
@@ -18,9 +19,16 @@ from kezchat.client.http import ChatClient
 from kezchat.e2e import seal_envelope, text_message
 from kezchat.identity.keys import KeyPair
 from kezchat.identity.mnemonic import mnemonic_to_seed
-from tests.clisupport import CliTestCase, assert_one_line_error
+from tests.clisupport import CliTestCase, Result, assert_one_line_error
 from tests.relaysupport import inbox
 from tests.support import http_client, json_of, register
+
+
+async def both(*calls: Any) -> list[Result]:
+    """
+    Run CLI calls at the same time (independent ones: fewer waits).
+    """
+    return await gatherResults([ensureDeferred(c) for c in calls])
 
 
 class ChatFlowTests(CliTestCase):
@@ -43,13 +51,12 @@ class ChatFlowTests(CliTestCase):
         self.assertEqual(endpoints["iroh"]["node_id"], hex_key)
         self.assertEqual(endpoints["nats"]["inbox"], f"kez.inbox.{hex_key}")
 
-        whoami = (await alice.ok("whoami", "--json")).json
+        whoami, added = await both(alice.ok("whoami", "--json"), alice.ok("--json", "add", "bob"))
         self.assertEqual(
-            whoami, {"handle": "alice", "fqhn": "alice@kez.lat", "primary": account["primary"]}
+            whoami.json, {"handle": "alice", "fqhn": "alice@kez.lat", "primary": account["primary"]}
         )
-        added = (await alice.ok("--json", "add", "bob")).json
         self.assertEqual(
-            added,
+            added.json,
             {
                 "handle": "bob",
                 "fqhn": "bob@kez.lat",
@@ -57,12 +64,19 @@ class ChatFlowTests(CliTestCase):
                 "pinned": True,
             },
         )
-        self.assertEqual((await alice.ok("contacts", "--json")).lines, [added])
-
-        sent = (await alice.ok("send", "bob", "hello bob", "--json")).json
-        self.assertEqual(sent, {"to": "bob@kez.lat", "seq": 1})
+        contacts, sent = await both(
+            alice.ok("contacts", "--json"), alice.ok("send", "bob", "hello bob", "--json")
+        )
+        self.assertEqual(contacts.lines, [added.json])
+        self.assertEqual(sent.json, {"to": "bob@kez.lat", "seq": 1})
         await alice.ok("send", "bob@kez.lat", "second, with ünïcode ✓", "--json")
-        got = (await bob.ok("listen", "--json", "--count", "2", "--timeout", "20")).lines
+
+        # bob reads, and answers (pinning alice on first use either way)
+        listened, _ = await both(
+            bob.ok("listen", "--json", "--count", "2", "--timeout", "20"),
+            bob.ok("send", "alice", "hi alice", "--json"),
+        )
+        got = listened.lines
         self.assertEqual([m["text"] for m in got], ["hello bob", "second, with ünïcode ✓"])
         first = got[0]
         self.assertEqual(first["seq"], 1)
@@ -72,18 +86,19 @@ class ChatFlowTests(CliTestCase):
         self.assertEqual(first["type"], "text")
         self.assertIn("ts", first)
 
-        # bob answers; alice's first listen sees it; a second listen is empty
-        await bob.ok("send", "alice", "hi alice", "--json")
+        # alice's first listen sees the answer; a second one shows nothing
         got = (await alice.ok("listen", "--json", "--count", "1", "--timeout", "20")).lines
         self.assertEqual(
             [(m["from"], m["text"], m["verified"]) for m in got],
             [("bob@kez.lat", "hi alice", True)],
         )
-        again = await alice.ok("listen", "--json", "--timeout", "1.5")
+        again, _ = await both(
+            alice.ok("listen", "--json", "--timeout", "1.5"),
+            alice.ok("send", "bob", "plain words"),
+        )
         self.assertEqual(again.out, "")
 
         # human output
-        await alice.ok("send", "bob", "plain words")
         human = await bob.ok("listen", "--count", "1", "--timeout", "20")
         self.assertIn("alice@kez.lat: plain words", human.out)
 

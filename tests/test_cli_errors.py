@@ -73,6 +73,7 @@ class ErrorTests(CliTestCase):
         words = alice.mnemonic.split()
         swapped = " ".join([words[1], words[0], *words[2:]])
         stranger = seed_to_mnemonic(KeyPair.generate().seed)
+        unset = {"KEZ_CHAT_PASSPHRASE": None}
         results = await together(
             self.user("r1").run("recover", "--yes", stdin=b"these are not the words\n"),
             self.user("r2").run("recover", "--yes", stdin=swapped.encode()),
@@ -80,8 +81,10 @@ class ErrorTests(CliTestCase):
             alice.run("send", "bob", "x", env={"KEZ_CHAT_PASSPHRASE": "not it"}),
             alice.run("listen", "--json", env={"KEZ_CHAT_PASSPHRASE": "not it"}),
             self.user("nopass").run("register", "nopass", "--yes", env={"KEZ_CHAT_PASSPHRASE": ""}),
+            self.user("unset").run("register", "unset", "--yes", env=unset),
+            alice.run("send", "bob", "x", env=unset),
         )
-        bad_list, bad_checksum, unknown_key, wrong1, wrong2, empty = results
+        bad_list, bad_checksum, unknown_key, wrong1, wrong2, empty, unset1, unset2 = results
         assert_one_line_error(self, bad_list, 1, "not 24 valid recovery words")
         # a swap of two words almost always breaks the checksum; if it
         # happens to pass, it is another key, which no handle belongs to
@@ -91,15 +94,8 @@ class ErrorTests(CliTestCase):
         assert_one_line_error(self, wrong1, 1, "wrong passphrase", "KEZ_CHAT_PASSPHRASE")
         assert_one_line_error(self, wrong2, 1, "wrong passphrase")
         assert_one_line_error(self, empty, 1, "KEZ_CHAT_PASSPHRASE")
-
-        env = {k: v for k, v in self.env.items() if k != "KEZ_CHAT_PASSPHRASE"}
-        unset = self.user("unset")
-        unset.env = env
-        result = await unset.run("register", "unset", "--yes")
-        assert_one_line_error(self, result, 1, "set KEZ_CHAT_PASSPHRASE or run in a terminal")
-        alice.env = env
-        result = await alice.run("send", "bob", "x")
-        assert_one_line_error(self, result, 1, "KEZ_CHAT_PASSPHRASE")
+        assert_one_line_error(self, unset1, 1, "set KEZ_CHAT_PASSPHRASE or run in a terminal")
+        assert_one_line_error(self, unset2, 1, "KEZ_CHAT_PASSPHRASE")
 
     async def test_usage_and_state(self) -> None:
         """
@@ -108,27 +104,28 @@ class ErrorTests(CliTestCase):
         """
         await self.start_servers()
         empty = self.user("empty")
+        eve = self.user("eve")
+        no_server = {"KEZ_CHAT_SERVER_URL": None}
         results = await together(
             empty.run(),
             empty.run("frobnicate"),
             empty.run("listen", "--count", "many"),
             empty.run("send", "bob"),
             empty.run("register", "zed"),  # no --yes and stdin is not a terminal
+            empty.run("whoami"),
+            empty.run("send", "bob", "x"),
+            # with no server at all, a bare handle cannot say which one
+            eve.run("register", "eve", "--yes", env=no_server),
         )
-        for result in results:
+        for result in results[:5]:
             self.assertEqual(result.code, 2, str(result))
             self.assertNotIn("Traceback", result.err)
             self.assertEqual(result.out, "")
-        for command in (["whoami"], ["send", "bob", "x"]):
-            result = await empty.run(*command)
+        for result in results[5:7]:
             assert_one_line_error(self, result, 1, "no account in", "kez-chat register")
+        assert_one_line_error(self, results[7], 1, "which chat server", "--server")
 
-        # the globals: --server alone, KEZ_CHAT_HOME alone; with no server
-        # at all, a bare handle cannot say which one
-        eve = self.user("eve")
-        eve.env = {k: v for k, v in eve.env.items() if k != "KEZ_CHAT_SERVER_URL"}
-        which = await eve.run("register", "eve", "--yes")
-        assert_one_line_error(self, which, 1, "which chat server", "--server")
-        await eve.ok("--server", self.chat.url, "register", "eve", "--yes", "--json")
+        # the globals: --server alone, KEZ_CHAT_HOME alone
+        await eve.ok("--server", self.chat.url, "register", "eve", "--yes", "--json", env=no_server)
         me = await eve.ok("whoami", "--json", env={"KEZ_CHAT_HOME": eve.home})
         self.assertEqual(me.json["fqhn"], "eve@kez.lat")

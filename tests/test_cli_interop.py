@@ -11,7 +11,7 @@ import os
 from typing import Any
 
 from twisted.internet import reactor
-from twisted.internet.defer import Deferred
+from twisted.internet.defer import Deferred, ensureDeferred, gatherResults
 from twisted.trial import unittest
 
 from kezchat.client.http import ChatClient, SigClient
@@ -268,13 +268,6 @@ class NatsCliInteropTests(CliTestCase):
             (answer["from"], answer["text"], answer["verified"]),
             ("bob@kez.lat", "native answer", True),
         )
-        # the SSE side stored it once: one message in alice's inbox
-        again = await alice.ok("listen", "--json", "--timeout", "1.5")
-        self.assertEqual(again.out, "")
-        # bob's durable consumer remembers what he saved
-        quiet = await bob.ok("listen", *nats, "--json", "--timeout", "2")
-        self.assertEqual(quiet.out, "")
-
         # a key the chat-server does not know (say, its database was
         # reset) is refused by the callout: one line, exit 1, no hang
         ghost = self.user("ghost")
@@ -288,9 +281,21 @@ class NatsCliInteropTests(CliTestCase):
         entries[f"kez-chat\0{key.primary}"] = key.seed.hex()
         with open(keyring_file, "w") as f:
             json.dump(entries, f)
-        refused = await ghost.run("listen", *nats, "--timeout", "10")
-        assert_one_line_error(self, refused, 1, "NATS refused this key")
-        unreachable = await bob.run(
-            "send", "alice", "x", "--nats", f"nats://127.0.0.1:{free_port()}"
+
+        again, quiet, refused, unreachable = await gatherResults(
+            [
+                ensureDeferred(c)
+                for c in (
+                    # the SSE side stored the NATS message once
+                    alice.ok("listen", "--json", "--timeout", "1.5"),
+                    # bob's durable consumer remembers what he saved
+                    bob.ok("listen", *nats, "--json", "--timeout", "2"),
+                    ghost.run("listen", *nats, "--timeout", "10"),
+                    bob.run("send", "alice", "x", "--nats", f"nats://127.0.0.1:{free_port()}"),
+                )
+            ]
         )
+        self.assertEqual(again.out, "")
+        self.assertEqual(quiet.out, "")
+        assert_one_line_error(self, refused, 1, "NATS refused this key")
         assert_one_line_error(self, unreachable, 1, "cannot reach nats://127.0.0.1")

@@ -108,13 +108,31 @@ class Reader:
         self.keypair = keypair
         self.account = account
         self._handles: dict[str, str | None] = {}
+        self._contacts: dict[str, dict[str, Any]] | None = None
+
+    async def refresh(self) -> None:
+        """
+        Take a snapshot of the pinned contacts (off the reactor thread);
+        until the next refresh, L{read} consults it instead of the file.
+        """
+        self._contacts = await deferToThread(self.ctx.contacts.snapshot)
+
+    def _pinned(self, fqhn: str) -> dict[str, Any] | None:
+        if self._contacts is None:
+            return self.ctx.contacts.get(fqhn)
+        return self._contacts.get(fqhn.lower())
 
     async def handle_of(self, primary: str) -> str | None:
         """
         The handle bound to C{primary}: from contacts, else the server.
         """
         if primary not in self._handles:
-            contact = self.ctx.contacts.by_primary(primary)
+            if self._contacts is None:
+                contact = self.ctx.contacts.by_primary(primary)
+            else:
+                contact = next(
+                    (c for c in self._contacts.values() if c["primary"] == primary), None
+                )
             if contact is not None:
                 self._handles[primary] = contact["fqhn"]
             else:
@@ -126,7 +144,7 @@ class Reader:
         return self._handles[primary]
 
     def _pin_first_use(self, fqhn: str, primary: str) -> None:
-        self.ctx.contacts.pin(
+        pinned = self.ctx.contacts.pin(
             {
                 "handle": fqhn.partition("@")[0],
                 "fqhn": fqhn,
@@ -135,6 +153,8 @@ class Reader:
                 "source": "message",
             }
         )
+        if self._contacts is not None:
+            self._contacts[fqhn.lower()] = pinned
 
     async def read(self, item: dict[str, Any]) -> ReceivedMessage:
         """
@@ -146,7 +166,7 @@ class Reader:
         sender = item.get("from") if isinstance(item.get("from"), str) else None
         problems: list[str] = []
         plaintext: dict[str, Any] | None = None
-        pinned = self.ctx.contacts.get(sender) if sender else None
+        pinned = self._pinned(sender) if sender else None
         expected = pinned["primary"] if pinned else from_primary
         if isinstance(envelope, dict) and envelope.get("from") != from_primary:
             problems.append("the envelope's sender is not the key the server vouched for")
@@ -193,8 +213,9 @@ async def find_file_share(ctx: Context, blake3: str) -> ReceivedMessage | None:
     """
     keypair = await ctx.keypair()
     reader = Reader(ctx, keypair, ctx.account())
+    await reader.refresh()
     found: ReceivedMessage | None = None
-    for item in ctx.received.items():
+    for item in await deferToThread(lambda: list(ctx.received.items())):
         message = await reader.read(item)
         p = message.plaintext or {}
         if p.get("type") == "file_share" and p.get("blake3") == blake3.lower():

@@ -66,6 +66,12 @@ class ContactBook:
             raise CliError(f"{self.home.contacts_path} is damaged: restore or remove it")
         return contacts
 
+    def snapshot(self) -> dict[str, dict[str, Any]]:
+        """
+        Every contact by fqhn, as the file holds them now.
+        """
+        return dict(self._all())
+
     def all(self) -> list[dict[str, Any]]:
         return [self._all()[k] for k in sorted(self._all())]
 
