@@ -20,6 +20,7 @@ from typing import Any
 from twisted.internet.defer import Deferred, DeferredQueue
 from twisted.internet.task import LoopingCall, deferLater
 from twisted.internet.threads import deferToThread
+from twisted.python.failure import Failure
 
 from kezchat.cli.attachments import FileSaver, PlaintextError, write_new_file
 from kezchat.cli.context import Context
@@ -237,7 +238,11 @@ async def _listen_sse(
                 return
 
     consumer = Deferred.fromCoroutine(consume())
-    consumer.addErrback(lambda f: (listener.finish(), f)[1])
+    def consumer_failed(failure: Failure) -> Failure:
+        listener.finish()
+        return failure
+
+    consumer.addErrback(consumer_failed)
     acker = _Acker(ctx, keypair, account["fqhn"], listener) if ack else None
     delay = RECONNECT_FIRST
     try:

@@ -141,7 +141,12 @@ def run(reactor: Any, args: argparse.Namespace) -> int:
         outcome["interrupted"] = True
         ctx.interrupt()
         waiting: Deferred[Any] = Deferred()
-        running.addBoth(lambda result: (waiting.called or waiting.callback(None), result)[1])
+        def finished(result: object) -> object:
+            if not waiting.called:
+                waiting.callback(None)
+            return result
+
+        running.addBoth(finished)
         waiting.addTimeout(INTERRUPT_GRACE, reactor, onTimeoutCancel=lambda *_: None)
         return waiting
 

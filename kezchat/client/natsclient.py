@@ -78,12 +78,13 @@ async def connect_user(
             url,
             nkeys_seed_str=NKey(USER, keypair.seed).seed_text,
             inbox_prefix=reply_prefix(keypair.public_hex),
-            connect_timeout=connect_timeout,
+            # nats-py annotates these seconds as int; it takes floats
+            connect_timeout=connect_timeout,  # type: ignore[arg-type]
             allow_reconnect=reconnect,
             # a few tries at first (nats-py would otherwise retry forever
             # before the first connection); unlimited once connected
             max_reconnect_attempts=INITIAL_ATTEMPTS,
-            reconnect_time_wait=0.5,
+            reconnect_time_wait=0.5,  # type: ignore[arg-type]
             error_cb=error_cb,
             disconnected_cb=disconnected_cb,
             reconnected_cb=reconnected_cb,

@@ -11,9 +11,10 @@ testable on its own.
 from __future__ import annotations
 
 from collections.abc import Callable
-from typing import Any
+from typing import Any, cast
 
 from twisted.internet.defer import Deferred
+from twisted.internet.interfaces import IPushProducer
 from twisted.internet.protocol import Protocol
 from twisted.python.failure import Failure
 from twisted.web.client import Agent
@@ -33,6 +34,14 @@ class _Receiver(Protocol):
 
     def connectionLost(self, reason: Failure | None = None) -> None:
         self.connection._lost(reason)
+
+
+def _producer(transport: object) -> IPushProducer:
+    """
+    A response body's transport, which treq's Agent gives as a push
+    producer: pausing it stops reading from the socket.
+    """
+    return cast(IPushProducer, transport)
 
 
 class StreamConnection:
@@ -63,7 +72,7 @@ class StreamConnection:
         for event in self.parser.feed(data):
             self.on_event(event)
 
-    def _lost(self, reason: Failure) -> None:
+    def _lost(self, reason: Failure | None) -> None:
         if not self.ended.called:
             self.ended.callback(None)
 
@@ -72,11 +81,11 @@ class StreamConnection:
         Stop reading (TCP pushes back on the server) until L{resume}.
         """
         if self._receiver is not None and self._receiver.transport is not None:
-            self._receiver.transport.pauseProducing()
+            _producer(self._receiver.transport).pauseProducing()
 
     def resume(self) -> None:
         if self._receiver is not None and self._receiver.transport is not None:
-            self._receiver.transport.resumeProducing()
+            _producer(self._receiver.transport).resumeProducing()
 
     def close(self) -> Deferred[None]:
         """
@@ -84,7 +93,7 @@ class StreamConnection:
         """
         receiver = self._receiver
         if receiver is not None and receiver.transport is not None:
-            receiver.transport.stopProducing()
+            _producer(receiver.transport).stopProducing()
         elif not self.ended.called:
             self.ended.callback(None)
         return self.ended

@@ -97,7 +97,7 @@ class Download:
     ticket: str
 
 
-async def _within(awaitable, seconds: float):  # type: ignore[no-untyped-def]
+async def _within(awaitable, seconds: float):
     """
     Await C{awaitable} for at most C{seconds} (no extra task per call: this
     runs once per piece).
@@ -179,7 +179,7 @@ class FileServer:
         finally:
             connection.close(b"done")
 
-    async def _send_file(self, offer: Offer, send) -> None:  # type: ignore[no-untyped-def]
+    async def _send_file(self, offer: Offer, send) -> None:
         loop = asyncio.get_running_loop()
         with _worker() as worker:
             pieces = await loop.run_in_executor(

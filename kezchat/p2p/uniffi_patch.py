@@ -48,7 +48,7 @@ def installed_version() -> str:
     return metadata.version("iroh")
 
 
-def _write(self, value) -> None:  # type: ignore[no-untyped-def]
+def _write(self, value) -> None:
     """
     Copy C{value} into the buffer in one C{memmove}.
     """
@@ -87,6 +87,6 @@ def apply() -> bool:
         )
         return False
     _original_write = iroh_ffi._UniffiRustBufferBuilder.write
-    iroh_ffi._UniffiRustBufferBuilder.write = _write
+    setattr(iroh_ffi._UniffiRustBufferBuilder, "write", _write)  # noqa: B010
     _applied = True
     return True

@@ -197,7 +197,11 @@ class GroupCommit:
             stored = self._db.run(_add, [message for message, _d in batch])
             stored.addBoth(self._done, batch)
 
-    def _done(self, result: list[Accepted] | Failure, batch: list) -> None:
+    def _done(
+        self,
+        result: list[Accepted | IdempotencyConflict] | Failure,
+        batch: list[tuple[NewMessage, Deferred[Accepted]]],
+    ) -> None:
         self._in_flight -= 1
         if not isinstance(result, Failure):
             for (_message, d), outcome in zip(batch, result, strict=True):
