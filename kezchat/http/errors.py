@@ -41,14 +41,17 @@ def error_response(request: IRequest, error: KezError) -> bytes:
     return json_response(request, error.to_json(), error.status)
 
 
-def read_body(request: IRequest, cap: int = DEFAULT_BODY_CAP) -> bytes:
+def read_body(request: IRequest, cap: int | None = None) -> bytes:
     """
-    The request body, refusing one above C{cap}.
+    The request body, refusing one above C{cap} (by default the cap its
+    route declared, see L{kezchat.http.routing.Routes.route}).
 
     Behind our own C{KezSite} the cap was enforced while reading; this check
     is what still protects the routes when the resource is mounted in
     someone else's C{Site}.
     """
+    if cap is None:
+        cap = getattr(request, "kez_body_cap", DEFAULT_BODY_CAP)
     content = request.content
     content.seek(0, 2)
     if content.tell() > cap:
@@ -68,5 +71,5 @@ def parse_json(raw: bytes) -> Any:
         raise KezError("bad_request", f"the body is not valid JSON: {e}"[:200]) from None
 
 
-def read_json(request: IRequest, cap: int = DEFAULT_BODY_CAP) -> Any:
+def read_json(request: IRequest, cap: int | None = None) -> Any:
     return parse_json(read_body(request, cap))

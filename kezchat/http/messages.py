@@ -13,11 +13,11 @@ from kezchat.http.errors import json_bytes, json_response, parse_json, read_body
 from kezchat.http.routing import Routes
 from kezchat.relay.auth import body_digest, parse_auth
 from kezchat.relay.items import inbox_page
-from kezchat.relay.relay import DEFAULT_PAGE, Relay, parse_cursor
+from kezchat.relay.relay import DEFAULT_PAGE, MAX_MESSAGE_BYTES, Relay, parse_cursor
 from kezchat.relay.sse import StreamHub
 from kezchat.timeutil import format_rfc3339
 
-MESSAGE_CAP = 256 * 1024
+MESSAGE_CAP = MAX_MESSAGE_BYTES
 
 
 def _arg(request: IRequest, name: bytes) -> bytes | None:
@@ -41,9 +41,9 @@ def install(
 ) -> None:
     client_address = client_address or ClientAddress()
 
-    @routes.route("/v1/messages", methods=["POST"], name="send")
+    @routes.route("/v1/messages", methods=["POST"], name="send", body_cap=MESSAGE_CAP)
     async def send(request: IRequest) -> bytes:
-        raw = read_body(request, MESSAGE_CAP)
+        raw = read_body(request)
         sender_handle = request.getHeader(b"x-kez-sender")
         if not sender_handle:
             raise KezError("unauthorized", "X-KEZ-Sender is required")

@@ -26,6 +26,7 @@ class ApiResource(Resource):
 
     def __init__(self, routes: Routes, clock: Callable[[], float]) -> None:
         super().__init__()
+        self.routes = routes
         self._klein = routes.app.resource()
         self._metrics = routes.metrics
         self._clock = clock

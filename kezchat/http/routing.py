@@ -18,6 +18,7 @@ from werkzeug.routing import RequestRedirect
 
 from kezchat.errors import KezError
 from kezchat.http.errors import error_response, json_response
+from kezchat.http.request import DEFAULT_BODY_CAP
 from kezchat.metrics import HTTPMetrics
 from kezchat.storage.errors import DatabaseUnavailable
 
@@ -31,9 +32,15 @@ class Routes:
     One Klein app and the metrics its errors are counted in.
     """
 
-    def __init__(self, metrics: HTTPMetrics) -> None:
+    def __init__(self, metrics: HTTPMetrics, default_body_cap: int = DEFAULT_BODY_CAP) -> None:
+        """
+        @param default_body_cap: the body cap of a route that declares none.
+        """
         self.app = Klein()
         self.metrics = metrics
+        self.default_body_cap = default_body_cap
+        #: static path prefix of a rule → the body cap its routes declared
+        self._body_caps: dict[bytes, int] = {}
         self.app.handle_errors(KezError)(self._api_error)
         # werkzeug "redirects" /v1//healthz to /v1/healthz by raising; an
         # API path is either right or not found, never a redirect (and an
@@ -43,15 +50,26 @@ class Routes:
         self.app.handle_errors(DatabaseUnavailable)(self._unavailable)
         self.app.handle_errors(Exception)(self._internal_error)
 
-    def route(self, rule: str, *, methods: list[str], name: str) -> Callable[[Handler], Handler]:
+    def route(
+        self, rule: str, *, methods: list[str], name: str, body_cap: int | None = None
+    ) -> Callable[[Handler], Handler]:
         """
         Register C{handler} for C{rule}; C{name} labels its metrics (the raw
         path never becomes a label: that would be unbounded cardinality).
+
+        @param body_cap: the largest request body this route takes, in
+            bytes (default: L{default_body_cap}). It is enforced while the
+            body is read (L{body_cap_for}) and again by L{read_body}.
         """
+        cap = self.default_body_cap if body_cap is None else body_cap
+        if body_cap is not None:
+            prefix = rule.split("<", 1)[0].encode()
+            self._body_caps[prefix] = max(cap, self._body_caps.get(prefix, 0))
 
         def register(handler: Handler) -> Handler:
             def named(request: IRequest, **kw: Any) -> Any:
                 request.kez_route = name  # type: ignore[attr-defined]
+                request.kez_body_cap = cap  # type: ignore[attr-defined]
                 return handler(request, **kw)
 
             named.__name__ = f"{name}:{'/'.join(methods)}"
@@ -59,6 +77,19 @@ class Routes:
             return handler
 
         return register
+
+    def body_cap_for(self, path: bytes) -> int:
+        """
+        The body cap of a request path, known before routing (the body is
+        not read yet). Paths are matched by the rule prefix they contain,
+        so the caps hold under a mount prefix too; the longest wins.
+        """
+        path = path.split(b"?", 1)[0]
+        best, cap = -1, self.default_body_cap
+        for prefix, limit in self._body_caps.items():
+            if prefix in path and len(prefix) > best:
+                best, cap = len(prefix), limit
+        return cap
 
     def _api_error(self, request: IRequest, failure: Failure) -> bytes:
         error = failure.value
