@@ -92,6 +92,9 @@ class BodyCapTests(TestCase):
         self.assertEqual(status, 413, raw[:300])
         self.assertEqual(headers.get("content-type"), "application/json")
         self.assertEqual(json.loads(body)["error"]["code"], "payload_too_large")
+        # the same compact JSON as every other error body
+        self.assertNotIn(b'": ', body)
+        self.assertNotIn(b'", ', body)
 
     async def test_oversize_content_length_is_refused_before_the_body(self) -> None:
         """

@@ -15,6 +15,7 @@ from twisted.web.iweb import IRequest
 from twisted.web.resource import IResource
 from twisted.web.server import NOT_DONE_YET
 
+from kezchat.errors import KezError
 from kezchat.http import meta, registry
 from kezchat.http.clientip import ClientAddress
 from kezchat.http.request import KezSite
@@ -94,7 +95,10 @@ class ChatResource(ApiResource):
         first = request.postpath[0] if request.postpath else b""
         if self._http.web is not None and first not in API_SEGMENTS:
             request.kez_route = "web"
-            return self._http.web.render(request)
+            try:
+                return self._http.web.render(request)
+            except KezError as e:
+                return self.routes.render_error(request, e)
         return super().dispatch(request)
 
 

@@ -4,13 +4,12 @@ JSON bodies in and out, and the SPEC §3 error shape.
 
 from __future__ import annotations
 
-import json
 from typing import Any
 
 from twisted.web.iweb import IRequest
 
 from kezchat import strictjson
-from kezchat.errors import KezError
+from kezchat.errors import KezError, json_body
 from kezchat.http.request import DEFAULT_BODY_CAP
 
 
@@ -31,14 +30,17 @@ def json_bytes(
 def json_response(
     request: IRequest, value: Any, status: int = 200, content_type: bytes = b"application/json"
 ) -> bytes:
-    body = json.dumps(value, separators=(",", ":"), ensure_ascii=False).encode("utf-8")
-    return json_bytes(request, body, status, content_type)
+    return json_bytes(request, json_body(value), status, content_type)
 
 
 def error_response(request: IRequest, error: KezError) -> bytes:
+    """
+    Answer with C{error}: its status, its C{Retry-After}, its JSON body.
+    Use L{kezchat.http.routing.Routes.render_error}, which also counts it.
+    """
     if error.retry_after is not None:
         request.setHeader(b"retry-after", str(error.retry_after).encode())
-    return json_response(request, error.to_json(), error.status)
+    return json_bytes(request, error.body(), error.status)
 
 
 def read_body(request: IRequest, cap: int | None = None) -> bytes:

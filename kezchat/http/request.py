@@ -11,7 +11,6 @@ C{100 Continue}; C{handleContentChunk} sees every byte, chunked or not.
 from __future__ import annotations
 
 import io
-import json
 import re
 from collections.abc import Callable
 from typing import Any
@@ -21,20 +20,21 @@ from twisted.web.http import HTTPChannel, combinedLogFormatter
 from twisted.web.resource import IResource
 from twisted.web.server import Request, Site
 
+from kezchat.errors import KezError
+
 DEFAULT_BODY_CAP = 64 * 1024
+TOO_SLOW = KezError("request_timeout", "the request took too long to arrive")
 
 
 _REASONS = {400: b"Bad Request", 408: b"Request Timeout", 413: b"Payload Too Large"}
 
 
-def raw_json_response(
-    status: int, code: str, message: str, headers: tuple[tuple[bytes, bytes], ...] = ()
-) -> bytes:
+def raw_json_response(error: KezError, headers: tuple[tuple[bytes, bytes], ...] = ()) -> bytes:
     """
-    A complete HTTP/1.1 response with a SPEC error body, for answering
+    A complete HTTP/1.1 response with C{error}'s body, for answering
     before the request reaches a resource.
     """
-    body = json.dumps({"error": {"code": code, "message": message}}).encode()
+    status, body = error.status, error.body()
     extra = b"".join(b"%s: %s\r\n" % (name, value) for name, value in headers)
     return (
         b"HTTP/1.1 %d %s\r\n"
@@ -108,16 +108,18 @@ class KezChannel(HTTPChannel):
             lose_write()
         self._refuse_abort = self.callLater(self.refuse_linger, self.transport.abortConnection)
 
-    def refuse_early(self, status: int, code: str, message: str) -> None:
+    def refuse_early(self, error: KezError) -> None:
         """
-        Answer the request being received with a SPEC error, before any
+        Answer the request being received with C{error}, before any
         resource sees it; count it, and drain the rest of the connection.
         """
-        site = getattr(self, "site", None)
-        on_refused = getattr(site, "on_refused", None)
+        self._count_refusal(error)
+        self.refuse(raw_json_response(error, self._refusal_headers()))
+
+    def _count_refusal(self, error: KezError) -> None:
+        on_refused = getattr(getattr(self, "site", None), "on_refused", None)
         if on_refused is not None:
-            on_refused(code)
-        self.refuse(raw_json_response(status, code, message, self._refusal_headers()))
+            on_refused(error.code)
 
     def _refusal_headers(self) -> tuple[tuple[bytes, bytes], ...]:
         return getattr(getattr(self, "site", None), "refusal_headers", ())
@@ -127,11 +129,9 @@ class KezChannel(HTTPChannel):
         Twisted's answer to a malformed request line, header or chunk is a
         bare C{400} with no body; give it the SPEC error shape instead.
         """
-        self.transport.write(
-            raw_json_response(
-                400, "bad_request", "malformed HTTP request", self._refusal_headers()
-            )
-        )
+        error = KezError("bad_request", "malformed HTTP request")
+        self._count_refusal(error)
+        self.transport.write(raw_json_response(error, self._refusal_headers()))
         self.loseConnection()
 
     def dataReceived(self, data: bytes) -> None:
@@ -158,7 +158,7 @@ class KezChannel(HTTPChannel):
 
     def _line_too_slow(self) -> None:
         self._line_deadline = None
-        self.refuse_early(408, "request_timeout", "the request took too long to arrive")
+        self.refuse_early(TOO_SLOW)
 
     def connectionLost(self, reason: object) -> None:
         self.request_started()
@@ -218,12 +218,12 @@ class KezRequest(Request):
         self.requestHeaders.removeHeader(b"expect")
         self._cancel_deadline()
         self.channel.refuse_early(
-            413, "payload_too_large", f"the request body is larger than {self._cap} bytes"
+            KezError("payload_too_large", f"the request body is larger than {self._cap} bytes")
         )
 
     def _too_slow(self) -> None:
         self._deadline = None
-        self.channel.refuse_early(408, "request_timeout", "the request took too long to arrive")
+        self.channel.refuse_early(TOO_SLOW)
 
     def _cancel_deadline(self) -> None:
         if self._deadline is not None and self._deadline.active():

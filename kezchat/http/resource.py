@@ -13,7 +13,7 @@ from collections.abc import Callable
 from twisted.web.iweb import IRequest
 from twisted.web.resource import Resource
 
-from kezchat.http.errors import json_response
+from kezchat.errors import KezError
 from kezchat.http.routing import Routes
 
 
@@ -36,8 +36,8 @@ class ApiResource(Resource):
             for segment in (*request.prepath, *request.postpath):
                 segment.decode("utf-8")
         except UnicodeDecodeError:
-            return json_response(
-                request, {"error": {"code": "bad_request", "message": "path is not UTF-8"}}, 400
+            return self.routes.render_error(
+                request, KezError("bad_request", "path is not UTF-8")
             )
         started = self._clock()
         request.notifyFinish().addBoth(self._finished, request, started)

@@ -91,36 +91,37 @@ class Routes:
                 best, cap = len(prefix), limit
         return cap
 
-    def _api_error(self, request: IRequest, failure: Failure) -> bytes:
-        error = failure.value
+    def render_error(self, request: IRequest, error: KezError) -> bytes:
+        """
+        Answer with C{error} and count it as a rejection: the one way the
+        server refuses a request it has routed.
+        """
         self.metrics.rejections.labels(error.code).inc()
         return error_response(request, error)
+
+    def _api_error(self, request: IRequest, failure: Failure) -> bytes:
+        return self.render_error(request, failure.value)
 
     def _unavailable(self, request: IRequest, failure: Failure) -> bytes:
         # nothing was stored: the client may send the same request again
         error = failure.value
-        return self._api_error(
+        return self.render_error(
             request,
-            Failure(KezError(
+            KezError(
                 "unavailable",
                 f"the database is unavailable ({error.cause}); try again shortly",
                 retry_after=error.retry_after,
-            )),
+            ),
         )
 
     def _not_found(self, request: IRequest, failure: Failure) -> bytes:
-        return self._api_error(
-            request, Failure(KezError("not_found", "no such endpoint"))
-        )
+        return self.render_error(request, KezError("not_found", "no such endpoint"))
 
     def _method_not_allowed(self, request: IRequest, failure: Failure) -> bytes:
         allowed = failure.value.valid_methods or []
         request.setHeader(b"allow", ", ".join(sorted(allowed)).encode())
-        self.metrics.rejections.labels("method_not_allowed").inc()
-        return json_response(
-            request,
-            {"error": {"code": "method_not_allowed", "message": "method not allowed here"}},
-            405,
+        return self.render_error(
+            request, KezError("method_not_allowed", "method not allowed here")
         )
 
     def _internal_error(self, request: IRequest, failure: Failure) -> bytes | None:
@@ -128,6 +129,7 @@ class Routes:
             # the client went away; there is nobody to answer
             return None
         log.failure("unhandled error on {path}", failure, path=request.path)
+        # not a refusal (no KezError code, not counted as a rejection)
         return json_response(
             request,
             {"error": {"code": "internal_error", "message": "the server failed; see its log"}},
