@@ -9,7 +9,6 @@ The flag and variable names are an interface operators script against
 from __future__ import annotations
 
 import math
-import os
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from ipaddress import ip_network
@@ -18,6 +17,7 @@ from typing import Any
 from twisted.python import usage
 
 from kezchat.identity.handles import SERVER_RE
+from kezchat.options import TableOptions, parameters, parse_switch
 
 
 @dataclass(frozen=True)
@@ -104,10 +104,6 @@ def retention_bytes_problem(size: int) -> str | None:
     return None
 
 
-def _env_list(value: str) -> list[str]:
-    return value.split()
-
-
 def _positive_int(name: str, value: str) -> int:
     try:
         number = int(value)
@@ -118,7 +114,7 @@ def _positive_int(name: str, value: str) -> int:
     return number
 
 
-class ChatOptions(usage.Options):
+class ChatOptions(TableOptions):
     """
     C{twistd kezchat} options. Every option also reads an environment
     variable; a flag given on the command line wins over the variable.
@@ -209,10 +205,7 @@ class ChatOptions(usage.Options):
         ),
     ]
 
-    optParameters = [
-        [flag, None, None, f"{help} (${env}) [default: {default}]"]
-        for flag, env, default, help in table
-    ]
+    optParameters = parameters(table)
 
     optFlags = [
         [
@@ -222,12 +215,6 @@ class ChatOptions(usage.Options):
             "registered under the old one stop being served ($KEZ_CHAT_ALLOW_SERVER_CHANGE=yes)",
         ],
     ]
-
-    def __init__(self, environ: Mapping[str, str] | None = None) -> None:
-        self.environ = os.environ if environ is None else environ
-        super().__init__()
-        for flag, _env, _default, _help in self.repeatable:
-            self[flag] = []
 
     def opt_listen(self, value: str) -> None:
         self["listen"].append(value)
@@ -239,16 +226,8 @@ class ChatOptions(usage.Options):
 
     opt_trusted_proxy.__doc__ = repeatable[1][3] + " ($KEZ_CHAT_TRUSTED_PROXIES)"
 
-    def _setting(self, flag: str, env: str, default: str | None) -> str | None:
-        if self[flag] is not None:
-            return self[flag]
-        return self.environ.get(env, default) or default
-
     def postOptions(self) -> None:
-        settings = {flag: self._setting(flag, env, default) for flag, env, default, _ in self.table}
-        for flag, env, default, _ in self.repeatable:
-            if not self[flag]:
-                self[flag] = _env_list(self.environ.get(env, "")) or list(default)
+        settings = self.settings()
 
         server = (settings["server"] or "").lower()
         if not SERVER_RE.fullmatch(server):
@@ -260,8 +239,7 @@ class ChatOptions(usage.Options):
                 raise usage.UsageError(f"--trusted-proxy {proxy!r} is not an address") from None
         if settings["log-format"] not in ("text", "json"):
             raise usage.UsageError("--log-format is text or json")
-        if settings["access-log"] not in ("on", "off"):
-            raise usage.UsageError("--access-log is on or off")
+        access_log = parse_switch("access-log", settings["access-log"])
         allow_env = self.environ.get("KEZ_CHAT_ALLOW_SERVER_CHANGE", "").lower()
         if allow_env not in ("", "0", "no", "false", "1", "yes", "true"):
             raise usage.UsageError("KEZ_CHAT_ALLOW_SERVER_CHANGE is yes or no")
@@ -293,7 +271,7 @@ class ChatOptions(usage.Options):
             register_limit=_positive_int("register-limit", settings["register-limit"]),
             send_limit=_positive_int("send-limit", settings["send-limit"]),
             log_format=settings["log-format"],
-            access_log=settings["access-log"] == "on",
+            access_log=access_log,
             max_streams_per_handle=_positive_int(
                 "max-streams-per-handle", settings["max-streams-per-handle"]
             ),

@@ -268,7 +268,7 @@ class KezSite(Site):
         request_deadline: float = 30.0,
         on_refused: Callable[[str], None] | None = None,
         refusal_headers: tuple[tuple[bytes, bytes], ...] = (),
-        access_log: bool = True,
+        access_log: bool = False,
         reactor: object = None,
         **kw: object,
     ) -> None:

@@ -121,7 +121,9 @@ def build_resource(
     return SigResource(routes, clock)
 
 
-def build_site(resource: SigResource, metrics: SigMetrics, reactor: object) -> KezSite:
+def build_site(
+    resource: SigResource, metrics: SigMetrics, reactor: object, access_log: bool = False
+) -> KezSite:
     """
     A C{Site} that refuses bodies over their route's cap (L{EVENT_CAP})
     while reading them.
@@ -131,6 +133,7 @@ def build_site(resource: SigResource, metrics: SigMetrics, reactor: object) -> K
         body_cap_for=resource.routes.body_cap_for,
         on_refused=lambda code: metrics.rejections.labels(code).inc(),
         refusal_headers=((b"Access-Control-Allow-Origin", b"*"),),
+        access_log=access_log,
         reactor=reactor,
     )
     site.displayTracebacks = False

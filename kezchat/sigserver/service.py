@@ -82,5 +82,7 @@ def makeService(
     parts = build_parts(config, reactor)
     service = SigService(parts, reactor, on_fatal)
     parts.db.setServiceParent(service)
-    service.listen(config.listen, build_site(parts.resource, parts.metrics, reactor))
+    service.listen(config.listen, build_site(
+        parts.resource, parts.metrics, reactor, access_log=config.access_log
+    ))
     return service
