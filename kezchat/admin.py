@@ -22,6 +22,7 @@ from pathlib import Path
 
 from twisted.python import usage
 
+from kezchat import __version__
 from kezchat.backup import BackupError, backup_database, backup_to_stream
 from kezchat.natsbridge.keys import ACCOUNT, USER, NKey, write_seed_file
 
@@ -72,6 +73,13 @@ class AdminOptions(usage.Options):
         ["nats-keys", None, NatsKeysOptions, "Create the NATS issuer and callout keys."],
         ["backup", None, BackupOptions, "Back up a SQLite database while the server runs."],
     ]
+
+    def opt_version(self) -> None:
+        """
+        Print kezchat's version and exit.
+        """
+        print(f"kezchat-admin {__version__}")
+        sys.exit(0)
 
     def postOptions(self) -> None:
         if self.subCommand is None:

@@ -9,10 +9,8 @@ The flag and variable names are an interface operators script against
 from __future__ import annotations
 
 import math
-from collections.abc import Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from ipaddress import ip_network
-from typing import Any
 
 from twisted.python import usage
 
@@ -53,7 +51,6 @@ class ChatConfig:
     max_streams_per_ip: int = 256
     #: total bytes the KEZ_INBOX JetStream stream keeps (oldest dropped first)
     nats_stream_max_bytes: int = 1024**3
-    extra: Mapping[str, Any] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
         # the invariants the flags are checked against, for embedders too

@@ -62,6 +62,15 @@ class TableOptions(usage.Options):
         for flag, _env, _default, _help in self.repeatable:
             self[flag] = []
 
+    def opt_version(self) -> None:
+        """
+        Print kezchat's version and exit.
+        """
+        from kezchat import __version__
+
+        print(f"kezchat {__version__}")
+        raise SystemExit(0)
+
     def _setting(self, flag: str, env: str, default: str | None) -> str | None:
         if self[flag] is not None:
             return self[flag]  # type: ignore[no-any-return]

@@ -16,11 +16,12 @@ from collections.abc import Callable
 from typing import Any
 
 from twisted.internet.interfaces import IDelayedCall
-from twisted.web.http import HTTPChannel, combinedLogFormatter
+from twisted.web.http import combinedLogFormatter
 from twisted.web.resource import IResource
 from twisted.web.server import Request, Site
 
 from kezchat.errors import KezError
+from kezchat.http.twistedprivate import BadRequestHook, request_line_path
 
 DEFAULT_BODY_CAP = 64 * 1024
 TOO_SLOW = KezError("request_timeout", "the request took too long to arrive")
@@ -77,7 +78,7 @@ def redacting_log_formatter(timestamp: str, request: Request) -> str:
     return combinedLogFormatter(timestamp, _RedactedRequest(request))
 
 
-class KezChannel(HTTPChannel):
+class KezChannel(BadRequestHook):
     """
     An HTTP channel that can answer a request early and then drain the
     rest of what the client sends without keeping it.
@@ -124,7 +125,7 @@ class KezChannel(HTTPChannel):
     def _refusal_headers(self) -> tuple[tuple[bytes, bytes], ...]:
         return getattr(getattr(self, "site", None), "refusal_headers", ())
 
-    def _respondToBadRequestAndDisconnect(self) -> None:
+    def bad_request(self) -> None:
         """
         Twisted's answer to a malformed request line, header or chunk is a
         bare C{400} with no body; give it the SPEC error shape instead.
@@ -191,9 +192,7 @@ class KezRequest(Request):
     def _site_cap(self) -> int:
         site = getattr(self.channel, "site", None)
         cap_for = getattr(site, "body_cap_for", None)
-        # HTTPChannel keeps the request line's path until the request is
-        # complete; it is the only place the path is known this early.
-        path = getattr(self.channel, "_path", b"")
+        path = request_line_path(self.channel)
         return cap_for(path) if cap_for is not None else DEFAULT_BODY_CAP
 
     def gotLength(self, length: int | None) -> None:

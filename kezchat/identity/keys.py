@@ -14,7 +14,6 @@ from typing import Any
 
 from nacl.bindings import (
     crypto_sign_ed25519_pk_to_curve25519,
-    crypto_sign_ed25519_sk_to_curve25519,
 )
 from nacl.exceptions import BadSignatureError
 from nacl.exceptions import ValueError as NaclValueError
@@ -144,7 +143,7 @@ class KeyPair:
         """
         The X25519 private key derived from this Ed25519 key (SPEC §2).
         """
-        return crypto_sign_ed25519_sk_to_curve25519(bytes(self._signing_key._signing_key))
+        return bytes(self._signing_key.to_curve25519_private_key())
 
     def x25519_public(self) -> bytes:
         return x25519_public_from_primary(self.primary)

@@ -50,14 +50,6 @@ def require_asyncio_reactor(reactor: Any) -> None:
         )
 
 
-def loop_of(reactor: Any) -> asyncio.AbstractEventLoop:
-    """
-    The asyncio event loop that the asyncio reactor C{reactor} runs.
-    """
-    require_asyncio_reactor(reactor)
-    return reactor._asyncioEventloop  # type: ignore[no-any-return]
-
-
 def _map_cancellation(failure: Failure) -> Failure:
     # asyncio's CancelledError is a BaseException unknown to Twisted; left
     # as is it surfaces as "Unhandled error" wherever a request is dropped.
