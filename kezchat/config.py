@@ -17,6 +17,11 @@ from twisted.python import usage
 from kezchat.identity.handles import SERVER_RE
 from kezchat.options import TableOptions, parameters, parse_switch
 
+#: seconds over which C{send_limit} and C{register_limit} count (their
+#: flags say "per minute" and "per hour")
+SEND_LIMIT_WINDOW = 60.0
+REGISTER_LIMIT_WINDOW = 3600.0
+
 
 @dataclass(frozen=True)
 class ChatConfig:

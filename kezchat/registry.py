@@ -179,7 +179,8 @@ class Registry:
         now = self._clock()
         if abs(now - created) > REGISTRATION_SKEW:
             raise KezError(
-                "stale_timestamp", "created_at is more than 300 s from the server's clock"
+                "stale_timestamp",
+                f"created_at is more than {REGISTRATION_SKEW:g} s from the server's clock",
             )
         return HandleRecord(handle.local, handle.server, primary, now)
 

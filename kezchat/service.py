@@ -19,7 +19,7 @@ from twisted.internet.defer import Deferred, ensureDeferred
 from twisted.logger import Logger
 from twisted.python.failure import Failure
 
-from kezchat.config import ChatConfig
+from kezchat.config import REGISTER_LIMIT_WINDOW, SEND_LIMIT_WINDOW, ChatConfig
 from kezchat.http import manifests, messages
 from kezchat.http.app import ChatResource, KezChatHTTP
 from kezchat.http.clientip import ClientAddress
@@ -121,7 +121,7 @@ def build_parts(config: ChatConfig, reactor: Reactor) -> ChatParts:
         store=store,
         broker=broker,
         authenticator=Authenticator(clock),
-        send_limiter=RateLimiter(config.send_limit, 60.0, clock),
+        send_limiter=RateLimiter(config.send_limit, SEND_LIMIT_WINDOW, clock),
         metrics=metrics,
         clock=clock,
     )
@@ -143,7 +143,7 @@ def build_parts(config: ChatConfig, reactor: Reactor) -> ChatParts:
         registry=registry,
         metrics=metrics,
         clock=clock,
-        register_limiter=RateLimiter(config.register_limit, 3600.0, clock),
+        register_limiter=RateLimiter(config.register_limit, REGISTER_LIMIT_WINDOW, clock),
         client_address=client_address,
         db_health=db.health,
         nats_status=nats.status if nats is not None else (lambda: "disabled"),
