@@ -106,9 +106,9 @@ def retention_bytes_problem(size: int) -> str | None:
     return None
 
 
-def _positive_int(name: str, value: str) -> int:
+def _positive_int(name: str, value: str | None) -> int:
     try:
-        number = int(value)
+        number = int(value or "")
     except ValueError:
         raise usage.UsageError(f"--{name} takes a whole number, not {value!r}") from None
     if number < 0:
@@ -246,7 +246,7 @@ class ChatOptions(TableOptions):
         if allow_env not in ("", "0", "no", "false", "1", "yes", "true"):
             raise usage.UsageError("KEZ_CHAT_ALLOW_SERVER_CHANGE is yes or no")
         try:
-            retention_days = float(settings["retention-days"])
+            retention_days = float(settings["retention-days"] or "")
         except ValueError:
             raise usage.UsageError("--retention-days takes a number of days") from None
         problem = retention_days_problem(retention_days)
@@ -259,10 +259,10 @@ class ChatOptions(TableOptions):
 
         self.config = ChatConfig(
             listen=tuple(self["listen"]),
-            db=settings["db"],
+            db=settings["db"] or "kez-chat.db",
             server=server,
             public_url=settings["public-url"],
-            sig_server_url=settings["sig-server-url"],
+            sig_server_url=settings["sig-server-url"] or "http://localhost:7878",
             web_dir=settings["web-dir"],
             nats_url=settings["nats-url"],
             nats_seed=settings["nats-seed"],
@@ -272,7 +272,7 @@ class ChatOptions(TableOptions):
             trusted_proxies=tuple(self["trusted-proxy"]),
             register_limit=_positive_int("register-limit", settings["register-limit"]),
             send_limit=_positive_int("send-limit", settings["send-limit"]),
-            log_format=settings["log-format"],
+            log_format=settings["log-format"] or "text",
             access_log=access_log,
             max_streams_per_handle=_positive_int(
                 "max-streams-per-handle", settings["max-streams-per-handle"]
@@ -285,8 +285,9 @@ class ChatOptions(TableOptions):
             allow_server_change=bool(self["allow-server-change"])
             or allow_env in ("1", "yes", "true"),
         )
-        if self.config.log_format == "json" and getattr(self, "parent", None) is not None:
+        parent = getattr(self, "parent", None)
+        if self.config.log_format == "json" and parent is not None:
             # twistd reads its "logger" option when it builds its log
             # observer, which happens after option parsing: setting it here
             # is the supported way for a plugin to choose the log format.
-            self.parent["logger"] = self.parent.get("logger") or "kezchat.logs.json_observer"
+            parent["logger"] = parent.get("logger") or "kezchat.logs.json_observer"

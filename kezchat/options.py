@@ -73,7 +73,7 @@ class TableOptions(usage.Options):
 
     def _setting(self, flag: str, env: str, default: str | None) -> str | None:
         if self[flag] is not None:
-            return self[flag]  # type: ignore[no-any-return]
+            return str(self[flag])
         return self.environ.get(env, default) or default
 
     def settings(self) -> dict[str, str | None]:

@@ -1,43 +1,39 @@
 """
 The reactor kezchat runs on, as a type.
 
-Twisted describes a reactor by many small interfaces (L{IReactorTime},
-L{IReactorCore}, L{IReactorThreads}, L{IReactorFromThreads}); a part that
-needs only one of them is typed with that interface. The server as a whole
-needs several at once, which a zope interface cannot say as one type: this
-protocol lists exactly those methods, with Twisted's signatures, and every
-Twisted reactor provides it.
+Twisted describes a reactor by many small interfaces; a part that needs
+one of them is typed with that interface (L{IReactorTime} for a clock,
+L{IReactorCore} to stop). A server needs several at once, which is what
+L{IServerReactor} says, the way Twisted's own C{_IReactorCommon} does for
+C{twisted.internet.reactor}: every Twisted reactor provides it.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable
-from typing import Any, Protocol
+from typing import cast
 
-from twisted.internet.interfaces import IDelayedCall
-from twisted.python.threadpool import ThreadPool
+from twisted.internet.interfaces import (
+    IReactorCore,
+    IReactorPluggableNameResolver,
+    IReactorTCP,
+    IReactorThreads,
+    IReactorTime,
+)
 
 
-class Reactor(Protocol):
+class IServerReactor(
+    IReactorCore, IReactorTime, IReactorThreads, IReactorTCP, IReactorPluggableNameResolver
+):
     """
-    The parts of L{IReactorTime}, L{IReactorCore}, L{IReactorThreads} and
-    L{IReactorFromThreads} a kezchat server calls.
+    A make-believe interface: the parts of a reactor a kezchat server uses
+    (time, threads, start and stop, TCP listeners).
     """
 
-    def seconds(self) -> float: ...
 
-    def callLater(
-        self, delay: float, callable: Callable[..., Any], *args: object, **kwargs: object
-    ) -> IDelayedCall: ...
+def global_reactor() -> IServerReactor:
+    """
+    The installed reactor (installing the default one if none is yet).
+    """
+    from twisted.internet import reactor
 
-    def callWhenRunning(
-        self, callable: Callable[..., Any], *args: object, **kwargs: object
-    ) -> Any: ...
-
-    def callFromThread(
-        self, callable: Callable[..., Any], *args: object, **kwargs: object
-    ) -> None: ...
-
-    def getThreadPool(self) -> ThreadPool: ...
-
-    def stop(self) -> None: ...
+    return cast(IServerReactor, reactor)

@@ -27,7 +27,7 @@ from kezchat.listening import ServerService
 from kezchat.metrics import Metrics
 from kezchat.mirror import ManifestMirror
 from kezchat.ratelimit import RateLimiter
-from kezchat.reactor import Reactor
+from kezchat.reactor import IServerReactor, global_reactor
 from kezchat.registry import Registry, RegistryPolicy
 from kezchat.relay.auth import Authenticator
 from kezchat.relay.broker import Broker, LocalBroker
@@ -76,7 +76,10 @@ class ChatService(ServerService):
     """
 
     def __init__(
-        self, parts: ChatParts, reactor: Reactor, on_fatal: Callable[[str], None] | None = None
+        self,
+        parts: ChatParts,
+        reactor: IServerReactor,
+        on_fatal: Callable[[str], None] | None = None,
     ) -> None:
         super().__init__(parts.db, reactor, on_fatal)
         self.parts = parts
@@ -92,7 +95,7 @@ class ChatService(ServerService):
         return self.parts.http.resource()
 
 
-def build_parts(config: ChatConfig, reactor: Reactor) -> ChatParts:
+def build_parts(config: ChatConfig, reactor: IServerReactor) -> ChatParts:
     """
     The domain objects and HTTP layer, unstarted, each built whole in
     dependency order: registry, broker, relay, streams, NATS, HTTP.
@@ -160,7 +163,7 @@ def build_parts(config: ChatConfig, reactor: Reactor) -> ChatParts:
 
 def makeService(
     config: ChatConfig,
-    reactor: Reactor | None = None,
+    reactor: IServerReactor | None = None,
     on_fatal: Callable[[str], None] | None = None,
 ) -> ChatService:
     """
@@ -172,9 +175,7 @@ def makeService(
     @raise kezchat.startup.StartupError: a C{--listen} value is unusable.
     """
     if reactor is None:
-        from twisted.internet import reactor as global_reactor
-
-        reactor = global_reactor
+        reactor = global_reactor()
     parts = build_parts(config, reactor)
     service = ChatService(parts, reactor, on_fatal)
     parts.db.setServiceParent(service)
@@ -215,7 +216,7 @@ def _retention_sweep(parts: ChatParts) -> Deferred[None]:
     return ready.addErrback(failed)
 
 
-def _nats_broker(config: ChatConfig, registry: Registry, reactor: Reactor) -> NatsBroker:
+def _nats_broker(config: ChatConfig, registry: Registry, reactor: IServerReactor) -> NatsBroker:
     """
     The broker when NATS is configured: local fan-out plus NATS. The mark
     on our own inbox publications is keyed from our NATS seed: every
@@ -230,16 +231,16 @@ def _nats_broker(config: ChatConfig, registry: Registry, reactor: Reactor) -> Na
     from kezchat.natsbridge.service import require_seeds
 
     require_asyncio_reactor(reactor)
-    require_seeds(config)
+    _url, seed_file, _issuer_file = require_seeds(config)
 
     def primary_of(fqhn: str) -> Deferred[str]:
         return Deferred.fromCoroutine(registry.lookup(fqhn)).addCallback(lambda r: r.primary)
 
-    return NatsBroker(primary_of, StoredMarker(read_seed_file(config.nats_seed, USER).seed))
+    return NatsBroker(primary_of, StoredMarker(read_seed_file(seed_file, USER).seed))
 
 
 def _nats_service(
-    config: ChatConfig, registry: Registry, relay: Relay, reactor: Reactor
+    config: ChatConfig, registry: Registry, relay: Relay, reactor: IServerReactor
 ) -> NatsService:
     """
     NATS (SPEC §5): the callout answers from the registry, the bridge joins

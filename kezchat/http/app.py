@@ -12,7 +12,6 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from twisted.web.iweb import IRequest
-from twisted.web.resource import IResource
 from twisted.web.server import NOT_DONE_YET
 
 from kezchat.errors import KezError
@@ -24,6 +23,7 @@ from kezchat.http.routing import Routes
 from kezchat.metrics import Metrics
 from kezchat.ratelimit import RateLimiter
 from kezchat.registry import Registry
+from kezchat.webapp import WebApp
 
 #: first path segments served by the API, never by the web app fallback
 API_SEGMENTS = frozenset({b"v1", b".well-known", b"metrics"})
@@ -43,7 +43,7 @@ class KezChatHTTP:
     nats_status: Callable[[], str] = lambda: "disabled"
     #: C{"ok"} or C{"degraded"} (L{kezchat.storage.sqlite.SQLiteDatabase.health})
     db_health: Callable[[], str] = lambda: "ok"
-    web: IResource | None = None
+    web: WebApp | None = None
     #: extra route installers: callables taking the L{Routes}
     extensions: list[Callable[[Routes], None]] = field(default_factory=list)
 
@@ -94,7 +94,7 @@ class ChatResource(ApiResource):
     def dispatch(self, request: IRequest) -> bytes | int:
         first = request.postpath[0] if request.postpath else b""
         if self._http.web is not None and first not in API_SEGMENTS:
-            request.kez_route = "web"
+            request.kez_route = "web"  # type: ignore[attr-defined]
             try:
                 return self._http.web.render(request)
             except KezError as e:

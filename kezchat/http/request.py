@@ -13,9 +13,12 @@ from __future__ import annotations
 import io
 import re
 from collections.abc import Callable
-from typing import Any
+from typing import Any, cast
 
-from twisted.internet.interfaces import IDelayedCall
+from twisted.internet.interfaces import IDelayedCall, ITCPTransport
+from twisted.internet.protocol import connectionDone
+from twisted.python.failure import Failure
+from twisted.web import http
 from twisted.web.http import combinedLogFormatter
 from twisted.web.resource import IResource
 from twisted.web.server import Request, Site
@@ -97,17 +100,23 @@ class KezChannel(BadRequestHook):
     #: complete; the request's own deadline takes over from there
     _line_deadline: IDelayedCall | None = None
 
+    @property
+    def _tcp(self) -> ITCPTransport:
+        # a connected channel's transport: TCP, or TLS over TCP
+        return cast(ITCPTransport, self.transport)
+
     def refuse(self, response: bytes) -> None:
         if self._refusing:
             return
         self._refusing = True
         self.persistent = False
         self.setTimeout(None)
-        self.transport.write(response)
-        lose_write = getattr(self.transport, "loseWriteConnection", None)
+        self._tcp.write(response)
+        # not every transport can half-close (TLS may not)
+        lose_write = getattr(self._tcp, "loseWriteConnection", None)
         if lose_write is not None:
             lose_write()
-        self._refuse_abort = self.callLater(self.refuse_linger, self.transport.abortConnection)
+        self._refuse_abort = self.callLater(self.refuse_linger, self._tcp.abortConnection)
 
     def refuse_early(self, error: KezError) -> None:
         """
@@ -132,14 +141,14 @@ class KezChannel(BadRequestHook):
         """
         error = KezError("bad_request", "malformed HTTP request")
         self._count_refusal(error)
-        self.transport.write(raw_json_response(error, self._refusal_headers()))
+        self._tcp.write(raw_json_response(error, self._refusal_headers()))
         self.loseConnection()
 
     def dataReceived(self, data: bytes) -> None:
         if self._refusing:
             self._drained += len(data)
             if self._drained > self.refuse_drain:
-                self.transport.abortConnection()
+                self._tcp.abortConnection()
             return
         if not self.requests and self._line_deadline is None:
             # Every byte resets Twisted's idle timeout, so a client sending
@@ -161,7 +170,7 @@ class KezChannel(BadRequestHook):
         self._line_deadline = None
         self.refuse_early(TOO_SLOW)
 
-    def connectionLost(self, reason: object) -> None:
+    def connectionLost(self, reason: Failure = connectionDone) -> None:
         self.request_started()
         if self._refuse_abort is not None and self._refuse_abort.active():
             self._refuse_abort.cancel()
@@ -209,20 +218,20 @@ class KezRequest(Request):
         if self._received > self._cap:
             self._refuse_body()
             return
-        self.content.write(data)
+        cast(io.BytesIO, self.content).write(data)
 
     def _refuse_body(self) -> None:
         self._refused = True
         # no "100 Continue" after a 413
         self.requestHeaders.removeHeader(b"expect")
         self._cancel_deadline()
-        self.channel.refuse_early(
+        cast(KezChannel, self.channel).refuse_early(
             KezError("payload_too_large", f"the request body is larger than {self._cap} bytes")
         )
 
     def _too_slow(self) -> None:
         self._deadline = None
-        self.channel.refuse_early(TOO_SLOW)
+        cast(KezChannel, self.channel).refuse_early(TOO_SLOW)
 
     def _cancel_deadline(self) -> None:
         if self._deadline is not None and self._deadline.active():
@@ -235,7 +244,7 @@ class KezRequest(Request):
             return
         super().requestReceived(command, path, version)
 
-    def connectionLost(self, reason: object) -> None:
+    def connectionLost(self, reason: Failure = connectionDone) -> None:
         self._cancel_deadline()
         super().connectionLost(reason)
 
@@ -256,7 +265,8 @@ class KezSite(Site):
         byte; slower clients get a 408.
     """
 
-    protocol = KezChannel
+    # Twisted types it as a factory of HTTPChannel; a subclass is one
+    protocol = KezChannel  # type: ignore[assignment]
     requestFactory = KezRequest
 
     def __init__(
@@ -284,6 +294,6 @@ class KezSite(Site):
         self.refusal_headers = refusal_headers
         self.access_log = access_log
 
-    def log(self, request: Request) -> None:
+    def log(self, request: http.Request) -> None:
         if self.access_log:
             super().log(request)

@@ -6,7 +6,7 @@ every failure renders as a SPEC §3 JSON error.
 from __future__ import annotations
 
 from collections.abc import Callable
-from typing import Any
+from typing import Any, cast
 
 from klein import Klein
 from twisted.internet.defer import CancelledError
@@ -99,12 +99,15 @@ class Routes:
         self.metrics.rejections.labels(error.code).inc()
         return error_response(request, error)
 
+    # Klein calls each handler below only for the exceptions it was
+    # registered for, hence the casts.
+
     def _api_error(self, request: IRequest, failure: Failure) -> bytes:
-        return self.render_error(request, failure.value)
+        return self.render_error(request, cast(KezError, failure.value))
 
     def _unavailable(self, request: IRequest, failure: Failure) -> bytes:
         # nothing was stored: the client may send the same request again
-        error = failure.value
+        error = cast(DatabaseUnavailable, failure.value)
         return self.render_error(
             request,
             KezError(
@@ -118,7 +121,7 @@ class Routes:
         return self.render_error(request, KezError("not_found", "no such endpoint"))
 
     def _method_not_allowed(self, request: IRequest, failure: Failure) -> bytes:
-        allowed = failure.value.valid_methods or []
+        allowed = cast(MethodNotAllowed, failure.value).valid_methods or []
         request.setHeader(b"allow", ", ".join(sorted(allowed)).encode())
         return self.render_error(
             request, KezError("method_not_allowed", "method not allowed here")

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, TypeGuard
 
 from nacl.bindings import (
     crypto_sign_ed25519_pk_to_curve25519,
@@ -29,7 +29,7 @@ _KEY_HEX_RE = re.compile(r"[0-9a-f]{64}")
 _SIG_RE = re.compile(r"[0-9a-f]{128}")
 
 
-def is_key_hex(value: object) -> bool:
+def is_key_hex(value: object) -> TypeGuard[str]:
     """
     Whether C{value} is a public key (or hash) as 64 lowercase hex digits,
     the one spelling every part of KEZ accepts.
@@ -37,7 +37,7 @@ def is_key_hex(value: object) -> bool:
     return isinstance(value, str) and _KEY_HEX_RE.fullmatch(value) is not None
 
 
-def is_signature_hex(value: object) -> bool:
+def is_signature_hex(value: object) -> TypeGuard[str]:
     """
     Whether C{value} is an ed25519 signature as 128 lowercase hex digits.
     """

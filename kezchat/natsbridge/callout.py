@@ -130,6 +130,8 @@ class CalloutResponder:
         except (jwt.JWTError, InvalidKey, TypeError, AttributeError) as e:
             self.log.warn("Refusing a malformed authorization request: {reason}", reason=str(e))
             return b""
+        # both checked just above
+        assert isinstance(user_nkey, str) and isinstance(server_id, str)
         try:
             if claims.get("aud") != REQUEST_AUDIENCE:
                 raise RefusedError("not an authorization request")

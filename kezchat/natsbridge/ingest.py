@@ -40,7 +40,7 @@ from kezchat.natsbridge.aio import resolve
 from kezchat.natsbridge.bridge import StoredMarker
 from kezchat.natsbridge.subjects import ALL_INBOXES, STREAM, parse_inbox_subject
 from kezchat.relay.relay import BridgedMessage, Relay
-from kezchat.storage.interfaces import IdempotencyConflict
+from kezchat.storage.interfaces import Accepted, IdempotencyConflict
 
 BRIDGE_CONSUMER = "kezchat_bridge"
 #: the metric label of a refusal, by the relay's error code
@@ -157,7 +157,7 @@ class Ingest:
         if not taken:
             return
         accepting = Deferred.fromCoroutine(self.relay.accept_bridged([b for _, b in taken]))
-        outcomes = await resolve(accepting)
+        outcomes: list[Accepted | Exception] = await resolve(accepting)
         for (msg, _), outcome in zip(taken, outcomes, strict=True):
             if isinstance(outcome, KezError):
                 label = DROP_LABELS.get(outcome.code, outcome.code)

@@ -108,15 +108,21 @@ class NatsService(Service):
             self.log.failure("Could not set up the JetStream stream")
 
 
-def require_seeds(config: ChatConfig) -> None:
+def require_seeds(config: ChatConfig) -> tuple[str, str, str]:
     """
-    @raise NatsSetupError: unless both NATS seed files are configured.
+    The NATS URL, the seed file of our NATS user and that of the callout
+    issuer.
+
+    @raise NatsSetupError: unless all three are configured.
     """
+    if not config.nats_url:
+        raise NatsSetupError("NATS is not configured (--nats-url)")
     if not config.nats_seed or not config.callout_issuer_seed:
         raise NatsSetupError(
             "--nats-url needs --nats-seed and --callout-issuer-seed"
             " (create them with `kezchat-admin nats-keys --out DIR`)"
         )
+    return config.nats_url, config.nats_seed, config.callout_issuer_seed
 
 
 def build_nats_service(
@@ -135,10 +141,10 @@ def build_nats_service(
         wrong seed file (and the wrong reactor).
     """
     require_asyncio_reactor(reactor)
-    require_seeds(config)
-    seed = read_seed_file(config.nats_seed, USER)
-    issuer = read_seed_file(config.callout_issuer_seed, ACCOUNT)
-    connection = NatsConnection(config.nats_url, seed, name=f"kezchat {config.server}")
+    url, seed_file, issuer_file = require_seeds(config)
+    seed = read_seed_file(seed_file, USER)
+    issuer = read_seed_file(issuer_file, ACCOUNT)
+    connection = NatsConnection(url, seed, name=f"kezchat {config.server}")
     # the registry caches what it answers: a connect storm (mostly
     # reconnections) costs the database nothing
     responder = CalloutResponder(issuer, lookup)

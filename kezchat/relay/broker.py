@@ -60,7 +60,7 @@ class _LocalSubscription:
     __slots__ = ("_broker", "_deliver", "_recipient")
 
     def __init__(self, broker: LocalBroker, recipient: str, deliver: Deliver) -> None:
-        self._broker = broker
+        self._broker: LocalBroker | None = broker
         self._recipient = recipient
         self._deliver = deliver
 

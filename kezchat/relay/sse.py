@@ -33,10 +33,11 @@ from collections.abc import Callable
 
 from twisted.application.service import Service
 from twisted.internet.defer import Deferred
-from twisted.internet.interfaces import IPushProducer
+from twisted.internet.interfaces import IPushProducer, IReactorTime
 from twisted.internet.task import LoopingCall
 from twisted.logger import Logger
-from twisted.web.iweb import IRequest
+from twisted.python.failure import Failure
+from twisted.web.server import Request
 from zope.interface import implementer
 
 from kezchat.errors import KezError
@@ -115,7 +116,7 @@ class EventStream:
     def __init__(
         self,
         hub: StreamHub,
-        request: IRequest,
+        request: Request,
         recipient: str,
         last_sent: int | None,
         client: str = "",
@@ -299,7 +300,7 @@ class EventStream:
         for message in held:
             self.deliver(message)
 
-    def _catch_up_failed(self, failure: object) -> None:
+    def _catch_up_failed(self, failure: Failure) -> None:
         if self.closed:
             return
         log.failure("reading the backlog of {recipient} failed", failure, recipient=self.recipient)
@@ -350,7 +351,7 @@ class StreamHub(Service):
         store: MessageStore,
         metrics: Metrics,
         clock: Callable[[], float],
-        reactor: object,
+        reactor: IReactorTime,
         *,
         ping_interval: float = 15.0,
         max_queued_bytes: int = 512 * 1024,
@@ -380,7 +381,7 @@ class StreamHub(Service):
         self._timer.clock = reactor
 
     def open(
-        self, request: IRequest, recipient: str, resume_after: int | None, client: str = ""
+        self, request: Request, recipient: str, resume_after: int | None, client: str = ""
     ) -> Deferred[bytes]:
         """
         Turn C{request} into a live stream of C{recipient}'s messages,

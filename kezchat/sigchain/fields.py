@@ -109,4 +109,4 @@ def one_of(value: object, what: str, choices: Iterable[str]) -> str:
     choices = tuple(choices)
     if value not in choices:
         raise FieldError(f"{what} must be one of {', '.join(choices)}")
-    return value  # type: ignore[return-value]
+    return str(value)

@@ -98,7 +98,7 @@ class SigResource(ApiResource):
     def dispatch(self, request: IRequest) -> bytes | int:
         request.setHeader(b"access-control-allow-origin", b"*")
         if request.method == b"OPTIONS":
-            request.kez_route = "preflight"
+            request.kez_route = "preflight"  # type: ignore[attr-defined]
             for name, value in _CORS.items():
                 request.setHeader(name, value)
             request.setResponseCode(204)
