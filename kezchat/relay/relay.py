@@ -304,12 +304,24 @@ class Relay:
     async def inbox(
         self, owner: HandleRecord, since: int, limit: int
     ) -> list[StoredMessage]:
+        """
+        A page of C{owner}'s inbox.
+
+        @param since: the last seq the client has (exclusive).
+        @param limit: at most this many messages (1 to L{MAX_PAGE}); the
+            page also stops at L{INBOX_PAGE_BYTES} of envelopes.
+        @raise KezError: C{bad_request} for a limit out of range.
+        """
         if not 1 <= limit <= MAX_PAGE:
             raise KezError("bad_request", f"limit must be 1-{MAX_PAGE}")
         page = await self.store.messages_page(owner.fqhn, since, limit, INBOX_PAGE_BYTES)
         return page.messages
 
     async def acknowledge(self, owner: HandleRecord, upto: int) -> int:
+        """
+        Delete C{owner}'s messages up to and including seq C{upto}: the
+        client has them. Returns how many were deleted.
+        """
         return await self.store.delete_upto(owner.fqhn, upto)
 
     async def apply_retention(self, max_age: float, max_bytes: int) -> None:
