@@ -11,6 +11,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
+from twisted.internet.interfaces import IReactorTime
 from twisted.web.iweb import IRequest
 from twisted.web.server import NOT_DONE_YET
 
@@ -65,7 +66,7 @@ class KezChatHTTP:
         """
         return ChatResource(self)
 
-    def site(self, reactor: object, access_log: bool = False) -> KezSite:
+    def site(self, reactor: IReactorTime, access_log: bool = False) -> KezSite:
         """
         A C{Site} serving L{resource} with the per-path body caps enforced
         while reading.

@@ -15,7 +15,7 @@ import re
 from collections.abc import Callable
 from typing import Any, cast
 
-from twisted.internet.interfaces import IDelayedCall, ITCPTransport
+from twisted.internet.interfaces import IDelayedCall, IReactorTime, ITCPTransport
 from twisted.internet.protocol import connectionDone
 from twisted.python.failure import Failure
 from twisted.web import http
@@ -278,7 +278,7 @@ class KezSite(Site):
         on_refused: Callable[[str], None] | None = None,
         refusal_headers: tuple[tuple[bytes, bytes], ...] = (),
         access_log: bool = False,
-        reactor: object = None,
+        reactor: IReactorTime | None = None,
         **kw: object,
     ) -> None:
         # The API speaks JSON only. Twisted would otherwise parse the

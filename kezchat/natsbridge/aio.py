@@ -29,13 +29,13 @@ class WrongReactorError(NatsSetupError, RuntimeError):
     """
 
 
-def is_asyncio_reactor(reactor: Any) -> bool:
+def is_asyncio_reactor(reactor: object) -> bool:
     from twisted.internet.asyncioreactor import AsyncioSelectorReactor
 
     return isinstance(reactor, AsyncioSelectorReactor)
 
 
-def require_asyncio_reactor(reactor: Any) -> None:
+def require_asyncio_reactor(reactor: object) -> None:
     """
     Refuse to go on unless C{reactor} is Twisted's asyncio reactor.
 

@@ -128,7 +128,7 @@ def require_seeds(config: ChatConfig) -> tuple[str, str, str]:
 def build_nats_service(
     config: ChatConfig,
     lookup: Lookup,
-    reactor: Any,
+    reactor: object,
     bridges: Sequence[Bridge] = (),
     stream_limits: StreamLimits | None = None,
 ) -> NatsService:

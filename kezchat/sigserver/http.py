@@ -21,6 +21,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 
+from twisted.internet.interfaces import IReactorTime
 from twisted.web.iweb import IRequest
 
 from kezchat import __version__
@@ -122,7 +123,7 @@ def build_resource(
 
 
 def build_site(
-    resource: SigResource, metrics: SigMetrics, reactor: object, access_log: bool = False
+    resource: SigResource, metrics: SigMetrics, reactor: IReactorTime, access_log: bool = False
 ) -> KezSite:
     """
     A C{Site} that refuses bodies over their route's cap (L{EVENT_CAP})
