@@ -117,7 +117,8 @@ def build_parts(config: ChatConfig, reactor: IServerReactor) -> ChatParts:
         ),
         clock,
     )
-    broker: Broker = _nats_broker(config, registry, reactor) if config.nats_url else LocalBroker()
+    nats_broker = _nats_broker(config, registry, reactor) if config.nats_url else None
+    broker: Broker = nats_broker if nats_broker is not None else LocalBroker()
     store = SQLiteMessageStore(db)
     relay = Relay(
         registry=registry,
@@ -134,7 +135,9 @@ def build_parts(config: ChatConfig, reactor: IServerReactor) -> ChatParts:
         max_per_recipient=config.max_streams_per_handle,
         max_per_client=config.max_streams_per_ip,
     )
-    nats = _nats_service(config, registry, relay, reactor) if config.nats_url else None
+    nats = None
+    if nats_broker is not None:
+        nats = _nats_service(config, registry, relay, nats_broker, reactor)
     client_address = ClientAddress(config.trusted_proxies)
     mirror = ManifestMirror(registry, SQLiteManifestStore(db), Authenticator(clock), clock)
     web_dir = config.web_dir or packaged_web_dir()
@@ -240,19 +243,20 @@ def _nats_broker(config: ChatConfig, registry: Registry, reactor: IServerReactor
 
 
 def _nats_service(
-    config: ChatConfig, registry: Registry, relay: Relay, reactor: IServerReactor
+    config: ChatConfig,
+    registry: Registry,
+    relay: Relay,
+    broker: NatsBroker,
+    reactor: IServerReactor,
 ) -> NatsService:
     """
     NATS (SPEC §5): the callout answers from the registry, the bridge joins
     the relay to NATS, healthz reports the link.
     """
-    from kezchat.natsbridge.bridge import NatsBroker
     from kezchat.natsbridge.ingest import Ingest
     from kezchat.natsbridge.service import build_nats_service
     from kezchat.natsbridge.stream import StreamLimits
 
-    broker = relay.broker
-    assert isinstance(broker, NatsBroker)
     return build_nats_service(
         config,
         registry.find_primary,

@@ -30,7 +30,7 @@ import base64
 import binascii
 import time
 from collections.abc import Awaitable, Callable, Mapping
-from typing import Any
+from typing import Any, cast
 
 from nacl.exceptions import BadSignatureError
 from nacl.exceptions import ValueError as NaclValueError
@@ -131,7 +131,7 @@ class CalloutResponder:
             self.log.warn("Refusing a malformed authorization request: {reason}", reason=str(e))
             return b""
         # both checked just above
-        assert isinstance(user_nkey, str) and isinstance(server_id, str)
+        user_nkey, server_id = cast(str, user_nkey), cast(str, server_id)
         try:
             if claims.get("aud") != REQUEST_AUDIENCE:
                 raise RefusedError("not an authorization request")
