@@ -1,28 +1,35 @@
 """
 Where time is the subject, on L{twisted.internet.task.Clock}: SSE pings
-and slow-consumer cut-offs, rate-limit windows, the request deadline. No
-real sleeps; the real-socket tests of the same parts stay in
+and slow-consumer cut-offs, rate-limit windows, the request deadline, the
+retention sweep. No sleeping out an interval; the real-socket tests of the same parts stay in
 C{test_relay} and C{test_limits}, for the wire.
 """
 
 from __future__ import annotations
 
+import os
 import time
 
+from twisted.application.internet import TimerService
+from twisted.internet import reactor
+from twisted.internet.defer import Deferred
 from twisted.internet.task import Clock
 from twisted.internet.testing import StringTransport
-from twisted.trial.unittest import SynchronousTestCase
+from twisted.trial.unittest import SynchronousTestCase, TestCase
 from twisted.web.resource import Resource
 from twisted.web.server import Request
 from twisted.web.test.requesthelper import DummyChannel
 
+from kezchat.config import ChatConfig
 from kezchat.errors import KezError
 from kezchat.http.request import KezSite
 from kezchat.metrics import Metrics
 from kezchat.ratelimit import RateLimiter
 from kezchat.relay.broker import LocalBroker
 from kezchat.relay.sse import PING, EventStream, Phase, StreamHub
-from kezchat.storage.interfaces import StoredMessage
+from kezchat.service import makeService
+from kezchat.storage.interfaces import NewMessage, StoredMessage
+from tests.support import temp_dir
 
 BOB = "bob@kez.lat"
 
@@ -171,3 +178,54 @@ class DeadlineClockTests(SynchronousTestCase):
             b"POST /v1/register HTTP/1.1\r\nHost: x\r\nContent-Length: 300\r\n\r\n{{{", 5.0
         )
 
+
+
+class RetentionSweepClockTests(TestCase):
+    """
+    The retention sweep runs on its timer, here a C{Clock}; the database
+    under it is the real one.
+    """
+
+    timeout = 30
+
+    async def test_sweeps_on_the_interval(self) -> None:
+        config = ChatConfig(
+            listen=("tcp:0:interface=127.0.0.1",),
+            db=os.path.join(temp_dir(self), "kez-chat.db"),
+            retention_bytes=100,
+            retention_sweep_seconds=600.0,
+        )
+        service = makeService(config, reactor)
+        [timer] = [s for s in service if isinstance(s, TimerService)]
+        clock = Clock()
+        timer.clock = clock
+        service.startService()
+        self.addCleanup(service.stopService)
+        await service.parts.db.when_ready()
+        store = service.parts.relay.store
+        for _ in range(3):
+            await store.add_message(NewMessage(
+                recipient=BOB, sender="alice@kez.lat", sender_primary="ed25519:" + "a" * 64,
+                envelope='{"p":"%s"}' % ("x" * 60), created_at=time.time(),
+            ))
+        dropped = service.parts.metrics.retention_dropped.labels("quota")
+        clock.advance(599)
+        await self.settle()
+        self.assertEqual(dropped._value.get(), 0)
+        clock.advance(1)
+        for _ in range(200):
+            if dropped._value.get():
+                break
+            await self.settle()
+        # three 70-byte envelopes, 100 bytes allowed: the two oldest go
+        self.assertEqual(dropped._value.get(), 2)
+        page = await store.messages_page(BOB, 0, 10, 10_000)
+        self.assertEqual([m.seq for m in page.messages], [3])
+
+    async def settle(self) -> None:
+        """
+        A turn of the real reactor, for the database thread to answer.
+        """
+        d: Deferred[None] = Deferred()
+        reactor.callLater(0.01, d.callback, None)
+        await d
