@@ -27,6 +27,7 @@ from pathlib import Path
 
 from twisted.python import usage
 
+from kezchat import __version__
 from kezchat.backup import BackupError, backup_database, backup_to_stream
 from kezchat.natsbridge.keys import ACCOUNT, USER, NKey, write_seed_file
 
@@ -99,6 +100,13 @@ class AdminOptions(usage.Options):
         ["backup", None, BackupOptions, "Back up a SQLite database while the server runs."],
         ["migrate", None, MigrateOptions, "Copy a SQLite database into PostgreSQL."],
     ]
+
+    def opt_version(self) -> None:
+        """
+        Print kezchat's version and exit.
+        """
+        print(f"kezchat-admin {__version__}")
+        sys.exit(0)
 
     def postOptions(self) -> None:
         if self.subCommand is None:

@@ -72,3 +72,6 @@ class WebAppTests(TestCase):
         response = await self.client.post(self.server.url + "/somewhere", data=b"x")
         self.assertEqual(response.code, 405)
         self.assertEqual((await json_of(response))["error"]["code"], "method_not_allowed")
+        # refused like any API error: counted as a rejection
+        rejections = self.server.parts.metrics.rejections.labels("method_not_allowed")
+        self.assertEqual(rejections._value.get(), 1)

@@ -21,7 +21,7 @@ from kezchat.cli.context import Context
 from kezchat.cli.errors import EXIT_USAGE, CliError
 from kezchat.cli.secrets import KIND_KEYRING
 from kezchat.client.errors import ServerError
-from kezchat.identity.handles import InvalidHandle, is_reserved, validate_local
+from kezchat.identity.handles import RESERVED_HANDLES, InvalidHandle, validate_local
 from kezchat.identity.keys import KeyPair
 from kezchat.identity.mnemonic import mnemonic_to_seed, seed_to_mnemonic
 
@@ -138,7 +138,7 @@ async def register(ctx: Context, args: Namespace) -> None:
     if at and domain != server.lower():
         raise CliError(f"the server at {url} is {server}, not {domain}: check --server")
     fqhn = f"{local}@{server}"
-    if is_reserved(local):
+    if local in RESERVED_HANDLES:
         raise CliError(f"{fqhn} is reserved: choose another handle")
     if await ctx.chat(url).lookup(local) is not None:
         raise CliError(f"{fqhn} is taken: choose another handle")

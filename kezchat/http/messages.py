@@ -4,7 +4,10 @@ Routes of the relay (SPEC §3.2, §3.3): send, list, acknowledge, stream.
 
 from __future__ import annotations
 
+from typing import cast
+
 from twisted.web.iweb import IRequest
+from twisted.web.server import Request
 
 from kezchat import strictjson
 from kezchat.errors import KezError
@@ -13,11 +16,11 @@ from kezchat.http.errors import json_bytes, json_response, parse_json, read_body
 from kezchat.http.routing import Routes
 from kezchat.relay.auth import body_digest, parse_auth
 from kezchat.relay.items import inbox_page
-from kezchat.relay.relay import DEFAULT_PAGE, Relay, parse_cursor
+from kezchat.relay.relay import DEFAULT_PAGE, MAX_MESSAGE_BYTES, Relay, parse_cursor
 from kezchat.relay.sse import StreamHub
 from kezchat.timeutil import format_rfc3339
 
-MESSAGE_CAP = 256 * 1024
+MESSAGE_CAP = MAX_MESSAGE_BYTES
 
 
 def _arg(request: IRequest, name: bytes) -> bytes | None:
@@ -29,11 +32,14 @@ def _arg(request: IRequest, name: bytes) -> bytes | None:
     return values[0]
 
 
-def _cursor(request: IRequest, name: str, default: int | None) -> int | None:
+def _cursor(request: IRequest, name: str) -> int | None:
     value = _arg(request, name.encode())
-    if value is None:
-        return default
-    return parse_cursor(value, name)
+    return None if value is None else parse_cursor(value, name)
+
+
+def _cursor_or(request: IRequest, name: str, default: int) -> int:
+    value = _cursor(request, name)
+    return default if value is None else value
 
 
 def install(
@@ -41,9 +47,9 @@ def install(
 ) -> None:
     client_address = client_address or ClientAddress()
 
-    @routes.route("/v1/messages", methods=["POST"], name="send")
+    @routes.route("/v1/messages", methods=["POST"], name="send", body_cap=MESSAGE_CAP)
     async def send(request: IRequest) -> bytes:
-        raw = read_body(request, MESSAGE_CAP)
+        raw = read_body(request)
         sender_handle = request.getHeader(b"x-kez-sender")
         if not sender_handle:
             raise KezError("unauthorized", "X-KEZ-Sender is required")
@@ -74,8 +80,8 @@ def install(
 
     @routes.route("/v1/inbox/<h>", methods=["GET"], name="inbox")
     async def inbox(request: IRequest, h: str) -> bytes:
-        since = _cursor(request, "since", 0)
-        limit = _cursor(request, "limit", DEFAULT_PAGE)
+        since = _cursor_or(request, "since", 0)
+        limit = _cursor_or(request, "limit", DEFAULT_PAGE)
         owner = await relay.authenticate(
             h, request.getHeader(b"x-kez-auth"), "GET", f"/v1/inbox/{h}", [f"since={since}"]
         )
@@ -86,7 +92,7 @@ def install(
 
     @routes.route("/v1/inbox/<h>", methods=["DELETE"], name="acknowledge")
     async def acknowledge(request: IRequest, h: str) -> bytes:
-        upto = _cursor(request, "upto", None)
+        upto = _cursor(request, "upto")
         if upto is None:
             raise KezError("bad_request", "upto=<seq> is required")
         owner = await relay.authenticate(
@@ -103,10 +109,13 @@ def install(
                 "bad_request", "auth=<ts>:<sig> is required (EventSource sets no headers)"
             )
         last_event_id = request.getHeader(b"last-event-id")
+        resume: int | None
         if last_event_id is not None:
             resume = parse_cursor(last_event_id.strip(), "Last-Event-ID")
         else:
-            resume = _cursor(request, "since", None)
+            resume = _cursor(request, "since")
         owner = await relay.authenticate(h, auth, "GET", f"/v1/inbox/{h}/stream")
-        request.kez_streaming = True
-        return await hub.open(request, owner.fqhn, resume, client_address(request))
+        request.kez_streaming = True  # type: ignore[attr-defined]
+        return await hub.open(
+            cast(Request, request), owner.fqhn, resume, client_address(request)
+        )

@@ -4,7 +4,7 @@ Operational routes: health and metrics.
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 
 from twisted.web.iweb import IRequest
 
@@ -30,7 +30,7 @@ def install(
     openapi.install(routes, "kezchat")
 
 
-def health_response(request: IRequest, db: str, body: dict[str, object]) -> bytes:
+def health_response(request: IRequest, db: str, body: Mapping[str, object]) -> bytes:
     """
     A healthz answer: C{"db": "ok" | "degraded"}, and 503 while degraded
     (the database cannot store writes: a load balancer should look

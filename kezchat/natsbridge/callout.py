@@ -29,9 +29,8 @@ import asyncio
 import base64
 import binascii
 import time
-from collections import OrderedDict
 from collections.abc import Awaitable, Callable, Mapping
-from typing import Any
+from typing import Any, cast
 
 from nacl.exceptions import BadSignatureError
 from nacl.exceptions import ValueError as NaclValueError
@@ -53,47 +52,6 @@ REQUEST_AUDIENCE = "nats-authorization-request"
 # primary ("ed25519:<hex>") -> registry record, or None when unregistered.
 # The result may be a Deferred, an awaitable or a plain value.
 Lookup = Callable[[str], "Deferred[Any] | Awaitable[Any] | Any"]
-
-
-class CachedLookup:
-    """
-    A L{Lookup} that remembers registered keys for a while.
-
-    A registration binds a key to a handle for good, so a positive answer
-    stays true; caching it spares the database a round trip on every
-    reconnection (and a connect storm is mostly reconnections). Unknown
-    keys are never cached: a key registered a moment ago must get in at
-    once. C{ttl} bounds how long any other change could go unseen.
-    """
-
-    def __init__(
-        self,
-        lookup: Lookup,
-        size: int = 10_000,
-        ttl: float = 300.0,
-        clock: Callable[[], float] = time.monotonic,
-    ) -> None:
-        self._lookup = lookup
-        self._size = size
-        self._ttl = ttl
-        self._clock = clock
-        self._records: OrderedDict[str, tuple[float, Any]] = OrderedDict()
-
-    async def __call__(self, primary: str) -> Any:
-        now = self._clock()
-        hit = self._records.get(primary)
-        if hit is not None and hit[0] > now:
-            self._records.move_to_end(primary)
-            return hit[1]
-        record = await resolve(self._lookup(primary))
-        if record is None:
-            self._records.pop(primary, None)
-        else:
-            self._records[primary] = (now + self._ttl, record)
-            self._records.move_to_end(primary)
-            if len(self._records) > self._size:
-                self._records.popitem(last=False)
-        return record
 
 
 class RefusedError(Exception):
@@ -172,6 +130,8 @@ class CalloutResponder:
         except (jwt.JWTError, InvalidKey, TypeError, AttributeError) as e:
             self.log.warn("Refusing a malformed authorization request: {reason}", reason=str(e))
             return b""
+        # both checked just above
+        user_nkey, server_id = cast(str, user_nkey), cast(str, server_id)
         try:
             if claims.get("aud") != REQUEST_AUDIENCE:
                 raise RefusedError("not an authorization request")

@@ -15,6 +15,7 @@ from twisted.internet.threads import deferToThreadPool
 from twisted.logger import Logger
 
 from kezchat.listening import ServerService
+from kezchat.reactor import IServerReactor, global_reactor
 from kezchat.sigserver.config import SigConfig
 from kezchat.sigserver.http import SigResource, build_resource, build_site
 from kezchat.sigserver.metrics import SigMetrics
@@ -40,13 +41,16 @@ class SigService(ServerService):
     """
 
     def __init__(
-        self, parts: SigParts, reactor: object, on_fatal: Callable[[str], None] | None = None
+        self,
+        parts: SigParts,
+        reactor: IServerReactor,
+        on_fatal: Callable[[str], None] | None = None,
     ) -> None:
         super().__init__(parts.db, reactor, on_fatal)
         self.parts = parts
 
 
-def build_parts(config: SigConfig, reactor: object) -> SigParts:
+def build_parts(config: SigConfig, reactor: IServerReactor) -> SigParts:
     """
     The domain objects and the HTTP resource, unstarted.
     """
@@ -67,7 +71,7 @@ def build_parts(config: SigConfig, reactor: object) -> SigParts:
 
 def makeService(
     config: SigConfig,
-    reactor: object | None = None,
+    reactor: IServerReactor | None = None,
     on_fatal: Callable[[str], None] | None = None,
 ) -> SigService:
     """
@@ -77,11 +81,11 @@ def makeService(
     @raise kezchat.startup.StartupError: a C{--listen} value is unusable.
     """
     if reactor is None:
-        from twisted.internet import reactor as global_reactor
-
-        reactor = global_reactor
+        reactor = global_reactor()
     parts = build_parts(config, reactor)
     service = SigService(parts, reactor, on_fatal)
     parts.db.setServiceParent(service)
-    service.listen(config.listen, build_site(parts.resource, parts.metrics, reactor))
+    service.listen(config.listen, build_site(
+        parts.resource, parts.metrics, reactor, access_log=config.access_log
+    ))
     return service

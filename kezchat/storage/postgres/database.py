@@ -26,7 +26,7 @@ from twisted.application.service import Service
 from twisted.internet.defer import Deferred, fail, succeed
 from twisted.logger import Logger
 
-from kezchat.natsbridge.aio import deferred_from_coroutine, is_asyncio_reactor, loop_of
+from kezchat.natsbridge.aio import deferred_from_coroutine, is_asyncio_reactor
 from kezchat.startup import StartupError
 from kezchat.storage.dburl import is_postgres_url, pool_settings, redacted
 from kezchat.storage.errors import DatabaseClosed, DatabaseUnavailable
@@ -153,7 +153,8 @@ class PostgresDatabase(Service):
     def startService(self) -> None:
         super().startService()
         self._closed = False
-        self._ready = asyncio.ensure_future(self._open(), loop=loop_of(self._reactor))
+        # the asyncio reactor runs the current event loop
+        self._ready = asyncio.ensure_future(self._open())
         # failures are reported through when_ready (and logged by the owner)
         self._ready.add_done_callback(lambda f: f.cancelled() or f.exception())
 
