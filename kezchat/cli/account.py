@@ -156,6 +156,27 @@ async def register(ctx: Context, args: Namespace) -> None:
         record = await ctx.chat(url).register(keypair, local, server)
     except ServerError as e:
         raise CliError(_registration_problem(e, fqhn)) from None
+    account = await _keep_account(ctx, keypair, record, url)
+    nats_url = args.nats_url or default_nats_url(server)
+    if account["sigchain_url"]:
+        await ensure_endpoints(ctx, keypair, account["sigchain_url"], nats_url)
+    else:
+        _no_sigchain(ctx, url)
+    where = "the OS keyring" if account["secret"] == KIND_KEYRING else ctx.home.secret_path
+    ctx.out.emit(
+        {**identity_json(account), "mnemonic": mnemonic},
+        f"Registered {account['fqhn']}\nYour KEZ: {account['primary']}\n"
+        f"Key stored in {where}.",
+    )
+
+
+async def _keep_account(
+    ctx: Context, keypair: KeyPair, record: dict[str, Any], url: str
+) -> dict[str, Any]:
+    """
+    Save the secret, then the account of C{record} (the server's record of
+    the handle) in the home, and make C{keypair} the session's key.
+    """
     kind = await _save_secret(ctx, keypair)
     account = {
         "handle": record["handle"],
@@ -167,16 +188,7 @@ async def register(ctx: Context, args: Namespace) -> None:
     }
     ctx.home.save_account(account)
     ctx.set_keypair(keypair)
-    nats_url = args.nats_url or default_nats_url(server)
-    if account["sigchain_url"]:
-        await ensure_endpoints(ctx, keypair, account["sigchain_url"], nats_url)
-    else:
-        _no_sigchain(ctx, url)
-    ctx.out.emit(
-        {**identity_json(account), "mnemonic": mnemonic},
-        f"Registered {account['fqhn']}\nYour KEZ: {account['primary']}\n"
-        f"Key stored in {'the OS keyring' if kind == KIND_KEYRING else ctx.home.secret_path}.",
-    )
+    return account
 
 
 async def _save_secret(ctx: Context, keypair: KeyPair) -> str:
@@ -247,17 +259,7 @@ async def recover(ctx: Context, args: Namespace) -> None:
     if chain_url:
         await fetch_chain(ctx, chain_url, keypair.primary)
     ctx.secrets.prepare()
-    kind = await _save_secret(ctx, keypair)
-    account = {
-        "handle": record["handle"],
-        "fqhn": record["fqhn"],
-        "primary": record["primary"],
-        "server_url": url,
-        "sigchain_url": chain_url,
-        "secret": kind,
-    }
-    ctx.home.save_account(account)
-    ctx.set_keypair(keypair)
+    account = await _keep_account(ctx, keypair, record, url)
     server = record["fqhn"].partition("@")[2]
     if chain_url:
         await ensure_endpoints(ctx, keypair, chain_url, args.nats_url or default_nats_url(server))

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from kezchat.storage.sqlite.settings import OVERRIDE_FLAG, ServerDomain
+from kezchat.storage.sqlite.settings import ServerDomain
 
 #: the advisory lock key of the check ("kezdomn")
 DOMAIN_LOCK = 0x6B657A646F6D6E
@@ -28,8 +28,6 @@ class PostgresServerDomain(ServerDomain):
         @raise kezchat.startup.StartupError: the database belongs to
             another domain.
         """
-        from kezchat.startup import StartupError
-
         async with conn.transaction():
             await conn.execute("SELECT pg_advisory_xact_lock($1)", DOMAIN_LOCK)
             row = await conn.fetchval("SELECT value FROM settings WHERE name = 'server'")
@@ -39,20 +37,8 @@ class PostgresServerDomain(ServerDomain):
                 recorded = await conn.fetchval(
                     "SELECT server FROM handles WHERE server != $1 LIMIT 1", self.server
                 )
-            if recorded == self.server and row is not None:
+            if not self.must_record(recorded, stored=row is not None):
                 return
-            if recorded not in (None, self.server):
-                if not self.allow_change:
-                    raise StartupError(
-                        f"the database belongs to server {recorded!r}, not {self.server!r}: "
-                        f"its handles would all vanish. Start with --server {recorded}, "
-                        f"or pass {OVERRIDE_FLAG} to make it {self.server!r}"
-                    )
-                self.log.warn(
-                    "the database's server changes from {old} to {new} ({flag}); handles "
-                    "registered under {old} are no longer served",
-                    old=recorded, new=self.server, flag=OVERRIDE_FLAG,
-                )
             await conn.execute(
                 "INSERT INTO settings (name, value) VALUES ('server', $1)"
                 " ON CONFLICT (name) DO UPDATE SET value = excluded.value",
