@@ -270,7 +270,7 @@ class ChatOptions(TableOptions):
             db=settings["db"] or "kez-chat.db",
             server=server,
             public_url=settings["public-url"],
-            sig_server_url=settings["sig-server-url"] or "http://localhost:7878",
+            sig_server_url=settings["sig-server-url"] or None,
             web_dir=settings["web-dir"],
             nats_url=settings["nats-url"],
             nats_seed=settings["nats-seed"],

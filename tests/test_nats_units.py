@@ -109,7 +109,7 @@ class BrokerTests(unittest.TestCase):
         nobody without reading its body (several instances each hear
         every announcement).
         """
-        broker = NatsBroker()
+        broker = NatsBroker(lambda fqhn: "ed25519:" + A, StoredMarker(b"seed"))
         got: list[StoredMessage] = []
         broker.subscribe("bob@kez.lat", got.append)
 
