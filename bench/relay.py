@@ -161,7 +161,7 @@ async def chat_benchmarks(reactor, args: argparse.Namespace, floor: dict) -> Non
     )
     process = reactor.spawnProcess(
         server, sys.executable,
-        [sys.executable, "-c", launcher, "-r", "asyncio", "-n", "--pidfile=", "kezchat",
+        [sys.executable, "-c", launcher, "-r", args.server_reactor, "-n", "--pidfile=", "kezchat",
          "--listen", f"tcp:{port}:interface=127.0.0.1:backlog=4096",
          "--db", os.path.join(workdir, "bench.db"),
          "--send-limit", "0", "--register-limit", "0",
@@ -281,7 +281,8 @@ async def chat_benchmarks(reactor, args: argparse.Namespace, floor: dict) -> Non
             # py-spy samples the server process during the burst only
             profiler = reactor.spawnProcess(
                 ProcessProtocol(), shutil.which("py-spy") or "py-spy",
-                ["py-spy", "record", "--nonblocking", "-o", args.profile, "-f", "speedscope",
+                ["py-spy", "record", "--nonblocking", "-o", args.profile, "-f",
+                 "flamegraph" if args.profile.endswith(".svg") else "speedscope",
                  "--pid", str(process.pid)], env=os.environ,
             )
             from twisted.internet.task import deferLater
@@ -303,6 +304,20 @@ async def chat_benchmarks(reactor, args: argparse.Namespace, floor: dict) -> Non
                      f"{ok}/{count} stored over {args.connections} connections; CPU per "
                      f"message: server {server_cpu / count * 1e6:.0f} µs, "
                      f"load generator {client_cpu / count * 1e6:.0f} µs"))
+        message_cpu = server_cpu / count
+
+        # -- the same client, the same connections: GET /v1/healthz ----------
+        # the cheapest route there is; a message's CPU is read against it
+        health = [b"GET /v1/healthz HTTP/1.1\r\nHost: bench\r\n\r\n"] * count
+        server_cpu = cpu_seconds()
+        start = time.perf_counter()
+        results = await pool.blast(health, lambda stamp: None)
+        elapsed = time.perf_counter() - start
+        health_cpu = (cpu_seconds() - server_cpu) / count
+        ok = sum(1 for status in results if status == 200)
+        rows.append(("GET /v1/healthz, same client", f"{ok / elapsed:,.0f} req/s",
+                     f"server CPU {health_cpu * 1e6:.0f} µs",
+                     f"message / healthz CPU: {message_cpu / health_cpu:.2f}× (target ≤ 2×)"))
 
         # -- idle streams ----------------------------------------------------
         await pool.close()
@@ -335,6 +350,12 @@ async def chat_benchmarks(reactor, args: argparse.Namespace, floor: dict) -> Non
                      f"{per:.1f} KiB per stream", "target ≤ 25 KiB"))
         for s in streams:
             s.close()
+
+        # -- fan-out: one message to N streams of one handle ------------------
+        if args.fanout:
+            await deferLater(reactor, 1.0, lambda: None)
+            rows.append(await fan_out(reactor, args, port, registration, stream_request,
+                                      message, cpu_seconds))
     finally:
         process.signalProcess("TERM")
         shutil.rmtree(workdir, ignore_errors=True)
@@ -346,6 +367,87 @@ async def chat_benchmarks(reactor, args: argparse.Namespace, floor: dict) -> Non
     print("|" + "|".join("-" * (w + 2) for w in width) + "|")
     for row in rows:
         print("| " + " | ".join(c.ljust(w) for c, w in zip(row, width, strict=True)) + " |")
+
+
+class FanStream:
+    """
+    One stream of the fan-out row: notes when each event arrives, and
+    nothing else (the load generator reads thousands of these).
+    """
+
+    def __init__(self) -> None:
+        self.events: list[float] = []
+
+    def received(self, data: bytes) -> None:
+        for _ in range(data.count(b"\nevent: message\n")):
+            self.events.append(time.perf_counter())
+
+
+async def fan_out(reactor, args, port, registration, stream_request, message,
+                  cpu_seconds) -> tuple[str, str, str, str]:
+    """
+    C{--fanout} streams on one handle, then C{--fanout-rounds} messages to
+    it one at a time: server CPU per stream (the CPU of the round less
+    that of an ordinary POST, over the streams), and the time from
+    writing the POST to the last stream having the event, beside the
+    time to its 201 (the server fans out before it answers, so the 201
+    and the events leave in the same turn of its event loop).
+    """
+    from twisted.internet.task import deferLater
+
+    from bench.rawhttp import connect_many, open_streams
+    from kezchat.identity.keys import KeyPair
+
+    pool = await connect_many(reactor, "127.0.0.1", port, 8)
+    key = KeyPair.generate()
+    status, _ = await pool.request(registration(key, "fan"))
+    assert status == 201, status
+    streams = await open_streams(reactor, "127.0.0.1", port,
+                                 [stream_request(key, "fan")] * args.fanout, batch=250)
+    counters = []
+    for s in streams:
+        counter = FanStream()
+        original = s.dataReceived
+
+        def spy(data: bytes, counter=counter, original=original) -> None:
+            counter.received(data)
+            original(data)
+
+        s.dataReceived = spy
+        counters.append(counter)
+    await deferLater(reactor, 1.0, lambda: None)
+    # an ordinary POST to a handle nobody listens to: what a round costs
+    # besides the fan-out itself
+    plain = [message(10_000_000 + i) for i in range(200)]
+    before = cpu_seconds()
+    await pool.blast(plain, lambda stamp: None)
+    post_cpu = (cpu_seconds() - before) / len(plain)
+    per_stream, last, created = [], [], []
+    for r in range(args.fanout_rounds):
+        raw = message(20_000_000 + r, to="fan")
+        before = cpu_seconds()
+        sent = time.perf_counter()
+        status, _ = await pool.request(raw)
+        answered = time.perf_counter()
+        assert status == 201, status
+        deadline = answered + 30
+        while min(len(c.events) for c in counters) <= r:
+            if time.perf_counter() > deadline:
+                raise RuntimeError("fan-out did not reach every stream")
+            await deferLater(reactor, 0.005, lambda: None)
+        cpu = cpu_seconds() - before
+        per_stream.append((cpu - post_cpu) / len(streams))
+        last.append(max(c.events[r] for c in counters) - sent)
+        created.append(answered - sent)
+        await deferLater(reactor, 0.3, lambda: None)
+    for s in streams:
+        s.close()
+    await pool.close()
+    return (f"fan-out to {len(streams):,} streams",
+            f"{percentile(per_stream, .5) * 1e6:.1f} µs server CPU per stream",
+            f"last stream {percentile(last, .5) * 1e3:.0f} ms after the POST"
+            f" (201 at {percentile(created, .5) * 1e3:.0f} ms)",
+            f"median of {args.fanout_rounds}; targets ≤ 20 µs, ≤ 150 ms")
 
 
 async def wait_delivered(reactor, listener, total: int, timeout: float = 60.0) -> None:
@@ -371,12 +473,17 @@ def main() -> None:
     parser.add_argument("--payload", type=int, default=200, help="bytes of ciphertext")
     parser.add_argument("--streams", type=int, default=10000)
     parser.add_argument("--handles", type=int, default=100)
-    parser.add_argument("--profile", help="write a py-spy profile of the server's burst here")
+    parser.add_argument("--fanout", type=int, default=5000, help="streams in the fan-out row")
+    parser.add_argument("--fanout-rounds", type=int, default=5)
+    parser.add_argument("--server-reactor", default="asyncio", choices=["asyncio", "epoll"],
+                        help="twistd -r for the server (NATS needs asyncio)")
+    parser.add_argument("--profile", help="write a py-spy profile of the server's burst here"
+                        " (.svg: a flame graph; otherwise speedscope JSON)")
     parser.add_argument("--access-log", action="store_true",
                         help="run the server with --access-log on")
     args = parser.parse_args()
     if args.quick:
-        args.seconds, args.burst, args.streams = 2.0, 4000, 1000
+        args.seconds, args.burst, args.streams, args.fanout = 2.0, 4000, 1000, 1000
     floor = asyncio.run(nats_floor(args.rates, args.seconds))
     run_twisted(args, floor)
 

@@ -28,19 +28,20 @@ from __future__ import annotations
 import asyncio
 import base64
 import binascii
+import json
+import re
 import time
 from collections import OrderedDict
 from collections.abc import Awaitable, Callable, Mapping
 from typing import Any
 
+from nacl.bindings import crypto_sign_open
 from nacl.exceptions import BadSignatureError
 from nacl.exceptions import ValueError as NaclValueError
-from nacl.signing import VerifyKey
 from twisted.internet.defer import Deferred
 from twisted.logger import Logger
 
 from kezchat.identity.keys import InvalidKey, format_primary
-from kezchat.identity.nkeys import decode_public
 from kezchat.natsbridge import jwt
 from kezchat.natsbridge.aio import resolve
 from kezchat.natsbridge.keys import SERVER, USER, NKey, public_key_bytes
@@ -53,6 +54,16 @@ REQUEST_AUDIENCE = "nats-authorization-request"
 # primary ("ed25519:<hex>") -> registry record, or None when unregistered.
 # The result may be a Deferred, an awaitable or a plain value.
 Lookup = Callable[[str], "Deferred[Any] | Awaitable[Any] | Any"]
+
+
+#: what L{CachedLookup.peek} returns when it does not know
+MISS = object()
+
+# A user nkey as nats-server makes one for each connection: "U" then the
+# rest of the base32 of the prefix byte (whose last 3 bits are zero), the
+# key and the CRC. Checking its shape is enough: it comes from the server,
+# in a request whose signature we checked, and only ever goes back to it.
+_USER_NKEY = re.compile(r"U[A-D][A-Z2-7]{54}")
 
 
 class CachedLookup:
@@ -79,12 +90,22 @@ class CachedLookup:
         self._clock = clock
         self._records: OrderedDict[str, tuple[float, Any]] = OrderedDict()
 
-    async def __call__(self, primary: str) -> Any:
-        now = self._clock()
+    def peek(self, primary: str) -> Any:
+        """
+        The cached record of C{primary}, or L{MISS}: lets the responder
+        answer a returning client without a task or a round trip.
+        """
         hit = self._records.get(primary)
-        if hit is not None and hit[0] > now:
+        if hit is not None and hit[0] > self._clock():
             self._records.move_to_end(primary)
             return hit[1]
+        return MISS
+
+    async def __call__(self, primary: str) -> Any:
+        hit = self.peek(primary)
+        if hit is not MISS:
+            return hit
+        now = self._clock()
         record = await resolve(self._lookup(primary))
         if record is None:
             self._records.pop(primary, None)
@@ -126,12 +147,36 @@ def _decode_nonce_signature(sig: str) -> bytes:
     raise RefusedError("malformed nonce signature")
 
 
+class _Pending:
+    """
+    A request whose checks passed up to the registry lookup.
+    """
+
+    __slots__ = ("name_json", "now", "primary", "request", "server_id", "user_nkey")
+
+    def __init__(
+        self, request: dict[str, Any], user_nkey: str, server_id: str, now: float, primary: str
+    ) -> None:
+        self.request = request
+        self.user_nkey = user_nkey
+        self.server_id = server_id
+        self.now = now
+        self.primary = primary
+
+
 class CalloutResponder:
     """
     Turns authorization requests into authorization responses.
 
+    The work is split around the registry lookup (L{prepare}, then
+    L{complete} or L{finish}) so that a returning client whose record is
+    cached is answered synchronously: four Ed25519 operations (the
+    server's request, the client's nonce, two signatures) are what an
+    authorization must cost, and little else should.
+
     @param issuer: the account key nats-server trusts (C{auth_callout.issuer}).
-    @param lookup: primary → registry record or C{None}.
+    @param lookup: primary → registry record or C{None}. A lookup with a
+        C{peek(primary)} method (L{CachedLookup}) is asked that first.
     @param account: the account users are placed in (C{KEZ} in
         C{deploy/nats.conf}).
     @param ttl: lifetime of a user JWT in seconds. When it runs out
@@ -154,10 +199,26 @@ class CalloutResponder:
         self.account = account
         self.ttl = ttl
         self.clock = clock
+        self._peek = getattr(lookup, "peek", None)
+        self._account_json = json.dumps(account)
+        self._issuer_json = json.dumps(issuer.public)
+        #: owner key → the rendered C{nats} section of its user JWT
+        self._sections: OrderedDict[str, str] = OrderedDict()
 
     async def respond(self, token: bytes) -> bytes:
         """
         The reply payload for one request payload. Never raises.
+        """
+        pending = self.prepare(token)
+        if isinstance(pending, bytes):
+            return pending
+        return await self.finish(pending)
+
+    def prepare(self, token: bytes) -> bytes | _Pending:
+        """
+        Check a request as far as the registry lookup: the reply when it
+        is already decided (a refusal), else what L{complete} or
+        L{finish} needs. Never raises.
         """
         now = self.clock()
         try:
@@ -166,8 +227,8 @@ class CalloutResponder:
             user_nkey = request.get("user_nkey")
             server = request.get("server_id")
             server_id = server.get("id") if isinstance(server, dict) else None
-            # user_nkey is new for every connection: not worth caching.
-            decode_public(USER, user_nkey)
+            if not isinstance(user_nkey, str) or not _USER_NKEY.fullmatch(user_nkey):
+                raise InvalidKey("the request's user_nkey is not a user key")
             public_key_bytes(SERVER, server_id)
         except (jwt.JWTError, InvalidKey, TypeError, AttributeError) as e:
             self.log.warn("Refusing a malformed authorization request: {reason}", reason=str(e))
@@ -175,23 +236,75 @@ class CalloutResponder:
         try:
             if claims.get("aud") != REQUEST_AUDIENCE:
                 raise RefusedError("not an authorization request")
-            primary, name = await self._authenticate(request)
+            primary = self._authenticate(request)
         except RefusedError as e:
-            self.log.info(
-                "NATS connection refused: {reason} (client {client})",
-                reason=str(e),
-                client=_client_label(request),
-            )
-            return self._response(user_nkey, server_id, {"error": str(e)}, now)
+            return self._refuse(request, user_nkey, server_id, now, str(e))
         except Exception:
-            # A request shape nobody anticipated: refuse, never leave the
-            # client waiting for the server's auth timeout.
-            self.log.failure("Refusing an authorization request that could not be handled")
-            return self._response(user_nkey, server_id, {"error": "internal error"}, now)
-        user_jwt = self._user_jwt(user_nkey, primary, name, now)
-        return self._response(user_nkey, server_id, {"jwt": user_jwt}, now)
+            return self._internal_error(user_nkey, server_id, now)
+        return _Pending(request, user_nkey, server_id, now, primary)
 
-    async def _authenticate(self, request: dict[str, Any]) -> tuple[str, str | None]:
+    def complete(self, pending: _Pending) -> bytes | None:
+        """
+        The reply, if the lookup can answer without waiting; else C{None}.
+        """
+        if self._peek is None:
+            return None
+        try:
+            record = self._peek(pending.primary)
+        except Exception:
+            return None
+        if record is MISS:
+            return None
+        return self._decide(pending, record)
+
+    async def finish(self, pending: _Pending) -> bytes:
+        """
+        The reply, once the registry has answered. Never raises.
+        """
+        try:
+            record = await resolve(self.lookup(pending.primary))
+        except asyncio.CancelledError:
+            raise
+        except Exception:
+            self.log.failure("Registry lookup failed for {primary}", primary=pending.primary)
+            return self._refuse(
+                pending.request, pending.user_nkey, pending.server_id, pending.now,
+                "registry unavailable",
+            )
+        return self._decide(pending, record)
+
+    def _decide(self, pending: _Pending, record: Any) -> bytes:
+        if record is None:
+            return self._refuse(
+                pending.request, pending.user_nkey, pending.server_id, pending.now, "unknown key"
+            )
+        try:
+            user_jwt = self._user_jwt(
+                pending.user_nkey, pending.primary, _record_name(record), pending.now
+            )
+            return self._response(
+                pending.user_nkey, pending.server_id, f'"jwt":"{user_jwt}"', pending.now
+            )
+        except Exception:
+            return self._internal_error(pending.user_nkey, pending.server_id, pending.now)
+
+    def _refuse(
+        self, request: dict[str, Any], user_nkey: str, server_id: str, now: float, reason: str
+    ) -> bytes:
+        self.log.info(
+            "NATS connection refused: {reason} (client {client})",
+            reason=reason,
+            client=_client_label(request),
+        )
+        return self._response(user_nkey, server_id, '"error":' + _json(reason), now)
+
+    def _internal_error(self, user_nkey: str, server_id: str, now: float) -> bytes:
+        # A request shape nobody anticipated: refuse, never leave the
+        # client waiting for the server's auth timeout.
+        self.log.failure("Refusing an authorization request that could not be handled")
+        return self._response(user_nkey, server_id, '"error":"internal error"', now)
+
+    def _authenticate(self, request: dict[str, Any]) -> str:
         opts, info = request.get("connect_opts"), request.get("client_info")
         if not isinstance(opts, dict) or not isinstance(info, dict):
             raise RefusedError("malformed request")
@@ -202,45 +315,55 @@ class CalloutResponder:
             raise RefusedError("the nonce was not signed")
         try:
             key = public_key_bytes(USER, nkey)
-            VerifyKey(key).verify(nonce.encode("ascii"), _decode_nonce_signature(sig))
+            crypto_sign_open(_decode_nonce_signature(sig) + nonce.encode("ascii"), key)
         except (InvalidKey, BadSignatureError, NaclValueError, UnicodeEncodeError) as e:
             raise RefusedError("bad nonce signature") from e
-        primary = format_primary(key)
-        try:
-            record = await resolve(self.lookup(primary))
-        except asyncio.CancelledError:
-            raise
-        except Exception as e:
-            self.log.failure("Registry lookup failed for {primary}", primary=primary)
-            raise RefusedError("registry unavailable") from e
-        if record is None:
-            raise RefusedError("unknown key")
-        return primary, _record_name(record)
+        return format_primary(key)
+
+    def _section(self, primary: str) -> str:
+        """
+        The C{nats} section of a user JWT for C{primary}, rendered once
+        per key (it depends on nothing else).
+        """
+        section = self._sections.get(primary)
+        if section is None:
+            section = _json(
+                {
+                    "type": "user",
+                    "subs": -1,
+                    "data": -1,
+                    "payload": -1,
+                    **user_permissions(primary.removeprefix("ed25519:")),
+                    "version": 2,
+                }
+            )
+            self._sections[primary] = section
+            if len(self._sections) > 10_000:
+                self._sections.popitem(last=False)
+        return section
 
     def _user_jwt(self, user_nkey: str, primary: str, name: str | None, now: float) -> str:
-        claims: dict[str, Any] = {
-            "sub": user_nkey,
-            "aud": self.account,
-            "exp": int(now) + self.ttl,
-            "nats": {
-                "type": "user",
-                "subs": -1,
-                "data": -1,
-                "payload": -1,
-                **user_permissions(primary.removeprefix("ed25519:")),
-            },
-        }
-        if name:
-            claims["name"] = name
-        return jwt.encode(claims, self.issuer, now=now)
+        # the same claims jwt.encode would make from a dict, rendered from
+        # parts: user_nkey and the keys are base32/hex, safe in a string
+        name_member = ',"name":' + _json(name) if name else ""
+        unsigned = (
+            f'{{"sub":"{user_nkey}","aud":{self._account_json},"exp":{int(now) + self.ttl},'
+            f'"nats":{self._section(primary)}{name_member},"iss":{self._issuer_json},'
+            f'"iat":{int(now)}}}'
+        )
+        return jwt.encode_serialised(unsigned.encode("utf-8"), self.issuer)
 
-    def _response(self, user_nkey: str, server_id: str, body: dict[str, Any], now: float) -> bytes:
-        claims = {
-            "sub": user_nkey,
-            "aud": server_id,
-            "nats": {"type": "authorization_response", **body},
-        }
-        return jwt.encode(claims, self.issuer, now=now).encode("ascii")
+    def _response(self, user_nkey: str, server_id: str, body: str, now: float) -> bytes:
+        unsigned = (
+            f'{{"sub":"{user_nkey}","aud":"{server_id}",'
+            f'"nats":{{"type":"authorization_response",{body},"version":2}},'
+            f'"iss":{self._issuer_json},"iat":{int(now)}}}'
+        )
+        return jwt.encode_serialised(unsigned.encode("utf-8"), self.issuer).encode("ascii")
+
+
+def _json(value: Any) -> str:
+    return json.dumps(value, separators=(",", ":"), ensure_ascii=False)
 
 
 def _client_label(request: dict[str, Any]) -> str:
@@ -282,12 +405,25 @@ class CalloutSubscription:
             await asyncio.gather(*self._tasks, return_exceptions=True)
 
     async def _on_request(self, msg: Any) -> None:
-        task = asyncio.ensure_future(self._answer(msg))
+        responder = self.responder
+        pending = responder.prepare(msg.data)
+        if isinstance(pending, bytes):
+            await self._reply(msg, pending)
+            return
+        reply = responder.complete(pending)
+        if reply is not None:
+            # a returning client, its record cached: answered here,
+            # without a task per request
+            await self._reply(msg, reply)
+            return
+        task = asyncio.ensure_future(self._answer(msg, pending))
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
 
-    async def _answer(self, msg: Any) -> None:
-        reply = await self.responder.respond(msg.data)
+    async def _answer(self, msg: Any, pending: _Pending) -> None:
+        await self._reply(msg, await self.responder.finish(pending))
+
+    async def _reply(self, msg: Any, reply: bytes) -> None:
         if not msg.reply:
             return
         try:
