@@ -123,6 +123,7 @@ def run_twisted(args: argparse.Namespace, floor: dict) -> None:
 
 
 async def chat_benchmarks(reactor, args: argparse.Namespace, floor: dict) -> None:
+    from twisted.internet.defer import Deferred
     from twisted.internet.protocol import ProcessProtocol
 
     from bench.rawhttp import connect_many, open_streams, wait_until
@@ -142,6 +143,10 @@ async def chat_benchmarks(reactor, args: argparse.Namespace, floor: dict) -> Non
 
         def __init__(self) -> None:
             self.output = b""
+            self.ended: Deferred = Deferred()
+
+        def processEnded(self, reason: object) -> None:
+            self.ended.callback(None)
 
         def outReceived(self, data: bytes) -> None:
             self.output = (self.output + data)[-65536:]
@@ -155,10 +160,12 @@ async def chat_benchmarks(reactor, args: argparse.Namespace, floor: dict) -> Non
         "resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))\n"
 
 
+        + (TRACER if args.trace else "") +
         "from twisted.scripts.twistd import run\n"
         "sys.argv = ['twistd'] + sys.argv[1:]\n"
         "run()\n"
     )
+    trace_path = os.path.join(workdir, "trace.json")
     process = reactor.spawnProcess(
         server, sys.executable,
         [sys.executable, "-c", launcher, "-r", args.server_reactor, "-n", "--pidfile=", "kezchat",
@@ -169,7 +176,7 @@ async def chat_benchmarks(reactor, args: argparse.Namespace, floor: dict) -> Non
          # stream caps would refuse most of them
          "--max-streams-per-handle", "0", "--max-streams-per-ip", "0",
          "--access-log", "on" if args.access_log else "off"],
-        env={**os.environ, "PYTHONPATH": os.path.dirname(HERE)},
+        env={**os.environ, "PYTHONPATH": os.path.dirname(HERE), "KEZ_BENCH_TRACE": trace_path},
         path=workdir,
     )
 
@@ -177,6 +184,19 @@ async def chat_benchmarks(reactor, args: argparse.Namespace, floor: dict) -> Non
         with open(f"/proc/{process.pid}/stat") as f:
             fields = f.read().rsplit(")", 1)[1].split()
         return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+    def thread_cpu_seconds() -> dict[int, float]:
+        # per thread: the reactor's (tid == pid) against the database
+        # threads' (the writer, the reader pool)
+        found = {}
+        for tid in os.listdir(f"/proc/{process.pid}/task"):
+            try:
+                with open(f"/proc/{process.pid}/task/{tid}/stat") as f:
+                    fields = f.read().rsplit(")", 1)[1].split()
+            except OSError:
+                continue
+            found[int(tid)] = (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+        return found
 
     def own_cpu_seconds() -> float:
         times = os.times()
@@ -245,7 +265,9 @@ async def chat_benchmarks(reactor, args: argparse.Namespace, floor: dict) -> Non
 
         gc.collect()
         gc.disable()
-        for rate in args.rates:
+        windows: list[tuple[str, float, float]] = []
+
+        async def at_rate(rate: int, label: str) -> None:
             count = int(rate * args.seconds)
             # sign a little ahead of time, but not so far that auth goes stale
             bodies = [message(i) for i in range(count)]
@@ -264,11 +286,15 @@ async def chat_benchmarks(reactor, args: argparse.Namespace, floor: dict) -> Non
             for d in pending:
                 await d
             await wait_delivered(reactor, listener, delivered_before + count)
+            windows.append((label, start, time.perf_counter()))
             lat = [x * 1e3 for x in listener.latencies]
+            p50, p99 = percentile(lat, .5), percentile(lat, .99)
             floor_p50, floor_p99 = floor.get(rate, (float("nan"), float("nan")))
-            rows.append((f"POST→SSE @ {rate} msg/s", f"p50 {percentile(lat, .5):.2f} ms",
-                         f"p99 {percentile(lat, .99):.2f} ms",
+            rows.append((label, f"p50 {p50:.2f} ms", f"p99 {p99:.2f} ms ({p99 / p50:.1f}× p50)",
                          f"NATS floor p50 {floor_p50:.2f} / p99 {floor_p99:.2f} ms"))
+
+        for rate in args.rates:
+            await at_rate(rate, f"POST→SSE @ {rate} msg/s")
 
         # -- maximum sustained ---------------------------------------------
         count = args.burst
@@ -289,6 +315,7 @@ async def chat_benchmarks(reactor, args: argparse.Namespace, floor: dict) -> Non
 
             await deferLater(reactor, 1.0, lambda: None)
         server_cpu, client_cpu = cpu_seconds(), own_cpu_seconds()
+        threads = thread_cpu_seconds()
         start = time.perf_counter()
         results = await pool.blast(bodies, listener.mark_sent)
         stored_at = time.perf_counter()
@@ -298,13 +325,22 @@ async def chat_benchmarks(reactor, args: argparse.Namespace, floor: dict) -> Non
             profiler.signalProcess("INT")
         server_cpu = cpu_seconds() - server_cpu
         client_cpu = own_cpu_seconds() - client_cpu
+        after = thread_cpu_seconds()
+        reactor_cpu = after.get(process.pid, 0.0) - threads.get(process.pid, 0.0)
+        other_cpu = sum(v - threads.get(t, 0.0) for t, v in after.items() if t != process.pid)
         ok = sum(1 for status in results if status == 201)
         rows.append(("max sustained", f"{ok / (stored_at - start):,.0f} stored/s",
                      f"{count / (finished - start):,.0f} stored+delivered/s",
                      f"{ok}/{count} stored over {args.connections} connections; CPU per "
                      f"message: server {server_cpu / count * 1e6:.0f} µs, "
                      f"load generator {client_cpu / count * 1e6:.0f} µs"))
+        rows.append(("  of which", f"reactor thread {reactor_cpu / count * 1e6:.0f} µs",
+                     f"database threads {other_cpu / count * 1e6:.0f} µs",
+                     f"{args.burst} messages"))
         message_cpu = server_cpu / count
+        if args.half_max:
+            half = max(1, int(ok / (stored_at - start) / 2))
+            await at_rate(half, f"POST→SSE @ {half} msg/s (half max)")
 
         # -- the same client, the same connections: GET /v1/healthz ----------
         # the cheapest route there is; a message's CPU is read against it
@@ -358,6 +394,9 @@ async def chat_benchmarks(reactor, args: argparse.Namespace, floor: dict) -> Non
                                       message, cpu_seconds))
     finally:
         process.signalProcess("TERM")
+        if args.trace:
+            await server.ended
+            rows.extend(trace_rows(trace_path, windows))
         shutil.rmtree(workdir, ignore_errors=True)
 
     width = [max(len(r[i]) for r in rows) for i in range(4)]
@@ -367,6 +406,75 @@ async def chat_benchmarks(reactor, args: argparse.Namespace, floor: dict) -> Non
     print("|" + "|".join("-" * (w + 2) for w in width) + "|")
     for row in rows:
         print("| " + " | ".join(c.ljust(w) for c, w in zip(row, width, strict=True)) + " |")
+
+
+# Installed in the server process by --trace: times every collector pass
+# and every batch of the database writer (wall time, and the writer
+# thread's CPU time: while its Python code runs it holds the GIL, which
+# is what the reactor thread waits on; SQLite releases the GIL inside its
+# steps, so this is an upper bound of the hold), written out at exit.
+TRACER = """
+import atexit, gc, json, os, time
+_trace = {"gc": [], "batches": []}
+_gc_start = [0.0]
+def _gc_callback(phase, info):
+    if phase == "start":
+        _gc_start[0] = time.perf_counter()
+    else:
+        now = time.perf_counter()
+        _trace["gc"].append((now, info["generation"], now - _gc_start[0]))
+gc.callbacks.append(_gc_callback)
+from kezchat.storage.sqlite import database as _database
+_run_batch = _database.SQLiteDatabase._run_batch
+def _timed_batch(self, conn, batch):
+    cpu, wall = time.thread_time(), time.perf_counter()
+    try:
+        return _run_batch(self, conn, batch)
+    finally:
+        now = time.perf_counter()
+        _trace["batches"].append((now, len(batch), time.thread_time() - cpu, now - wall))
+_database.SQLiteDatabase._run_batch = _timed_batch
+def _dump():
+    with open(os.environ["KEZ_BENCH_TRACE"], "w") as f:
+        json.dump(_trace, f)
+atexit.register(_dump)
+# twistd ends a SIGTERM'd server by re-raising the signal: no atexit then
+from twisted.application import app as _app
+_exit_with_signal = _app._exitWithSignal
+def _dump_and_exit(sig):
+    _dump()
+    _exit_with_signal(sig)
+_app._exitWithSignal = _dump_and_exit
+"""
+
+
+def trace_rows(path: str, windows: list[tuple[str, float, float]]) -> list[tuple[str, ...]]:
+    """
+    What the tracer saw during each fixed-rate row: collector passes and
+    the writer's batches.
+    """
+    try:
+        with open(path) as f:
+            trace = json.load(f)
+    except (OSError, ValueError):
+        return [("trace", "(the server wrote none)", "", "")]
+    rows = []
+    for label, start, end in windows:
+        gcs = [(g, d) for t, g, d in trace["gc"] if start <= t <= end]
+        batches = [(n, cpu, wall) for t, n, cpu, wall in trace["batches"] if start <= t <= end]
+        full = [d for g, d in gcs if g == 2]
+        cpu = [c for _, c, _ in batches]
+        wall = [w for _, _, w in batches]
+        longest = max((d for _, d in gcs), default=0)
+        rows.append((f"  {label.split(' (')[0].replace('POST→SSE', 'during')}",
+                     f"GC: {len(gcs)} passes, max {longest * 1e3:.1f} ms",
+                     f"{len(full)} full, max {max(full, default=0) * 1e3:.1f} ms",
+                     f"writer: {len(batches)} batches, "
+                     f"{sum(n for n, _, _ in batches) / max(len(batches), 1):.1f} msgs each, "
+                     f"thread CPU per batch p50 {percentile(cpu, .5) * 1e3:.2f}"
+                     f" / p99 {percentile(cpu, .99) * 1e3:.2f} ms, "
+                     f"wall p99 {percentile(wall, .99) * 1e3:.1f} ms"))
+    return rows
 
 
 class FanStream:
@@ -473,6 +581,10 @@ def main() -> None:
     parser.add_argument("--payload", type=int, default=200, help="bytes of ciphertext")
     parser.add_argument("--streams", type=int, default=10000)
     parser.add_argument("--handles", type=int, default=100)
+    parser.add_argument("--no-trace", dest="trace", action="store_false",
+                        help="skip timing the server's GC passes and writer batches")
+    parser.add_argument("--no-half-max", dest="half_max", action="store_false",
+                        help="skip the row at half the max sustained rate")
     parser.add_argument("--fanout", type=int, default=5000, help="streams in the fan-out row")
     parser.add_argument("--fanout-rounds", type=int, default=5)
     parser.add_argument("--server-reactor", default="asyncio", choices=["asyncio", "epoll"],
