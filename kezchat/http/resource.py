@@ -27,6 +27,7 @@ class ApiResource(Resource):
     def __init__(self, routes: Routes, clock: Callable[[], float]) -> None:
         super().__init__()
         self._klein = routes.app.resource()
+        self._fast = routes.fast
         self._metrics = routes.metrics
         self._clock = clock
 
@@ -47,6 +48,9 @@ class ApiResource(Resource):
         Answer a request whose path is known to be UTF-8; subclasses
         override this to serve more than the API.
         """
+        fast = self._fast.find(request)
+        if fast is not None:
+            return fast.render(request)
         return self._klein.render(request)
 
     def _finished(self, _: object, request: IRequest, started: float) -> None:

@@ -18,6 +18,7 @@ from werkzeug.routing import RequestRedirect
 
 from kezchat.errors import KezError
 from kezchat.http.errors import error_response, json_response
+from kezchat.http.fastpath import FastRoutes
 from kezchat.metrics import HTTPMetrics
 from kezchat.storage.errors import DatabaseUnavailable
 
@@ -34,6 +35,8 @@ class Routes:
     def __init__(self, metrics: HTTPMetrics) -> None:
         self.app = Klein()
         self.metrics = metrics
+        #: routes served ahead of Klein (L{kezchat.http.fastpath})
+        self.fast = FastRoutes()
         self.app.handle_errors(KezError)(self._api_error)
         # werkzeug "redirects" /v1//healthz to /v1/healthz by raising; an
         # API path is either right or not found, never a redirect (and an
@@ -59,6 +62,17 @@ class Routes:
             return handler
 
         return register
+
+    def render_failure(self, request: IRequest, failure: Failure) -> bytes | None:
+        """
+        The answer to a failed request, as the Klein error handlers above
+        give it: for routes served outside Klein (L{kezchat.http.fastpath}).
+        """
+        if failure.check(KezError):
+            return self._api_error(request, failure)
+        if failure.check(DatabaseUnavailable):
+            return self._unavailable(request, failure)
+        return self._internal_error(request, failure)
 
     def _api_error(self, request: IRequest, failure: Failure) -> bytes:
         error = failure.value
