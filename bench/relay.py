@@ -308,7 +308,7 @@ async def chat_benchmarks(reactor, args: argparse.Namespace, floor: dict) -> Non
             profiler = reactor.spawnProcess(
                 ProcessProtocol(), shutil.which("py-spy") or "py-spy",
                 ["py-spy", "record", "--nonblocking", "-o", args.profile, "-f",
-                 "flamegraph" if args.profile.endswith(".svg") else "speedscope",
+                 PROFILE_FORMATS.get(args.profile.rsplit(".", 1)[-1], "speedscope"),
                  "--pid", str(process.pid)], env=os.environ,
             )
             from twisted.internet.task import deferLater
@@ -477,6 +477,10 @@ def trace_rows(path: str, windows: list[tuple[str, float, float]]) -> list[tuple
     return rows
 
 
+#: py-spy's output format by the profile's file name extension
+PROFILE_FORMATS = {"svg": "flamegraph", "txt": "raw"}
+
+
 class FanStream:
     """
     One stream of the fan-out row: notes when each event arrives, and
@@ -590,12 +594,13 @@ def main() -> None:
     parser.add_argument("--server-reactor", default="asyncio", choices=["asyncio", "epoll"],
                         help="twistd -r for the server (NATS needs asyncio)")
     parser.add_argument("--profile", help="write a py-spy profile of the server's burst here"
-                        " (.svg: a flame graph; otherwise speedscope JSON)")
+                        " (.svg: a flame graph; .txt: collapsed stacks; otherwise speedscope)")
     parser.add_argument("--access-log", action="store_true",
                         help="run the server with --access-log on")
     args = parser.parse_args()
     if args.quick:
-        args.seconds, args.burst, args.streams, args.fanout = 2.0, 4000, 1000, 1000
+        args.seconds, args.burst = min(args.seconds, 2.0), min(args.burst, 4000)
+        args.streams, args.fanout = min(args.streams, 1000), min(args.fanout, 1000)
     floor = asyncio.run(nats_floor(args.rates, args.seconds))
     run_twisted(args, floor)
 
