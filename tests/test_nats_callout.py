@@ -19,7 +19,12 @@ from kezchat.identity.keys import KeyPair
 from kezchat.identity.nkeys import primary_to_user_nkey
 from kezchat.natsbridge import jwt
 from kezchat.natsbridge.aio import deferred_from_coroutine
-from kezchat.natsbridge.callout import CALLOUT_SUBJECT, CalloutResponder, CalloutSubscription
+from kezchat.natsbridge.callout import (
+    CALLOUT_SUBJECT,
+    CachedLookup,
+    CalloutResponder,
+    CalloutSubscription,
+)
 from kezchat.natsbridge.keys import ACCOUNT, SERVER, USER, NKey
 from kezchat.natsbridge.stream import ensure_inbox_stream
 from kezchat.natsbridge.subjects import (
@@ -27,6 +32,7 @@ from kezchat.natsbridge.subjects import (
     consumer_filter,
     consumer_name,
     inbox_subject,
+    user_permissions,
 )
 from tests.natssupport import NatsTestCase, asyncio_test
 
@@ -121,6 +127,64 @@ class CalloutTests(CalloutTestCase):
         nc = await self.user(alice)
         self.assertTrue(nc.is_connected)
         self.assertEqual(registry.calls, [alice.primary])
+
+    @asyncio_test
+    async def test_cached_client_answered_without_a_lookup(self) -> None:
+        """
+        With the registry behind a L{CachedLookup} (as the service wires
+        it), a returning client is admitted from the cache: the registry
+        is asked once. An unknown key is asked about every time.
+        """
+        alice, mallory = KeyPair.generate(), KeyPair.generate()
+        registry = await self.start_callout(alice)
+        self.responder = CalloutResponder(self.nats.issuer, CachedLookup(registry.lookup))
+        self.callout.responder = self.responder
+        for _ in range(3):
+            nc = await self.user(alice)
+            self.assertTrue(nc.is_connected)
+            await nc.close()
+            with self.assertRaises(nats.errors.Error):
+                await self.user(mallory)
+        self.assertEqual(registry.calls, [alice.primary] + [mallory.primary] * 3)
+
+    @asyncio_test
+    async def test_rendered_claims_match_encoded_ones(self) -> None:
+        """
+        The responder renders its JWTs from parts; they carry exactly the
+        claims L{jwt.encode} would make from a dict.
+        """
+        alice = KeyPair.generate()
+        await self.start_callout(alice)
+        responder = self.responder
+        user_nkey = NKey.generate(USER).public
+        server = NKey.generate(SERVER).public
+        name = 'alice "the first" ü@kez.test'
+        token = responder._user_jwt(user_nkey, alice.primary, name, 1_700_000_000.5)
+        rendered = jwt.decode(token, [ACCOUNT], "user", now=1_700_000_000)
+        expected = jwt.decode(
+            jwt.encode(
+                {
+                    "sub": user_nkey,
+                    "aud": "KEZ",
+                    "exp": 1_700_000_000 + responder.ttl,
+                    "nats": {
+                        "type": "user", "subs": -1, "data": -1, "payload": -1,
+                        **user_permissions(alice.primary.removeprefix("ed25519:")),
+                    },
+                    "name": name,
+                },
+                self.nats.issuer,
+                now=1_700_000_000,
+            ),
+            [ACCOUNT],
+            "user",
+            now=1_700_000_000,
+        )
+        self.assertEqual(rendered, expected)
+        reply = responder._response(user_nkey, server, '"error":"no \\"way\\""', 1_700_000_000)
+        claims = jwt.decode(reply, [ACCOUNT], "authorization_response", now=1_700_000_000)
+        self.assertEqual(claims["nats"]["error"], 'no "way"')
+        self.assertEqual((claims["sub"], claims["aud"]), (user_nkey, server))
 
     @asyncio_test
     async def test_unknown_key_refused(self) -> None:
