@@ -12,6 +12,11 @@ halves as the environment assignments C{deploy/nats.conf} reads.
 
 copies a SQLite database (the chat-server's or the sig-server's) while the
 server runs, with SQLite's online backup (L{kezchat.backup}).
+
+    kezchat-admin migrate --from kez-chat.db --to postgresql://...
+
+copies a SQLite deployment (kezchat's or kezsig's file) into an empty
+PostgreSQL database, for running several instances (docs/scaling.md).
 """
 
 from __future__ import annotations
@@ -22,6 +27,7 @@ from pathlib import Path
 
 from twisted.python import usage
 
+from kezchat import __version__
 from kezchat.backup import BackupError, backup_database, backup_to_stream
 from kezchat.natsbridge.keys import ACCOUNT, USER, NKey, write_seed_file
 
@@ -65,13 +71,42 @@ class BackupOptions(usage.Options):
                 raise usage.UsageError(f"--{name} is required")
 
 
+class MigrateOptions(usage.Options):
+    synopsis = "--from FILE --to postgresql://user:pass@host:port/dbname"
+    longdesc = (
+        "Copy a SQLite database (kez-chat.db or kez-sig.db) into an empty PostgreSQL"
+        " database: handles, inboxes with their seqs and counters, idempotency keys,"
+        " manifests, or sigchain events. Stop the server first."
+    )
+    optParameters = [
+        ["from", None, None, "The SQLite database file."],
+        ["to", None, None, "The PostgreSQL URL (the database must exist and be empty)."],
+    ]
+
+    def postOptions(self) -> None:
+        if not self["from"] or not self["to"]:
+            raise usage.UsageError("--from FILE and --to URL are required")
+        if not self["to"].startswith(("postgresql://", "postgres://")):
+            raise usage.UsageError("--to must be a postgresql:// URL")
+        if not os.path.isfile(self["from"]):
+            raise usage.UsageError(f"{self['from']} is not a file")
+
+
 class AdminOptions(usage.Options):
     synopsis = "kezchat-admin <command> [options]"
     longdesc = "Operator commands for a kezchat deployment."
     subCommands = [
         ["nats-keys", None, NatsKeysOptions, "Create the NATS issuer and callout keys."],
         ["backup", None, BackupOptions, "Back up a SQLite database while the server runs."],
+        ["migrate", None, MigrateOptions, "Copy a SQLite database into PostgreSQL."],
     ]
+
+    def opt_version(self) -> None:
+        """
+        Print kezchat's version and exit.
+        """
+        print(f"kezchat-admin {__version__}")
+        sys.exit(0)
 
     def postOptions(self) -> None:
         if self.subCommand is None:
@@ -114,6 +149,8 @@ def main(argv: list[str] | None = None) -> int:
         print(f"KEZ_CALLOUT_USER={callout.public}")
     elif options.subCommand == "backup":
         return backup(options.subOptions["db"], options.subOptions["out"])
+    elif options.subCommand == "migrate":
+        return run_migrate(options.subOptions["from"], options.subOptions["to"])
     return 0
 
 
@@ -129,6 +166,26 @@ def backup(db: str, out: str) -> int:
         print(f"kezchat-admin: {e}", file=sys.stderr)
         return 1
     print(f"kezchat-admin: backed up {db} to {out}: {report.describe()}", file=sys.stderr)
+    return 0
+
+
+def run_migrate(source: str, target: str) -> int:
+    """
+    C{kezchat-admin migrate}: report per table, one line of error on failure.
+    """
+    import asyncio
+
+    from kezchat.storage.migrate import MigrationError, migrate
+
+    try:
+        copied = asyncio.run(migrate(source, target, report=print))
+    except (MigrationError, OSError) as e:
+        print(f"kezchat-admin: {e}", file=sys.stderr)
+        return 1
+    except Exception as e:  # the driver's errors: connection, permissions
+        print(f"kezchat-admin: migration failed: {type(e).__name__}: {e}", file=sys.stderr)
+        return 1
+    print(f"migrated the {copied.kind} database {source} into PostgreSQL")
     return 0
 
 

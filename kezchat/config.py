@@ -9,15 +9,19 @@ The flag and variable names are an interface operators script against
 from __future__ import annotations
 
 import math
-import os
-from collections.abc import Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from ipaddress import ip_network
-from typing import Any
 
 from twisted.python import usage
 
 from kezchat.identity.handles import SERVER_RE
+from kezchat.options import TableOptions, parameters, parse_switch
+from kezchat.storage.dburl import check_db_setting
+
+#: seconds over which C{send_limit} and C{register_limit} count (their
+#: flags say "per minute" and "per hour")
+SEND_LIMIT_WINDOW = 60.0
+REGISTER_LIMIT_WINDOW = 3600.0
 
 
 @dataclass(frozen=True)
@@ -30,7 +34,8 @@ class ChatConfig:
     db: str = "kez-chat.db"
     server: str = "kez.lat"
     public_url: str | None = None
-    sig_server_url: str = "http://localhost:7878"
+    #: unset: records carry no C{sigchain_url} (none is advertised that is not served)
+    sig_server_url: str | None = None
     web_dir: str | None = None
     nats_url: str | None = None
     nats_seed: str | None = None
@@ -53,7 +58,6 @@ class ChatConfig:
     max_streams_per_ip: int = 256
     #: total bytes the KEZ_INBOX JetStream stream keeps (oldest dropped first)
     nats_stream_max_bytes: int = 1024**3
-    extra: Mapping[str, Any] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
         # the invariants the flags are checked against, for embedders too
@@ -71,8 +75,8 @@ class ChatConfig:
         return (self.public_url or f"https://{self.server}").rstrip("/")
 
     @property
-    def sig_base_url(self) -> str:
-        return self.sig_server_url.rstrip("/")
+    def sig_base_url(self) -> str | None:
+        return self.sig_server_url.rstrip("/") if self.sig_server_url else None
 
 
 #: a retention longer than this is a typo (and overflows NATS's max_age)
@@ -104,13 +108,9 @@ def retention_bytes_problem(size: int) -> str | None:
     return None
 
 
-def _env_list(value: str) -> list[str]:
-    return value.split()
-
-
-def _positive_int(name: str, value: str) -> int:
+def _positive_int(name: str, value: str | None) -> int:
     try:
-        number = int(value)
+        number = int(value or "")
     except ValueError:
         raise usage.UsageError(f"--{name} takes a whole number, not {value!r}") from None
     if number < 0:
@@ -118,7 +118,7 @@ def _positive_int(name: str, value: str) -> int:
     return number
 
 
-class ChatOptions(usage.Options):
+class ChatOptions(TableOptions):
     """
     C{twistd kezchat} options. Every option also reads an environment
     variable; a flag given on the command line wins over the variable.
@@ -133,14 +133,19 @@ class ChatOptions(usage.Options):
 
     #: (flag, environment variable, default, help)
     table = [
-        ("db", "KEZ_CHAT_DB", "kez-chat.db", "SQLite database file"),
+        (
+            "db",
+            "KEZ_CHAT_DB",
+            "kez-chat.db",
+            "SQLite database file, or postgresql://user:pass@host:port/dbname",
+        ),
         ("server", "KEZ_CHAT_SERVER", "kez.lat", "home server domain (the part after @)"),
         ("public-url", "KEZ_CHAT_PUBLIC_URL", None, "base URL clients see [https://<server>]"),
         (
             "sig-server-url",
             "KEZ_CHAT_SIG_SERVER_URL",
-            "http://localhost:7878",
-            "public base URL of the kezsig sigchain server",
+            None,
+            "public base URL of the kezsig sigchain server [unset: no sigchain_url in records]",
         ),
         ("web-dir", "KEZ_CHAT_WEB_DIR", None, "directory of the built web app [the packaged one]"),
         ("nats-url", "NATS_URL", None, "NATS server URL; unset: no NATS"),
@@ -209,10 +214,7 @@ class ChatOptions(usage.Options):
         ),
     ]
 
-    optParameters = [
-        [flag, None, None, f"{help} (${env}) [default: {default}]"]
-        for flag, env, default, help in table
-    ]
+    optParameters = parameters(table)
 
     optFlags = [
         [
@@ -222,12 +224,6 @@ class ChatOptions(usage.Options):
             "registered under the old one stop being served ($KEZ_CHAT_ALLOW_SERVER_CHANGE=yes)",
         ],
     ]
-
-    def __init__(self, environ: Mapping[str, str] | None = None) -> None:
-        self.environ = os.environ if environ is None else environ
-        super().__init__()
-        for flag, _env, _default, _help in self.repeatable:
-            self[flag] = []
 
     def opt_listen(self, value: str) -> None:
         self["listen"].append(value)
@@ -239,16 +235,8 @@ class ChatOptions(usage.Options):
 
     opt_trusted_proxy.__doc__ = repeatable[1][3] + " ($KEZ_CHAT_TRUSTED_PROXIES)"
 
-    def _setting(self, flag: str, env: str, default: str | None) -> str | None:
-        if self[flag] is not None:
-            return self[flag]
-        return self.environ.get(env, default) or default
-
     def postOptions(self) -> None:
-        settings = {flag: self._setting(flag, env, default) for flag, env, default, _ in self.table}
-        for flag, env, default, _ in self.repeatable:
-            if not self[flag]:
-                self[flag] = _env_list(self.environ.get(env, "")) or list(default)
+        settings = self.settings()
 
         server = (settings["server"] or "").lower()
         if not SERVER_RE.fullmatch(server):
@@ -260,13 +248,13 @@ class ChatOptions(usage.Options):
                 raise usage.UsageError(f"--trusted-proxy {proxy!r} is not an address") from None
         if settings["log-format"] not in ("text", "json"):
             raise usage.UsageError("--log-format is text or json")
-        if settings["access-log"] not in ("on", "off"):
-            raise usage.UsageError("--access-log is on or off")
+        access_log = parse_switch("access-log", settings["access-log"])
+        check_db_setting(settings["db"] or "")
         allow_env = self.environ.get("KEZ_CHAT_ALLOW_SERVER_CHANGE", "").lower()
         if allow_env not in ("", "0", "no", "false", "1", "yes", "true"):
             raise usage.UsageError("KEZ_CHAT_ALLOW_SERVER_CHANGE is yes or no")
         try:
-            retention_days = float(settings["retention-days"])
+            retention_days = float(settings["retention-days"] or "")
         except ValueError:
             raise usage.UsageError("--retention-days takes a number of days") from None
         problem = retention_days_problem(retention_days)
@@ -279,10 +267,10 @@ class ChatOptions(usage.Options):
 
         self.config = ChatConfig(
             listen=tuple(self["listen"]),
-            db=settings["db"],
+            db=settings["db"] or "kez-chat.db",
             server=server,
             public_url=settings["public-url"],
-            sig_server_url=settings["sig-server-url"],
+            sig_server_url=settings["sig-server-url"] or "http://localhost:7878",
             web_dir=settings["web-dir"],
             nats_url=settings["nats-url"],
             nats_seed=settings["nats-seed"],
@@ -292,8 +280,8 @@ class ChatOptions(usage.Options):
             trusted_proxies=tuple(self["trusted-proxy"]),
             register_limit=_positive_int("register-limit", settings["register-limit"]),
             send_limit=_positive_int("send-limit", settings["send-limit"]),
-            log_format=settings["log-format"],
-            access_log=settings["access-log"] == "on",
+            log_format=settings["log-format"] or "text",
+            access_log=access_log,
             max_streams_per_handle=_positive_int(
                 "max-streams-per-handle", settings["max-streams-per-handle"]
             ),
@@ -305,8 +293,9 @@ class ChatOptions(usage.Options):
             allow_server_change=bool(self["allow-server-change"])
             or allow_env in ("1", "yes", "true"),
         )
-        if self.config.log_format == "json" and getattr(self, "parent", None) is not None:
+        parent = getattr(self, "parent", None)
+        if self.config.log_format == "json" and parent is not None:
             # twistd reads its "logger" option when it builds its log
             # observer, which happens after option parsing: setting it here
             # is the supported way for a plugin to choose the log format.
-            self.parent["logger"] = self.parent.get("logger") or "kezchat.logs.json_observer"
+            parent["logger"] = parent.get("logger") or "kezchat.logs.json_observer"

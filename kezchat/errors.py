@@ -7,6 +7,8 @@ which status a code maps to, so the same objects serve the CLI and tests.
 
 from __future__ import annotations
 
+import json
+
 #: code → HTTP status, exactly as SPEC §3 lists them.
 STATUS_BY_CODE: dict[str, int] = {
     "bad_request": 400,
@@ -59,5 +61,22 @@ class KezError(Exception):
     def status(self) -> int:
         return STATUS_BY_CODE[self.code]
 
-    def to_json(self) -> dict:
+    def to_json(self) -> dict[str, dict[str, str]]:
+        """
+        The SPEC error shape, C{{"error": {"code", "message"}}}.
+        """
         return {"error": {"code": self.code, "message": self.message}}
+
+    def body(self) -> bytes:
+        """
+        L{to_json} as a compact UTF-8 JSON body: the one way every error
+        response of both servers is written.
+        """
+        return json_body(self.to_json())
+
+
+def json_body(value: object) -> bytes:
+    """
+    C{value} as compact UTF-8 JSON, the form of every JSON response body.
+    """
+    return json.dumps(value, separators=(",", ":"), ensure_ascii=False).encode("utf-8")

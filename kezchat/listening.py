@@ -6,16 +6,17 @@ C{systemd:…}), with the bound port available to whoever asks.
 from __future__ import annotations
 
 from collections.abc import Callable, Iterable
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, cast
 
 from twisted.application.service import MultiService, Service
-from twisted.internet.defer import Deferred, DeferredList, succeed
+from twisted.internet.defer import Deferred, DeferredList, FirstError, succeed
 from twisted.internet.endpoints import serverFromString
 from twisted.internet.error import CannotListenError
-from twisted.internet.interfaces import IListeningPort, IProtocolFactory
+from twisted.internet.interfaces import IListeningPort, IProtocolFactory, IStreamServerEndpoint
 from twisted.logger import Logger
 from twisted.python.failure import Failure
 
+from kezchat.reactor import IServerReactor
 from kezchat.startup import StartupError
 
 if TYPE_CHECKING:
@@ -36,10 +37,10 @@ class EndpointService(Service):
 
     def __init__(
         self,
-        reactor: object,
+        reactor: IServerReactor,
         description: str,
         factory: IProtocolFactory,
-        ready: Callable[[], Deferred[object]] = lambda: succeed(None),
+        ready: Callable[[], Deferred[None]] = lambda: succeed(None),
         on_failure: Callable[[str, Failure], None] | None = None,
     ) -> None:
         """
@@ -70,11 +71,11 @@ class EndpointService(Service):
     def startService(self) -> None:
         super().startService()
         self._failure = None
-        d = self._ready()
-        d.addCallback(
-            lambda _: self._endpoint.listen(self._factory).addErrback(self._cannot_listen)
-        )
-        d.addCallbacks(self._listening, self._failed)
+        def listen(_: None) -> Deferred[IListeningPort]:
+            listening = self._endpoint.listen(self._factory)
+            return listening.addErrback(self._cannot_listen)
+
+        self._ready().addCallback(listen).addCallbacks(self._listening, self._failed)
 
     def _listening(self, port: IListeningPort) -> None:
         if not self.running:
@@ -120,7 +121,7 @@ class EndpointService(Service):
         return None
 
 
-def parse_endpoint(reactor: object, description: str) -> object:
+def parse_endpoint(reactor: IServerReactor, description: str) -> IStreamServerEndpoint:
     """
     The server endpoint C{description} names.
 
@@ -150,9 +151,13 @@ def all_listening(listeners: list[EndpointService]) -> Deferred[list[IListeningP
         fireOnOneErrback=True,
         consumeErrors=True,
     )
-    d.addCallback(lambda results: [port for _ok, port in results])
-    d.addErrback(lambda f: f.value.subFailure)
-    return d
+    def ports(results: list[tuple[bool, IListeningPort]]) -> list[IListeningPort]:
+        return [port for _ok, port in results]
+
+    def first_failure(failure: Failure) -> Failure:
+        return cast(FirstError, failure.value).subFailure
+
+    return d.addCallback(ports).addErrback(first_failure)
 
 
 class ServerService(MultiService):
@@ -170,7 +175,7 @@ class ServerService(MultiService):
     def __init__(
         self,
         db: SQLiteDatabase,
-        reactor: object,
+        reactor: IServerReactor,
         on_fatal: Callable[[str], None] | None = None,
     ) -> None:
         """
@@ -213,7 +218,7 @@ class ServerService(MultiService):
             "corrupt": "it is not a SQLite database or it is damaged: restore a backup",
             "disk_full": "free some space on its disk",
             "busy": "another process holds it locked: stop that process",
-        }.get(fault_cause(failure.value) or "", "fix the cause above")
+        }.get((failure.value and fault_cause(failure.value)) or "", "fix the cause above")
         self.on_fatal(
             f"cannot open the database {self.db.path} ({failure.getErrorMessage()}): "
             f"{advice}, or choose another file with --db"

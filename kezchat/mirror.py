@@ -30,6 +30,12 @@ def _refusal(error: ManifestError) -> KezError:
 
 
 class ManifestMirror:
+    """
+    Keeps each handle's latest shared-files manifest for others to fetch:
+    only the handle's primary may replace it, and only with a blob that
+    verifies as its manifest. Knows nothing of HTTP.
+    """
+
     def __init__(
         self,
         registry: Registry,
@@ -37,6 +43,10 @@ class ManifestMirror:
         authenticator: Authenticator,
         clock: Callable[[], float],
     ) -> None:
+        """
+        @param authenticator: checks the C{X-KEZ-Auth} of an upload.
+        @param clock: seconds since the epoch (when a manifest was stored).
+        """
         self._registry = registry
         self._store = store
         self._authenticator = authenticator

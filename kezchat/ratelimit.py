@@ -15,6 +15,10 @@ from kezchat.errors import KezError
 
 
 class RateLimiter:
+    """
+    A token bucket per key; L{check} spends a token or refuses.
+    """
+
     def __init__(self, limit: int, period: float, clock: Callable[[], float]) -> None:
         """
         @param limit: requests allowed per C{period}; C{0} disables limiting.

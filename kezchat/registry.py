@@ -9,11 +9,11 @@ error code, so a client can tell exactly what to fix.
 from __future__ import annotations
 
 from collections import OrderedDict
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import Any
 
-from twisted.internet.defer import Deferred, ensureDeferred
+from twisted.internet.defer import Deferred, ensureDeferred, succeed
 
 from kezchat.errors import KezError
 from kezchat.identity.handles import (
@@ -34,11 +34,60 @@ REGISTRATION_SKEW = 300.0
 CACHE_SIZE = 65536
 
 
+class RecordCache:
+    """
+    A bounded, least-recently-used map of handle records: the one cache of
+    registry answers, for the relay, the NATS bridge and the NATS callout
+    alike.
+
+    Handles are never unbound or rebound, so a record once read stays
+    true and entries never go stale; the bound only caps memory. Misses
+    are never cached: another instance may register the handle a moment
+    later, and it must work at once.
+    """
+
+    def __init__(self, size: int = CACHE_SIZE) -> None:
+        self._size = size
+        self._records: OrderedDict[str, HandleRecord] = OrderedDict()
+
+    def get(self, key: str) -> HandleRecord | None:
+        """
+        The record under C{key}, now the most recently used; C{None} if
+        not cached.
+        """
+        record = self._records.get(key)
+        if record is not None:
+            self._records.move_to_end(key)
+        return record
+
+    def put(self, key: str, record: HandleRecord) -> None:
+        """
+        Remember C{record}, forgetting the least recently used past the bound.
+        """
+        self._records[key] = record
+        self._records.move_to_end(key)
+        if len(self._records) > self._size:
+            self._records.popitem(last=False)
+
+    def __len__(self) -> int:
+        return len(self._records)
+
+
 @dataclass(frozen=True)
 class RegistryPolicy:
+    """
+    What a registry enforces and how it names things.
+
+    @ivar server: the domain handles are registered on.
+    @ivar base_url: this chat-server's public URL (WebFinger links).
+    @ivar sig_base_url: the signature server's public URL (sigchain links),
+        or C{None} when there is none and no sigchain is advertised.
+    @ivar reserved: local parts nobody may register.
+    """
+
     server: str
     base_url: str
-    sig_base_url: str
+    sig_base_url: str | None
     reserved: frozenset[str] = RESERVED_HANDLES
 
 
@@ -54,33 +103,40 @@ class Registry:
     """
 
     def __init__(
-        self, store: RegistryStore, policy: RegistryPolicy, clock: Callable[[], float]
+        self,
+        store: RegistryStore,
+        policy: RegistryPolicy,
+        clock: Callable[[], float],
+        cache_size: int = CACHE_SIZE,
     ) -> None:
+        """
+        @param clock: seconds since the epoch (registration timestamps).
+        @param cache_size: records remembered by fqhn, and again by primary:
+            the relay resolves sender and recipient of every message, the
+            NATS callout every connection, without a trip to the database.
+        """
         self.store = store
         self.policy = policy
         self._clock = clock
-        # Handles are never unbound or rebound, so a record once read stays
-        # true: the relay resolves sender and recipient of every message
-        # without a trip to the database. Misses are not cached (another
-        # instance may register the handle a moment later).
-        self._by_fqhn: OrderedDict[str, HandleRecord] = OrderedDict()
-        self._by_primary: OrderedDict[str, HandleRecord] = OrderedDict()
+        self._by_fqhn = RecordCache(cache_size)
+        self._by_primary = RecordCache(cache_size)
 
-    def _remember(self, record: HandleRecord | None) -> HandleRecord | None:
-        if record is not None:
-            for cache, key in ((self._by_fqhn, record.fqhn), (self._by_primary, record.primary)):
-                cache[key] = record
-                cache.move_to_end(key)
-                if len(cache) > CACHE_SIZE:
-                    cache.popitem(last=False)
+    def _remember(self, record: HandleRecord) -> HandleRecord:
+        self._by_fqhn.put(record.fqhn, record)
+        self._by_primary.put(record.primary, record)
         return record
 
-    async def _cached(self, cache: OrderedDict, key: str, fetch: Callable) -> HandleRecord | None:
+    async def _cached(
+        self,
+        cache: RecordCache,
+        key: str,
+        fetch: Callable[[str], Awaitable[HandleRecord | None]],
+    ) -> HandleRecord | None:
         record = cache.get(key)
         if record is not None:
-            cache.move_to_end(key)
             return record
-        return self._remember(await fetch(key))
+        fetched = await fetch(key)
+        return self._remember(fetched) if fetched is not None else None
 
     # -- registration -----------------------------------------------------
 
@@ -124,7 +180,8 @@ class Registry:
         now = self._clock()
         if abs(now - created) > REGISTRATION_SKEW:
             raise KezError(
-                "stale_timestamp", "created_at is more than 300 s from the server's clock"
+                "stale_timestamp",
+                f"created_at is more than {REGISTRATION_SKEW:g} s from the server's clock",
             )
         return HandleRecord(handle.local, handle.server, primary, now)
 
@@ -171,6 +228,13 @@ class Registry:
             raise KezError("invalid_handle", str(e)) from None
 
     async def lookup(self, text: str) -> HandleRecord:
+        """
+        The record of a handle registered here.
+
+        @param text: a handle as a client writes it (see L{parse_lookup}).
+        @raise KezError: C{invalid_handle}, or C{not_found} (also for a
+            handle on another server).
+        """
         handle = self.parse_lookup(text)
         record = None
         if handle.server == self.policy.server:
@@ -180,6 +244,12 @@ class Registry:
         return record
 
     async def by_primary(self, primary: str) -> HandleRecord:
+        """
+        The record bound to a primary key.
+
+        @raise KezError: C{bad_request} for a malformed key, C{not_found}
+            when no handle is bound to it.
+        """
         try:
             parse_primary(primary)
         except InvalidKey:
@@ -194,22 +264,32 @@ class Registry:
         The record bound to C{primary}, or C{None}: for the NATS callout
         and the bridge, which have their own error handling.
         """
+        record = self._by_primary.get(primary)
+        if record is not None:
+            return succeed(record)
         return ensureDeferred(self._cached(self._by_primary, primary, self.store.by_primary))
 
     # -- rendering --------------------------------------------------------
 
-    def sigchain_url(self, primary: str) -> str:
+    def sigchain_url(self, primary: str) -> str | None:
+        """
+        Where the signature server publishes C{primary}'s sigchain; C{None}
+        when no sig-server is configured.
+        """
+        if self.policy.sig_base_url is None:
+            return None
         return f"{self.policy.sig_base_url}/v1/sigchains/ed25519/{primary.split(':', 1)[1]}"
 
     def record_json(self, record: HandleRecord) -> dict[str, str]:
         """
         The public record (SPEC §3.1).
         """
+        sigchain_url = self.sigchain_url(record.primary)
         return {
             "handle": record.local,
             "fqhn": record.fqhn,
             "primary": record.primary,
-            "sigchain_url": self.sigchain_url(record.primary),
+            **({"sigchain_url": sigchain_url} if sigchain_url else {}),
             "registered_at": format_rfc3339(record.registered_at),
         }
 
@@ -218,16 +298,19 @@ class Registry:
         The RFC 7033 JRD of a record.
         """
         record_url = f"{self.policy.base_url}/v1/u/{record.local}"
-        return {
-            "subject": f"acct:{record.fqhn}",
-            "aliases": [record_url],
-            "links": [
-                {"rel": "self", "type": "application/json", "href": record_url},
+        links = [{"rel": "self", "type": "application/json", "href": record_url}]
+        sigchain_url = self.sigchain_url(record.primary)
+        if sigchain_url:
+            links.append(
                 {
                     "rel": "https://kez.lat/rel/sigchain",
                     "type": "application/json",
-                    "href": self.sigchain_url(record.primary),
-                },
-            ],
+                    "href": sigchain_url,
+                }
+            )
+        return {
+            "subject": f"acct:{record.fqhn}",
+            "aliases": [record_url],
+            "links": links,
             "properties": {"https://kez.lat/ns/primary": record.primary},
         }

@@ -12,14 +12,14 @@ from __future__ import annotations
 import os
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from twisted.application.internet import TimerService
 from twisted.internet.defer import Deferred, ensureDeferred
 from twisted.logger import Logger
 from twisted.python.failure import Failure
 
-from kezchat.config import ChatConfig
+from kezchat.config import REGISTER_LIMIT_WINDOW, SEND_LIMIT_WINDOW, ChatConfig
 from kezchat.http import manifests, messages
 from kezchat.http.app import ChatResource, KezChatHTTP
 from kezchat.http.clientip import ClientAddress
@@ -27,23 +27,19 @@ from kezchat.listening import ServerService
 from kezchat.metrics import Metrics
 from kezchat.mirror import ManifestMirror
 from kezchat.ratelimit import RateLimiter
+from kezchat.reactor import IServerReactor, global_reactor
 from kezchat.registry import Registry, RegistryPolicy
 from kezchat.relay.auth import Authenticator
 from kezchat.relay.broker import Broker, LocalBroker
 from kezchat.relay.relay import Relay
 from kezchat.relay.sse import StreamHub
+from kezchat.storage.backend import chat_storage
 from kezchat.storage.errors import DatabaseUnavailable
-from kezchat.storage.sqlite import (
-    SQLiteDatabase,
-    SQLiteManifestStore,
-    SQLiteMessageStore,
-    SQLiteRegistryStore,
-)
-from kezchat.storage.sqlite.settings import ServerDomain
 from kezchat.webapp import WebApp, packaged_web_dir
 
 if TYPE_CHECKING:
     from kezchat.natsbridge.bridge import NatsBroker
+    from kezchat.natsbridge.service import NatsService
 
 log = Logger()
 
@@ -55,7 +51,8 @@ class ChatParts:
     """
 
     config: ChatConfig
-    db: SQLiteDatabase
+    #: the database service: SQLite or PostgreSQL, from C{--db}
+    db: Any
     registry: Registry
     relay: Relay
     broker: Broker
@@ -63,6 +60,8 @@ class ChatParts:
     mirror: ManifestMirror
     metrics: Metrics
     http: KezChatHTTP
+    #: the NATS link, when configured
+    nats: NatsService | None = None
 
 
 class ChatService(ServerService):
@@ -72,7 +71,10 @@ class ChatService(ServerService):
     """
 
     def __init__(
-        self, parts: ChatParts, reactor: object, on_fatal: Callable[[str], None] | None = None
+        self,
+        parts: ChatParts,
+        reactor: IServerReactor,
+        on_fatal: Callable[[str], None] | None = None,
     ) -> None:
         super().__init__(parts.db, reactor, on_fatal)
         self.parts = parts
@@ -88,32 +90,39 @@ class ChatService(ServerService):
         return self.parts.http.resource()
 
 
-def build_parts(config: ChatConfig, reactor: object, broker: Broker | None = None) -> ChatParts:
+def build_parts(config: ChatConfig, reactor: IServerReactor) -> ChatParts:
     """
-    The domain objects and HTTP layer, unstarted.
+    The domain objects and HTTP layer, unstarted, each built whole in
+    dependency order: registry, broker, relay, streams, NATS, HTTP.
+
+    @raise kezchat.natsbridge.errors.NatsSetupError: NATS is configured
+        but cannot be set up (wrong reactor, missing seed files).
     """
     clock = reactor.seconds
     metrics = Metrics()
-    db = SQLiteDatabase(
+    storage = chat_storage(
         config.db, reactor,
-        on_open=ServerDomain(config.server, allow_change=config.allow_server_change).check,
+        server=config.server,
+        allow_server_change=config.allow_server_change,
         on_write_failure=lambda cause: metrics.db_write_failures.labels(cause).inc(),
     )
+    db = storage.db
     registry = Registry(
-        SQLiteRegistryStore(db),
+        storage.registry,
         RegistryPolicy(
             server=config.server, base_url=config.base_url, sig_base_url=config.sig_base_url
         ),
         clock,
     )
-    broker = broker if broker is not None else LocalBroker()
-    store = SQLiteMessageStore(db)
+    nats_broker = _nats_broker(config, registry, reactor) if config.nats_url else None
+    broker: Broker = nats_broker if nats_broker is not None else LocalBroker()
+    store = storage.messages
     relay = Relay(
         registry=registry,
         store=store,
         broker=broker,
         authenticator=Authenticator(clock),
-        send_limiter=RateLimiter(config.send_limit, 60.0, clock),
+        send_limiter=RateLimiter(config.send_limit, SEND_LIMIT_WINDOW, clock),
         metrics=metrics,
         clock=clock,
     )
@@ -123,24 +132,24 @@ def build_parts(config: ChatConfig, reactor: object, broker: Broker | None = Non
         max_per_recipient=config.max_streams_per_handle,
         max_per_client=config.max_streams_per_ip,
     )
+    nats = None
+    if nats_broker is not None:
+        nats = _nats_service(config, registry, relay, nats_broker, reactor)
     client_address = ClientAddress(config.trusted_proxies)
-    mirror = ManifestMirror(registry, SQLiteManifestStore(db), Authenticator(clock), clock)
+    mirror = ManifestMirror(registry, storage.manifests, Authenticator(clock), clock)
     web_dir = config.web_dir or packaged_web_dir()
     web = None
     if os.path.isdir(web_dir):
-        web = WebApp(web_dir, connect_sources=[config.sig_base_url])
+        web = WebApp(web_dir, connect_sources=[config.sig_base_url] if config.sig_base_url else [])
     http = KezChatHTTP(
         web=web,
         registry=registry,
         metrics=metrics,
         clock=clock,
-        register_limiter=RateLimiter(config.register_limit, 3600.0, clock),
+        register_limiter=RateLimiter(config.register_limit, REGISTER_LIMIT_WINDOW, clock),
         client_address=client_address,
         db_health=db.health,
-        body_caps={
-            b"/v1/messages": messages.MESSAGE_CAP,
-            b"/v1/manifests/": manifests.MANIFEST_CAP,
-        },
+        nats_status=nats.status if nats is not None else (lambda: "disabled"),
         extensions=[
             lambda routes: messages.install(routes, relay, hub, client_address),
             lambda routes: manifests.install(routes, mirror, metrics),
@@ -148,13 +157,13 @@ def build_parts(config: ChatConfig, reactor: object, broker: Broker | None = Non
     )
     return ChatParts(
         config=config, db=db, registry=registry, relay=relay, broker=broker, hub=hub,
-        mirror=mirror, metrics=metrics, http=http,
+        mirror=mirror, metrics=metrics, http=http, nats=nats,
     )
 
 
 def makeService(
     config: ChatConfig,
-    reactor: object | None = None,
+    reactor: IServerReactor | None = None,
     on_fatal: Callable[[str], None] | None = None,
 ) -> ChatService:
     """
@@ -166,15 +175,13 @@ def makeService(
     @raise kezchat.startup.StartupError: a C{--listen} value is unusable.
     """
     if reactor is None:
-        from twisted.internet import reactor as global_reactor
-
-        reactor = global_reactor
-    broker = _nats_broker(reactor) if config.nats_url else None
-    parts = build_parts(config, reactor, broker=broker)
+        reactor = global_reactor()
+    parts = build_parts(config, reactor)
     service = ChatService(parts, reactor, on_fatal)
     parts.db.setServiceParent(service)
-    if broker is not None:
-        _add_nats(service, parts, broker, reactor)
+    if parts.nats is not None:
+        # starts after the database, stops (drains) after the listeners
+        parts.nats.setServiceParent(service)
     retention = TimerService(config.retention_sweep_seconds, _retention_sweep, parts)
     retention.clock = reactor
     retention.setServiceParent(service)
@@ -209,54 +216,50 @@ def _retention_sweep(parts: ChatParts) -> Deferred[None]:
     return ready.addErrback(failed)
 
 
-def _nats_broker(reactor: object) -> NatsBroker:
+def _nats_broker(config: ChatConfig, registry: Registry, reactor: IServerReactor) -> NatsBroker:
     """
-    The broker when NATS is configured: local fan-out plus NATS.
+    The broker when NATS is configured: local fan-out plus NATS. The mark
+    on our own inbox publications is keyed from our NATS seed: every
+    instance has it, no client does.
 
     @raise kezchat.natsbridge.aio.WrongReactorError: if the reactor is not
         the asyncio one — at once, rather than as a hang later.
     """
     from kezchat.natsbridge.aio import require_asyncio_reactor
-    from kezchat.natsbridge.bridge import NatsBroker
+    from kezchat.natsbridge.bridge import NatsBroker, StoredMarker
+    from kezchat.natsbridge.keys import USER, read_seed_file
+    from kezchat.natsbridge.service import require_seeds
 
     require_asyncio_reactor(reactor)
-    return NatsBroker(LocalBroker())
+    _url, seed_file, _issuer_file = require_seeds(config)
+
+    def primary_of(fqhn: str) -> Deferred[str]:
+        return Deferred.fromCoroutine(registry.lookup(fqhn)).addCallback(lambda r: r.primary)
+
+    return NatsBroker(primary_of, StoredMarker(read_seed_file(seed_file, USER).seed))
 
 
-def _add_nats(
-    service: ChatService, parts: ChatParts, broker: NatsBroker, reactor: object
-) -> None:
+def _nats_service(
+    config: ChatConfig,
+    registry: Registry,
+    relay: Relay,
+    broker: NatsBroker,
+    reactor: IServerReactor,
+) -> NatsService:
     """
-    Plug NATS in (SPEC §5): the callout answers from the registry, the
-    bridge joins the relay to NATS, healthz reports the link. The NATS
-    service starts after the database and stops (drains) after the HTTP
-    listeners.
+    NATS (SPEC §5): the callout answers from the registry, the bridge joins
+    the relay to NATS, healthz reports the link.
     """
     from kezchat.natsbridge.ingest import Ingest
     from kezchat.natsbridge.service import build_nats_service
     from kezchat.natsbridge.stream import StreamLimits
 
-    config = parts.config
-    registry = parts.registry
-
-    def primary_of(fqhn: str) -> Deferred[str]:
-        return Deferred.fromCoroutine(registry.lookup(fqhn)).addCallback(lambda r: r.primary)
-
-    broker.bind(primary_of)
-    nats = build_nats_service(
+    return build_nats_service(
         config,
         registry.find_primary,
         reactor,
-        bridges=[broker, Ingest(parts.relay, broker, reactor.seconds)],
+        bridges=[broker, Ingest(relay, broker.marker)],
         stream_limits=StreamLimits(
             max_age=config.retention_days * 86400, max_bytes=config.nats_stream_max_bytes
         ),
     )
-    # the mark on our own inbox publications is keyed from our NATS seed:
-    # every instance has it, no client does
-    from kezchat.natsbridge.bridge import StoredMarker
-    from kezchat.natsbridge.keys import USER, read_seed_file
-
-    broker.marker = StoredMarker(read_seed_file(config.nats_seed, USER).seed)
-    nats.setServiceParent(service)
-    parts.http.nats_status = nats.status

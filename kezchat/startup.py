@@ -16,6 +16,7 @@ import os
 import sys
 import threading
 
+from twisted.internet.interfaces import IReactorCore
 from twisted.logger import Logger
 
 #: the status a process ends with after a fatal start-up failure
@@ -43,7 +44,7 @@ class ExitOnFatal:
 
     log = Logger()
 
-    def __init__(self, reactor: object, name: str) -> None:
+    def __init__(self, reactor: IReactorCore, name: str) -> None:
         self._reactor = reactor
         self._name = name
         self._fired = False

@@ -15,6 +15,7 @@ from __future__ import annotations
 import json
 import math
 import re
+from collections.abc import Callable
 from typing import Any
 
 # Far deeper than any KEZ document, far shallower than the interpreter's
@@ -92,6 +93,18 @@ _STRING_OR_SPACE = re.compile(r'("[^"\\]*(?:\\.[^"\\]*)*")|[ \t\n\r]+', re.DOTAL
 _RAW = json.JSONDecoder()
 
 
+#: the JSON string scanner of the standard library (public, if untyped)
+_scanstring: Callable[[str, int], tuple[str, int]] = json.decoder.scanstring  # type: ignore[attr-defined]
+
+
+def _skip_space(text: str, index: int) -> int:
+    """
+    The index of the first non-space character at or after C{index}.
+    """
+    match = _WS.match(text, index)
+    return match.end() if match is not None else index
+
+
 def member_texts(text: str) -> dict[str, str]:
     """
     The JSON text of each member value of the object C{text}, exactly as
@@ -100,20 +113,20 @@ def member_texts(text: str) -> dict[str, str]:
     Call it only on text L{loads} accepted: it relies on that for
     validity and on the absence of duplicate keys.
     """
-    end = _WS.match(text, 0).end()
+    end = _skip_space(text, 0)
     if text[end : end + 1] != "{":
         raise JSONError("not a JSON object")
     members: dict[str, str] = {}
     index = end + 1
     while True:
-        index = _WS.match(text, index).end()
+        index = _skip_space(text, index)
         if text[index] == "}":
             return members
         if text[index] == ",":
-            index = _WS.match(text, index + 1).end()
-        key, index = json.decoder.scanstring(text, index + 1)
-        index = _WS.match(text, index).end() + 1  # the colon
-        start = _WS.match(text, index).end()
+            index = _skip_space(text, index + 1)
+        key, index = _scanstring(text, index + 1)
+        index = _skip_space(text, index) + 1  # the colon
+        start = _skip_space(text, index)
         _value, index = _RAW.raw_decode(text, start)
         members[key] = text[start:index]
 

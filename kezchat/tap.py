@@ -12,13 +12,13 @@ __all__ = ["Options", "makeService"]
 
 
 def makeService(options: Options) -> IService:
-    from twisted.internet import reactor
-
     from kezchat.gctuning import tune_for_serving
     from kezchat.natsbridge.errors import NatsSetupError
+    from kezchat.reactor import global_reactor
     from kezchat.service import makeService as make_chat_service
     from kezchat.startup import ExitOnFatal, StartupError
 
+    reactor = global_reactor()
     try:
         service = make_chat_service(
             options.config, reactor, on_fatal=ExitOnFatal(reactor, "kezchat")

@@ -21,7 +21,7 @@ from twisted.logger import Logger
 from twisted.web.iweb import IRequest
 from twisted.web.resource import Resource
 
-from kezchat.http.errors import json_response
+from kezchat.errors import KezError
 
 log = Logger()
 
@@ -75,6 +75,10 @@ def content_security_policy(connect_sources: list[str]) -> bytes:
 class WebApp(Resource, Service):
     """
     The SPA as a resource, and the service that loads it.
+
+    Its refusals are raised as L{KezError}s for the resource that mounts
+    it (L{kezchat.http.app.ChatResource}) to render and count like every
+    other API error.
     """
 
     isLeaf = True
@@ -97,19 +101,15 @@ class WebApp(Resource, Service):
         d.addCallbacks(loaded, lambda f: log.failure("cannot load the web app", f))
 
     def render(self, request: IRequest) -> bytes:
+        """
+        @raise KezError: C{method_not_allowed}, C{unavailable} (still
+            loading), C{not_found}.
+        """
         if request.method not in (b"GET", b"HEAD"):
             request.setHeader(b"allow", b"GET, HEAD")
-            return json_response(
-                request,
-                {"error": {"code": "method_not_allowed", "message": "the web app is read-only"}},
-                405,
-            )
+            raise KezError("method_not_allowed", "the web app is read-only")
         if self._assets is None:
-            return json_response(
-                request,
-                {"error": {"code": "unavailable", "message": "the web app is loading"}},
-                503,
-            )
+            raise KezError("unavailable", "the web app is loading")
         path = "/" + "/".join(s.decode("utf-8") for s in request.postpath)
         asset = self._assets.get(path)
         if asset is not None and path.startswith("/assets/"):
@@ -118,9 +118,7 @@ class WebApp(Resource, Service):
             asset = asset or self._assets.get("/index.html")
             request.setHeader(b"cache-control", b"no-cache")
         if asset is None:
-            return json_response(
-                request, {"error": {"code": "not_found", "message": "no such page"}}, 404
-            )
+            raise KezError("not_found", "no such page")
         request.setHeader(b"content-security-policy", self._csp)
         request.setHeader(b"x-content-type-options", b"nosniff")
         request.setHeader(b"referrer-policy", b"no-referrer")

@@ -39,11 +39,13 @@ async def start_sig_server(case: TestCase, **overrides: Any) -> RunningSigServer
     Start kezsig on 127.0.0.1 with an ephemeral port and a fresh database;
     it stops when the test ends.
     """
-    config = SigConfig(
-        listen=("tcp:0:interface=127.0.0.1",),
-        db=os.path.join(temp_dir(case), "kez-sig.db"),
-        **overrides,
-    )
+    if getattr(case, "db_backend", "sqlite") == "postgresql":
+        from tests.pgsupport import fresh_database
+
+        db = await fresh_database(case)
+    else:
+        db = os.path.join(temp_dir(case), "kez-sig.db")
+    config = SigConfig(listen=("tcp:0:interface=127.0.0.1",), db=db, **overrides)
     service = makeService(config, reactor)
     service.startService()
     case.addCleanup(service.stopService)

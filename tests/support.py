@@ -40,6 +40,19 @@ def temp_dir(case: TestCase) -> str:
     return path
 
 
+async def fresh_database(case: TestCase) -> str:
+    """
+    The C{--db} setting of a new, empty database for C{case}: a SQLite
+    file, or a PostgreSQL database when the case says
+    C{db_backend = "postgresql"} (see L{tests.backends}).
+    """
+    if getattr(case, "db_backend", "sqlite") == "postgresql":
+        from tests.pgsupport import fresh_database as fresh_postgres
+
+        return await fresh_postgres(case)
+    return os.path.join(temp_dir(case), "kez-chat.db")
+
+
 @dataclass
 class RunningServer:
     service: ChatService
@@ -56,12 +69,12 @@ async def start_server(
 ) -> RunningServer:
     """
     Start a chat-server on 127.0.0.1 with an ephemeral port and a fresh
-    database; it stops when the test ends.
+    database (of the case's backend); it stops when the test ends.
     """
     if config is None:
         config = ChatConfig(
             listen=("tcp:0:interface=127.0.0.1",),
-            db=os.path.join(temp_dir(case), "kez-chat.db"),
+            db=await fresh_database(case),
             register_limit=0,
             send_limit=0,
         )
@@ -129,6 +142,7 @@ def deferred_sleep(seconds: float) -> Deferred[None]:
 __all__ = [
     "RunningServer",
     "deferred_sleep",
+    "fresh_database",
     "http_client",
     "json_of",
     "register",

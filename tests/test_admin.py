@@ -64,6 +64,17 @@ class NatsKeysTests(unittest.TestCase):
         self.assertEqual(code, 2)
         self.assertIn("--out", err)
 
+    def test_version_is_kezchats(self) -> None:
+        from kezchat import __version__
+
+        with self.assertRaises(SystemExit) as exit:
+            self.run_admin("--version")
+        self.assertEqual(exit.exception.code, 0)
+        out = io.StringIO()
+        with redirect_stdout(out), self.assertRaises(SystemExit):
+            main(["--version"])
+        self.assertEqual(out.getvalue(), f"kezchat-admin {__version__}\n")
+
     def test_no_command(self) -> None:
         code, _, _err = self.run_admin()
         self.assertEqual(code, 2)

@@ -21,6 +21,7 @@ from kezchat.manifests import (
     public_entry,
 )
 from kezchat.relay.auth import body_digest, sign_request
+from tests.backends import on_postgresql
 from tests.sigsupport import examples, json_values
 from tests.support import http_client, json_of, register, start_server
 
@@ -146,3 +147,7 @@ class MirrorTests(TestCase):
             if response.code != 200:
                 self.assertTrue(400 <= response.code < 500, (response.code, body))
         self.assertEqual(await self.current(), (200, good))
+
+
+# the same tests on PostgreSQL
+on_postgresql(globals(), MirrorTests)

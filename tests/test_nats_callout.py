@@ -19,12 +19,7 @@ from kezchat.identity.keys import KeyPair
 from kezchat.identity.nkeys import primary_to_user_nkey
 from kezchat.natsbridge import jwt
 from kezchat.natsbridge.aio import deferred_from_coroutine
-from kezchat.natsbridge.callout import (
-    CALLOUT_SUBJECT,
-    CachedLookup,
-    CalloutResponder,
-    CalloutSubscription,
-)
+from kezchat.natsbridge.callout import CALLOUT_SUBJECT, CalloutResponder, CalloutSubscription
 from kezchat.natsbridge.keys import ACCOUNT, SERVER, USER, NKey
 from kezchat.natsbridge.stream import ensure_inbox_stream
 from kezchat.natsbridge.subjects import (
@@ -129,23 +124,28 @@ class CalloutTests(CalloutTestCase):
         self.assertEqual(registry.calls, [alice.primary])
 
     @asyncio_test
-    async def test_cached_client_answered_without_a_lookup(self) -> None:
+    async def test_lookup_answered_at_once(self) -> None:
         """
-        With the registry behind a L{CachedLookup} (as the service wires
-        it), a returning client is admitted from the cache: the registry
-        is asked once. An unknown key is asked about every time.
+        A lookup whose Deferred has already fired (the registry answering
+        from its cache) is used at once: admitted, refused as unknown, or,
+        for a failed one, refused as "registry unavailable" with the
+        failure logged; the responder keeps serving.
         """
+        from twisted.internet.defer import fail, succeed
+
         alice, mallory = KeyPair.generate(), KeyPair.generate()
         registry = await self.start_callout(alice)
-        self.responder = CalloutResponder(self.nats.issuer, CachedLookup(registry.lookup))
-        self.callout.responder = self.responder
-        for _ in range(3):
-            nc = await self.user(alice)
-            self.assertTrue(nc.is_connected)
-            await nc.close()
-            with self.assertRaises(nats.errors.Error):
-                await self.user(mallory)
-        self.assertEqual(registry.calls, [alice.primary] + [mallory.primary] * 3)
+        self.responder.lookup = lambda p: succeed(registry.records.get(p))
+        nc = await self.user(alice)
+        self.assertTrue(nc.is_connected)
+        with self.assertRaises(nats.errors.Error):
+            await self.user(mallory)
+        self.responder.lookup = lambda p: fail(OSError("database is locked"))
+        with self.assertRaises(nats.errors.Error):
+            await self.user(alice)
+        self.assertEqual(len(self.flushLoggedErrors(OSError)), 1)
+        self.responder.lookup = lambda p: succeed(registry.records.get(p))
+        self.assertTrue((await self.user(alice)).is_connected)
 
     @asyncio_test
     async def test_rendered_claims_match_encoded_ones(self) -> None:

@@ -10,8 +10,7 @@ from typing import Any
 
 from twisted.trial import unittest
 
-from kezchat.natsbridge.bridge import NatsBroker, decode_stored, encode_stored
-from kezchat.natsbridge.callout import CachedLookup
+from kezchat.natsbridge.bridge import NatsBroker, StoredMarker, decode_stored, encode_stored
 from kezchat.natsbridge.subjects import (
     consumer_filter,
     consumer_name,
@@ -72,41 +71,6 @@ class SubjectTests(unittest.TestCase):
         self.assertEqual(set(perms), {"pub", "sub"})
 
 
-class CachedLookupTests(unittest.TestCase):
-    def setUp(self) -> None:
-        self.now = 0.0
-        self.records: dict[str, Any] = {"k": {"fqhn": "a@b"}}
-        self.calls: list[str] = []
-
-        def lookup(primary: str) -> Any:
-            self.calls.append(primary)
-            return self.records.get(primary)
-
-        self.cache = CachedLookup(lookup, size=2, ttl=10, clock=lambda: self.now)
-
-    def test_positive_cached(self) -> None:
-        self.assertEqual(run(self.cache("k")), {"fqhn": "a@b"})
-        self.assertEqual(run(self.cache("k")), {"fqhn": "a@b"})
-        self.assertEqual(self.calls, ["k"])
-
-    def test_negative_not_cached(self) -> None:
-        self.assertIsNone(run(self.cache("new")))
-        self.records["new"] = {"fqhn": "new@b"}
-        self.assertEqual(run(self.cache("new")), {"fqhn": "new@b"})
-
-    def test_expiry(self) -> None:
-        run(self.cache("k"))
-        self.now = 11
-        run(self.cache("k"))
-        self.assertEqual(self.calls, ["k", "k"])
-
-    def test_bounded(self) -> None:
-        self.records.update({"x": 1, "y": 2})
-        for key in ["k", "x", "y", "k"]:
-            run(self.cache(key))
-        self.assertEqual(self.calls, ["k", "x", "y", "k"])
-
-
 class BrokerTests(unittest.TestCase):
     message = StoredMessage(
         recipient="bob@kez.lat",
@@ -128,7 +92,7 @@ class BrokerTests(unittest.TestCase):
         """
         Before (or without) a NATS connection the broker is the local one.
         """
-        broker = NatsBroker()
+        broker = NatsBroker(lambda fqhn: "ed25519:" + A, StoredMarker(b"seed"))
         got: list[StoredMessage] = []
         sub = broker.subscribe("bob@kez.lat", got.append)
         broker.publish(self.message)
@@ -138,3 +102,23 @@ class BrokerTests(unittest.TestCase):
         broker.publish(self.message)
         self.assertEqual(len(got), 1)
         self.assertEqual(broker.subscriber_count(), 0)
+
+    def test_announcements_without_local_streams_are_not_parsed(self) -> None:
+        """
+        An instance skips an announcement for a recipient it streams to
+        nobody without reading its body (several instances each hear
+        every announcement).
+        """
+        broker = NatsBroker()
+        got: list[StoredMessage] = []
+        broker.subscribe("bob@kez.lat", got.append)
+
+        class Msg:
+            def __init__(self, recipient: str, data: bytes) -> None:
+                self.headers = {"Kez-Instance": "other", "Kez-Recipient": recipient}
+                self.data = data
+
+        run(broker._on_stored(Msg("carol@kez.lat", b"not even JSON")))
+        self.assertEqual((broker.ignored, got), (1, []))
+        run(broker._on_stored(Msg("bob@kez.lat", encode_stored(self.message))))
+        self.assertEqual((broker.ignored, got), (1, [self.message]))

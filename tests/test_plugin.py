@@ -319,7 +319,7 @@ class OptionsTests(SynchronousTestCase):
         self.assertEqual(config.db, "kez-chat.db")
         self.assertEqual(config.server, "kez.lat")
         self.assertEqual(config.base_url, "https://kez.lat")
-        self.assertEqual(config.sig_server_url, "http://localhost:7878")
+        self.assertIsNone(config.sig_server_url)
         self.assertIsNone(config.nats_url)
         self.assertEqual(config.retention_days, 30)
         self.assertEqual(config.trusted_proxies, ())

@@ -10,6 +10,7 @@ from twisted.internet.defer import gatherResults
 from twisted.trial.unittest import TestCase
 
 from kezchat.identity.keys import KeyPair
+from tests.backends import on_postgresql
 from tests.support import http_client, json_of, register, registration, start_server
 
 
@@ -17,7 +18,7 @@ class RegistrationTests(TestCase):
     timeout = 30
 
     async def setUp(self) -> None:
-        self.server = await start_server(self)
+        self.server = await start_server(self, sig_server_url="http://localhost:7878/")
         self.client = http_client(self)
         self.url = self.server.url
 
@@ -43,6 +44,22 @@ class RegistrationTests(TestCase):
             response = await self.client.get(self.url + path)
             self.assertEqual(response.code, 200, path)
             self.assertEqual(await json_of(response), record, path)
+
+    async def test_no_sig_server_no_sigchain_url(self) -> None:
+        """
+        Without a configured sig-server (the default) a record advertises
+        no sigchain, and WebFinger has no sigchain link: nothing points at
+        a server that is not there.
+        """
+        server = await start_server(self)
+        _key, record = await register(self.client, server.url, "nochain")
+        self.assertNotIn("sigchain_url", record)
+        self.assertEqual(set(record), {"handle", "fqhn", "primary", "registered_at"})
+        response = await self.client.get(
+            f"{server.url}/.well-known/webfinger", params={"resource": "acct:nochain@kez.lat"}
+        )
+        jrd = await json_of(response)
+        self.assertEqual([link["rel"] for link in jrd["links"]], ["self"])
 
     async def test_webfinger(self) -> None:
         key, record = await register(self.client, self.url, "alice")
@@ -150,3 +167,7 @@ class RegistrationTests(TestCase):
         self.assertIn('kezchat_rejections_total{code="reserved_handle"} 1.0', text)
         self.assertIn('route="register"', text)
         self.assertIn("kezchat_http_request_seconds_bucket", text)
+
+
+# the same tests on PostgreSQL
+on_postgresql(globals(), RegistrationTests)

@@ -17,6 +17,7 @@ from kezchat import strictjson
 from kezchat.relay.auth import body_digest, sign_request
 from kezchat.relay.replay import MemoryReplayGuard
 from kezchat.storage.interfaces import Accepted
+from tests.backends import on_postgresql
 from tests.relaysupport import (
     inbox,
     message_request,
@@ -235,3 +236,7 @@ class RedactionTests(SynchronousTestCase):
             redact_uri(b"/x?auth=1:2&AUTH=3&author=4&a=auth=5"),
             b"/x?auth=REDACTED&AUTH=REDACTED&author=4&a=auth=5",
         )
+
+
+# what the store decides (idempotency conflicts, envelopes kept as written) on PostgreSQL too
+on_postgresql(globals(), IdempotencyConflictTests, EnvelopeTextTests)

@@ -33,6 +33,7 @@ from twisted.internet.threads import blockingCallFromThread
 from twisted.trial.unittest import TestCase
 
 from kezchat.identity.keys import KeyPair
+from tests.backends import on_postgresql
 from tests.relaysupport import SSEStream, inbox, open_stream, send
 from tests.support import http_client, register, start_server
 
@@ -190,3 +191,7 @@ class RelayStateMachineTests(TestCase):
             suppress_health_check=list(HealthCheck),
         )
         await threads.deferToThread(run.runTest)
+
+
+# the same state machine on PostgreSQL
+on_postgresql(globals(), RelayStateMachineTests)

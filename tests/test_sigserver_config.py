@@ -45,6 +45,16 @@ class OptionsTests(SynchronousTestCase):
         )
         self.assertEqual((config.listen, config.db), (("tcp:3", "unix:/s"), "a.db"))
 
+    def test_access_log_off_by_default(self) -> None:
+        """
+        As for kezchat: a log line per request only when asked for.
+        """
+        self.assertFalse(parse([]).access_log)
+        self.assertTrue(parse(["--access-log", "on"]).access_log)
+        self.assertTrue(parse([], {"KEZ_SIG_ACCESS_LOG": "on"}).access_log)
+        self.assertFalse(parse(["--access-log", "off"], {"KEZ_SIG_ACCESS_LOG": "on"}).access_log)
+        self.assertRaises(usage.UsageError, parse, ["--access-log", "yes"])
+
     def test_bad_public_url(self) -> None:
         self.assertRaises(usage.UsageError, parse, ["--public-url", "sig.kez.lat"])
 
@@ -57,6 +67,8 @@ class OptionsTests(SynchronousTestCase):
             "KEZ_SIG_LISTEN",
             "KEZ_SIG_DB",
             "KEZ_SIG_PUBLIC_URL",
+            "--access-log",
+            "KEZ_SIG_ACCESS_LOG",
         ):
             self.assertIn(name, text)
 

@@ -17,6 +17,7 @@ from kezchat.identity.jcs import canonical_json
 from kezchat.identity.keys import KeyPair
 from kezchat.sigchain import bodies, next_event, read_document, read_jsonl
 from kezchat.sigserver.http import EVENT_CAP
+from tests.backends import on_postgresql
 from tests.sigsupport import examples, json_values, start_sig_server
 from tests.support import http_client, json_of
 
@@ -293,3 +294,7 @@ class GarbageTests(SigServerTestCase):
         response = await self.client.get(self.server.url + "/v1/sigchains/ed25519/%ff%fe")
         await self.assert_4xx(response)
         self.assertEqual(await self.stored(), before)
+
+
+# the same tests on PostgreSQL
+on_postgresql(globals(), AppendAndReadTests, RefusalTests)

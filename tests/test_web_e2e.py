@@ -488,6 +488,61 @@ class WebAppInChromiumTests(TestCase):
             finally:
                 await browser.close()
 
+    async def test_without_a_sig_server(self) -> None:
+        """
+        The configuration C{scripts/run-server} starts: no sig-server. Two
+        people create accounts and chat; the identity view says there is no
+        sigchain instead of failing.
+        """
+        require_browser()
+        chat = ChatProcess(db=os.path.join(temp_dir(self), "chat.db"), sig_url=None)
+        self.addCleanup(chat.kill)
+        await chat.start()
+        self.addCleanup(chat.stop)
+        client = http_client(self)
+        for _ in range(100):
+            response = await client.get(chat.url + "/")
+            await response.content()
+            if response.code == 200:
+                break
+        await on_asyncio(self.without_sig_server(chat, scratch_env(self)))
+
+    async def without_sig_server(self, chat: ChatProcess, env: dict[str, str]) -> None:
+        from playwright.async_api import async_playwright
+
+        async with async_playwright() as p:
+            browser = await p.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS, env=env)
+            try:
+                people = []
+                for name in ("dora", "emil"):
+                    context = await browser.new_context(viewport=DESKTOP)
+                    await context.add_init_script(CSP_PROBE)
+                    page = await context.new_page()
+                    watch = PageWatch(name)
+                    watch.allowed.append(
+                        lambda text, n=name: "404" in text and f"/v1/u/{n}" in text
+                    )
+                    watch.attach(page)
+                    someone = Person(name, context, page, watch)
+                    await self.create_account(someone, chat, None)
+                    await someone.status("live")
+                    people.append(someone)
+                dora, emil = people
+                await dora.tid("new-chat").fill("emil")
+                await dora.tid("new-chat-start").click()
+                await dora.tid("composer").fill("no sig-server needed")
+                await dora.tid("send").click()
+                await emil.open_chat("dora@kez.lat")
+                await emil.expect_message("no sig-server needed")
+                await emil.tid("identity-link").click()
+                note = emil.tid("no-sigchain")
+                await note.wait_for(timeout=WAIT)
+                self.assertIn("without a sig-server", await note.inner_text())
+                problems = [p for someone in people for p in someone.watch.problems]
+                self.assertEqual(problems, [])
+            finally:
+                await browser.close()
+
     async def create_account(
         self, someone: Person, chat: ChatProcess, shots: list[str] | None
     ) -> None:

@@ -25,7 +25,9 @@ class WebAppTests(TestCase):
             f.write(INDEX)
         with open(os.path.join(web, "assets", "app-1234.js"), "wb") as f:
             f.write(b"console.log('kez')")
-        self.server = await start_server(self, web_dir=web)
+        self.server = await start_server(
+            self, web_dir=web, sig_server_url="http://localhost:7878"
+        )
         self.client = http_client(self)
         # the files load off the reactor thread as the service starts
         for _ in range(50):
@@ -70,3 +72,6 @@ class WebAppTests(TestCase):
         response = await self.client.post(self.server.url + "/somewhere", data=b"x")
         self.assertEqual(response.code, 405)
         self.assertEqual((await json_of(response))["error"]["code"], "method_not_allowed")
+        # refused like any API error: counted as a rejection
+        rejections = self.server.parts.metrics.rejections.labels("method_not_allowed")
+        self.assertEqual(rejections._value.get(), 1)

@@ -114,7 +114,8 @@ class ChatProcess:
     """
 
     db: str
-    sig_url: str
+    #: the sig-server's URL, or None to run as C{scripts/run-server} does
+    sig_url: str | None
     port: int = 0
     _process: Any = None
     _output: _Output | None = None
@@ -138,8 +139,7 @@ class ChatProcess:
             self.db,
             "--web-dir",
             WEB_DIST,
-            "--sig-server-url",
-            self.sig_url,
+            *(["--sig-server-url", self.sig_url] if self.sig_url else []),
             "--register-limit",
             "0",
             "--send-limit",

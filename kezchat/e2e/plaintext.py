@@ -13,8 +13,11 @@ A plaintext is a JSON object with a C{type}:
   - C{file_share}: C{{"type": "file_share", "name", "size", "blake3",
     "ticket", "key"}}, an offer to fetch a file peer to peer.
 
-Binary C{data} is unpadded base64url, like every binary value in KEZ JSON;
-C{blake3} is the hex BLAKE3 of the whole file.  Types this module does not
+Binary C{data} is unpadded base64url, like every binary value in KEZ JSON.
+C{blake3} is hex BLAKE3: of the whole file for a chunked file, and of the
+I{encrypted} bytes the peer serves for a C{file_share} offer (the fetcher
+checks what it received before decrypting anything, and the digest of a
+private file reveals nothing about its content).  Types this module does not
 know are returned unchanged by L{parse_plaintext}, so a newer client's
 message reaches an older one as "unsupported" rather than as an error.
 """

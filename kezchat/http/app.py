@@ -11,18 +11,20 @@ from __future__ import annotations
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
+from twisted.internet.interfaces import IReactorTime
 from twisted.web.iweb import IRequest
-from twisted.web.resource import IResource
 from twisted.web.server import NOT_DONE_YET
 
+from kezchat.errors import KezError
 from kezchat.http import meta, registry
 from kezchat.http.clientip import ClientAddress
-from kezchat.http.request import DEFAULT_BODY_CAP, KezSite
+from kezchat.http.request import KezSite
 from kezchat.http.resource import ApiResource
 from kezchat.http.routing import Routes
 from kezchat.metrics import Metrics
 from kezchat.ratelimit import RateLimiter
 from kezchat.registry import Registry
+from kezchat.webapp import WebApp
 
 #: first path segments served by the API, never by the web app fallback
 API_SEGMENTS = frozenset({b"v1", b".well-known", b"metrics"})
@@ -42,9 +44,7 @@ class KezChatHTTP:
     nats_status: Callable[[], str] = lambda: "disabled"
     #: C{"ok"} or C{"degraded"} (L{kezchat.storage.sqlite.SQLiteDatabase.health})
     db_health: Callable[[], str] = lambda: "ok"
-    web: IResource | None = None
-    #: API path → body cap in bytes; the longest matching path wins
-    body_caps: dict[bytes, int] = field(default_factory=dict)
+    web: WebApp | None = None
     #: extra route installers: callables taking the L{Routes}
     extensions: list[Callable[[Routes], None]] = field(default_factory=list)
 
@@ -54,38 +54,26 @@ class KezChatHTTP:
             self.routes, self.registry, self.register_limiter, self.client_address, self.metrics
         )
         meta.install(
-            self.routes, self.registry.policy.server, self.metrics, self._nats_status,
-            lambda: self.db_health(),
+            self.routes, self.registry.policy.server, self.metrics, self.nats_status,
+            self.db_health,
         )
         for extend in self.extensions:
             extend(self.routes)
 
-    def _nats_status(self) -> str:
-        return self.nats_status()
-
     def resource(self) -> ChatResource:
+        """
+        The HTTP resource alone, to mount in another C{Site}.
+        """
         return ChatResource(self)
 
-    def body_cap_for(self, path: bytes) -> int:
-        """
-        The body cap of a request path. Paths are matched by the API path
-        they contain, so the caps hold under a mount prefix too.
-        """
-        path = path.split(b"?", 1)[0]
-        best, cap = -1, DEFAULT_BODY_CAP
-        for api_path, limit in self.body_caps.items():
-            if api_path in path and len(api_path) > best:
-                best, cap = len(api_path), limit
-        return cap
-
-    def site(self, reactor: object, access_log: bool = False) -> KezSite:
+    def site(self, reactor: IReactorTime, access_log: bool = False) -> KezSite:
         """
         A C{Site} serving L{resource} with the per-path body caps enforced
         while reading.
         """
         site = KezSite(
             self.resource(),
-            body_cap_for=self.body_cap_for,
+            body_cap_for=self.routes.body_cap_for,
             on_refused=lambda code: self.metrics.rejections.labels(code).inc(),
             access_log=access_log,
             reactor=reactor,
@@ -107,8 +95,11 @@ class ChatResource(ApiResource):
     def dispatch(self, request: IRequest) -> bytes | int:
         first = request.postpath[0] if request.postpath else b""
         if self._http.web is not None and first not in API_SEGMENTS:
-            request.kez_route = "web"
-            return self._http.web.render(request)
+            request.kez_route = "web"  # type: ignore[attr-defined]
+            try:
+                return self._http.web.render(request)
+            except KezError as e:
+                return self.routes.render_error(request, e)
         return super().dispatch(request)
 
 

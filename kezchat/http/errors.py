@@ -4,13 +4,12 @@ JSON bodies in and out, and the SPEC §3 error shape.
 
 from __future__ import annotations
 
-import json
 from typing import Any
 
 from twisted.web.iweb import IRequest
 
 from kezchat import strictjson
-from kezchat.errors import KezError
+from kezchat.errors import KezError, json_body
 from kezchat.http.request import DEFAULT_BODY_CAP
 
 
@@ -31,24 +30,30 @@ def json_bytes(
 def json_response(
     request: IRequest, value: Any, status: int = 200, content_type: bytes = b"application/json"
 ) -> bytes:
-    body = json.dumps(value, separators=(",", ":"), ensure_ascii=False).encode("utf-8")
-    return json_bytes(request, body, status, content_type)
+    return json_bytes(request, json_body(value), status, content_type)
 
 
 def error_response(request: IRequest, error: KezError) -> bytes:
+    """
+    Answer with C{error}: its status, its C{Retry-After}, its JSON body.
+    Use L{kezchat.http.routing.Routes.render_error}, which also counts it.
+    """
     if error.retry_after is not None:
         request.setHeader(b"retry-after", str(error.retry_after).encode())
-    return json_response(request, error.to_json(), error.status)
+    return json_bytes(request, error.body(), error.status)
 
 
-def read_body(request: IRequest, cap: int = DEFAULT_BODY_CAP) -> bytes:
+def read_body(request: IRequest, cap: int | None = None) -> bytes:
     """
-    The request body, refusing one above C{cap}.
+    The request body, refusing one above C{cap} (by default the cap its
+    route declared, see L{kezchat.http.routing.Routes.route}).
 
     Behind our own C{KezSite} the cap was enforced while reading; this check
     is what still protects the routes when the resource is mounted in
     someone else's C{Site}.
     """
+    if cap is None:
+        cap = getattr(request, "kez_body_cap", DEFAULT_BODY_CAP)
     content = request.content
     content.seek(0, 2)
     if content.tell() > cap:
@@ -68,5 +73,5 @@ def parse_json(raw: bytes) -> Any:
         raise KezError("bad_request", f"the body is not valid JSON: {e}"[:200]) from None
 
 
-def read_json(request: IRequest, cap: int = DEFAULT_BODY_CAP) -> Any:
+def read_json(request: IRequest, cap: int | None = None) -> Any:
     return parse_json(read_body(request, cap))

@@ -18,13 +18,13 @@ slash) goes on to Klein, which keeps the route in its map for a C{405}.
 from __future__ import annotations
 
 from collections.abc import Callable, Coroutine
-from typing import Any
+from typing import Any, cast
 
 from twisted.internet.defer import CancelledError, Deferred
 from twisted.logger import Logger
 from twisted.python.failure import Failure
 from twisted.web.iweb import IRequest
-from twisted.web.server import NOT_DONE_YET
+from twisted.web.server import NOT_DONE_YET, Request
 
 log = Logger()
 
@@ -55,12 +55,16 @@ class FastRoute:
         request.postpath = []
         state = _State()
         d = Deferred.fromCoroutine(self._handler(request))
-        request.notifyFinish().addBoth(state.finished, d)
+        cast(Request, request).notifyFinish().addBoth(state.finished, d)
         d.addCallbacks(
             self._write, self._failed, callbackArgs=(request, state), errbackArgs=(request, state)
         )
-        d.addErrback(log.failure, "unhandled error writing a response")
+        d.addErrback(self._unwritten)
         return NOT_DONE_YET
+
+    @staticmethod
+    def _unwritten(failure: Failure) -> None:
+        log.failure("unhandled error writing a response", failure)
 
     @staticmethod
     def _write(body: bytes, request: IRequest, state: _State) -> None:

@@ -19,9 +19,11 @@ MANIFEST_CAP = MAX_MANIFEST_BYTES
 
 
 def install(routes: Routes, mirror: ManifestMirror, metrics: Metrics) -> None:
-    @routes.route("/v1/manifests/<handle>", methods=["PUT"], name="manifest_put")
+    @routes.route(
+        "/v1/manifests/<handle>", methods=["PUT"], name="manifest_put", body_cap=MANIFEST_CAP
+    )
     async def put(request: IRequest, handle: str) -> bytes:
-        blob = read_body(request, MANIFEST_CAP)
+        blob = read_body(request)
         stored = await mirror.put(handle, request.getHeader(b"x-kez-auth"), blob)
         metrics.manifests_stored.inc()
         return json_response(request, {"blake3": stored.blake3}, 201)

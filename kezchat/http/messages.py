@@ -4,7 +4,10 @@ Routes of the relay (SPEC §3.2, §3.3): send, list, acknowledge, stream.
 
 from __future__ import annotations
 
+from typing import cast
+
 from twisted.web.iweb import IRequest
+from twisted.web.server import Request
 
 from kezchat.errors import KezError
 from kezchat.http.clientip import ClientAddress
@@ -28,11 +31,14 @@ def _arg(request: IRequest, name: bytes) -> bytes | None:
     return values[0]
 
 
-def _cursor(request: IRequest, name: str, default: int | None) -> int | None:
+def _cursor(request: IRequest, name: str) -> int | None:
     value = _arg(request, name.encode())
-    if value is None:
-        return default
-    return parse_cursor(value, name)
+    return None if value is None else parse_cursor(value, name)
+
+
+def _cursor_or(request: IRequest, name: str, default: int) -> int:
+    value = _cursor(request, name)
+    return default if value is None else value
 
 
 def install(
@@ -40,7 +46,7 @@ def install(
 ) -> None:
     client_address = client_address or ClientAddress()
 
-    @routes.route("/v1/messages", methods=["POST"], name="send")
+    @routes.route("/v1/messages", methods=["POST"], name="send", body_cap=MESSAGE_CAP)
     async def send(request: IRequest) -> bytes:
         return await send_message(relay, request)
 
@@ -53,8 +59,8 @@ def install(
 
     @routes.route("/v1/inbox/<h>", methods=["GET"], name="inbox")
     async def inbox(request: IRequest, h: str) -> bytes:
-        since = _cursor(request, "since", 0)
-        limit = _cursor(request, "limit", DEFAULT_PAGE)
+        since = _cursor_or(request, "since", 0)
+        limit = _cursor_or(request, "limit", DEFAULT_PAGE)
         owner = await relay.authenticate(
             h, request.getHeader(b"x-kez-auth"), "GET", f"/v1/inbox/{h}", [f"since={since}"]
         )
@@ -65,7 +71,7 @@ def install(
 
     @routes.route("/v1/inbox/<h>", methods=["DELETE"], name="acknowledge")
     async def acknowledge(request: IRequest, h: str) -> bytes:
-        upto = _cursor(request, "upto", None)
+        upto = _cursor(request, "upto")
         if upto is None:
             raise KezError("bad_request", "upto=<seq> is required")
         owner = await relay.authenticate(
@@ -82,10 +88,13 @@ def install(
                 "bad_request", "auth=<ts>:<sig> is required (EventSource sets no headers)"
             )
         last_event_id = request.getHeader(b"last-event-id")
+        resume: int | None
         if last_event_id is not None:
             resume = parse_cursor(last_event_id.strip(), "Last-Event-ID")
         else:
-            resume = _cursor(request, "since", None)
+            resume = _cursor(request, "since")
         owner = await relay.authenticate(h, auth, "GET", f"/v1/inbox/{h}/stream")
-        request.kez_streaming = True
-        return await hub.open(request, owner.fqhn, resume, client_address(request))
+        request.kez_streaming = True  # type: ignore[attr-defined]
+        return await hub.open(
+            cast(Request, request), owner.fqhn, resume, client_address(request)
+        )

@@ -4,11 +4,11 @@ Operational routes: health and metrics.
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 
 from twisted.web.iweb import IRequest
 
-from kezchat import __version__
+from kezchat import __version__, openapi
 from kezchat.http.errors import json_response
 from kezchat.http.routing import Routes
 from kezchat.metrics import HTTPMetrics, Metrics
@@ -27,9 +27,10 @@ def install(
         return health_response(request, db_health(), body)
 
     install_metrics(routes, metrics)
+    openapi.install(routes, "kezchat")
 
 
-def health_response(request: IRequest, db: str, body: dict[str, object]) -> bytes:
+def health_response(request: IRequest, db: str, body: Mapping[str, object]) -> bytes:
     """
     A healthz answer: C{"db": "ok" | "degraded"}, and 503 while degraded
     (the database cannot store writes: a load balancer should look

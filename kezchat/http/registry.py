@@ -24,10 +24,10 @@ def install(
     client_address: ClientAddress,
     metrics: Metrics,
 ) -> None:
-    @routes.route("/v1/register", methods=["POST"], name="register")
+    @routes.route("/v1/register", methods=["POST"], name="register", body_cap=REGISTRATION_CAP)
     async def register(request: IRequest) -> bytes:
         limiter.check(client_address(request))
-        body = read_json(request, REGISTRATION_CAP)
+        body = read_json(request)
         record = await registry.register(body)
         metrics.registrations.inc()
         request.setHeader(b"location", f"/v1/u/{record.local}".encode())

@@ -11,30 +11,34 @@ C{100 Continue}; C{handleContentChunk} sees every byte, chunked or not.
 from __future__ import annotations
 
 import io
-import json
 import re
 from collections.abc import Callable
-from typing import Any
+from typing import Any, cast
 
-from twisted.internet.interfaces import IDelayedCall
-from twisted.web.http import HTTPChannel, combinedLogFormatter
+from twisted.internet.interfaces import IDelayedCall, IReactorTime, ITCPTransport
+from twisted.internet.protocol import connectionDone
+from twisted.python.failure import Failure
+from twisted.web import http
+from twisted.web.http import combinedLogFormatter
 from twisted.web.resource import IResource
 from twisted.web.server import Request, Site
 
+from kezchat.errors import KezError
+from kezchat.http.twistedprivate import BadRequestHook, request_line_path
+
 DEFAULT_BODY_CAP = 64 * 1024
+TOO_SLOW = KezError("request_timeout", "the request took too long to arrive")
 
 
 _REASONS = {400: b"Bad Request", 408: b"Request Timeout", 413: b"Payload Too Large"}
 
 
-def raw_json_response(
-    status: int, code: str, message: str, headers: tuple[tuple[bytes, bytes], ...] = ()
-) -> bytes:
+def raw_json_response(error: KezError, headers: tuple[tuple[bytes, bytes], ...] = ()) -> bytes:
     """
-    A complete HTTP/1.1 response with a SPEC error body, for answering
+    A complete HTTP/1.1 response with C{error}'s body, for answering
     before the request reaches a resource.
     """
-    body = json.dumps({"error": {"code": code, "message": message}}).encode()
+    status, body = error.status, error.body()
     extra = b"".join(b"%s: %s\r\n" % (name, value) for name, value in headers)
     return (
         b"HTTP/1.1 %d %s\r\n"
@@ -77,7 +81,7 @@ def redacting_log_formatter(timestamp: str, request: Request) -> str:
     return combinedLogFormatter(timestamp, _RedactedRequest(request))
 
 
-class KezChannel(HTTPChannel):
+class KezChannel(BadRequestHook):
     """
     An HTTP channel that can answer a request early and then drain the
     rest of what the client sends without keeping it.
@@ -96,49 +100,55 @@ class KezChannel(HTTPChannel):
     #: complete; the request's own deadline takes over from there
     _line_deadline: IDelayedCall | None = None
 
+    @property
+    def _tcp(self) -> ITCPTransport:
+        # a connected channel's transport: TCP, or TLS over TCP
+        return cast(ITCPTransport, self.transport)
+
     def refuse(self, response: bytes) -> None:
         if self._refusing:
             return
         self._refusing = True
         self.persistent = False
         self.setTimeout(None)
-        self.transport.write(response)
-        lose_write = getattr(self.transport, "loseWriteConnection", None)
+        self._tcp.write(response)
+        # not every transport can half-close (TLS may not)
+        lose_write = getattr(self._tcp, "loseWriteConnection", None)
         if lose_write is not None:
             lose_write()
-        self._refuse_abort = self.callLater(self.refuse_linger, self.transport.abortConnection)
+        self._refuse_abort = self.callLater(self.refuse_linger, self._tcp.abortConnection)
 
-    def refuse_early(self, status: int, code: str, message: str) -> None:
+    def refuse_early(self, error: KezError) -> None:
         """
-        Answer the request being received with a SPEC error, before any
+        Answer the request being received with C{error}, before any
         resource sees it; count it, and drain the rest of the connection.
         """
-        site = getattr(self, "site", None)
-        on_refused = getattr(site, "on_refused", None)
+        self._count_refusal(error)
+        self.refuse(raw_json_response(error, self._refusal_headers()))
+
+    def _count_refusal(self, error: KezError) -> None:
+        on_refused = getattr(getattr(self, "site", None), "on_refused", None)
         if on_refused is not None:
-            on_refused(code)
-        self.refuse(raw_json_response(status, code, message, self._refusal_headers()))
+            on_refused(error.code)
 
     def _refusal_headers(self) -> tuple[tuple[bytes, bytes], ...]:
         return getattr(getattr(self, "site", None), "refusal_headers", ())
 
-    def _respondToBadRequestAndDisconnect(self) -> None:
+    def bad_request(self) -> None:
         """
         Twisted's answer to a malformed request line, header or chunk is a
         bare C{400} with no body; give it the SPEC error shape instead.
         """
-        self.transport.write(
-            raw_json_response(
-                400, "bad_request", "malformed HTTP request", self._refusal_headers()
-            )
-        )
+        error = KezError("bad_request", "malformed HTTP request")
+        self._count_refusal(error)
+        self._tcp.write(raw_json_response(error, self._refusal_headers()))
         self.loseConnection()
 
     def dataReceived(self, data: bytes) -> None:
         if self._refusing:
             self._drained += len(data)
             if self._drained > self.refuse_drain:
-                self.transport.abortConnection()
+                self._tcp.abortConnection()
             return
         if not self.requests and self._line_deadline is None:
             # Every byte resets Twisted's idle timeout, so a client sending
@@ -158,9 +168,9 @@ class KezChannel(HTTPChannel):
 
     def _line_too_slow(self) -> None:
         self._line_deadline = None
-        self.refuse_early(408, "request_timeout", "the request took too long to arrive")
+        self.refuse_early(TOO_SLOW)
 
-    def connectionLost(self, reason: object) -> None:
+    def connectionLost(self, reason: Failure = connectionDone) -> None:
         self.request_started()
         if self._refuse_abort is not None and self._refuse_abort.active():
             self._refuse_abort.cancel()
@@ -191,9 +201,7 @@ class KezRequest(Request):
     def _site_cap(self) -> int:
         site = getattr(self.channel, "site", None)
         cap_for = getattr(site, "body_cap_for", None)
-        # HTTPChannel keeps the request line's path until the request is
-        # complete; it is the only place the path is known this early.
-        path = getattr(self.channel, "_path", b"")
+        path = request_line_path(self.channel)
         return cap_for(path) if cap_for is not None else DEFAULT_BODY_CAP
 
     def gotLength(self, length: int | None) -> None:
@@ -210,20 +218,20 @@ class KezRequest(Request):
         if self._received > self._cap:
             self._refuse_body()
             return
-        self.content.write(data)
+        cast(io.BytesIO, self.content).write(data)
 
     def _refuse_body(self) -> None:
         self._refused = True
         # no "100 Continue" after a 413
         self.requestHeaders.removeHeader(b"expect")
         self._cancel_deadline()
-        self.channel.refuse_early(
-            413, "payload_too_large", f"the request body is larger than {self._cap} bytes"
+        cast(KezChannel, self.channel).refuse_early(
+            KezError("payload_too_large", f"the request body is larger than {self._cap} bytes")
         )
 
     def _too_slow(self) -> None:
         self._deadline = None
-        self.channel.refuse_early(408, "request_timeout", "the request took too long to arrive")
+        cast(KezChannel, self.channel).refuse_early(TOO_SLOW)
 
     def _cancel_deadline(self) -> None:
         if self._deadline is not None and self._deadline.active():
@@ -236,7 +244,7 @@ class KezRequest(Request):
             return
         super().requestReceived(command, path, version)
 
-    def connectionLost(self, reason: object) -> None:
+    def connectionLost(self, reason: Failure = connectionDone) -> None:
         self._cancel_deadline()
         super().connectionLost(reason)
 
@@ -257,7 +265,8 @@ class KezSite(Site):
         byte; slower clients get a 408.
     """
 
-    protocol = KezChannel
+    # Twisted types it as a factory of HTTPChannel; a subclass is one
+    protocol = KezChannel  # type: ignore[assignment]
     requestFactory = KezRequest
 
     def __init__(
@@ -268,8 +277,8 @@ class KezSite(Site):
         request_deadline: float = 30.0,
         on_refused: Callable[[str], None] | None = None,
         refusal_headers: tuple[tuple[bytes, bytes], ...] = (),
-        access_log: bool = True,
-        reactor: object = None,
+        access_log: bool = False,
+        reactor: IReactorTime | None = None,
         **kw: object,
     ) -> None:
         # The API speaks JSON only. Twisted would otherwise parse the
@@ -285,6 +294,6 @@ class KezSite(Site):
         self.refusal_headers = refusal_headers
         self.access_log = access_log
 
-    def log(self, request: Request) -> None:
+    def log(self, request: http.Request) -> None:
         if self.access_log:
             super().log(request)

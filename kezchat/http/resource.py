@@ -9,11 +9,13 @@ paths and counting every response happen once, in one place.
 from __future__ import annotations
 
 from collections.abc import Callable
+from typing import cast
 
 from twisted.web.iweb import IRequest
 from twisted.web.resource import Resource
+from twisted.web.server import Request
 
-from kezchat.http.errors import json_response
+from kezchat.errors import KezError
 from kezchat.http.routing import Routes
 
 
@@ -26,6 +28,8 @@ class ApiResource(Resource):
 
     def __init__(self, routes: Routes, clock: Callable[[], float]) -> None:
         super().__init__()
+        #: the routes served, public so tests can compare them with the docs
+        self.routes = routes
         self._klein = routes.app.resource()
         self._fast = routes.fast
         self._metrics = routes.metrics
@@ -36,11 +40,11 @@ class ApiResource(Resource):
             for segment in (*request.prepath, *request.postpath):
                 segment.decode("utf-8")
         except UnicodeDecodeError:
-            return json_response(
-                request, {"error": {"code": "bad_request", "message": "path is not UTF-8"}}, 400
+            return self.routes.render_error(
+                request, KezError("bad_request", "path is not UTF-8")
             )
         started = self._clock()
-        request.notifyFinish().addBoth(self._finished, request, started)
+        cast(Request, request).notifyFinish().addBoth(self._finished, request, started)
         return self.dispatch(request)
 
     def dispatch(self, request: IRequest) -> bytes | int:
@@ -51,11 +55,12 @@ class ApiResource(Resource):
         fast = self._fast.find(request)
         if fast is not None:
             return fast.render(request)
-        return self._klein.render(request)
+        return cast("bytes | int", self._klein.render(request))
 
     def _finished(self, _: object, request: IRequest, started: float) -> None:
         route = getattr(request, "kez_route", "unmatched")
         method = request.method.decode("latin-1")
-        self._metrics.requests.labels(route, method, str(request.code)).inc()
+        code = cast(Request, request).code
+        self._metrics.requests.labels(route, method, str(code)).inc()
         if not getattr(request, "kez_streaming", False):
             self._metrics.latency.labels(route).observe(self._clock() - started)

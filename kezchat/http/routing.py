@@ -6,7 +6,7 @@ every failure renders as a SPEC §3 JSON error.
 from __future__ import annotations
 
 from collections.abc import Callable
-from typing import Any
+from typing import Any, cast
 
 from klein import Klein
 from twisted.internet.defer import CancelledError
@@ -19,6 +19,7 @@ from werkzeug.routing import RequestRedirect
 from kezchat.errors import KezError
 from kezchat.http.errors import error_response, json_response
 from kezchat.http.fastpath import FastRoutes
+from kezchat.http.request import DEFAULT_BODY_CAP
 from kezchat.metrics import HTTPMetrics
 from kezchat.storage.errors import DatabaseUnavailable
 
@@ -32,11 +33,17 @@ class Routes:
     One Klein app and the metrics its errors are counted in.
     """
 
-    def __init__(self, metrics: HTTPMetrics) -> None:
+    def __init__(self, metrics: HTTPMetrics, default_body_cap: int = DEFAULT_BODY_CAP) -> None:
+        """
+        @param default_body_cap: the body cap of a route that declares none.
+        """
         self.app = Klein()
         self.metrics = metrics
         #: routes served ahead of Klein (L{kezchat.http.fastpath})
         self.fast = FastRoutes()
+        self.default_body_cap = default_body_cap
+        #: static path prefix of a rule → the body cap its routes declared
+        self._body_caps: dict[bytes, int] = {}
         self.app.handle_errors(KezError)(self._api_error)
         # werkzeug "redirects" /v1//healthz to /v1/healthz by raising; an
         # API path is either right or not found, never a redirect (and an
@@ -46,15 +53,26 @@ class Routes:
         self.app.handle_errors(DatabaseUnavailable)(self._unavailable)
         self.app.handle_errors(Exception)(self._internal_error)
 
-    def route(self, rule: str, *, methods: list[str], name: str) -> Callable[[Handler], Handler]:
+    def route(
+        self, rule: str, *, methods: list[str], name: str, body_cap: int | None = None
+    ) -> Callable[[Handler], Handler]:
         """
         Register C{handler} for C{rule}; C{name} labels its metrics (the raw
         path never becomes a label: that would be unbounded cardinality).
+
+        @param body_cap: the largest request body this route takes, in
+            bytes (default: L{default_body_cap}). It is enforced while the
+            body is read (L{body_cap_for}) and again by L{read_body}.
         """
+        cap = self.default_body_cap if body_cap is None else body_cap
+        if body_cap is not None:
+            prefix = rule.split("<", 1)[0].encode()
+            self._body_caps[prefix] = max(cap, self._body_caps.get(prefix, 0))
 
         def register(handler: Handler) -> Handler:
             def named(request: IRequest, **kw: Any) -> Any:
                 request.kez_route = name  # type: ignore[attr-defined]
+                request.kez_body_cap = cap  # type: ignore[attr-defined]
                 return handler(request, **kw)
 
             named.__name__ = f"{name}:{'/'.join(methods)}"
@@ -63,9 +81,30 @@ class Routes:
 
         return register
 
+    def body_cap_for(self, path: bytes) -> int:
+        """
+        The body cap of a request path, known before routing (the body is
+        not read yet). Paths are matched by the rule prefix they contain,
+        so the caps hold under a mount prefix too; the longest wins.
+        """
+        path = path.split(b"?", 1)[0]
+        best, cap = -1, self.default_body_cap
+        for prefix, limit in self._body_caps.items():
+            if prefix in path and len(prefix) > best:
+                best, cap = len(prefix), limit
+        return cap
+
+    def render_error(self, request: IRequest, error: KezError) -> bytes:
+        """
+        Answer with C{error} and count it as a rejection: the one way the
+        server refuses a request it has routed.
+        """
+        self.metrics.rejections.labels(error.code).inc()
+        return error_response(request, error)
+
     def render_failure(self, request: IRequest, failure: Failure) -> bytes | None:
         """
-        The answer to a failed request, as the Klein error handlers above
+        The answer to a failed request, as the Klein error handlers below
         give it: for routes served outside Klein (L{kezchat.http.fastpath}).
         """
         if failure.check(KezError):
@@ -74,36 +113,32 @@ class Routes:
             return self._unavailable(request, failure)
         return self._internal_error(request, failure)
 
+    # Klein calls each handler below only for the exceptions it was
+    # registered for, hence the casts.
+
     def _api_error(self, request: IRequest, failure: Failure) -> bytes:
-        error = failure.value
-        self.metrics.rejections.labels(error.code).inc()
-        return error_response(request, error)
+        return self.render_error(request, cast(KezError, failure.value))
 
     def _unavailable(self, request: IRequest, failure: Failure) -> bytes:
         # nothing was stored: the client may send the same request again
-        error = failure.value
-        return self._api_error(
+        error = cast(DatabaseUnavailable, failure.value)
+        return self.render_error(
             request,
-            Failure(KezError(
+            KezError(
                 "unavailable",
                 f"the database is unavailable ({error.cause}); try again shortly",
                 retry_after=error.retry_after,
-            )),
+            ),
         )
 
     def _not_found(self, request: IRequest, failure: Failure) -> bytes:
-        return self._api_error(
-            request, Failure(KezError("not_found", "no such endpoint"))
-        )
+        return self.render_error(request, KezError("not_found", "no such endpoint"))
 
     def _method_not_allowed(self, request: IRequest, failure: Failure) -> bytes:
-        allowed = failure.value.valid_methods or []
+        allowed = cast(MethodNotAllowed, failure.value).valid_methods or []
         request.setHeader(b"allow", ", ".join(sorted(allowed)).encode())
-        self.metrics.rejections.labels("method_not_allowed").inc()
-        return json_response(
-            request,
-            {"error": {"code": "method_not_allowed", "message": "method not allowed here"}},
-            405,
+        return self.render_error(
+            request, KezError("method_not_allowed", "method not allowed here")
         )
 
     def _internal_error(self, request: IRequest, failure: Failure) -> bytes | None:
@@ -111,6 +146,7 @@ class Routes:
             # the client went away; there is nobody to answer
             return None
         log.failure("unhandled error on {path}", failure, path=request.path)
+        # not a refusal (no KezError code, not counted as a rejection)
         return json_response(
             request,
             {"error": {"code": "internal_error", "message": "the server failed; see its log"}},

@@ -11,10 +11,11 @@ from kezchat import strictjson
 from kezchat.errors import KezError
 from kezchat.http.errors import json_response, parse_json, read_body
 from kezchat.relay.auth import body_digest, parse_auth
-from kezchat.relay.relay import Relay
+from kezchat.relay.relay import MAX_MESSAGE_BYTES, Relay
 from kezchat.timeutil import format_rfc3339
 
-MESSAGE_CAP = 256 * 1024
+#: the body cap of C{POST /v1/messages}
+MESSAGE_CAP = MAX_MESSAGE_BYTES
 
 
 async def send_message(relay: Relay, request: IRequest) -> bytes:

@@ -88,7 +88,3 @@ def parse_handle(text: object, default_server: str) -> Handle:
     elif not server or not SERVER_RE.fullmatch(server):
         raise InvalidHandle("the part after @ is not a server name")
     return Handle(validate_local(local), server)
-
-
-def is_reserved(local: str, reserved: frozenset[str] = RESERVED_HANDLES) -> bool:
-    return local in reserved

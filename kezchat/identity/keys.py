@@ -10,11 +10,10 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, TypeGuard
 
 from nacl.bindings import (
     crypto_sign_ed25519_pk_to_curve25519,
-    crypto_sign_ed25519_sk_to_curve25519,
 )
 from nacl.exceptions import BadSignatureError
 from nacl.exceptions import ValueError as NaclValueError
@@ -26,7 +25,23 @@ PRIMARY_PREFIX = "ed25519:"
 SIGNATURE_ALG = "ed25519-sha512-jcs"
 
 _PRIMARY_RE = re.compile(r"ed25519:[0-9a-f]{64}")
+_KEY_HEX_RE = re.compile(r"[0-9a-f]{64}")
 _SIG_RE = re.compile(r"[0-9a-f]{128}")
+
+
+def is_key_hex(value: object) -> TypeGuard[str]:
+    """
+    Whether C{value} is a public key (or hash) as 64 lowercase hex digits,
+    the one spelling every part of KEZ accepts.
+    """
+    return isinstance(value, str) and _KEY_HEX_RE.fullmatch(value) is not None
+
+
+def is_signature_hex(value: object) -> TypeGuard[str]:
+    """
+    Whether C{value} is an ed25519 signature as 128 lowercase hex digits.
+    """
+    return isinstance(value, str) and _SIG_RE.fullmatch(value) is not None
 
 
 class InvalidKey(ValueError):
@@ -64,7 +79,7 @@ def verify_bytes(primary: str, message: bytes, signature_hex: object) -> bool:
     deciding whether to trust a request, a garbled signature and a wrong one
     are the same answer.
     """
-    if not isinstance(signature_hex, str) or not _SIG_RE.fullmatch(signature_hex):
+    if not is_signature_hex(signature_hex):
         return False
     try:
         key = VerifyKey(parse_primary(primary))
@@ -128,7 +143,7 @@ class KeyPair:
         """
         The X25519 private key derived from this Ed25519 key (SPEC §2).
         """
-        return crypto_sign_ed25519_sk_to_curve25519(bytes(self._signing_key._signing_key))
+        return bytes(self._signing_key.to_curve25519_private_key())
 
     def x25519_public(self) -> bytes:
         return x25519_public_from_primary(self.primary)

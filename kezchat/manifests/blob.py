@@ -12,13 +12,18 @@ content.  Readers verify the bytes they were given, not a re-encoding.
 
 from __future__ import annotations
 
-import re
 from typing import Any
 
 from blake3 import blake3
 
 from kezchat.identity.jcs import canonical_json
-from kezchat.identity.keys import InvalidKey, KeyPair, parse_primary, verify_jcs
+from kezchat.identity.keys import (
+    InvalidKey,
+    KeyPair,
+    is_signature_hex,
+    parse_primary,
+    verify_jcs,
+)
 from kezchat.manifests.entries import Entry, check_entry
 from kezchat.manifests.errors import (
     BAD_SIGNATURE,
@@ -39,7 +44,6 @@ MANIFEST_VERSION = 1
 MAX_MANIFEST_BYTES = 64 * 1024
 
 _KEYS = ("type", "version", "owner", "created_at", "entries", "sig")
-_SIG_RE = re.compile(r"[0-9a-f]{128}")
 
 Manifest = dict[str, Any]
 
@@ -69,7 +73,7 @@ def check_manifest_shape(value: object) -> Manifest:
         except InvalidKey as e:
             raise FieldError(f"owner: {e}") from e
         timestamp(manifest["created_at"], "created_at")
-        if not isinstance(manifest["sig"], str) or not _SIG_RE.fullmatch(manifest["sig"]):
+        if not is_signature_hex(manifest["sig"]):
             raise FieldError("sig must be 128 lowercase hex characters")
         entries = manifest["entries"]
         if not isinstance(entries, list):

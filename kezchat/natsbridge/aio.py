@@ -29,13 +29,13 @@ class WrongReactorError(NatsSetupError, RuntimeError):
     """
 
 
-def is_asyncio_reactor(reactor: Any) -> bool:
+def is_asyncio_reactor(reactor: object) -> bool:
     from twisted.internet.asyncioreactor import AsyncioSelectorReactor
 
     return isinstance(reactor, AsyncioSelectorReactor)
 
 
-def require_asyncio_reactor(reactor: Any) -> None:
+def require_asyncio_reactor(reactor: object) -> None:
     """
     Refuse to go on unless C{reactor} is Twisted's asyncio reactor.
 
@@ -48,14 +48,6 @@ def require_asyncio_reactor(reactor: Any) -> None:
             "NATS support needs Twisted's asyncio reactor: run `twistd -r asyncio ...`"
             f" (the running reactor is {type(reactor).__module__}.{type(reactor).__name__})"
         )
-
-
-def loop_of(reactor: Any) -> asyncio.AbstractEventLoop:
-    """
-    The asyncio event loop that the asyncio reactor C{reactor} runs.
-    """
-    require_asyncio_reactor(reactor)
-    return reactor._asyncioEventloop  # type: ignore[no-any-return]
 
 
 def _map_cancellation(failure: Failure) -> Failure:

@@ -37,7 +37,6 @@ import hashlib
 import hmac
 import json
 import uuid
-from collections import OrderedDict
 from collections.abc import Awaitable, Callable
 from dataclasses import asdict
 from typing import Any
@@ -47,41 +46,20 @@ from twisted.logger import Logger
 from kezchat import strictjson
 from kezchat.natsbridge.aio import resolve
 from kezchat.natsbridge.subjects import inbox_subject
-from kezchat.relay.broker import Deliver, LocalBroker, Subscription
+from kezchat.relay.broker import Deliver, LocalBroker, Origin, Subscription
 from kezchat.storage.interfaces import StoredMessage
 
 STORED_SUBJECT = "kezchat.stored"
 STORED_HEADER = "Kez-Stored"
 STORED_MAC_HEADER = "Kez-Stored-Mac"
 INSTANCE_HEADER = "Kez-Instance"
+#: an announcement's recipient, so an instance with no stream for them
+#: skips it without parsing the body
+RECIPIENT_HEADER = "Kez-Recipient"
 
-# fqhn -> primary ("ed25519:<hex>"), a Deferred, an awaitable or a value
+#: fqhn -> its primary ("ed25519:<hex>"), as a Deferred, an awaitable or a
+#: value; the registry answers it from its cache
 PrimaryOf = Callable[[str], "Awaitable[str] | Any"]
-
-
-class _Primaries:
-    """
-    A bounded cache of fqhn → primary hex. A handle's primary never
-    changes once registered, so entries never go stale; the bound only
-    caps memory.
-    """
-
-    def __init__(self, primary_of: PrimaryOf, size: int = 10_000) -> None:
-        self._primary_of = primary_of
-        self._size = size
-        self._cache: OrderedDict[str, str] = OrderedDict()
-
-    async def hex_of(self, fqhn: str) -> str:
-        cached = self._cache.get(fqhn)
-        if cached is not None:
-            self._cache.move_to_end(fqhn)
-            return cached
-        primary = await resolve(self._primary_of(fqhn))
-        key_hex = primary.removeprefix("ed25519:")
-        self._cache[fqhn] = key_hex
-        if len(self._cache) > self._size:
-            self._cache.popitem(last=False)
-        return key_hex
 
 
 class StoredMarker:
@@ -159,58 +137,51 @@ class NatsBroker:
 
     def __init__(
         self,
+        primary_of: PrimaryOf,
+        marker: StoredMarker,
         local: LocalBroker | None = None,
         queue_size: int = 10_000,
-        marker: StoredMarker | None = None,
     ) -> None:
+        """
+        @param primary_of: how to find a recipient's key (which names their
+            NATS subject).
+        @param marker: signs what this broker puts on inbox subjects (see
+            L{StoredMarker}).
+        """
         self.local = local if local is not None else LocalBroker()
-        #: signs what this broker puts on inbox subjects (see L{StoredMarker})
-        self.marker = marker if marker is not None else StoredMarker(uuid.uuid4().bytes)
+        self.marker = marker
         self.instance = uuid.uuid4().hex
         self.nc: Any = None
         self.skipped = 0
-        self._primaries: _Primaries | None = None
+        #: announcements skipped unparsed: no local stream for the recipient
+        self.ignored = 0
+        self._primary_of = primary_of
         self._queue: asyncio.Queue[tuple[StoredMessage, bool]] | None = None
         self._queue_size = queue_size
         self._sending: asyncio.Task[None] | None = None
         self._stored_sub: Any = None
-        self._from_nats = False
-
-    def bind(self, primary_of: PrimaryOf) -> None:
-        """
-        Tell the broker how to find a recipient's key (their NATS subject).
-        """
-        self._primaries = _Primaries(primary_of)
 
     # -- Broker -----------------------------------------------------------
 
     def subscribe(self, recipient: str, deliver: Deliver) -> Subscription:
         return self.local.subscribe(recipient, deliver)
 
-    def publish(self, message: StoredMessage) -> None:
-        self.local.publish(message)
+    def publish(self, message: StoredMessage, *, origin: Origin = Origin.HTTP) -> None:
+        """
+        Deliver C{message} locally, announce it to the other instances and,
+        unless it came from NATS (where it already is), put it on its inbox
+        subject.
+        """
+        self.local.publish(message, origin=origin)
         if self._queue is None:
             return
         try:
-            self._queue.put_nowait((message, not self._from_nats))
+            self._queue.put_nowait((message, origin is not Origin.NATS))
         except asyncio.QueueFull:
             self._skip("the outbound queue is full")
 
     def subscriber_count(self, recipient: str | None = None) -> int:
         return self.local.subscriber_count(recipient)
-
-    def announce_from_nats(self, message: StoredMessage, accept: Callable[[], None]) -> None:
-        """
-        Run C{accept} (which publishes C{message} to this broker) for a
-        message that came in over NATS: it is delivered locally and
-        announced to the other instances, but not put back on its inbox
-        subject, where it already is.
-        """
-        self._from_nats = True
-        try:
-            accept()
-        finally:
-            self._from_nats = False
 
     # -- NATS side --------------------------------------------------------
 
@@ -249,10 +220,11 @@ class NatsBroker:
         if self.nc is None or not self.nc.is_connected:
             self._skip("NATS is down")
             return
-        headers = {INSTANCE_HEADER: self.instance}
+        headers = {INSTANCE_HEADER: self.instance, RECIPIENT_HEADER: message.recipient}
         await self.nc.publish(STORED_SUBJECT, encode_stored(message), headers=headers)
-        if to_inbox and self._primaries is not None:
-            recipient_hex = await self._primaries.hex_of(message.recipient)
+        if to_inbox:
+            recipient = await resolve(self._primary_of(message.recipient))
+            recipient_hex = recipient.removeprefix("ed25519:")
             subject = inbox_subject(recipient_hex, message.sender_primary.removeprefix("ed25519:"))
             data = message.envelope.encode("utf-8")
             headers = self.marker.headers(subject, message.seq, data)
@@ -269,11 +241,18 @@ class NatsBroker:
             )
 
     async def _on_stored(self, msg: Any) -> None:
-        if (msg.headers or {}).get(INSTANCE_HEADER) == self.instance:
+        headers = msg.headers or {}
+        if headers.get(INSTANCE_HEADER) == self.instance:
+            return
+        recipient = headers.get(RECIPIENT_HEADER)
+        if recipient is not None and not self.local.subscriber_count(recipient):
+            # every instance hears every announcement; with several
+            # instances most are for streams held elsewhere
+            self.ignored += 1
             return
         try:
             message = decode_stored(msg.data)
         except (ValueError, KeyError, TypeError, IndexError):
             self.log.warn("Ignoring a malformed announcement on {subject}", subject=STORED_SUBJECT)
             return
-        self.local.publish(message)
+        self.local.publish(message, origin=Origin.NATS)

@@ -28,18 +28,20 @@ from __future__ import annotations
 import asyncio
 import base64
 import binascii
+import inspect
 import json
 import re
 import time
 from collections import OrderedDict
 from collections.abc import Awaitable, Callable, Mapping
-from typing import Any
+from typing import Any, cast
 
 from nacl.bindings import crypto_sign_open
 from nacl.exceptions import BadSignatureError
 from nacl.exceptions import ValueError as NaclValueError
 from twisted.internet.defer import Deferred
 from twisted.logger import Logger
+from twisted.python.failure import Failure
 
 from kezchat.identity.keys import InvalidKey, format_primary
 from kezchat.natsbridge import jwt
@@ -56,65 +58,11 @@ REQUEST_AUDIENCE = "nats-authorization-request"
 Lookup = Callable[[str], "Deferred[Any] | Awaitable[Any] | Any"]
 
 
-#: what L{CachedLookup.peek} returns when it does not know
-MISS = object()
-
 # A user nkey as nats-server makes one for each connection: "U" then the
 # rest of the base32 of the prefix byte (whose last 3 bits are zero), the
 # key and the CRC. Checking its shape is enough: it comes from the server,
 # in a request whose signature we checked, and only ever goes back to it.
 _USER_NKEY = re.compile(r"U[A-D][A-Z2-7]{54}")
-
-
-class CachedLookup:
-    """
-    A L{Lookup} that remembers registered keys for a while.
-
-    A registration binds a key to a handle for good, so a positive answer
-    stays true; caching it spares the database a round trip on every
-    reconnection (and a connect storm is mostly reconnections). Unknown
-    keys are never cached: a key registered a moment ago must get in at
-    once. C{ttl} bounds how long any other change could go unseen.
-    """
-
-    def __init__(
-        self,
-        lookup: Lookup,
-        size: int = 10_000,
-        ttl: float = 300.0,
-        clock: Callable[[], float] = time.monotonic,
-    ) -> None:
-        self._lookup = lookup
-        self._size = size
-        self._ttl = ttl
-        self._clock = clock
-        self._records: OrderedDict[str, tuple[float, Any]] = OrderedDict()
-
-    def peek(self, primary: str) -> Any:
-        """
-        The cached record of C{primary}, or L{MISS}: lets the responder
-        answer a returning client without a task or a round trip.
-        """
-        hit = self._records.get(primary)
-        if hit is not None and hit[0] > self._clock():
-            self._records.move_to_end(primary)
-            return hit[1]
-        return MISS
-
-    async def __call__(self, primary: str) -> Any:
-        hit = self.peek(primary)
-        if hit is not MISS:
-            return hit
-        now = self._clock()
-        record = await resolve(self._lookup(primary))
-        if record is None:
-            self._records.pop(primary, None)
-        else:
-            self._records[primary] = (now + self._ttl, record)
-            self._records.move_to_end(primary)
-            if len(self._records) > self._size:
-                self._records.popitem(last=False)
-        return record
 
 
 class RefusedError(Exception):
@@ -152,7 +100,7 @@ class _Pending:
     A request whose checks passed up to the registry lookup.
     """
 
-    __slots__ = ("name_json", "now", "primary", "request", "server_id", "user_nkey")
+    __slots__ = ("now", "primary", "request", "server_id", "user_nkey")
 
     def __init__(
         self, request: dict[str, Any], user_nkey: str, server_id: str, now: float, primary: str
@@ -175,8 +123,9 @@ class CalloutResponder:
     authorization must cost, and little else should.
 
     @param issuer: the account key nats-server trusts (C{auth_callout.issuer}).
-    @param lookup: primary → registry record or C{None}. A lookup with a
-        C{peek(primary)} method (L{CachedLookup}) is asked that first.
+    @param lookup: primary → registry record or C{None}; an answer that is
+        there at once (a plain value, a Deferred that has fired, as the
+        registry's cache gives) is used without waiting.
     @param account: the account users are placed in (C{KEZ} in
         C{deploy/nats.conf}).
     @param ttl: lifetime of a user JWT in seconds. When it runs out
@@ -199,7 +148,6 @@ class CalloutResponder:
         self.account = account
         self.ttl = ttl
         self.clock = clock
-        self._peek = getattr(lookup, "peek", None)
         self._account_json = json.dumps(account)
         self._issuer_json = json.dumps(issuer.public)
         #: owner key → the rendered C{nats} section of its user JWT
@@ -212,7 +160,10 @@ class CalloutResponder:
         pending = self.prepare(token)
         if isinstance(pending, bytes):
             return pending
-        return await self.finish(pending)
+        answer = self.complete(pending)
+        if isinstance(answer, bytes):
+            return answer
+        return await self.finish(pending, answer)
 
     def prepare(self, token: bytes) -> bytes | _Pending:
         """
@@ -233,6 +184,8 @@ class CalloutResponder:
         except (jwt.JWTError, InvalidKey, TypeError, AttributeError) as e:
             self.log.warn("Refusing a malformed authorization request: {reason}", reason=str(e))
             return b""
+        # checked just above
+        server_id = cast(str, server_id)
         try:
             if claims.get("aud") != REQUEST_AUDIENCE:
                 raise RefusedError("not an authorization request")
@@ -243,35 +196,47 @@ class CalloutResponder:
             return self._internal_error(user_nkey, server_id, now)
         return _Pending(request, user_nkey, server_id, now, primary)
 
-    def complete(self, pending: _Pending) -> bytes | None:
+    def complete(self, pending: _Pending) -> bytes | Awaitable[Any]:
         """
-        The reply, if the lookup can answer without waiting; else C{None}.
+        Ask the registry: the reply, if its answer is there at once (a
+        plain value, or a Deferred that has already fired); else what to
+        wait for, to hand to L{finish}. Never raises.
         """
-        if self._peek is None:
-            return None
         try:
-            record = self._peek(pending.primary)
+            answer = self.lookup(pending.primary)
         except Exception:
-            return None
-        if record is MISS:
-            return None
+            return self._lookup_failed(pending)
+        if isinstance(answer, Deferred):
+            if not answer.called or isinstance(answer.result, (Deferred, Failure)):
+                return answer
+            record = answer.result
+        elif inspect.isawaitable(answer):
+            return answer
+        else:
+            record = answer
         return self._decide(pending, record)
 
-    async def finish(self, pending: _Pending) -> bytes:
+    async def finish(self, pending: _Pending, answer: Any = None) -> bytes:
         """
-        The reply, once the registry has answered. Never raises.
+        The reply, once the registry has answered (C{answer}, from
+        L{complete}; asked here when not given). Never raises.
         """
         try:
-            record = await resolve(self.lookup(pending.primary))
+            if answer is None:
+                answer = self.lookup(pending.primary)
+            record = await resolve(answer)
         except asyncio.CancelledError:
             raise
         except Exception:
-            self.log.failure("Registry lookup failed for {primary}", primary=pending.primary)
-            return self._refuse(
-                pending.request, pending.user_nkey, pending.server_id, pending.now,
-                "registry unavailable",
-            )
+            return self._lookup_failed(pending)
         return self._decide(pending, record)
+
+    def _lookup_failed(self, pending: _Pending) -> bytes:
+        self.log.failure("Registry lookup failed for {primary}", primary=pending.primary)
+        return self._refuse(
+            pending.request, pending.user_nkey, pending.server_id, pending.now,
+            "registry unavailable",
+        )
 
     def _decide(self, pending: _Pending, record: Any) -> bytes:
         if record is None:
@@ -410,18 +375,18 @@ class CalloutSubscription:
         if isinstance(pending, bytes):
             await self._reply(msg, pending)
             return
-        reply = responder.complete(pending)
-        if reply is not None:
+        answer = responder.complete(pending)
+        if isinstance(answer, bytes):
             # a returning client, its record cached: answered here,
             # without a task per request
-            await self._reply(msg, reply)
+            await self._reply(msg, answer)
             return
-        task = asyncio.ensure_future(self._answer(msg, pending))
+        task = asyncio.ensure_future(self._answer(msg, pending, answer))
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
 
-    async def _answer(self, msg: Any, pending: _Pending) -> None:
-        await self._reply(msg, await self.responder.finish(pending))
+    async def _answer(self, msg: Any, pending: _Pending, answer: Awaitable[Any]) -> None:
+        await self._reply(msg, await self.responder.finish(pending, answer))
 
     async def _reply(self, msg: Any, reply: bytes) -> None:
         if not msg.reply:

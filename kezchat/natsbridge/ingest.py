@@ -14,13 +14,13 @@ the HTTP API would have carried. Messages the chat-server put there itself
 (a C{Kez-Stored} mark that verifies, see L{StoredMarker}) are already
 stored and are only acknowledged.
 
-Native messages are held to the rules of HTTP: the same strict JSON
-parser (no NaN, no lone surrogates, no duplicate keys), the same size cap,
-the same per-sender send limit. Each message is judged and stored on its
-own: a bad one is terminated (C{term}: never redelivered), logged and
-counted, and never takes the rest of its batch down with it; only a
-failure of the database itself leaves messages unacknowledged for
-redelivery.
+Native messages are held to the rules of HTTP, which live in one place,
+L{Relay.accept_bridged}: the same strict JSON parser (no NaN, no lone
+surrogates, no duplicate keys), the same size cap, the same per-sender
+send limit. Each message is judged and stored on its own: a bad one is
+terminated (C{term}: never redelivered), logged and counted, and never
+takes the rest of its batch down with it; only a failure of the database
+itself leaves messages unacknowledged for redelivery.
 """
 
 from __future__ import annotations
@@ -28,48 +28,47 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import sqlite3
-from collections.abc import Callable
 from typing import Any
 
 import nats.errors
 from nats.js.api import AckPolicy, ConsumerConfig, DeliverPolicy
+from twisted.internet.defer import Deferred
 from twisted.logger import Logger
 
-from kezchat import strictjson
 from kezchat.errors import KezError
 from kezchat.natsbridge.aio import resolve
-from kezchat.natsbridge.bridge import NatsBroker
+from kezchat.natsbridge.bridge import StoredMarker
 from kezchat.natsbridge.subjects import ALL_INBOXES, STREAM, parse_inbox_subject
-from kezchat.storage.interfaces import IdempotencyConflict, NewMessage
+from kezchat.relay.relay import BridgedMessage, Relay
+from kezchat.storage.interfaces import Accepted, IdempotencyConflict
 
 BRIDGE_CONSUMER = "kezchat_bridge"
-#: what L{Ingest._convert} answers for the chat-server's own publications
-OWN = object()
-#: the relay's cap on a POST body; an envelope on NATS gets no more room
-MAX_ENVELOPE = 256 * 1024
+#: the metric label of a refusal, by the relay's error code
+DROP_LABELS = {
+    "payload_too_large": "too_large",
+    "bad_request": "bad_json",
+    "unknown_recipient": "unregistered",
+    "rate_limited": "limited",
+}
+#: failures that are the message's own fault: storing it again would fail again
+MESSAGE_FAULTS = (IdempotencyConflict, ValueError, UnicodeError, sqlite3.DataError)
 
 
 class Ingest:
     """
     Pulls native clients' messages from JetStream into the relay.
 
-    @param relay: the L{kezchat.relay.relay.Relay} (its registry, store
-        and C{accept_stored}).
+    @param relay: judges and stores what native clients publish.
+    @param marker: recognises the chat-server's own publications.
     """
 
     log = Logger()
 
     def __init__(
-        self,
-        relay: Any,
-        broker: NatsBroker,
-        clock: Callable[[], float],
-        batch: int = 256,
-        retry_wait: float = 1.0,
+        self, relay: Relay, marker: StoredMarker, batch: int = 256, retry_wait: float = 1.0
     ) -> None:
         self.relay = relay
-        self.broker = broker
-        self.clock = clock
+        self.marker = marker
         self.batch = batch
         self.retry_wait = retry_wait
         self.dropped = 0
@@ -135,80 +134,45 @@ class Ingest:
 
     async def _store(self, messages: list[Any], epoch: str) -> None:
         """
-        Judge and store each message on its own (one group commit still
-        takes them all); acknowledge or terminate each by its own outcome.
+        Hand the batch to the relay; acknowledge or terminate each message
+        by its own outcome.
         """
-        pending = []
+        taken: list[tuple[Any, BridgedMessage]] = []
         for msg in messages:
-            new = await self._convert(msg, epoch)
-            if new is OWN:
-                await _quietly(msg.ack())
+            if self.marker.is_marked(msg.subject, msg.headers, msg.data):
+                await _quietly(msg.ack())  # our own: already stored
                 continue
-            if new is None:
+            keys = parse_inbox_subject(msg.subject)
+            if keys is None:
+                await self._terminate(msg, "not an inbox subject", "subject")
                 continue
-            d = self.relay.store.add_message(new)
-            pending.append((msg, asyncio.ensure_future(resolve(d))))
-        for msg, future in pending:
-            try:
-                accepted = await future
-            except (IdempotencyConflict, ValueError, UnicodeError, sqlite3.DataError) as e:
-                # the message's own fault: storing it again would fail again
-                await self._terminate(msg, f"refused by the store: {e!r}"[:200], "store")
-                continue
-            except asyncio.CancelledError:
-                raise
-            except Exception as e:
+            recipient_hex, sender_hex = keys
+            bridged = BridgedMessage(
+                recipient_primary=f"ed25519:{recipient_hex}",
+                sender_primary=f"ed25519:{sender_hex}",
+                payload=msg.data,
+                idempotency_key=f"nats:{epoch}:{msg.metadata.sequence.stream}",
+            )
+            taken.append((msg, bridged))
+        if not taken:
+            return
+        accepting = Deferred.fromCoroutine(self.relay.accept_bridged([b for _, b in taken]))
+        outcomes: list[Accepted | Exception] = await resolve(accepting)
+        for (msg, _), outcome in zip(taken, outcomes, strict=True):
+            if isinstance(outcome, KezError):
+                label = DROP_LABELS.get(outcome.code, outcome.code)
+                await self._terminate(msg, outcome.message, label)
+            elif isinstance(outcome, MESSAGE_FAULTS):
+                await self._terminate(msg, f"refused by the store: {outcome!r}"[:200], "store")
+            elif isinstance(outcome, Exception):
                 # the database's fault: leave it for redelivery
                 self.log.warn(
                     "NATS ingest could not store a message ({error}); it will be redelivered",
-                    error=str(e) or type(e).__name__,
+                    error=str(outcome) or type(outcome).__name__,
                 )
                 await _quietly(msg.nak(delay=self.retry_wait))
-                continue
-            if accepted.message is not None and not accepted.duplicate:
-                stored = accepted.message
-                self.broker.announce_from_nats(
-                    stored, lambda stored=stored: self.relay.accept_stored(stored)
-                )
-            await _quietly(msg.ack())
-
-    async def _convert(self, msg: Any, epoch: str) -> NewMessage | object | None:
-        """
-        The message to store for C{msg}; L{OWN} for the chat-server's own
-        publication (already stored); C{None} when refused (and terminated
-        here).
-        """
-        if self.broker.marker.is_marked(msg.subject, msg.headers, msg.data):
-            return OWN
-        keys = parse_inbox_subject(msg.subject)
-        if keys is None:
-            return await self._terminate(msg, "not an inbox subject", "subject")
-        if len(msg.data) > MAX_ENVELOPE:
-            return await self._terminate(msg, "envelope too large", "too_large")
-        try:
-            envelope = strictjson.loads(msg.data)
-        except strictjson.JSONError as e:
-            return await self._terminate(msg, f"payload is not strict JSON: {e}", "bad_json")
-        if not isinstance(envelope, dict):
-            return await self._terminate(msg, "payload is not a JSON object", "bad_json")
-        recipient_hex, sender_hex = keys
-        find = self.relay.registry.find_primary
-        recipient = await resolve(find(f"ed25519:{recipient_hex}"))
-        sender = await resolve(find(f"ed25519:{sender_hex}"))
-        if recipient is None or sender is None:
-            return await self._terminate(msg, "unregistered recipient or sender", "unregistered")
-        try:
-            self.relay.send_limiter.check(sender.fqhn)
-        except KezError:
-            return await self._terminate(msg, f"{sender.fqhn} is over the send limit", "limited")
-        return NewMessage(
-            recipient=recipient.fqhn,
-            sender=sender.fqhn,
-            sender_primary=sender.primary,
-            envelope=strictjson.one_line(msg.data.decode("utf-8").strip(" \t\r\n")),
-            created_at=self.clock(),
-            idempotency_key=f"nats:{epoch}:{msg.metadata.sequence.stream}",
-        )
+            else:
+                await _quietly(msg.ack())
 
     async def _terminate(self, msg: Any, reason: str, label: str) -> None:
         """
@@ -216,9 +180,7 @@ class Ingest:
         (the first and every 1,000th) and counted by reason.
         """
         self.dropped += 1
-        metrics = getattr(self.relay, "metrics", None)
-        if metrics is not None:
-            metrics.nats_ingest_dropped.labels(label).inc()
+        self.relay.metrics.nats_ingest_dropped.labels(label).inc()
         if self.dropped == 1 or self.dropped % 1000 == 0:
             self.log.info(
                 "Not storing a NATS message on {subject}: {reason} ({count} refused so far)",

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Sequence
-from typing import Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 
 from twisted.application.service import Service
 from twisted.internet.defer import CancelledError, Deferred
@@ -19,16 +19,14 @@ from twisted.logger import Logger
 from twisted.python.failure import Failure
 
 from kezchat.natsbridge.aio import deferred_from_coroutine, require_asyncio_reactor
-from kezchat.natsbridge.callout import (
-    CachedLookup,
-    CalloutResponder,
-    CalloutSubscription,
-    Lookup,
-)
+from kezchat.natsbridge.callout import CalloutResponder, CalloutSubscription, Lookup
 from kezchat.natsbridge.connection import NatsConnection
 from kezchat.natsbridge.errors import NatsSetupError
 from kezchat.natsbridge.keys import ACCOUNT, USER, read_seed_file
 from kezchat.natsbridge.stream import StreamLimits, ensure_inbox_stream
+
+if TYPE_CHECKING:
+    from kezchat.config import ChatConfig
 
 
 class Bridge(Protocol):
@@ -110,10 +108,27 @@ class NatsService(Service):
             self.log.failure("Could not set up the JetStream stream")
 
 
+def require_seeds(config: ChatConfig) -> tuple[str, str, str]:
+    """
+    The NATS URL, the seed file of our NATS user and that of the callout
+    issuer.
+
+    @raise NatsSetupError: unless all three are configured.
+    """
+    if not config.nats_url:
+        raise NatsSetupError("NATS is not configured (--nats-url)")
+    if not config.nats_seed or not config.callout_issuer_seed:
+        raise NatsSetupError(
+            "--nats-url needs --nats-seed and --callout-issuer-seed"
+            " (create them with `kezchat-admin nats-keys --out DIR`)"
+        )
+    return config.nats_url, config.nats_seed, config.callout_issuer_seed
+
+
 def build_nats_service(
-    config: Any,
+    config: ChatConfig,
     lookup: Lookup,
-    reactor: Any,
+    reactor: object,
     bridges: Sequence[Bridge] = (),
     stream_limits: StreamLimits | None = None,
 ) -> NatsService:
@@ -126,13 +141,11 @@ def build_nats_service(
         wrong seed file (and the wrong reactor).
     """
     require_asyncio_reactor(reactor)
-    if not config.nats_seed or not config.callout_issuer_seed:
-        raise NatsSetupError(
-            "--nats-url needs --nats-seed and --callout-issuer-seed"
-            " (create them with `kezchat-admin nats-keys --out DIR`)"
-        )
-    seed = read_seed_file(config.nats_seed, USER)
-    issuer = read_seed_file(config.callout_issuer_seed, ACCOUNT)
-    connection = NatsConnection(config.nats_url, seed, name=f"kezchat {config.server}")
-    responder = CalloutResponder(issuer, CachedLookup(lookup))
+    url, seed_file, issuer_file = require_seeds(config)
+    seed = read_seed_file(seed_file, USER)
+    issuer = read_seed_file(issuer_file, ACCOUNT)
+    connection = NatsConnection(url, seed, name=f"kezchat {config.server}")
+    # the registry caches what it answers: a connect storm (mostly
+    # reconnections) costs the database nothing
+    responder = CalloutResponder(issuer, lookup)
     return NatsService(connection, responder, stream_limits, bridges)

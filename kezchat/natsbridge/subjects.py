@@ -15,11 +15,12 @@ from __future__ import annotations
 import re
 from typing import Any
 
+from kezchat.identity.keys import is_key_hex
+
 STREAM = "KEZ_INBOX"
 INBOX_ROOT = "kez.inbox"
 ALL_INBOXES = f"{INBOX_ROOT}.>"
 
-_HEX = re.compile(r"[0-9a-f]{64}")
 _INBOX_SUBJECT = re.compile(r"kez\.inbox\.([0-9a-f]{64})\.([0-9a-f]{64})")
 
 
@@ -96,6 +97,6 @@ def user_permissions(owner_hex: str) -> dict[str, Any]:
 
 
 def _check(key_hex: str) -> str:
-    if not _HEX.fullmatch(key_hex):
+    if not is_key_hex(key_hex):
         raise ValueError("expected 64 lowercase hex characters")
     return key_hex

@@ -83,11 +83,14 @@ class Authenticator:
     ) -> None:
         """
         @raise KezError: C{unauthorized} (missing or malformed),
-            C{stale_timestamp} (outside ±60 s) or C{bad_signature}; all 401.
+            C{stale_timestamp} (outside the skew, ±L{AUTH_SKEW} by default)
+            or C{bad_signature}; all 401.
         """
         value = parse_auth(auth)
         if abs(self._clock() - value.timestamp) > self._skew:
-            raise KezError("stale_timestamp", "X-KEZ-Auth timestamp is more than 60 s off")
+            raise KezError(
+                "stale_timestamp", f"X-KEZ-Auth timestamp is more than {self._skew:g} s off"
+            )
         message = signed_text(method, path, fields, value.timestamp)
         if not verify_bytes(primary, message, value.signature):
             raise KezError("bad_signature", "X-KEZ-Auth does not verify for this request")

@@ -8,12 +8,25 @@ streams never know whether a message came from this process or another.
 
 from __future__ import annotations
 
+import enum
 from collections.abc import Callable
 from typing import Protocol
 
 from kezchat.storage.interfaces import StoredMessage
 
 Deliver = Callable[[StoredMessage], None]
+
+
+class Origin(enum.Enum):
+    """
+    Where a stored message came in: it decides where else it must go (a
+    message that came over NATS is already on its NATS inbox subject).
+    """
+
+    #: sent to this server's HTTP API
+    HTTP = "http"
+    #: published by a native client on NATS and stored by the bridge
+    NATS = "nats"
 
 
 class Subscription(Protocol):
@@ -30,9 +43,16 @@ class Broker(Protocol):
         fqhn) from now on, in the order they were stored.
         """
 
-    def publish(self, message: StoredMessage) -> None:
+    def publish(self, message: StoredMessage, *, origin: Origin = Origin.HTTP) -> None:
         """
         Announce a message that is already durably stored.
+
+        @param origin: the transport the message came in on.
+        """
+
+    def subscriber_count(self, recipient: str | None = None) -> int:
+        """
+        Open subscriptions for C{recipient}, or for everyone.
         """
 
 
@@ -40,7 +60,7 @@ class _LocalSubscription:
     __slots__ = ("_broker", "_deliver", "_recipient")
 
     def __init__(self, broker: LocalBroker, recipient: str, deliver: Deliver) -> None:
-        self._broker = broker
+        self._broker: LocalBroker | None = broker
         self._recipient = recipient
         self._deliver = deliver
 
@@ -77,7 +97,7 @@ class LocalBroker:
         if not listeners:
             del self._subscribers[recipient]
 
-    def publish(self, message: StoredMessage) -> None:
+    def publish(self, message: StoredMessage, *, origin: Origin = Origin.HTTP) -> None:
         listeners = self._subscribers.get(message.recipient)
         if not listeners:
             return

@@ -22,7 +22,9 @@ from __future__ import annotations
 from collections.abc import Callable
 
 from twisted.internet import tcp
-from twisted.web.iweb import IRequest
+from twisted.web.server import Request
+
+from kezchat.http.twistedprivate import nothing_queued, request_gone
 
 Write = Callable[[bytes], None]
 
@@ -50,7 +52,7 @@ class _Framed:
 _framed = _Framed()
 
 
-def frame_writer(request: IRequest) -> Write:
+def frame_writer(request: Request) -> Write:
     """
     A function writing response body bytes for C{request}, which must
     have written its headers already (a stream writes its preamble
@@ -66,16 +68,7 @@ def frame_writer(request: IRequest) -> Write:
     sock = transport.socket
 
     def write(data: bytes) -> None:
-        if (
-            request.finished
-            or request._disconnected  # type: ignore[attr-defined]
-            or not transport.connected
-            or transport.disconnecting
-            or transport._writeDisconnected
-            or transport._tempDataLen  # what Twisted has queued
-            or len(transport.dataBuffer) != transport.offset
-            or not data
-        ):
+        if request.finished or request_gone(request) or not nothing_queued(transport) or not data:
             # whatever is queued must go first; Request.write also knows
             # what to do with a finished or vanished request
             request.write(data)
@@ -89,7 +82,7 @@ def frame_writer(request: IRequest) -> Write:
             # let the transport find out about the connection the usual way
             request.write(data)
             return
-        request.sentLength += len(data)  # type: ignore[attr-defined]
+        request.sentLength += len(data)
         if sent < len(frame):
             transport.write(frame[sent:])
 

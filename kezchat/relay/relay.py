@@ -12,16 +12,19 @@ from __future__ import annotations
 import hashlib
 import json
 from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 from typing import Any
 
+from twisted.internet.defer import Deferred
 from twisted.logger import Logger
 
+from kezchat import strictjson
 from kezchat.errors import KezError
 from kezchat.metrics import Metrics
 from kezchat.ratelimit import RateLimiter
 from kezchat.registry import Registry
 from kezchat.relay.auth import AUTH_SKEW, Authenticator, AuthValue
-from kezchat.relay.broker import Broker
+from kezchat.relay.broker import Broker, Origin
 from kezchat.relay.replay import MemoryReplayGuard, ReplayGuard
 from kezchat.storage.interfaces import (
     Accepted,
@@ -40,6 +43,9 @@ INBOX_PAGE_BYTES = 4 * 1024 * 1024
 MAX_IDEMPOTENCY_KEY = 64
 #: cursors are SQLite integers
 MAX_CURSOR = 2**63 - 1
+#: bytes of one message: the cap on a C{POST /v1/messages} body, and on an
+#: envelope a native client publishes on NATS (it gets no more room)
+MAX_MESSAGE_BYTES = 256 * 1024
 
 log = Logger()
 
@@ -60,6 +66,25 @@ def parse_cursor(value: Any, name: str) -> int:
     if number > MAX_CURSOR:
         raise KezError("bad_request", f"{name} is too large")
     return number
+
+
+@dataclass(frozen=True)
+class BridgedMessage:
+    """
+    A message a native client published on NATS, as the bridge took it.
+
+    @ivar recipient_primary: the recipient's key, from the subject.
+    @ivar sender_primary: the sender's key, from the subject (the broker's
+        permissions vouch for it).
+    @ivar payload: the envelope's bytes exactly as published.
+    @ivar idempotency_key: names this publication for good, so that a
+        redelivery is never stored twice.
+    """
+
+    recipient_primary: str
+    sender_primary: str
+    payload: bytes
+    idempotency_key: str
 
 
 class Relay:
@@ -193,30 +218,110 @@ class Relay:
                 "idempotency_conflict",
                 "this idempotency_key was already used for a different message",
             ) from None
-        if accepted.message is not None:
-            self.metrics.messages_stored.inc()
-            self.broker.publish(accepted.message)
+        self._announce(accepted, Origin.HTTP)
         return accepted
 
-    def accept_stored(self, message: StoredMessage) -> None:
+    def _announce(self, accepted: Accepted, origin: Origin) -> None:
+        if accepted.message is not None:
+            self.metrics.messages_stored.inc()
+            self.broker.publish(accepted.message, origin=origin)
+
+    async def accept_bridged(
+        self, batch: Sequence[BridgedMessage]
+    ) -> list[Accepted | Exception]:
         """
-        Announce a message another part of the system stored (the NATS
-        bridge), exactly as if it had been sent here.
+        Store messages native clients published on NATS, under the rules
+        of C{POST /v1/messages}: the same size cap, the same strict JSON,
+        registered sender and recipient, the same per-sender send limit.
+        What is stored is announced (but not put back on NATS).
+
+        Each message is judged on its own, so one bad message never takes
+        its batch down; the ones that pass are stored together (one group
+        commit takes them all).
+
+        @return: for each message in order, its L{Accepted} (C{duplicate}
+            for a redelivery), the L{KezError} that refused it, or the
+            store's exception.
         """
-        self.metrics.messages_stored.inc()
-        self.broker.publish(message)
+        outcomes: list[Accepted | Exception | None] = []
+        pending: list[tuple[int, Deferred[Accepted]]] = []
+        for item in batch:
+            try:
+                new = await self._check_bridged(item)
+            except KezError as e:
+                outcomes.append(e)
+                continue
+            pending.append((len(outcomes), self.store.add_message(new)))
+            outcomes.append(None)  # settled below
+        for index, stored in pending:
+            try:
+                accepted = await stored
+            except Exception as e:
+                outcomes[index] = e
+                continue
+            self._announce(accepted, Origin.NATS)
+            outcomes[index] = accepted
+        return [outcome for outcome in outcomes if outcome is not None]
+
+    async def _check_bridged(self, item: BridgedMessage) -> NewMessage:
+        """
+        The message to store for C{item}.
+
+        @raise KezError: C{payload_too_large}, C{bad_request} (not a strict
+            JSON object), C{unknown_recipient} (recipient or sender not
+            registered) or C{rate_limited}.
+        """
+        if len(item.payload) > MAX_MESSAGE_BYTES:
+            raise KezError("payload_too_large", "envelope too large")
+        try:
+            envelope = strictjson.loads(item.payload)
+        except strictjson.JSONError as e:
+            raise KezError("bad_request", f"payload is not strict JSON: {e}") from None
+        if not isinstance(envelope, dict):
+            raise KezError("bad_request", "payload is not a JSON object")
+        recipient = await self.registry.find_primary(item.recipient_primary)
+        sender = await self.registry.find_primary(item.sender_primary)
+        if recipient is None or sender is None:
+            raise KezError("unknown_recipient", "unregistered recipient or sender")
+        try:
+            self.send_limiter.check(sender.fqhn)
+        except KezError as e:
+            raise KezError(
+                "rate_limited", f"{sender.fqhn} is over the send limit",
+                retry_after=e.retry_after,
+            ) from None
+        return NewMessage(
+            recipient=recipient.fqhn,
+            sender=sender.fqhn,
+            sender_primary=sender.primary,
+            envelope=strictjson.one_line(item.payload.decode("utf-8").strip(" \t\r\n")),
+            created_at=self._clock(),
+            idempotency_key=item.idempotency_key,
+        )
 
     # -- the recipient's side ---------------------------------------------
 
     async def inbox(
         self, owner: HandleRecord, since: int, limit: int
     ) -> list[StoredMessage]:
+        """
+        A page of C{owner}'s inbox.
+
+        @param since: the last seq the client has (exclusive).
+        @param limit: at most this many messages (1 to L{MAX_PAGE}); the
+            page also stops at L{INBOX_PAGE_BYTES} of envelopes.
+        @raise KezError: C{bad_request} for a limit out of range.
+        """
         if not 1 <= limit <= MAX_PAGE:
             raise KezError("bad_request", f"limit must be 1-{MAX_PAGE}")
         page = await self.store.messages_page(owner.fqhn, since, limit, INBOX_PAGE_BYTES)
         return page.messages
 
     async def acknowledge(self, owner: HandleRecord, upto: int) -> int:
+        """
+        Delete C{owner}'s messages up to and including seq C{upto}: the
+        client has them. Returns how many were deleted.
+        """
         return await self.store.delete_upto(owner.fqhn, upto)
 
     async def apply_retention(self, max_age: float, max_bytes: int) -> None:

@@ -12,6 +12,11 @@ The guarantees, and how they are kept:
     stored. A live message whose seq jumps past the next one expected (it
     came from another instance, ahead of one still on its way) sends the
     stream back to the database for the missing range first.
+  - I{No message left behind.} A live-only stream starts after the
+    inbox's latest seq, read before it subscribes (so it is a resume too).
+    Once a tick, one query compares every open stream with its inbox's
+    latest seq: a message whose announcement was lost (another instance
+    stored it and died) reaches streams within a tick.
   - I{Bounded memory, in bytes.} The stream is a streaming producer:
     while the transport says pause, events wait in a small queue; a queue
     past its bound, or a pause that lasts too long, disconnects the client.
@@ -27,15 +32,17 @@ The guarantees, and how they are kept:
 
 from __future__ import annotations
 
+import enum
 from collections import deque
 from collections.abc import Callable
 
 from twisted.application.service import Service
-from twisted.internet.defer import Deferred
-from twisted.internet.interfaces import IPushProducer
+from twisted.internet.defer import Deferred, succeed
+from twisted.internet.interfaces import IPushProducer, IReactorTime
 from twisted.internet.task import LoopingCall
 from twisted.logger import Logger
-from twisted.web.iweb import IRequest
+from twisted.python.failure import Failure
+from twisted.web.server import Request
 from zope.interface import implementer
 
 from kezchat.errors import KezError
@@ -52,59 +59,108 @@ PING = b": ping\n\n"
 PREAMBLE = b"retry: 3000\n\n"
 
 
+class Phase(enum.Enum):
+    """
+    Where a stream is in its life. Flow control (paused or not) is the
+    other, independent half of its state: see L{EventStream}.
+
+    Transitions::
+
+        start ──> LIVE ──(gap in seqs)──> READING ──> REPLAYING ──> LIVE
+          └───────(resume)──────────────────^  ^──(more)──┘
+        any ──(client gone, slow, shutdown)──> CLOSED
+    """
+
+    #: live messages are written as they are delivered
+    LIVE = "live"
+    #: a backlog page is being read from the store; live messages are held
+    READING = "reading"
+    #: the page is being written, as fast as the client reads; live
+    #: messages are held
+    REPLAYING = "replaying"
+    #: released: nothing more is written or held
+    CLOSED = "closed"
+
+
+_TRANSITIONS = {
+    Phase.LIVE: {Phase.READING, Phase.CLOSED},
+    Phase.READING: {Phase.REPLAYING, Phase.CLOSED},
+    Phase.REPLAYING: {Phase.READING, Phase.LIVE, Phase.CLOSED},
+    Phase.CLOSED: set(),
+}
+
+
 @implementer(IPushProducer)
 class EventStream:
     """
     One open C{text/event-stream} response.
+
+    Its state is a L{Phase} and, independently, whether the transport has
+    paused it (C{paused_at}, the time it did): while paused, events are
+    queued within the byte budget instead of written.
     """
 
     __slots__ = (
         "_backlog",
         "_backlog_more",
         "_buffered",
-        "_catching_up",
         "_dropped_held",
         "_held",
         "_hub",
-        "_paused_at",
+        "_on_closed",
         "_queue",
-        "_reading",
         "_request",
         "_subscription",
         "_write_out",
         "client",
         "done",
         "last_sent",
+        "paused_at",
+        "phase",
         "recipient",
     )
 
     def __init__(
         self,
         hub: StreamHub,
-        request: IRequest,
+        request: Request,
         recipient: str,
         last_sent: int | None,
         client: str = "",
+        on_closed: Callable[[EventStream], None] = lambda stream: None,
     ) -> None:
+        """
+        @param hub: the limits, store, broker and metrics the stream uses.
+        @param on_closed: told once, when the stream is released.
+        """
         self._hub = hub
         self._request = request
+        self._on_closed = on_closed
         self.recipient = recipient
         self.client = client
         self.last_sent = last_sent
+        self.phase = Phase.LIVE
+        self.paused_at: float | None = None
         self._subscription: Subscription | None = None
-        self._catching_up = False
-        self._reading = False
         self._backlog: deque[StoredMessage] = deque()
         self._backlog_more = False
         self._held: list[StoredMessage] = []
         self._dropped_held = False
-        self._paused_at: float | None = None
-        self._queue: list[bytes] = []
+        self._queue: deque[bytes] = deque()
         #: bytes this stream holds in memory: backlog page, held live
         #: messages and queued events; bounded by the hub's max_queued_bytes
         self._buffered = 0
-        self._write_out = request.write
-        self.done: Deferred[bytes] = Deferred(lambda _: self._closed())
+        self._write_out: Callable[[bytes], None] = request.write
+        self.done: Deferred[bytes] = Deferred(lambda _: self._release())
+
+    def _enter(self, phase: Phase) -> None:
+        if phase not in _TRANSITIONS[self.phase]:
+            raise RuntimeError(f"stream cannot go from {self.phase.name} to {phase.name}")
+        self.phase = phase
+
+    @property
+    def closed(self) -> bool:
+        return self.phase is Phase.CLOSED
 
     # -- life cycle -------------------------------------------------------
 
@@ -119,7 +175,7 @@ class EventStream:
         # events go straight to the socket when nothing is queued
         self._write_out = frame_writer(request)
         self._subscription = self._hub.broker.subscribe(self.recipient, self.deliver)
-        request.notifyFinish().addBoth(lambda _: self._closed())
+        request.notifyFinish().addBoth(lambda _: self._release())
         if self.last_sent is not None:
             self._catch_up()
 
@@ -131,25 +187,26 @@ class EventStream:
             self._release()
             self.done.callback(b"")
 
-    def _closed(self) -> None:
-        """
-        The client went away, or Klein cancelled the response.
-        """
-        self._release()
-
     def _release(self) -> None:
+        """
+        Let go of everything: the subscription, what is held and queued,
+        the producer registration. Safe to call more than once.
+        """
+        if self.closed:
+            return
+        self._enter(Phase.CLOSED)
         if self._subscription is not None:
             self._subscription.cancel()
             self._subscription = None
-            self._queue = []
-            self._held = []
-            self._backlog.clear()
-            self._buffered = 0
-            self._hub._forget(self)
-            try:
-                self._request.unregisterProducer()
-            except RuntimeError:
-                pass
+        self._queue.clear()
+        self._held = []
+        self._backlog.clear()
+        self._buffered = 0
+        self._on_closed(self)
+        try:
+            self._request.unregisterProducer()
+        except RuntimeError:
+            pass
 
     def disconnect(self) -> None:
         """
@@ -164,8 +221,10 @@ class EventStream:
     # -- messages ---------------------------------------------------------
 
     def deliver(self, message: StoredMessage) -> None:
-        if self._catching_up:
+        if self.phase in (Phase.READING, Phase.REPLAYING):
             self._hold(message)
+            return
+        if self.phase is not Phase.LIVE:
             return
         if self.last_sent is not None:
             if message.seq <= self.last_sent:
@@ -175,6 +234,19 @@ class EventStream:
                 self._catch_up()
                 return
         self._send(message)
+
+    def maybe_behind(self, latest: int) -> None:
+        """
+        The inbox's latest seq is C{latest}: catch up if this stream is
+        behind it and not already catching up.
+        """
+        if (
+            self.phase is Phase.LIVE
+            and self._subscription is not None
+            and self.last_sent is not None
+            and latest > self.last_sent
+        ):
+            self._catch_up()
 
     def _hold(self, message: StoredMessage) -> None:
         """
@@ -194,9 +266,9 @@ class EventStream:
         self._hub.metrics.messages_delivered.inc()
 
     def _write(self, data: bytes) -> None:
-        if self._subscription is None:
+        if self.closed:
             return
-        if self._paused_at is None:
+        if self.paused_at is None:
             self._write_out(data)
             return
         self._queue.append(data)
@@ -212,8 +284,7 @@ class EventStream:
         bounded in bytes by what the stream's budget has left (at least
         one message).
         """
-        self._catching_up = True
-        self._reading = True
+        self._enter(Phase.READING)
         # messages dropped from the held list before this read are in it
         self._dropped_held = False
         since = self.last_sent or 0
@@ -222,36 +293,39 @@ class EventStream:
         d.addCallbacks(self._fetched, self._catch_up_failed)
 
     def _fetched(self, page: Page) -> None:
-        self._reading = False
-        if self._subscription is None:
+        if self.closed:
             return
+        self._enter(Phase.REPLAYING)
         self._backlog = deque(page.messages)
         self._backlog_more = page.more
         self._buffered += sum(event_size(m) for m in page.messages)
         self._pump()
 
     def _pump(self) -> None:
-        if self._reading:
-            return  # _fetched pumps
+        """
+        Write the backlog page while the transport takes it; once it is
+        written, read the next page or go live with what was held.
+        """
         backlog = self._backlog
-        while backlog and self._paused_at is None and self._subscription is not None:
+        while backlog and self.paused_at is None and self.phase is Phase.REPLAYING:
             message = backlog.popleft()
             self._buffered -= event_size(message)
             if self.last_sent is None or message.seq > self.last_sent:
                 self._send(message)
-        if backlog or self._paused_at is not None or self._subscription is None:
+        if backlog or self.paused_at is not None or self.phase is not Phase.REPLAYING:
             return  # resumeProducing pumps again
         if self._backlog_more or self._dropped_held:
             self._catch_up()
             return
-        self._catching_up = False
+        self._enter(Phase.LIVE)
         held, self._held = sorted(self._held, key=lambda m: m.seq), []
         self._buffered -= sum(event_size(m) for m in held)
         for message in held:
             self.deliver(message)
 
-    def _catch_up_failed(self, failure: object) -> None:
-        self._reading = False
+    def _catch_up_failed(self, failure: Failure) -> None:
+        if self.closed:
+            return
         log.failure("reading the backlog of {recipient} failed", failure, recipient=self.recipient)
         # better a reconnect (which resumes) than a silent gap
         self.disconnect()
@@ -259,18 +333,19 @@ class EventStream:
     # -- IPushProducer ----------------------------------------------------
 
     def pauseProducing(self) -> None:
-        if self._paused_at is None:
-            self._paused_at = self._hub.clock()
+        if self.paused_at is None:
+            self.paused_at = self._hub.clock()
 
     def resumeProducing(self) -> None:
-        self._paused_at = None
-        if self._subscription is None:
+        self.paused_at = None
+        if self.closed:
             return
         if self._queue:
-            data, self._queue = b"".join(self._queue), []
+            data = b"".join(self._queue)
+            self._queue.clear()
             self._buffered -= len(data)
             self._request.write(data)
-        if self._catching_up:
+        if self.phase is Phase.REPLAYING:
             # the rest of the page, or the next one if the last write of
             # a page is what paused us
             self._pump()
@@ -281,9 +356,9 @@ class EventStream:
     # -- the hub's timer --------------------------------------------------
 
     def tick(self, now: float) -> None:
-        if self._paused_at is None:
+        if self.paused_at is None:
             self._request.write(PING)
-        elif now - self._paused_at > self._hub.max_paused_seconds:
+        elif now - self.paused_at > self._hub.max_paused_seconds:
             self.disconnect()
 
 
@@ -299,7 +374,7 @@ class StreamHub(Service):
         store: MessageStore,
         metrics: Metrics,
         clock: Callable[[], float],
-        reactor: object,
+        reactor: IReactorTime,
         *,
         ping_interval: float = 15.0,
         max_queued_bytes: int = 512 * 1024,
@@ -326,25 +401,48 @@ class StreamHub(Service):
         self._by_recipient: dict[str, int] = {}
         self._by_client: dict[str, int] = {}
         self._timer = LoopingCall(self._tick)
+        self._looking = False
         self._timer.clock = reactor
 
     def open(
-        self, request: IRequest, recipient: str, resume_after: int | None, client: str = ""
+        self, request: Request, recipient: str, resume_after: int | None, client: str = ""
     ) -> Deferred[bytes]:
         """
         Turn C{request} into a live stream of C{recipient}'s messages,
         replaying those after C{resume_after} first when given. The
         Deferred fires when the stream ends.
 
+        A live-only stream (no C{resume_after}) starts after the inbox's
+        latest seq, read before subscribing, exactly like a resume: with
+        several instances (or concurrent commits) live messages can arrive
+        out of seq order, and a stream that began at whichever came first
+        would drop an earlier one arriving second.
+
         @param client: the client IP, for the per-client cap.
         @raise KezError: C{rate_limited} past a cap (nothing is written).
         """
+        self._check_caps(recipient, client)
+        if resume_after is None:
+            return self.store.last_seqs([recipient]).addCallback(
+                lambda last: self._open(request, recipient, last.get(recipient, 0), client)
+            )
+        return self._open(request, recipient, resume_after, client)
+
+    def _check_caps(self, recipient: str, client: str) -> None:
         self._check_cap(self._by_recipient, recipient, self.max_per_recipient, "handle")
         self._check_cap(self._by_client, client, self.max_per_client, "ip")
+
+    def _open(
+        self, request: Request, recipient: str, resume_after: int, client: str
+    ) -> Deferred[bytes]:
+        if getattr(request, "channel", True) is None:
+            return succeed(b"")  # the client left while the seq was read
+        # again: other streams may have opened while the seq was read
+        self._check_caps(recipient, client)
         request.setHeader(b"content-type", b"text/event-stream")
         request.setHeader(b"cache-control", b"no-cache")
         request.setHeader(b"x-accel-buffering", b"no")
-        stream = EventStream(self, request, recipient, resume_after, client)
+        stream = EventStream(self, request, recipient, resume_after, client, self._forget)
         self._streams.add(stream)
         self._by_recipient[recipient] = self._by_recipient.get(recipient, 0) + 1
         self._by_client[client] = self._by_client.get(client, 0) + 1
@@ -378,6 +476,31 @@ class StreamHub(Service):
         now = self.clock()
         for stream in tuple(self._streams):
             stream.tick(now)
+        self._look_for_missed()
+
+    def _look_for_missed(self) -> None:
+        """
+        Once a tick, one query for the latest seq of every inbox with an
+        open stream: a stream behind it catches up from the database. This
+        bounds the one case live delivery alone cannot cover: another
+        instance stored a message and died before announcing it.
+        """
+        if self._looking or not self._streams:
+            return
+        self._looking = True
+        recipients = sorted({stream.recipient for stream in self._streams})
+
+        def compare(latest: dict[str, int]) -> None:
+            for stream in tuple(self._streams):
+                stream.maybe_behind(latest.get(stream.recipient, 0))
+
+        def done(result: object) -> None:
+            self._looking = False
+
+        d = self.store.last_seqs(recipients)
+        d.addCallback(compare)
+        d.addErrback(lambda f: log.failure("looking for missed messages failed", f))
+        d.addBoth(done)
 
     def __len__(self) -> int:
         return len(self._streams)

@@ -13,12 +13,17 @@ from __future__ import annotations
 
 import copy
 import hashlib
-import re
 import time
 from typing import Any
 
 from kezchat.identity.jcs import canonical_json
-from kezchat.identity.keys import InvalidKey, KeyPair, parse_primary, verify_jcs
+from kezchat.identity.keys import (
+    InvalidKey,
+    KeyPair,
+    is_signature_hex,
+    parse_primary,
+    verify_jcs,
+)
 from kezchat.sigchain.bodies import check_body
 from kezchat.sigchain.errors import BAD_SIGNATURE, MALFORMED, ChainError
 from kezchat.sigchain.fields import (
@@ -35,7 +40,6 @@ EVENT_KEYS = ("seq", "prev", "type", "body", "created_at", "signer", "sig")
 
 Event = dict[str, Any]
 
-_SIG_RE = re.compile(r"[0-9a-f]{128}")
 
 
 def utc_now() -> str:
@@ -71,7 +75,7 @@ def check_event_shape(event: object, position: int | None = None) -> Event:
             parse_primary(event["signer"])
         except InvalidKey as e:
             raise FieldError(f"signer: {e}") from e
-        if not isinstance(event["sig"], str) or not _SIG_RE.fullmatch(event["sig"]):
+        if not is_signature_hex(event["sig"]):
             raise FieldError("sig must be 128 lowercase hex characters")
         check_body(event["type"], event["body"])
         if event["type"] == "revoke" and event["body"]["seq"] >= event["seq"]:

@@ -15,11 +15,12 @@ from collections.abc import Iterable, Mapping
 from datetime import datetime
 from typing import Any
 
+from kezchat.identity.keys import is_key_hex
+
 # The largest integer JCS (and JavaScript) represents exactly.
 MAX_SAFE_INTEGER = 2**53 - 1
 
 _CONTROL_RE = re.compile(r"[\x00-\x1f\x7f]")
-_HEX64_RE = re.compile(r"[0-9a-f]{64}")
 _TIMESTAMP_RE = re.compile(r"\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}(\.\d{1,9})?Z")
 
 
@@ -86,7 +87,7 @@ def hex64(value: object, what: str) -> str:
     """
     64 lowercase hex characters: a SHA-256 or BLAKE3 digest, or a raw key.
     """
-    if not isinstance(value, str) or not _HEX64_RE.fullmatch(value):
+    if not is_key_hex(value):
         raise FieldError(f"{what} must be 64 lowercase hex characters")
     return value
 
@@ -108,4 +109,4 @@ def one_of(value: object, what: str, choices: Iterable[str]) -> str:
     choices = tuple(choices)
     if value not in choices:
         raise FieldError(f"{what} must be one of {', '.join(choices)}")
-    return value  # type: ignore[return-value]
+    return str(value)

@@ -3,17 +3,19 @@ Configuration of C{twistd kezsig}: flags and C{KEZ_SIG_*} environment
 variables (SPEC §4), kept in one table because operators script against
 the names.
 
-This module imports nothing but Twisted's option parser: twistd loads it
+This module imports nothing but Twisted's option parser (and
+L{kezchat.options}, which imports nothing else): twistd loads it
 to print C{--help} before any reactor is chosen.
 """
 
 from __future__ import annotations
 
-import os
-from collections.abc import Mapping
 from dataclasses import dataclass
 
 from twisted.python import usage
+
+from kezchat.options import TableOptions, parameters, parse_switch
+from kezchat.storage.dburl import check_db_setting
 
 DEFAULT_LISTEN = ("tcp:7878",)
 
@@ -39,6 +41,9 @@ class SigConfig:
     public_url: str | None = None
     #: events one chain may hold (an append past it is 409 C{chain_too_long})
     max_chain_events: int = DEFAULT_MAX_CHAIN_EVENTS
+    #: a log line per request (off by default, as for kezchat: it costs
+    #: throughput and fills logs)
+    access_log: bool = False
 
     def __post_init__(self) -> None:
         if isinstance(self.max_chain_events, bool) or not isinstance(self.max_chain_events, int):
@@ -51,7 +56,7 @@ class SigConfig:
         return (self.public_url or "").rstrip("/")
 
 
-class SigOptions(usage.Options):
+class SigOptions(TableOptions):
     """
     C{twistd kezsig} options. A flag given on the command line wins over
     its environment variable.
@@ -64,60 +69,63 @@ class SigOptions(usage.Options):
         "environment variable named in brackets."
     )
 
-    optParameters = [
-        ["db", None, None, "SQLite database file ($KEZ_SIG_DB) [default: kez-sig.db]"],
-        [
-            "public-url",
-            None,
-            None,
-            "base URL clients reach this server at ($KEZ_SIG_PUBLIC_URL) [default: none]",
-        ],
-        [
+    table = [
+        ("db", "KEZ_SIG_DB", "kez-sig.db", "SQLite database file, or postgresql://user:pass@host:port/dbname"),
+        ("public-url", "KEZ_SIG_PUBLIC_URL", None, "base URL clients reach this server at"),
+        (
             "max-chain-events",
-            None,
-            None,
-            "events one sigchain may hold; an append past it is refused with 409 "
-            f"($KEZ_SIG_MAX_CHAIN_EVENTS) [default: {DEFAULT_MAX_CHAIN_EVENTS}]",
-        ],
+            "KEZ_SIG_MAX_CHAIN_EVENTS",
+            str(DEFAULT_MAX_CHAIN_EVENTS),
+            "events one sigchain may hold; an append past it is refused with 409",
+        ),
+        (
+            "access-log",
+            "KEZ_SIG_ACCESS_LOG",
+            "off",
+            "a log line per HTTP request: on or off",
+        ),
     ]
 
-    def __init__(self, environ: Mapping[str, str] | None = None) -> None:
-        self.environ = os.environ if environ is None else environ
-        super().__init__()
-        self["listen"] = []
+    repeatable = [
+        (
+            "listen",
+            "KEZ_SIG_LISTEN",
+            list(DEFAULT_LISTEN),
+            "endpoint to serve HTTP on, repeatable: tcp:7878, ssl:8443:privateKey=…:certKey=…, "
+            "systemd:domain=INET:index=0",
+        ),
+    ]
+
+    optParameters = parameters(table)
 
     def opt_listen(self, value: str) -> None:
-        """
-        endpoint to serve HTTP on, repeatable: tcp:7878, ssl:8443:privateKey=…:certKey=…,
-        systemd:domain=INET:index=0 ($KEZ_SIG_LISTEN, space-separated) [default: tcp:7878]
-        """
         self["listen"].append(value)
 
-    def _setting(self, flag: str, env: str) -> str | None:
-        return self[flag] or self.environ.get(env) or None
+    opt_listen.__doc__ = (
+        repeatable[0][3] + " ($KEZ_SIG_LISTEN, space-separated) [default: tcp:7878]"
+    )
 
     def postOptions(self) -> None:
-        listen = self["listen"] or self.environ.get("KEZ_SIG_LISTEN", "").split()
-        public_url = self._setting("public-url", "KEZ_SIG_PUBLIC_URL")
+        settings = self.settings()
+        public_url = settings["public-url"]
         if public_url is not None and not public_url.startswith(("http://", "https://")):
             raise usage.UsageError("--public-url must be an http:// or https:// URL")
-        max_events = self._setting("max-chain-events", "KEZ_SIG_MAX_CHAIN_EVENTS")
-        if max_events is None:
-            max_chain_events = DEFAULT_MAX_CHAIN_EVENTS
-        else:
-            try:
-                max_chain_events = int(max_events)
-            except ValueError:
-                raise usage.UsageError(
-                    f"--max-chain-events takes a whole number, not {max_events!r}"
-                ) from None
-            if max_chain_events < 1:
-                raise usage.UsageError(
-                    f"--max-chain-events must be at least 1, not {max_chain_events}"
-                )
+        check_db_setting(settings["db"] or "")
+        max_events = settings["max-chain-events"] or ""
+        try:
+            max_chain_events = int(max_events)
+        except ValueError:
+            raise usage.UsageError(
+                f"--max-chain-events takes a whole number, not {max_events!r}"
+            ) from None
+        if max_chain_events < 1:
+            raise usage.UsageError(
+                f"--max-chain-events must be at least 1, not {max_chain_events}"
+            )
         self.config = SigConfig(
-            listen=tuple(listen) or DEFAULT_LISTEN,
-            db=self._setting("db", "KEZ_SIG_DB") or "kez-sig.db",
+            listen=tuple(self["listen"]),
+            db=settings["db"] or "kez-sig.db",
             public_url=public_url,
             max_chain_events=max_chain_events,
+            access_log=parse_switch("access-log", settings["access-log"]),
         )

@@ -21,11 +21,12 @@ from __future__ import annotations
 
 from collections.abc import Callable
 
+from twisted.internet.interfaces import IReactorTime
 from twisted.web.iweb import IRequest
 
-from kezchat import __version__
+from kezchat import __version__, openapi
 from kezchat.errors import KezError
-from kezchat.http.errors import json_response, read_body
+from kezchat.http.errors import json_response, read_json
 from kezchat.http.meta import health_response, install_metrics
 from kezchat.http.request import KezSite
 from kezchat.http.resource import ApiResource
@@ -33,7 +34,6 @@ from kezchat.http.routing import Routes
 from kezchat.sigchain.wire import JSONL_MEDIA_TYPE
 from kezchat.sigserver.metrics import SigMetrics
 from kezchat.sigserver.sigchains import Sigchains
-from kezchat.strictjson import JSONError, loads
 
 #: one event; the largest legitimate one is a few hundred bytes
 EVENT_CAP = 16 * 1024
@@ -55,17 +55,6 @@ def _wants_jsonl(request: IRequest) -> bool:
     return JSONL_MEDIA_TYPE.encode() in accept.lower()
 
 
-def _read_event(request: IRequest) -> object:
-    """
-    The posted event, parsed strictly: an event with duplicate keys means
-    different things to different parsers, so it is refused outright.
-    """
-    try:
-        return loads(read_body(request, EVENT_CAP))
-    except JSONError as e:
-        raise KezError("bad_request", f"the body is not valid JSON: {e}"[:200]) from None
-
-
 def install(
     routes: Routes,
     sigchains: Sigchains,
@@ -78,6 +67,7 @@ def install(
         return health_response(request, db_health(), {"service": "kezsig", "version": __version__})
 
     install_metrics(routes, metrics)
+    openapi.install(routes, "kezsig")
 
     @routes.route("/v1/sigchains/ed25519/<key_hex>", methods=["GET"], name="sigchain")
     async def chain(request: IRequest, key_hex: str) -> bytes:
@@ -92,7 +82,7 @@ def install(
 
     @routes.route("/v1/sigchains/ed25519/<key_hex>/events", methods=["POST"], name="append")
     async def append(request: IRequest, key_hex: str) -> bytes:
-        body = _read_event(request)
+        body = read_json(request)
         result = await sigchains.append(key_hex, body)
         if result.created:
             metrics.events_appended.labels(body["type"]).inc()
@@ -110,7 +100,7 @@ class SigResource(ApiResource):
     def dispatch(self, request: IRequest) -> bytes | int:
         request.setHeader(b"access-control-allow-origin", b"*")
         if request.method == b"OPTIONS":
-            request.kez_route = "preflight"
+            request.kez_route = "preflight"  # type: ignore[attr-defined]
             for name, value in _CORS.items():
                 request.setHeader(name, value)
             request.setResponseCode(204)
@@ -128,20 +118,24 @@ def build_resource(
     """
     The resource alone, for mounting in an existing C{Site}.
     """
-    routes = Routes(metrics)
+    routes = Routes(metrics, default_body_cap=EVENT_CAP)
     install(routes, sigchains, metrics, base_url, db_health)
     return SigResource(routes, clock)
 
 
-def build_site(resource: SigResource, metrics: SigMetrics, reactor: object) -> KezSite:
+def build_site(
+    resource: SigResource, metrics: SigMetrics, reactor: IReactorTime, access_log: bool = False
+) -> KezSite:
     """
-    A C{Site} that refuses bodies over L{EVENT_CAP} while reading them.
+    A C{Site} that refuses bodies over their route's cap (L{EVENT_CAP})
+    while reading them.
     """
     site = KezSite(
         resource,
-        body_cap_for=lambda path: EVENT_CAP,
+        body_cap_for=resource.routes.body_cap_for,
         on_refused=lambda code: metrics.rejections.labels(code).inc(),
         refusal_headers=((b"Access-Control-Allow-Origin", b"*"),),
+        access_log=access_log,
         reactor=reactor,
     )
     site.displayTracebacks = False

@@ -9,17 +9,18 @@ from __future__ import annotations
 from collections.abc import Callable
 from dataclasses import dataclass
 from functools import partial
+from typing import Any
 
 from twisted.internet.threads import deferToThreadPool
 from twisted.logger import Logger
 
 from kezchat.listening import ServerService
+from kezchat.reactor import IServerReactor, global_reactor
 from kezchat.sigserver.config import SigConfig
 from kezchat.sigserver.http import SigResource, build_resource, build_site
 from kezchat.sigserver.metrics import SigMetrics
 from kezchat.sigserver.sigchains import Sigchains
-from kezchat.sigserver.store import SCHEMA_PACKAGE, SQLiteSigchainStore
-from kezchat.storage.sqlite.database import SQLiteDatabase
+from kezchat.storage.backend import sigchain_storage
 
 log = Logger()
 
@@ -27,7 +28,8 @@ log = Logger()
 @dataclass
 class SigParts:
     config: SigConfig
-    db: SQLiteDatabase
+    #: the database service: SQLite or PostgreSQL, from C{--db}
+    db: Any
     sigchains: Sigchains
     metrics: SigMetrics
     resource: SigResource
@@ -39,24 +41,27 @@ class SigService(ServerService):
     """
 
     def __init__(
-        self, parts: SigParts, reactor: object, on_fatal: Callable[[str], None] | None = None
+        self,
+        parts: SigParts,
+        reactor: IServerReactor,
+        on_fatal: Callable[[str], None] | None = None,
     ) -> None:
         super().__init__(parts.db, reactor, on_fatal)
         self.parts = parts
 
 
-def build_parts(config: SigConfig, reactor: object) -> SigParts:
+def build_parts(config: SigConfig, reactor: IServerReactor) -> SigParts:
     """
     The domain objects and the HTTP resource, unstarted.
     """
     clock = reactor.seconds
     metrics = SigMetrics()
-    db = SQLiteDatabase(
-        config.db, reactor, schema_package=SCHEMA_PACKAGE,
+    db, store = sigchain_storage(
+        config.db, reactor,
         on_write_failure=lambda cause: metrics.db_write_failures.labels(cause).inc(),
     )
     sigchains = Sigchains(
-        SQLiteSigchainStore(db), clock,
+        store, clock,
         max_events=config.max_chain_events,
         offload=partial(deferToThreadPool, reactor, reactor.getThreadPool()),
     )
@@ -66,7 +71,7 @@ def build_parts(config: SigConfig, reactor: object) -> SigParts:
 
 def makeService(
     config: SigConfig,
-    reactor: object | None = None,
+    reactor: IServerReactor | None = None,
     on_fatal: Callable[[str], None] | None = None,
 ) -> SigService:
     """
@@ -76,11 +81,11 @@ def makeService(
     @raise kezchat.startup.StartupError: a C{--listen} value is unusable.
     """
     if reactor is None:
-        from twisted.internet import reactor as global_reactor
-
-        reactor = global_reactor
+        reactor = global_reactor()
     parts = build_parts(config, reactor)
     service = SigService(parts, reactor, on_fatal)
     parts.db.setServiceParent(service)
-    service.listen(config.listen, build_site(parts.resource, parts.metrics, reactor))
+    service.listen(config.listen, build_site(
+        parts.resource, parts.metrics, reactor, access_log=config.access_log
+    ))
     return service

@@ -13,7 +13,6 @@ verifying client would.
 from __future__ import annotations
 
 import json
-import re
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
@@ -22,14 +21,12 @@ from twisted.internet.defer import Deferred, maybeDeferred
 
 from kezchat.errors import KezError
 from kezchat.identity.jcs import canonical_json
-from kezchat.identity.keys import PRIMARY_PREFIX
+from kezchat.identity.keys import PRIMARY_PREFIX, is_key_hex
 from kezchat.sigchain import ChainError, ChainVerifier, Event, check_signed, event_hash
 from kezchat.sigchain.bodies import REVOKE
 from kezchat.sigchain.errors import FORK, MALFORMED
 from kezchat.sigchain.wire import dump_document, dump_jsonl
 from kezchat.sigserver.store import EventRow, SQLiteSigchainStore
-
-_KEY_HEX_RE = re.compile(r"[0-9a-f]{64}")
 
 #: events one chain may hold unless configured otherwise
 DEFAULT_MAX_EVENTS = 10_000
@@ -56,7 +53,7 @@ def primary_of(key_hex: str) -> str:
 
     @raise KezError: C{bad_request} unless 64 lowercase hex characters.
     """
-    if not _KEY_HEX_RE.fullmatch(key_hex):
+    if not is_key_hex(key_hex):
         raise KezError("bad_request", "the key in the path must be 64 lowercase hex characters")
     return PRIMARY_PREFIX + key_hex
 

@@ -16,11 +16,11 @@ __all__ = ["Options", "makeService"]
 
 
 def makeService(options: Options) -> IService:
-    from twisted.internet import reactor
-
+    from kezchat.reactor import global_reactor
     from kezchat.sigserver.service import makeService as make_sig_service
     from kezchat.startup import ExitOnFatal, StartupError
 
+    reactor = global_reactor()
     try:
         return make_sig_service(options.config, reactor, on_fatal=ExitOnFatal(reactor, "kezsig"))
     except StartupError as e:

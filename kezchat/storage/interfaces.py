@@ -1,5 +1,11 @@
 """
 The storage interfaces, independent of any database.
+
+Every backend (SQLite here; others implement the same protocols) must keep
+the guarantees stated on each method: the domain objects rely on them and
+on nothing else. Every method returns a L{Deferred} and never blocks the
+reactor; a database that cannot answer fails it with
+L{kezchat.storage.errors.DatabaseUnavailable}.
 """
 
 from __future__ import annotations
@@ -50,9 +56,18 @@ class RegistryStore(Protocol):
         Store C{record}; fail with L{HandleTaken} or L{PrimaryTaken}.
         """
 
-    def handle(self, fqhn: str) -> Deferred[HandleRecord | None]: ...
+    def handle(self, fqhn: str) -> Deferred[HandleRecord | None]:
+        """
+        The record of C{fqhn} (lowercase, as registered), or C{None}. A
+        record once returned never changes: handles are never unbound or
+        rebound, which is what lets the registry cache it.
+        """
 
-    def by_primary(self, primary: str) -> Deferred[HandleRecord | None]: ...
+    def by_primary(self, primary: str) -> Deferred[HandleRecord | None]:
+        """
+        The record bound to C{primary} (C{ed25519:<hex>}), or C{None}; as
+        stable as L{handle}.
+        """
 
 
 @dataclass(frozen=True)
@@ -136,26 +151,51 @@ class MessageStore(Protocol):
 
     def add_message(self, message: NewMessage) -> Deferred[Accepted]:
         """
-        Store one message; fail with L{IdempotencyConflict} when its key
-        was used for another request.
+        Store one message durably; the Deferred fires only after the
+        commit, so what it reports survives a crash.
+
+        Seqs are per recipient, start at 1 and are consecutive in commit
+        order, whatever number of processes share the store. A key the
+        same sender used before answers the first message's seq with
+        C{duplicate} set and stores nothing; it fails with
+        L{IdempotencyConflict} when both carry a C{request_hash} and the
+        hashes differ.
         """
 
     def messages_page(
         self, recipient: str, since: int, limit: int, max_bytes: int
     ) -> Deferred[Page]:
         """
-        The messages after C{since} in seq order: at most C{limit}, whose
+        The messages after C{since} (I{exclusive}: C{since=0} is the whole
+        inbox, C{since=n} starts at seq C{n+1}) in seq order: at most C{limit}, whose
         envelopes add up to at most C{max_bytes} — except that the first
         always comes, however large, so paging always moves on. An
         implementation must not load the rest of the inbox to decide
         (all of it at once is what bounding pages in bytes prevents).
         """
 
-    def delete_upto(self, recipient: str, upto: int) -> Deferred[int]: ...
+    def last_seqs(self, recipients: list[str]) -> Deferred[dict[str, int]]:
+        """
+        The latest seq given out in each inbox, deleted or not (inboxes
+        that never had one are left out): where a live-only stream starts,
+        and how streams notice a message whose announcement was lost.
+        """
+
+    def delete_upto(self, recipient: str, upto: int) -> Deferred[int]:
+        """
+        Delete C{recipient}'s messages with seq I{up to and including}
+        C{upto}; how many were deleted. Seqs are never reused afterwards.
+        """
 
     def apply_retention(
         self, older_than: float, max_bytes_per_recipient: int
-    ) -> Deferred[RetentionReport]: ...
+    ) -> Deferred[RetentionReport]:
+        """
+        Delete every message created strictly before C{older_than}
+        (seconds since the epoch), then, per recipient, the oldest
+        messages until their envelopes add up to at most
+        C{max_bytes_per_recipient}; report what went, by reason.
+        """
 
 
 @dataclass(frozen=True)
@@ -181,4 +221,8 @@ class ManifestStore(Protocol):
         Store C{manifest}, replacing the primary's previous one.
         """
 
-    def manifest(self, primary: str) -> Deferred[StoredManifest | None]: ...
+    def manifest(self, primary: str) -> Deferred[StoredManifest | None]:
+        """
+        The latest manifest of C{primary}, byte for byte as stored, or
+        C{None}.
+        """

@@ -29,12 +29,12 @@ from typing import Any, TypeVar
 
 from twisted.application.service import Service
 from twisted.internet.defer import Deferred, fail, succeed
-from twisted.internet.interfaces import IReactorFromThreads
 from twisted.internet.threads import deferToThreadPool
 from twisted.logger import Logger
 from twisted.python.failure import Failure
 from twisted.python.threadpool import ThreadPool
 
+from kezchat.reactor import IServerReactor
 from kezchat.storage.errors import DatabaseClosed, DatabaseUnavailable
 from kezchat.storage.sqlite.schema import upgrade
 
@@ -114,7 +114,7 @@ class SQLiteDatabase(Service):
     def __init__(
         self,
         path: str,
-        reactor: IReactorFromThreads,
+        reactor: IServerReactor,
         *,
         readers: int = 3,
         schema_package: str = "kezchat.storage.sqlite",
@@ -294,7 +294,7 @@ class SQLiteDatabase(Service):
         return d
 
     def _count_failure(self, failure: Failure) -> Failure:
-        if failure.check(DatabaseUnavailable):
+        if isinstance(failure.value, DatabaseUnavailable):
             self._on_write_failure(failure.value.cause)
         return failure
 
@@ -466,8 +466,10 @@ class SQLiteDatabase(Service):
             try:
                 conn = self._open_writer()
             except Exception as e:
-                error = unavailable(e, fault_cause(e) or "cannot_open")
-                return None, [(d, False, Failure(error)) for _fn, _args, d in batch], error.cause
+                refused = unavailable(e, fault_cause(e) or "cannot_open")
+                failed = [(d, False, Failure(refused)) for _fn, _args, d in batch]
+                return None, failed, refused.cause
+        error: DatabaseUnavailable | None
         try:
             outcomes, error = self._run_batch(conn, batch)
         except BaseException as e:

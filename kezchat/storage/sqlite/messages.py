@@ -103,6 +103,20 @@ class SQLiteMessageStore:
 
         return self._db.read(select)
 
+    def last_seqs(self, recipients: list[str]) -> Deferred[dict[str, int]]:
+        def select(conn: sqlite3.Connection) -> dict[str, int]:
+            found: dict[str, int] = {}
+            for start in range(0, len(recipients), 500):
+                chunk = recipients[start : start + 500]
+                marks = ", ".join("?" * len(chunk))
+                found.update(conn.execute(
+                    f"SELECT recipient, last_seq FROM inbox_counters WHERE recipient IN ({marks})",
+                    chunk,
+                ).fetchall())
+            return found
+
+        return self._db.read(select)
+
     def delete_upto(self, recipient: str, upto: int) -> Deferred[int]:
         return self._db.write(
             lambda conn: conn.execute(

@@ -37,9 +37,15 @@ class SQLiteRegistryStore:
                      record.registered_at),
                 )
             except sqlite3.IntegrityError as e:
-                if "primary_key" in str(e):
+                # classified by SQLite's extended result code, not by the
+                # wording of its message: the table has exactly one PRIMARY
+                # KEY (fqhn) and one UNIQUE column (primary_key)
+                code = getattr(e, "sqlite_errorcode", None)
+                if code == sqlite3.SQLITE_CONSTRAINT_UNIQUE:
                     raise PrimaryTaken(record.primary) from None
-                raise HandleTaken(record.fqhn) from None
+                if code == sqlite3.SQLITE_CONSTRAINT_PRIMARYKEY:
+                    raise HandleTaken(record.fqhn) from None
+                raise
             return record
 
         return self._db.write(insert)

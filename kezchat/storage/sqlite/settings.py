@@ -44,10 +44,21 @@ class ServerDomain:
                 "SELECT server FROM handles WHERE server != ? LIMIT 1", (self.server,)
             ).fetchone()
             recorded = other[0] if other is not None else None
+        if self.must_record(recorded, stored=row is not None):
+            self._record(conn)
+
+    def must_record(self, recorded: str | None, *, stored: bool) -> bool:
+        """
+        The rule, for every backend: whether to (re)record C{server}, given
+        the domain the database belongs to (C{recorded}, read from its
+        settings or else from its handles; C{None} for a new database) and
+        whether the settings already hold it (C{stored}).
+
+        @raise StartupError: it belongs to another domain and the operator
+            did not say to change it.
+        """
         if recorded == self.server:
-            if row is None:
-                self._record(conn)
-            return
+            return not stored
         if recorded is not None:
             if not self.allow_change:
                 raise StartupError(
@@ -60,7 +71,7 @@ class ServerDomain:
                 "registered under {old} are no longer served",
                 old=recorded, new=self.server, flag=OVERRIDE_FLAG,
             )
-        self._record(conn)
+        return True
 
     def _record(self, conn: sqlite3.Connection) -> None:
         conn.execute("BEGIN IMMEDIATE")

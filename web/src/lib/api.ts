@@ -13,7 +13,8 @@ export interface HandleRecord {
   handle: string;
   fqhn: string;
   primary: string;
-  sigchain_url: string;
+  /** absent when the home server names no sig-server */
+  sigchain_url?: string;
   registered_at: string;
 }
 

@@ -20,6 +20,8 @@ export interface Identity {
   record: api.HandleRecord | null;
   events: ChainEvent[];
   problems: string[];
+  /** their home server runs without a sig-server: there is no chain to show */
+  noSigchain: boolean;
   claims: { claim: string; proof_url?: string; seq: number }[];
   endpoints: Record<string, unknown>[];
   shared: SharedEntry[] | null;
@@ -33,8 +35,12 @@ function live(events: ChainEvent[]): ChainEvent[] {
 
 export async function loadIdentity(primary: string, reader: string): Promise<Identity> {
   const record = await api.byPrimary(primary);
-  const out: Identity = { record, events: [], problems: [], claims: [], endpoints: [], shared: null, sharedProblem: null };
+  const out: Identity = { record, events: [], problems: [], noSigchain: false, claims: [], endpoints: [], shared: null, sharedProblem: null };
   if (!record) return out;
+  if (!record.sigchain_url) {
+    out.noSigchain = true;
+    return out;
+  }
   out.events = await api.chain(record.sigchain_url);
   out.problems = verifyChain(primary, out.events).problems;
   const kept = live(out.events);

@@ -186,6 +186,8 @@ export class Session {
 
   /** First event of the sigchain: where this account can be reached. */
   private async startChain(key: KeyPair, account: Account): Promise<boolean> {
+    // a home server without a sig-server publishes no sigchain: nothing to start
+    if (!account.sigchainUrl) return true;
     try {
       const events = await api.chain(account.sigchainUrl);
       if (events.length === 0) {

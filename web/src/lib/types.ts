@@ -3,7 +3,7 @@ export interface Account {
   fqhn: string;
   primary: string;
   server: string;
-  sigchainUrl: string;
+  sigchainUrl?: string;
   chainStarted: boolean;
 }
 

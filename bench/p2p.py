@@ -1,0 +1,342 @@
+"""
+Peer-to-peer file transfer throughput over Iroh on loopback.
+
+    .venv/bin/python bench/p2p.py [--sizes 64,256] [--repeat 2]
+
+Runs inside a fresh network namespace with only loopback up (it re-runs
+itself under C{unshare --net}), because every Iroh endpoint sends a UPnP
+multicast at start.  For each size it writes a file of random bytes, then
+starts two separate processes — a sender serving the file with
+L{kezchat.p2p.transfer.FileServer} and a fetcher running
+L{kezchat.p2p.transfer.fetch} — so each side has its own interpreter as
+with two CLIs.  The time is the fetcher's, from dial to the verified,
+decrypted, fsynced and renamed file; the sender's encryption pass to
+compute the offer's BLAKE3 is timed apart (it runs before the offer is
+sent).  Beside it, in the same run: the bare transport (the same number
+of bytes in the same 1 MiB writes between two processes, with no file,
+encryption or hashing), the ceiling this machine gives the protocol at
+that moment; and C{cp} of the same file, the local-copy baseline (no
+fsync: it flatters C{cp}).  Peak RSS (VmHWM) of both processes
+should not grow with the file size.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import shutil
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+
+REPO_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+sys.path.insert(0, REPO_ROOT)
+
+MiB = 1 << 20
+
+
+def loopback_only() -> bool:
+    return [name for _, name in socket.if_nameindex()] == ["lo"]
+
+
+def _peak_rss_mib() -> float:
+    """
+    This process's peak resident set (VmHWM), in MiB.
+
+    Read from /proc rather than from wait4's ru_maxrss, which a child
+    inherits from its parent's size when it execs.
+    """
+    with open("/proc/self/status") as f:
+        for line in f:
+            if line.startswith("VmHWM:"):
+                return int(line.split()[1]) / 1024
+    return float("nan")
+
+
+def _sender(args: argparse.Namespace) -> None:
+    from kezchat.manifests import new_content_key
+    from kezchat.p2p.crypt import ciphertext_digest
+    from kezchat.p2p.irohnode import IrohNode
+    from kezchat.p2p.transfer import FileServer, Offer
+
+    async def main() -> None:
+        node = await IrohNode.bind(bytes.fromhex(args.seed), "127.0.0.1:0")
+        key = new_content_key()
+        started = time.perf_counter()
+        digest, size = ciphertext_digest(args.file, key)
+        hashing = time.perf_counter() - started
+        offer = Offer(digest, args.file, key, size, bytes.fromhex(args.peer))
+        done = asyncio.get_running_loop().create_future()
+        server = FileServer(node, {digest: offer}.get, lambda offer: done.set_result(None))
+        server.start()
+        print(
+            json.dumps(
+                {
+                    "ticket": node.ticket(),
+                    "blake3": digest,
+                    "size": size,
+                    "key": key.hex(),
+                    "hashing": hashing,
+                }
+            ),
+            flush=True,
+        )
+        await asyncio.wait_for(done, 600)
+        await server.stop()
+        await node.close()
+        print(json.dumps({"peak_rss": _peak_rss_mib()}), flush=True)
+
+    asyncio.run(main())
+
+
+def _fetcher(args: argparse.Namespace) -> None:
+    from kezchat.p2p.irohnode import IrohNode
+    from kezchat.p2p.transfer import Download, fetch
+
+    async def main() -> None:
+        offer = json.loads(args.offer)
+        node = await IrohNode.bind(bytes.fromhex(args.seed), "127.0.0.1:0")
+        download = Download(
+            offer["blake3"], offer["size"], bytes.fromhex(offer["key"]), offer["ticket"]
+        )
+        started = time.perf_counter()
+        await fetch(node, download, args.out, timeout=30)
+        seconds = time.perf_counter() - started
+        await node.close()
+        print(json.dumps({"seconds": seconds, "peak_rss": _peak_rss_mib()}), flush=True)
+
+    asyncio.run(main())
+
+
+def _raw_sender(args: argparse.Namespace) -> None:
+    """
+    The transport alone: the same number of bytes in writes of the size
+    the protocol makes, no file, no encryption, no hashing.
+    """
+    from kezchat.p2p.crypt import CHUNK
+    from kezchat.p2p.irohnode import IrohNode
+    from kezchat.p2p.transfer import BATCH
+
+    async def main() -> None:
+        node = await IrohNode.bind(bytes.fromhex(args.seed), "127.0.0.1:0")
+        print(json.dumps({"ticket": node.ticket()}), flush=True)
+        connection = await node.accept()
+        send, recv = await connection.accept_stream()
+        await recv.read_exact(1)
+        total, block = int(args.file), os.urandom(BATCH * CHUNK)
+        for start in range(0, total, len(block)):
+            await send.write(block[: min(len(block), total - start)])
+        await send.finish()
+        await recv.read(1)
+        connection.close()
+        await node.close()
+
+    asyncio.run(main())
+
+
+def _raw_fetcher(args: argparse.Namespace) -> None:
+    from kezchat.p2p.crypt import CHUNK
+    from kezchat.p2p.irohnode import IrohNode
+    from kezchat.p2p.transfer import BATCH
+
+    async def main() -> None:
+        node = await IrohNode.bind(bytes.fromhex(args.seed), "127.0.0.1:0")
+        started = time.perf_counter()
+        connection = await node.connect(json.loads(args.offer)["ticket"], 30)
+        send, recv = await connection.open_stream()
+        await send.write(b"?")
+        total, got = int(args.out), 0
+        while got < total:
+            got += len(await recv.read_exact(min(BATCH * CHUNK, total - got)))
+        seconds = time.perf_counter() - started
+        await send.write(b"!")
+        await send.finish()
+        await asyncio.wait_for(connection.closed(), 5)
+        print(json.dumps({"seconds": seconds}), flush=True)
+        await node.close()
+
+    asyncio.run(main())
+
+
+def _wait(process: subprocess.Popen) -> None:
+    if process.wait() != 0:
+        raise SystemExit(f"a benchmark process failed ({process.returncode})")
+
+
+def _write_random(path: str, size: int) -> None:
+    with open(path, "wb") as f:
+        for _ in range(size // MiB):
+            f.write(os.urandom(MiB))
+
+
+def _python(profile: str | None, role: str) -> list[str]:
+    """
+    The command line running this script, under cProfile if asked.
+    """
+    if profile is None:
+        return [sys.executable, os.path.abspath(__file__)]
+    return [sys.executable, "-m", "cProfile", "-o", f"{profile}.{role}", os.path.abspath(__file__)]
+
+
+def _raw(size: int) -> float:
+    """
+    Seconds the bare transport takes to move C{size} bytes between two processes.
+    """
+    me = [sys.executable, os.path.abspath(__file__)]
+    sender = subprocess.Popen(
+        [*me, "--role", "raw-send", "--file", str(size), "--seed", os.urandom(32).hex()],
+        stdout=subprocess.PIPE,
+    )
+    offer = sender.stdout.readline()
+    seed = os.urandom(32).hex()
+    fetcher = subprocess.Popen(
+        [*me, "--role", "raw-fetch", "--offer", offer, "--out", str(size), "--seed", seed],
+        stdout=subprocess.PIPE,
+    )
+    seconds = json.loads(fetcher.stdout.readline())["seconds"]
+    _wait(fetcher)
+    _wait(sender)
+    return seconds
+
+
+def _one(directory: str, size_mib: int, profile: str | None) -> dict:
+    from blake3 import blake3
+
+    from kezchat.identity.keys import KeyPair
+
+    source = os.path.join(directory, "source.bin")
+    _write_random(source, size_mib * MiB)
+    copied = os.path.join(directory, "copy.bin")
+    started = time.perf_counter()
+    subprocess.run(["cp", source, copied], check=True)
+    cp_seconds = time.perf_counter() - started
+    os.unlink(copied)
+
+    sender_key, fetcher_key = KeyPair.generate(), KeyPair.generate()
+    sender = subprocess.Popen(
+        [
+            *_python(profile, "send"),
+            "--role",
+            "send",
+            "--file",
+            source,
+            "--seed",
+            sender_key.seed.hex(),
+            "--peer",
+            fetcher_key.public_hex,
+        ],
+        stdout=subprocess.PIPE,
+    )
+    offer_line = sender.stdout.readline()
+    offer = json.loads(offer_line)
+    out = os.path.join(directory, "fetched.bin")
+    fetcher = subprocess.Popen(
+        [
+            *_python(profile, "fetch"),
+            "--role",
+            "fetch",
+            "--offer",
+            offer_line,
+            "--out",
+            out,
+            "--seed",
+            fetcher_key.seed.hex(),
+        ],
+        stdout=subprocess.PIPE,
+    )
+    result = json.loads(fetcher.stdout.readline())
+    sender_rss = json.loads(sender.stdout.readline())["peak_rss"]
+    _wait(fetcher)
+    _wait(sender)
+
+    raw = _raw(size_mib * MiB)
+
+    def digest(path: str) -> str:
+        return blake3(max_threads=blake3.AUTO).update_mmap(path).hexdigest()
+
+    intact = digest(source) == digest(out)
+    os.unlink(out)
+    os.unlink(source)
+    return {
+        "size": size_mib,
+        "p2p": size_mib / result["seconds"],
+        "seconds": result["seconds"],
+        "hashing": offer["hashing"],
+        "raw": size_mib / raw,
+        "cp": size_mib / cp_seconds,
+        "sender_rss": sender_rss,
+        "fetcher_rss": result["peak_rss"],
+        "intact": intact,
+    }
+
+
+def _table(rows: list[dict]) -> str:
+    lines = [
+        "| file | P2P MiB/s | transfer s | sender BLAKE3 pass s | bare Iroh MiB/s | cp MiB/s "
+        "| sender peak RSS | fetcher peak RSS | intact |",
+        "|---|---|---|---|---|---|---|---|---|",
+    ]
+    for r in rows:
+        lines.append(
+            f"| {r['size']} MiB | {r['p2p']:.0f} | {r['seconds']:.2f} | {r['hashing']:.2f} "
+            f"| {r['raw']:.0f} | {r['cp']:.0f} "
+            f"| {r['sender_rss']:.0f} MiB | {r['fetcher_rss']:.0f} MiB "
+            f"| {'yes' if r['intact'] else 'NO'} |"
+        )
+    return "\n".join(lines)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--sizes", default="64,256", help="file sizes in MiB, comma-separated")
+    parser.add_argument("--repeat", type=int, default=1)
+    parser.add_argument(
+        "--dir", default=None, help="where to write the files (default: a temp dir)"
+    )
+    parser.add_argument(
+        "--profile", default=None, help="write cProfile data to PREFIX.send and PREFIX.fetch"
+    )
+    parser.add_argument(
+        "--role", choices=["send", "fetch", "raw-send", "raw-fetch"], help=argparse.SUPPRESS
+    )
+    for name in ("--file", "--seed", "--peer", "--offer", "--out"):
+        parser.add_argument(name, help=argparse.SUPPRESS)
+    args = parser.parse_args()
+    if args.role == "send":
+        return _sender(args)
+    if args.role == "fetch":
+        return _fetcher(args)
+    if args.role == "raw-send":
+        return _raw_sender(args)
+    if args.role == "raw-fetch":
+        return _raw_fetcher(args)
+    if not loopback_only():
+        if shutil.which("unshare") is None:
+            raise SystemExit("needs unshare(1) to run in a loopback-only network namespace")
+        command = " ".join(
+            [
+                "ip link set lo up && exec",
+                *(f"'{part}'" for part in [sys.executable, *sys.argv]),
+            ]
+        )
+        os.execvp("unshare", ["unshare", "--net", "sh", "-c", command])
+    directory = tempfile.mkdtemp(prefix="kezchat-p2p-bench-", dir=args.dir)
+    try:
+        rows = [
+            _one(directory, int(size), args.profile)
+            for _ in range(args.repeat)
+            for size in args.sizes.split(",")
+        ]
+    finally:
+        shutil.rmtree(directory)
+    print(_table(rows))
+    if not all(r["intact"] for r in rows):
+        raise SystemExit("a fetched file differed from its source")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,187 @@
+"""
+The state of one C{kez-chat} invocation, built once and handed to the
+command: where the home is, how to print, the account and its unlocked
+key, the servers' clients and the local stores.
+
+Expensive or interactive things (unlocking the key, opening HTTP pools)
+happen on first use, so C{whoami} never asks for a passphrase and
+C{--help} never touches the network.
+"""
+
+from __future__ import annotations
+
+import os
+from argparse import Namespace
+from pathlib import Path
+from typing import Any
+
+from twisted.internet.threads import deferToThread
+
+from kezchat.cli.errors import CliError
+from kezchat.cli.home import Home, default_home
+from kezchat.cli.output import Output
+from kezchat.cli.pins import ContactBook
+from kezchat.cli.received import ReceivedStore
+from kezchat.cli.secrets import SecretStore
+from kezchat.client.http import ChatClient, SigClient
+from kezchat.identity.keys import KeyPair
+
+HOME_ENV = "KEZ_CHAT_HOME"
+SERVER_ENV = "KEZ_CHAT_SERVER_URL"
+
+
+class Context:
+    """
+    One invocation's collaborators.
+
+    @ivar args: the parsed command line.
+    @ivar out: where results, warnings and prompts go.
+    @ivar home: the home directory's files.
+    @ivar secrets: the seed's storage.
+    @ivar contacts: pinned keys of other people.
+    @ivar received: received messages and the listen cursors.
+    """
+
+    def __init__(
+        self,
+        reactor: Any,
+        args: Namespace,
+        out: Output,
+        home: Home,
+        secrets: SecretStore | None = None,
+        server_url: str | None = None,
+    ) -> None:
+        self.reactor = reactor
+        self.args = args
+        self.out = out
+        self.home = home
+        self.secrets = secrets or SecretStore(home)
+        self.contacts = ContactBook(home)
+        self.received = ReceivedStore(home)
+        self._server_url = server_url
+        self._keypair: KeyPair | None = None
+        self._chat: dict[str, ChatClient] = {}
+        self._sig: SigClient | None = None
+        self._closers: list[Any] = []
+        self._interrupts: list[Any] = []
+
+    @classmethod
+    def from_args(cls, reactor: Any, args: Namespace) -> Context:
+        root = args.home or os.environ.get(HOME_ENV) or default_home()
+        server = args.server or os.environ.get(SERVER_ENV) or None
+        return cls(
+            reactor,
+            args,
+            Output(bool(args.json)),
+            Home(Path(root).expanduser()),
+            server_url=server.rstrip("/") if server else None,
+        )
+
+    # -- the account ------------------------------------------------------
+
+    def account(self) -> dict[str, Any]:
+        """
+        The account of this home: C{handle}, C{fqhn}, C{primary},
+        C{server_url}, C{sigchain_url}, C{secret}.
+
+        @raise CliError: when the home holds none yet.
+        """
+        account = self.home.account()
+        if account is None:
+            raise CliError(
+                f"no account in {self.home.root}: create one with `kez-chat register HANDLE`"
+                " or restore yours with `kez-chat recover`"
+            )
+        return account
+
+    async def keypair(self) -> KeyPair:
+        """
+        The account's unlocked key (asks for the passphrase if needed).
+        """
+        if self._keypair is None:
+            account = self.account()
+            if account.get("secret") != "keyring":
+                self.secrets.passphrase(confirm=False)  # ask here, on the main thread
+            self._keypair = await deferToThread(
+                self.secrets.load, account["primary"], account.get("secret", "file")
+            )
+        return self._keypair
+
+    def set_keypair(self, keypair: KeyPair) -> None:
+        self._keypair = keypair
+
+    # -- servers ----------------------------------------------------------
+
+    @property
+    def server_url_override(self) -> str | None:
+        """
+        C{--server} or C{KEZ_CHAT_SERVER_URL}, if given.
+        """
+        return self._server_url
+
+    def server_url(self, handle: str | None = None) -> str:
+        """
+        The chat-server base URL: C{--server}/C{KEZ_CHAT_SERVER_URL}, else
+        the account's, else C{https://<domain of handle>}.
+        """
+        if self._server_url:
+            return self._server_url
+        account = self.home.account()
+        if account is not None and account.get("server_url"):
+            return str(account["server_url"])
+        if handle and "@" in handle:
+            return f"https://{handle.partition('@')[2].strip().lower()}"
+        raise CliError(
+            f"which chat server? give --server URL (or set {SERVER_ENV}),"
+            " or a qualified handle such as alice@example.org"
+        )
+
+    def chat(self, url: str | None = None) -> ChatClient:
+        """
+        The chat-server client (one per base URL, closed at exit).
+        """
+        url = (url or self.server_url()).rstrip("/")
+        if url not in self._chat:
+            if not url.startswith(("http://", "https://")):
+                raise CliError(f"the server URL must start with http:// or https://, not {url!r}")
+            client = ChatClient(url, self.reactor)
+            self._chat[url] = client
+            self._closers.append(client.close)
+        return self._chat[url]
+
+    def sig(self) -> SigClient:
+        """
+        The sig-server client (addressed by the chain URLs of records).
+        """
+        if self._sig is None:
+            self._sig = SigClient(self.reactor)
+            self._closers.append(self._sig.close)
+        return self._sig
+
+    def on_interrupt(self, callback: Any) -> None:
+        """
+        Call C{callback()} on Ctrl-C or SIGTERM, so a long-running command
+        (C{listen}, C{share}) can finish cleanly; it then has a few seconds
+        before the process stops.
+        """
+        self._interrupts.append(callback)
+
+    def interrupt(self) -> None:
+        for callback in self._interrupts:
+            callback()
+
+    def on_close(self, closer: Any) -> None:
+        """
+        Run C{closer()} (may return an awaitable) when the command ends.
+        """
+        self._closers.append(closer)
+
+    async def close(self) -> None:
+        closers, self._closers = self._closers, []
+        for closer in reversed(closers):
+            try:
+                result = closer()
+                if result is not None and hasattr(result, "__await__"):
+                    await result
+            except Exception as e:  # closing must not hide the command's own outcome
+                self.out.warn(f"while closing: {e}")

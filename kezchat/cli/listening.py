@@ -1,0 +1,389 @@
+"""
+Receiving: the C{listen} command's machinery.
+
+Messages come from the SSE stream (resumed with C{Last-Event-ID} from this
+home's cursor, across restarts of the CLI and of the server) or, with
+C{--nats}, from the account's durable JetStream consumer. Every message
+is saved durably before it is shown and before the cursor moves past it;
+it is verified (signature, and the sender's pinned key) and decrypted, and
+one that fails is shown with a warning and C{"verified": false}, never
+dropped.
+"""
+
+from __future__ import annotations
+
+import json
+from argparse import Namespace
+from pathlib import Path
+from typing import Any
+
+from twisted.internet.defer import Deferred, DeferredQueue
+from twisted.internet.task import LoopingCall, deferLater
+from twisted.internet.threads import deferToThread
+from twisted.python.failure import Failure
+
+from kezchat.cli.attachments import FileSaver, PlaintextError, write_new_file
+from kezchat.cli.context import Context
+from kezchat.cli.errors import EXIT_USAGE, CliError
+from kezchat.cli.messages import Reader, human_line, output_json
+from kezchat.cli.natsconnect import nats_connect
+from kezchat.cli.received import NATS, SSE, message_id
+from kezchat.client.errors import ServerError, Unreachable
+from kezchat.client.sse import Event
+from kezchat.client.stream import open_stream
+from kezchat.identity.keys import KeyPair
+from kezchat.natsbridge.aio import deferred_from_coroutine
+
+#: seconds without a byte (the server pings every 15 s) before reconnecting
+STREAM_SILENCE = 45.0
+#: most items saved with one fsync
+BATCH = 256
+#: queued items at which the stream is paused, and below which it resumes
+QUEUE_HIGH = 1024
+QUEUE_LOW = 256
+#: first and largest pause between reconnection attempts
+RECONNECT_FIRST = 0.5
+RECONNECT_MAX = 3.0
+
+
+class Listener:
+    """
+    Shows and saves messages, in batches in arrival order, and decides
+    when C{listen} is done (C{--count}, C{--timeout}).
+    """
+
+    def __init__(
+        self,
+        ctx: Context,
+        reader: Reader,
+        transport: str,
+        count: int | None,
+        saver: FileSaver | None = None,
+    ) -> None:
+        self.ctx = ctx
+        self.reader = reader
+        self.transport = transport
+        self.remaining = count
+        self.saver = saver
+        self.finished: Deferred[None] = Deferred()
+        #: what this home has saved already (see L{load})
+        self.seen: set[str] = set()
+        self.saved_upto = 0
+
+    async def load(self) -> None:
+        """
+        Read what this home already saved (off the reactor thread).
+        """
+        received = self.ctx.received
+        self.seen = await deferToThread(received.seen_ids)
+        self.saved_upto = await deferToThread(received.cursor, self.transport)
+
+    def finish(self) -> None:
+        if not self.finished.called:
+            self.finished.callback(None)
+
+    async def deliver(self, items: list[dict[str, Any]]) -> int:
+        """
+        Save, then show, a batch of items in arrival order, skipping any
+        seen before: one fsync for the batch, and the cursor moves only
+        once the batch is durable.
+
+        @return: how many of C{items} were consumed — all of them, unless
+            C{--count} was reached first (the rest stay unsaved, for the
+            next listen).
+        """
+        if self.finished.called:
+            return 0
+        await self.reader.refresh()
+        fresh: list[tuple[dict[str, Any], Any]] = []
+        consumed = 0
+        for item in items:
+            if self.remaining is not None and len(fresh) >= self.remaining:
+                break
+            consumed += 1
+            key = message_id(item)
+            if key in self.seen:
+                continue
+            self.seen.add(key)
+            fresh.append((item, await self.reader.read(item)))
+        seqs = [i["seq"] for i in items[:consumed] if isinstance(i.get("seq"), int)]
+        upto = max(seqs, default=0)
+        if fresh or upto > self.saved_upto:
+            await deferToThread(
+                self.ctx.received.save_many, [i for i, _ in fresh], self.transport, upto
+            )
+            self.saved_upto = max(self.saved_upto, upto)
+        for _, message in fresh:
+            if not message.verified:
+                self.ctx.out.warn(
+                    f"message #{message.seq} from {message.sender} is not verified:"
+                    f" {message.warning}"
+                )
+            line, human = output_json(message), human_line(message)
+            saved = await self._save_file(message)
+            if saved is not None:
+                line["saved"] = saved
+                human += f" (saved as {saved})"
+            self.ctx.out.emit(line, human)
+        if self.remaining is not None:
+            self.remaining -= len(fresh)
+            if self.remaining <= 0:
+                self.finish()
+        return consumed
+
+    async def _save_file(self, message: Any) -> str | None:
+        """
+        With C{--save-files}: the path written for a verified file message
+        that completes a file.
+        """
+        if self.saver is None or not message.verified or not message.plaintext:
+            return None
+        try:
+            complete = self.saver.take(message.plaintext)
+        except PlaintextError as e:
+            self.ctx.out.warn(f"message #{message.seq}: the file is not what was announced: {e}")
+            return None
+        if complete is None:
+            return None
+        name, data = complete
+        try:
+            path = await deferToThread(write_new_file, self.saver.directory, name, data)
+        except OSError as e:
+            raise CliError(
+                f"cannot write {name} into {self.saver.directory}: {e.strerror}"
+            ) from None
+        return str(path)
+
+
+async def _file_saver(ctx: Context, reader: Reader, directory: str) -> FileSaver:
+    """
+    A saver that already knows the pieces earlier runs received.
+    """
+    saver = FileSaver(Path(directory).expanduser())
+    await reader.refresh()
+    earlier = []
+    for item in await deferToThread(lambda: list(ctx.received.items())):
+        message = await reader.read(item)
+        if message.verified and message.plaintext:
+            earlier.append(message.plaintext)
+    saver.remember(earlier)
+    return saver
+
+
+async def listen(ctx: Context, args: Namespace) -> None:
+    if args.count is not None and args.count < 1:
+        raise CliError("--count must be at least 1", EXIT_USAGE)
+    if args.timeout is not None and args.timeout <= 0:
+        raise CliError("--timeout must be positive", EXIT_USAGE)
+    if args.nats and args.ack:
+        raise CliError("--ack applies to the HTTP inbox; over NATS the consumer acks", EXIT_USAGE)
+    account = ctx.account()
+    keypair = await ctx.keypair()
+    reader = Reader(ctx, keypair, account)
+    saver = await _file_saver(ctx, reader, args.save_files) if args.save_files else None
+    listener = Listener(ctx, reader, NATS if args.nats else SSE, args.count, saver)
+    await listener.load()
+    ctx.on_interrupt(listener.finish)
+    if args.timeout is not None:
+        timer = ctx.reactor.callLater(args.timeout, listener.finish)
+        ctx.on_close(lambda: timer.cancel() if timer.active() else None)
+    if args.nats:
+        await _listen_nats(ctx, keypair, args.nats, listener)
+    else:
+        await _listen_sse(ctx, keypair, account, listener, args.ack)
+
+
+async def _listen_sse(
+    ctx: Context, keypair: KeyPair, account: dict[str, Any], listener: Listener, ack: bool
+) -> None:
+    chat = ctx.chat()
+    queue: DeferredQueue[dict[str, Any] | None] = DeferredQueue()
+    state: dict[str, Any] = {
+        "last": listener.saved_upto,
+        "connected": False,
+        "connection": None,
+    }
+
+    def on_event(event: Event) -> None:
+        if event.event != "message":
+            return
+        try:
+            item = json.loads(event.data)
+        except ValueError:
+            ctx.out.warn(f"the server sent an unreadable event (id {event.id}); skipped")
+            return
+        if isinstance(item, dict) and isinstance(item.get("seq"), int):
+            state["last"] = max(state["last"], item["seq"])
+            queue.put(item)
+            if len(queue.pending) >= QUEUE_HIGH and state["connection"] is not None:
+                state["connection"].pause()  # the server holds the rest meanwhile
+
+    async def consume() -> None:
+        while not listener.finished.called:
+            first = await queue.get()
+            if first is None:
+                return
+            batch, end = [first], False
+            while queue.pending and len(batch) < BATCH:
+                item = queue.pending.pop(0)
+                if item is None:
+                    end = True
+                    break
+                batch.append(item)
+            connection = state["connection"]
+            if connection is not None and len(queue.pending) < QUEUE_LOW:
+                connection.resume()
+            await listener.deliver(batch)
+            if end:
+                return
+
+    consumer = Deferred.fromCoroutine(consume())
+    def consumer_failed(failure: Failure) -> Failure:
+        listener.finish()
+        return failure
+
+    consumer.addErrback(consumer_failed)
+    acker = _Acker(ctx, keypair, account["fqhn"], listener) if ack else None
+    delay = RECONNECT_FIRST
+    try:
+        while not listener.finished.called:
+            try:
+                connection = await open_stream(
+                    chat.stream_agent,
+                    chat.stream_url(keypair, account["fqhn"]),
+                    on_event,
+                    last_event_id=state["last"],
+                )
+            except Unreachable as e:
+                if not state["connected"]:
+                    raise CliError(
+                        f"{e}: is the chat server running? check --server / KEZ_CHAT_SERVER_URL"
+                    ) from None
+                await _sleep_or_finish(ctx, listener, delay)
+                delay = min(delay * 2, RECONNECT_MAX)
+                continue
+            except ServerError as e:
+                if state["connected"] and e.status >= 500:
+                    await _sleep_or_finish(ctx, listener, delay)
+                    continue
+                raise CliError(f"the server refused the stream: {e.message} ({e.code})") from None
+            if state["connected"]:
+                ctx.out.info("reconnected")
+            state["connected"] = True
+            state["connection"] = connection
+            delay = RECONNECT_FIRST
+            watchdog = LoopingCall(_check_silence, ctx, connection)
+            watchdog.clock = ctx.reactor
+            watchdog.start(5.0, now=False)
+            try:
+                await _first(connection.ended, listener.finished)
+            finally:
+                watchdog.stop()
+            if listener.finished.called:
+                await connection.close()
+                break
+            ctx.out.info("connection lost; reconnecting")
+            await _sleep_or_finish(ctx, listener, min(connection.retry or delay, delay))
+    finally:
+        queue.put(None)
+        await consumer
+        if acker is not None:
+            await acker.flush()
+
+
+def _check_silence(ctx: Context, connection: Any) -> None:
+    if ctx.reactor.seconds() - connection.last_activity > STREAM_SILENCE:
+        connection.close()
+
+
+async def _first(*ds: Deferred[Any]) -> None:
+    """
+    Wait until any of C{ds} has fired (without consuming their results).
+    """
+    waiter: Deferred[None] = Deferred()
+
+    def fire(result: Any) -> Any:
+        if not waiter.called:
+            waiter.callback(None)
+        return result
+
+    for d in ds:
+        d.addBoth(fire)
+    await waiter
+
+
+async def _sleep_or_finish(ctx: Context, listener: Listener, seconds: float) -> None:
+    await _first(deferLater(ctx.reactor, seconds, lambda: None), listener.finished)
+
+
+class _Acker:
+    """
+    With C{--ack}: deletes from the server what has been saved here, at
+    most once a second and once more at the end.
+    """
+
+    def __init__(self, ctx: Context, keypair: KeyPair, fqhn: str, listener: Listener) -> None:
+        self.ctx = ctx
+        self.keypair = keypair
+        self.fqhn = fqhn
+        self.listener = listener
+        self.acked = 0
+        self.loop = LoopingCall(self._tick)
+        self.loop.clock = ctx.reactor
+        self.loop.start(1.0, now=False)
+
+    def _tick(self) -> Deferred[None]:
+        return Deferred.fromCoroutine(self._ack(quiet=True))
+
+    async def _ack(self, quiet: bool) -> None:
+        upto = self.listener.saved_upto
+        if upto <= self.acked:
+            return
+        try:
+            await self.ctx.chat().acknowledge(self.keypair, self.fqhn, upto)
+            self.acked = upto
+        except (Unreachable, ServerError) as e:
+            if not quiet:
+                self.ctx.out.warn(f"could not delete saved messages from the server: {e}")
+
+    async def flush(self) -> None:
+        if self.loop.running:
+            self.loop.stop()
+        await self._ack(quiet=False)
+
+
+async def _listen_nats(ctx: Context, keypair: KeyPair, url: str, listener: Listener) -> None:
+    from kezchat.client.natsclient import fetch_inbox, open_inbox
+
+    nc = await nats_connect(ctx, url, keypair, reconnect=True)
+    try:
+        sub = await deferred_from_coroutine(open_inbox(nc, keypair))
+    except Exception as e:
+        raise CliError(f"NATS refused the inbox consumer ({e or type(e).__name__})") from None
+    while not listener.finished.called:
+        size = 64 if listener.remaining is None else max(1, min(64, listener.remaining))
+        batch = deferred_from_coroutine(fetch_inbox(sub, batch=size, timeout=1.0))
+        try:
+            messages = await batch
+        except Exception as e:  # broker gone for now: nats-py reconnects by itself
+            if listener.finished.called:
+                break
+            ctx.out.info(f"NATS: {e or type(e).__name__}; retrying")
+            await _sleep_or_finish(ctx, listener, 1.0)
+            continue
+        items = [
+            {
+                "seq": message.seq,
+                "from": await listener.reader.handle_of(message.from_primary),
+                "from_primary": message.from_primary,
+                "envelope": message.envelope,
+                "created_at": message.created_at,
+            }
+            for message in messages
+        ]
+        consumed = await listener.deliver(items)
+        for message in messages[:consumed]:
+            await deferred_from_coroutine(message.ack())
+        # not ours to keep: handed back at once for the next listen
+        for message in messages[consumed:]:
+            await deferred_from_coroutine(message.msg.nak())

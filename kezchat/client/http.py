@@ -1,0 +1,316 @@
+"""
+HTTP helpers for the chat-server and the sig-server, as SPEC clients.
+
+Each method is one request of the public API: it builds the signed body
+or C{X-KEZ-Auth} header, sends it with treq, and returns the parsed JSON
+or raises L{ServerError} / L{Unreachable}. Nothing here knows about the
+CLI, so tests and other clients speak the protocol through the same code.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from collections.abc import Callable
+from typing import Any
+from urllib.parse import quote
+
+from treq.client import HTTPClient
+from twisted.internet.defer import CancelledError
+from twisted.internet.error import ConnectError, DNSLookupError, TimeoutError
+from twisted.web.client import (
+    Agent,
+    HTTPConnectionPool,
+    ResponseFailed,
+    ResponseNeverReceived,
+)
+
+from kezchat.client.errors import ServerError, Unreachable
+from kezchat.client.registration import signed_registration
+from kezchat.identity.keys import KeyPair
+from kezchat.relay.auth import body_digest, sign_request
+from kezchat.sigchain import ChainState, Event, read_document
+
+#: seconds a single request may take before it counts as unreachable
+DEFAULT_TIMEOUT = 30.0
+
+_TRANSPORT_ERRORS = (
+    ConnectError,
+    DNSLookupError,
+    TimeoutError,
+    ResponseFailed,
+    ResponseNeverReceived,
+    CancelledError,
+    OSError,
+)
+
+
+def local_part(handle: str) -> str:
+    """
+    The bare local part, as it appears in request paths.
+    """
+    return handle.partition("@")[0]
+
+
+def describe_failure(error: BaseException) -> str:
+    """
+    A short human reason for a transport failure.
+    """
+    if isinstance(error, ConnectError | DNSLookupError) or type(error).__name__.startswith(
+        "Connection"
+    ):
+        text = str(error).strip().rstrip(".")
+        return text or "connection failed"
+    if isinstance(error, CancelledError | TimeoutError):
+        return "no answer in time"
+    if isinstance(error, ResponseNeverReceived | ResponseFailed):
+        reasons = getattr(error, "reasons", None) or []
+        inner = ", ".join(r.getErrorMessage() for r in reasons) if reasons else ""
+        return f"connection lost ({inner})" if inner else "connection lost"
+    return str(error) or type(error).__name__
+
+
+class _Base:
+    """
+    A treq client over its own connection pool, closed by L{close}.
+    """
+
+    def __init__(self, reactor: Any, timeout: float = DEFAULT_TIMEOUT) -> None:
+        self.reactor = reactor
+        self.timeout = timeout
+        # One connection per request: a client of this kind makes few, and
+        # a kept-alive connection can outlive the server process behind it.
+        self.pool = HTTPConnectionPool(reactor, persistent=False)
+        self.agent = Agent(reactor, pool=self.pool)
+        self.http = HTTPClient(self.agent)
+
+    async def close(self) -> None:
+        await self.pool.closeCachedConnections()
+
+    async def _request(
+        self, method: str, url: str, *, expect: tuple[int, ...] = (200,), **kwargs: Any
+    ) -> tuple[int, bytes, Any]:
+        """
+        Send one request; return (status, body, response) for a status in
+        C{expect} or 404 when 404 is expected, raise otherwise.
+        """
+        kwargs.setdefault("timeout", self.timeout)
+        try:
+            response = await self.http.request(method, url, **kwargs)
+            body = await response.content()
+        except _TRANSPORT_ERRORS as e:
+            raise Unreachable(_origin(url), describe_failure(e)) from None
+        if response.code in expect:
+            return response.code, body, response
+        raise _server_error(response, body)
+
+    async def _json(self, method: str, url: str, **kwargs: Any) -> tuple[int, Any]:
+        status, body, _ = await self._request(method, url, **kwargs)
+        if status == 404 and 404 in kwargs.get("expect", ()):
+            return status, None
+        try:
+            return status, json.loads(body)
+        except ValueError:
+            raise ServerError(status, f"http_{status}", "the answer is not JSON") from None
+
+
+class ChatClient(_Base):
+    """
+    The chat-server API (registry, relay, manifests mirror) at C{base_url}.
+    """
+
+    def __init__(
+        self,
+        base_url: str,
+        reactor: Any,
+        timeout: float = DEFAULT_TIMEOUT,
+        clock: Callable[[], float] = time.time,
+    ) -> None:
+        super().__init__(reactor, timeout)
+        self.base_url = base_url.rstrip("/")
+        self.clock = clock
+        #: the agent for SSE streams (see L{kezchat.client.stream})
+        self.stream_agent = self.agent
+
+    def url(self, path: str) -> str:
+        return self.base_url + path
+
+    def _ts(self) -> int:
+        return int(self.clock())
+
+    # -- registry -------------------------------------------------------
+
+    async def healthz(self) -> dict[str, Any]:
+        _, body = await self._json("GET", self.url("/v1/healthz"))
+        return body
+
+    async def lookup(self, handle: str) -> dict[str, Any] | None:
+        """
+        The record of C{handle} (bare or qualified), or C{None} if unknown.
+        """
+        _, body = await self._json(
+            "GET", self.url(f"/v1/u/{quote(handle, safe='@')}"), expect=(200, 404)
+        )
+        return body
+
+    async def by_primary(self, primary: str) -> dict[str, Any] | None:
+        _, body = await self._json(
+            "GET", self.url(f"/v1/by-primary/{quote(primary, safe=':')}"), expect=(200, 404)
+        )
+        return body
+
+    async def register(self, key: KeyPair, handle: str, server: str) -> dict[str, Any]:
+        """
+        Register the bare C{handle} on this server (domain C{server}).
+        """
+        _, body = await self._json(
+            "POST",
+            self.url("/v1/register"),
+            json=signed_registration(key, handle, server),
+            expect=(201,),
+        )
+        return body
+
+    # -- relay ----------------------------------------------------------
+
+    async def send(
+        self,
+        key: KeyPair,
+        sender: str,
+        to: str,
+        envelope: dict[str, Any],
+        idempotency_key: str | None = None,
+    ) -> dict[str, Any]:
+        """
+        C{POST /v1/messages} as C{sender}; returns C{{"seq", "created_at"}}.
+        """
+        message: dict[str, Any] = {"to": to, "envelope": envelope}
+        if idempotency_key is not None:
+            message["idempotency_key"] = idempotency_key
+        raw = json.dumps(message, separators=(",", ":")).encode("utf-8")
+        auth = sign_request(key, "POST", "/v1/messages", [body_digest(raw)], self._ts())
+        _, body = await self._json(
+            "POST",
+            self.url("/v1/messages"),
+            data=raw,
+            headers={
+                "Content-Type": "application/json",
+                "X-KEZ-Sender": sender,
+                "X-KEZ-Auth": auth,
+            },
+            expect=(200, 201),
+        )
+        return body
+
+    async def inbox(
+        self, key: KeyPair, handle: str, since: int = 0, limit: int = 100
+    ) -> dict[str, Any]:
+        """
+        One page of stored messages after C{since}: C{{"messages", "next"}}.
+        """
+        h = local_part(handle)
+        auth = sign_request(key, "GET", f"/v1/inbox/{h}", [f"since={since}"], self._ts())
+        _, body = await self._json(
+            "GET",
+            self.url(f"/v1/inbox/{h}"),
+            params={"since": str(since), "limit": str(limit)},
+            headers={"X-KEZ-Auth": auth},
+        )
+        return body
+
+    async def acknowledge(self, key: KeyPair, handle: str, upto: int) -> int:
+        """
+        Delete the stored messages with seq ≤ C{upto}; returns how many.
+        """
+        h = local_part(handle)
+        auth = sign_request(key, "DELETE", f"/v1/inbox/{h}", [f"upto={upto}"], self._ts())
+        _, body = await self._json(
+            "DELETE",
+            self.url(f"/v1/inbox/{h}"),
+            params={"upto": str(upto)},
+            headers={"X-KEZ-Auth": auth},
+        )
+        return int(body["deleted"])
+
+    def stream_url(self, key: KeyPair, handle: str) -> str:
+        """
+        The SSE URL with a fresh C{?auth=} (valid for about a minute).
+        """
+        h = local_part(handle)
+        auth = sign_request(key, "GET", f"/v1/inbox/{h}/stream", [], self._ts())
+        return self.url(f"/v1/inbox/{h}/stream?auth={auth}")
+
+    # -- manifests mirror -------------------------------------------------
+
+    async def put_manifest(self, key: KeyPair, handle: str, blob: bytes) -> dict[str, Any]:
+        h = local_part(handle)
+        auth = sign_request(key, "PUT", f"/v1/manifests/{h}", [body_digest(blob)], self._ts())
+        _, body = await self._json(
+            "PUT",
+            self.url(f"/v1/manifests/{h}"),
+            data=blob,
+            headers={"X-KEZ-Auth": auth, "Content-Type": "application/json"},
+            expect=(200, 201),
+        )
+        return body
+
+    async def get_manifest(self, handle: str) -> bytes | None:
+        status, body, _ = await self._request(
+            "GET", self.url(f"/v1/manifests/{local_part(handle)}"), expect=(200, 404)
+        )
+        return None if status == 404 else body
+
+
+class SigClient(_Base):
+    """
+    The sig-server API, addressed by the chain URLs handle records carry.
+    """
+
+    async def chain(self, chain_url: str) -> tuple[list[Event], bytes]:
+        """
+        The raw events at C{chain_url} (unverified) and the document bytes.
+        """
+        _, body, _ = await self._request("GET", chain_url, headers={"Accept": "application/json"})
+        try:
+            events = json.loads(body)["events"]
+        except (ValueError, KeyError, TypeError):
+            raise ServerError(200, "malformed_chain", "the sig-server sent no chain") from None
+        return events, body
+
+    async def verified_chain(self, chain_url: str, primary: str) -> tuple[ChainState, list[Event]]:
+        """
+        Fetch and verify the chain of C{primary}.
+
+        @raise kezchat.sigchain.ChainError: if it does not verify.
+        """
+        events, body = await self.chain(chain_url)
+        return read_document(body, primary), events
+
+    async def append(self, chain_url: str, event: Event) -> dict[str, Any]:
+        """
+        Append one signed event (201, or 200 when it is already there).
+        """
+        _, body = await self._json(
+            "POST", chain_url.rstrip("/") + "/events", json=event, expect=(200, 201)
+        )
+        return body
+
+
+def _origin(url: str) -> str:
+    scheme, _, rest = url.partition("://")
+    return f"{scheme}://{rest.split('/', 1)[0]}"
+
+
+def _server_error(response: Any, body: bytes) -> ServerError:
+    retry = response.headers.getRawHeaders(b"retry-after")
+    retry_after = retry[0].decode("ascii", "replace") if retry else None
+    try:
+        error = json.loads(body)["error"]
+        return ServerError(response.code, str(error["code"]), str(error["message"]), retry_after)
+    except (ValueError, KeyError, TypeError):
+        return ServerError(
+            response.code,
+            f"http_{response.code}",
+            body[:200].decode("utf-8", "replace") or "no details",
+            retry_after,
+        )

@@ -1,0 +1,75 @@
+"""
+The places where kezchat relies on Twisted's private internals, kept here
+and nowhere else. Twisted has no public API for any of them:
+
+ - the request line's path is not known to a C{Request} until its body is
+   complete, but the body cap must be chosen before the first body byte;
+   C{HTTPChannel} keeps it in C{_path} from the request line on;
+ - a malformed request line, header or chunk is answered by
+   C{HTTPChannel._respondToBadRequestAndDisconnect} with a bare 400 and no
+   body; overriding it is the only way to give that answer the error shape
+   of every other one;
+ - whether a TCP transport still has bytes queued for writing
+   (C{FileDescriptor.dataBuffer}, C{offset}, C{_tempDataLen}) and whether
+   a request's client has gone (C{Request._disconnected}): an SSE event may
+   go straight into the socket (L{kezchat.relay.framewriter}) only when
+   nothing is queued ahead of it.
+
+C{tests/test_twisted_private.py} checks them against the installed
+Twisted, so an upgrade that changes them fails loudly there rather than
+silently in production.
+"""
+
+from __future__ import annotations
+
+from twisted.web.http import HTTPChannel
+
+#: the hook L{BadRequestHook} overrides
+BAD_REQUEST_HOOK = "_respondToBadRequestAndDisconnect"
+
+
+def request_line_path(channel: object) -> bytes:
+    """
+    The path of the request line C{channel} is receiving (C{b""} before one).
+    """
+    path = getattr(channel, "_path", b"")
+    return path if isinstance(path, bytes) else b""
+
+
+class BadRequestHook(HTTPChannel):
+    """
+    An C{HTTPChannel} whose answer to a malformed request is
+    L{bad_request}.
+    """
+
+    def bad_request(self) -> None:
+        """
+        Answer a request the HTTP parser could not read, and disconnect.
+        """
+        HTTPChannel._respondToBadRequestAndDisconnect(self)
+
+    def _respondToBadRequestAndDisconnect(self) -> None:
+        self.bad_request()
+
+
+def nothing_queued(transport: object) -> bool:
+    """
+    Whether C{transport} (a C{FileDescriptor}) is connected, writable and
+    has no bytes waiting to be written.
+    """
+    data = getattr(transport, "dataBuffer", None)
+    return (
+        bool(getattr(transport, "connected", False))
+        and not getattr(transport, "disconnecting", True)
+        and not getattr(transport, "_writeDisconnected", True)
+        and getattr(transport, "_tempDataLen", 1) == 0
+        and isinstance(data, bytes)
+        and len(data) == getattr(transport, "offset", -1)
+    )
+
+
+def request_gone(request: object) -> bool:
+    """
+    Whether the client of C{request} has disconnected.
+    """
+    return bool(getattr(request, "_disconnected", True))

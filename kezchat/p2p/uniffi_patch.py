@@ -1,0 +1,92 @@
+"""
+A faster byte copy for the C{iroh} Python bindings.
+
+The code uniffi generates for C{iroh} 1.2.0 copies every outgoing C{bytes}
+value into the Rust buffer one byte at a time, in Python
+(C{_UniffiRustBufferBuilder.write}), which caps a stream at a few MiB/s.
+This module replaces that one method with a C{ctypes.memmove} of the whole
+value.  It is isolated here because it reaches into generated, private
+code: it patches only when the installed bindings are exactly the ones it
+was written against (the package version and the source of the method it
+replaces), and otherwise leaves them alone — slow but correct — and says
+so.  C{tests/test_p2p_patch.py} fails loudly when upstream changes.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import hashlib
+import inspect
+import warnings
+from importlib import metadata
+
+#: the only bindings this patch was checked against (setup.cfg pins it)
+IROH_VERSION = "1.2.0"
+
+#: SHA-256 of the source of the generated method being replaced
+ORIGINAL_WRITE_SHA256 = "80a30c45daf7f127f8d5137f736f90066d36ec166a28ea47d9d4f0fc1d941f84"
+
+_applied = False
+_original_write = None
+
+
+def _original_write_source() -> str:
+    from iroh import iroh_ffi
+
+    original = _original_write or iroh_ffi._UniffiRustBufferBuilder.write
+    return inspect.getsource(original)
+
+
+def fingerprint() -> str:
+    """
+    The SHA-256 of the installed bindings' C{write} method source.
+    """
+    return hashlib.sha256(_original_write_source().encode("utf-8")).hexdigest()
+
+
+def installed_version() -> str:
+    return metadata.version("iroh")
+
+
+def _write(self, value) -> None:
+    """
+    Copy C{value} into the buffer in one C{memmove}.
+    """
+    if not isinstance(value, bytes):
+        value = bytes(value)
+    size = len(value)
+    with self._reserve(size):
+        if not size:
+            return
+        destination = ctypes.addressof(self.rbuf.data.contents) + self.rbuf.len
+        ctypes.memmove(destination, value, size)
+
+
+def is_applied() -> bool:
+    return _applied
+
+
+def apply() -> bool:
+    """
+    Install the fast copy if the bindings are the known ones.
+
+    @return: whether the patch is in place.
+    """
+    global _applied, _original_write
+    if _applied:
+        return True
+    from iroh import iroh_ffi
+
+    version = installed_version()
+    if version != IROH_VERSION or fingerprint() != ORIGINAL_WRITE_SHA256:
+        warnings.warn(
+            f"iroh {version} is not the {IROH_VERSION} this client's byte-copy fix was "
+            "written for; transfers will be slow",
+            RuntimeWarning,
+            stacklevel=2,
+        )
+        return False
+    _original_write = iroh_ffi._UniffiRustBufferBuilder.write
+    setattr(iroh_ffi._UniffiRustBufferBuilder, "write", _write)  # noqa: B010
+    _applied = True
+    return True

@@ -1,0 +1,98 @@
+"""
+Choosing the storage backend from the C{--db} setting: a
+C{postgresql://} URL selects PostgreSQL, anything else is a SQLite file.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+from kezchat.storage.dburl import is_postgres_url
+from kezchat.storage.interfaces import ManifestStore, MessageStore, RegistryStore
+
+
+@dataclass(frozen=True)
+class ChatStorage:
+    """
+    The chat-server's stores and the database service they share (start
+    it before use; it has C{when_ready()} and a loggable C{path}).
+    """
+
+    db: Any
+    registry: RegistryStore
+    messages: MessageStore
+    manifests: ManifestStore
+
+
+def chat_storage(
+    setting: str,
+    reactor: Any,
+    *,
+    server: str = "kez.lat",
+    allow_server_change: bool = False,
+    on_write_failure: Callable[[str], None] = lambda cause: None,
+) -> ChatStorage:
+    """
+    The stores for C{--db setting}, unstarted.
+
+    @param server: the server domain the database must belong to (recorded
+        on first use; another one refused unless C{allow_server_change}).
+    @param on_write_failure: told the cause of each failure of the
+        database itself.
+    """
+    if is_postgres_url(setting):
+        from kezchat.storage.postgres import (
+            PostgresDatabase,
+            PostgresManifestStore,
+            PostgresMessageStore,
+            PostgresRegistryStore,
+        )
+        from kezchat.storage.postgres.settings import PostgresServerDomain
+
+        domain = PostgresServerDomain(server, allow_change=allow_server_change)
+        pg = PostgresDatabase(
+            setting, reactor, on_open=domain.check_async, on_write_failure=on_write_failure
+        )
+        return ChatStorage(
+            pg, PostgresRegistryStore(pg), PostgresMessageStore(pg), PostgresManifestStore(pg)
+        )
+    from kezchat.storage.sqlite import (
+        SQLiteDatabase,
+        SQLiteManifestStore,
+        SQLiteMessageStore,
+        SQLiteRegistryStore,
+    )
+    from kezchat.storage.sqlite.settings import ServerDomain
+
+    db = SQLiteDatabase(
+        setting, reactor,
+        on_open=ServerDomain(server, allow_change=allow_server_change).check,
+        on_write_failure=on_write_failure,
+    )
+    return ChatStorage(db, SQLiteRegistryStore(db), SQLiteMessageStore(db), SQLiteManifestStore(db))
+
+
+def sigchain_storage(
+    setting: str, reactor: Any, *, on_write_failure: Callable[[str], None] = lambda cause: None
+) -> tuple[Any, Any]:
+    """
+    kezsig's database service and sigchain store for C{--db setting}.
+    """
+    if is_postgres_url(setting):
+        from kezchat.sigserver.postgres import SCHEMA_PACKAGE, PostgresSigchainStore
+        from kezchat.storage.postgres import PostgresDatabase
+
+        pg = PostgresDatabase(
+            setting, reactor, schema_package=SCHEMA_PACKAGE, on_write_failure=on_write_failure
+        )
+        return pg, PostgresSigchainStore(pg)
+    from kezchat.sigserver.store import SCHEMA_PACKAGE as SQLITE_SCHEMA
+    from kezchat.sigserver.store import SQLiteSigchainStore
+    from kezchat.storage.sqlite import SQLiteDatabase
+
+    db = SQLiteDatabase(
+        setting, reactor, schema_package=SQLITE_SCHEMA, on_write_failure=on_write_failure
+    )
+    return db, SQLiteSigchainStore(db)

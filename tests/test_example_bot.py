@@ -1,0 +1,206 @@
+"""
+examples/bot.py, the plain-Python example client: run as a real process
+against a real server (register, receive over SSE, resume after a restart,
+decrypt, answer), its envelopes checked with L{kezchat.e2e} both ways, and
+its imports limited to what it promises.
+"""
+
+from __future__ import annotations
+
+import ast
+import importlib.util
+import json
+import os
+import sys
+from pathlib import Path
+from types import ModuleType
+from typing import Any
+
+from twisted.internet import reactor
+from twisted.internet.defer import Deferred
+from twisted.internet.protocol import ProcessProtocol
+from twisted.python.failure import Failure
+from twisted.trial.unittest import SynchronousTestCase, TestCase
+
+from kezchat.e2e import open_envelope, seal_envelope, text_message
+from kezchat.identity.jcs import canonical_json
+from kezchat.identity.keys import KeyPair
+from kezchat.relay.auth import body_digest, sign_request
+from tests.support import http_client, json_of, register, start_server, temp_dir
+
+BOT = Path(__file__).resolve().parent.parent / "examples" / "bot.py"
+
+
+def load_bot() -> ModuleType:
+    spec = importlib.util.spec_from_file_location("kez_example_bot", BOT)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+class BotProcess(ProcessProtocol):
+    """
+    The bot as a child process: its stdout as JSON lines, each awaitable.
+    """
+
+    def __init__(self) -> None:
+        self.lines: list[dict[str, Any]] = []
+        self.stderr = b""
+        self._buffer = b""
+        self._waiting: list[tuple[int, Deferred[None]]] = []
+        self.ended: Deferred[int] = Deferred()
+
+    def outReceived(self, data: bytes) -> None:
+        self._buffer += data
+        while b"\n" in self._buffer:
+            line, self._buffer = self._buffer.split(b"\n", 1)
+            self.lines.append(json.loads(line))
+        for count, d in list(self._waiting):
+            if len(self.lines) >= count:
+                self._waiting.remove((count, d))
+                d.callback(None)
+
+    def errReceived(self, data: bytes) -> None:
+        self.stderr += data
+
+    def processEnded(self, reason: Failure) -> None:
+        for _, d in self._waiting:
+            d.errback(AssertionError(f"the bot ended early: {self.stderr.decode()[-2000:]}"))
+        self._waiting = []
+        self.ended.callback(reason.value.exitCode)
+
+    def wait_lines(self, count: int) -> Deferred[None]:
+        d: Deferred[None] = Deferred()
+        if len(self.lines) >= count:
+            d.callback(None)
+        else:
+            self._waiting.append((count, d))
+        return d.addTimeout(30, reactor)
+
+
+class BotRunTests(TestCase):
+    timeout = 90
+
+    def start_bot(self, url: str, state: str, count: int) -> BotProcess:
+        bot = BotProcess()
+        transport = reactor.spawnProcess(
+            bot,
+            sys.executable,
+            [sys.executable, str(BOT), "--server-url", url, "--handle", "echobot",
+             "--state", state, "--count", str(count), "--json"],
+            env=dict(os.environ),
+        )
+
+        def stop() -> Deferred[int] | None:
+            if not bot.ended.called:
+                transport.signalProcess("KILL")
+            return bot.ended
+
+        self.addCleanup(stop)
+        return bot
+
+    async def test_register_listen_resume_answer(self) -> None:
+        server = await start_server(self)
+        client = http_client(self)
+        alice, _ = await register(client, server.url, "alice")
+        state = os.path.join(temp_dir(self), "echobot.json")
+
+        async def send(envelope: dict) -> int:
+            body = canonical_json({"to": "echobot", "envelope": envelope})
+            now = int(reactor.seconds())
+            auth = sign_request(alice, "POST", "/v1/messages", [body_digest(body)], now)
+            response = await client.post(
+                f"{server.url}/v1/messages", data=body,
+                headers={"X-KEZ-Sender": "alice", "X-KEZ-Auth": auth},
+            )
+            self.assertEqual(response.code, 201, await response.text())
+            return (await json_of(response))["seq"]
+
+        # first run: registers, then handles one message live
+        bot = self.start_bot(server.url, state, 1)
+        await bot.wait_lines(1)
+        ready = bot.lines[0]
+        self.assertEqual(ready["ready"], "echobot@kez.lat")
+        bot_primary = ready["primary"]
+        await send(seal_envelope(alice, bot_primary, text_message("one")))
+        self.assertEqual(await bot.ended, 0)
+        self.assertEqual(
+            bot.lines[1],
+            {"seq": 1, "from": "alice@kez.lat", "verified": True, "type": "text", "text": "one"},
+        )
+
+        # while it is down: a message, a forged one (signed by another key
+        # than the sender's), another message
+        await send(seal_envelope(alice, bot_primary, text_message("two")))
+        await send(seal_envelope(KeyPair.generate(), bot_primary, text_message("x")))
+        await send(seal_envelope(alice, bot_primary, text_message("three")))
+
+        # second run: the same key (from its state file), resumes after seq 1
+        bot = self.start_bot(server.url, state, 3)
+        self.assertEqual(await bot.ended, 0, bot.stderr.decode())
+        self.assertEqual(bot.lines[0]["primary"], bot_primary)
+        received = bot.lines[1:]
+        self.assertEqual([line["seq"] for line in received], [2, 3, 4])
+        self.assertEqual([line["verified"] for line in received], [True, False, True])
+        self.assertEqual(received[1]["type"], "unreadable")
+
+        # alice's inbox holds the answers, which the package opens
+        auth = sign_request(alice, "GET", "/v1/inbox/alice", ["since=0"], int(reactor.seconds()))
+        response = await client.get(f"{server.url}/v1/inbox/alice", headers={"X-KEZ-Auth": auth})
+        items = (await json_of(response))["messages"]
+        texts = [
+            open_envelope(item["envelope"], alice, expected_sender=bot_primary).plaintext["text"]
+            for item in items
+        ]
+        self.assertEqual(texts, ["echo: one", "echo: two", "echo: three"])
+        self.assertEqual({item["from"] for item in items}, {"echobot@kez.lat"})
+
+
+class BotCodeTests(SynchronousTestCase):
+    def test_imports(self) -> None:
+        """
+        The example needs only PyNaCl, cryptography, rfc8785 and the
+        standard library: nothing from kezchat.
+        """
+        allowed = {"nacl", "cryptography", "rfc8785"}
+        tree = ast.parse(BOT.read_text())
+        for node in ast.walk(tree):
+            if isinstance(node, ast.Import):
+                names = [alias.name for alias in node.names]
+            elif isinstance(node, ast.ImportFrom):
+                names = [node.module or ""]
+            else:
+                continue
+            for name in names:
+                top = name.split(".")[0]
+                self.assertTrue(
+                    top in allowed or top in sys.stdlib_module_names or top == "__future__", name
+                )
+
+    def test_envelopes_match_the_package(self) -> None:
+        """
+        The bot seals byte for byte what kezchat.e2e seals, and each opens
+        the other's envelopes.
+        """
+        bot = load_bot()
+        alice, bob = KeyPair(bytes(range(32))), KeyPair(bytes(range(32, 64)))
+        plaintext = {"type": "text", "text": "héllo 😀", "n": 1}
+        salt, ts = bytes(range(16)), "2026-05-25T03:00:00Z"
+        ours = seal_envelope(alice, bob.primary, plaintext, ts=ts, salt=salt)
+        theirs = bot.seal(bot.Identity(alice.seed), bob.primary, plaintext, ts=ts, salt=salt)
+        self.assertEqual(theirs, ours)
+        self.assertEqual(bot.open_envelope(bot.Identity(bob.seed), ours), plaintext)
+        fresh = bot.seal(bot.Identity(alice.seed), bob.primary, plaintext)
+        opened = open_envelope(fresh, bob, expected_sender=alice.primary)
+        self.assertEqual(opened.plaintext, plaintext)
+        tampered = dict(ours, ts="2026-05-25T03:00:01Z")
+        with self.assertRaises(bot.EnvelopeError):
+            bot.open_envelope(bot.Identity(bob.seed), tampered)
+
+    def test_request_signatures_match_the_package(self) -> None:
+        bot = load_bot()
+        key = KeyPair(bytes(range(32)))
+        client = bot.Client("http://unused", bot.Identity(key.seed), "alice")
+        value = client.auth("GET", "/v1/inbox/alice", "since=0")
+        ts = int(value.split(":")[0])
+        self.assertEqual(value, sign_request(key, "GET", "/v1/inbox/alice", ["since=0"], ts))
