@@ -116,9 +116,11 @@ class EndpointService(Service):
     def stopService(self) -> Deferred[None] | None:
         super().stopService()
         port, self._port = self._port, None
-        if port is not None:
-            return port.stopListening()
-        return None
+        stopped = port.stopListening() if port is not None else None
+        close_connections = getattr(self._factory, "close_connections", None)
+        if close_connections is not None:
+            close_connections()
+        return stopped
 
 
 def parse_endpoint(reactor: IServerReactor, description: str) -> IStreamServerEndpoint:

@@ -12,7 +12,7 @@ import time
 
 from twisted.application.internet import TimerService
 from twisted.internet import reactor
-from twisted.internet.defer import Deferred
+from twisted.internet.defer import Deferred, succeed
 from twisted.internet.task import Clock
 from twisted.internet.testing import StringTransport
 from twisted.trial.unittest import SynchronousTestCase, TestCase
@@ -28,7 +28,7 @@ from kezchat.ratelimit import RateLimiter
 from kezchat.relay.broker import LocalBroker
 from kezchat.relay.sse import PING, EventStream, Phase, StreamHub
 from kezchat.service import makeService
-from kezchat.storage.interfaces import NewMessage, StoredMessage
+from kezchat.storage.interfaces import NewMessage, Page, StoredMessage
 from tests.support import temp_dir
 
 BOB = "bob@kez.lat"
@@ -39,6 +39,21 @@ def message(seq: int, pad: int = 10) -> StoredMessage:
         recipient=BOB, seq=seq, sender="alice@kez.lat", sender_primary="ed25519:" + "a" * 64,
         envelope='{"p":"%s"}' % ("x" * pad), created_at=time.time(),
     )
+
+
+class EmptyInbox:
+    """
+    The store of an inbox nothing was stored in yet: these tests are about
+    time, and the wire tests cover the real stores.
+    """
+
+    def last_seqs(self, recipients: list[str]) -> Deferred[dict[str, int]]:
+        return succeed({})
+
+    def messages_page(
+        self, recipient: str, since: int, limit: int, max_bytes: int
+    ) -> Deferred[Page]:
+        return succeed(Page([], more=False))
 
 
 class StreamClockTests(SynchronousTestCase):
@@ -52,7 +67,7 @@ class StreamClockTests(SynchronousTestCase):
         self.broker = LocalBroker()
         self.metrics = Metrics()
         self.hub = StreamHub(
-            self.broker, None, self.metrics, self.clock.seconds, self.clock,  # type: ignore[arg-type]
+            self.broker, EmptyInbox(), self.metrics, self.clock.seconds, self.clock,  # type: ignore[arg-type]
             ping_interval=15.0, max_paused_seconds=60.0, max_queued_bytes=4096,
         )
         self.hub.startService()

@@ -170,11 +170,29 @@ class KezChannel(BadRequestHook):
         self._line_deadline = None
         self.refuse_early(TOO_SLOW)
 
+    def connectionMade(self) -> None:
+        super().connectionMade()
+        track = getattr(getattr(self, "site", None), "track_channel", None)
+        if track is not None:
+            track(self)
+
     def connectionLost(self, reason: Failure = connectionDone) -> None:
         self.request_started()
         if self._refuse_abort is not None and self._refuse_abort.active():
             self._refuse_abort.cancel()
+        forget = getattr(getattr(self, "site", None), "forget_channel", None)
+        if forget is not None:
+            forget(self)
         super().connectionLost(reason)
+
+    def close_when_idle(self) -> None:
+        """
+        The server is stopping: close now if no request is in progress,
+        else right after the response to the one in progress.
+        """
+        self.persistent = False
+        if not self.requests and self.transport is not None:
+            self.loseConnection()
 
 
 class KezRequest(Request):
@@ -293,6 +311,22 @@ class KezSite(Site):
         #: headers every early refusal carries (CORS, for a browser to read it)
         self.refusal_headers = refusal_headers
         self.access_log = access_log
+        self._channels: set[KezChannel] = set()
+
+    def track_channel(self, channel: KezChannel) -> None:
+        self._channels.add(channel)
+
+    def forget_channel(self, channel: KezChannel) -> None:
+        self._channels.discard(channel)
+
+    def close_connections(self) -> None:
+        """
+        Close every connection once its request in progress, if any, is
+        answered: a stopped server must not go on serving kept-alive
+        connections against parts that have stopped (its database).
+        """
+        for channel in tuple(self._channels):
+            channel.close_when_idle()
 
     def log(self, request: http.Request) -> None:
         if self.access_log:
