@@ -31,6 +31,9 @@ INSTALLED_TWISTD = "/opt/kezchat/bin/twistd"
 #: the server command line the tests run (after C{twistd}): the units'
 #: C{ExecStart} and the image's entrypoint must say the same
 SERVER_ARGS = ("--nodaemon", "--pidfile=", "-r", "asyncio")
+#: kezchat.service runs without NATS by default, on the epoll reactor (its
+#: NATS drop-in switches to SERVER_ARGS)
+NO_NATS_SERVER_ARGS = ("--nodaemon", "--pidfile=", "-r", "epoll")
 
 
 def need(tool: str, package: str) -> str:

@@ -20,6 +20,7 @@ from twisted.trial.unittest import TestCase
 
 from tests.deploysupport import (
     INSTALLED_TWISTD,
+    NO_NATS_SERVER_ARGS,
     ROOT,
     SERVER_ARGS,
     UNITS,
@@ -86,9 +87,10 @@ class UnitFileTests(TestCase):
             self.assertEqual((code, lines), (0, []), name)
         os.mkdir(os.path.join(scratch, "kezchat.service.d"))
         for dropin, installed in DROPINS.items():
-            shutil.copy(
-                os.path.join(UNITS, dropin), os.path.join(scratch, "kezchat.service.d", installed)
-            )
+            with open(os.path.join(UNITS, dropin)) as f:
+                text = f.read()
+            with open(os.path.join(scratch, "kezchat.service.d", installed), "w") as f:
+                f.write(text.replace(INSTALLED_TWISTD, twistd()))
             code, lines = await _verify(os.path.join(scratch, "kezchat.service"))
             self.assertEqual((code, lines), (0, []), dropin)
 
@@ -113,6 +115,21 @@ class UnitFileTests(TestCase):
             ]:
                 self.assertEqual(service.get(key), [value], f"{name}.service {key}=")
             self.assertIn("@system-service", service["SystemCallFilter"])
+
+    def test_reactor_follows_nats(self) -> None:
+        """
+        Without NATS the unit runs the epoll reactor (less CPU per
+        request); the NATS drop-in replaces the command with the asyncio
+        reactor's, which NATS needs (the plugin refuses NATS on any other).
+        """
+        service = read_unit(os.path.join(UNITS, "kezchat.service"))["Service"]
+        self.assertEqual(
+            service["ExecStart"], [" ".join([INSTALLED_TWISTD, *NO_NATS_SERVER_ARGS, "kezchat"])]
+        )
+        dropin = read_unit(os.path.join(UNITS, "kezchat-nats.conf"))["Service"]
+        self.assertEqual(
+            dropin["ExecStart"], ["", " ".join([INSTALLED_TWISTD, *SERVER_ARGS, "kezchat"])]
+        )
 
     async def test_exposure_score(self) -> None:
         """
@@ -146,7 +163,8 @@ class SocketActivationTests(TestCase):
 
         [execstart] = service["ExecStart"]
         argv = execstart.split()
-        self.assertEqual(argv, [INSTALLED_TWISTD, *SERVER_ARGS, name])
+        args = NO_NATS_SERVER_ARGS if name == "kezchat" else SERVER_ARGS
+        self.assertEqual(argv, [INSTALLED_TWISTD, *args, name])
         argv[0] = twistd()
 
         [fdname] = socket_unit["FileDescriptorName"]

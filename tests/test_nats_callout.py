@@ -27,6 +27,7 @@ from kezchat.natsbridge.subjects import (
     consumer_filter,
     consumer_name,
     inbox_subject,
+    user_permissions,
 )
 from tests.natssupport import NatsTestCase, asyncio_test
 
@@ -121,6 +122,69 @@ class CalloutTests(CalloutTestCase):
         nc = await self.user(alice)
         self.assertTrue(nc.is_connected)
         self.assertEqual(registry.calls, [alice.primary])
+
+    @asyncio_test
+    async def test_lookup_answered_at_once(self) -> None:
+        """
+        A lookup whose Deferred has already fired (the registry answering
+        from its cache) is used at once: admitted, refused as unknown, or,
+        for a failed one, refused as "registry unavailable" with the
+        failure logged; the responder keeps serving.
+        """
+        from twisted.internet.defer import fail, succeed
+
+        alice, mallory = KeyPair.generate(), KeyPair.generate()
+        registry = await self.start_callout(alice)
+        self.responder.lookup = lambda p: succeed(registry.records.get(p))
+        nc = await self.user(alice)
+        self.assertTrue(nc.is_connected)
+        with self.assertRaises(nats.errors.Error):
+            await self.user(mallory)
+        self.responder.lookup = lambda p: fail(OSError("database is locked"))
+        with self.assertRaises(nats.errors.Error):
+            await self.user(alice)
+        self.assertEqual(len(self.flushLoggedErrors(OSError)), 1)
+        self.responder.lookup = lambda p: succeed(registry.records.get(p))
+        self.assertTrue((await self.user(alice)).is_connected)
+
+    @asyncio_test
+    async def test_rendered_claims_match_encoded_ones(self) -> None:
+        """
+        The responder renders its JWTs from parts; they carry exactly the
+        claims L{jwt.encode} would make from a dict.
+        """
+        alice = KeyPair.generate()
+        await self.start_callout(alice)
+        responder = self.responder
+        user_nkey = NKey.generate(USER).public
+        server = NKey.generate(SERVER).public
+        name = 'alice "the first" ü@kez.test'
+        token = responder._user_jwt(user_nkey, alice.primary, name, 1_700_000_000.5)
+        rendered = jwt.decode(token, [ACCOUNT], "user", now=1_700_000_000)
+        expected = jwt.decode(
+            jwt.encode(
+                {
+                    "sub": user_nkey,
+                    "aud": "KEZ",
+                    "exp": 1_700_000_000 + responder.ttl,
+                    "nats": {
+                        "type": "user", "subs": -1, "data": -1, "payload": -1,
+                        **user_permissions(alice.primary.removeprefix("ed25519:")),
+                    },
+                    "name": name,
+                },
+                self.nats.issuer,
+                now=1_700_000_000,
+            ),
+            [ACCOUNT],
+            "user",
+            now=1_700_000_000,
+        )
+        self.assertEqual(rendered, expected)
+        reply = responder._response(user_nkey, server, '"error":"no \\"way\\""', 1_700_000_000)
+        claims = jwt.decode(reply, [ACCOUNT], "authorization_response", now=1_700_000_000)
+        self.assertEqual(claims["nats"]["error"], 'no "way"')
+        self.assertEqual((claims["sub"], claims["aud"]), (user_nkey, server))
 
     @asyncio_test
     async def test_unknown_key_refused(self) -> None:

@@ -48,6 +48,19 @@ class EncodeTests(unittest.TestCase):
         claims = jwt.decode(token, [ACCOUNT], "user")
         self.assertEqual(claims["sub"], self.claims["sub"])
 
+    def test_jti_is_base32_of_the_hash(self) -> None:
+        """
+        The jti is what the Go library computes: unpadded base32 of the
+        SHA-512/256 of the claims without it (our base32 is our own code).
+        """
+        import base64
+        import hashlib
+
+        for size in range(0, 300, 7):
+            data = b"x" * size
+            expected = base64.b32encode(hashlib.new("sha512_256", data).digest())
+            self.assertEqual(jwt._claims_id_of(data), expected.decode().rstrip("="))
+
     def test_subject_required(self) -> None:
         self.assertRaises(ValueError, jwt.encode, {"nats": {}}, self.issuer)
 

@@ -7,12 +7,19 @@ malformed requests are broken.
 
 from __future__ import annotations
 
-from twisted.internet.testing import StringTransport
+from twisted.internet.abstract import FileDescriptor
+from twisted.internet.testing import MemoryReactor, StringTransport
 from twisted.trial.unittest import SynchronousTestCase
 from twisted.web.http import HTTPChannel
-from twisted.web.server import Site
+from twisted.web.server import Request, Site
 
-from kezchat.http.twistedprivate import BAD_REQUEST_HOOK, BadRequestHook, request_line_path
+from kezchat.http.twistedprivate import (
+    BAD_REQUEST_HOOK,
+    BadRequestHook,
+    nothing_queued,
+    request_gone,
+    request_line_path,
+)
 
 
 class Channel(BadRequestHook):
@@ -53,3 +60,37 @@ class TwistedPrivateTests(SynchronousTestCase):
         self.assertEqual(channel.refused, 1)
         self.assertTrue(transport.value().startswith(b"HTTP/1.1 400"))
         self.assertTrue(transport.disconnecting)
+
+    def test_transport_queue_is_seen(self) -> None:
+        """
+        A file descriptor's write queue, as L{nothing_queued} reads it:
+        empty when connected and idle, not after a write until it is
+        flushed, never once it is disconnecting.
+        """
+
+        class Sink(FileDescriptor):
+            sent = b""
+
+            def writeSomeData(self, data: bytes) -> int:
+                self.sent += bytes(data)
+                return len(data)
+
+        fd = Sink(reactor=MemoryReactor())
+        self.assertFalse(nothing_queued(fd))
+        fd.connected = True
+        self.assertTrue(nothing_queued(fd))
+        fd.write(b"event")
+        self.assertFalse(nothing_queued(fd))
+        fd.doWrite()
+        self.assertEqual(fd.sent, b"event")
+        self.assertTrue(nothing_queued(fd))
+        fd.loseConnection()
+        self.assertFalse(nothing_queued(fd))
+
+    def test_request_gone_is_seen(self) -> None:
+        channel = HTTPChannel()
+        connected(channel)
+        request = Request(channel)
+        self.assertFalse(request_gone(request))
+        request.connectionLost(None)  # type: ignore[arg-type]
+        self.assertTrue(request_gone(request))

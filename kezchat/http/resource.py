@@ -31,6 +31,7 @@ class ApiResource(Resource):
         #: the routes served, public so tests can compare them with the docs
         self.routes = routes
         self._klein = routes.app.resource()
+        self._fast = routes.fast
         self._metrics = routes.metrics
         self._clock = clock
 
@@ -51,6 +52,9 @@ class ApiResource(Resource):
         Answer a request whose path is known to be UTF-8; subclasses
         override this to serve more than the API.
         """
+        fast = self._fast.find(request)
+        if fast is not None:
+            return fast.render(request)
         return cast("bytes | int", self._klein.render(request))
 
     def _finished(self, _: object, request: IRequest, started: float) -> None:

@@ -18,6 +18,7 @@ from werkzeug.routing import RequestRedirect
 
 from kezchat.errors import KezError
 from kezchat.http.errors import error_response, json_response
+from kezchat.http.fastpath import FastRoutes
 from kezchat.http.request import DEFAULT_BODY_CAP
 from kezchat.metrics import HTTPMetrics
 from kezchat.storage.errors import DatabaseUnavailable
@@ -38,6 +39,8 @@ class Routes:
         """
         self.app = Klein()
         self.metrics = metrics
+        #: routes served ahead of Klein (L{kezchat.http.fastpath})
+        self.fast = FastRoutes()
         self.default_body_cap = default_body_cap
         #: static path prefix of a rule → the body cap its routes declared
         self._body_caps: dict[bytes, int] = {}
@@ -98,6 +101,17 @@ class Routes:
         """
         self.metrics.rejections.labels(error.code).inc()
         return error_response(request, error)
+
+    def render_failure(self, request: IRequest, failure: Failure) -> bytes | None:
+        """
+        The answer to a failed request, as the Klein error handlers below
+        give it: for routes served outside Klein (L{kezchat.http.fastpath}).
+        """
+        if failure.check(KezError):
+            return self._api_error(request, failure)
+        if failure.check(DatabaseUnavailable):
+            return self._unavailable(request, failure)
+        return self._internal_error(request, failure)
 
     # Klein calls each handler below only for the exceptions it was
     # registered for, hence the casts.

@@ -1,6 +1,6 @@
 """
-The two places where kezchat relies on twisted.web's private internals,
-kept here and nowhere else. Twisted has no public API for either:
+The places where kezchat relies on Twisted's private internals, kept here
+and nowhere else. Twisted has no public API for any of them:
 
  - the request line's path is not known to a C{Request} until its body is
    complete, but the body cap must be chosen before the first body byte;
@@ -8,9 +8,14 @@ kept here and nowhere else. Twisted has no public API for either:
  - a malformed request line, header or chunk is answered by
    C{HTTPChannel._respondToBadRequestAndDisconnect} with a bare 400 and no
    body; overriding it is the only way to give that answer the error shape
-   of every other one.
+   of every other one;
+ - whether a TCP transport still has bytes queued for writing
+   (C{FileDescriptor.dataBuffer}, C{offset}, C{_tempDataLen}) and whether
+   a request's client has gone (C{Request._disconnected}): an SSE event may
+   go straight into the socket (L{kezchat.relay.framewriter}) only when
+   nothing is queued ahead of it.
 
-C{tests/test_twisted_private.py} checks both against the installed
+C{tests/test_twisted_private.py} checks them against the installed
 Twisted, so an upgrade that changes them fails loudly there rather than
 silently in production.
 """
@@ -45,3 +50,26 @@ class BadRequestHook(HTTPChannel):
 
     def _respondToBadRequestAndDisconnect(self) -> None:
         self.bad_request()
+
+
+def nothing_queued(transport: object) -> bool:
+    """
+    Whether C{transport} (a C{FileDescriptor}) is connected, writable and
+    has no bytes waiting to be written.
+    """
+    data = getattr(transport, "dataBuffer", None)
+    return (
+        bool(getattr(transport, "connected", False))
+        and not getattr(transport, "disconnecting", True)
+        and not getattr(transport, "_writeDisconnected", True)
+        and getattr(transport, "_tempDataLen", 1) == 0
+        and isinstance(data, bytes)
+        and len(data) == getattr(transport, "offset", -1)
+    )
+
+
+def request_gone(request: object) -> bool:
+    """
+    Whether the client of C{request} has disconnected.
+    """
+    return bool(getattr(request, "_disconnected", True))

@@ -28,18 +28,22 @@ from __future__ import annotations
 import asyncio
 import base64
 import binascii
+import inspect
+import json
+import re
 import time
+from collections import OrderedDict
 from collections.abc import Awaitable, Callable, Mapping
 from typing import Any, cast
 
+from nacl.bindings import crypto_sign_open
 from nacl.exceptions import BadSignatureError
 from nacl.exceptions import ValueError as NaclValueError
-from nacl.signing import VerifyKey
 from twisted.internet.defer import Deferred
 from twisted.logger import Logger
+from twisted.python.failure import Failure
 
 from kezchat.identity.keys import InvalidKey, format_primary
-from kezchat.identity.nkeys import decode_public
 from kezchat.natsbridge import jwt
 from kezchat.natsbridge.aio import resolve
 from kezchat.natsbridge.keys import SERVER, USER, NKey, public_key_bytes
@@ -52,6 +56,13 @@ REQUEST_AUDIENCE = "nats-authorization-request"
 # primary ("ed25519:<hex>") -> registry record, or None when unregistered.
 # The result may be a Deferred, an awaitable or a plain value.
 Lookup = Callable[[str], "Deferred[Any] | Awaitable[Any] | Any"]
+
+
+# A user nkey as nats-server makes one for each connection: "U" then the
+# rest of the base32 of the prefix byte (whose last 3 bits are zero), the
+# key and the CRC. Checking its shape is enough: it comes from the server,
+# in a request whose signature we checked, and only ever goes back to it.
+_USER_NKEY = re.compile(r"U[A-D][A-Z2-7]{54}")
 
 
 class RefusedError(Exception):
@@ -84,12 +95,37 @@ def _decode_nonce_signature(sig: str) -> bytes:
     raise RefusedError("malformed nonce signature")
 
 
+class _Pending:
+    """
+    A request whose checks passed up to the registry lookup.
+    """
+
+    __slots__ = ("now", "primary", "request", "server_id", "user_nkey")
+
+    def __init__(
+        self, request: dict[str, Any], user_nkey: str, server_id: str, now: float, primary: str
+    ) -> None:
+        self.request = request
+        self.user_nkey = user_nkey
+        self.server_id = server_id
+        self.now = now
+        self.primary = primary
+
+
 class CalloutResponder:
     """
     Turns authorization requests into authorization responses.
 
+    The work is split around the registry lookup (L{prepare}, then
+    L{complete} or L{finish}) so that a returning client whose record is
+    cached is answered synchronously: four Ed25519 operations (the
+    server's request, the client's nonce, two signatures) are what an
+    authorization must cost, and little else should.
+
     @param issuer: the account key nats-server trusts (C{auth_callout.issuer}).
-    @param lookup: primary → registry record or C{None}.
+    @param lookup: primary → registry record or C{None}; an answer that is
+        there at once (a plain value, a Deferred that has fired, as the
+        registry's cache gives) is used without waiting.
     @param account: the account users are placed in (C{KEZ} in
         C{deploy/nats.conf}).
     @param ttl: lifetime of a user JWT in seconds. When it runs out
@@ -112,10 +148,28 @@ class CalloutResponder:
         self.account = account
         self.ttl = ttl
         self.clock = clock
+        self._account_json = json.dumps(account)
+        self._issuer_json = json.dumps(issuer.public)
+        #: owner key → the rendered C{nats} section of its user JWT
+        self._sections: OrderedDict[str, str] = OrderedDict()
 
     async def respond(self, token: bytes) -> bytes:
         """
         The reply payload for one request payload. Never raises.
+        """
+        pending = self.prepare(token)
+        if isinstance(pending, bytes):
+            return pending
+        answer = self.complete(pending)
+        if isinstance(answer, bytes):
+            return answer
+        return await self.finish(pending, answer)
+
+    def prepare(self, token: bytes) -> bytes | _Pending:
+        """
+        Check a request as far as the registry lookup: the reply when it
+        is already decided (a refusal), else what L{complete} or
+        L{finish} needs. Never raises.
         """
         now = self.clock()
         try:
@@ -124,34 +178,98 @@ class CalloutResponder:
             user_nkey = request.get("user_nkey")
             server = request.get("server_id")
             server_id = server.get("id") if isinstance(server, dict) else None
-            # user_nkey is new for every connection: not worth caching.
-            decode_public(USER, user_nkey)
+            if not isinstance(user_nkey, str) or not _USER_NKEY.fullmatch(user_nkey):
+                raise InvalidKey("the request's user_nkey is not a user key")
             public_key_bytes(SERVER, server_id)
         except (jwt.JWTError, InvalidKey, TypeError, AttributeError) as e:
             self.log.warn("Refusing a malformed authorization request: {reason}", reason=str(e))
             return b""
-        # both checked just above
-        user_nkey, server_id = cast(str, user_nkey), cast(str, server_id)
+        # checked just above
+        server_id = cast(str, server_id)
         try:
             if claims.get("aud") != REQUEST_AUDIENCE:
                 raise RefusedError("not an authorization request")
-            primary, name = await self._authenticate(request)
+            primary = self._authenticate(request)
         except RefusedError as e:
-            self.log.info(
-                "NATS connection refused: {reason} (client {client})",
-                reason=str(e),
-                client=_client_label(request),
-            )
-            return self._response(user_nkey, server_id, {"error": str(e)}, now)
+            return self._refuse(request, user_nkey, server_id, now, str(e))
         except Exception:
-            # A request shape nobody anticipated: refuse, never leave the
-            # client waiting for the server's auth timeout.
-            self.log.failure("Refusing an authorization request that could not be handled")
-            return self._response(user_nkey, server_id, {"error": "internal error"}, now)
-        user_jwt = self._user_jwt(user_nkey, primary, name, now)
-        return self._response(user_nkey, server_id, {"jwt": user_jwt}, now)
+            return self._internal_error(user_nkey, server_id, now)
+        return _Pending(request, user_nkey, server_id, now, primary)
 
-    async def _authenticate(self, request: dict[str, Any]) -> tuple[str, str | None]:
+    def complete(self, pending: _Pending) -> bytes | Awaitable[Any]:
+        """
+        Ask the registry: the reply, if its answer is there at once (a
+        plain value, or a Deferred that has already fired); else what to
+        wait for, to hand to L{finish}. Never raises.
+        """
+        try:
+            answer = self.lookup(pending.primary)
+        except Exception:
+            return self._lookup_failed(pending)
+        if isinstance(answer, Deferred):
+            if not answer.called or isinstance(answer.result, (Deferred, Failure)):
+                return answer
+            record = answer.result
+        elif inspect.isawaitable(answer):
+            return answer
+        else:
+            record = answer
+        return self._decide(pending, record)
+
+    async def finish(self, pending: _Pending, answer: Any = None) -> bytes:
+        """
+        The reply, once the registry has answered (C{answer}, from
+        L{complete}; asked here when not given). Never raises.
+        """
+        try:
+            if answer is None:
+                answer = self.lookup(pending.primary)
+            record = await resolve(answer)
+        except asyncio.CancelledError:
+            raise
+        except Exception:
+            return self._lookup_failed(pending)
+        return self._decide(pending, record)
+
+    def _lookup_failed(self, pending: _Pending) -> bytes:
+        self.log.failure("Registry lookup failed for {primary}", primary=pending.primary)
+        return self._refuse(
+            pending.request, pending.user_nkey, pending.server_id, pending.now,
+            "registry unavailable",
+        )
+
+    def _decide(self, pending: _Pending, record: Any) -> bytes:
+        if record is None:
+            return self._refuse(
+                pending.request, pending.user_nkey, pending.server_id, pending.now, "unknown key"
+            )
+        try:
+            user_jwt = self._user_jwt(
+                pending.user_nkey, pending.primary, _record_name(record), pending.now
+            )
+            return self._response(
+                pending.user_nkey, pending.server_id, f'"jwt":"{user_jwt}"', pending.now
+            )
+        except Exception:
+            return self._internal_error(pending.user_nkey, pending.server_id, pending.now)
+
+    def _refuse(
+        self, request: dict[str, Any], user_nkey: str, server_id: str, now: float, reason: str
+    ) -> bytes:
+        self.log.info(
+            "NATS connection refused: {reason} (client {client})",
+            reason=reason,
+            client=_client_label(request),
+        )
+        return self._response(user_nkey, server_id, '"error":' + _json(reason), now)
+
+    def _internal_error(self, user_nkey: str, server_id: str, now: float) -> bytes:
+        # A request shape nobody anticipated: refuse, never leave the
+        # client waiting for the server's auth timeout.
+        self.log.failure("Refusing an authorization request that could not be handled")
+        return self._response(user_nkey, server_id, '"error":"internal error"', now)
+
+    def _authenticate(self, request: dict[str, Any]) -> str:
         opts, info = request.get("connect_opts"), request.get("client_info")
         if not isinstance(opts, dict) or not isinstance(info, dict):
             raise RefusedError("malformed request")
@@ -162,45 +280,55 @@ class CalloutResponder:
             raise RefusedError("the nonce was not signed")
         try:
             key = public_key_bytes(USER, nkey)
-            VerifyKey(key).verify(nonce.encode("ascii"), _decode_nonce_signature(sig))
+            crypto_sign_open(_decode_nonce_signature(sig) + nonce.encode("ascii"), key)
         except (InvalidKey, BadSignatureError, NaclValueError, UnicodeEncodeError) as e:
             raise RefusedError("bad nonce signature") from e
-        primary = format_primary(key)
-        try:
-            record = await resolve(self.lookup(primary))
-        except asyncio.CancelledError:
-            raise
-        except Exception as e:
-            self.log.failure("Registry lookup failed for {primary}", primary=primary)
-            raise RefusedError("registry unavailable") from e
-        if record is None:
-            raise RefusedError("unknown key")
-        return primary, _record_name(record)
+        return format_primary(key)
+
+    def _section(self, primary: str) -> str:
+        """
+        The C{nats} section of a user JWT for C{primary}, rendered once
+        per key (it depends on nothing else).
+        """
+        section = self._sections.get(primary)
+        if section is None:
+            section = _json(
+                {
+                    "type": "user",
+                    "subs": -1,
+                    "data": -1,
+                    "payload": -1,
+                    **user_permissions(primary.removeprefix("ed25519:")),
+                    "version": 2,
+                }
+            )
+            self._sections[primary] = section
+            if len(self._sections) > 10_000:
+                self._sections.popitem(last=False)
+        return section
 
     def _user_jwt(self, user_nkey: str, primary: str, name: str | None, now: float) -> str:
-        claims: dict[str, Any] = {
-            "sub": user_nkey,
-            "aud": self.account,
-            "exp": int(now) + self.ttl,
-            "nats": {
-                "type": "user",
-                "subs": -1,
-                "data": -1,
-                "payload": -1,
-                **user_permissions(primary.removeprefix("ed25519:")),
-            },
-        }
-        if name:
-            claims["name"] = name
-        return jwt.encode(claims, self.issuer, now=now)
+        # the same claims jwt.encode would make from a dict, rendered from
+        # parts: user_nkey and the keys are base32/hex, safe in a string
+        name_member = ',"name":' + _json(name) if name else ""
+        unsigned = (
+            f'{{"sub":"{user_nkey}","aud":{self._account_json},"exp":{int(now) + self.ttl},'
+            f'"nats":{self._section(primary)}{name_member},"iss":{self._issuer_json},'
+            f'"iat":{int(now)}}}'
+        )
+        return jwt.encode_serialised(unsigned.encode("utf-8"), self.issuer)
 
-    def _response(self, user_nkey: str, server_id: str, body: dict[str, Any], now: float) -> bytes:
-        claims = {
-            "sub": user_nkey,
-            "aud": server_id,
-            "nats": {"type": "authorization_response", **body},
-        }
-        return jwt.encode(claims, self.issuer, now=now).encode("ascii")
+    def _response(self, user_nkey: str, server_id: str, body: str, now: float) -> bytes:
+        unsigned = (
+            f'{{"sub":"{user_nkey}","aud":"{server_id}",'
+            f'"nats":{{"type":"authorization_response",{body},"version":2}},'
+            f'"iss":{self._issuer_json},"iat":{int(now)}}}'
+        )
+        return jwt.encode_serialised(unsigned.encode("utf-8"), self.issuer).encode("ascii")
+
+
+def _json(value: Any) -> str:
+    return json.dumps(value, separators=(",", ":"), ensure_ascii=False)
 
 
 def _client_label(request: dict[str, Any]) -> str:
@@ -242,12 +370,25 @@ class CalloutSubscription:
             await asyncio.gather(*self._tasks, return_exceptions=True)
 
     async def _on_request(self, msg: Any) -> None:
-        task = asyncio.ensure_future(self._answer(msg))
+        responder = self.responder
+        pending = responder.prepare(msg.data)
+        if isinstance(pending, bytes):
+            await self._reply(msg, pending)
+            return
+        answer = responder.complete(pending)
+        if isinstance(answer, bytes):
+            # a returning client, its record cached: answered here,
+            # without a task per request
+            await self._reply(msg, answer)
+            return
+        task = asyncio.ensure_future(self._answer(msg, pending, answer))
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
 
-    async def _answer(self, msg: Any) -> None:
-        reply = await self.responder.respond(msg.data)
+    async def _answer(self, msg: Any, pending: _Pending, answer: Awaitable[Any]) -> None:
+        await self._reply(msg, await self.responder.finish(pending, answer))
+
+    async def _reply(self, msg: Any, reply: bytes) -> None:
         if not msg.reply:
             return
         try:

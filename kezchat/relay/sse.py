@@ -48,6 +48,7 @@ from zope.interface import implementer
 from kezchat.errors import KezError
 from kezchat.metrics import Metrics
 from kezchat.relay.broker import Broker, Subscription
+from kezchat.relay.framewriter import frame_writer
 from kezchat.relay.items import event_size, sse_event
 from kezchat.relay.relay import MAX_PAGE
 from kezchat.storage.interfaces import MessageStore, Page, StoredMessage
@@ -110,6 +111,7 @@ class EventStream:
         "_queue",
         "_request",
         "_subscription",
+        "_write_out",
         "client",
         "done",
         "last_sent",
@@ -148,6 +150,7 @@ class EventStream:
         #: bytes this stream holds in memory: backlog page, held live
         #: messages and queued events; bounded by the hub's max_queued_bytes
         self._buffered = 0
+        self._write_out: Callable[[bytes], None] = request.write
         self.done: Deferred[bytes] = Deferred(lambda _: self._release())
 
     def _enter(self, phase: Phase) -> None:
@@ -169,6 +172,8 @@ class EventStream:
             set_keepalive(True)
         request.registerProducer(self, True)
         request.write(PREAMBLE)
+        # events go straight to the socket when nothing is queued
+        self._write_out = frame_writer(request)
         self._subscription = self._hub.broker.subscribe(self.recipient, self.deliver)
         request.notifyFinish().addBoth(lambda _: self._release())
         if self.last_sent is not None:
@@ -264,7 +269,7 @@ class EventStream:
         if self.closed:
             return
         if self.paused_at is None:
-            self._request.write(data)
+            self._write_out(data)
             return
         self._queue.append(data)
         self._buffered += len(data)

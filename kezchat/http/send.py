@@ -1,0 +1,52 @@
+"""
+C{POST /v1/messages}: the handler both the Klein route and
+the fast path (L{kezchat.http.fastpath}) run.
+"""
+
+from __future__ import annotations
+
+from twisted.web.iweb import IRequest
+
+from kezchat import strictjson
+from kezchat.errors import KezError
+from kezchat.http.errors import json_response, parse_json, read_body
+from kezchat.relay.auth import body_digest, parse_auth
+from kezchat.relay.relay import MAX_MESSAGE_BYTES, Relay
+from kezchat.timeutil import format_rfc3339
+
+#: the body cap of C{POST /v1/messages}
+MESSAGE_CAP = MAX_MESSAGE_BYTES
+
+
+async def send_message(relay: Relay, request: IRequest) -> bytes:
+    """
+    C{POST /v1/messages}: authenticate the sender, store the envelope as
+    the client wrote it, answer C{201} (or C{200} for a replay or a
+    repeated idempotency key).
+    """
+    raw = read_body(request, MESSAGE_CAP)
+    sender_handle = request.getHeader(b"x-kez-sender")
+    if not sender_handle:
+        raise KezError("unauthorized", "X-KEZ-Sender is required")
+    auth = request.getHeader(b"x-kez-auth")
+    sender = await relay.authenticate(
+        sender_handle.decode("utf-8", "replace"),
+        auth,
+        "POST",
+        "/v1/messages",
+        [body_digest(raw)],
+        unknown="unauthorized",
+    )
+    body = parse_json(raw)
+    envelope_text = None
+    if isinstance(body, dict) and isinstance(body.get("envelope"), dict):
+        # the envelope is relayed as the client wrote it (one line)
+        envelope_text = strictjson.one_line(
+            strictjson.member_texts(raw.decode("utf-8"))["envelope"]
+        )
+    accepted = await relay.send(sender, body, envelope_text=envelope_text, auth=parse_auth(auth))
+    return json_response(
+        request,
+        {"seq": accepted.seq, "created_at": format_rfc3339(accepted.created_at)},
+        200 if accepted.duplicate else 201,
+    )
