@@ -127,10 +127,9 @@ async def chat_benchmarks(reactor, args: argparse.Namespace, floor: dict) -> Non
     from twisted.internet.protocol import ProcessProtocol
 
     from bench.rawhttp import connect_many, open_streams, wait_until
+    from kezchat.client.registration import signed_registration
     from kezchat.identity.keys import KeyPair
-    from kezchat.registry import REGISTRATION_TAG, REGISTRATION_TYPE
     from kezchat.relay.auth import body_digest, sign_request
-    from kezchat.timeutil import format_rfc3339
 
     workdir = tempfile.mkdtemp(prefix="kezchat-bench-")
     port = free_port()
@@ -218,12 +217,7 @@ async def chat_benchmarks(reactor, args: argparse.Namespace, floor: dict) -> Non
             return await pool.request(raw)
 
         def registration(key: KeyPair, handle: str) -> bytes:
-            payload = {"type": REGISTRATION_TYPE, "version": 1, "handle": handle,
-                       "primary": key.primary, "server": "kez.lat",
-                       "created_at": format_rfc3339(time.time())}
-            body = json.dumps({"kez": REGISTRATION_TAG, "payload": payload,
-                               "signature": {"alg": "ed25519-sha512-jcs", "key": key.primary,
-                                             "sig": key.sign_jcs(payload)}}).encode()
+            body = json.dumps(signed_registration(key, handle, "kez.lat")).encode()
             return post(b"/v1/register", body, {})
 
         def post(path: bytes, body: bytes, headers: dict[str, str]) -> bytes:

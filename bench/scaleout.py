@@ -160,10 +160,9 @@ async def one_setup(reactor, args, label: str, count: int, db_args, extra: list[
     from twisted.internet.task import deferLater
 
     from bench.rawhttp import Pool, connect_many, open_streams
+    from kezchat.client.registration import signed_registration
     from kezchat.identity.keys import KeyPair
-    from kezchat.registry import REGISTRATION_TAG, REGISTRATION_TYPE
     from kezchat.relay.auth import body_digest, sign_request
-    from kezchat.timeutil import format_rfc3339
 
     instances = Instances(reactor, count, db_args, extra, workdir)
     try:
@@ -177,12 +176,7 @@ async def one_setup(reactor, args, label: str, count: int, db_args, extra: list[
                     + body)
 
         def registration(key: KeyPair, handle: str) -> bytes:
-            payload = {"type": REGISTRATION_TYPE, "version": 1, "handle": handle,
-                       "primary": key.primary, "server": "kez.lat",
-                       "created_at": format_rfc3339(time.time())}
-            body = json.dumps({"kez": REGISTRATION_TAG, "payload": payload,
-                               "signature": {"alg": "ed25519-sha512-jcs", "key": key.primary,
-                                             "sig": key.sign_jcs(payload)}}).encode()
+            body = json.dumps(signed_registration(key, handle, "kez.lat")).encode()
             return post(b"/v1/register", body, {})
 
         sender = KeyPair.generate()
