@@ -51,10 +51,16 @@ class NatsConnection:
         self.on_connect: list[OnConnect] = []
         self.on_reconnect: list[OnConnect] = []
         self._down_logged = False
+        #: the start-up hooks (callout subscription, stream, bridges) ran
+        self._started = False
 
     @property
     def connected(self) -> bool:
-        return self.nc is not None and self.nc.is_connected
+        """
+        Connected and set up: a client that sees C{"connected"} in healthz
+        can log in at once, since the callout is already subscribed.
+        """
+        return self._started and self.nc is not None and self.nc.is_connected
 
     def status(self) -> str:
         """
@@ -99,6 +105,7 @@ class NatsConnection:
                 raise
             except Exception:
                 self.log.failure("NATS start-up hook failed")
+        self._started = True
 
     async def close(self, timeout: float = 5.0) -> None:
         """
@@ -107,6 +114,7 @@ class NatsConnection:
         Each step is bounded: a shutdown must finish even when nats-py is
         wedged mid-reconnect (seen under load: C{close} never returning).
         """
+        self._started = False
         nc, self.nc = self.nc, None
         if nc is None or nc.is_closed:
             return
