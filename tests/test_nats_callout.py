@@ -424,7 +424,13 @@ class PermissionTests(CalloutTestCase):
         subject = inbox_subject(self.bob.public_hex, self.alice.public_hex)
         await self.a.publish(subject, b'{"v":1}')
         await self.a.flush()
-        msg = await asyncio.wait_for(inbox.get(), 10)
+        try:
+            msg = await asyncio.wait_for(inbox.get(), 10)
+        except TimeoutError:
+            self.fail(
+                f"not delivered; alice's errors: {self.a.kez_errors!r},"
+                f" bob's: {self.b.kez_errors!r}"
+            )
         self.assertEqual((msg.subject, msg.data), (subject, b'{"v":1}'))
 
     @asyncio_test
