@@ -25,15 +25,30 @@ import socket
 import sys
 import tempfile
 import time
+from typing import TYPE_CHECKING
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, os.path.dirname(HERE))
+
+if TYPE_CHECKING:
+    from kezchat.identity.keys import KeyPair
 
 
 def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         return s.getsockname()[1]
+
+
+def stream_request(key: KeyPair, handle: str) -> bytes:
+    """
+    The raw request that opens C{handle}'s SSE stream, signed now by C{key}.
+    """
+    from kezchat.relay.auth import sign_request
+
+    auth = sign_request(key, "GET", f"/v1/inbox/{handle}/stream", [], int(time.time()))
+    return (f"GET /v1/inbox/{handle}/stream?auth={auth} HTTP/1.1\r\nHost: bench\r\n"
+            "Accept: text/event-stream\r\n\r\n").encode()
 
 
 def percentile(values: list[float], q: float) -> float:
@@ -237,11 +252,6 @@ async def chat_benchmarks(reactor, args: argparse.Namespace, floor: dict) -> Non
             auth = sign_request(sender, "POST", "/v1/messages", [body_digest(body)],
                                 int(time.time()))
             return post(b"/v1/messages", body, {"X-KEZ-Sender": "sender", "X-KEZ-Auth": auth})
-
-        def stream_request(key: KeyPair, handle: str) -> bytes:
-            auth = sign_request(key, "GET", f"/v1/inbox/{handle}/stream", [], int(time.time()))
-            return (f"GET /v1/inbox/{handle}/stream?auth={auth} HTTP/1.1\r\nHost: bench\r\n"
-                    "Accept: text/event-stream\r\n\r\n").encode()
 
         [listener] = await open_streams(reactor, "127.0.0.1", port,
                                         [stream_request(recipient, "recipient")])

@@ -33,7 +33,7 @@ HERE = os.path.dirname(os.path.abspath(__file__))
 ROOT = os.path.dirname(HERE)
 sys.path.insert(0, ROOT)
 
-from bench.relay import free_port, percentile  # noqa: E402
+from bench.relay import free_port, percentile, stream_request  # noqa: E402
 
 LAUNCHER = (
     "import resource, sys\n"
@@ -193,11 +193,6 @@ async def one_setup(reactor, args, label: str, count: int, db_args, extra: list[
             auth = sign_request(sender, "POST", "/v1/messages", [body_digest(body)],
                                 int(time.time()))
             return post(b"/v1/messages", body, {"X-KEZ-Sender": "sender", "X-KEZ-Auth": auth})
-
-        def stream_request(key: KeyPair, handle: str) -> bytes:
-            auth = sign_request(key, "GET", f"/v1/inbox/{handle}/stream", [], int(time.time()))
-            return (f"GET /v1/inbox/{handle}/stream?auth={auth} HTTP/1.1\r\nHost: bench\r\n"
-                    "Accept: text/event-stream\r\n\r\n").encode()
 
         # each recipient's stream on one instance, round-robin
         streams = []

