@@ -18,6 +18,7 @@ import json
 import sys
 from typing import Any
 
+from cryptography.hazmat.primitives.ciphers.aead import ChaCha20Poly1305
 from nacl.bindings import crypto_box, crypto_scalarmult_base
 
 from kezchat.client.registration import registration_payload, sign_registration
@@ -180,6 +181,31 @@ def envelope_vectors() -> list[dict[str, Any]]:
     return out
 
 
+def _seal_raw(sender: KeyPair, recipient_primary: str, plain: bytes, salt: bytes) -> dict[str, Any]:
+    """
+    An envelope around arbitrary plaintext bytes (at L{TS}): how a hostile
+    sender builds a plaintext that L{seal_envelope} would never write.
+    """
+    envelope: dict[str, Any] = {
+        "v": 1,
+        "from": sender.primary,
+        "to": recipient_primary,
+        "ts": TS,
+        "salt": b64url_encode(salt),
+    }
+    secrets = derive(sender, recipient_primary, salt)
+    ct = ChaCha20Poly1305(secrets.key).encrypt(
+        secrets.nonce, plain, canonical_json(header_of(envelope))
+    )
+    envelope["ct"] = b64url_encode(ct)
+    envelope["sig"] = sender.sign_jcs(envelope)
+    return envelope
+
+
+#: a plaintext two readers could disagree about: every client refuses it
+DUPLICATE_KEY_PLAINTEXT = b'{"type":"text","text":"pay alice","text":"pay mallory"}'
+
+
 def bad_envelope_vectors() -> list[dict[str, Any]]:
     """
     Envelopes a client must refuse, each with the L{EnvelopeError} code
@@ -244,6 +270,14 @@ def bad_envelope_vectors() -> list[dict[str, Any]]:
             "recipient": "bob",
             "error": "malformed",
             "envelope": changed(v=2),
+        },
+        {
+            "name": "plaintext with a repeated key",
+            "recipient": "bob",
+            "error": "bad_plaintext",
+            "envelope": _seal_raw(
+                keys["alice"], keys["bob"].primary, DUPLICATE_KEY_PLAINTEXT, b"\x09" * 16
+            ),
         },
     ]
 

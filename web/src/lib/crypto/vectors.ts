@@ -28,6 +28,8 @@ import { INFO } from './envelope';
 export const FORMAT_VERSION = 1;
 export const TS = '2026-05-25T03:00:00Z';
 export const UNIX_TS = 1779678000;
+/** a plaintext two readers could disagree about: every client refuses it */
+export const DUPLICATE_KEY_PLAINTEXT = '{"type":"text","text":"pay alice","text":"pay mallory"}';
 
 const fill = (n: number, byte: number) => new Uint8Array(n).fill(byte);
 
@@ -166,6 +168,12 @@ function badEnvelopeVectors() {
     { name: 'addressed to someone else', recipient: 'carol', error: 'not_for_us', envelope: good },
     { name: 'missing field', recipient: 'bob', error: 'malformed', envelope: without(good, 'salt') },
     { name: 'unknown version', recipient: 'bob', error: 'malformed', envelope: changed({ v: 2 }) },
+    {
+      name: 'plaintext with a repeated key',
+      recipient: 'bob',
+      error: 'bad_plaintext',
+      envelope: sealBytes(k.alice, k.bob.primary, utf8(DUPLICATE_KEY_PLAINTEXT), { ts: TS, salt: fill(16, 9) }),
+    },
   ];
 }
 
