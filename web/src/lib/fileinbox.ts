@@ -68,6 +68,8 @@ export class FileInbox {
     private readonly storage: Storage,
     private readonly history: History,
     private readonly now: () => number = Date.now,
+    /** bytes of pieces one sender may have waiting */
+    private readonly quota: number = SENDER_QUOTA,
   ) {}
 
   async load(): Promise<void> {
@@ -134,10 +136,10 @@ export class FileInbox {
     const pending: Pending = { ...(this.pending.get(sender) ?? {}) };
     const waiting: Waiting = pending[fileId] ? { ...pending[fileId], have: [...pending[fileId].have] } : { bytes: 0, first: this.now(), have: [] };
     if (waiting.have.includes(i)) return { change: change() };
-    if (total(pending) + bytes.length > SENDER_QUOTA) {
+    if (total(pending) + bytes.length > this.quota) {
       if (this.overQuota.has(sender)) return { change: change() };
       this.overQuota.add(sender);
-      return this.warn(sender, `in:${seq}`, seq, ts, `Pieces of files from this contact are over the ${humanSize(SENDER_QUOTA)} that may wait for their description; further pieces are dropped.`, 'note');
+      return this.warn(sender, `in:${seq}`, seq, ts, `Pieces of files from this contact are over the ${humanSize(this.quota)} that may wait for their description; further pieces are dropped.`, 'note');
     }
     waiting.have.push(i);
     waiting.bytes += bytes.length;

@@ -58,7 +58,9 @@ export class History {
     const msgs: Record<string, Msg[]> = {};
     const interrupted: Put[] = [];
     for (const [key, msg] of await this.storage.entriesWith<Msg>('msg:')) {
-      const peer = key.slice(4, key.lastIndexOf(':'));
+      // msg:<peer>:<id>, where the peer is a primary (or the refused list) and the id may hold colons
+      const peer = /^msg:(ed25519:[0-9a-f]{64}|[a-z]+):/.exec(key)?.[1];
+      if (peer === undefined) continue;
       if (msg.status === 'sending') {
         msg.status = 'failed';
         msg.error = 'not sent before the page closed';
