@@ -77,7 +77,11 @@ function registrationVectors() {
   });
 }
 
-function authVectors() {
+/** the server the named-form request signatures name */
+export const AUTH_SERVER = 'kez.lat';
+
+/** `X-KEZ-Auth` for one request of each kind, signed for `server` (or in the older unnamed form). */
+function authVectors(server: string | null = null) {
   const k = keys();
   const body = jcsText({ to: 'bob', envelope: { v: 1 } });
   const cases: [string, string, string, string[] | null, string | null][] = [
@@ -88,6 +92,8 @@ function authVectors() {
     ['alice', 'POST', '/v1/messages', null, body],
     ['bob', 'PUT', '/v1/manifests/bob', null, body],
   ];
+  // a long-lived stream URL: exp is signed as one more field
+  if (server !== null) cases.push(['alice', 'GET', '/v1/inbox/alice/stream', [`exp=${UNIX_TS + 86400}`], null]);
   return cases.map(([name, method, path, fields, data]) => {
     const digest = data === null ? null : bodyDigest(data);
     const fieldList = digest !== null ? [digest] : [...(fields ?? [])];
@@ -99,8 +105,9 @@ function authVectors() {
       body: data,
       body_sha256: digest,
       ts: UNIX_TS,
-      signed_text: signedText(method, path, fieldList, UNIX_TS),
-      header: signRequest(k[name], method, path, fieldList, UNIX_TS),
+      ...(server === null ? {} : { server }),
+      signed_text: signedText(method, path, fieldList, UNIX_TS, server),
+      header: signRequest(k[name], method, path, fieldList, UNIX_TS, server),
     };
   });
 }
@@ -230,6 +237,7 @@ export function buildVectors() {
     jcs: jcsVectors(),
     registrations: registrationVectors(),
     auth: authVectors(),
+    auth_server: authVectors(AUTH_SERVER),
     envelopes: envelopeVectors(),
     bad_envelopes: badEnvelopeVectors(),
     sigchains: sigchainVectors(),
