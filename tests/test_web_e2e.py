@@ -230,7 +230,7 @@ class WebAppInChromiumTests(TestCase):
                 await (
                     alice.tid("message-status").filter(has_text="sent").first.wait_for(timeout=WAIT)
                 )
-                await bob.tid("unread").filter(has_text="1").wait_for(timeout=WAIT)
+                await bob.tid("unread-count").filter(has_text="1").wait_for(timeout=WAIT)
                 await bob.open_chat("alice@kez.lat")
                 await bob.expect_message("hello bob")
                 await bob.tid("composer").fill("hi alice")
@@ -270,13 +270,15 @@ class WebAppInChromiumTests(TestCase):
                 shots += await bob.shot("chat")
 
                 # -- a forged message is a loud warning ---------------------------
+                # (nothing is pinned or opened for it: it goes to the refused list)
                 await on_twisted(self.post_forgery(client, chat.url, alice_primary, bob_primary))
-                await bob.tid("unread").first.wait_for(timeout=WAIT)
-                await bob.open_chat("mallory@kez.lat")
-                warning = bob.tid("message-warning")
+                await bob.tid("refused-link").click()
+                warning = bob.tid("warning")
                 await warning.filter(has_text="could not be verified").wait_for(timeout=WAIT)
                 self.assertIn("forged", await warning.inner_text())
                 self.assertEqual(await bob.tid("message").count(), 0)
+                mallory_conv = "[data-testid=conversation][data-handle^=mallory]"
+                self.assertEqual(await bob.page.locator(mallory_conv).count(), 0)
                 shots += await bob.shot("forged-warning")
 
                 # -- a file from the Python client: chunks out of order, across a reload
@@ -322,7 +324,17 @@ class WebAppInChromiumTests(TestCase):
                 shots += await bob.shot("settings")
 
                 # -- reload and unlock: history kept, stream live again -------------
-                await bob.page.goto(chat.url + "/#/")
+                # a message sent just before the reload stays in the sender's history
+                await bob.open_chat("alice@kez.lat")
+                await bob.tid("composer").fill("sent right before the reload")
+                await bob.tid("composer").press("Enter")
+                await (
+                    bob.tid("message")
+                    .filter(has_text="sent right before the reload")
+                    .get_by_test_id("message-status")
+                    .filter(has_text="sent")
+                    .wait_for(timeout=WAIT)
+                )
                 await bob.page.reload()
                 await bob.tid("unlock").wait_for(timeout=WAIT)
                 shots += await bob.shot("unlock")
@@ -330,7 +342,7 @@ class WebAppInChromiumTests(TestCase):
                 await bob.tid("unlock").click()
                 await bob.status("live")
                 await bob.open_chat("alice@kez.lat")
-                for text in ("hello bob", "hi alice\nsecond line"):
+                for text in ("hello bob", "hi alice\nsecond line", "sent right before the reload"):
                     await bob.expect_message(text)
                 await bob.tid("attachment-image").first.wait_for(timeout=WAIT)
                 for i in order[half:]:
@@ -441,12 +453,21 @@ class WebAppInChromiumTests(TestCase):
                         client, chat.url, impostor, "alice", bob_primary, text_message("it's me")
                     )
                 )
-                await bob.page.locator(
-                    f"[data-testid=conversation][href='#/chat/{impostor.primary}']"
-                ).click()
+                # the warning is in alice's one conversation (no second "alice")
+                await bob.open_chat("alice@kez.lat")
                 changed = bob.tid("key-changed")
                 await changed.wait_for(timeout=WAIT)
                 self.assertIn("alice@kez.lat", await changed.inner_text())
+                await (
+                    bob.tid("warning").filter(has_text="not the one pinned").wait_for(timeout=WAIT)
+                )
+                self.assertEqual(
+                    await bob.page.locator(
+                        f"[data-testid=conversation][href='#/chat/{impostor.primary}']"
+                    ).count(),
+                    0,
+                )
+                self.assertEqual(await bob.tid("message").filter(has_text="it's me").count(), 0)
                 shots += await bob.shot("key-changed")
                 # deleting server copies is an explicit action, never automatic
                 await bob.tid("settings-link").click()

@@ -48,6 +48,17 @@ describe('the inbox pipeline', () => {
     expect(b.model.convs[mallory.primary].fqhn).toBe(M);
   });
 
+  it('a relabelled first message (nobody pinned yet) is refused: the registry does not give that key to that handle', async () => {
+    const b = await bobInbox();
+    await b.inbox.enqueue(item(mallory, A, textMessage('I am alice'), { seq: 1 }));
+    expect(b.model.convs).toEqual({});
+    expect(b.contacts.keyOf(A)).toBeUndefined();
+    expect(shown(b.model, REFUSED)[0][1]).toContain('registry does not give');
+    // the real alice is then pinned normally
+    await b.inbox.enqueue(item(alice, A, textMessage('hi'), { seq: 2 }));
+    expect(shown(b.model, alice.primary)).toEqual([['text', 'hi']]);
+  });
+
   it('a pinned handle under a new key: warning and key-changed in the pinned conversation, no second conversation', async () => {
     const b = await bobInbox();
     await b.inbox.enqueue(item(alice, A, textMessage('hi'), { seq: 1 }));

@@ -28,6 +28,12 @@ export class Inbox {
     private readonly contacts: Contacts,
     private readonly history: History,
     private readonly files: FileInbox,
+    /**
+     * Whether the registry names `primary` as `fqhn`'s key: asked before a
+     * first-use pin, so a relay that relabels a stranger's first message
+     * as someone not yet pinned is caught (a lookup that fails is a no)
+     */
+    private readonly confirm: (fqhn: string, primary: string) => Promise<boolean>,
     /** told when the pipeline stops */
     private readonly onFailure: (why: string) => void = () => undefined,
     private readonly now: () => number = Date.now,
@@ -54,7 +60,16 @@ export class Inbox {
     const seq = item?.seq;
     if (typeof seq !== 'number' || !Number.isInteger(seq) || seq <= this.cursor) return;
     try {
-      const verdict = judge(this.me, item, this.contacts, (sig) => this.seen.has(sig), this.now());
+      let verdict = judge(this.me, item, this.contacts, (sig) => this.seen.has(sig), this.now());
+      if (verdict.ok && verdict.pinNew && !(await this.confirmed(verdict.handle, verdict.sender))) {
+        verdict = {
+          ok: false,
+          reason: `A first message labelled ${verdict.handle} is signed by a key the registry does not give ${verdict.handle}. It is not shown, and nothing is pinned.`,
+          peer: null,
+          sig: verdict.sig,
+          at: verdict.at,
+        };
+      }
       const outcome = await this.classify(seq, verdict);
       const puts: Put[] = [[keys.cursor, seq]];
       let remember = () => undefined as void;
@@ -68,6 +83,14 @@ export class Inbox {
     } catch (e) {
       this.failure = `Saving received messages failed (${e instanceof Error ? e.message : String(e)}). Nothing after message ${seq} is shown; reload the page to try again.`;
       this.onFailure(this.failure);
+    }
+  }
+
+  private async confirmed(fqhn: string, primary: string): Promise<boolean> {
+    try {
+      return await this.confirm(fqhn, primary);
+    } catch {
+      return false;
     }
   }
 

@@ -235,7 +235,8 @@ export class Session {
     await history.load();
     const files = new FileInbox(this.storage, history);
     await files.load();
-    const inbox = new Inbox(key, this.storage, contacts, history, files, (why) => {
+    const confirm = async (fqhn: string, primary: string) => (await api.byPrimary(primary))?.fqhn === fqhn;
+    const inbox = new Inbox(key, this.storage, contacts, history, files, confirm, (why) => {
       this.saveError = why;
       this.run?.link.stop();
     });

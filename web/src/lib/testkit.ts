@@ -71,7 +71,10 @@ export async function bobInbox(storage: Storage = freshStorage(), now = () => NO
   const files = new FileInbox(storage, history, now, quota);
   await files.load();
   const failures: string[] = [];
-  const inbox = new Inbox(bob, storage, contacts, history, files, (why) => failures.push(why), now);
+  // the registry as an honest server keeps it
+  const registry: Record<string, string> = { 'alice@kez.lat': alice.primary, 'mallory@kez.lat': mallory.primary };
+  const confirm = async (fqhn: string, primary: string) => registry[fqhn] === primary;
+  const inbox = new Inbox(bob, storage, contacts, history, files, confirm, (why) => failures.push(why), now);
   await inbox.load();
   return { storage, model, contacts, history, files, inbox, failures };
 }
