@@ -196,7 +196,7 @@ def envelope_vectors() -> list[dict[str, Any]]:
     return out
 
 
-def _seal_raw(sender: KeyPair, recipient_primary: str, plain: bytes, salt: bytes) -> dict[str, Any]:
+def seal_raw(sender: KeyPair, recipient_primary: str, plain: bytes, salt: bytes) -> dict[str, Any]:
     """
     An envelope around arbitrary plaintext bytes (at L{TS}): how a hostile
     sender builds a plaintext that L{seal_envelope} would never write.
@@ -290,7 +290,7 @@ def bad_envelope_vectors() -> list[dict[str, Any]]:
             "name": "plaintext with a repeated key",
             "recipient": "bob",
             "error": "bad_plaintext",
-            "envelope": _seal_raw(
+            "envelope": seal_raw(
                 keys["alice"], keys["bob"].primary, DUPLICATE_KEY_PLAINTEXT, b"\x09" * 16
             ),
         },
