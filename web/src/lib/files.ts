@@ -8,6 +8,7 @@
  */
 import { blake3 } from '@noble/hashes/blake3.js';
 import { toHex } from './crypto/bytes';
+import { visible } from './visible';
 
 import { FILE_MAX } from './crypto/plaintext';
 
@@ -54,14 +55,10 @@ export function safeMime(declared: unknown, bytes: Uint8Array): string {
   return real !== null && declared === real ? real : OPAQUE;
 }
 
-/** Controls and bidi formatting characters: invisible, or reordering what follows. */
-// eslint-disable-next-line no-control-regex
-const HIDDEN = /[\u0000-\u001f\u007f-\u009f\u061c\u200b-\u200f\u202a-\u202e\u2060-\u2069\ufeff]/g;
-
 /** A name with every invisible or reordering character shown as `⟨U+XXXX⟩`, at most 200 characters. */
 export function visibleName(name: unknown): string {
   const text = typeof name === 'string' && name.length > 0 ? name : 'file';
-  const shown = text.replace(HIDDEN, (c) => `⟨U+${c.charCodeAt(0).toString(16).toUpperCase().padStart(4, '0')}⟩`);
+  const shown = visible(text);
   return shown.length > 200 ? shown.slice(0, 199) + '…' : shown;
 }
 

@@ -92,7 +92,10 @@ describe('the inbox pipeline', () => {
       expect(b.model.convs).toEqual({});
       expect(b.contacts.keyOf(label)).toBeUndefined();
       expect(b.contacts.handleOf(alice.primary)).toBeUndefined();
-      expect(shown(b.model, REFUSED)[0][0]).toBe('warning');
+      const [kind, text] = shown(b.model, REFUSED)[0];
+      expect(kind).toBe('warning');
+      // the reason shows the label with its hidden characters visible
+      expect(text).not.toMatch(/[\u200b\n]/);
       expect(b.inbox.cursor).toBe(1);
     });
   }

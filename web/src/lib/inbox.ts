@@ -13,6 +13,7 @@ import { humanSize, visibleName } from './files';
 import { change, merge, type Change, type History } from './history';
 import { keys, type Put, type Storage } from './storage';
 import { judge, type Verdict } from './trust';
+import { quote } from './visible';
 import { REFUSED, type Conversation, type Msg } from './types';
 
 export class Inbox {
@@ -146,7 +147,7 @@ export class Inbox {
         });
         break;
       default:
-        result = add({ id, dir: 'in', kind: 'warning', text: `${v.handle} sent a kind of message this app does not know (${JSON.stringify(String(p.type).slice(0, 40))}).`, ts: v.at, seq });
+        result = add({ id, dir: 'in', kind: 'warning', text: `${v.handle} sent a kind of message this app does not know (${quote(p.type, 40)}).`, ts: v.at, seq });
     }
     return merge(opened, 'change' in result ? result.change : result);
   }

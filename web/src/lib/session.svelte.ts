@@ -248,8 +248,9 @@ export class Session {
       status: (s) => (this.status = s),
       refused: (why) => (this.refused = why),
     });
-    await files.expire();
-    const expiry = setInterval(() => void files.expire(), 60 * 60 * 1000);
+    const expire = () => files.expire().catch((e) => (this.saveError = `Dropping old file pieces failed: ${String(e)}`));
+    await expire();
+    const expiry = setInterval(() => void expire(), 60 * 60 * 1000);
     this.run = { key, signer, contacts, history, inbox, outbox, link, expiry };
     this.locked = false;
     if (!account.chainStarted && this.vault) {

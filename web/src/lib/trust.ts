@@ -14,6 +14,7 @@ import { LOCAL_RE } from './crypto/handles';
 import type { KeyPair } from './crypto/keys';
 import { StrictJsonError, strictParse } from './crypto/strictjson';
 import type { Contacts } from './contacts';
+import { quote as quoted } from './visible';
 
 /** A qualified handle, the whole string: no spaces, no invisible characters. */
 const FQHN_RE = new RegExp(
@@ -79,10 +80,6 @@ export function sortTime(envelopeTs: unknown, createdAt: unknown, now: number): 
   return new Date(t).toISOString();
 }
 
-/** Text from the network, quoted safely in a warning sentence. */
-export function quoted(text: unknown): string {
-  return JSON.stringify(String(text).slice(0, 80));
-}
 
 export function judge(me: KeyPair, item: ItemLike, contacts: Contacts, seen: (sig: string) => boolean, now = Date.now()): Verdict {
   const claimed = item.from;
