@@ -564,6 +564,66 @@ class WebAppInChromiumTests(TestCase):
             finally:
                 await browser.close()
 
+    async def test_sent_message_survives_an_immediate_reload(self) -> None:
+        """
+        A message shown as sent is stored: a reload right after "sent"
+        appears still has it (it used to vanish when the reload came
+        before a batching timer wrote the history).
+        """
+        require_browser()
+        chat = ChatProcess(db=os.path.join(temp_dir(self), "chat.db"), sig_url=None)
+        self.addCleanup(chat.kill)
+        await chat.start()
+        self.addCleanup(chat.stop)
+        client = http_client(self)
+        for _ in range(100):
+            response = await client.get(chat.url + "/")
+            await response.content()
+            if response.code == 200:
+                break
+        await register(client, chat.url, "bob")
+        await on_asyncio(self.immediate_reload(chat, scratch_env(self)))
+
+    async def immediate_reload(self, chat: ChatProcess, env: dict[str, str]) -> None:
+        from playwright.async_api import async_playwright
+
+        async with async_playwright() as p:
+            browser = await p.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS, env=env)
+            try:
+                context = await browser.new_context(viewport=DESKTOP)
+                page = await context.new_page()
+                watch = PageWatch("alice")
+                watch.allowed.append(lambda text: "404" in text and "/v1/u/alice" in text)
+                watch.attach(page)
+                alice = Person("alice", context, page, watch)
+                await self.create_account(alice, chat, None)
+                await alice.status("live")
+                await alice.tid("new-chat").fill("bob")
+                await alice.tid("new-chat-start").click()
+                await alice.tid("thread-title").filter(has_text="bob@kez.lat").wait_for()
+                for i in range(3):
+                    text = f"sent then reloaded {i}"
+                    await alice.tid("composer").fill(text)
+                    await alice.tid("composer").press("Enter")
+                    await (
+                        alice.tid("message")
+                        .filter(has_text=text)
+                        .get_by_test_id("message-status")
+                        .filter(has_text="sent")
+                        .wait_for(timeout=WAIT)
+                    )
+                    await page.reload()
+                    await alice.tid("passphrase").fill(PASSPHRASE)
+                    await alice.tid("unlock").click()
+                    await alice.expect_message(text)
+                texts = await alice.tid("message").all_inner_texts()
+                self.assertEqual(
+                    [t.split("\n")[0] for t in texts], [f"sent then reloaded {i}" for i in range(3)]
+                )
+                self.assertEqual(watch.problems, [])
+            finally:
+                await browser.close()
+
     async def create_account(
         self, someone: Person, chat: ChatProcess, shots: list[str] | None
     ) -> None:
