@@ -469,6 +469,29 @@ class WebAppInChromiumTests(TestCase):
                 )
                 self.assertEqual(await bob.tid("message").filter(has_text="it's me").count(), 0)
                 shots += await bob.shot("key-changed")
+                # bob checks it another way and trusts the new key: one conversation still
+                await bob.tid("trust-new-key").click()
+                await bob.page.wait_for_function(
+                    "p => location.hash === '#/chat/' + p", arg=impostor.primary, timeout=WAIT
+                )
+                await on_twisted(
+                    self.post_as(
+                        client,
+                        chat.url,
+                        impostor,
+                        "alice",
+                        bob_primary,
+                        text_message("trusted now"),
+                    )
+                )
+                await bob.expect_message("trusted now")
+                self.assertEqual(await bob.tid("key-changed").count(), 0)
+                self.assertEqual(
+                    await bob.page.locator(
+                        "[data-testid=conversation][data-handle='alice@kez.lat']"
+                    ).count(),
+                    1,
+                )
                 # deleting server copies is an explicit action, never automatic
                 await bob.tid("settings-link").click()
                 await bob.tid("clear-server").click()

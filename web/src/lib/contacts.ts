@@ -51,6 +51,8 @@ export class Contacts {
   }
 
   apply(fqhn: string, primary: string): void {
+    const before = this.byHandle.get(fqhn);
+    if (before !== undefined && before !== primary) this.byKey.delete(before);
     this.byHandle.set(fqhn, primary);
     this.byKey.set(primary, fqhn);
   }

@@ -133,6 +133,27 @@ export class History {
     });
   }
 
+  /**
+   * Move a conversation and all its messages to another key (the person
+   * chose to trust a contact's new key), with `note` at the end.
+   */
+  rekey(old: string, next: string, note: Msg): Change {
+    const conv = this.model.convs[old];
+    if (!conv) return change();
+    const moved = (this.model.msgs[old] ?? []).map((m) => plain(m));
+    const record: Conversation = { ...plain(conv), primary: next, lastTs: note.ts, lastText: note.text };
+    delete record.keyChanged;
+    delete record.newKey;
+    const puts: Put[] = [[keys.conv(next), record], ...[...moved, note].map((m): Put => [keys.msg(next, m.id), m])];
+    const dels = [keys.conv(old), ...moved.map((m) => keys.msg(old, m.id))];
+    return change(puts, () => {
+      this.model.convs[next] = record;
+      this.model.msgs[next] = [...moved, note];
+      delete this.model.convs[old];
+      delete this.model.msgs[old];
+    }, dels);
+  }
+
   /** Mark a conversation read (the person opened it). */
   read(peer: string): Change {
     const conv = this.model.convs[peer];

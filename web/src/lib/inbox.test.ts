@@ -8,6 +8,7 @@ import { utf8 } from './crypto/bytes';
 import { seal } from './crypto/envelope';
 import { textMessage } from './crypto/plaintext';
 import { keys } from './storage';
+import { trustNewKey } from './repin';
 import { REFUSED } from './types';
 import { CREATED, alice, bobInbox, freshStorage, item, mallory, vectors } from './testkit';
 import { Storage } from './storage';
@@ -70,6 +71,26 @@ describe('the inbox pipeline', () => {
     // and a genuine message after that is normal
     await b.inbox.enqueue(item(alice, A, textMessage('really me'), { seq: 3 }));
     expect(shown(b.model, alice.primary)[2]).toEqual(['text', 'really me']);
+  });
+
+  it('trusting the new key, by choice, moves the conversation and pins the new key', async () => {
+    const b = await bobInbox();
+    await b.inbox.enqueue(item(alice, A, textMessage('hi'), { seq: 1 }));
+    await b.inbox.enqueue(item(mallory, A, textMessage('new phone'), { seq: 2 }));
+    expect(b.model.convs[alice.primary].newKey).toBe(mallory.primary);
+    await b.history.commit(trustNewKey(b.history, b.contacts, alice.primary));
+    expect(Object.keys(b.model.convs)).toEqual([mallory.primary]);
+    expect(b.model.convs[mallory.primary].keyChanged).toBeUndefined();
+    expect(shown(b.model, mallory.primary).map((m) => m[0])).toEqual(['text', 'warning', 'note']);
+    await b.inbox.enqueue(item(mallory, A, textMessage('from the new key'), { seq: 3 }));
+    expect(shown(b.model, mallory.primary)).toContainEqual(['text', 'from the new key']);
+    // the old key is now a stranger under that handle
+    await b.inbox.enqueue(item(alice, A, textMessage('old key'), { seq: 4 }));
+    expect(b.model.convs[mallory.primary].keyChanged).toContain('different key');
+    const again = await bobInbox(b.storage);
+    expect(again.contacts.keyOf(A)).toBe(mallory.primary);
+    expect(again.contacts.handleOf(alice.primary)).toBeUndefined();
+    expect(Object.keys(again.model.convs)).toEqual([mallory.primary]);
   });
 
   it('a from_primary rewritten by the server is a warning', async () => {

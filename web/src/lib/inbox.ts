@@ -99,7 +99,7 @@ export class Inbox {
     const id = `in:${seq}`;
     if (!v.ok) {
       const msg: Msg = { id, dir: 'in', kind: 'warning', text: v.reason, ts: v.at, seq };
-      return this.history.add(v.peer ?? REFUSED, msg, v.keyChanged ? { keyChanged: v.keyChanged } : {});
+      return this.history.add(v.peer ?? REFUSED, msg, v.keyChanged ? { keyChanged: v.keyChanged, newKey: v.newKey } : {});
     }
     let opened = change();
     let base: Conversation | undefined;

@@ -31,6 +31,7 @@ import { History, change, merge } from './history';
 import { Inbox } from './inbox';
 import { Link, type LinkStatus } from './link';
 import { Outbox } from './outbox';
+import { trustNewKey } from './repin';
 import { Signer } from './signer';
 import { Storage, keys } from './storage';
 import type { Account, Conversation, Msg } from './types';
@@ -299,6 +300,18 @@ export class Session {
       merge(change([run.contacts.pinRecord(record.fqhn, record.primary)], () => run.contacts.apply(record.fqhn, record.primary)), run.history.put(conv)),
     );
     return record.primary;
+  }
+
+  /**
+   * After a key-changed warning, trust the contact's new key (the person
+   * checked it another way). Returns the conversation's new key.
+   */
+  async trustNewKey(old: string): Promise<string | null> {
+    const run = this.run;
+    const next = this.convs[old]?.newKey ?? null;
+    if (!run || next === null) return null;
+    await run.history.commit(trustNewKey(run.history, run.contacts, old));
+    return next;
   }
 
   open(primary: string | null): void {

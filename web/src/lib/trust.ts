@@ -48,6 +48,8 @@ export type Verdict =
       sig?: string;
       /** set for a pinned handle that arrived with another key */
       keyChanged?: string;
+      /** and that key */
+      newKey?: string;
       at: string;
     };
 
@@ -114,6 +116,7 @@ export function judge(me: KeyPair, item: ItemLike, contacts: Contacts, seen: (si
     peer: extra.peer !== undefined ? extra.peer : (pinnedAs === undefined ? null : sender),
     sig,
     keyChanged: extra.keyChanged,
+    newKey: extra.keyChanged === undefined ? undefined : sender,
     at,
   });
   const who = pinnedAs ?? `the key ${short(sender)}`;

@@ -50,6 +50,8 @@ export interface Conversation {
   lastText: string;
   /** set when a message for this handle came signed by another key */
   keyChanged?: string;
+  /** that other key: the person may choose to trust it instead */
+  newKey?: string;
 }
 
 /** Where refused messages that belong to no pinned conversation are kept. */
