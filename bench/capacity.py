@@ -97,7 +97,7 @@ def main() -> None:
     parser.add_argument("--connections", type=int, default=32)
     args = parser.parse_args()
 
-    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    _soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
     resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
 
     pattern = Pattern(
@@ -296,7 +296,7 @@ async def one_population(reactor, args: argparse.Namespace, pattern: Pattern, us
             end = time.monotonic() + seconds
             while time.monotonic() < end:
                 start = time.perf_counter()
-                status, _ = await probe.request(health_raw)
+                await probe.request(health_raw)
                 latencies.append((time.perf_counter() - start) * 1000)
                 await deferLater(reactor, 0.1, lambda: None)
             return latencies
