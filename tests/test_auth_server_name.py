@@ -81,7 +81,9 @@ class AuthenticatorTests(SynchronousTestCase):
             signed_text("POST", "/v1/messages", ["ab"], 5, "kez.lat"),
             b"POST\n@kez.lat\n/v1/messages\nab\n5",
         )
-        self.assertEqual(signed_text("POST", "/v1/messages", ["ab"], 5), b"POST\n/v1/messages\nab\n5")
+        self.assertEqual(
+            signed_text("POST", "/v1/messages", ["ab"], 5), b"POST\n/v1/messages\nab\n5"
+        )
 
     def test_handle_server(self) -> None:
         self.assertEqual(handle_server("alice@Kez.Lat"), "kez.lat")
