@@ -161,15 +161,23 @@ class APIError(Exception):
 class Client:
     """The chat-server's HTTP API, for one identity and handle."""
 
-    def __init__(self, base_url: str, identity: Identity, handle: str) -> None:
+    def __init__(
+        self, base_url: str, identity: Identity, handle: str, domain: str = "kez.lat"
+    ) -> None:
         self.base_url = base_url.rstrip("/")
         self.me = identity
         self.handle = handle
+        self.domain = domain
 
     def auth(self, method: str, path: str, *fields: str) -> str:
-        """The X-KEZ-Auth value: <ts>:<sig over method\\npath\\nfields…\\nts>."""
+        """
+        The X-KEZ-Auth value: <ts>:<sig over method\\n@domain\\npath\\nfields…\\nts>.
+        The @domain line names the server the request is for, so another
+        server never accepts it.
+        """
         ts = str(int(time.time()))
-        return f"{ts}:{self.me.sign(chr(10).join([method, path, *fields, ts]).encode())}"
+        text = chr(10).join([method, f"@{self.domain}", path, *fields, ts])
+        return f"{ts}:{self.me.sign(text.encode())}"
 
     def call(
         self, method: str, path: str, body: bytes | None = None, headers: dict | None = None
@@ -332,7 +340,7 @@ def main(argv: list[str] | None = None) -> int:
 
     state = load_state(args.state)
     me = Identity(bytes.fromhex(state["seed"]))
-    client = Client(args.server_url, me, args.handle)
+    client = Client(args.server_url, me, args.handle, args.domain)
     record = client.register(args.domain)
     print(json.dumps({"ready": record["fqhn"], "primary": me.primary}), flush=True)
 

@@ -94,3 +94,12 @@ class Metrics(HTTPMetrics):
             "nats_ingest_dropped", "messages from native NATS clients not stored, by reason",
             ["reason"], namespace=namespace, registry=r,
         )
+        self.legacy_auth = Counter(
+            "legacy_auth_requests",
+            "requests accepted with a signature that does not name this server, by method",
+            ["method"], namespace=namespace, registry=r,
+        )
+        for method in ("GET", "POST", "DELETE", "PUT"):
+            # shown at zero from the start: zero for a while means no
+            # client still signs the old way
+            self.legacy_auth.labels(method)

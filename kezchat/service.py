@@ -117,11 +117,17 @@ def build_parts(config: ChatConfig, reactor: IServerReactor) -> ChatParts:
     nats_broker = _nats_broker(config, registry, reactor) if config.nats_url else None
     broker: Broker = nats_broker if nats_broker is not None else LocalBroker()
     store = storage.messages
+    authenticator = Authenticator(
+        clock,
+        config.server,
+        legacy=config.legacy_auth,
+        on_legacy=lambda method: metrics.legacy_auth.labels(method).inc(),
+    )
     relay = Relay(
         registry=registry,
         store=store,
         broker=broker,
-        authenticator=Authenticator(clock),
+        authenticator=authenticator,
         send_limiter=RateLimiter(config.send_limit, SEND_LIMIT_WINDOW, clock),
         metrics=metrics,
         clock=clock,
@@ -136,7 +142,7 @@ def build_parts(config: ChatConfig, reactor: IServerReactor) -> ChatParts:
     if nats_broker is not None:
         nats = _nats_service(config, registry, relay, nats_broker, reactor)
     client_address = ClientAddress(config.trusted_proxies)
-    mirror = ManifestMirror(registry, storage.manifests, Authenticator(clock), clock)
+    mirror = ManifestMirror(registry, storage.manifests, authenticator, clock)
     web_dir = config.web_dir or packaged_web_dir()
     web = None
     if os.path.isdir(web_dir):

@@ -200,7 +200,9 @@ class BotCodeTests(SynchronousTestCase):
     def test_request_signatures_match_the_package(self) -> None:
         bot = load_bot()
         key = KeyPair(bytes(range(32)))
-        client = bot.Client("http://unused", bot.Identity(key.seed), "alice")
+        client = bot.Client("http://unused", bot.Identity(key.seed), "alice", "kez.test")
         value = client.auth("GET", "/v1/inbox/alice", "since=0")
         ts = int(value.split(":")[0])
-        self.assertEqual(value, sign_request(key, "GET", "/v1/inbox/alice", ["since=0"], ts))
+        self.assertEqual(
+            value, sign_request(key, "GET", "/v1/inbox/alice", ["since=0"], ts, "kez.test")
+        )

@@ -28,7 +28,7 @@ from twisted.web.client import (
 from kezchat.client.errors import ServerError, Unreachable
 from kezchat.client.registration import signed_registration
 from kezchat.identity.keys import KeyPair
-from kezchat.relay.auth import body_digest, sign_request
+from kezchat.relay.auth import body_digest, handle_server, sign_request
 from kezchat.sigchain import ChainState, Event, read_document
 
 #: seconds a single request may take before it counts as unreachable
@@ -188,7 +188,9 @@ class ChatClient(_Base):
         if idempotency_key is not None:
             message["idempotency_key"] = idempotency_key
         raw = json.dumps(message, separators=(",", ":")).encode("utf-8")
-        auth = sign_request(key, "POST", "/v1/messages", [body_digest(raw)], self._ts())
+        auth = sign_request(
+            key, "POST", "/v1/messages", [body_digest(raw)], self._ts(), handle_server(sender)
+        )
         _, body = await self._json(
             "POST",
             self.url("/v1/messages"),
@@ -209,7 +211,9 @@ class ChatClient(_Base):
         One page of stored messages after C{since}: C{{"messages", "next"}}.
         """
         h = local_part(handle)
-        auth = sign_request(key, "GET", f"/v1/inbox/{h}", [f"since={since}"], self._ts())
+        auth = sign_request(
+            key, "GET", f"/v1/inbox/{h}", [f"since={since}"], self._ts(), handle_server(handle)
+        )
         _, body = await self._json(
             "GET",
             self.url(f"/v1/inbox/{h}"),
@@ -223,7 +227,9 @@ class ChatClient(_Base):
         Delete the stored messages with seq ≤ C{upto}; returns how many.
         """
         h = local_part(handle)
-        auth = sign_request(key, "DELETE", f"/v1/inbox/{h}", [f"upto={upto}"], self._ts())
+        auth = sign_request(
+            key, "DELETE", f"/v1/inbox/{h}", [f"upto={upto}"], self._ts(), handle_server(handle)
+        )
         _, body = await self._json(
             "DELETE",
             self.url(f"/v1/inbox/{h}"),
@@ -232,19 +238,25 @@ class ChatClient(_Base):
         )
         return int(body["deleted"])
 
-    def stream_url(self, key: KeyPair, handle: str) -> str:
+    def stream_url(self, key: KeyPair, handle: str, expires: int | None = None) -> str:
         """
-        The SSE URL with a fresh C{?auth=} (valid for about a minute).
+        The SSE URL with a fresh C{?auth=}: valid for about a minute, or
+        with C{expires} (a unix time at most 24 h away) until then, so a
+        standard EventSource can reconnect with it by itself.
         """
         h = local_part(handle)
-        auth = sign_request(key, "GET", f"/v1/inbox/{h}/stream", [], self._ts())
-        return self.url(f"/v1/inbox/{h}/stream?auth={auth}")
+        ts = self._ts()
+        fields, query = ([], "") if expires is None else ([f"exp={expires}"], f"&exp={expires}")
+        auth = sign_request(key, "GET", f"/v1/inbox/{h}/stream", fields, ts, handle_server(handle))
+        return self.url(f"/v1/inbox/{h}/stream?auth={auth}{query}")
 
     # -- manifests mirror -------------------------------------------------
 
     async def put_manifest(self, key: KeyPair, handle: str, blob: bytes) -> dict[str, Any]:
         h = local_part(handle)
-        auth = sign_request(key, "PUT", f"/v1/manifests/{h}", [body_digest(blob)], self._ts())
+        auth = sign_request(
+            key, "PUT", f"/v1/manifests/{h}", [body_digest(blob)], self._ts(), handle_server(handle)
+        )
         _, body = await self._json(
             "PUT",
             self.url(f"/v1/manifests/{h}"),

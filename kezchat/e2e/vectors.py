@@ -108,7 +108,16 @@ def registration_vectors() -> list[dict[str, Any]]:
     return out
 
 
-def auth_vectors() -> list[dict[str, Any]]:
+#: the server the new-form request signatures name
+AUTH_SERVER = "kez.lat"
+
+
+def auth_vectors(server: str | None = None) -> list[dict[str, Any]]:
+    """
+    C{X-KEZ-Auth} values for one request of each kind, signed for
+    C{server} (the new form, with its C{@server} line), or in the older
+    form that names no server when C{server} is C{None}.
+    """
     keys = _keys()
     body = canonical_json({"to": "bob", "envelope": {"v": 1}})
     cases = [
@@ -119,6 +128,9 @@ def auth_vectors() -> list[dict[str, Any]]:
         ("alice", "POST", "/v1/messages", None, body),
         ("bob", "PUT", "/v1/manifests/bob", None, body),
     ]
+    if server is not None:
+        # a long-lived stream URL: exp is signed as one more field
+        cases.append(("alice", "GET", "/v1/inbox/alice/stream", [f"exp={UNIX_TS + 86400}"], None))
     out = []
     for name, method, path, fields, data in cases:
         digest = None if data is None else body_digest(data)
@@ -132,8 +144,11 @@ def auth_vectors() -> list[dict[str, Any]]:
                 "body": None if data is None else data.decode("utf-8"),
                 "body_sha256": digest,
                 "ts": UNIX_TS,
-                "signed_text": signed_text(method, path, field_list, UNIX_TS).decode("utf-8"),
-                "header": sign_request(keys[name], method, path, field_list, UNIX_TS),
+                **({} if server is None else {"server": server}),
+                "signed_text": signed_text(method, path, field_list, UNIX_TS, server).decode(
+                    "utf-8"
+                ),
+                "header": sign_request(keys[name], method, path, field_list, UNIX_TS, server),
             }
         )
     return out
@@ -321,6 +336,7 @@ def all_vectors() -> dict[str, Any]:
         "jcs": jcs_vectors(),
         "registrations": registration_vectors(),
         "auth": auth_vectors(),
+        "auth_server": auth_vectors(AUTH_SERVER),
         "envelopes": envelope_vectors(),
         "bad_envelopes": bad_envelope_vectors(),
         "sigchains": sigchain_vectors(),
