@@ -23,6 +23,7 @@ from kezchat.errors import KezError
 from kezchat.identity.keys import KeyPair
 from kezchat.manifests import build_manifest, manifest_bytes
 from kezchat.relay.auth import Authenticator, body_digest, handle_server, sign_request
+from tests.clisupport import CliTestCase
 from tests.relaysupport import open_stream
 from tests.sigsupport import examples
 from tests.support import RunningServer, http_client, json_of, register, start_server
@@ -378,3 +379,18 @@ class MalformedAuthTests(TestCase):
             body = await json_of(response)
             self.assertTrue(400 <= response.code < 500, (auth, exp, response.code))
             self.assertIn("error", body)
+
+
+class CliNewFormTests(CliTestCase):
+    """
+    The real C{kez-chat} program works against a server that takes only
+    the new form: it signs every request for its account's server.
+    """
+
+    async def test_send_and_listen_with_legacy_auth_off(self) -> None:
+        await self.start_servers(legacy_auth=False)
+        alice, bob = await self.registered("alice", "bob")
+        await alice.ok("add", "bob")
+        await alice.ok("send", "bob", "signed for kez.lat", "--json")
+        listened = await bob.ok("listen", "--json", "--count", "1", "--timeout", "20")
+        self.assertEqual([m["text"] for m in listened.lines], ["signed for kez.lat"])

@@ -164,25 +164,8 @@ class Authenticator:
             time or more than L{MAX_STREAM_WINDOW} after it.
         """
         value = parse_auth(auth)
-        now = self._clock()
-        if expires is None:
-            if abs(now - value.timestamp) > self._skew:
-                raise KezError(
-                    "stale_timestamp", f"X-KEZ-Auth timestamp is more than {self._skew:g} s off"
-                )
-        else:
-            if not value.timestamp < expires <= value.timestamp + MAX_STREAM_WINDOW:
-                raise KezError(
-                    "bad_request",
-                    f"exp must be after the signature's time and at most "
-                    f"{MAX_STREAM_WINDOW} s after it",
-                )
-            if value.timestamp - now > self._skew:
-                raise KezError(
-                    "stale_timestamp", f"auth timestamp is more than {self._skew:g} s ahead"
-                )
-            if now > expires:
-                raise KezError("stale_timestamp", "exp has passed: sign a new stream URL")
+        self._check_time(value.timestamp, expires)
+        if expires is not None:
             fields = [*fields, f"exp={expires}"]
         ts, sig = value.timestamp, value.signature
         if verify_bytes(primary, signed_text(method, path, fields, ts, self._server), sig):
@@ -191,3 +174,27 @@ class Authenticator:
             self._on_legacy(method)
             return
         raise KezError("bad_signature", "X-KEZ-Auth does not verify for this request")
+
+    def _check_time(self, timestamp: int, expires: int | None) -> None:
+        """
+        Without C{expires}: C{timestamp} within the skew of the clock. With
+        it: a window of at most L{MAX_STREAM_WINDOW} from C{timestamp}
+        (not ahead of the clock by more than the skew) that has not ended.
+        """
+        now = self._clock()
+        if expires is None:
+            if abs(now - timestamp) > self._skew:
+                raise KezError(
+                    "stale_timestamp", f"X-KEZ-Auth timestamp is more than {self._skew:g} s off"
+                )
+            return
+        if not timestamp < expires <= timestamp + MAX_STREAM_WINDOW:
+            raise KezError(
+                "bad_request",
+                f"exp must be after the signature's time and at most "
+                f"{MAX_STREAM_WINDOW} s after it",
+            )
+        if timestamp - now > self._skew:
+            raise KezError("stale_timestamp", f"auth timestamp is more than {self._skew:g} s ahead")
+        if now > expires:
+            raise KezError("stale_timestamp", "exp has passed: sign a new stream URL")
