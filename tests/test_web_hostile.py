@@ -33,11 +33,10 @@ from typing import Any
 from twisted.trial.unittest import TestCase
 
 from kezchat.e2e import chunked_file, seal_envelope, text_message
-from kezchat.e2e.vectors import seal_raw
 from kezchat.identity.keys import KeyPair
 from kezchat.manifests.sealing import b64url_encode
 from kezchat.relay.auth import body_digest, sign_request
-from tests.hostilerelay import HostileRelay, Item, corrupt_signature, relabel
+from tests.hostilerelay import HostileRelay, Item, corrupt_signature, relabel, seal_raw
 from tests.support import http_client, json_of, register, temp_dir
 from tests.test_web_e2e import DESKTOP, WAIT, Person, png
 from tests.webdriver import (
@@ -203,10 +202,7 @@ class HostileRelayInChromiumTests(TestCase):
 
                 # -- a plaintext with a repeated key, signed by alice ----------
                 duplicate = seal_raw(
-                    alice,
-                    bob_primary,
-                    b'{"type":"text","text":"hello","text":"ATTACK duplicate"}',
-                    os.urandom(16),
+                    alice, bob_primary, b'{"type":"text","text":"hello","text":"ATTACK duplicate"}'
                 )
                 await on_twisted(self.post(alice, "alice", duplicate))
                 await bob.tid("warning").filter(has_text="duplicate key").wait_for(timeout=WAIT)
