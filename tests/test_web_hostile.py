@@ -20,6 +20,9 @@ with no false key-change warning and no second conversation for anyone:
     SVG attachment (offered as opaque downloads), a reused C{file_id}
     from another sender (cannot replace the first sender's file).
 
+The browser signs every request in the form that names the server (the
+server's count of older-form requests stays at zero).
+
 Screenshots go to C{_trial_temp/screenshots} (or $KEZ_SCREENSHOTS).
 """
 
@@ -107,7 +110,9 @@ class HostileRelayInChromiumTests(TestCase):
         Post C{envelope} to bob straight to the real server, as C{handle}.
         """
         data = json.dumps({"to": "bob", "envelope": envelope}).encode()
-        auth = sign_request(key, "POST", "/v1/messages", [body_digest(data)], int(time.time()))
+        auth = sign_request(
+            key, "POST", "/v1/messages", [body_digest(data)], int(time.time()), "kez.lat"
+        )
         response = await self.client.post(
             self.chat.url + "/v1/messages",
             data=data,
@@ -278,6 +283,15 @@ class HostileRelayInChromiumTests(TestCase):
                 await send(alice, "alice", text_message("genuine at the end"))
                 await bob.open_chat(ALICE)
                 await bob.expect_message("genuine at the end")
+                await bob.tid("composer").fill("bob replies")
+                await bob.tid("composer").press("Enter")
+                await (
+                    bob.tid("message")
+                    .filter(has_text="bob replies")
+                    .get_by_test_id("message-status")
+                    .filter(has_text="sent")
+                    .wait_for(timeout=WAIT)
+                )
                 await bob.shot("hostile-alice")
                 self.assertEqual(await bob.tid("key-changed").count(), 0)
                 handles = sorted(
@@ -289,7 +303,11 @@ class HostileRelayInChromiumTests(TestCase):
                 self.assertEqual(handles, [ALICE, MALLORY])
                 for peer in (ALICE, MALLORY):
                     await bob.open_chat(peer)
-                    texts = await bob.tid("message").all_inner_texts()
+                    texts = (
+                        await bob.tid("message")
+                        .and_(bob.page.locator("[data-direction=in]"))
+                        .all_inner_texts()
+                    )
                     self.assertFalse([t for t in texts if "ATTACK" in t], texts)
                     if peer == ALICE:
                         self.assertEqual(sum(t.startswith("hello bob") for t in texts), 1, texts)
@@ -297,8 +315,25 @@ class HostileRelayInChromiumTests(TestCase):
                 self.assertEqual(await bob.tid("message").count(), 0)
                 self.assertGreaterEqual(await warnings(), 2)
                 self.assertEqual(watch.problems, [])
+                # the app signed every request in the form that names the server
+                self.assertEqual(await on_twisted(self.legacy_requests()), 0)
             finally:
                 await browser.close()
+
+    async def legacy_requests(self) -> float:
+        """
+        How many requests the server accepted signed in the older form
+        (which names no server), from its metrics.
+        """
+        response = await self.client.get(self.chat.url + "/metrics")
+        text = (await response.content()).decode()
+        counts = [
+            float(line.rsplit(" ", 1)[1])
+            for line in text.splitlines()
+            if line.startswith("kezchat_legacy_auth_requests_total{")
+        ]
+        self.assertEqual(len(counts), 4, text[-2000:])  # one per method, shown from the start
+        return sum(counts)
 
     def inline(self, name: str, mime: str, data: bytes) -> dict[str, Any]:
         """
