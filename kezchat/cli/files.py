@@ -351,7 +351,7 @@ async def _offer_from_inbox(ctx: Context, keypair: KeyPair, blake3: str) -> Rece
     since = 0
     while True:
         try:
-            page = await ctx.chat().inbox(keypair, account["fqhn"], since=since, limit=500)
+            page = await ctx.chat().inbox(keypair, account["fqhn"], since=since)
         except ClientError as e:
             ctx.out.warn(f"could not read the inbox on the server: {e}")
             return found
