@@ -72,7 +72,7 @@ class ReceivedStoreTests(SynchronousTestCase):
         with open(store.home.messages_path, "ab") as f:
             f.write(b'{"seq": 3, "envel')
         self.assertEqual([i["seq"] for i in store.items()], [1, 2])
-        self.assertEqual(len(store.seen_ids()), 2)
+        self.assertEqual(len(store.seen()), 2)
 
     @settings(max_examples=30, deadline=None)
     @given(st.lists(st.integers(min_value=1, max_value=50), max_size=20))
