@@ -12,6 +12,7 @@ import importlib.util
 import json
 import os
 import sys
+import time
 from pathlib import Path
 from types import ModuleType
 from typing import Any
@@ -26,6 +27,7 @@ from kezchat.e2e import open_envelope, seal_envelope, text_message
 from kezchat.identity.jcs import canonical_json
 from kezchat.identity.keys import KeyPair
 from kezchat.relay.auth import body_digest, sign_request
+from kezchat.timeutil import parse_rfc3339
 from tests.support import http_client, json_of, register, start_server, temp_dir
 
 BOT = Path(__file__).resolve().parent.parent / "examples" / "bot.py"
@@ -124,8 +126,10 @@ class BotRunTests(TestCase):
         bot_primary = ready["primary"]
         await send(seal_envelope(alice, bot_primary, text_message("one")))
         self.assertEqual(await bot.ended, 0)
+        first = dict(bot.lines[1])
+        self.assertLessEqual(parse_rfc3339(first.pop("ts")), time.time() + 1)
         self.assertEqual(
-            bot.lines[1],
+            first,
             {"seq": 1, "from": "alice@kez.lat", "verified": True, "type": "text", "text": "one"},
         )
 
@@ -143,6 +147,7 @@ class BotRunTests(TestCase):
         self.assertEqual([line["seq"] for line in received], [2, 3, 4])
         self.assertEqual([line["verified"] for line in received], [True, False, True])
         self.assertEqual(received[1]["type"], "unreadable")
+        self.assertIn("not the key the server vouched for", received[1]["error"])
 
         # alice's inbox holds the answers, which the package opens
         auth = sign_request(alice, "GET", "/v1/inbox/alice", ["since=0"], int(reactor.seconds()))
