@@ -24,20 +24,24 @@ Usage::
     ... point the client at relay.url ...
 
 Ready-made rewriters: L{relabel}, L{corrupt_signature}, L{Replayer};
-L{item} builds a relay item around an envelope a test sealed itself
-(duplicate-key plaintext, hostile file names, ...).
+L{item} builds a relay item around an envelope a test sealed itself, and
+L{seal_raw} seals plaintext bytes no honest client would send
+(duplicate-key JSON).
 """
 
 from __future__ import annotations
 
 import copy
 import json
+import os
 import re
+import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from io import BytesIO
 from typing import Any
 
+from cryptography.hazmat.primitives.ciphers.aead import ChaCha20Poly1305
 from twisted.internet import reactor
 from twisted.internet.defer import Deferred
 from twisted.internet.protocol import Protocol
@@ -47,6 +51,12 @@ from twisted.web.client import Agent, FileBodyProducer, readBody
 from twisted.web.http_headers import Headers
 from twisted.web.resource import Resource
 from twisted.web.server import NOT_DONE_YET, Request, Site
+
+from kezchat.e2e.envelope import derive, header_of
+from kezchat.identity.jcs import canonical_json
+from kezchat.identity.keys import KeyPair
+from kezchat.manifests.sealing import b64url_encode
+from kezchat.timeutil import format_rfc3339
 
 Item = dict[str, Any]
 #: takes one relay item, returns the items to deliver in its place
@@ -85,6 +95,31 @@ def item(
         "envelope": envelope,
         "created_at": created_at,
     }
+
+
+def seal_raw(
+    sender: KeyPair, recipient_primary: str, plaintext: bytes, ts: str | None = None
+) -> dict[str, Any]:
+    """
+    A genuine envelope from C{sender} whose plaintext is exactly the bytes
+    C{plaintext} (which no well-behaved client would send: a repeated key,
+    say C{b'{"type":"text","text":"a","text":"b"}'}, or not JSON at all).
+    """
+    salt = os.urandom(16)
+    envelope: dict[str, Any] = {
+        "v": 1,
+        "from": sender.primary,
+        "to": recipient_primary,
+        "ts": ts or format_rfc3339(time.time()),
+        "salt": b64url_encode(salt),
+    }
+    secrets = derive(sender, recipient_primary, salt)
+    ct = ChaCha20Poly1305(secrets.key).encrypt(
+        secrets.nonce, plaintext, canonical_json(header_of(envelope))
+    )
+    envelope["ct"] = b64url_encode(ct)
+    envelope["sig"] = sender.sign_jcs(envelope)
+    return envelope
 
 
 def relabel(

@@ -24,6 +24,7 @@ from urllib.parse import quote
 
 from treq.client import HTTPClient
 from twisted.internet.defer import CancelledError, Deferred
+from twisted.internet.defer import TimeoutError as DeferredTimeout
 from twisted.internet.error import ConnectError, DNSLookupError, TimeoutError
 from twisted.internet.interfaces import IPushProducer
 from twisted.internet.protocol import Protocol
@@ -136,6 +137,10 @@ class _Base:
         d.addTimeout(self.timeout, self.reactor)
         try:
             response, body = await d
+        except DeferredTimeout:
+            raise Unreachable(
+                _origin(url), f"no complete answer within {self.timeout:g} s"
+            ) from None
         except _TRANSPORT_ERRORS as e:
             if isinstance(e, CancelledError | TimeoutError):
                 raise Unreachable(
@@ -395,6 +400,7 @@ async def read_body(response: Any, limit: int) -> bytes:
     reader = _Capped(limit)
     response.deliverBody(reader)
     if response.length is not UNKNOWN_LENGTH and response.length > limit:
+        reader.done.addErrback(lambda _: None)  # nothing waits for it: drop the body
         reader.done.cancel()
         raise too_large
     try:
