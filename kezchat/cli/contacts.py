@@ -12,6 +12,7 @@ from typing import Any
 from kezchat.cli.chains import chain_summary, fetch_chain
 from kezchat.cli.context import Context
 from kezchat.cli.errors import CliError
+from kezchat.cli.output import visible
 from kezchat.client.errors import ServerError
 from kezchat.identity.handles import InvalidHandle, parse_handle
 from kezchat.timeutil import format_rfc3339
@@ -112,9 +113,9 @@ async def add(ctx: Context, args: Namespace) -> None:
     iroh = [e["node_id"] for e in contact.get("endpoints", []) if e.get("protocol") == "iroh"]
     ctx.out.emit(
         contact_json(contact),
-        f"Pinned {contact['fqhn']}\n  key  {contact['primary']}"
-        + (f"\n  iroh {iroh[0]}" if iroh else "")
-        + "".join(f"\n  claim {c}" for c in contact.get("claims", [])),
+        f"Pinned {visible(contact['fqhn'])}\n  key  {visible(contact['primary'])}"
+        + (f"\n  iroh {visible(iroh[0])}" if iroh else "")
+        + "".join(f"\n  claim {visible(c)}" for c in contact.get("claims", [])),
     )
 
 
@@ -124,4 +125,6 @@ async def contacts(ctx: Context, args: Namespace) -> None:
     if not everyone:
         ctx.out.say("No contacts yet: add one with `kez-chat add HANDLE`.")
     for contact in everyone:
-        ctx.out.emit(contact_json(contact), f"{contact['fqhn']}  {contact['primary']}")
+        ctx.out.emit(
+            contact_json(contact), f"{visible(contact['fqhn'])}  {visible(contact['primary'])}"
+        )
