@@ -103,6 +103,8 @@ def human_line(message: ReceivedMessage) -> str:
     """
     who = visible(message.sender or message.from_primary or "?")
     mark = "" if message.verified else " [UNVERIFIED]"
+    if message.claimed_from is not None and message.claimed_from != message.sender:
+        mark += f" (the server says {visible(message.claimed_from)})"
     p = message.plaintext or {}
     kind = visible(message.type)
     if kind == "text":
