@@ -5,7 +5,9 @@ key, the servers' clients and the local stores.
 
 Expensive or interactive things (unlocking the key, opening HTTP pools)
 happen on first use, so C{whoami} never asks for a passphrase and
-C{--help} never touches the network.
+C{--help} never touches the network. So do the imports behind them
+(Twisted, treq, the key's crypto): a command that only reads the home
+starts without them (L{kezchat.cli.commands}).
 """
 
 from __future__ import annotations
@@ -13,9 +15,7 @@ from __future__ import annotations
 import os
 from argparse import Namespace
 from pathlib import Path
-from typing import Any
-
-from twisted.internet.threads import deferToThread
+from typing import TYPE_CHECKING, Any
 
 from kezchat.cli.errors import CliError
 from kezchat.cli.home import Home, default_home
@@ -23,8 +23,10 @@ from kezchat.cli.output import Output
 from kezchat.cli.pins import ContactBook
 from kezchat.cli.received import ReceivedStore
 from kezchat.cli.secrets import SecretStore
-from kezchat.client.http import DEFAULT_TIMEOUT, ChatClient, SigClient
-from kezchat.identity.keys import KeyPair
+
+if TYPE_CHECKING:
+    from kezchat.client.http import ChatClient, SigClient
+    from kezchat.identity.keys import KeyPair
 
 HOME_ENV = "KEZ_CHAT_HOME"
 SERVER_ENV = "KEZ_CHAT_SERVER_URL"
@@ -37,6 +39,8 @@ def http_timeout() -> float:
     The overall deadline of one HTTP exchange: C{KEZ_CHAT_HTTP_TIMEOUT}
     seconds, else L{DEFAULT_TIMEOUT}.
     """
+    from kezchat.client.http import DEFAULT_TIMEOUT
+
     text = os.environ.get(TIMEOUT_ENV)
     if not text:
         return DEFAULT_TIMEOUT
@@ -121,9 +125,13 @@ class Context:
             account = self.account()
             if account.get("secret") != "keyring":
                 self.secrets.passphrase(confirm=False)  # ask here, on the main thread
-            self._keypair = await deferToThread(
-                self.secrets.load, account["primary"], account.get("secret", "file")
-            )
+            load = (self.secrets.load, account["primary"], account.get("secret", "file"))
+            if self.reactor is None:  # no event loop to keep turning (run_direct)
+                self._keypair = load[0](*load[1:])
+            else:
+                from twisted.internet.threads import deferToThread
+
+                self._keypair = await deferToThread(*load)
         return self._keypair
 
     def set_keypair(self, keypair: KeyPair) -> None:
@@ -159,6 +167,8 @@ class Context:
         """
         The chat-server client (one per base URL, closed at exit).
         """
+        from kezchat.client.http import ChatClient
+
         url = (url or self.server_url()).rstrip("/")
         if url not in self._chat:
             if not url.startswith(("http://", "https://")):
@@ -173,6 +183,8 @@ class Context:
         The sig-server client (addressed by the chain URLs of records).
         """
         if self._sig is None:
+            from kezchat.client.http import SigClient
+
             self._sig = SigClient(self.reactor, timeout=http_timeout())
             self._closers.append(self._sig.close)
         return self._sig
