@@ -125,13 +125,13 @@ class Context:
             account = self.account()
             if account.get("secret") != "keyring":
                 self.secrets.passphrase(confirm=False)  # ask here, on the main thread
-            load = (self.secrets.load, account["primary"], account.get("secret", "file"))
+            primary, kind = account["primary"], account.get("secret", "file")
             if self.reactor is None:  # no event loop to keep turning (run_direct)
-                self._keypair = load[0](*load[1:])
+                self._keypair = self.secrets.load(primary, kind)
             else:
                 from twisted.internet.threads import deferToThread
 
-                self._keypair = await deferToThread(*load)
+                self._keypair = await deferToThread(self.secrets.load, primary, kind)
         return self._keypair
 
     def set_keypair(self, keypair: KeyPair) -> None:
