@@ -11,21 +11,25 @@ from __future__ import annotations
 
 import uuid
 from argparse import Namespace
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from twisted.internet.task import deferLater
-from twisted.internet.threads import deferToThread
-
-from kezchat.cli.attachments import attachment_plaintexts, read_attachment
 from kezchat.cli.contacts import lookup_and_pin
-from kezchat.cli.context import Context
 from kezchat.cli.errors import CliError
-from kezchat.cli.listening import listen
-from kezchat.cli.natsconnect import nats_connect
 from kezchat.client.errors import ServerError, Unreachable
-from kezchat.e2e import seal_envelope, text_message
-from kezchat.identity.keys import KeyPair
-from kezchat.natsbridge.aio import deferred_from_coroutine
+
+if TYPE_CHECKING:
+    from kezchat.cli.context import Context
+    from kezchat.identity.keys import KeyPair
+
+# Twisted, the listening machinery, NATS and the attachment code are
+# imported by the commands that use them: `send` runs without a reactor
+# (kezchat.cli.commands) and starts without any of them.
+
+
+async def listen(ctx: Context, args: Namespace) -> None:
+    from kezchat.cli.listening import listen as listening
+
+    await listening(ctx, args)
 
 
 def add_commands(subparsers: Any) -> None:
@@ -98,6 +102,8 @@ async def recipient(ctx: Context, text: str) -> dict[str, Any]:
 
 
 async def send(ctx: Context, args: Namespace) -> None:
+    from kezchat.e2e import seal_envelope, text_message
+
     account = ctx.account()
     contact = await recipient(ctx, args.handle)
     keypair = await ctx.keypair()
@@ -110,6 +116,11 @@ async def send(ctx: Context, args: Namespace) -> None:
 
 
 async def send_file(ctx: Context, args: Namespace) -> None:
+    from twisted.internet.threads import deferToThread
+
+    from kezchat.cli.attachments import attachment_plaintexts, read_attachment
+    from kezchat.e2e import seal_envelope
+
     account = ctx.account()
     contact = await recipient(ctx, args.handle)
     name, mime, data = await deferToThread(read_attachment, args.path)
@@ -143,7 +154,7 @@ async def _send_http(
         except Unreachable as e:
             if attempt:
                 raise CliError(f"{e}: the message was not sent; try again later") from None
-            await deferLater(ctx.reactor, 1.0, lambda: None)
+            await ctx.sleep(1.0)
         except ServerError as e:
             raise CliError(_send_problem(e, to)) from None
     raise AssertionError("unreachable")
@@ -164,7 +175,9 @@ def _send_problem(e: ServerError, to: str) -> str:
 async def _send_nats(
     ctx: Context, keypair: KeyPair, url: str, recipient_primary: str, envelope: dict[str, Any]
 ) -> int:
+    from kezchat.cli.natsconnect import nats_connect
     from kezchat.client.natsclient import publish_envelope
+    from kezchat.natsbridge.aio import deferred_from_coroutine
 
     nc = await nats_connect(ctx, url, keypair, reconnect=False)
     try:

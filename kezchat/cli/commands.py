@@ -9,12 +9,16 @@ table says what the group modules' own parsers say; a command a group adds
 without a line here still works (the whole parser is built for it), it is
 only slower and missing from the top-level list.
 
-A command marked C{local} touches nothing but the home's files: it runs
-without any event loop (L{kezchat.cli.main.run_direct}).
+A command marked C{direct} runs without any event loop
+(L{kezchat.cli.main.run_direct}): it touches only the home's files
+(C{whoami}, C{contacts}), or makes a few one-shot requests over
+L{kezchat.client.blocking} (C{send}) - unless one of its C{reactor_for}
+options is given (C{send --nats} needs nats-py on the reactor).
 """
 
 from __future__ import annotations
 
+from argparse import Namespace
 from collections.abc import Sequence
 from dataclasses import dataclass
 
@@ -32,23 +36,29 @@ class Command:
     One command as the top-level parser lists it.
 
     @ivar group: the module of this package that builds its parser.
-    @ivar local: it only reads and writes the home (no network, no key).
+    @ivar direct: it runs without a reactor (see above).
+    @ivar reactor_for: options (argparse C{dest}s) that, when given, make
+        a C{direct} command run on the reactor after all.
     """
 
     name: str
     group: str
     help: str
     aliases: tuple[str, ...] = ()
-    local: bool = False
+    direct: bool = False
+    reactor_for: tuple[str, ...] = ()
+
+    def runs_direct(self, args: Namespace) -> bool:
+        return self.direct and not any(getattr(args, o, None) for o in self.reactor_for)
 
 
 COMMANDS = (
     Command("register", "account", "create a key and register a handle", ("init",)),
     Command("recover", "account", "restore your key from its 24 words"),
-    Command("whoami", "account", "show this home's handle and key", local=True),
+    Command("whoami", "account", "show this home's handle and key", direct=True),
     Command("add", "contacts", "look up a handle, verify its sigchain and pin its key"),
-    Command("contacts", "contacts", "list pinned contacts", local=True),
-    Command("send", "chat", "send a text message"),
+    Command("contacts", "contacts", "list pinned contacts", direct=True),
+    Command("send", "chat", "send a text message", direct=True, reactor_for=("nats",)),
     Command("listen", "chat", "receive messages"),
     Command("send-file", "chat", "send a file (up to 10 MiB) inside messages"),
     Command("share", "files", "offer a file to a contact, peer to peer"),

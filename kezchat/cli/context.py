@@ -23,6 +23,7 @@ from kezchat.cli.output import Output
 from kezchat.cli.pins import ContactBook
 from kezchat.cli.received import ReceivedStore
 from kezchat.cli.secrets import SecretStore
+from kezchat.client.answers import DEFAULT_TIMEOUT
 
 if TYPE_CHECKING:
     from kezchat.client.http import ChatClient, SigClient
@@ -39,8 +40,6 @@ def http_timeout() -> float:
     The overall deadline of one HTTP exchange: C{KEZ_CHAT_HTTP_TIMEOUT}
     seconds, else L{DEFAULT_TIMEOUT}.
     """
-    from kezchat.client.http import DEFAULT_TIMEOUT
-
     text = os.environ.get(TIMEOUT_ENV)
     if not text:
         return DEFAULT_TIMEOUT
@@ -167,13 +166,19 @@ class Context:
         """
         The chat-server client (one per base URL, closed at exit).
         """
-        from kezchat.client.http import ChatClient
-
         url = (url or self.server_url()).rstrip("/")
         if url not in self._chat:
             if not url.startswith(("http://", "https://")):
                 raise CliError(f"the server URL must start with http:// or https://, not {url!r}")
-            client = ChatClient(url, self.reactor, timeout=http_timeout())
+            client: ChatClient
+            if self.reactor is None:  # run_direct: one-shot requests, no event loop
+                from kezchat.client.blocking import BlockingChatClient
+
+                client = BlockingChatClient(url, timeout=http_timeout())  # type: ignore[assignment]
+            else:
+                from kezchat.client.http import ChatClient
+
+                client = ChatClient(url, self.reactor, timeout=http_timeout())
             self._chat[url] = client
             self._closers.append(client.close)
         return self._chat[url]
@@ -183,11 +188,31 @@ class Context:
         The sig-server client (addressed by the chain URLs of records).
         """
         if self._sig is None:
-            from kezchat.client.http import SigClient
+            sig: SigClient
+            if self.reactor is None:
+                from kezchat.client.blocking import BlockingSigClient
 
-            self._sig = SigClient(self.reactor, timeout=http_timeout())
-            self._closers.append(self._sig.close)
+                sig = BlockingSigClient(timeout=http_timeout())  # type: ignore[assignment]
+            else:
+                from kezchat.client.http import SigClient
+
+                sig = SigClient(self.reactor, timeout=http_timeout())
+            self._sig = sig
+            self._closers.append(sig.close)
         return self._sig
+
+    async def sleep(self, seconds: float) -> None:
+        """
+        Wait C{seconds} (on the reactor, or blocking when there is none).
+        """
+        if self.reactor is None:
+            import time
+
+            time.sleep(seconds)
+        else:
+            from twisted.internet.task import deferLater
+
+            await deferLater(self.reactor, seconds, lambda: None)
 
     def on_interrupt(self, callback: Any) -> None:
         """

@@ -11,8 +11,9 @@ through L{kezchat.natsbridge.aio.deferred_from_coroutine}.
 Start-up is kept short: the parser is built from the table in
 L{kezchat.cli.commands}, importing only the named command's group (none
 for the top-level C{--help}), and a command that only reads the home
-(C{whoami}, C{contacts}) runs without installing a reactor at all
-(L{run_direct}), so neither imports Twisted, treq or the crypto libraries.
+(C{whoami}, C{contacts}) or makes one-shot requests (C{send}) runs
+without installing a reactor at all (L{run_direct}), so none imports
+Twisted or treq.
 
 Exit status: 0 success; 1 an expected failure (L{CliError}, one line on
 stderr saying what to do); 2 a command line that does not parse.
@@ -212,18 +213,25 @@ def run(reactor: Any, args: argparse.Namespace) -> int:
 
 def run_direct(args: argparse.Namespace) -> int:
     """
-    Run a command that needs no event loop (L{commands.Command.local}):
-    its coroutine is driven to the end here, and must never wait for
-    anything (it reads and writes local files only).
+    Run a command that needs no event loop (L{commands.Command.direct}):
+    its coroutine is driven to the end here, and never waits for anything
+    but blocking calls (local files, L{kezchat.client.blocking}).
     """
+    import signal
+
     from kezchat.cli.context import Context
 
+    signal.signal(signal.SIGTERM, _interrupted)  # as on the reactor: exit 130
     ctx = Context.from_args(None, args)
     try:
         _complete(args.handler(ctx, args))
     finally:
         _complete(ctx.close())
     return 0
+
+
+def _interrupted(signum: int, frame: Any) -> None:
+    raise KeyboardInterrupt
 
 
 def _complete(coroutine: Coroutine[Any, Any, Any]) -> Any:
@@ -242,7 +250,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = parse(sys.argv[1:] if argv is None else list(argv))
     command = find(args.command)
     try:
-        if command is not None and command.local:
+        if command is not None and command.runs_direct(args):
             return run_direct(args)
         return run(install_reactor(), args)
     except CliError as e:
