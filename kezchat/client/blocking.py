@@ -111,15 +111,19 @@ class _Exchange:
         watchdog.start()
         try:
             connection.connect()
-            self.sock = connection.sock
+            # a second handle on the socket for the watchdog: http.client
+            # closes its own once the answer's headers are in
+            self.sock = connection.sock.dup()
             connection.request(method, path, body=body, headers={**headers, "Connection": "close"})
-            self.sock.settimeout(self.left())
+            connection.sock.settimeout(self.left())
             response = connection.getresponse()
             answer = self._read(response, max_body)
             return response.status, answer, response.getheader("retry-after")
         finally:
             watchdog.cancel()
             connection.close()
+            if self.sock is not None:
+                self.sock.close()
 
     def _expire(self) -> None:
         self.expired.set()
@@ -136,8 +140,7 @@ class _Exchange:
         chunks: list[bytes] = []
         size = 0
         while True:
-            if self.sock is not None:
-                self.sock.settimeout(self.left())
+            self.left()
             chunk = response.read(_READ)
             if not chunk:
                 return b"".join(chunks)
