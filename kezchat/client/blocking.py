@@ -68,9 +68,10 @@ class _Exchange:
     One request and its answer within C{timeout} seconds in all.
     """
 
-    def __init__(self, url: str, timeout: float) -> None:
+    def __init__(self, url: str, timeout: float, context: ssl.SSLContext | None) -> None:
         self.url = url
         self.timeout = timeout
+        self.context = context
         self.deadline = time.monotonic() + timeout
         self.expired = threading.Event()
         self.sock: socket.socket | None = None
@@ -102,7 +103,7 @@ class _Exchange:
                 parts.hostname,
                 parts.port,
                 timeout=self.left(),
-                context=ssl.create_default_context(),
+                context=self.context or ssl.create_default_context(),
             )
         else:
             connection = http.client.HTTPConnection(parts.hostname, parts.port, timeout=self.left())
@@ -151,8 +152,16 @@ class _Exchange:
 
 
 class _Blocking:
-    def __init__(self, timeout: float = DEFAULT_TIMEOUT) -> None:
+    """
+    @param context: the TLS settings for C{https} URLs; by default the
+        system's trusted authorities, host name checked.
+    """
+
+    def __init__(
+        self, timeout: float = DEFAULT_TIMEOUT, context: ssl.SSLContext | None = None
+    ) -> None:
         self.timeout = timeout
+        self.context = context
 
     async def close(self) -> None:
         """
@@ -169,7 +178,7 @@ class _Blocking:
         expect: tuple[int, ...] = (200,),
         max_body: int = SMALL_BODY,
     ) -> tuple[int, bytes]:
-        exchange = _Exchange(url, self.timeout)
+        exchange = _Exchange(url, self.timeout, self.context)
         try:
             status, answer, retry_after = exchange.run(method, body, headers or {}, max_body)
         except ServerError:
@@ -203,8 +212,9 @@ class BlockingChatClient(_Blocking):
         base_url: str,
         timeout: float = DEFAULT_TIMEOUT,
         clock: Callable[[], float] = time.time,
+        context: ssl.SSLContext | None = None,
     ) -> None:
-        super().__init__(timeout)
+        super().__init__(timeout, context)
         self.base_url = base_url.rstrip("/")
         self.clock = clock
 
