@@ -17,9 +17,12 @@ import sys
 from typing import Any
 
 from twisted.internet import reactor
+from twisted.internet.task import LoopingCall
 from twisted.internet.threads import deferToThread
 from twisted.internet.utils import getProcessOutputAndValue
 from twisted.trial.unittest import SynchronousTestCase, TestCase
+from twisted.web.resource import Resource
+from twisted.web.server import NOT_DONE_YET, Request
 
 from kezchat.cli.commands import COMMANDS, command_word, find
 from kezchat.cli.main import _complete, build_parser
@@ -175,6 +178,29 @@ class BlockingClientTLSTests(TestCase):
         self.assertEqual(default.verify_mode, ssl.CERT_REQUIRED)
 
 
+class _Drip(Resource):
+    """
+    A handle record one byte every 0.2 s, for ever: each read is quick,
+    only the exchange as a whole is late.
+    """
+
+    isLeaf = True
+
+    def render_GET(self, request: Request) -> Any:
+        request.setHeader(b"content-type", b"application/json")
+
+        def drip() -> None:
+            if request.finished or request._disconnected:
+                loop.stop()
+                return
+            request.write(b" ")
+
+        loop = LoopingCall(drip)
+        loop.start(0.2)
+        request.notifyFinish().addBoth(lambda _: loop.running and loop.stop())
+        return NOT_DONE_YET
+
+
 class SendHostileServerTests(HostileWorld):
     """
     C{send} (on the blocking client) against a server that trickles or
@@ -199,6 +225,18 @@ class SendHostileServerTests(HostileWorld):
         )
         assert_one_line_error(self, result, 1, "no complete answer within 4 s")
         self.assertLess(reactor.seconds() - started, 30)
+
+    async def test_a_dripping_server_meets_the_overall_deadline(self) -> None:
+        await self.world()
+        url = await self.serve(_Drip())
+        started = reactor.seconds()
+        result = await self.bob.run(
+            "send", "alice", "hi",
+            env={"KEZ_CHAT_SERVER_URL": url, "KEZ_CHAT_HTTP_TIMEOUT": "3"},
+            timeout=40,
+        )
+        assert_one_line_error(self, result, 1, "no complete answer within 3 s")
+        self.assertLess(reactor.seconds() - started, 20)
 
     async def test_a_huge_body_is_not_read_by_send(self) -> None:
         await self.world()

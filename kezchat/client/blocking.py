@@ -114,7 +114,8 @@ class _Exchange:
             connection.connect()
             # a second handle on the socket for the watchdog: http.client
             # closes its own once the answer's headers are in
-            self.sock = connection.sock.dup()
+            raw = connection.sock
+            self.sock = socket.fromfd(raw.fileno(), raw.family, raw.type)  # (a dup; TLS too)
             connection.request(method, path, body=body, headers={**headers, "Connection": "close"})
             connection.sock.settimeout(self.left())
             response = connection.getresponse()
