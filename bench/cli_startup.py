@@ -177,12 +177,20 @@ def main() -> None:
             ("kez-chat send bob TEXT", [*kez, "send", "bob", "hello from the bench"], alice),
             ("kez-chat send (key file)", [*kez, "send", "bob", "hello from the bench"], carol),
         ]
-        results = []
-        for name, argv, env in rows:
-            times = timed(argv, env, args.runs)
-            results.append((name, statistics.median(times), p90(times)))
+        # one warm-up round, then the rows in turn (round-robin), so a
+        # change in the machine's load falls on every row alike
+        samples: list[list[float]] = [[] for _ in rows]
+        for round_ in range(args.runs + 1):
+            for (_, argv, env), times in zip(rows, samples, strict=True):
+                took = timed(argv, env, 1)
+                if round_:
+                    times.extend(took)
+        results = [
+            (name, statistics.median(times), p90(times))
+            for (name, _, _), times in zip(rows, samples, strict=True)
+        ]
         floor = results[0][1]
-        print(f"\nkez-chat start-up, {args.runs} runs per row, one at a time (loopback server)\n")
+        print(f"\nkez-chat start-up, {args.runs} rounds of every row in turn (loopback server)\n")
         print(f"| {'command':<28} | median ms | p90 ms | ÷ python |")
         print(f"|{'-' * 30}|-----------|--------|----------|")
         for name, median, tail in results:
