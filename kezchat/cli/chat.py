@@ -27,6 +27,10 @@ if TYPE_CHECKING:
 
 
 async def listen(ctx: Context, args: Namespace) -> None:
+    """
+    L{kezchat.cli.listening.listen}, imported when C{listen} runs (it
+    brings Twisted's stream client, which C{send} does without).
+    """
     from kezchat.cli.listening import listen as listening
 
     await listening(ctx, args)
