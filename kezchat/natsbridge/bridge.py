@@ -221,6 +221,8 @@ class NatsBroker:
     # -- NATS side --------------------------------------------------------
 
     async def start(self, nc: Any) -> None:
+        if self.nc is nc and self._sending is not None:
+            return  # already running on this connection
         self.nc = nc
         self._queue = asyncio.Queue(self._queue_size)
         self._sending = asyncio.ensure_future(self._send_loop())

@@ -97,15 +97,12 @@ class NatsService(Service):
 
     async def _ensure_stream(self, nc: Any) -> None:
         """
-        Create C{KEZ_INBOX} if the broker lacks it. Failure (JetStream off,
-        say) costs offline delivery over NATS, not the rest: log it.
+        Create C{KEZ_INBOX} if the broker lacks it. Required: without it
+        native clients' offline messages and the bridge's intake are gone,
+        so a failure (JetStream off, say) keeps NATS reported down and is
+        retried (see L{NatsConnection}).
         """
-        try:
-            await ensure_inbox_stream(nc.jetstream(timeout=5), self.stream_limits)
-        except asyncio.CancelledError:
-            raise
-        except Exception:
-            self.log.failure("Could not set up the JetStream stream")
+        await ensure_inbox_stream(nc.jetstream(timeout=5), self.stream_limits)
 
 
 def require_seeds(config: ChatConfig) -> tuple[str, str, str]:
