@@ -132,7 +132,10 @@ class Instances:
             ))
 
     def cpu_seconds(self) -> float:
-        return sum(process_cpu(process.pid) for process in self.processes)
+        return sum(self.each_cpu())
+
+    def each_cpu(self) -> list[float]:
+        return [process_cpu(process.pid) for process in self.processes]
 
     def stop(self) -> None:
         for process in self.processes:
@@ -245,6 +248,7 @@ async def one_setup(reactor, args, label: str, count: int, db_args, extra: list[
         total = int(rate * args.seconds)
         bodies = [message(i) for i in range(total)]
         before = delivered()
+        rate_cpu = instances.cpu_seconds()
         start = time.perf_counter()
         pending = []
         for i, raw in enumerate(bodies):
@@ -255,6 +259,7 @@ async def one_setup(reactor, args, label: str, count: int, db_args, extra: list[
         for d in pending:
             await d
         await until_delivered(before + total)
+        rate_cpu = instances.cpu_seconds() - rate_cpu
         latencies = [x * 1e3 for s in streams for x in s.latencies]
         for stream in streams:
             stream.latencies = []
@@ -263,6 +268,7 @@ async def one_setup(reactor, args, label: str, count: int, db_args, extra: list[
         offset = total
         bodies = [message(offset + i) for i in range(args.burst)]
         before = delivered()
+        each = instances.each_cpu()
         cpu, other_cpu = instances.cpu_seconds(), backing()
         start = time.perf_counter()
         results = await pool.blast(bodies, lambda i: mark(offset + i))
@@ -270,6 +276,7 @@ async def one_setup(reactor, args, label: str, count: int, db_args, extra: list[
         await until_delivered(before + args.burst)
         finished = time.perf_counter()
         cpu = instances.cpu_seconds() - cpu
+        each = [after - first for after, first in zip(instances.each_cpu(), each, strict=True)]
         other_cpu = backing() - other_cpu
         gc.enable()
         ok = sum(1 for status in results if status == 201)
@@ -281,7 +288,9 @@ async def one_setup(reactor, args, label: str, count: int, db_args, extra: list[
             f"{percentile(latencies, .5):.2f}",
             f"{percentile(latencies, .99):.2f}",
             f"{percentile(burst_latencies, .5):.0f}",
+            f"{rate_cpu / total * 1e6:.0f}",
             f"{cpu / args.burst * 1e6:.0f}",
+            "/".join(f"{c / args.burst * 1e6:.0f}" for c in each),
             f"{other_cpu / args.burst * 1e6:.0f}",
             f"{ok}/{args.burst}",
         ))
@@ -361,7 +370,8 @@ async def benchmark(reactor, args: argparse.Namespace) -> None:
         shutil.rmtree(workdir, ignore_errors=True)
 
     header = ("setup", "stored/s", "stored+delivered/s", f"p50 ms @{args.rate}/s",
-              f"p99 ms @{args.rate}/s", "p50 ms in burst", "kezchat CPU µs/msg",
+              f"p99 ms @{args.rate}/s", "p50 ms in burst", f"kezchat CPU µs/msg @{args.rate}/s",
+              "kezchat CPU µs/msg in burst", "per instance (the stream's first)",
               "PostgreSQL+NATS CPU µs/msg", "201s")
     width = [max(len(r[i]) for r in [header, *rows]) for i in range(len(header))]
     print()

@@ -8,8 +8,8 @@ earlier) keeps commands in a pending buffer that a flusher task writes out
 later, but writes the flush's PING straight to the socket: the PING can
 overtake a SUB still in the buffer, the PONG then proves nothing, and a
 message another connection publishes right after is not routed to the
-new subscription. Measured against nats-server alone, about one such
-message in 20-100 was lost (see C{tests/repro/nats_flush_race.py} and
+new subscription. Measured against nats-server alone, 3-5 % of such
+messages were lost (see C{tests/repro/nats_flush_race.py} and
 C{docs/nats-flush-race.md}).
 
 L{flush} first has the flusher write the pending buffer out, then sends
