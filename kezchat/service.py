@@ -283,4 +283,5 @@ def _nats_service(
         stream_limits=StreamLimits(
             max_age=config.retention_days * 86400, max_bytes=config.nats_stream_max_bytes
         ),
+        metrics=relay.metrics,
     )

@@ -21,6 +21,8 @@ class CalloutBoundTests(CalloutTestCase):
         keys = [KeyPair.generate() for _ in range(5)]
         registry = await self.start_callout(*keys)
         self.callout.max_lookups = 2
+        counted: list[int] = []
+        self.callout.on_busy = lambda: counted.append(1)
         release = asyncio.Event()
 
         async def slow(primary: str) -> dict[str, str] | None:
@@ -43,7 +45,7 @@ class CalloutBoundTests(CalloutTestCase):
                 await self.user(key)
             # refused, not left to nats-server's 2 s auth timeout
             self.assertLess(loop.time() - started, 1.5)
-        self.assertEqual(self.callout.busy, 3)
+        self.assertEqual((self.callout.busy, len(counted)), (3, 3))
         self.assertEqual(len(self.callout._tasks), 2)
 
         release.set()

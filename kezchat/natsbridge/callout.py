@@ -371,9 +371,18 @@ class CalloutSubscription:
     log = Logger()
 
     def __init__(
-        self, responder: CalloutResponder, max_lookups: int = 512, max_pending: int = 8192
+        self,
+        responder: CalloutResponder,
+        max_lookups: int = 512,
+        max_pending: int = 8192,
+        on_busy: Callable[[], None] = lambda: None,
     ) -> None:
+        """
+        @param on_busy: told of each request refused past C{max_lookups}
+            (for the C{kezchat_nats_callout_busy_total} metric).
+        """
         self.responder = responder
+        self.on_busy = on_busy
         self.max_lookups = max_lookups
         self.max_pending = max_pending
         #: requests refused because C{max_lookups} look-ups were waiting
@@ -436,6 +445,7 @@ class CalloutSubscription:
             return
         if len(self._tasks) >= self.max_lookups:
             self.busy += 1
+            self.on_busy()
             if self.busy == 1 or self.busy % 1000 == 0:
                 self.log.warn(
                     "Refusing NATS logins: {count} registry look-ups already waiting"

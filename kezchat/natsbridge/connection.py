@@ -52,13 +52,20 @@ class NatsConnection:
         reconnect_wait: float = 1.0,
         connect_timeout: float = 2.0,
         retry_interval: float = 5.0,
+        on_dropped: Callable[[], None] = lambda: None,
     ) -> None:
+        """
+        @param on_dropped: told of each message nats-py drops because a
+            subscription's queue is full (for the C{kezchat_nats_dropped_total}
+            metric).
+        """
         self.url = url
         self.seed = seed
         self.name = name
         self.reconnect_wait = reconnect_wait
         self.connect_timeout = connect_timeout
         self.retry_interval = retry_interval
+        self.on_dropped = on_dropped
         self.nc: Any = None
         self.on_connect: list[OnConnect] = []
         self.on_reconnect: list[OnConnect] = []
@@ -216,6 +223,7 @@ class NatsConnection:
     async def _on_error(self, error: Exception) -> None:
         if isinstance(error, nats.errors.SlowConsumerError):
             self.dropped += 1
+            self.on_dropped()
             if self.dropped == 1 or self.dropped % 1000 == 0:
                 self.log.warn(
                     "NATS: dropped a message on {subject}, its queue is full"

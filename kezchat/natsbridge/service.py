@@ -27,6 +27,7 @@ from kezchat.natsbridge.stream import StreamLimits, ensure_inbox_stream
 
 if TYPE_CHECKING:
     from kezchat.config import ChatConfig
+    from kezchat.metrics import Metrics
 
 
 class Bridge(Protocol):
@@ -53,9 +54,14 @@ class NatsService(Service):
         responder: CalloutResponder,
         stream_limits: StreamLimits | None = None,
         bridges: Sequence[Bridge] = (),
+        callout: CalloutSubscription | None = None,
     ) -> None:
+        """
+        @param callout: serves C{responder}; by default with the default
+            bounds and no metrics.
+        """
         self.connection = connection
-        self.callout = CalloutSubscription(responder)
+        self.callout = callout or CalloutSubscription(responder)
         self.stream_limits = stream_limits or StreamLimits()
         self.bridges = tuple(bridges)
         self._running: Deferred[None] | None = None
@@ -128,6 +134,7 @@ def build_nats_service(
     reactor: object,
     bridges: Sequence[Bridge] = (),
     stream_limits: StreamLimits | None = None,
+    metrics: Metrics | None = None,
 ) -> NatsService:
     """
     The NATS service for a L{kezchat.config.ChatConfig} with a C{nats_url}.
@@ -141,8 +148,15 @@ def build_nats_service(
     url, seed_file, issuer_file = require_seeds(config)
     seed = read_seed_file(seed_file, USER)
     issuer = read_seed_file(issuer_file, ACCOUNT)
-    connection = NatsConnection(url, seed, name=f"kezchat {config.server}")
+    connection = NatsConnection(
+        url, seed, name=f"kezchat {config.server}",
+        on_dropped=metrics.nats_dropped.inc if metrics is not None else lambda: None,
+    )
     # the registry caches what it answers: a connect storm (mostly
     # reconnections) costs the database nothing
     responder = CalloutResponder(issuer, lookup)
-    return NatsService(connection, responder, stream_limits, bridges)
+    callout = CalloutSubscription(
+        responder,
+        on_busy=metrics.nats_callout_busy.inc if metrics is not None else lambda: None,
+    )
+    return NatsService(connection, responder, stream_limits, bridges, callout)
