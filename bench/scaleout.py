@@ -228,7 +228,8 @@ async def one_setup(reactor, args, label: str, count: int, db_args, extra: list[
         connections = []
         for n in range(args.connections):
             connections += (await connect_many(
-                reactor, "127.0.0.1", instances.ports[n % count], 1)).connections
+                reactor, "127.0.0.1",
+                instances.ports[0 if args.post_to == "first" else n % count], 1)).connections
         pool = Pool(connections)
 
         import gc
@@ -399,6 +400,11 @@ def main() -> None:
         "--setups", nargs="+", default=["sqlite", "sqlite+nats", "pg1-local", "pg1", "pg2", "pg3"],
         choices=["sqlite", "sqlite+nats", "pg1-local", "pg1", "pg2", "pg3"],
         help="pg1-local: one PostgreSQL instance without NATS",
+    )
+    parser.add_argument(
+        "--post-to", choices=["all", "first"], default="all",
+        help="send every message to the first instance (which holds the first stream)"
+             " instead of round-robin: isolates what the other instances pay per message",
     )
     parser.add_argument(
         "--code", nargs="+", default=[ROOT], metavar="DIR",
