@@ -249,6 +249,7 @@ async def one_setup(reactor, args, label: str, count: int, db_args, extra: list[
         total = int(rate * args.seconds)
         bodies = [message(i) for i in range(total)]
         before = delivered()
+        rate_each = instances.each_cpu()
         rate_cpu = instances.cpu_seconds()
         start = time.perf_counter()
         pending = []
@@ -261,6 +262,7 @@ async def one_setup(reactor, args, label: str, count: int, db_args, extra: list[
             await d
         await until_delivered(before + total)
         rate_cpu = instances.cpu_seconds() - rate_cpu
+        rate_each = [b - a for b, a in zip(instances.each_cpu(), rate_each, strict=True)]
         latencies = [x * 1e3 for s in streams for x in s.latencies]
         for stream in streams:
             stream.latencies = []
@@ -290,6 +292,7 @@ async def one_setup(reactor, args, label: str, count: int, db_args, extra: list[
             f"{percentile(latencies, .99):.2f}",
             f"{percentile(burst_latencies, .5):.0f}",
             f"{rate_cpu / total * 1e6:.0f}",
+            "/".join(f"{c / total * 1e6:.0f}" for c in rate_each),
             f"{cpu / args.burst * 1e6:.0f}",
             "/".join(f"{c / args.burst * 1e6:.0f}" for c in each),
             f"{other_cpu / args.burst * 1e6:.0f}",
@@ -364,7 +367,10 @@ async def benchmark(reactor, args: argparse.Namespace) -> None:
                      "--callout-issuer-seed", str(nats.issuer_seed_path)]
         for setup in args.setups:
             for code in args.code:
-                rows += await run_setup(reactor, args, setup, code, pg, nats, nats_args, workdir)
+                done = await run_setup(reactor, args, setup, code, pg, nats, nats_args, workdir)
+                for row in done:  # as they come, in case a later setup fails
+                    print(" | ".join(row), file=sys.stderr, flush=True)
+                rows += done
     finally:
         nats.stop()
         pg.stop()
@@ -372,6 +378,7 @@ async def benchmark(reactor, args: argparse.Namespace) -> None:
 
     header = ("setup", "stored/s", "stored+delivered/s", f"p50 ms @{args.rate}/s",
               f"p99 ms @{args.rate}/s", "p50 ms in burst", f"kezchat CPU µs/msg @{args.rate}/s",
+              "per instance (the stream's first)",
               "kezchat CPU µs/msg in burst", "per instance (the stream's first)",
               "PostgreSQL+NATS CPU µs/msg", "201s")
     width = [max(len(r[i]) for r in [header, *rows]) for i in range(len(header))]

@@ -9,7 +9,7 @@ creation) on every (re)connection, since a broker may come back empty.
 
 Start-up work is required: while any of it has failed (the callout's
 subscription refused, the stream not created), healthz does not say
-C{"connected"} — a client that believed it could not log in — and the
+C{"connected"} (a client that trusted it would fail to log in), and the
 failed steps are retried on the next reconnection and on a timer.
 """
 
