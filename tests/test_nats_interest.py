@@ -9,7 +9,6 @@ repeats a message.
 from __future__ import annotations
 
 import asyncio
-import os
 from dataclasses import replace
 from typing import Any
 
@@ -18,9 +17,10 @@ from kezchat.natsbridge.flush import flush
 from kezchat.natsbridge.interest import announcement_subject
 from kezchat.relay.broker import Origin
 from kezchat.storage.interfaces import StoredMessage
+from tests.backends import on_postgresql
 from tests.natssupport import asyncio_test
 from tests.relaysupport import open_stream, send
-from tests.support import deferred_sleep, http_client, register, start_server, temp_dir
+from tests.support import deferred_sleep, fresh_database, http_client, register, start_server
 from tests.test_nats_bridge import BridgeTestCase, eventually
 
 A = "a" * 64
@@ -181,7 +181,7 @@ class StreamRaceTests(BridgeTestCase):
         at once (the periodic check is an hour away here), and the
         streams together carry every seq exactly once.
         """
-        db = os.path.join(temp_dir(self), "shared.db")
+        db = await fresh_database(self)  # one SQLite file, or one PostgreSQL database
         config = replace(self.config(db), sse_ping_seconds=3600.0)
         first = await start_server(self, config)
         second = await start_server(self, config)
@@ -205,3 +205,7 @@ class StreamRaceTests(BridgeTestCase):
             if n % 2:
                 await deferred_sleep(0.01)
         self.assertEqual(seen, list(range(1, 16)))
+
+
+# two instances sharing one PostgreSQL database, as deployed
+on_postgresql(globals(), StreamRaceTests)
