@@ -183,6 +183,7 @@ def makeService(
     if reactor is None:
         reactor = global_reactor()
     parts = build_parts(config, reactor)
+    warn_without_nats(config)
     service = ChatService(parts, reactor, on_fatal)
     parts.db.setServiceParent(service)
     if parts.nats is not None:
@@ -196,6 +197,26 @@ def makeService(
         parts.http.web.setServiceParent(service)
     service.listen(config.listen, parts.http.site(reactor, access_log=config.access_log))
     return service
+
+
+def warn_without_nats(config: ChatConfig) -> None:
+    """
+    Warn when the database can be shared (PostgreSQL) but NATS is off:
+    each instance then delivers to its streams only what it stored itself
+    at once, and what other instances stored only at the streams'
+    keep-alive tick, so several such instances look like a slow server.
+    """
+    from kezchat.storage.dburl import is_postgres_url
+
+    if config.nats_url or not is_postgres_url(config.db):
+        return
+    log.warn(
+        "PostgreSQL without NATS (--nats-url): if several kezchat instances share this"
+        " database, a message stored by another instance reaches this instance's streams"
+        " only at their next keep-alive tick (every {tick:g} s), not at once. Run one"
+        " instance, or give every instance the same --nats-url.",
+        tick=config.sse_ping_seconds,
+    )
 
 
 def _retention_sweep(parts: ChatParts) -> Deferred[None]:
@@ -268,4 +289,5 @@ def _nats_service(
         stream_limits=StreamLimits(
             max_age=config.retention_days * 86400, max_bytes=config.nats_stream_max_bytes
         ),
+        metrics=relay.metrics,
     )
