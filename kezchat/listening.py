@@ -20,7 +20,7 @@ from kezchat.reactor import IServerReactor
 from kezchat.startup import StartupError
 
 if TYPE_CHECKING:
-    from kezchat.storage.sqlite.database import SQLiteDatabase
+    from kezchat.storage.database import Database
 
 
 class EndpointService(Service):
@@ -176,7 +176,7 @@ class ServerService(MultiService):
 
     def __init__(
         self,
-        db: SQLiteDatabase,
+        db: Database,
         reactor: IServerReactor,
         on_fatal: Callable[[str], None] | None = None,
     ) -> None:

@@ -12,7 +12,7 @@ from __future__ import annotations
 import os
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 from twisted.application.internet import TimerService
 from twisted.internet.defer import Deferred, ensureDeferred
@@ -34,6 +34,7 @@ from kezchat.relay.broker import Broker, LocalBroker
 from kezchat.relay.relay import Relay
 from kezchat.relay.sse import StreamHub
 from kezchat.storage.backend import chat_storage
+from kezchat.storage.database import Database
 from kezchat.storage.errors import DatabaseUnavailable
 from kezchat.webapp import WebApp, packaged_web_dir
 
@@ -52,7 +53,7 @@ class ChatParts:
 
     config: ChatConfig
     #: the database service: SQLite or PostgreSQL, from C{--db}
-    db: Any
+    db: Database
     registry: Registry
     relay: Relay
     broker: Broker

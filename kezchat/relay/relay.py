@@ -15,7 +15,6 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from twisted.internet.defer import Deferred
 from twisted.logger import Logger
 
 from kezchat import strictjson
@@ -244,15 +243,19 @@ class Relay:
             store's exception.
         """
         outcomes: list[Accepted | Exception | None] = []
-        pending: list[tuple[int, Deferred[Accepted]]] = []
+        passed: list[tuple[int, NewMessage]] = []
+        # every message is judged before any is written: a check that
+        # fails the whole call (the registry unreachable) then leaves
+        # nothing stored and unannounced behind it
         for item in batch:
             try:
                 new = await self._check_bridged(item)
             except KezError as e:
                 outcomes.append(e)
                 continue
-            pending.append((len(outcomes), self.store.add_message(new)))
+            passed.append((len(outcomes), new))
             outcomes.append(None)  # settled below
+        pending = [(index, self.store.add_message(new)) for index, new in passed]
         for index, stored in pending:
             try:
                 accepted = await stored

@@ -9,6 +9,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
+from kezchat.storage.database import Database
 from kezchat.storage.dburl import is_postgres_url
 from kezchat.storage.interfaces import ManifestStore, MessageStore, RegistryStore
 
@@ -17,10 +18,10 @@ from kezchat.storage.interfaces import ManifestStore, MessageStore, RegistryStor
 class ChatStorage:
     """
     The chat-server's stores and the database service they share (start
-    it before use; it has C{when_ready()} and a loggable C{path}).
+    it before use).
     """
 
-    db: Any
+    db: Database
     registry: RegistryStore
     messages: MessageStore
     manifests: ManifestStore
@@ -76,7 +77,7 @@ def chat_storage(
 
 def sigchain_storage(
     setting: str, reactor: Any, *, on_write_failure: Callable[[str], None] = lambda cause: None
-) -> tuple[Any, Any]:
+) -> tuple[Database, Any]:
     """
     kezsig's database service and sigchain store for C{--db setting}.
     """

@@ -15,6 +15,9 @@ from typing import Protocol
 
 from twisted.internet.defer import Deferred
 
+# where it was defined first; storage errors live in kezchat.storage.errors
+from kezchat.storage.errors import IdempotencyConflict as IdempotencyConflict
+
 
 @dataclass(frozen=True)
 class HandleRecord:
@@ -96,12 +99,6 @@ class NewMessage:
     #: identifies the request an idempotency key is used for (recipient and
     #: envelope); a second use of the key must carry the same
     request_hash: str | None = None
-
-
-class IdempotencyConflict(Exception):
-    """
-    The sender already used this idempotency key for a different request.
-    """
 
 
 @dataclass(frozen=True)

@@ -29,7 +29,7 @@ from twisted.logger import Logger
 from kezchat.natsbridge.aio import deferred_from_coroutine, is_asyncio_reactor
 from kezchat.startup import StartupError
 from kezchat.storage.dburl import is_postgres_url, pool_settings, redacted
-from kezchat.storage.errors import DatabaseClosed, DatabaseUnavailable
+from kezchat.storage.errors import DatabaseClosed, DatabaseUnavailable, Rejected
 from kezchat.storage.postgres.schema import upgrade
 
 T = TypeVar("T")
@@ -102,6 +102,16 @@ def fault_cause(error: BaseException) -> str | None:
     ):
         return "io"
     return None
+
+
+def _is_driver_error(error: BaseException) -> bool:
+    """
+    Whether C{error} is PostgreSQL refusing the statement (bad data, a
+    broken constraint), as opposed to what the caller's own code raised.
+    """
+    import asyncpg
+
+    return isinstance(error, (asyncpg.PostgresError, asyncpg.DataError))
 
 
 class PostgresDatabase(Service):
@@ -266,6 +276,8 @@ class PostgresDatabase(Service):
         except Exception as e:
             cause = fault_cause(e)
             if cause is None:
+                if _is_driver_error(e):
+                    raise Rejected(f"PostgreSQL refused the write: {e}") from e
                 raise
             self._degraded = cause
             self._on_write_failure(cause)

@@ -35,7 +35,7 @@ from twisted.python.failure import Failure
 from twisted.python.threadpool import ThreadPool
 
 from kezchat.reactor import IServerReactor
-from kezchat.storage.errors import DatabaseClosed, DatabaseUnavailable
+from kezchat.storage.errors import DatabaseClosed, DatabaseUnavailable, Rejected
 from kezchat.storage.sqlite.schema import upgrade
 
 T = TypeVar("T")
@@ -88,6 +88,26 @@ def unavailable(error: BaseException, cause: str | None = None) -> DatabaseUnava
         return error
     cause = cause or fault_cause(error) or "other"
     return DatabaseUnavailable(cause, f"the database is unavailable ({cause}): {error}")
+
+
+def rejected(error: sqlite3.Error) -> Rejected:
+    """
+    A driver error that is the statement's own fault (a constraint, a
+    value SQLite cannot take) as the L{Rejected} a caller sees.
+    """
+    return Rejected(f"SQLite refused the write: {error}")
+
+
+def _own_failure(error: BaseException) -> Failure:
+    """
+    The failure a job that raised C{error} (not a fault of the database)
+    reports: what the job raised, with SQLite's own errors translated.
+    """
+    if isinstance(error, sqlite3.Error):
+        return Failure(rejected(error))
+    failure = Failure()
+    failure.cleanFailure()
+    return failure
 
 
 def _probe(conn: sqlite3.Connection) -> None:
@@ -249,7 +269,6 @@ class SQLiteDatabase(Service):
             return "degraded"
         return "ok"
 
-    @property
     def degraded_cause(self) -> str | None:
         """
         Why the database is degraded, or C{None}.
@@ -341,7 +360,7 @@ class SQLiteDatabase(Service):
                 conn.execute("COMMIT")
         except sqlite3.Error as e:
             if fault_cause(e) is None:
-                raise
+                raise rejected(e) from None
             raise unavailable(e) from None
 
     def _open_writer(self) -> sqlite3.Connection:
@@ -534,8 +553,7 @@ class SQLiteDatabase(Service):
                     # the disk, the lock or the file failed, not this job;
                     # SQLite may have rolled the whole transaction back
                     return faulted(e)
-                failure = Failure()
-                failure.cleanFailure()
+                failure = _own_failure(e)
                 if not conn.in_transaction:
                     # the job ended the transaction itself: its error is its
                     # own, the others' work is gone with the transaction
