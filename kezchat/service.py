@@ -26,13 +26,13 @@ from kezchat.http.clientip import ClientAddress
 from kezchat.listening import ServerService
 from kezchat.metrics import Metrics
 from kezchat.mirror import ManifestMirror
-from kezchat.ratelimit import RateLimiter
 from kezchat.reactor import IServerReactor, global_reactor
 from kezchat.registry import Registry, RegistryPolicy
 from kezchat.relay.auth import Authenticator
 from kezchat.relay.broker import Broker, LocalBroker
 from kezchat.relay.relay import Relay
 from kezchat.relay.sse import StreamHub
+from kezchat.sharedlimit import SharedLimiter
 from kezchat.storage.backend import chat_storage
 from kezchat.storage.database import Database
 from kezchat.storage.errors import DatabaseUnavailable
@@ -123,7 +123,9 @@ def build_parts(config: ChatConfig, reactor: IServerReactor) -> ChatParts:
         store=store,
         broker=broker,
         authenticator=Authenticator(clock),
-        send_limiter=RateLimiter(config.send_limit, SEND_LIMIT_WINDOW, clock),
+        send_limiter=SharedLimiter(
+            storage.limits, "send", config.send_limit, SEND_LIMIT_WINDOW, clock
+        ),
         metrics=metrics,
         clock=clock,
     )
@@ -147,7 +149,9 @@ def build_parts(config: ChatConfig, reactor: IServerReactor) -> ChatParts:
         registry=registry,
         metrics=metrics,
         clock=clock,
-        register_limiter=RateLimiter(config.register_limit, REGISTER_LIMIT_WINDOW, clock),
+        register_limiter=SharedLimiter(
+            storage.limits, "register", config.register_limit, REGISTER_LIMIT_WINDOW, clock
+        ),
         client_address=client_address,
         db_health=db.health,
         nats_status=nats.status if nats is not None else (lambda: "disabled"),

@@ -11,8 +11,8 @@ from kezchat.http.clientip import ClientAddress
 from kezchat.http.errors import json_response, read_json
 from kezchat.http.routing import Routes
 from kezchat.metrics import Metrics
-from kezchat.ratelimit import RateLimiter
 from kezchat.registry import Registry
+from kezchat.sharedlimit import Limiter
 
 REGISTRATION_CAP = 64 * 1024
 
@@ -20,13 +20,13 @@ REGISTRATION_CAP = 64 * 1024
 def install(
     routes: Routes,
     registry: Registry,
-    limiter: RateLimiter,
+    limiter: Limiter,
     client_address: ClientAddress,
     metrics: Metrics,
 ) -> None:
     @routes.route("/v1/register", methods=["POST"], name="register", body_cap=REGISTRATION_CAP)
     async def register(request: IRequest) -> bytes:
-        limiter.check(client_address(request))
+        await limiter.check(client_address(request))
         body = read_json(request)
         record = await registry.register(body)
         metrics.registrations.inc()

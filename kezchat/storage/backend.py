@@ -12,6 +12,7 @@ from typing import Any
 from kezchat.storage.database import Database
 from kezchat.storage.dburl import is_postgres_url
 from kezchat.storage.interfaces import ManifestStore, MessageStore, RegistryStore
+from kezchat.storage.limits import HitCounter
 
 
 @dataclass(frozen=True)
@@ -25,6 +26,8 @@ class ChatStorage:
     registry: RegistryStore
     messages: MessageStore
     manifests: ManifestStore
+    #: rate-limit counts shared by every process on the database
+    limits: HitCounter
 
 
 def chat_storage(
@@ -50,6 +53,7 @@ def chat_storage(
             PostgresMessageStore,
             PostgresRegistryStore,
         )
+        from kezchat.storage.postgres.limits import PostgresHitCounter
         from kezchat.storage.postgres.settings import PostgresServerDomain
 
         domain = PostgresServerDomain(server, allow_change=allow_server_change)
@@ -57,7 +61,8 @@ def chat_storage(
             setting, reactor, on_open=domain.check_async, on_write_failure=on_write_failure
         )
         return ChatStorage(
-            pg, PostgresRegistryStore(pg), PostgresMessageStore(pg), PostgresManifestStore(pg)
+            pg, PostgresRegistryStore(pg), PostgresMessageStore(pg), PostgresManifestStore(pg),
+            PostgresHitCounter(pg),
         )
     from kezchat.storage.sqlite import (
         SQLiteDatabase,
@@ -65,6 +70,7 @@ def chat_storage(
         SQLiteMessageStore,
         SQLiteRegistryStore,
     )
+    from kezchat.storage.sqlite.limits import SQLiteHitCounter
     from kezchat.storage.sqlite.settings import ServerDomain
 
     db = SQLiteDatabase(
@@ -72,7 +78,10 @@ def chat_storage(
         on_open=ServerDomain(server, allow_change=allow_server_change).check,
         on_write_failure=on_write_failure,
     )
-    return ChatStorage(db, SQLiteRegistryStore(db), SQLiteMessageStore(db), SQLiteManifestStore(db))
+    return ChatStorage(
+        db, SQLiteRegistryStore(db), SQLiteMessageStore(db), SQLiteManifestStore(db),
+        SQLiteHitCounter(db),
+    )
 
 
 def sigchain_storage(

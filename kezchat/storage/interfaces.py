@@ -185,13 +185,25 @@ class MessageStore(Protocol):
         """
 
     def apply_retention(
-        self, older_than: float, max_bytes_per_recipient: int
+        self,
+        older_than: float,
+        max_bytes_per_recipient: int,
+        replay_keys_before: float | None = None,
     ) -> Deferred[RetentionReport]:
         """
-        Delete every message created strictly before C{older_than}
-        (seconds since the epoch), then, per recipient, the oldest
-        messages until their envelopes add up to at most
+        Delete every message (and idempotency key) created strictly before
+        C{older_than} (seconds since the epoch), then, per recipient, the
+        oldest messages until their envelopes add up to at most
         C{max_bytes_per_recipient}; report what went, by reason.
+
+        Keys longer than a client may choose (64 characters) are the
+        server's own, derived from a request's signature and needed only
+        while it could be replayed: those created before
+        C{replay_keys_before} go too.
+
+        The work is done in bounded chunks, each a short write of its own,
+        so other writes are never held up for long; a sweep may stop early
+        when another process is sweeping.
         """
 
 

@@ -30,9 +30,16 @@ from kezchat.natsbridge.aio import deferred_from_coroutine, is_asyncio_reactor
 from kezchat.startup import StartupError
 from kezchat.storage.dburl import is_postgres_url, pool_settings, redacted
 from kezchat.storage.errors import DatabaseClosed, DatabaseUnavailable, Rejected
+from kezchat.storage.gate import AdmissionGate
 from kezchat.storage.postgres.schema import upgrade
 
 T = TypeVar("T")
+
+#: seconds a call waits for a free connection of the pool: past it the
+#: database is too busy, and the client hears so (503 busy) instead of
+#: waiting on. Longer than a connection attempt may take (10 s), so an
+#: unreachable database fails with its own cause first.
+ACQUIRE_TIMEOUT = 15.0
 
 
 class _OneLine(logging.Handler):
@@ -132,6 +139,8 @@ class PostgresDatabase(Service):
         close_timeout: float = 5.0,
         on_open: Callable[[Any], Awaitable[None]] | None = None,
         on_write_failure: Callable[[str], None] = lambda cause: None,
+        gate: AdmissionGate | None = None,
+        acquire_timeout: float = ACQUIRE_TIMEOUT,
     ) -> None:
         """
         @param on_open: awaited with a connection once the schema is up to
@@ -139,6 +148,11 @@ class PostgresDatabase(Service):
             domain check); what it raises fails L{when_ready}.
         @param on_write_failure: called with the cause whenever the
             database fails an operation (a metric).
+        @param gate: bounds the calls waiting for this database (in the
+            group commit, for a connection, in flight); past it a call
+            fails at once with C{busy}.
+        @param acquire_timeout: seconds a call waits for a free connection
+            of the pool before failing with C{busy}.
         """
         if not is_asyncio_reactor(reactor):
             raise WrongReactorError(
@@ -152,6 +166,11 @@ class PostgresDatabase(Service):
         self._close_timeout = close_timeout
         self._on_open = on_open
         self._on_write_failure = on_write_failure
+        self.gate = (
+            gate if gate is not None
+            else AdmissionGate(on_refused=lambda: on_write_failure("busy"))
+        )
+        self._acquire_timeout = acquire_timeout
         self._pool: Any = None
         self._ready: asyncio.Future[None] | None = None
         self._closed = True
@@ -234,27 +253,45 @@ class PostgresDatabase(Service):
 
     # -- the public API ---------------------------------------------------
 
-    def run(self, fn: Callable[..., Awaitable[T]], *args: Any) -> Deferred[T]:
+    def run(
+        self, fn: Callable[..., Awaitable[T]], *args: Any, size: int = 0, admitted: bool = False
+    ) -> Deferred[T]:
         """
         Run C{await fn(connection, *args)} on a pooled connection, outside
         any explicit transaction (each statement commits on its own).
-        """
-        return self._submit(fn, args, transaction=False)
 
-    def transaction(self, fn: Callable[..., Awaitable[T]], *args: Any) -> Deferred[T]:
+        @param size: the bytes the call carries, counted by the gate while
+            it waits.
+        @param admitted: the caller already holds the gate's room for this
+            work (a batch of jobs it admitted one by one).
+        """
+        return self._submit(fn, args, False, size, admitted)
+
+    def transaction(
+        self, fn: Callable[..., Awaitable[T]], *args: Any, size: int = 0, admitted: bool = False
+    ) -> Deferred[T]:
         """
         Run C{await fn(connection, *args)} in one transaction; the Deferred
         fires after the commit, or fails with what C{fn} raised (rolled
-        back).
+        back). C{size} and C{admitted} as for L{run}.
         """
-        return self._submit(fn, args, transaction=True)
+        return self._submit(fn, args, True, size, admitted)
 
     def _submit(
-        self, fn: Callable[..., Awaitable[T]], args: tuple, transaction: bool
+        self,
+        fn: Callable[..., Awaitable[T]],
+        args: tuple,
+        transaction: bool,
+        size: int,
+        admitted: bool,
     ) -> Deferred[T]:
         if self._closed or self._ready is None:
             return fail(DatabaseClosed("the database is not running"))
-        return deferred_from_coroutine(self._call(fn, args, transaction))
+        if admitted:
+            return deferred_from_coroutine(self._call(fn, args, transaction))
+        return self.gate.run(
+            size, lambda: deferred_from_coroutine(self._call(fn, args, transaction))
+        )
 
     async def _call(self, fn: Callable[..., Awaitable[T]], args: tuple, transaction: bool) -> T:
         ready = self._ready
@@ -267,30 +304,53 @@ class PostgresDatabase(Service):
         if pool is None:
             raise DatabaseClosed("the database stopped")
         try:
-            async with pool.acquire() as conn:
-                if not transaction:
-                    result = await fn(conn, *args)
-                else:
-                    async with conn.transaction():
-                        result = await fn(conn, *args)
-        except Exception as e:
-            cause = fault_cause(e)
-            if cause is None:
-                if _is_driver_error(e):
-                    raise Rejected(f"PostgreSQL refused the write: {e}") from e
-                raise
-            self._degraded = cause
-            self._on_write_failure(cause)
-            if isinstance(e, DatabaseUnavailable):
-                raise
-            # a broken connection may have committed before it broke:
-            # "unavailable" here means "unknown, retry" (idempotency keys
-            # make the retry safe)
+            conn = await pool.acquire(timeout=self._acquire_timeout)
+        except TimeoutError:
+            self._on_write_failure("busy")
             raise DatabaseUnavailable(
-                cause, f"PostgreSQL: {str(e) or type(e).__name__}"
-            ) from e
+                "busy", f"no database connection free within {self._acquire_timeout:g} s",
+                retry_after=1,
+            ) from None
+        except Exception as e:
+            translated = self._translate(e)
+            if translated is e:
+                raise
+            raise translated from e
+        try:
+            if not transaction:
+                result = await fn(conn, *args)
+            else:
+                async with conn.transaction():
+                    result = await fn(conn, *args)
+        except Exception as e:
+            translated = self._translate(e)
+            if translated is e:
+                raise
+            raise translated from e
+        finally:
+            await pool.release(conn)
         self._degraded = None
         return result
+
+    def _translate(self, e: Exception) -> Exception:
+        """
+        A driver's exception as a storage error; the caller's own
+        exceptions come back as they are. Faults are counted and make the
+        database degraded until a call succeeds.
+        """
+        cause = fault_cause(e)
+        if cause is None:
+            if _is_driver_error(e):
+                return Rejected(f"PostgreSQL refused the write: {e}")
+            return e
+        self._degraded = cause
+        self._on_write_failure(cause)
+        if isinstance(e, DatabaseUnavailable):
+            return e
+        # a broken connection may have committed before it broke:
+        # "unavailable" here means "unknown, retry" (idempotency keys make
+        # the retry safe)
+        return DatabaseUnavailable(cause, f"PostgreSQL: {str(e) or type(e).__name__}")
 
     # -- health -----------------------------------------------------------
 

@@ -36,6 +36,7 @@ from twisted.python.threadpool import ThreadPool
 
 from kezchat.reactor import IServerReactor
 from kezchat.storage.errors import DatabaseClosed, DatabaseUnavailable, Rejected
+from kezchat.storage.gate import AdmissionGate
 from kezchat.storage.sqlite.schema import upgrade
 
 T = TypeVar("T")
@@ -142,6 +143,7 @@ class SQLiteDatabase(Service):
         busy_timeout: float = BUSY_TIMEOUT,
         on_open: Callable[[sqlite3.Connection], None] | None = None,
         on_write_failure: Callable[[str], None] = lambda cause: None,
+        gate: AdmissionGate | None = None,
     ) -> None:
         """
         @param on_open: run on the writer thread once the schema is up to
@@ -150,8 +152,11 @@ class SQLiteDatabase(Service):
         @param on_write_failure: called on the reactor thread with the
             cause of every write that failed because of the database (a
             metric counts them).
+        @param gate: bounds the jobs (reads and writes) waiting for this
+            database; past it a call fails at once with C{busy}.
         """
         self.path = path
+        self.gate = gate if gate is not None else AdmissionGate()
         self._reactor = reactor
         self._schema_package = schema_package
         self._max_batch = max_batch
@@ -293,16 +298,22 @@ class SQLiteDatabase(Service):
 
     # -- the public API ---------------------------------------------------
 
-    def write(self, fn: Callable[..., T], *args: Any) -> Deferred[T]:
+    def write(self, fn: Callable[..., T], *args: Any, size: int = 0) -> Deferred[T]:
         """
         Run C{fn(connection, *args)} on the writer thread inside a
         transaction; the Deferred fires after the commit that made it
         durable, with C{fn}'s result, or fails with what C{fn} raised
         (its changes rolled back, other writes unaffected), or with
         L{DatabaseUnavailable} if the database could not store it (disk
-        full, locked, stopped): then nothing of it was stored.
+        full, locked, stopped, or too many jobs already waiting: see
+        L{AdmissionGate}): then nothing of it was stored.
+
+        @param size: the bytes the job carries (an envelope), counted by
+            the gate while it waits.
         """
-        return self._enqueue(fn, args).addErrback(self._count_failure)
+        return self.gate.run(size, lambda: self._enqueue(fn, args)).addErrback(
+            self._count_failure
+        )
 
     def _enqueue(self, fn: Callable[..., T], args: tuple) -> Deferred[T]:
         with self._queue_lock:
@@ -324,8 +335,11 @@ class SQLiteDatabase(Service):
         """
         if self._closed:
             return fail(DatabaseClosed())
-        return self.when_ready().addCallback(
-            lambda _: deferToThreadPool(self._reactor, self._readers, self._read_job, fn, args)
+        return self.gate.run(
+            0,
+            lambda: self.when_ready().addCallback(
+                lambda _: deferToThreadPool(self._reactor, self._readers, self._read_job, fn, args)
+            ),
         )
 
     # -- threads ----------------------------------------------------------
