@@ -18,8 +18,10 @@ from twisted.internet.defer import Deferred, ensureDeferred, succeed
 from kezchat.errors import KezError
 from kezchat.identity.handles import (
     RESERVED_HANDLES,
+    RESERVED_PREFIXES,
     Handle,
     InvalidHandle,
+    is_reserved,
     parse_handle,
     validate_local,
 )
@@ -82,13 +84,16 @@ class RegistryPolicy:
     @ivar base_url: this chat-server's public URL (WebFinger links).
     @ivar sig_base_url: the signature server's public URL (sigchain links),
         or C{None} when there is none and no sigchain is advertised.
-    @ivar reserved: local parts nobody may register.
+    @ivar reserved: words no local part may read as or contain as a piece
+        (see L{is_reserved}).
+    @ivar reserved_prefixes: what no local part may begin with.
     """
 
     server: str
     base_url: str
     sig_base_url: str | None
     reserved: frozenset[str] = RESERVED_HANDLES
+    reserved_prefixes: tuple[str, ...] = RESERVED_PREFIXES
 
 
 def _require(value: Any, kind: type, what: str) -> Any:
@@ -171,7 +176,7 @@ class Registry:
         if not isinstance(server, str) or server != self.policy.server:
             raise KezError("wrong_server", f"this server registers handles on {self.policy.server}")
         handle = self._signed_handle(payload.get("handle"))
-        if handle.local in self.policy.reserved:
+        if is_reserved(handle.local, self.policy.reserved, self.policy.reserved_prefixes):
             raise KezError("reserved_handle", f"{handle.local!r} is reserved")
         try:
             created = parse_rfc3339(payload.get("created_at"))
