@@ -32,8 +32,8 @@ from kezchat.relay.auth import Authenticator
 from kezchat.relay.broker import Broker, LocalBroker
 from kezchat.relay.relay import Relay
 from kezchat.relay.sse import StreamHub
-from kezchat.sharedlimit import SharedLimiter
-from kezchat.storage.backend import chat_storage
+from kezchat.sharedlimit import InProcessLimiter, Limiter, SharedLimiter
+from kezchat.storage.backend import ChatStorage, chat_storage
 from kezchat.storage.database import Database
 from kezchat.storage.errors import DatabaseUnavailable
 from kezchat.webapp import WebApp, packaged_web_dir
@@ -123,9 +123,7 @@ def build_parts(config: ChatConfig, reactor: IServerReactor) -> ChatParts:
         store=store,
         broker=broker,
         authenticator=Authenticator(clock),
-        send_limiter=SharedLimiter(
-            storage.limits, "send", config.send_limit, SEND_LIMIT_WINDOW, clock
-        ),
+        send_limiter=limiter(storage, "send", config.send_limit, SEND_LIMIT_WINDOW, clock),
         metrics=metrics,
         clock=clock,
     )
@@ -149,8 +147,8 @@ def build_parts(config: ChatConfig, reactor: IServerReactor) -> ChatParts:
         registry=registry,
         metrics=metrics,
         clock=clock,
-        register_limiter=SharedLimiter(
-            storage.limits, "register", config.register_limit, REGISTER_LIMIT_WINDOW, clock
+        register_limiter=limiter(
+            storage, "register", config.register_limit, REGISTER_LIMIT_WINDOW, clock
         ),
         client_address=client_address,
         db_health=db.health,
@@ -164,6 +162,18 @@ def build_parts(config: ChatConfig, reactor: IServerReactor) -> ChatParts:
         config=config, db=db, registry=registry, relay=relay, broker=broker, hub=hub,
         mirror=mirror, metrics=metrics, http=http, nats=nats,
     )
+
+
+def limiter(
+    storage: ChatStorage, name: str, limit: int, period: float, clock: Callable[[], float]
+) -> Limiter:
+    """
+    The C{name} rate limit: counted in the database when several processes
+    may share it, else in this process (see L{ChatStorage.limits}).
+    """
+    if storage.limits is None:
+        return InProcessLimiter(limit, period, clock)
+    return SharedLimiter(storage.limits, name, limit, period, clock)
 
 
 def makeService(

@@ -168,8 +168,7 @@ class RetentionBytesTests(TestCase):
             "INSERT INTO messages (recipient, seq, sender, sender_primary, envelope, size,"
             " created_at) VALUES ('bob', 1, 'alice', 'k', ?, 3, 0)", ('"éé"',)
         )
-        # as before migration 6 (later ones are written to apply again)
-        conn.execute("DELETE FROM schema_version WHERE version >= 6")
+        conn.execute("DELETE FROM schema_version WHERE version = 6")
         conn.close()
         db = SQLiteDatabase(path, reactor)
         db.startService()

@@ -11,10 +11,13 @@ from __future__ import annotations
 import os
 import time
 
+from twisted.internet import reactor
 from twisted.internet.defer import ensureDeferred, gatherResults
 from twisted.trial import unittest
 
 from kezchat.identity.keys import KeyPair
+from kezchat.storage.backend import chat_storage
+from kezchat.storage.limits import Hit
 from tests.chatprocess import ChatProcess
 from tests.pgsupport import fresh_database
 from tests.relaysupport import inbox, message_request, send
@@ -115,3 +118,32 @@ class TwoInstancesTests(unittest.TestCase):
             code, _ = await self.register((self.a, self.b)[i % 2], f"user{i}")
             codes.append(code)
         self.assertEqual(codes, [201] * REGISTER_LIMIT + [429] * REGISTER_LIMIT)
+
+
+class HitCounterTests(unittest.TestCase):
+    timeout = 60
+
+    async def test_concurrent_hits_from_two_instances_are_numbered_once(self) -> None:
+        """
+        Hits on one subject from two database services at once (as two
+        instances would) get the numbers 1..n, each exactly once.
+        """
+        url = await fresh_database(self)
+        counters = []
+        for _ in range(2):
+            storage = chat_storage(url, reactor)
+            storage.db.startService()
+            self.addCleanup(storage.db.stopService)
+            await storage.db.when_ready()
+            assert storage.limits is not None
+            counters.append(storage.limits)
+        hit = Hit("send:alice@kez.lat", 1000, 1060)
+        other = Hit("send:bob@kez.lat", 1000, 1060)
+        numbers = await gatherResults(
+            [counters[i % 2].hit(hit) for i in range(150)]
+            + [counters[i % 2].hit(other) for i in range(50)]
+        )
+        self.assertEqual(sorted(numbers[:150]), list(range(1, 151)))
+        self.assertEqual(sorted(numbers[150:]), list(range(1, 51)))
+        self.assertEqual(await counters[0].prune(1061), 2)
+        self.assertEqual(await counters[1].hit(hit), 1)

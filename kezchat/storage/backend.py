@@ -26,8 +26,10 @@ class ChatStorage:
     registry: RegistryStore
     messages: MessageStore
     manifests: ManifestStore
-    #: rate-limit counts shared by every process on the database
-    limits: HitCounter
+    #: rate-limit counts shared by every process on the database; C{None}
+    #: where one process owns the database (SQLite), which then counts in
+    #: memory: exact there, and it costs no commit per request
+    limits: HitCounter | None
 
 
 def chat_storage(
@@ -70,7 +72,6 @@ def chat_storage(
         SQLiteMessageStore,
         SQLiteRegistryStore,
     )
-    from kezchat.storage.sqlite.limits import SQLiteHitCounter
     from kezchat.storage.sqlite.settings import ServerDomain
 
     db = SQLiteDatabase(
@@ -79,8 +80,7 @@ def chat_storage(
         on_write_failure=on_write_failure,
     )
     return ChatStorage(
-        db, SQLiteRegistryStore(db), SQLiteMessageStore(db), SQLiteManifestStore(db),
-        SQLiteHitCounter(db),
+        db, SQLiteRegistryStore(db), SQLiteMessageStore(db), SQLiteManifestStore(db), None
     )
 
 
