@@ -31,6 +31,7 @@ from kezchat.startup import StartupError
 from kezchat.storage.dburl import is_postgres_url, pool_settings, redacted
 from kezchat.storage.errors import DatabaseClosed, DatabaseUnavailable, Rejected
 from kezchat.storage.gate import AdmissionGate
+from kezchat.storage.postgres.incomplete import refuse_if_marked
 from kezchat.storage.postgres.schema import upgrade
 
 T = TypeVar("T")
@@ -211,6 +212,7 @@ class PostgresDatabase(Service):
         try:
             async with pool.acquire() as conn:
                 version = await upgrade(conn, self._schema_package)
+                await refuse_if_marked(conn, self._schema_package, self.path)
                 if self._on_open is not None:
                     await self._on_open(conn)
         except BaseException:
