@@ -18,8 +18,8 @@ from kezchat.natsbridge.aio import deferred_from_coroutine
 from kezchat.startup import StartupError
 from kezchat.storage.backend import chat_storage
 from kezchat.storage.migrate import migrate
-from tests.pgsupport import fresh_database
 from tests import test_migrate
+from tests.pgsupport import fresh_database
 
 
 class Killed(Exception):
