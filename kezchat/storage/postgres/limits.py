@@ -1,6 +1,6 @@
 """
 Rate-limit counters on PostgreSQL: hits that arrive while earlier ones are
-being counted go together in the next transaction, one upsert per
+being counted go together in the next statement, one upsert per
 (subject, window) with the batch's count, so under load one round trip
 counts many requests. Every process sharing the database upserts the same
 rows; the row lock orders them, so the numbers handed out never repeat.
@@ -17,24 +17,28 @@ from kezchat.storage.errors import DatabaseUnavailable
 from kezchat.storage.limits import Hit
 from kezchat.storage.postgres.database import PostgresDatabase
 
-# rows are upserted in (subject, window) order, so two batches never
-# deadlock
+# One statement, one round trip. Rows are upserted in (subject, window)
+# order, so two batches never deadlock. A count is not worth a disk flush:
+# set_config(..., true) lasts to the end of the statement's own
+# transaction, so its commit does not wait for the WAL (a crash may forget
+# the last counts, letting a few more requests through; it never counts
+# twice or blocks).
 _UPSERT = """
+WITH no_flush AS (SELECT set_config('synchronous_commit', 'off', true)),
+hits AS (
+    SELECT u.s, u.w, COUNT(*)::INTEGER AS n, MAX(u.e) AS e
+    FROM unnest($1::TEXT[], $2::BIGINT[], $3::BIGINT[]) AS u(s, w, e)
+    GROUP BY u.s, u.w
+)
 INSERT INTO rate_windows AS r (subject, window_start, hits, expires_at)
-SELECT u.s, u.w, COUNT(*)::INTEGER, MAX(u.e)
-FROM unnest($1::TEXT[], $2::BIGINT[], $3::BIGINT[]) AS u(s, w, e)
-GROUP BY u.s, u.w
-ORDER BY u.s, u.w
+SELECT h.s, h.w, h.n, h.e FROM hits h CROSS JOIN no_flush
+ORDER BY h.s, h.w
 ON CONFLICT (subject, window_start) DO UPDATE SET hits = r.hits + EXCLUDED.hits
 RETURNING r.subject, r.window_start, r.hits
 """
 
 
 async def _count(conn: Any, hits: list[Hit]) -> list[int]:
-    # a count is not worth a disk flush: the commit does not wait for the
-    # WAL (a crash may forget the last counts, letting a few more requests
-    # through; it never double-counts or blocks)
-    await conn.execute("SET LOCAL synchronous_commit TO OFF")
     rows = await conn.fetch(
         _UPSERT,
         [h.subject for h in hits],
@@ -90,7 +94,7 @@ class PostgresHitCounter:
             batch = self._pending[: self._max_batch]
             del self._pending[: self._max_batch]
             self._in_flight += 1
-            counted = self._db.transaction(_count, [h for h, _d in batch], admitted=True)
+            counted = self._db.run(_count, [h for h, _d in batch], admitted=True)
             counted.addBoth(self._done, batch)
 
     def _done(self, result: list[int] | Failure, batch: list[tuple[Hit, Deferred[int]]]) -> None:
