@@ -23,7 +23,6 @@ from __future__ import annotations
 
 import asyncio
 import os
-import tempfile
 import time
 from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
@@ -31,6 +30,7 @@ from dataclasses import dataclass
 
 from twisted.logger import Logger
 
+from kezchat import tempfiles
 from kezchat.p2p.crypt import MAX_SIZE, DecryptError, FileEncryptor, PieceCheck, piece_sizes
 from kezchat.p2p.transport import (
     Connection,
@@ -240,9 +240,9 @@ class _Sink:
 
     def __init__(self, out: str, check: PieceCheck) -> None:
         directory = os.path.dirname(os.path.abspath(out))
-        fd, self.temp = tempfile.mkstemp(
-            dir=directory, prefix=f".{os.path.basename(out)}.", suffix=".part"
-        )
+        # what a download killed midway left here
+        tempfiles.clean_stale(directory, ".part")
+        fd, self.temp = tempfiles.create(directory, os.path.basename(out), ".part")
         self._file = os.fdopen(fd, "wb")
         self._check = check
 
