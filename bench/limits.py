@@ -8,11 +8,12 @@ send carries no idempotency key, so the server keys it by its signature
 (the replay check). The table gives sustained msg/s over many connections,
 the server's CPU per message, and the mean latency of one send at a time.
 
-    .venv/bin/python bench/limits.py                    # this checkout
-    .venv/bin/python bench/limits.py --root /old/tree   # another checkout's server
+    .venv/bin/python bench/limits.py                       # this checkout
+    .venv/bin/python bench/limits.py --compare /old/tree   # and another, in turn
 
-Run it against two checkouts in a row (before and after a change) and
-compare the ratios; the machine's load moves absolute figures.
+With C{--compare} the two checkouts' servers take turns within each round,
+so both see the same load; compare the medians' ratios, the machine's load
+moves absolute figures.
 """
 
 from __future__ import annotations
@@ -21,6 +22,7 @@ import argparse
 import json
 import os
 import shutil
+import statistics
 import sys
 import tempfile
 import time
@@ -31,7 +33,9 @@ sys.path.insert(0, os.path.dirname(HERE))
 from bench.relay import free_port  # noqa: E402
 
 
-async def one_setup(reactor, args: argparse.Namespace, db: str, limit: int) -> tuple[float, ...]:
+async def one_setup(
+    reactor, args: argparse.Namespace, root: str, db: str, limit: int
+) -> tuple[float, ...]:
     from twisted.internet.defer import Deferred
     from twisted.internet.protocol import ProcessProtocol
 
@@ -65,7 +69,7 @@ async def one_setup(reactor, args: argparse.Namespace, db: str, limit: int) -> t
          "--listen", f"tcp:{port}:interface=127.0.0.1:backlog=1024",
          "--db", db, "--send-limit", str(limit), "--register-limit", "0",
          "--access-log", "off"],
-        env={**os.environ, "PYTHONPATH": args.root},
+        env={**os.environ, "PYTHONPATH": root},
         path=tempfile.mkdtemp(prefix="kezchat-limits-"),
     )
 
@@ -129,42 +133,52 @@ async def benchmark(reactor, args: argparse.Namespace) -> None:
     if bin_dir is not None and "pg" in args.backends:
         pg = PostgresCluster(bin_dir, settings={"fsync": "on", "synchronous_commit": "on"})
         pg.start()
+    roots = [args.root] + ([args.compare] if args.compare else [])
     rows = []
     try:
         for round_ in range(args.rounds):
             for backend in args.backends:
                 for limit in (0, 10**9):
-                    if backend == "sqlite":
-                        db = os.path.join(workdir, f"r{round_}-{limit}.db")
-                    else:
-                        if pg is None:
-                            continue
-                        name = await deferred_from_coroutine(pg.create_database())
-                        db = pg.url(name)
-                    rate, cpu_us, lone = await one_setup(reactor, args, db, limit)
-                    rows.append((backend, "on" if limit else "off", rate, cpu_us, lone))
-                    print(f"{backend:6} limit {'on ' if limit else 'off'}  {rate:7.0f} msg/s"
-                          f"  {cpu_us:6.0f} µs CPU/msg  {lone:5.2f} ms/send alone", flush=True)
+                    # the checkouts take turns within each round, so both
+                    # see the same load of a shared machine
+                    for root in roots:
+                        if backend == "sqlite":
+                            db = os.path.join(workdir, f"r{round_}-{limit}-{len(rows)}.db")
+                        else:
+                            if pg is None:
+                                continue
+                            name = await deferred_from_coroutine(pg.create_database())
+                            db = pg.url(name)
+                        rate, cpu_us, lone = await one_setup(reactor, args, root, db, limit)
+                        rows.append((root, backend, "on" if limit else "off", rate, cpu_us, lone))
+                        print(f"{os.path.basename(root):14} {backend:6}"
+                              f" limit {'on ' if limit else 'off'}  {rate:7.0f} msg/s"
+                              f"  {cpu_us:6.0f} µs CPU/msg  {lone:5.2f} ms/send alone",
+                              flush=True)
     finally:
         if pg is not None:
             pg.stop()
         shutil.rmtree(workdir, ignore_errors=True)
-    print(f"\nserver: {args.root}; best of {args.rounds} rounds:")
-    for backend in args.backends:
-        for limit in ("off", "on"):
-            mine = [r for r in rows if r[0] == backend and r[1] == limit]
-            if mine:
-                rate = max(r[2] for r in mine)
-                cpu = min(r[3] for r in mine)
-                lone = min(r[4] for r in mine)
-                print(f"| {backend} | limit {limit} | {rate:.0f} msg/s | {cpu:.0f} µs/msg"
-                      f" | {lone:.2f} ms alone |")
+    print(f"\nmedians of {args.rounds} rounds:")
+    print("| server | backend | send limit | msg/s | server CPU µs/msg | ms per lone send |")
+    print("|---|---|---|---|---|---|")
+    for root in roots:
+        for backend in args.backends:
+            for limit in ("off", "on"):
+                mine = [r for r in rows if r[:3] == (root, backend, limit)]
+                if mine:
+                    rate = statistics.median(r[3] for r in mine)
+                    cpu = statistics.median(r[4] for r in mine)
+                    lone = statistics.median(r[5] for r in mine)
+                    print(f"| {root} | {backend} | {limit} | {rate:.0f} | {cpu:.0f}"
+                          f" | {lone:.2f} |")
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--root", default=os.path.dirname(HERE),
                         help="the checkout whose server runs (PYTHONPATH)")
+    parser.add_argument("--compare", help="another checkout to run in turn with --root")
     parser.add_argument("--burst", type=int, default=4000)
     parser.add_argument("--single", type=int, default=300)
     parser.add_argument("--connections", type=int, default=32)
