@@ -15,9 +15,13 @@ from __future__ import annotations
 import sqlite3
 from dataclasses import replace
 
+from twisted.trial.unittest import TestCase
+
 from kezchat.natsbridge.aio import deferred_from_coroutine
 from kezchat.natsbridge.ingest import BRIDGE_CONSUMER
 from kezchat.natsbridge.subjects import STREAM, inbox_subject
+from kezchat.relay.relay import BridgedMessage
+from kezchat.storage.errors import DatabaseUnavailable
 from tests.backends import on_postgresql
 from tests.relaysupport import inbox, send
 from tests.support import fresh_database, http_client, register, start_server
@@ -102,3 +106,37 @@ class RejectedTests(BridgeTestCase):
 
 
 on_postgresql(globals(), RejectedTests)
+
+
+class BridgedBatchTests(TestCase):
+    timeout = 30
+
+    async def test_nothing_stored_unannounced_when_a_later_check_fails(self) -> None:
+        """
+        A batch whose second message cannot be judged (the database refuses
+        the look-up: busy) stores nothing the relay did not announce: every
+        message is judged before any is written.
+        """
+        server = await start_server(self)
+        client = http_client(self)
+        alice, _ = await register(client, server.url, "alice")
+        bob, _ = await register(client, server.url, "bob")
+        relay = server.parts.relay
+        for key in (alice, bob):
+            await relay.registry.find_primary(key.primary)  # cached: no look-up
+        gate = server.parts.db.gate
+        # room for one job: a first message's write, if it were issued
+        # before the second message's look-up, would fill it
+        gate.max_jobs = 1
+        batch = [
+            BridgedMessage(bob.primary, alice.primary, b'{"n":1}', "nats:e:1"),
+            BridgedMessage(bob.primary, "ed25519:" + "7" * 64, b'{"n":2}', "nats:e:2"),
+        ]
+        try:
+            await relay.accept_bridged(batch)
+        except DatabaseUnavailable:
+            pass
+        gate.max_jobs = 1000
+        _, page = await inbox(client, server.url, bob, "bob")
+        announced = server.parts.metrics.messages_stored._value.get()
+        self.assertEqual(len(page["messages"]), announced)
