@@ -5,7 +5,9 @@ Every backend (SQLite here; others implement the same protocols) must keep
 the guarantees stated on each method: the domain objects rely on them and
 on nothing else. Every method returns a L{Deferred} and never blocks the
 reactor; a database that cannot answer fails it with
-L{kezchat.storage.errors.DatabaseUnavailable}.
+L{kezchat.storage.errors.DatabaseUnavailable}, and a write the database
+refuses for what it carries with L{kezchat.storage.errors.Rejected}: never
+with a driver's own exception.
 """
 
 from __future__ import annotations
