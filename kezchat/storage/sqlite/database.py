@@ -401,8 +401,14 @@ class SQLiteDatabase(Service):
             try:
                 conn = self._open_writer()
             except Exception as e:
-                failure = Failure()
-                failure.cleanFailure()
+                if isinstance(e, sqlite3.Error):
+                    # the driver's error, as storage says it: why, in one word
+                    failure = Failure(
+                        DatabaseUnavailable(fault_cause(e) or "cannot_open", str(e))
+                    )
+                else:
+                    failure = Failure()
+                    failure.cleanFailure()
                 if first:
                     call(self._fire_ready, failure)
                     refusal = unavailable(e, "cannot_open")
