@@ -156,7 +156,10 @@ class SQLiteDatabase(Service):
             database; past it a call fails at once with C{busy}.
         """
         self.path = path
-        self.gate = gate if gate is not None else AdmissionGate()
+        self.gate = (
+            gate if gate is not None
+            else AdmissionGate(on_refused=lambda: on_write_failure("busy"))
+        )
         self._reactor = reactor
         self._schema_package = schema_package
         self._max_batch = max_batch
@@ -311,8 +314,8 @@ class SQLiteDatabase(Service):
         @param size: the bytes the job carries (an envelope), counted by
             the gate while it waits.
         """
-        return self.gate.run(size, lambda: self._enqueue(fn, args)).addErrback(
-            self._count_failure
+        return self.gate.run(
+            size, lambda: self._enqueue(fn, args).addErrback(self._count_failure)
         )
 
     def _enqueue(self, fn: Callable[..., T], args: tuple) -> Deferred[T]:
