@@ -11,7 +11,7 @@ halves as the environment assignments C{deploy/nats.conf} reads.
     kezchat-admin backup --db FILE --out FILE|-
 
 copies a SQLite database (the chat-server's or the sig-server's) while the
-server runs, with SQLite's online backup (L{kezchat.backup}).
+server runs, with SQLite's online backup (L{kezchat.storage.sqlite.backup}).
 
     kezchat-admin migrate --from kez-chat.db --to postgresql://...
 
@@ -28,8 +28,8 @@ from pathlib import Path
 from twisted.python import usage
 
 from kezchat import __version__
-from kezchat.backup import BackupError, backup_database, backup_to_stream
 from kezchat.natsbridge.keys import ACCOUNT, USER, NKey, write_seed_file
+from kezchat.storage.sqlite.backup import BackupError, backup_database, backup_to_stream
 
 ISSUER_FILE = "issuer.seed"
 CALLOUT_FILE = "callout.seed"

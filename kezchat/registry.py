@@ -18,8 +18,10 @@ from twisted.internet.defer import Deferred, ensureDeferred, succeed
 from kezchat.errors import KezError
 from kezchat.identity.handles import (
     RESERVED_HANDLES,
+    RESERVED_PREFIXES,
     Handle,
     InvalidHandle,
+    is_reserved,
     parse_handle,
     validate_local,
 )
@@ -82,13 +84,16 @@ class RegistryPolicy:
     @ivar base_url: this chat-server's public URL (WebFinger links).
     @ivar sig_base_url: the signature server's public URL (sigchain links),
         or C{None} when there is none and no sigchain is advertised.
-    @ivar reserved: local parts nobody may register.
+    @ivar reserved: words no local part may read as or contain as a piece
+        (see L{is_reserved}).
+    @ivar reserved_prefixes: what no local part may begin with.
     """
 
     server: str
     base_url: str
     sig_base_url: str | None
     reserved: frozenset[str] = RESERVED_HANDLES
+    reserved_prefixes: tuple[str, ...] = RESERVED_PREFIXES
 
 
 def _require(value: Any, kind: type, what: str) -> Any:
@@ -200,7 +205,10 @@ class Registry:
             raise KezError("invalid_handle", str(e)) from None
 
     def _check_reserved(self, handle: Handle) -> None:
-        if handle.local in self.policy.reserved:
+        """
+        (see L{is_reserved}).
+        """
+        if is_reserved(handle.local, self.policy.reserved, self.policy.reserved_prefixes):
             raise KezError("reserved_handle", f"{handle.local!r} is reserved")
 
     async def availability(self, text: str) -> Handle:

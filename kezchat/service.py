@@ -12,7 +12,7 @@ from __future__ import annotations
 import os
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 from twisted.application.internet import TimerService
 from twisted.internet.defer import Deferred, ensureDeferred
@@ -26,14 +26,15 @@ from kezchat.http.clientip import ClientAddress
 from kezchat.listening import ServerService
 from kezchat.metrics import Metrics
 from kezchat.mirror import ManifestMirror
-from kezchat.ratelimit import RateLimiter
 from kezchat.reactor import IServerReactor, global_reactor
 from kezchat.registry import Registry, RegistryPolicy
 from kezchat.relay.auth import Authenticator
 from kezchat.relay.broker import Broker, LocalBroker
 from kezchat.relay.relay import Relay
 from kezchat.relay.sse import StreamHub
-from kezchat.storage.backend import chat_storage
+from kezchat.sharedlimit import InProcessLimiter, Limiter, SharedLimiter
+from kezchat.storage.backend import ChatStorage, chat_storage
+from kezchat.storage.database import Database
 from kezchat.storage.errors import DatabaseUnavailable
 from kezchat.webapp import WebApp, packaged_web_dir
 
@@ -52,7 +53,7 @@ class ChatParts:
 
     config: ChatConfig
     #: the database service: SQLite or PostgreSQL, from C{--db}
-    db: Any
+    db: Database
     registry: Registry
     relay: Relay
     broker: Broker
@@ -128,7 +129,7 @@ def build_parts(config: ChatConfig, reactor: IServerReactor) -> ChatParts:
         store=store,
         broker=broker,
         authenticator=authenticator,
-        send_limiter=RateLimiter(config.send_limit, SEND_LIMIT_WINDOW, clock),
+        send_limiter=limiter(storage, "send", config.send_limit, SEND_LIMIT_WINDOW, clock),
         metrics=metrics,
         clock=clock,
     )
@@ -152,7 +153,9 @@ def build_parts(config: ChatConfig, reactor: IServerReactor) -> ChatParts:
         registry=registry,
         metrics=metrics,
         clock=clock,
-        register_limiter=RateLimiter(config.register_limit, REGISTER_LIMIT_WINDOW, clock),
+        register_limiter=limiter(
+            storage, "register", config.register_limit, REGISTER_LIMIT_WINDOW, clock
+        ),
         client_address=client_address,
         db_health=db.health,
         nats_status=nats.status if nats is not None else (lambda: "disabled"),
@@ -165,6 +168,18 @@ def build_parts(config: ChatConfig, reactor: IServerReactor) -> ChatParts:
         config=config, db=db, registry=registry, relay=relay, broker=broker, hub=hub,
         mirror=mirror, metrics=metrics, http=http, nats=nats,
     )
+
+
+def limiter(
+    storage: ChatStorage, name: str, limit: int, period: float, clock: Callable[[], float]
+) -> Limiter:
+    """
+    The C{name} rate limit: counted in the database when several processes
+    may share it, else in this process (see L{ChatStorage.limits}).
+    """
+    if storage.limits is None:
+        return InProcessLimiter(limit, period, clock)
+    return SharedLimiter(storage.limits, name, limit, period, clock)
 
 
 def makeService(

@@ -23,7 +23,6 @@ from __future__ import annotations
 
 import asyncio
 import os
-import tempfile
 import time
 from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
@@ -31,6 +30,7 @@ from dataclasses import dataclass
 
 from twisted.logger import Logger
 
+from kezchat import tempfiles
 from kezchat.p2p.crypt import MAX_SIZE, DecryptError, FileEncryptor, PieceCheck, piece_sizes
 from kezchat.p2p.transport import (
     Connection,
@@ -240,8 +240,10 @@ class _Sink:
 
     def __init__(self, out: str, check: PieceCheck) -> None:
         directory = os.path.dirname(os.path.abspath(out))
-        # a short name of its own: the final name may be near the limit
-        fd, self.temp = tempfile.mkstemp(dir=directory, prefix=".kez-", suffix=".part")
+        # what a download killed midway left here, then a short name of our
+        # own (the final name may be near the file system's limit)
+        tempfiles.clean_stale(directory, ".part")
+        fd, self.temp = tempfiles.create(directory, "kez", ".part")
         self._file = os.fdopen(fd, "wb")
         self._check = check
 

@@ -9,21 +9,27 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
+from kezchat.storage.database import Database
 from kezchat.storage.dburl import is_postgres_url
 from kezchat.storage.interfaces import ManifestStore, MessageStore, RegistryStore
+from kezchat.storage.limits import HitCounter
 
 
 @dataclass(frozen=True)
 class ChatStorage:
     """
     The chat-server's stores and the database service they share (start
-    it before use; it has C{when_ready()} and a loggable C{path}).
+    it before use).
     """
 
-    db: Any
+    db: Database
     registry: RegistryStore
     messages: MessageStore
     manifests: ManifestStore
+    #: rate-limit counts shared by every process on the database; C{None}
+    #: where one process owns the database (SQLite), which then counts in
+    #: memory: exact there, and it costs no commit per request
+    limits: HitCounter | None
 
 
 def chat_storage(
@@ -49,6 +55,7 @@ def chat_storage(
             PostgresMessageStore,
             PostgresRegistryStore,
         )
+        from kezchat.storage.postgres.limits import PostgresHitCounter
         from kezchat.storage.postgres.settings import PostgresServerDomain
 
         domain = PostgresServerDomain(server, allow_change=allow_server_change)
@@ -56,7 +63,8 @@ def chat_storage(
             setting, reactor, on_open=domain.check_async, on_write_failure=on_write_failure
         )
         return ChatStorage(
-            pg, PostgresRegistryStore(pg), PostgresMessageStore(pg), PostgresManifestStore(pg)
+            pg, PostgresRegistryStore(pg), PostgresMessageStore(pg), PostgresManifestStore(pg),
+            PostgresHitCounter(pg),
         )
     from kezchat.storage.sqlite import (
         SQLiteDatabase,
@@ -71,12 +79,14 @@ def chat_storage(
         on_open=ServerDomain(server, allow_change=allow_server_change).check,
         on_write_failure=on_write_failure,
     )
-    return ChatStorage(db, SQLiteRegistryStore(db), SQLiteMessageStore(db), SQLiteManifestStore(db))
+    return ChatStorage(
+        db, SQLiteRegistryStore(db), SQLiteMessageStore(db), SQLiteManifestStore(db), None
+    )
 
 
 def sigchain_storage(
     setting: str, reactor: Any, *, on_write_failure: Callable[[str], None] = lambda cause: None
-) -> tuple[Any, Any]:
+) -> tuple[Database, Any]:
     """
     kezsig's database service and sigchain store for C{--db setting}.
     """

@@ -5,7 +5,9 @@ Every backend (SQLite here; others implement the same protocols) must keep
 the guarantees stated on each method: the domain objects rely on them and
 on nothing else. Every method returns a L{Deferred} and never blocks the
 reactor; a database that cannot answer fails it with
-L{kezchat.storage.errors.DatabaseUnavailable}.
+L{kezchat.storage.errors.DatabaseUnavailable}, and a write the database
+refuses for what it carries with L{kezchat.storage.errors.Rejected}: never
+with a driver's own exception.
 """
 
 from __future__ import annotations
@@ -14,6 +16,9 @@ from dataclasses import dataclass
 from typing import Protocol
 
 from twisted.internet.defer import Deferred
+
+# where it was defined first; storage errors live in kezchat.storage.errors
+from kezchat.storage.errors import IdempotencyConflict as IdempotencyConflict
 
 
 @dataclass(frozen=True)
@@ -96,12 +101,6 @@ class NewMessage:
     #: identifies the request an idempotency key is used for (recipient and
     #: envelope); a second use of the key must carry the same
     request_hash: str | None = None
-
-
-class IdempotencyConflict(Exception):
-    """
-    The sender already used this idempotency key for a different request.
-    """
 
 
 @dataclass(frozen=True)
@@ -188,13 +187,25 @@ class MessageStore(Protocol):
         """
 
     def apply_retention(
-        self, older_than: float, max_bytes_per_recipient: int
+        self,
+        older_than: float,
+        max_bytes_per_recipient: int,
+        replay_keys_before: float | None = None,
     ) -> Deferred[RetentionReport]:
         """
-        Delete every message created strictly before C{older_than}
-        (seconds since the epoch), then, per recipient, the oldest
-        messages until their envelopes add up to at most
+        Delete every message (and idempotency key) created strictly before
+        C{older_than} (seconds since the epoch), then, per recipient, the
+        oldest messages until their envelopes add up to at most
         C{max_bytes_per_recipient}; report what went, by reason.
+
+        Keys longer than a client may choose (64 characters) are the
+        server's own, derived from a request's signature and needed only
+        while it could be replayed: those created before
+        C{replay_keys_before} go too.
+
+        The work is done in bounded chunks, each a short write of its own,
+        so other writes are never held up for long; a sweep may stop early
+        when another process is sweeping.
         """
 
 
