@@ -446,7 +446,8 @@ class DockerfileTests(TestCase):
         runtime = dict(self._runtime())
         command = json.loads(runtime["ENTRYPOINT"]) + json.loads(runtime["CMD"])
         self.assertEqual(command, ["twistd", *SERVER_ARGS, "kezchat"])
-        self.assertEqual(runtime["USER"], "kezchat")
+        # the kezchat user, by number (see the Dockerfile)
+        self.assertEqual(runtime["USER"], "10001:10001")
         self.assertIn("/v1/healthz", runtime["HEALTHCHECK"])
         self.assertIn("python", runtime["HEALTHCHECK"])
 
