@@ -37,18 +37,27 @@ RUN npm run build
 # -- 2. the wheel, installed into /opt/kezchat ----------------------------
 FROM ${PYTHON_IMAGE} AS build
 ARG EXTRA_CA_CERTS=
+ENV PIP_NO_CACHE_DIR=1 PIP_DISABLE_PIP_VERSION_CHECK=1
 WORKDIR /src
+# the servers' dependencies first, from setup.cfg alone: this layer (and
+# its trip to PyPI) is redone only when they change, not on every edit
+COPY setup.cfg ./
+RUN python -c "import configparser; c = configparser.ConfigParser(); c.read('setup.cfg'); \
+print(c['options']['install_requires'])" > requirements.txt \
+ && python -m venv /opt/kezchat \
+ && /opt/kezchat/bin/pip install ${EXTRA_CA_CERTS:+--cert "$EXTRA_CA_CERTS"} \
+        -r requirements.txt "setuptools>=68" wheel
 # the whole checkout (.dockerignore keeps out venvs, databases, node_modules
 # and tests), then the freshly built app where the wheel build looks for it
 COPY . .
 COPY --from=web /src/web/dist web/dist
-ENV PIP_NO_CACHE_DIR=1 PIP_DISABLE_PIP_VERSION_CHECK=1
-RUN python -m venv /opt/kezchat \
- && /opt/kezchat/bin/pip wheel --no-deps --wheel-dir /wheels \
-        ${EXTRA_CA_CERTS:+--cert "$EXTRA_CA_CERTS"} . \
- && /opt/kezchat/bin/pip install ${EXTRA_CA_CERTS:+--cert "$EXTRA_CA_CERTS"} \
-        /wheels/kezchat-*.whl \
- && /opt/kezchat/bin/pip uninstall --yes --quiet pip
+# offline from here: the build tools are in the venv, the dependencies too
+# (pip check proves it); then the tools go, pip last
+RUN /opt/kezchat/bin/pip wheel --no-deps --wheel-dir /wheels --no-build-isolation . \
+ && /opt/kezchat/bin/pip install --no-deps --no-index /wheels/kezchat-*.whl \
+ && /opt/kezchat/bin/pip check \
+ && /opt/kezchat/bin/pip uninstall --yes --quiet setuptools wheel \
+ && /opt/kezchat/bin/python -m pip uninstall --yes --quiet pip
 # fail the build, not the first request, if the wheel lacks the web app
 # (from /, so Python imports the installed package, not /src's sources);
 # and write Twisted's plugin cache now: at run time the venv is read-only
