@@ -244,6 +244,14 @@ class Stack:
             argv += ["--profile", profile]
         return await run([*argv, *args], self.engine.environ, cwd=DEPLOY)
 
+    async def start_clean(self) -> None:
+        """
+        Remove what an interrupted earlier run of this project may have
+        left (its volumes would hold old keys, which nats-keys refuses to
+        overwrite).
+        """
+        await self.remove()
+
     async def create_keys(self) -> dict[str, str]:
         """
         The guide's set-up step: C{nats-keys} in the image prints the two

@@ -93,6 +93,7 @@ class StackTests(TestCase):
         """
         eng = await engine(self)
         stack = Stack(self, eng, "kezchat-test-bundled", "172.30.70.0/24")
+        await stack.start_clean()
         await stack.create_keys()
         await stack.compose("up", "-d")
         health = await stack.healthy()
@@ -231,6 +232,7 @@ class StackTests(TestCase):
             self, eng, "kezchat-test-own-nats", "172.30.71.0/24",
             {"NATS_URL": "nats://broker:4222", "NATS_WS_UPSTREAM": "broker:8080"},
         )
+        await stack.start_clean()
         keys = await stack.create_keys()
         # the compose network first (the sig-server needs no broker), so
         # the broker can join it under the name NATS_URL gives
@@ -277,7 +279,9 @@ class StackTests(TestCase):
             f.write(conf)
         port = stack.nats_port
         name = f"{stack.project}-broker"
-        self.addCleanup(lambda: eng.podman("rm", "--force", "--time", "2", name))
+        remove = ("rm", "--force", "--ignore", "--time", "2", name)
+        await eng.podman(*remove)
+        self.addCleanup(eng.podman, *remove)
         await eng.podman(
             "run", "--detach", "--name", name,
             "--network", f"{stack.project}_default", "--network-alias", "broker",
