@@ -121,6 +121,9 @@ class Engine:
             ROOT,
         )
         self.build_seconds = time.monotonic() - started
+        # the layers of builds a week old and superseded since (each edit
+        # of the sources leaves one set), so the store does not grow forever
+        await self.podman("image", "prune", "--force", "--filter", "until=168h")
         self.image_bytes = int(
             (await self.podman("image", "inspect", "--format", "{{.Size}}", self.image)).strip()
         )

@@ -39,6 +39,19 @@ def envelopes(page: dict[str, Any]) -> list[Any]:
     return [m["envelope"] for m in page["messages"]]
 
 
+async def fetch_and_ack(sub: Any, timeout: float = 5.0) -> list[Any]:
+    """
+    What a native client does: fetch from its durable consumer and
+    acknowledge, so only newer messages come next time. (Unacknowledged
+    ones would come again after the consumer's ack wait, at a time that
+    depends on the machine's speed.)
+    """
+    got = await fetch_inbox(sub, timeout=timeout)
+    for message in got:
+        await message.ack()
+    return got
+
+
 class ImageTests(TestCase):
     timeout = TIMEOUT
 
@@ -125,7 +138,7 @@ class StackTests(TestCase):
             publish_envelope(nc_alice, alice, bob.public_hex, {"via": "nats"})
         )
         sub = await deferred_from_coroutine(open_inbox(nc_bob, bob))
-        got = await deferred_from_coroutine(fetch_inbox(sub))
+        got = await deferred_from_coroutine(fetch_and_ack(sub))
         self.assertIn({"via": "nats"}, [m.envelope for m in got])
         self.assertEqual({m.from_primary for m in got}, {alice.primary})
         await stream.wait_for(2)
@@ -158,8 +171,8 @@ class StackTests(TestCase):
         nc_bob = await self._nats(stack.nats_url, bob)
         sub = await deferred_from_coroutine(open_inbox(nc_bob, bob))
         # JetStream kept the stream and bob's durable consumer (nats-data):
-        # what he had not fetched yet is there, what he had is not again
-        again = await deferred_from_coroutine(fetch_inbox(sub))
+        # what he had not fetched yet is there, what he acknowledged is not
+        again = await deferred_from_coroutine(fetch_and_ack(sub))
         self.assertEqual([m.envelope for m in again], [{"via": "after restart"}])
 
     async def _tls(self, stack: Stack, alice: KeyPair, bob: KeyPair) -> None:
@@ -201,10 +214,10 @@ class StackTests(TestCase):
         )
         self.addCleanup(lambda: deferred_from_coroutine(nc.close()))
         sub = await deferred_from_coroutine(open_inbox(nc, bob))
-        await deferred_from_coroutine(fetch_inbox(sub, timeout=1))
+        await deferred_from_coroutine(fetch_and_ack(sub, timeout=1))
         code, body = await send(https, front, alice, "alice", "bob", {"via": "https"})
         self.assertEqual(code, 201, body)
-        got = await deferred_from_coroutine(fetch_inbox(sub))
+        got = await deferred_from_coroutine(fetch_and_ack(sub))
         self.assertIn({"via": "https"}, [m.envelope for m in got])
         await deferred_from_coroutine(nc.close())
 
@@ -250,7 +263,7 @@ class StackTests(TestCase):
             publish_envelope(nc_alice, alice, bob.public_hex, {"via": "own nats"})
         )
         sub = await deferred_from_coroutine(open_inbox(nc_bob, bob))
-        got = await deferred_from_coroutine(fetch_inbox(sub))
+        got = await deferred_from_coroutine(fetch_and_ack(sub))
         self.assertEqual([m.envelope for m in got], [{"via": "own nats"}])
         # and the chat-server stored it: HTTP clients see it too
         for _ in range(50):
