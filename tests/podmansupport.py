@@ -14,6 +14,7 @@ every published port is on 127.0.0.1.
 
 from __future__ import annotations
 
+import hashlib
 import os
 import shutil
 import sys
@@ -32,8 +33,11 @@ from tests.support import deferred_sleep, http_client, json_of
 
 COMPOSE = os.path.join(DEPLOY, "docker-compose.yml")
 BUILD_BASES = os.path.join(ROOT, "tests", "images", "build-bases")
+#: this checkout's own names (image tag, compose projects, subnets), so
+#: two checkouts can run these tests on one machine at once
+CHECKOUT = hashlib.sha256(ROOT.encode()).hexdigest()[:8]
 #: the image the tests build from the Dockerfile (layers cached by podman)
-IMAGE = "localhost/kezchat-test/kezchat:latest"
+IMAGE = f"localhost/kezchat-test/kezchat:{CHECKOUT}"
 #: the machine's CA bundle (the registries are reached through a proxy
 #: that presents certificates of its own CA) and where builds see it
 HOST_CA = "/etc/ssl/certs/ca-certificates.crt"
@@ -185,13 +189,21 @@ class Stack:
         self,
         case: TestCase,
         engine: Engine,
-        project: str,
-        subnet: str,
+        name: str,
+        number: int,
         overrides: Mapping[str, str] | None = None,
     ) -> None:
+        """
+        @param name: names the compose project (with this checkout's hash).
+        @param number: 0..9, picks the project's own network, so the
+            stacks of one run never share a subnet
+        """
         self.case = case
         self.engine = engine
-        self.project = project
+        self.project = f"kezchat-test-{CHECKOUT}-{name}"
+        # 172.30.100.0/24 .. 172.30.249.0/24: clear of the shipped default
+        # (172.30.69.0/24) and of podman's own (10.88.0.0/16)
+        subnet = f"172.30.{100 + int(CHECKOUT, 16) % 15 * 10 + number}.0/24"
         self.chat_port, self.sig_port = free_port(), free_port()
         self.nats_port, self.https_port = free_port(), free_port()
         self.settings = {
@@ -211,7 +223,7 @@ class Stack:
             "PUBLIC_HOST": "localhost",
             **(overrides or {}),
         }
-        self.directory = tempfile.mkdtemp(prefix=f"{project}-")
+        self.directory = tempfile.mkdtemp(prefix=f"{self.project}-")
         self.env_file = os.path.join(self.directory, ".env")
         self._write_env()
         case.addCleanup(shutil.rmtree, self.directory, True)

@@ -105,7 +105,7 @@ class StackTests(TestCase):
         volumes keep the databases, the keys and JetStream).
         """
         eng = await engine(self)
-        stack = Stack(self, eng, "kezchat-test-bundled", "172.30.70.0/24")
+        stack = Stack(self, eng, "bundled", 0)
         await stack.start_clean()
         await stack.create_keys()
         await stack.compose("up", "-d")
@@ -242,7 +242,7 @@ class StackTests(TestCase):
         """
         eng = await engine(self)
         stack = Stack(
-            self, eng, "kezchat-test-own-nats", "172.30.71.0/24",
+            self, eng, "own-nats", 1,
             {"NATS_URL": "nats://broker:4222", "NATS_WS_UPSTREAM": "broker:8080"},
         )
         await stack.start_clean()
