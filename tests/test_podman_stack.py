@@ -11,6 +11,8 @@ suite's HTTP helpers, talking to the published loopback ports.
 
 from __future__ import annotations
 
+import json
+import os
 import re
 import ssl
 from typing import Any
@@ -37,6 +39,16 @@ TIMEOUT = 1200
 
 def envelopes(page: dict[str, Any]) -> list[Any]:
     return [m["envelope"] for m in page["messages"]]
+
+
+def guide_healthz() -> dict[str, Any]:
+    """
+    The health answer the operator guide shows after the first start.
+    """
+    with open(os.path.join(ROOT, "docs", "operations.md")) as f:
+        found = re.search(r"curl https://\S+/v1/healthz\n\s*# (\{.*\})", f.read())
+    assert found is not None, "the guide's healthz example"
+    return json.loads(found.group(1))
 
 
 async def fetch_and_ack(sub: Any, timeout: float = 5.0) -> list[Any]:
@@ -111,10 +123,12 @@ class StackTests(TestCase):
         await stack.compose("up", "-d")
         health = await stack.healthy()
         self.assertEqual((health["status"], health["db"]), ("ok", "ok"))
-        # the image's own HEALTHCHECK, run by the engine (no systemd here
-        # to run it on a timer)
-        await eng.podman("healthcheck", "run", stack.container("chat-server"))
-        # the monitoring port, the bundled nats' health check target
+        # what the guide shows an operator at this step
+        self.assertEqual(set(guide_healthz()), set(health))
+        # the image's HEALTHCHECK and the compose file's (sig-server, nats),
+        # run by the engine (without systemd nothing runs them on a timer)
+        for service in ("chat-server", "sig-server", "nats"):
+            await eng.podman("healthcheck", "run", stack.container(service))
         running = await eng.podman("ps", "--format", "{{.Names}}")
         for service in ("chat-server", "sig-server", "nats", "caddy"):
             self.assertIn(stack.container(service), running)
@@ -278,7 +292,7 @@ class StackTests(TestCase):
         network as C{broker}, configured with the guide's snippet; returns
         its published loopback URL.
         """
-        with open(f"{ROOT}/docs/operations.md") as f:
+        with open(os.path.join(ROOT, "docs", "operations.md")) as f:
             guide = f.read()
         snippet = re.search(
             r"Add this to its configuration.*?```conf\n(.*?)```", guide, re.S
