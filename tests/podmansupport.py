@@ -1,8 +1,8 @@
 """
 A real container engine for the deployment tests: Debian's podman, run as
-root with the settings this kind of machine needs, written to a
-containers.conf of the tests' own (C{CONTAINERS_CONF}; nothing in /etc is
-changed); local stand-ins for the public base images
+root with the settings this kind of machine needs, from a containers.conf
+of the tests' own (C{tests/images/containers.conf}, through
+C{CONTAINERS_CONF}; nothing in /etc is changed); local stand-ins for the public base images
 (C{tests/images/build-bases}, cached in podman's image store); the kezchat
 image built from the shipped C{Dockerfile} once per test run; and compose
 projects of the shipped C{deploy/docker-compose.yml} run by podman-compose.
@@ -43,21 +43,8 @@ IMAGE = f"localhost/kezchat-test/kezchat:{CHECKOUT}"
 HOST_CA = "/etc/ssl/certs/ca-certificates.crt"
 BUILD_CA = "/run/kezchat-build-ca.crt"
 
-#: what podman needs on these machines: runc (crun refuses the hybrid
-#: cgroup layout), cgroupfs (no systemd as PID 1), explicit ulimits (the
-#: inherited ones may not be set inside), and file events (no journald)
-CONTAINERS_CONF = """\
-[containers]
-default_ulimits = ["nofile=1024:1024", "nproc=1024:1024"]
-
-[engine]
-runtime = "runc"
-cgroup_manager = "cgroupfs"
-events_logger = "file"
-
-[network]
-network_backend = "netavark"
-"""
+#: what podman needs on these machines (the file says why)
+CONTAINERS_CONF = os.path.join(ROOT, "tests", "images", "containers.conf")
 
 
 class CommandFailed(AssertionError):
@@ -138,14 +125,10 @@ _built: Engine | BaseException | None = None
 
 
 async def _make_engine() -> Engine:
-    conf_dir = tempfile.mkdtemp(prefix="kezchat-podman-")
-    conf = os.path.join(conf_dir, "containers.conf")
-    with open(conf, "w") as f:
-        f.write(CONTAINERS_CONF)
     environ = {
         "PATH": os.environ.get("PATH", "/usr/sbin:/usr/bin:/sbin:/bin"),
         "HOME": os.environ.get("HOME", "/root"),
-        "CONTAINERS_CONF": conf,
+        "CONTAINERS_CONF": CONTAINERS_CONF,
         "LANG": "C.UTF-8",
     }
     engine = Engine(environ)
