@@ -7,6 +7,12 @@ C{CONTAINERS_CONF}; nothing in /etc is changed); local stand-ins for the public 
 image built from the shipped C{Dockerfile} once per test run; and compose
 projects of the shipped C{deploy/docker-compose.yml} run by podman-compose.
 
+podman-compose rather than Debian's docker-compose (v1) against
+C{podman system service}: v1 refuses to reuse the network podman reports
+back (its IPAM options carry C{driver: host-local}, which v1 reads as a
+changed network), so any second command on a project (C{run nats-keys}
+then C{up}) fails.
+
 Builds reach only the package registries (Debian over HTTP, npm and PyPI
 through the machine's proxy, whose CA bundle is mounted into the build);
 every published port is on 127.0.0.1.
