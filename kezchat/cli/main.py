@@ -30,6 +30,10 @@ GROUPS = ("account", "contacts", "chat", "files", "manifests")
 OPTIONAL_GROUPS = frozenset({"files", "manifests"})
 #: seconds an interrupted command gets to wind down
 INTERRUPT_GRACE = 5.0
+#: the packages that come with one of kezchat's extras (setup.cfg), not
+#: with a plain install (the servers'): a command that needs a missing one
+#: says which extra to install
+EXTRA_OF = {"iroh": "p2p", "tqdm": "p2p", "keyring": "cli"}
 
 
 class Parser(argparse.ArgumentParser):
@@ -180,6 +184,15 @@ def main(argv: Sequence[str] | None = None) -> int:
     except ServerError as e:
         sys.stderr.write(
             f"kez-chat: the server refused: {visible(e.message)} ({visible(e.code)})\n"
+        )
+        return EXIT_FAILURE
+    except ModuleNotFoundError as e:
+        top = (e.name or "").partition(".")[0]
+        if top not in EXTRA_OF:
+            raise
+        sys.stderr.write(
+            f"kez-chat: this command needs {top}, from kezchat's {EXTRA_OF[top]} extra:"
+            f" pip install 'kezchat[{EXTRA_OF[top]}]'\n"
         )
         return EXIT_FAILURE
     except KeyboardInterrupt:
