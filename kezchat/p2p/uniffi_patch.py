@@ -48,18 +48,33 @@ def installed_version() -> str:
     return metadata.version("iroh")
 
 
+def _source(
+    value: bytes | bytearray | memoryview,
+) -> tuple[bytes | ctypes.Array[ctypes.c_char], int]:
+    """
+    C{value} as something C{ctypes.memmove} reads from without a copy,
+    and its length in bytes: C{bytes} as they are, a writable buffer (the
+    C{bytearray} a sender fills and reuses, or a slice of one) through
+    C{from_buffer}; anything else is copied to C{bytes} first.
+    """
+    if isinstance(value, bytes):
+        return value, len(value)
+    view = memoryview(value)
+    if view.readonly or not view.c_contiguous or not view.nbytes:
+        return view.tobytes(), view.nbytes
+    return (ctypes.c_char * view.nbytes).from_buffer(view), view.nbytes
+
+
 def _write(self, value) -> None:
     """
     Copy C{value} into the buffer in one C{memmove}.
     """
-    if not isinstance(value, bytes):
-        value = bytes(value)
-    size = len(value)
+    source, size = _source(value)
     with self._reserve(size):
         if not size:
             return
         destination = ctypes.addressof(self.rbuf.data.contents) + self.rbuf.len
-        ctypes.memmove(destination, value, size)
+        ctypes.memmove(destination, source, size)
 
 
 def is_applied() -> bool:
