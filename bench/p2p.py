@@ -26,6 +26,7 @@ import argparse
 import asyncio
 import json
 import os
+import resource
 import shutil
 import socket
 import subprocess
@@ -57,6 +58,15 @@ def _peak_rss_mib() -> float:
     return float("nan")
 
 
+def _cpu_seconds() -> float:
+    """
+    CPU time (user + system) of this process so far, all its threads:
+    Python's, the worker's and the Rust runtime's.
+    """
+    usage = resource.getrusage(resource.RUSAGE_SELF)
+    return usage.ru_utime + usage.ru_stime
+
+
 def _sender(args: argparse.Namespace) -> None:
     from kezchat.manifests import new_content_key
     from kezchat.p2p.crypt import ciphertext_digest
@@ -66,9 +76,10 @@ def _sender(args: argparse.Namespace) -> None:
     async def main() -> None:
         node = await IrohNode.bind(bytes.fromhex(args.seed), "127.0.0.1:0")
         key = new_content_key()
-        started = time.perf_counter()
+        started, cpu = time.perf_counter(), _cpu_seconds()
         digest, size = ciphertext_digest(args.file, key)
         hashing = time.perf_counter() - started
+        cpu = _cpu_seconds() - cpu
         offer = Offer(digest, args.file, key, size, bytes.fromhex(args.peer))
         done = asyncio.get_running_loop().create_future()
         server = FileServer(node, {digest: offer}.get, lambda offer: done.set_result(None))
@@ -85,10 +96,12 @@ def _sender(args: argparse.Namespace) -> None:
             ),
             flush=True,
         )
+        serving = _cpu_seconds()
         await asyncio.wait_for(done, 600)
+        serving = _cpu_seconds() - serving
         await server.stop()
         await node.close()
-        print(json.dumps({"peak_rss": _peak_rss_mib()}), flush=True)
+        print(json.dumps({"peak_rss": _peak_rss_mib(), "cpu": serving}), flush=True)
 
     asyncio.run(main())
 
@@ -103,11 +116,14 @@ def _fetcher(args: argparse.Namespace) -> None:
         download = Download(
             offer["blake3"], offer["size"], bytes.fromhex(offer["key"]), offer["ticket"]
         )
-        started = time.perf_counter()
+        started, cpu = time.perf_counter(), _cpu_seconds()
         await fetch(node, download, args.out, timeout=30)
-        seconds = time.perf_counter() - started
+        seconds, cpu = time.perf_counter() - started, _cpu_seconds() - cpu
         await node.close()
-        print(json.dumps({"seconds": seconds, "peak_rss": _peak_rss_mib()}), flush=True)
+        print(
+            json.dumps({"seconds": seconds, "peak_rss": _peak_rss_mib(), "cpu": cpu}),
+            flush=True,
+        )
 
     asyncio.run(main())
 
@@ -117,7 +133,7 @@ def _raw_sender(args: argparse.Namespace) -> None:
     The transport alone: the same number of bytes in writes of the size
     the protocol makes, no file, no encryption, no hashing.
     """
-    from kezchat.p2p.crypt import CHUNK
+    from kezchat.p2p.crypt import CHUNK, TAG
     from kezchat.p2p.irohnode import IrohNode
     from kezchat.p2p.transfer import BATCH
 
@@ -127,39 +143,53 @@ def _raw_sender(args: argparse.Namespace) -> None:
         connection = await node.accept()
         send, recv = await connection.accept_stream()
         await recv.read_exact(1)
-        total, block = int(args.file), os.urandom(BATCH * CHUNK)
+        cpu = _cpu_seconds()
+        total, block = int(args.file), os.urandom(BATCH * (CHUNK + TAG))
         for start in range(0, total, len(block)):
             await send.write(block[: min(len(block), total - start)])
         await send.finish()
         await recv.read(1)
+        cpu = _cpu_seconds() - cpu
         connection.close()
         await node.close()
+        print(json.dumps({"cpu": cpu}), flush=True)
 
     asyncio.run(main())
 
 
 def _raw_fetcher(args: argparse.Namespace) -> None:
-    from kezchat.p2p.crypt import CHUNK
+    from kezchat.p2p.crypt import CHUNK, TAG
     from kezchat.p2p.irohnode import IrohNode
     from kezchat.p2p.transfer import BATCH
 
     async def main() -> None:
         node = await IrohNode.bind(bytes.fromhex(args.seed), "127.0.0.1:0")
-        started = time.perf_counter()
+        started, cpu = time.perf_counter(), _cpu_seconds()
         connection = await node.connect(json.loads(args.offer)["ticket"], 30)
         send, recv = await connection.open_stream()
         await send.write(b"?")
         total, got = int(args.out), 0
         while got < total:
-            got += len(await recv.read_exact(min(BATCH * CHUNK, total - got)))
-        seconds = time.perf_counter() - started
+            got += len(await recv.read_exact(min(BATCH * (CHUNK + TAG), total - got)))
+        seconds, cpu = time.perf_counter() - started, _cpu_seconds() - cpu
         await send.write(b"!")
         await send.finish()
         await asyncio.wait_for(connection.closed(), 5)
-        print(json.dumps({"seconds": seconds}), flush=True)
+        print(json.dumps({"seconds": seconds, "cpu": cpu}), flush=True)
         await node.close()
 
     asyncio.run(main())
+
+
+def _line(process: subprocess.Popen) -> bytes:
+    """
+    The next JSON line C{process} prints (a profiler wrapping it prints
+    its own lines too).
+    """
+    while line := process.stdout.readline():
+        if line.startswith(b"{"):
+            return line
+    raise SystemExit("a benchmark process ended early")
 
 
 def _wait(process: subprocess.Popen) -> None:
@@ -175,32 +205,72 @@ def _write_random(path: str, size: int) -> None:
 
 def _python(profile: str | None, role: str) -> list[str]:
     """
-    The command line running this script, under cProfile if asked.
-    """
-    if profile is None:
-        return [sys.executable, os.path.abspath(__file__)]
-    return [sys.executable, "-m", "cProfile", "-o", f"{profile}.{role}", os.path.abspath(__file__)]
-
-
-def _raw(size: int) -> float:
-    """
-    Seconds the bare transport takes to move C{size} bytes between two processes.
+    The command line running this script: under cProfile if asked, or
+    with C{--profile py-spy:PREFIX} under py-spy (every thread, native
+    frames too: the Rust runtime and the crypto libraries), as collapsed
+    stacks in PREFIX.ROLE.txt.
     """
     me = [sys.executable, os.path.abspath(__file__)]
+    if profile is None:
+        return me
+    if profile.startswith("py-spy:"):
+        spy = shutil.which("py-spy") or "py-spy"
+        output = f"{profile.removeprefix('py-spy:')}.{role}.txt"
+        return [
+            spy,
+            "record",
+            "--native",
+            "--threads",
+            "-r",
+            "250",
+            "-f",
+            "raw",
+            "-o",
+            output,
+            "--",
+            *me,
+        ]
+    return [sys.executable, "-m", "cProfile", "-o", f"{profile}.{role}", *me[1:]]
+
+
+def _raw(size: int, profile: str | None = None) -> tuple[float, float]:
+    """
+    Seconds the bare transport takes to move C{size} bytes between two
+    processes, and the CPU seconds both processes spent on it.
+    """
     sender = subprocess.Popen(
-        [*me, "--role", "raw-send", "--file", str(size), "--seed", os.urandom(32).hex()],
+        [
+            *_python(profile, "send"),
+            "--role",
+            "raw-send",
+            "--file",
+            str(size),
+            "--seed",
+            os.urandom(32).hex(),
+        ],
         stdout=subprocess.PIPE,
     )
-    offer = sender.stdout.readline()
+    offer = _line(sender)
     seed = os.urandom(32).hex()
     fetcher = subprocess.Popen(
-        [*me, "--role", "raw-fetch", "--offer", offer, "--out", str(size), "--seed", seed],
+        [
+            *_python(profile, "fetch"),
+            "--role",
+            "raw-fetch",
+            "--offer",
+            offer,
+            "--out",
+            str(size),
+            "--seed",
+            seed,
+        ],
         stdout=subprocess.PIPE,
     )
-    seconds = json.loads(fetcher.stdout.readline())["seconds"]
+    fetched = json.loads(_line(fetcher))
+    sent = json.loads(_line(sender))
     _wait(fetcher)
     _wait(sender)
-    return seconds
+    return fetched["seconds"], fetched["cpu"] + sent["cpu"]
 
 
 def _one(directory: str, size_mib: int, profile: str | None) -> dict:
@@ -216,6 +286,7 @@ def _one(directory: str, size_mib: int, profile: str | None) -> dict:
     cp_seconds = time.perf_counter() - started
     os.unlink(copied)
 
+    raw_before, raw_cpu_before = _raw(size_mib * MiB, profile and f"{profile}-bare")
     sender_key, fetcher_key = KeyPair.generate(), KeyPair.generate()
     sender = subprocess.Popen(
         [
@@ -231,7 +302,7 @@ def _one(directory: str, size_mib: int, profile: str | None) -> dict:
         ],
         stdout=subprocess.PIPE,
     )
-    offer_line = sender.stdout.readline()
+    offer_line = _line(sender)
     offer = json.loads(offer_line)
     out = os.path.join(directory, "fetched.bin")
     fetcher = subprocess.Popen(
@@ -248,12 +319,14 @@ def _one(directory: str, size_mib: int, profile: str | None) -> dict:
         ],
         stdout=subprocess.PIPE,
     )
-    result = json.loads(fetcher.stdout.readline())
-    sender_rss = json.loads(sender.stdout.readline())["peak_rss"]
+    result = json.loads(_line(fetcher))
+    served = json.loads(_line(sender))
     _wait(fetcher)
     _wait(sender)
-
-    raw = _raw(size_mib * MiB)
+    raw_after, raw_cpu_after = _raw(size_mib * MiB)
+    # the bare transport just before and just after, against the load drifting
+    raw = (raw_before + raw_after) / 2
+    raw_cpu = (raw_cpu_before + raw_cpu_after) / 2
 
     def digest(path: str) -> str:
         return blake3(max_threads=blake3.AUTO).update_mmap(path).hexdigest()
@@ -267,8 +340,11 @@ def _one(directory: str, size_mib: int, profile: str | None) -> dict:
         "seconds": result["seconds"],
         "hashing": offer["hashing"],
         "raw": size_mib / raw,
+        "ratio": raw / result["seconds"],
+        "cpu": 1000 * (result["cpu"] + served["cpu"]) / size_mib,
+        "raw_cpu": 1000 * raw_cpu / size_mib,
         "cp": size_mib / cp_seconds,
-        "sender_rss": sender_rss,
+        "sender_rss": served["peak_rss"],
         "fetcher_rss": result["peak_rss"],
         "intact": intact,
     }
@@ -276,14 +352,16 @@ def _one(directory: str, size_mib: int, profile: str | None) -> dict:
 
 def _table(rows: list[dict]) -> str:
     lines = [
-        "| file | P2P MiB/s | transfer s | sender BLAKE3 pass s | bare Iroh MiB/s | cp MiB/s "
+        "| file | P2P MiB/s | transfer s | sender BLAKE3 pass s | bare Iroh MiB/s "
+        "| P2P ÷ bare | CPU ms/MiB P2P | CPU ms/MiB bare | cp MiB/s "
         "| sender peak RSS | fetcher peak RSS | intact |",
-        "|---|---|---|---|---|---|---|---|---|",
+        "|---|---|---|---|---|---|---|---|---|---|---|---|",
     ]
     for r in rows:
         lines.append(
             f"| {r['size']} MiB | {r['p2p']:.0f} | {r['seconds']:.2f} | {r['hashing']:.2f} "
-            f"| {r['raw']:.0f} | {r['cp']:.0f} "
+            f"| {r['raw']:.0f} | {r['ratio']:.2f} | {r['cpu']:.1f} | {r['raw_cpu']:.1f} "
+            f"| {r['cp']:.0f} "
             f"| {r['sender_rss']:.0f} MiB | {r['fetcher_rss']:.0f} MiB "
             f"| {'yes' if r['intact'] else 'NO'} |"
         )
@@ -298,7 +376,10 @@ def main() -> None:
         "--dir", default=None, help="where to write the files (default: a temp dir)"
     )
     parser.add_argument(
-        "--profile", default=None, help="write cProfile data to PREFIX.send and PREFIX.fetch"
+        "--profile",
+        default=None,
+        help="write cProfile data to PREFIX.send and PREFIX.fetch (and PREFIX-bare.* for the"
+        " first bare run); py-spy:PREFIX for py-spy's collapsed stacks in PREFIX*.txt",
     )
     parser.add_argument(
         "--role", choices=["send", "fetch", "raw-send", "raw-fetch"], help=argparse.SUPPRESS
