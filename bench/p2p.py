@@ -2,6 +2,7 @@
 Peer-to-peer file transfer throughput over Iroh on loopback.
 
     .venv/bin/python bench/p2p.py [--sizes 64,256] [--repeat 2]
+    .venv/bin/python bench/p2p.py --sizes 256 --profile py-spy:/tmp/p2p
 
 Runs inside a fresh network namespace with only loopback up (it re-runs
 itself under C{unshare --net}), because every Iroh endpoint sends a UPnP
@@ -12,12 +13,18 @@ L{kezchat.p2p.transfer.fetch} — so each side has its own interpreter as
 with two CLIs.  The time is the fetcher's, from dial to the verified,
 decrypted, fsynced and renamed file; the sender's encryption pass to
 compute the offer's BLAKE3 is timed apart (it runs before the offer is
-sent).  Beside it, in the same run: the bare transport (the same number
-of bytes in the same 1 MiB writes between two processes, with no file,
-encryption or hashing), the ceiling this machine gives the protocol at
-that moment; and C{cp} of the same file, the local-copy baseline (no
-fsync: it flatters C{cp}).  Peak RSS (VmHWM) of both processes
-should not grow with the file size.
+sent).
+
+Beside it, in the same run: the bare transport (the same number of bytes
+in the same writes as the protocol makes, between two processes, with no
+file, encryption or hashing), run just before and just after the transfer
+so that a change in the machine's load shows in both; P2P ÷ bare compares
+the transfer with the mean of the two.  CPU ms/MiB is the CPU time of both
+processes (every thread) per MiB moved, for the transfer and for the bare
+transport: on a loaded machine it moves less than the throughput does.
+And C{cp} of the same file, the local-copy baseline (no fsync: it flatters
+C{cp}).  Peak RSS (VmHWM) of both processes should not grow with the file
+size.
 """
 
 from __future__ import annotations
