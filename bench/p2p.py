@@ -40,6 +40,7 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Callable
 
 REPO_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, REPO_ROOT)
@@ -74,6 +75,49 @@ def _cpu_seconds() -> float:
     return usage.ru_utime + usage.ru_stime
 
 
+def _thread_cpu() -> dict[str, float]:
+    """
+    CPU seconds so far of each kind of thread in this process, from
+    /proc: the event loop's (C{python}: Python, and the bindings' calls
+    made from it), the transfer's worker (C{kez-p2p_0}: file and
+    cryptography) and the Rust runtimes' (C{tokio-rt-worker} and
+    C{async-compat/tokio}: QUIC, UDP).
+    """
+    tick = os.sysconf("SC_CLK_TCK")
+    threads: dict[str, float] = {}
+    for task in os.listdir("/proc/self/task"):
+        try:
+            with open(f"/proc/self/task/{task}/stat") as f:
+                stat = f.read()
+        except FileNotFoundError:
+            continue
+        name = stat[stat.index("(") + 1 : stat.rindex(")")]
+        fields = stat[stat.rindex(")") + 2 :].split()
+        kind = "rust runtime" if name.startswith(("tokio", "async-compat")) else name
+        threads[kind] = threads.get(kind, 0.0) + (int(fields[11]) + int(fields[12])) / tick
+    return threads
+
+
+def _meter() -> Callable[[], dict]:
+    """
+    Start measuring CPU; the function returned says how much was spent
+    since: C{cpu} for the whole process, C{threads} by kind of thread
+    (what threads that ended meanwhile spent counts as the transfer
+    worker's: it is the one that ends).
+    """
+    cpu, threads = _cpu_seconds(), _thread_cpu()
+
+    def stop() -> dict:
+        spent = _cpu_seconds() - cpu
+        now = _thread_cpu()
+        by_kind = {kind: seconds - threads.get(kind, 0.0) for kind, seconds in now.items()}
+        ended = max(0.0, spent - sum(by_kind.values()))
+        by_kind["kez-p2p_0"] = by_kind.get("kez-p2p_0", 0.0) + ended
+        return {"cpu": spent, "threads": by_kind}
+
+    return stop
+
+
 def _sender(args: argparse.Namespace) -> None:
     from kezchat.manifests import new_content_key
     from kezchat.p2p.crypt import ciphertext_digest
@@ -103,12 +147,12 @@ def _sender(args: argparse.Namespace) -> None:
             ),
             flush=True,
         )
-        serving = _cpu_seconds()
+        serving = _meter()
         await asyncio.wait_for(done, 600)
-        serving = _cpu_seconds() - serving
+        served = serving()
         await server.stop()
         await node.close()
-        print(json.dumps({"peak_rss": _peak_rss_mib(), "cpu": serving}), flush=True)
+        print(json.dumps({"peak_rss": _peak_rss_mib(), **served}), flush=True)
 
     asyncio.run(main())
 
@@ -123,14 +167,11 @@ def _fetcher(args: argparse.Namespace) -> None:
         download = Download(
             offer["blake3"], offer["size"], bytes.fromhex(offer["key"]), offer["ticket"]
         )
-        started, cpu = time.perf_counter(), _cpu_seconds()
+        started, fetching = time.perf_counter(), _meter()
         await fetch(node, download, args.out, timeout=30)
-        seconds, cpu = time.perf_counter() - started, _cpu_seconds() - cpu
+        seconds, fetched = time.perf_counter() - started, fetching()
         await node.close()
-        print(
-            json.dumps({"seconds": seconds, "peak_rss": _peak_rss_mib(), "cpu": cpu}),
-            flush=True,
-        )
+        print(json.dumps({"seconds": seconds, "peak_rss": _peak_rss_mib(), **fetched}), flush=True)
 
     asyncio.run(main())
 
@@ -150,16 +191,16 @@ def _raw_sender(args: argparse.Namespace) -> None:
         connection = await node.accept()
         send, recv = await connection.accept_stream()
         await recv.read_exact(1)
-        cpu = _cpu_seconds()
+        sending = _meter()
         total, block = int(args.file), os.urandom(BATCH * (CHUNK + TAG))
         for start in range(0, total, len(block)):
             await send.write(block[: min(len(block), total - start)])
         await send.finish()
         await recv.read(1)
-        cpu = _cpu_seconds() - cpu
+        sent = sending()
         connection.close()
         await node.close()
-        print(json.dumps({"cpu": cpu}), flush=True)
+        print(json.dumps(sent), flush=True)
 
     asyncio.run(main())
 
@@ -171,18 +212,18 @@ def _raw_fetcher(args: argparse.Namespace) -> None:
 
     async def main() -> None:
         node = await IrohNode.bind(bytes.fromhex(args.seed), "127.0.0.1:0")
-        started, cpu = time.perf_counter(), _cpu_seconds()
+        started, fetching = time.perf_counter(), _meter()
         connection = await node.connect(json.loads(args.offer)["ticket"], 30)
         send, recv = await connection.open_stream()
         await send.write(b"?")
         total, got = int(args.out), 0
         while got < total:
             got += len(await recv.read_exact(min(BATCH * (CHUNK + TAG), total - got)))
-        seconds, cpu = time.perf_counter() - started, _cpu_seconds() - cpu
+        seconds, fetched = time.perf_counter() - started, fetching()
         await send.write(b"!")
         await send.finish()
         await asyncio.wait_for(connection.closed(), 5)
-        print(json.dumps({"seconds": seconds, "cpu": cpu}), flush=True)
+        print(json.dumps({"seconds": seconds, **fetched}), flush=True)
         await node.close()
 
     asyncio.run(main())
@@ -240,10 +281,10 @@ def _python(profile: str | None, role: str) -> list[str]:
     return [sys.executable, "-m", "cProfile", "-o", f"{profile}.{role}", *me[1:]]
 
 
-def _raw(size: int, profile: str | None = None) -> tuple[float, float]:
+def _raw(size: int, profile: str | None = None) -> tuple[float, dict, dict]:
     """
     Seconds the bare transport takes to move C{size} bytes between two
-    processes, and the CPU seconds both processes spent on it.
+    processes, and the CPU each process spent on it (see L{_meter}).
     """
     sender = subprocess.Popen(
         [
@@ -277,7 +318,18 @@ def _raw(size: int, profile: str | None = None) -> tuple[float, float]:
     sent = json.loads(_line(sender))
     _wait(fetcher)
     _wait(sender)
-    return fetched["seconds"], fetched["cpu"] + sent["cpu"]
+    return fetched["seconds"], sent, fetched
+
+
+def _mean_cpu(first: dict, second: dict) -> dict:
+    kinds = set(first["threads"]) | set(second["threads"])
+    return {
+        "cpu": (first["cpu"] + second["cpu"]) / 2,
+        "threads": {
+            kind: (first["threads"].get(kind, 0.0) + second["threads"].get(kind, 0.0)) / 2
+            for kind in kinds
+        },
+    }
 
 
 def _one(directory: str, size_mib: int, profile: str | None) -> dict:
@@ -293,7 +345,9 @@ def _one(directory: str, size_mib: int, profile: str | None) -> dict:
     cp_seconds = time.perf_counter() - started
     os.unlink(copied)
 
-    raw_before, raw_cpu_before = _raw(size_mib * MiB, profile and f"{profile}-bare")
+    raw_before, raw_sent_before, raw_fetched_before = _raw(
+        size_mib * MiB, profile and f"{profile}-bare"
+    )
     sender_key, fetcher_key = KeyPair.generate(), KeyPair.generate()
     sender = subprocess.Popen(
         [
@@ -330,10 +384,11 @@ def _one(directory: str, size_mib: int, profile: str | None) -> dict:
     served = json.loads(_line(sender))
     _wait(fetcher)
     _wait(sender)
-    raw_after, raw_cpu_after = _raw(size_mib * MiB)
+    raw_after, raw_sent_after, raw_fetched_after = _raw(size_mib * MiB)
     # the bare transport just before and just after, against the load drifting
     raw = (raw_before + raw_after) / 2
-    raw_cpu = (raw_cpu_before + raw_cpu_after) / 2
+    bare_sender = _mean_cpu(raw_sent_before, raw_sent_after)
+    bare_fetcher = _mean_cpu(raw_fetched_before, raw_fetched_after)
 
     def digest(path: str) -> str:
         return blake3(max_threads=blake3.AUTO).update_mmap(path).hexdigest()
@@ -349,7 +404,13 @@ def _one(directory: str, size_mib: int, profile: str | None) -> dict:
         "raw": size_mib / raw,
         "ratio": raw / result["seconds"],
         "cpu": 1000 * (result["cpu"] + served["cpu"]) / size_mib,
-        "raw_cpu": 1000 * raw_cpu / size_mib,
+        "raw_cpu": 1000 * (bare_sender["cpu"] + bare_fetcher["cpu"]) / size_mib,
+        "threads": {
+            "P2P sender": served["threads"],
+            "P2P fetcher": result["threads"],
+            "bare sender": bare_sender["threads"],
+            "bare fetcher": bare_fetcher["threads"],
+        },
         "cp": size_mib / cp_seconds,
         "sender_rss": served["peak_rss"],
         "fetcher_rss": result["peak_rss"],
@@ -375,6 +436,33 @@ def _table(rows: list[dict]) -> str:
     return "\n".join(lines)
 
 
+#: the kinds of thread L{_thread_cpu} tells apart, as the table names them
+_KINDS = {
+    "python": "event loop (Python + calls into the bindings)",
+    "kez-p2p_0": "transfer worker (file, ChaCha20, BLAKE3)",
+    "rust runtime": "Rust runtime (QUIC, UDP)",
+}
+
+
+def _threads_table(rows: list[dict]) -> str:
+    """
+    CPU ms per MiB by thread, for each process of each row.
+    """
+    kinds = list(_KINDS)
+    lines = [
+        "| file | process | " + " | ".join(_KINDS.values()) + " | other threads | total |",
+        "|---|---|" + "---|" * (len(kinds) + 2),
+    ]
+    for r in rows:
+        for process, threads in r["threads"].items():
+            per_mib = {kind: 1000 * seconds / r["size"] for kind, seconds in threads.items()}
+            known = [per_mib.get(kind, 0.0) for kind in kinds]
+            other = sum(per_mib.values()) - sum(known)
+            cells = " | ".join(f"{value:.1f}" for value in [*known, other, sum(per_mib.values())])
+            lines.append(f"| {r['size']} MiB | {process} | {cells} |")
+    return "\n".join(lines)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--sizes", default="64,256", help="file sizes in MiB, comma-separated")
@@ -387,6 +475,9 @@ def main() -> None:
         default=None,
         help="write cProfile data to PREFIX.send and PREFIX.fetch (and PREFIX-bare.* for the"
         " first bare run); py-spy:PREFIX for py-spy's collapsed stacks in PREFIX*.txt",
+    )
+    parser.add_argument(
+        "--threads", action="store_true", help="also print CPU ms/MiB by thread for each process"
     )
     parser.add_argument(
         "--role", choices=["send", "fetch", "raw-send", "raw-fetch"], help=argparse.SUPPRESS
@@ -422,6 +513,9 @@ def main() -> None:
     finally:
         shutil.rmtree(directory)
     print(_table(rows))
+    if args.threads:
+        print()
+        print(_threads_table(rows))
     if not all(r["intact"] for r in rows):
         raise SystemExit("a fetched file differed from its source")
 
