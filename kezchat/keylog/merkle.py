@@ -20,7 +20,7 @@ any proof with O(log n) of them.
 from __future__ import annotations
 
 import hashlib
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 
 HASH_SIZE = 32
 EMPTY_ROOT = hashlib.sha256(b"").digest()
@@ -43,6 +43,13 @@ def leaf_hash(leaf: bytes) -> bytes:
 
 def node_hash(left: bytes, right: bytes) -> bytes:
     return hashlib.sha256(b"\x01" + left + right).digest()
+
+
+def from_mapping(nodes: Mapping[Node, bytes]) -> NodeSource:
+    """
+    A L{NodeSource} reading a mapping of nodes fetched in one go.
+    """
+    return lambda level, index: nodes[(level, index)]
 
 
 def split_point(n: int) -> int:
