@@ -25,7 +25,7 @@ from kezchat.cli.errors import EXIT_FAILURE, EXIT_USAGE, CliError
 from kezchat.client.errors import ServerError, Unreachable
 
 #: command-group modules, in --help order; missing optional ones are skipped
-GROUPS = ("account", "contacts", "chat", "files", "manifests")
+GROUPS = ("account", "contacts", "chat", "files", "manifests", "audit")
 OPTIONAL_GROUPS = frozenset({"files", "manifests"})
 #: seconds an interrupted command gets to wind down
 INTERRUPT_GRACE = 5.0
