@@ -41,8 +41,9 @@ def example_log(
     return {
         "log_seed_hex": seed.hex(),
         "leaves": [
-            {"handle": handle, "leaf": b64url(leaf), "leaf_hash": leaf_hash(leaf).hex()}
-            for (handle, _key), leaf in zip(keys, leaves, strict=True)
+            {"handle": handle, "seed_hex": key.seed.hex(), "leaf": b64url(leaf),
+             "leaf_hash": leaf_hash(leaf).hex()}
+            for (handle, key), leaf in zip(keys, leaves, strict=True)
         ],
         "heads": [sign_head(seed, size, tree.root(size), ts).json() for size in range(n + 1)],
         "inclusion": [
@@ -58,3 +59,13 @@ def example_log(
             for first in range(1, second + 1)
         ],
     }
+
+
+#: the interop vectors' log: seven registrations, so that every shape of
+#: tree up to 7 leaves (full, lopsided, odd) has its proofs checked
+VECTOR_HANDLES = ["ana", "ben", "cai", "dee", "eli", "fay", "gus"]
+
+
+def keylog_vectors(ts: str) -> dict[str, Any]:
+    keys = [(handle, KeyPair(bytes([0x10 + i] * 32))) for i, handle in enumerate(VECTOR_HANDLES)]
+    return {"server": "kez.lat", "ts": ts, **example_log(keys, "kez.lat", ts)}
