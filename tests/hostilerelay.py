@@ -88,7 +88,10 @@ class HostileRelay:
             status, content, content_type = 502, str(e).encode(), ["text/plain"]
         parts = urlsplit(request.uri.decode("latin-1"))
         if self.tamper is not None:
-            changed = self.tamper(parts.path, parse_qs(parts.query), status, content)
+            try:
+                changed = self.tamper(parts.path, parse_qs(parts.query), status, content)
+            except Exception as e:  # a bug in the test's tamper: say it loudly
+                changed = 599, f"tamper failed: {type(e).__name__}: {e}".encode()
             if changed is not None:
                 status, content = changed
         request.setResponseCode(status)

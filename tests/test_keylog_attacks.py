@@ -350,3 +350,38 @@ class CliKeyDirectoryTests(CliTestCase):
         verdict = json.loads(result.out.splitlines()[0])
         self.assertFalse(verdict["ok"])
         self.assertIn("root", " ".join(verdict["problems"]))
+
+    async def test_split_view_caught_by_one_message_each_way(self) -> None:
+        """
+        The server shows carol (through the hostile relay) a directory
+        where bob's key is its own, and alice the genuine one, of the same
+        size. Each one's lookups pass; after one message each way, both
+        see the loud warning.
+        """
+        await self.start_servers()
+        alice, _bob, carol = await self.registered("alice", "bob", "carol")
+        relay = await start_hostile_relay(self, self.chat.url)
+        conn = sqlite3.connect(self.chat_config.db)
+        seed = conn.execute("SELECT value FROM settings WHERE name = 'log_key'").fetchone()[0]
+        leaves = [bytes(r[0]) for r in conn.execute("SELECT leaf FROM log_leaves ORDER BY idx")]
+        conn.close()
+        # the three registered concurrently: find bob's leaf
+        bob_index = next(i for i, leaf in enumerate(leaves)
+                         if json.loads(leaf)["payload"]["handle"] == "bob")
+        forged = list(leaves)
+        forged[bob_index] = canonical_json(registration(KeyPair.generate(), "bob"))
+        relay.tamper = json_tamper(ForgedLog(bytes.fromhex(seed), forged).answer)
+        via = {"KEZ_CHAT_SERVER_URL": relay.url}
+        await carol.ok("add", "alice", env=via)
+        await alice.ok("add", "carol")
+        await carol.ok("send", "alice", "hello from carol", env=via)
+        await alice.ok("send", "carol", "hello from alice")
+        warning = "THE SERVER IS SHOWING PEOPLE DIFFERENT KEY DIRECTORIES"
+        got = await alice.ok("listen", "--json", "--count", "1", "--timeout", "20")
+        self.assertEqual(got.json["text"], "hello from carol")
+        self.assertIn(warning, got.json["warning"])
+        # (the relay does not stream; carol's kept head is the forged one
+        # whichever server she reads her inbox from)
+        got = await carol.ok("listen", "--json", "--count", "1", "--timeout", "20")
+        self.assertEqual(got.json["text"], "hello from alice")
+        self.assertIn(warning, got.json["warning"])

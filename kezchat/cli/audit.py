@@ -64,6 +64,34 @@ async def vouch(ctx: Context, record: dict[str, Any]) -> None:
         ) from None
 
 
+def with_head(ctx: Context, plaintext: dict[str, Any]) -> dict[str, Any]:
+    """
+    C{plaintext} carrying our newest verified head (C{head}: C{{"size",
+    "root"}}), so the recipient can compare the directory it sees with
+    ours.
+    """
+    server = ctx.account()["fqhn"].partition("@")[2]
+    kept = directory(ctx, server).kept()
+    return plaintext if kept is None else {**plaintext, "head": kept.brief()}
+
+
+async def gossip_warning(ctx: Context, plaintext: dict[str, Any] | None) -> str | None:
+    """
+    The loud warning for a received plaintext whose C{head} disagrees with
+    the key directory we see, or C{None}.
+    """
+    if not plaintext or "head" not in plaintext:
+        return None
+    server = ctx.account()["fqhn"].partition("@")[2]
+    try:
+        await directory(ctx, server).compare_gossip(plaintext["head"])
+    except DirectoryError as e:
+        return f"THE SERVER IS SHOWING PEOPLE DIFFERENT KEY DIRECTORIES ({e.code}): {e.message}"
+    except (ServerError, Unreachable):
+        return None
+    return None
+
+
 async def audit(ctx: Context, args: Namespace) -> None:
     account = ctx.account()
     server = account["fqhn"].partition("@")[2]

@@ -18,6 +18,7 @@ from typing import Any
 
 from twisted.internet.threads import deferToThread
 
+from kezchat.cli.audit import gossip_warning
 from kezchat.cli.context import Context
 from kezchat.client.errors import ClientError
 from kezchat.e2e import EnvelopeError, PlaintextError, open_envelope, parse_plaintext
@@ -192,6 +193,9 @@ class Reader:
         if not problems and pinned is None and sender and isinstance(from_primary, str):
             await deferToThread(self._pin_first_use, sender, from_primary)
         ts = envelope.get("ts") if isinstance(envelope, dict) else None
+        # the sender's view of the key directory against ours (a warning,
+        # not a flaw of this message)
+        split = await gossip_warning(self.ctx, plaintext) if not problems else None
         return ReceivedMessage(
             seq=item.get("seq"),
             sender=sender,
@@ -199,7 +203,7 @@ class Reader:
             ts=ts if isinstance(ts, str) else None,
             verified=not problems,
             plaintext=plaintext,
-            warning="; ".join(dict.fromkeys(problems)) or None,
+            warning="; ".join(dict.fromkeys([*problems, *([split] if split else [])])) or None,
             item=item,
         )
 
