@@ -149,6 +149,71 @@ def open_envelope(recipient: Identity, envelope: dict[str, Any]) -> dict[str, An
         raise EnvelopeError(f"cannot open: {e.__class__.__name__}") from None
 
 
+# -- the key directory (RFC 9162 Merkle log of registrations) ----------------
+
+
+class KeyDirectoryError(Exception):
+    """The server's key directory does not vouch for a key: do not encrypt to it."""
+
+
+def leaf_hash(leaf: bytes) -> bytes:
+    return hashlib.sha256(b"\x00" + leaf).digest()
+
+
+def node_hash(left: bytes, right: bytes) -> bytes:
+    return hashlib.sha256(b"\x01" + left + right).digest()
+
+
+def root_from_inclusion(index: int, size: int, leaf: bytes, path: list[bytes]) -> bytes:
+    """RFC 9162 §2.1.3.2: the root C{path} leads to from the leaf hash at C{index}."""
+    if not 0 <= index < size:
+        raise KeyDirectoryError("leaf index outside the tree")
+    fn, sn, r = index, size - 1, leaf
+    for p in path:
+        if sn == 0:
+            raise KeyDirectoryError("inclusion path too long")
+        if fn & 1 or fn == sn:
+            r = node_hash(p, r)
+            while fn and not fn & 1:
+                fn, sn = fn >> 1, sn >> 1
+        else:
+            r = node_hash(r, p)
+        fn, sn = fn >> 1, sn >> 1
+    if sn != 0:
+        raise KeyDirectoryError("inclusion path too short")
+    return r
+
+
+def check_consistency(first: int, second: int, path: list[bytes], root1: bytes,
+                      root2: bytes) -> None:
+    """RFC 9162 §2.1.4.2, for 0 < first <= second."""
+    if not 0 < first <= second:
+        raise KeyDirectoryError("no consistency proof between these sizes")
+    if first == second:
+        if path or root1 != root2:
+            raise KeyDirectoryError("two different trees of one size")
+        return
+    if not path:
+        raise KeyDirectoryError("empty consistency proof")
+    hashes = ([root1] if first & (first - 1) == 0 else []) + path
+    fn, sn = first - 1, second - 1
+    while fn & 1:
+        fn, sn = fn >> 1, sn >> 1
+    fr = sr = hashes[0]
+    for c in hashes[1:]:
+        if sn == 0:
+            raise KeyDirectoryError("consistency proof too long")
+        if fn & 1 or fn == sn:
+            fr, sr = node_hash(c, fr), node_hash(c, sr)
+            while fn and not fn & 1:
+                fn, sn = fn >> 1, sn >> 1
+        else:
+            sr = node_hash(sr, c)
+        fn, sn = fn >> 1, sn >> 1
+    if sn != 0 or fr != root1 or sr != root2:
+        raise KeyDirectoryError("the log was rewritten: the new head does not extend the old")
+
+
 # -- HTTP --------------------------------------------------------------------
 
 
@@ -161,10 +226,23 @@ class APIError(Exception):
 class Client:
     """The chat-server's HTTP API, for one identity and handle."""
 
-    def __init__(self, base_url: str, identity: Identity, handle: str) -> None:
+    def __init__(
+        self,
+        base_url: str,
+        identity: Identity,
+        handle: str,
+        kept_head: dict[str, Any] | None = None,
+        keep_head: Any = lambda head: None,
+    ) -> None:
+        """
+        @param kept_head: the newest key directory head verified before.
+        @param keep_head: called with each newer verified head (to save it).
+        """
         self.base_url = base_url.rstrip("/")
         self.me = identity
         self.handle = handle
+        self.kept_head = kept_head
+        self.keep_head = keep_head
 
     def auth(self, method: str, path: str, *fields: str) -> str:
         """The X-KEZ-Auth value: <ts>:<sig over method\\npath\\nfields…\\nts>."""
@@ -210,9 +288,64 @@ class Client:
     def lookup(self, handle: str) -> dict[str, Any]:
         return self.call("GET", "/v1/u/" + urllib.parse.quote(handle))[1]
 
+    def log_head(self) -> dict[str, Any]:
+        """
+        The key directory's head: its signature checked under its own key,
+        and (if we kept one) the same log key and a proof that it extends
+        the head we kept. The newer one is kept.
+        """
+        head = self.call("GET", "/v1/log/head")[1]
+        unsigned = {k: head.get(k) for k in ("size", "root", "ts", "key")}
+        if set(head) != {*unsigned, "sig"} or not verify(head["key"], jcs(unsigned), head["sig"]):
+            raise KeyDirectoryError("the key directory's head is not signed by its key")
+        kept = self.kept_head
+        if kept is not None:
+            if kept["key"] != head["key"]:
+                raise KeyDirectoryError("the key directory's signing key changed")
+            old, new = sorted((kept, head), key=lambda h: h["size"])
+            path: list[bytes] = []
+            if 0 < old["size"] < new["size"]:
+                query = urllib.parse.urlencode({"from": old["size"], "to": new["size"]})
+                path = [bytes.fromhex(h) for h in
+                        self.call("GET", "/v1/log/consistency?" + query)[1]["path"]]
+            if old["size"] > 0:
+                check_consistency(old["size"], new["size"], path, bytes.fromhex(old["root"]),
+                                  bytes.fromhex(new["root"]))
+        if kept is None or head["size"] > kept["size"]:
+            self.kept_head = head
+            self.keep_head(head)
+        return head
+
+    def vouched(self, to: str) -> dict[str, Any]:
+        """
+        C{to}'s record, once the key directory proves its key is the one
+        registered under that handle (docs/protocol.md, "The key directory").
+        """
+        record = self.lookup(to)
+        head = self.log_head()
+        query = urllib.parse.urlencode({"handle": record["fqhn"], "size": head["size"]})
+        proof = self.call("GET", "/v1/log/inclusion?" + query)[1]
+        leaf = unb64url(proof["leaf"])
+        registration = json.loads(leaf)
+        payload = registration["payload"]
+        if (
+            rfc8785.dumps(registration) != leaf
+            or proof["index"] != record.get("log_index")
+            or f"{payload['handle'].partition('@')[0]}@{payload['server']}" != record["fqhn"]
+            or payload["primary"] != record["primary"]
+            or registration["signature"]["key"] != payload["primary"]
+            or not verify(payload["primary"], jcs(payload), registration["signature"]["sig"])
+        ):
+            raise KeyDirectoryError(f"the key directory does not register {to} with this key")
+        root = root_from_inclusion(proof["index"], head["size"], leaf_hash(leaf),
+                                   [bytes.fromhex(h) for h in proof["path"]])
+        if root != bytes.fromhex(head["root"]):
+            raise KeyDirectoryError(f"{to}'s key is not in the key directory")
+        return record
+
     def send(self, to: str, plaintext: dict[str, Any]) -> int:
-        """Encrypt C{plaintext} for C{to}'s registered key and send it."""
-        recipient = self.lookup(to)
+        """Encrypt C{plaintext} for C{to}'s key (vouched for by the key directory) and send it."""
+        recipient = self.vouched(to)
         envelope = seal(self.me, recipient["primary"], plaintext)
         # the same idempotency key on a retry: the message is stored once
         body = json.dumps(
@@ -332,7 +465,11 @@ def main(argv: list[str] | None = None) -> int:
 
     state = load_state(args.state)
     me = Identity(bytes.fromhex(state["seed"]))
-    client = Client(args.server_url, me, args.handle)
+    def keep_head(head: dict[str, Any]) -> None:
+        state["head"] = head
+        save_state(args.state, state)
+
+    client = Client(args.server_url, me, args.handle, state.get("head"), keep_head)
     record = client.register(args.domain)
     print(json.dumps({"ready": record["fqhn"], "primary": me.primary}), flush=True)
 
@@ -349,7 +486,11 @@ def main(argv: list[str] | None = None) -> int:
         line = {"seq": item["seq"], "from": item["from"], "verified": verified, **message}
         print(json.dumps(line) if args.json else f"{item['from']}: {message}", flush=True)
         if verified and message.get("type") == "text":
-            client.send(item["from"], {"type": "text", "text": "echo: " + message["text"]})
+            try:
+                client.send(item["from"], {"type": "text", "text": "echo: " + message["text"]})
+            except KeyDirectoryError as e:
+                print(json.dumps({"refused": item["from"], "warning": str(e)}) if args.json
+                      else f"NOT ANSWERING {item['from']}: {e}", flush=True)
         state["last_seq"] = item["seq"]
         save_state(args.state, state)
         if args.count is not None and handled >= args.count:

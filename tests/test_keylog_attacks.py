@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import Any
 
 from twisted.internet import reactor
+from twisted.internet.threads import deferToThread
 from twisted.trial.unittest import TestCase
 
 from kezchat.client.http import ChatClient
@@ -28,6 +29,7 @@ from kezchat.keylog.wire import b64url, sign_head
 from tests.clisupport import CliTestCase, assert_one_line_error
 from tests.hostilerelay import HostileRelay, json_tamper, start_hostile_relay
 from tests.support import http_client, register, registration, start_server, temp_dir
+from tests.test_example_bot import load_bot
 
 TS = "2026-05-25T03:00:00Z"
 
@@ -385,3 +387,62 @@ class CliKeyDirectoryTests(CliTestCase):
         got = await carol.ok("listen", "--json", "--count", "1", "--timeout", "20")
         self.assertEqual(got.json["text"], "hello from alice")
         self.assertIn(warning, got.json["warning"])
+
+
+class BotKeyDirectoryTests(TestCase):
+    """
+    The example bot's own, dependency-free key directory checks: the
+    interop vectors' proofs, and a hostile server's substitutions.
+    """
+
+    timeout = 60
+
+    def test_vectors(self) -> None:
+        bot = load_bot()
+        log = json.loads((Path(__file__).parent.parent / "interop" / "python-vectors.json")
+                         .read_text())["keylog"]
+        roots = [bytes.fromhex(h["root"]) for h in log["heads"]]
+        for p in log["inclusion"]:
+            path = [bytes.fromhex(h) for h in p["path"]]
+            leaf = bytes.fromhex(log["leaves"][p["index"]]["leaf_hash"])
+            self.assertEqual(bot.root_from_inclusion(p["index"], p["size"], leaf, path),
+                             roots[p["size"]])
+        for p in log["consistency"]:
+            path = [bytes.fromhex(h) for h in p["path"]]
+            bot.check_consistency(p["from"], p["to"], path, roots[p["from"]], roots[p["to"]])
+            if p["from"] < p["to"]:
+                self.assertRaises(bot.KeyDirectoryError, bot.check_consistency, p["from"],
+                                  p["to"], path, roots[0], roots[p["to"]])
+
+    async def test_refuses_what_the_log_does_not_vouch_for(self) -> None:
+        bot = load_bot()
+        server = await start_server(self)
+        http = http_client(self)
+        for name in ("alice", "bob"):
+            await register(http, server.url, name)
+        relay = await start_hostile_relay(self, server.url)
+        me = bot.Identity(os.urandom(32))
+        kept: list[dict] = []
+        honest = bot.Client(server.url, me, "echo", None, kept.append)
+        record = await deferToThread(honest.vouched, "bob")
+        self.assertEqual(record["fqhn"], "bob@kez.lat")
+        self.assertEqual(kept[-1]["size"], 2)
+
+        attacker = KeyPair.generate().primary
+        relay.tamper = json_tamper(
+            lambda path, query, value: {**value, "primary": attacker}
+            if path == "/v1/u/bob" else None
+        )
+        hostile = bot.Client(relay.url, me, "echo", kept[-1], kept.append)
+        with self.assertRaises(bot.KeyDirectoryError):
+            await deferToThread(hostile.vouched, "bob")
+
+        # a forged history of the same size, signed with the server's key
+        conn = sqlite3.connect(server.service.config.db)
+        seed = conn.execute("SELECT value FROM settings WHERE name = 'log_key'").fetchone()[0]
+        leaves = [bytes(r[0]) for r in conn.execute("SELECT leaf FROM log_leaves ORDER BY idx")]
+        conn.close()
+        forged = [leaves[0], canonical_json(registration(KeyPair.generate(), "bob"))]
+        relay.tamper = json_tamper(ForgedLog(bytes.fromhex(seed), forged).answer)
+        with self.assertRaises(bot.KeyDirectoryError):
+            await deferToThread(hostile.vouched, "bob")
