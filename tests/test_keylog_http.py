@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import base64
 import json
+import sqlite3
 from urllib.parse import quote
 
 from hypothesis import given
@@ -22,6 +23,8 @@ from kezchat.identity.jcs import canonical_json
 from kezchat.identity.keys import KeyPair
 from kezchat.keylog import merkle
 from kezchat.keylog.wire import parse_head
+from kezchat.storage.sqlite.keylog import NODE_SQL
+from kezchat.storage.sqlite.schema import upgrade
 from tests.backends import on_postgresql
 from tests.support import http_client, json_of, register, registration, start_server
 from tests.test_bad_input import BadInputTestCase, assert_spec_error, barrage_settings
@@ -239,6 +242,20 @@ class KeyLogTests(TestCase):
 
 
 on_postgresql(globals(), KeyLogTests)
+
+
+class QueryPlanTests(TestCase):
+    def test_node_reads_are_index_lookups(self) -> None:
+        """
+        A proof reads its nodes by primary key, never by scanning the
+        table (a row-value IN list is planned as a scan by SQLite: at a
+        million leaves that made every proof take seconds).
+        """
+        conn = sqlite3.connect(":memory:")
+        upgrade(conn)
+        plan = " ".join(str(row) for row in conn.execute("EXPLAIN QUERY PLAN " + NODE_SQL, (0, 0)))
+        self.assertIn("USING PRIMARY KEY", plan)
+        self.assertNotIn("SCAN", plan)
 
 
 class LogGarbageTests(BadInputTestCase):

@@ -46,10 +46,12 @@ async def _read_nodes(conn: Any, wanted: set[Node]) -> dict[Node, bytes]:
         return {}
     levels = [level for level, _ in wanted]
     indexes = [i for _, i in wanted]
+    # one index lookup per wanted node (LATERAL), whatever the planner
+    # thinks of the table's size
     rows = await conn.fetch(
-        "SELECT n.level, n.idx, n.hash FROM log_nodes n"
-        " JOIN unnest($1::int[], $2::bigint[]) AS q(level, idx)"
-        " ON n.level = q.level AND n.idx = q.idx",
+        "SELECT q.level, q.idx, n.hash FROM unnest($1::int[], $2::bigint[]) AS q(level, idx)"
+        " CROSS JOIN LATERAL (SELECT hash FROM log_nodes"
+        " WHERE level = q.level AND idx = q.idx) AS n",
         levels, indexes,
     )
     return {(row[0], row[1]): bytes(row[2]) for row in rows}

@@ -17,6 +17,9 @@ from kezchat.keylog.merkle import Node, from_mapping, leaf_hash, left_siblings, 
 from kezchat.storage.interfaces import LogLeaf
 from kezchat.storage.sqlite.database import SQLiteDatabase
 
+#: one stored subtree hash, by its primary key
+NODE_SQL = "SELECT hash FROM log_nodes WHERE level = ? AND idx = ?"
+
 #: the settings row holding the log key's seed (hex)
 LOG_KEY_SETTING = "log_key"
 
@@ -38,15 +41,16 @@ def append_leaf(conn: sqlite3.Connection, fqhn: str, leaf: bytes) -> int:
 
 
 def _read_nodes(conn: sqlite3.Connection, wanted: set[Node]) -> dict[Node, bytes]:
-    if not wanted:
-        return {}
-    keys = sorted(wanted)
-    rows = conn.execute(
-        "SELECT level, idx, hash FROM log_nodes WHERE (level, idx) IN (VALUES "
-        + ", ".join("(?, ?)" for _ in keys) + ")",
-        [v for key in keys for v in key],
-    )
-    return {(row[0], row[1]): bytes(row[2]) for row in rows}
+    """
+    Point lookups on the primary key, one per node, in the caller's
+    transaction: SQLite plans a row-value C{IN} list as a full scan.
+    """
+    found: dict[Node, bytes] = {}
+    for level, index in wanted:
+        row = conn.execute(NODE_SQL, (level, index)).fetchone()
+        if row is not None:
+            found[(level, index)] = bytes(row[0])
+    return found
 
 
 def ensure_log_key(conn: sqlite3.Connection) -> None:
