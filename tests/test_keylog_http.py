@@ -23,6 +23,7 @@ from kezchat.identity.jcs import canonical_json
 from kezchat.identity.keys import KeyPair
 from kezchat.keylog import merkle
 from kezchat.keylog.wire import parse_head
+from kezchat.natsbridge.aio import deferred_from_coroutine
 from kezchat.storage.sqlite.keylog import NODE_SQL
 from kezchat.storage.sqlite.schema import upgrade
 from tests.backends import on_postgresql
@@ -256,6 +257,34 @@ class QueryPlanTests(TestCase):
         plan = " ".join(str(row) for row in conn.execute("EXPLAIN QUERY PLAN " + NODE_SQL, (0, 0)))
         self.assertIn("USING PRIMARY KEY", plan)
         self.assertNotIn("SCAN", plan)
+
+    async def test_postgres_node_reads_are_index_lookups(self) -> None:
+        import asyncpg
+
+        from kezchat.storage.dburl import pool_settings
+        from kezchat.storage.postgres.keylog import NODES_SQL
+        from kezchat.storage.postgres.schema import upgrade as pg_upgrade
+        from tests.pgsupport import fresh_database
+
+        url = await fresh_database(self)
+
+        async def plan() -> str:
+            conn = await asyncpg.connect(pool_settings(url)[0])
+            try:
+                await pg_upgrade(conn)
+                await conn.execute(
+                    "INSERT INTO log_nodes (level, idx, hash)"
+                    " SELECT 0, i, sha256(int8send(i)) FROM generate_series(0, 50000) AS i"
+                )
+                await conn.execute("ANALYZE log_nodes")
+                rows = await conn.fetch("EXPLAIN " + NODES_SQL, [0, 0], [5, 7])
+                return " ".join(row[0] for row in rows)
+            finally:
+                await conn.close()
+
+        text = await deferred_from_coroutine(plan())
+        self.assertIn("Index Scan", text)
+        self.assertNotIn("Seq Scan on log_nodes", text)
 
 
 class LogGarbageTests(BadInputTestCase):

@@ -20,6 +20,14 @@ from kezchat.storage.interfaces import LogLeaf
 from kezchat.storage.postgres.database import PostgresDatabase
 from kezchat.storage.sqlite.keylog import LOG_KEY_SETTING
 
+#: stored subtree hashes by (level, idx) arrays: one index lookup per wanted
+#: node (LATERAL), whatever the planner thinks of the table's size
+NODES_SQL = (
+    "SELECT q.level, q.idx, n.hash FROM unnest($1::int[], $2::bigint[]) AS q(level, idx)"
+    " CROSS JOIN LATERAL (SELECT hash FROM log_nodes"
+    " WHERE level = q.level AND idx = q.idx) AS n"
+)
+
 #: the advisory lock key serialising appends ("kezklog")
 APPEND_LOCK = 0x6B657A6B6C6F67
 
@@ -46,14 +54,7 @@ async def _read_nodes(conn: Any, wanted: set[Node]) -> dict[Node, bytes]:
         return {}
     levels = [level for level, _ in wanted]
     indexes = [i for _, i in wanted]
-    # one index lookup per wanted node (LATERAL), whatever the planner
-    # thinks of the table's size
-    rows = await conn.fetch(
-        "SELECT q.level, q.idx, n.hash FROM unnest($1::int[], $2::bigint[]) AS q(level, idx)"
-        " CROSS JOIN LATERAL (SELECT hash FROM log_nodes"
-        " WHERE level = q.level AND idx = q.idx) AS n",
-        levels, indexes,
-    )
+    rows = await conn.fetch(NODES_SQL, levels, indexes)
     return {(row[0], row[1]): bytes(row[2]) for row in rows}
 
 
