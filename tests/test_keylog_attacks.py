@@ -10,9 +10,11 @@ server has: the log key (read from the server's database) and every leaf.
 
 from __future__ import annotations
 
+import io
 import json
 import os
 import sqlite3
+from argparse import Namespace
 from pathlib import Path
 from typing import Any
 
@@ -20,8 +22,13 @@ from twisted.internet import reactor
 from twisted.internet.threads import deferToThread
 from twisted.trial.unittest import TestCase
 
+from kezchat.cli.context import Context
+from kezchat.cli.home import Home
+from kezchat.cli.messages import Reader
+from kezchat.cli.output import Output
 from kezchat.client.http import ChatClient
 from kezchat.client.keydir import DirectoryError, JsonHeadStore, KeyDirectory
+from kezchat.e2e import seal_envelope, text_message
 from kezchat.identity.jcs import canonical_json
 from kezchat.identity.keys import KeyPair
 from kezchat.keylog.merkle import MemoryTree
@@ -446,3 +453,53 @@ class BotKeyDirectoryTests(TestCase):
         relay.tamper = json_tamper(ForgedLog(bytes.fromhex(seed), forged).answer)
         with self.assertRaises(bot.KeyDirectoryError):
             await deferToThread(hostile.vouched, "bob")
+
+
+class FirstMessagePinTests(TestCase):
+    """
+    A sender is pinned on first use only if the key directory vouches for
+    the key its message came from: a server that delivers a message from
+    its own key under bob's name (and answers bob's lookup with that key)
+    gets the message shown unverified, and nothing pinned.
+    """
+
+    timeout = 60
+
+    async def test_forged_sender_is_not_pinned(self) -> None:
+        server = await start_server(self)
+        http = http_client(self)
+        carol_key, carol = await register(http, server.url, "carol")
+        await register(http, server.url, "bob")
+        relay = await start_hostile_relay(self, server.url)
+        attacker = KeyPair.generate()
+        relay.tamper = json_tamper(
+            lambda path, query, value: {**value, "primary": attacker.primary}
+            if path == "/v1/u/bob@kez.lat" else None
+        )
+        home = Home(Path(temp_dir(self)) / "carol")
+        home.save_account({**carol, "server_url": relay.url, "secret": "file"})
+        ctx = Context(reactor, Namespace(json=True), Output(True, io.StringIO(), io.StringIO()),
+                      home, server_url=relay.url)
+        self.addCleanup(ctx.close)
+        reader = Reader(ctx, carol_key, ctx.account())
+        item = {
+            "seq": 1, "from": "bob@kez.lat", "from_primary": attacker.primary,
+            "envelope": seal_envelope(attacker, carol_key.primary, text_message("hi, it's bob")),
+        }
+        message = await reader.read(item)
+        self.assertFalse(message.verified)
+        self.assertIn("KEY DIRECTORY CHECK FAILED", message.warning or "")
+        self.assertIsNone(ctx.contacts.get("bob@kez.lat"))
+
+        # a genuine sender, through the honest server, is pinned
+        dave_key, _ = await register(http, server.url, "dave")
+        honest = Context(reactor, Namespace(json=True), Output(True, io.StringIO(), io.StringIO()),
+                         home, server_url=server.url)
+        self.addCleanup(honest.close)
+        item = {
+            "seq": 2, "from": "dave@kez.lat", "from_primary": dave_key.primary,
+            "envelope": seal_envelope(dave_key, carol_key.primary, text_message("hi")),
+        }
+        message = await Reader(honest, carol_key, honest.account()).read(item)
+        self.assertTrue(message.verified, message.warning)
+        self.assertEqual(honest.contacts.get("dave@kez.lat")["primary"], dave_key.primary)

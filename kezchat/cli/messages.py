@@ -18,7 +18,7 @@ from typing import Any
 
 from twisted.internet.threads import deferToThread
 
-from kezchat.cli.audit import gossip_warning
+from kezchat.cli.audit import gossip_warning, vouch_sender
 from kezchat.cli.context import Context
 from kezchat.client.errors import ClientError
 from kezchat.e2e import EnvelopeError, PlaintextError, open_envelope, parse_plaintext
@@ -191,7 +191,12 @@ class Reader:
         if not sender:
             problems.append("the sender has no handle on this server")
         if not problems and pinned is None and sender and isinstance(from_primary, str):
-            await deferToThread(self._pin_first_use, sender, from_primary)
+            # nothing is pinned that the key directory does not vouch for
+            refused = await vouch_sender(self.ctx, sender, from_primary)
+            if refused:
+                problems.append(refused)
+            else:
+                await deferToThread(self._pin_first_use, sender, from_primary)
         ts = envelope.get("ts") if isinstance(envelope, dict) else None
         # the sender's view of the key directory against ours (a warning,
         # not a flaw of this message)
