@@ -81,8 +81,9 @@ class MigrateOptions(usage.Options):
     synopsis = "--from FILE --to postgresql://user:pass@host:port/dbname"
     longdesc = (
         "Copy a SQLite database (kez-chat.db or kez-sig.db) into an empty PostgreSQL"
-        " database: handles, inboxes with their seqs and counters, idempotency keys,"
-        " manifests, or sigchain events. Stop the server first."
+        " database: handles, the key directory (leaves, subtree hashes, log key), inboxes"
+        " with their seqs and counters, idempotency keys, manifests, or sigchain events."
+        " Stop the server first."
     )
     optParameters = [
         ["from", None, None, "The SQLite database file."],
