@@ -118,13 +118,14 @@ class PackageClientInteropTests(CliTestCase):
                 "from": "bob@kez.lat",
                 "from_primary": bob.key.primary,
                 "ts": got[0]["ts"],
+                "created_at": got[0]["created_at"],
                 "verified": True,
                 "type": "text",
                 "text": "hi, CLI",
             },
         )
         self.assertEqual(
-            {k: v for k, v in got[1].items() if k != "ts"},
+            {k: v for k, v in got[1].items() if k not in ("ts", "created_at")},
             {
                 "seq": 2,
                 "from": "bob@kez.lat",

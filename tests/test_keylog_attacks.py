@@ -430,7 +430,7 @@ class BotKeyDirectoryTests(TestCase):
         relay = await start_hostile_relay(self, server.url)
         me = bot.Identity(os.urandom(32))
         kept: list[dict] = []
-        honest = bot.Client(server.url, me, "echo", None, kept.append)
+        honest = bot.Client(server.url, me, "echo", keep_head=kept.append)
         record = await deferToThread(honest.vouched, "bob")
         self.assertEqual(record["fqhn"], "bob@kez.lat")
         self.assertEqual(kept[-1]["size"], 2)
@@ -440,7 +440,7 @@ class BotKeyDirectoryTests(TestCase):
             lambda path, query, value: {**value, "primary": attacker}
             if path == "/v1/u/bob" else None
         )
-        hostile = bot.Client(relay.url, me, "echo", kept[-1], kept.append)
+        hostile = bot.Client(relay.url, me, "echo", kept_head=kept[-1], keep_head=kept.append)
         with self.assertRaises(bot.KeyDirectoryError):
             await deferToThread(hostile.vouched, "bob")
 
@@ -453,6 +453,57 @@ class BotKeyDirectoryTests(TestCase):
         relay.tamper = json_tamper(ForgedLog(bytes.fromhex(seed), forged).answer)
         with self.assertRaises(bot.KeyDirectoryError):
             await deferToThread(hostile.vouched, "bob")
+
+
+    async def test_first_message_pins_only_what_the_log_vouches_for(self) -> None:
+        """
+        The bot's first-use pin: a server that delivers a message from its
+        own key under bob's name, and answers bob's lookup with that key,
+        gets it refused with the key directory's reason and nothing pinned;
+        a malformed proof is a refusal too, never a crash; a genuine first
+        message is pinned.
+        """
+        bot = load_bot()
+        server = await start_server(self)
+        http = http_client(self)
+        bob_key, _ = await register(http, server.url, "bob")
+        relay = await start_hostile_relay(self, server.url)
+        me = bot.Identity(os.urandom(32))
+        attacker = KeyPair.generate()
+        relay.tamper = json_tamper(
+            lambda path, query, value: {**value, "primary": attacker.primary}
+            if path == "/v1/u/bob@kez.lat" else None
+        )
+        state: dict[str, Any] = {}
+        trust = bot.Trust(state, bot.Client(relay.url, me, "echo"))
+        forged = {
+            "seq": 1, "from": "bob@kez.lat", "from_primary": attacker.primary,
+            "envelope": seal_envelope(attacker, me.primary, text_message("hi, it's bob")),
+        }
+        label, message, refused = await deferToThread(trust.check, me, forged)
+        self.assertIsNone(label)
+        self.assertEqual(message["text"], "hi, it's bob")
+        self.assertIn("KEY DIRECTORY CHECK FAILED", refused or "")
+        self.assertEqual(state["pins"], {})
+
+        genuine = {
+            "seq": 2, "from": "bob@kez.lat", "from_primary": bob_key.primary,
+            "envelope": seal_envelope(bob_key, me.primary, text_message("hi")),
+        }
+        relay.tamper = json_tamper(
+            lambda path, query, value: {**value, "leaf": 5}
+            if path == "/v1/log/inclusion" else None
+        )
+        label, _, refused = await deferToThread(trust.check, me, genuine)
+        self.assertIsNone(label)
+        self.assertIn("malformed", refused or "")
+        self.assertEqual(state["pins"], {})
+
+        relay.tamper = None
+        label, _, refused = await deferToThread(trust.check, me, genuine)
+        self.assertIsNone(refused)
+        self.assertEqual(label, "bob@kez.lat")
+        self.assertEqual(state["pins"], {"bob@kez.lat": bob_key.primary})
 
 
 class FirstMessagePinTests(TestCase):

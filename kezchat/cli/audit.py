@@ -64,25 +64,6 @@ async def vouch(ctx: Context, record: dict[str, Any]) -> None:
         ) from None
 
 
-async def vouch_sender(ctx: Context, fqhn: str, primary: str) -> str | None:
-    """
-    Before a sender is pinned on the strength of its first message: why
-    the key directory does not vouch for C{primary} as C{fqhn}, or C{None}
-    when it does.
-    """
-    try:
-        record = await ctx.chat().lookup(fqhn)
-    except (ServerError, Unreachable) as e:
-        return f"cannot check {fqhn} in the key directory: {e}"
-    if record is None or record.get("primary") != primary:
-        return f"the server's record of {fqhn} does not name the key that sent this"
-    try:
-        await vouch(ctx, record)
-    except CliError as e:
-        return e.message
-    return None
-
-
 def with_head(ctx: Context, plaintext: dict[str, Any]) -> dict[str, Any]:
     """
     C{plaintext} carrying our newest verified head (C{head}: C{{"size",
