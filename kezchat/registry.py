@@ -25,6 +25,7 @@ from kezchat.identity.handles import (
     parse_handle,
     validate_local,
 )
+from kezchat.identity.jcs import canonical_json
 from kezchat.identity.keys import SIGNATURE_ALG, InvalidKey, parse_primary, verify_jcs
 from kezchat.storage.interfaces import HandleRecord, HandleTaken, PrimaryTaken, RegistryStore
 from kezchat.timeutil import format_rfc3339, parse_rfc3339
@@ -235,8 +236,13 @@ class Registry:
         so it holds however many registrations race.
         """
         record = self.check_registration(body)
+        # the key directory's leaf: the request exactly as accepted
         try:
-            return self._remember(await self.store.add_handle(record))
+            leaf = canonical_json(body)
+        except ValueError:
+            raise KezError("bad_request", "the registration has no canonical JSON form") from None
+        try:
+            return self._remember(await self.store.add_handle(record, leaf))
         except HandleTaken:
             raise KezError("handle_taken", f"{record.fqhn} is already registered") from None
         except PrimaryTaken:
@@ -309,7 +315,7 @@ class Registry:
             return None
         return f"{self.policy.sig_base_url}/v1/sigchains/ed25519/{primary.split(':', 1)[1]}"
 
-    def record_json(self, record: HandleRecord) -> dict[str, str]:
+    def record_json(self, record: HandleRecord) -> dict[str, Any]:
         """
         The public record (SPEC §3.1).
         """
@@ -320,6 +326,7 @@ class Registry:
             "primary": record.primary,
             **({"sigchain_url": sigchain_url} if sigchain_url else {}),
             "registered_at": format_rfc3339(record.registered_at),
+            **({"log_index": record.log_index} if record.log_index is not None else {}),
         }
 
     def webfinger_json(self, record: HandleRecord) -> dict[str, Any]:

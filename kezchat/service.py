@@ -20,9 +20,10 @@ from twisted.logger import Logger
 from twisted.python.failure import Failure
 
 from kezchat.config import REGISTER_LIMIT_WINDOW, SEND_LIMIT_WINDOW, ChatConfig
-from kezchat.http import manifests, messages
+from kezchat.http import keylog, manifests, messages
 from kezchat.http.app import ChatResource, KezChatHTTP
 from kezchat.http.clientip import ClientAddress
+from kezchat.keylog.log import KeyLog
 from kezchat.listening import ServerService
 from kezchat.metrics import Metrics
 from kezchat.mirror import ManifestMirror
@@ -162,6 +163,7 @@ def build_parts(config: ChatConfig, reactor: IServerReactor) -> ChatParts:
         extensions=[
             lambda routes: messages.install(routes, relay, hub, client_address),
             lambda routes: manifests.install(routes, mirror, metrics),
+            lambda routes: keylog.install(routes, KeyLog(storage.keylog, registry, clock)),
         ],
     )
     return ChatParts(

@@ -17,6 +17,7 @@ from twisted.internet.task import deferLater
 from twisted.internet.threads import deferToThread
 
 from kezchat.cli.attachments import attachment_plaintexts, read_attachment
+from kezchat.cli.audit import with_head
 from kezchat.cli.contacts import lookup_and_pin
 from kezchat.cli.context import Context
 from kezchat.cli.errors import CliError
@@ -101,7 +102,7 @@ async def send(ctx: Context, args: Namespace) -> None:
     account = ctx.account()
     contact = await recipient(ctx, args.handle)
     keypair = await ctx.keypair()
-    envelope = seal_envelope(keypair, contact["primary"], text_message(args.text))
+    envelope = seal_envelope(keypair, contact["primary"], with_head(ctx, text_message(args.text)))
     if args.nats:
         seq = await _send_nats(ctx, keypair, args.nats, contact["primary"], envelope)
     else:

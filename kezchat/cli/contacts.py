@@ -9,6 +9,7 @@ import time
 from argparse import Namespace
 from typing import Any
 
+from kezchat.cli.audit import vouch
 from kezchat.cli.chains import chain_summary, fetch_chain
 from kezchat.cli.context import Context
 from kezchat.cli.errors import CliError
@@ -79,6 +80,8 @@ async def resolve_contact(
         raise CliError(f"{record['fqhn']} is you: add someone else")
     if not replace:
         ctx.contacts.check(record["fqhn"], record["primary"])
+    # the key directory must vouch for the key before it is pinned
+    await vouch(ctx, record)
     contact = {
         "handle": record["handle"],
         "fqhn": record["fqhn"],

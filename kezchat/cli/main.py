@@ -26,7 +26,7 @@ from kezchat.cli.output import visible
 from kezchat.client.errors import ServerError, Unreachable
 
 #: command-group modules, in --help order; missing optional ones are skipped
-GROUPS = ("account", "contacts", "chat", "files", "manifests")
+GROUPS = ("account", "contacts", "chat", "files", "manifests", "audit")
 OPTIONAL_GROUPS = frozenset({"files", "manifests"})
 #: seconds an interrupted command gets to wind down
 INTERRUPT_GRACE = 5.0

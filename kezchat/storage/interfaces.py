@@ -24,13 +24,16 @@ from kezchat.storage.errors import IdempotencyConflict as IdempotencyConflict
 @dataclass(frozen=True)
 class HandleRecord:
     """
-    One registered handle. C{registered_at} is seconds since the epoch.
+    One registered handle. C{registered_at} is seconds since the epoch;
+    C{log_index} is its registration's leaf in the key directory (C{None}
+    for a handle stored without one, registered before the log existed).
     """
 
     local: str
     server: str
     primary: str
     registered_at: float
+    log_index: int | None = None
 
     @property
     def fqhn(self) -> str:
@@ -56,9 +59,12 @@ class RegistryStore(Protocol):
     server processes sharing the database.
     """
 
-    def add_handle(self, record: HandleRecord) -> Deferred[HandleRecord]:
+    def add_handle(self, record: HandleRecord, leaf: bytes | None = None) -> Deferred[HandleRecord]:
         """
-        Store C{record}; fail with L{HandleTaken} or L{PrimaryTaken}.
+        Store C{record}; fail with L{HandleTaken} or L{PrimaryTaken}. With
+        C{leaf}, append it to the key directory in the same transaction
+        (see L{KeyLogStore}) and return the record with its C{log_index}:
+        a handle is registered if and only if its leaf is in the log.
         """
 
     def handle(self, fqhn: str) -> Deferred[HandleRecord | None]:
@@ -236,4 +242,51 @@ class ManifestStore(Protocol):
         """
         The latest manifest of C{primary}, byte for byte as stored, or
         C{None}.
+        """
+
+
+@dataclass(frozen=True)
+class LogLeaf:
+    """
+    One leaf of the key directory: the registration's bytes as accepted.
+    """
+
+    index: int
+    fqhn: str
+    leaf: bytes
+
+
+class KeyLogStore(Protocol):
+    """
+    The key directory's tables: leaves, appended only by
+    L{RegistryStore.add_handle} (one log, dense indexes, whatever number
+    of processes register at once), and the hashes of complete subtrees
+    (L{kezchat.keylog.merkle}), which never change once written.
+    """
+
+    def size(self) -> Deferred[int]:
+        """
+        How many leaves are committed.
+        """
+
+    def nodes(self, wanted: set[tuple[int, int]]) -> Deferred[dict[tuple[int, int], bytes]]:
+        """
+        The stored hashes of the perfect subtrees C{(level, index)} in
+        C{wanted}, all in one read; a node not (yet) complete is missing
+        from the answer.
+        """
+
+    def leaf_of(self, fqhn: str) -> Deferred[LogLeaf | None]:
+        """
+        The leaf that registered C{fqhn}, or C{None}.
+        """
+
+    def entries(self, start: int, count: int) -> Deferred[list[bytes]]:
+        """
+        The leaves from index C{start}, at most C{count}, in index order.
+        """
+
+    def signing_seed(self) -> Deferred[bytes]:
+        """
+        The log key's 32-byte Ed25519 seed, created with the database.
         """

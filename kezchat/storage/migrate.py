@@ -3,7 +3,9 @@ Copying a SQLite deployment into PostgreSQL (C{kezchat-admin migrate}).
 
 Everything is copied as stored: handles, each inbox with its seqs and its
 counter (so seqs continue where they were, never reused), idempotency
-keys with their request hashes, manifests, settings (the server domain);
+keys with their request hashes, manifests, settings (the server domain
+and the key directory's signing key), the key directory's leaves and
+subtree hashes (so the log, its indexes and its signed heads continue);
 for a kezsig database, the sigchain events. The target
 gets the current PostgreSQL schema first, must hold no data yet, and
 receives everything in one transaction: a failed copy leaves it empty, and
@@ -41,6 +43,8 @@ KINDS: dict[str, tuple[str, str, dict[str, list[str]]]] = {
             "idempotency": ["sender", "key", "recipient", "seq", "created_at", "request_hash"],
             "manifests": ["primary_key", "blob", "blake3", "stored_at"],
             "settings": ["name", "value"],
+            "log_leaves": ["idx", "fqhn", "leaf"],
+            "log_nodes": ["level", "idx", "hash"],
         },
     ),
     "kezsig": (
