@@ -42,7 +42,7 @@ export interface NotifierHooks {
   looking: (peer: string) => boolean;
   /** the handle shown for a conversation */
   handleOf: (peer: string) => string | undefined;
-  /** open a conversation (after a click on its notification) */
+  /** bring the window forward and open a conversation (after a click on its notification) */
   open: (peer: string) => void;
 }
 
@@ -66,7 +66,6 @@ export class Notifier {
     try {
       const shown = new api(n.title, { body: n.body, tag: n.tag });
       shown.onclick = () => {
-        window.focus();
         this.hooks.open(peer);
         shown.close();
       };

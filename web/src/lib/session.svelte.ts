@@ -296,7 +296,10 @@ export class Session {
       showText: () => this.prefs.notifyText,
       looking,
       handleOf: (peer) => this.convs[peer]?.fqhn,
-      open: (peer) => (location.hash = `#/chat/${peer}`),
+      open: (peer) => {
+        window.focus();
+        location.hash = `#/chat/${peer}`;
+      },
     });
     const history = new History(this, this.storage, (peer) => this.active === peer && !document.hidden, (peer, msg) =>
       notifier.arrived(peer, msg),
