@@ -143,6 +143,11 @@ class Fixture:
         """
         Send C{plaintext} the way the CLI does (C{to} is the recipient's primary).
         """
+        await on_twisted(self._post_as(key, handle, to_handle, to, plaintext))
+
+    async def _post_as(
+        self, key: KeyPair, handle: str, to_handle: str, to: str, plaintext: dict[str, Any]
+    ) -> None:
         body = json.dumps({"to": to_handle, "envelope": seal_envelope(key, to, plaintext)})
         data = body.encode()
         auth = sign_request(key, "POST", "/v1/messages", [body_digest(data)], int(time.time()))
@@ -349,32 +354,34 @@ class WebUxTests(TestCase):
         self.assertEqual(await alice.page.evaluate("window.__asked"), 0)
         await alice.shot("ux-notify-prompt")
         await alice.tid("notify-enable").click()
-        await alice.page.wait_for_function("window.__asked === 1", timeout=WAIT)
+        await alice.page.wait_for_function("() => window.__asked === 1", timeout=WAIT)
 
-        # bob reads alice's conversation: no notification for it
+        # bob was not in the conversation when "first" came: one notification
         await f.send(alice, "first")
+        await bob.page.wait_for_function("() => window.__shown.length === 1", timeout=WAIT)
+        # bob reads alice's conversation: no notification for it
         await bob.open_chat("alice@kez.lat")
         await bob.expect_message("first")
         await f.send(alice, "while bob reads")
         await bob.expect_message("while bob reads")
         await bob.page.wait_for_timeout(300)
-        self.assertEqual(await bob.page.evaluate("window.__shown.length"), 0)
+        self.assertEqual(await bob.page.evaluate("window.__shown.length"), 1)
 
         # bob is elsewhere: the sender's handle, not the text
         await bob.page.goto(f.chat.url + "/#/settings")
         await f.send(alice, "secret plans")
-        await bob.page.wait_for_function("window.__shown.length === 1", timeout=WAIT)
+        await bob.page.wait_for_function("() => window.__shown.length === 2", timeout=WAIT)
         shown = await bob.page.evaluate("window.__shown.map(n => [n.title, n.options.body || ''])")
-        self.assertEqual(shown, [["alice@kez.lat", "New message"]])
+        self.assertEqual(shown, [["alice@kez.lat", "New message"]] * 2)
         # opted in: the text too
         await bob.tid("notify-show-text").check()
         await f.send(alice, "now with text")
-        await bob.page.wait_for_function("window.__shown.length === 2", timeout=WAIT)
-        self.assertEqual(await bob.page.evaluate("window.__shown[1].options.body"), "now with text")
+        await bob.page.wait_for_function("() => window.__shown.length === 3", timeout=WAIT)
+        self.assertEqual(await bob.page.evaluate("window.__shown[2].options.body"), "now with text")
         # a click opens the conversation
-        await bob.page.evaluate("window.__shown[1].onclick(new Event('click'))")
+        await bob.page.evaluate("window.__shown[2].onclick(new Event('click'))")
         await bob.tid("thread-title").filter(has_text="alice@kez.lat").wait_for(timeout=WAIT)
-        self.assertTrue(await bob.page.evaluate("window.__shown[1].closed"))
+        self.assertTrue(await bob.page.evaluate("window.__shown[2].closed"))
 
     # -- phone: banner, unread, resend ----------------------------------------
 
@@ -491,32 +498,33 @@ class WebUxTests(TestCase):
         self.assertEqual(await command.inner_text(), f"kez-chat fetch {digest} --out holiday.mkv")
         offered = await bob.tid("share-offer").inner_text()
         self.assertIn("dave@kez.lat", offered)
-        self.assertIn("MB", offered)
+        self.assertIn("667.6 MiB", offered)
         body = (await bob.page.inner_text("body")).lower()
         self.assertNotIn("desktop", body)
         await bob.shot("ux-p2p-offer")
 
-        # images then texts; after a reload + unlock bob's open thread sits at the end
+        # texts, then images last; after a reload + unlock bob's open thread
+        # sits at the end although the images load after the first scroll
+        for i in range(12):
+            await f.send(alice, f"line {i}")
         for i in range(4):
             await alice.tid("attach").set_input_files(
-                files=[{"name": f"pic{i}.png", "mimeType": "image/png", "buffer": png(150, 150)}]
+                files=[{"name": f"pic{i}.png", "mimeType": "image/png", "buffer": png(200, 200)}]
             )
             await (
                 alice.tid("message-status")
                 .filter(has_text="sent")
-                .nth(i + 1)
+                .nth(13 + i)
                 .wait_for(timeout=WAIT)
             )
-        for i in range(12):
-            await f.send(alice, f"line {i}")
         await bob.open_chat("alice@kez.lat")
-        await bob.expect_message("line 11")
+        await bob.tid("attachment-image").nth(3).wait_for(timeout=WAIT)
         await bob.shot("ux-thread-links-dates")
         await bob.page.set_viewport_size(DESKTOP)
         await bob.page.reload()
         await bob.tid("passphrase").fill(PASSPHRASE)
         await bob.tid("unlock").click()
-        await bob.expect_message("line 11")
+        await bob.expect_message("pic3.png")
         await bob.page.wait_for_function(
             "() => [...document.querySelectorAll('[data-testid=attachment-image]')]"
             ".filter(i => i.complete && i.naturalHeight > 0).length === 4",
