@@ -310,15 +310,19 @@ class WebUxTests(TestCase):
         await alice.tid("unlock").click()
         await alice.status("live")
         await alice.tid("settings-link").click()
-        await alice.tid("old-passphrase").fill("not the passphrase")
-        await alice.tid("new-passphrase").fill("a brand new passphrase")
+        await alice.tid("change-passphrase-open").click()
+        current = alice.page.locator("[data-testid=passphrase][data-role=current]")
+        await current.fill("not the passphrase")
+        await alice.page.locator("[data-testid=passphrase][data-role=new]").fill(
+            "a brand new passphrase"
+        )
         await alice.tid("change-passphrase").click()
         await (
             alice.tid("error")
             .filter(has_text="current passphrase is not right")
             .wait_for(timeout=WAIT)
         )
-        await alice.tid("old-passphrase").fill(PASSPHRASE)
+        await current.fill(PASSPHRASE)
         await alice.tid("change-passphrase").click()
         await alice.tid("passphrase-changed").wait_for(timeout=WAIT)
         await alice.shot("ux-settings-passphrase")
