@@ -28,6 +28,7 @@ from kezchat.e2e import seal_envelope, text_message
 from kezchat.e2e.plaintext import file_share
 from kezchat.identity.keys import KeyPair
 from kezchat.relay.auth import body_digest, sign_request
+from kezchat.timeutil import format_rfc3339
 from tests.support import http_client, register, temp_dir
 from tests.test_web_e2e import DESKTOP, PASSPHRASE, PHONE, WAIT, Person, png
 from tests.webdriver import (
@@ -138,17 +139,30 @@ class Fixture:
         await someone.tid("composer").press("Enter")
 
     async def post_as(
-        self, key: KeyPair, handle: str, to_handle: str, to: str, plaintext: dict[str, Any]
+        self,
+        key: KeyPair,
+        handle: str,
+        to_handle: str,
+        to: str,
+        plaintext: dict[str, Any],
+        ts: str | None = None,
     ) -> None:
         """
-        Send C{plaintext} the way the CLI does (C{to} is the recipient's primary).
+        Send C{plaintext} the way the CLI does (C{to} is the recipient's
+        primary), written at C{ts} (the envelope's time) when given.
         """
-        await on_twisted(self._post_as(key, handle, to_handle, to, plaintext))
+        await on_twisted(self._post_as(key, handle, to_handle, to, plaintext, ts))
 
     async def _post_as(
-        self, key: KeyPair, handle: str, to_handle: str, to: str, plaintext: dict[str, Any]
+        self,
+        key: KeyPair,
+        handle: str,
+        to_handle: str,
+        to: str,
+        plaintext: dict[str, Any],
+        ts: str | None,
     ) -> None:
-        body = json.dumps({"to": to_handle, "envelope": seal_envelope(key, to, plaintext)})
+        body = json.dumps({"to": to_handle, "envelope": seal_envelope(key, to, plaintext, ts=ts)})
         data = body.encode()
         auth = sign_request(key, "POST", "/v1/messages", [body_digest(data)], int(time.time()))
         response = await self.client.post(
@@ -495,8 +509,17 @@ class WebUxTests(TestCase):
         digest = "ab" * 32
         offer = file_share("holiday.mkv", 700_000_000, digest, "ticket", "k" * 43 + "=")
         dave, _ = await on_twisted(register(f.client, f.chat.url, "dave"))
+        # written three days ago (sent late): its own day in the thread
+        days_ago = format_rfc3339(time.time() - 3 * 86400)
+        await f.post_as(dave, "dave", "bob", bob_primary, text_message("old news"), ts=days_ago)
         await f.post_as(dave, "dave", "bob", bob_primary, offer)
         await bob.open_chat("dave@kez.lat")
+        separators = bob.tid("date-separator")
+        await separators.nth(1).wait_for(timeout=WAIT)
+        labels = await separators.all_inner_texts()
+        self.assertEqual(len(labels), 2, labels)
+        self.assertNotIn(labels[0], ("Today", "Yesterday"))
+        self.assertEqual(labels[1], "Today")
         command = bob.tid("fetch-command")
         await command.wait_for(timeout=WAIT)
         self.assertEqual(await command.inner_text(), f"kez-chat fetch {digest} --out holiday.mkv")
