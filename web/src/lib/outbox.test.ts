@@ -116,4 +116,22 @@ describe('sending again when the link is back', () => {
     release();
     await cut;
   });
+
+  it('after a reload, a part the server already has (409 idempotency_conflict for the new sealing) counts as sent', async () => {
+    const s = await setUp();
+    let release: () => void = () => undefined;
+    // the first attempt reaches the server, but the page closes before the answer
+    vi.stubGlobal('fetch', () => new Promise<Response>((resolve) => (release = () => resolve(new Response('{}', { status: 500 })))));
+    const cut = s.outbox.sendText(bob.primary, 'arrived, answer lost');
+    await new Promise((r) => setTimeout(r, 50));
+    const model: Model = { convs: {}, msgs: {} };
+    const again = new History(model, s.storage);
+    await again.load();
+    const outbox = new Outbox(new Signer(alice, 'kez.lat'), 'alice', s.storage, again);
+    vi.stubGlobal('fetch', async () => new Response('{"error":{"code":"idempotency_conflict","message":"used"}}', { status: 409 }));
+    await outbox.resend();
+    expect(model.msgs[bob.primary].map((m) => [m.text, m.status])).toEqual([['arrived, answer lost', 'sent']]);
+    release();
+    await cut;
+  });
 });

@@ -1,10 +1,12 @@
 /**
  * Sending. A message is stored (status `sending`) before it is shown, and
  * each status after that is stored before it is shown, so a reload at any
- * moment finds it. Sealed envelopes are kept only while a send is under
- * way: they are remade from the stored message for a retry, and the
- * idempotency key per part makes the server answer a part it already has
- * with its first seq instead of storing it twice.
+ * moment finds it. Sealed envelopes are kept in memory until the send
+ * succeeds, so a retry sends the very same envelope, and the idempotency
+ * key per part makes the server answer a part it already has with its
+ * first seq instead of storing it twice. After a reload the message is
+ * sealed again; a part the server already has then answers 409
+ * `idempotency_conflict` under the same key, which means it was delivered.
  *
  * A send that failed because the server could not be reached is sent
  * again by itself when the link is live again (`resend`): the same
@@ -128,8 +130,8 @@ export class Outbox {
       const start = msg.file ? Math.min(msg.file.received, envelopes.length) : 0;
       let seq = msg.seq;
       for (let i = start; i < envelopes.length; i++) {
-        const answer = await api.send(this.signer, this.handle, conv.fqhn, envelopes[i], `${id}:${i}`);
-        if (i === 0) seq = answer.seq;
+        const answer = await this.sendPart(conv.fqhn, envelopes[i], `${id}:${i}`);
+        if (i === 0 && answer) seq = answer.seq;
         if (msg.file && envelopes.length > 1) {
           await this.history.commit(this.history.update(peer, id, { seq, file: { ...msg.file, received: i + 1 } }));
         }
@@ -141,6 +143,21 @@ export class Outbox {
     } catch (e) {
       const failed: Partial<Msg> = { status: 'failed', error: e instanceof Error ? e.message : 'not sent', transient: transient(e) };
       await this.history.commit(this.history.update(peer, id, failed));
+    }
+  }
+
+  /**
+   * One part; null when the server already holds this part under its key
+   * but from an earlier sealing (a reload between the send and its answer
+   * re-seals the message, and the server answers that with a conflict):
+   * it is delivered, only its seq is not known here.
+   */
+  private async sendPart(to: string, envelope: Envelope, key: string): Promise<{ seq: number } | null> {
+    try {
+      return await api.send(this.signer, this.handle, to, envelope, key);
+    } catch (e) {
+      if (e instanceof ApiError && e.code === 'idempotency_conflict') return null;
+      throw e;
     }
   }
 
