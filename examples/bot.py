@@ -19,9 +19,12 @@ It trusts neither the server nor a sender further than the envelope
 proves (see `Trust` below): it verifies first, names each sender by the
 key it pinned (never by what the server says), refuses replays and
 plaintext with a repeated key, and prints a refused message as a warning
-with the reason instead of dropping it. Every HTTP exchange has a deadline
-and a size bound, and text from the network is printed with control and
-bidi characters escaped.
+with the reason instead of dropping it. Before it pins a sender or
+encrypts a reply, the server's key directory must prove the key is the
+one registered under that handle (a signed head, consistent with the head
+kept in the state file, and the registration's inclusion). Every HTTP
+exchange has a deadline and a size bound, and text from the network is
+printed with control and bidi characters escaped.
 """
 
 from __future__ import annotations
@@ -200,6 +203,71 @@ def open_envelope(recipient: Identity, envelope: dict[str, Any]) -> dict[str, An
     return message
 
 
+# -- the key directory (RFC 9162 Merkle log of registrations) ----------------
+
+
+class KeyDirectoryError(Exception):
+    """The server's key directory does not vouch for a key: do not encrypt to it."""
+
+
+def leaf_hash(leaf: bytes) -> bytes:
+    return hashlib.sha256(b"\x00" + leaf).digest()
+
+
+def node_hash(left: bytes, right: bytes) -> bytes:
+    return hashlib.sha256(b"\x01" + left + right).digest()
+
+
+def root_from_inclusion(index: int, size: int, leaf: bytes, path: list[bytes]) -> bytes:
+    """RFC 9162 §2.1.3.2: the root C{path} leads to from the leaf hash at C{index}."""
+    if not 0 <= index < size:
+        raise KeyDirectoryError("leaf index outside the tree")
+    fn, sn, r = index, size - 1, leaf
+    for p in path:
+        if sn == 0:
+            raise KeyDirectoryError("inclusion path too long")
+        if fn & 1 or fn == sn:
+            r = node_hash(p, r)
+            while fn and not fn & 1:
+                fn, sn = fn >> 1, sn >> 1
+        else:
+            r = node_hash(r, p)
+        fn, sn = fn >> 1, sn >> 1
+    if sn != 0:
+        raise KeyDirectoryError("inclusion path too short")
+    return r
+
+
+def check_consistency(first: int, second: int, path: list[bytes], root1: bytes,
+                      root2: bytes) -> None:
+    """RFC 9162 §2.1.4.2, for 0 < first <= second."""
+    if not 0 < first <= second:
+        raise KeyDirectoryError("no consistency proof between these sizes")
+    if first == second:
+        if path or root1 != root2:
+            raise KeyDirectoryError("two different trees of one size")
+        return
+    if not path:
+        raise KeyDirectoryError("empty consistency proof")
+    hashes = ([root1] if first & (first - 1) == 0 else []) + path
+    fn, sn = first - 1, second - 1
+    while fn & 1:
+        fn, sn = fn >> 1, sn >> 1
+    fr = sr = hashes[0]
+    for c in hashes[1:]:
+        if sn == 0:
+            raise KeyDirectoryError("consistency proof too long")
+        if fn & 1 or fn == sn:
+            fr, sr = node_hash(c, fr), node_hash(c, sr)
+            while fn and not fn & 1:
+                fn, sn = fn >> 1, sn >> 1
+        else:
+            sr = node_hash(sr, c)
+        fn, sn = fn >> 1, sn >> 1
+    if sn != 0 or fr != root1 or sr != root2:
+        raise KeyDirectoryError("the log was rewritten: the new head does not extend the old")
+
+
 # -- HTTP --------------------------------------------------------------------
 
 
@@ -235,12 +303,27 @@ class Client:
     """The chat-server's HTTP API, for one identity and handle."""
 
     def __init__(
-        self, base_url: str, identity: Identity, handle: str, domain: str = "kez.lat"
+        self,
+        base_url: str,
+        identity: Identity,
+        handle: str,
+        domain: str = "kez.lat",
+        *,
+        kept_head: dict[str, Any] | None = None,
+        keep_head: Any = lambda head: None,
     ) -> None:
+        """
+        @param domain: the home server's name, signed into every request
+            (so another server never accepts it).
+        @param kept_head: the newest key directory head verified before.
+        @param keep_head: called with each newer verified head (to save it).
+        """
         self.base_url = base_url.rstrip("/")
         self.me = identity
         self.handle = handle
         self.domain = domain
+        self.kept_head = kept_head
+        self.keep_head = keep_head
 
     def auth(self, method: str, path: str, *fields: str) -> str:
         """
@@ -295,9 +378,69 @@ class Client:
     def lookup(self, handle: str) -> dict[str, Any]:
         return self.call("GET", "/v1/u/" + urllib.parse.quote(handle, safe="@"))[1]
 
+    def log_head(self) -> dict[str, Any]:
+        """
+        The key directory's head: its signature checked under its own key,
+        and (if we kept one) the same log key and a proof that it extends
+        the head we kept. The newer one is kept.
+        """
+        head = self.call("GET", "/v1/log/head")[1]
+        unsigned = {k: head.get(k) for k in ("size", "root", "ts", "key")}
+        if set(head) != {*unsigned, "sig"} or not verify(head["key"], jcs(unsigned), head["sig"]):
+            raise KeyDirectoryError("the key directory's head is not signed by its key")
+        kept = self.kept_head
+        if kept is not None:
+            if kept["key"] != head["key"]:
+                raise KeyDirectoryError("the key directory's signing key changed")
+            old, new = sorted((kept, head), key=lambda h: h["size"])
+            path: list[bytes] = []
+            if 0 < old["size"] < new["size"]:
+                query = urllib.parse.urlencode({"from": old["size"], "to": new["size"]})
+                path = [bytes.fromhex(h) for h in
+                        self.call("GET", "/v1/log/consistency?" + query)[1]["path"]]
+            if old["size"] > 0:
+                check_consistency(old["size"], new["size"], path, bytes.fromhex(old["root"]),
+                                  bytes.fromhex(new["root"]))
+        if kept is None or head["size"] > kept["size"]:
+            self.kept_head = head
+            self.keep_head(head)
+        return head
+
+    def vouched(self, to: str) -> dict[str, Any]:
+        """
+        C{to}'s record, once the key directory proves its key is the one
+        registered under that handle (docs/protocol.md, "The key directory").
+        """
+        try:
+            record = self.lookup(to)
+            head = self.log_head()
+            query = urllib.parse.urlencode({"handle": record["fqhn"], "size": head["size"]})
+            proof = self.call("GET", "/v1/log/inclusion?" + query)[1]
+            leaf = unb64url(proof["leaf"])
+            registration = json.loads(leaf)
+            payload = registration["payload"]
+            if (
+                rfc8785.dumps(registration) != leaf
+                or proof["index"] != record.get("log_index")
+                or f"{payload['handle'].partition('@')[0]}@{payload['server']}" != record["fqhn"]
+                or payload["primary"] != record["primary"]
+                or registration["signature"]["key"] != payload["primary"]
+                or not verify(payload["primary"], jcs(payload), registration["signature"]["sig"])
+            ):
+                raise KeyDirectoryError(f"the key directory does not register {to} with this key")
+            root = root_from_inclusion(proof["index"], head["size"], leaf_hash(leaf),
+                                       [bytes.fromhex(h) for h in proof["path"]])
+            included = root == bytes.fromhex(head["root"])
+        except (KeyError, IndexError, TypeError, AttributeError, ValueError) as e:
+            # a hostile server's malformed answer refuses the key, never stops the bot
+            raise KeyDirectoryError(f"the key directory's answer about {to} is malformed") from e
+        if not included:
+            raise KeyDirectoryError(f"{to}'s key is not in the key directory")
+        return record
+
     def send(self, to: str, plaintext: dict[str, Any]) -> int:
-        """Encrypt C{plaintext} for C{to}'s registered key and send it."""
-        recipient = self.lookup(to)
+        """Encrypt C{plaintext} for C{to}'s key (vouched for by the key directory) and send it."""
+        recipient = self.vouched(to)
         envelope = seal(self.me, recipient["primary"], plaintext)
         # the same idempotency key on a retry: the message is stored once
         body = json.dumps(
@@ -444,7 +587,8 @@ class Trust:
     C{from} is a handle, and the pins agree both ways (that handle is
     pinned to that key, and that key to that handle). A sender seen for
     the first time is pinned only when the registry names the signing
-    key for the handle. The name printed is always the pinned handle.
+    key for the handle and the key directory proves that registration
+    (L{Client.vouched}). The name printed is always the pinned handle.
     """
 
     def __init__(self, state: dict[str, Any], client: Client) -> None:
@@ -490,7 +634,10 @@ class Trust:
             return label, message, f"the server says {claimed} sent it; the key is {label}'s"
         if label is None:
             try:
-                record = self.client.lookup(claimed)
+                # the registry's answer, proven by the key directory
+                record = self.client.vouched(claimed)
+            except KeyDirectoryError as e:
+                return None, message, f"KEY DIRECTORY CHECK FAILED for {claimed}: {e}"
             except (APIError, OSError, ValueError) as e:
                 return None, message, f"cannot confirm the sender {claimed}: {e}"
             if record.get("fqhn") != claimed or record.get("primary") != signer:
@@ -532,7 +679,15 @@ def main(argv: list[str] | None = None) -> int:
 
     state = load_state(args.state)
     me = Identity(bytes.fromhex(state["seed"]))
-    client = Client(args.server_url, me, args.handle, args.domain)
+
+    def keep_head(head: dict[str, Any]) -> None:
+        state["head"] = head
+        save_state(args.state, state)
+
+    client = Client(
+        args.server_url, me, args.handle, args.domain,
+        kept_head=state.get("head"), keep_head=keep_head,
+    )
     trust = Trust(state, client)
     record = client.register(args.domain)
     print(json.dumps({"ready": record["fqhn"], "primary": me.primary}), flush=True)
@@ -559,7 +714,12 @@ def main(argv: list[str] | None = None) -> int:
                 warn(f"message #{seq} from {sender or 'an unknown sender'} is refused: {refused}")
             print(json.dumps(line) if args.json else human, flush=True)
             if refused is None and message and message.get("type") == "text" and sender:
-                client.send(sender, {"type": "text", "text": "echo: " + str(message["text"])})
+                try:
+                    client.send(sender, {"type": "text", "text": "echo: " + str(message["text"])})
+                except KeyDirectoryError as e:
+                    warn(f"not answering {sender}: {e}")
+                    print(json.dumps({"refused": sender, "warning": str(e)}) if args.json
+                          else f"NOT ANSWERING {visible(sender)}: {visible(str(e))}", flush=True)
         state["last_seq"] = max(state["last_seq"], seq)
         save_state(args.state, state)
         if args.count is not None and handled >= args.count:

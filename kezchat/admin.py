@@ -11,12 +11,18 @@ halves as the environment assignments C{deploy/nats.conf} reads.
     kezchat-admin backup --db FILE --out FILE|-
 
 copies a SQLite database (the chat-server's or the sig-server's) while the
-server runs, with SQLite's online backup (L{kezchat.backup}).
+server runs, with SQLite's online backup (L{kezchat.storage.sqlite.backup}).
 
     kezchat-admin migrate --from kez-chat.db --to postgresql://...
 
 copies a SQLite deployment (kezchat's or kezsig's file) into an empty
 PostgreSQL database, for running several instances (docs/scaling.md).
+
+    kezchat-admin log verify --db FILE|postgresql://... [--json]
+
+replays the key directory from the database: every leaf's signature, every
+handle and key once, the stored subtree hashes, and the root the server
+signs equal to the root of all the leaves (L{kezchat.keylog.dbaudit}).
 """
 
 from __future__ import annotations
@@ -28,8 +34,8 @@ from pathlib import Path
 from twisted.python import usage
 
 from kezchat import __version__
-from kezchat.backup import BackupError, backup_database, backup_to_stream
 from kezchat.natsbridge.keys import ACCOUNT, USER, NKey, write_seed_file
+from kezchat.storage.sqlite.backup import BackupError, backup_database, backup_to_stream
 
 ISSUER_FILE = "issuer.seed"
 CALLOUT_FILE = "callout.seed"
@@ -75,8 +81,9 @@ class MigrateOptions(usage.Options):
     synopsis = "--from FILE --to postgresql://user:pass@host:port/dbname"
     longdesc = (
         "Copy a SQLite database (kez-chat.db or kez-sig.db) into an empty PostgreSQL"
-        " database: handles, inboxes with their seqs and counters, idempotency keys,"
-        " manifests, or sigchain events. Stop the server first."
+        " database: handles, the key directory (leaves, subtree hashes, log key), inboxes"
+        " with their seqs and counters, idempotency keys, manifests, or sigchain events."
+        " Stop the server first."
     )
     optParameters = [
         ["from", None, None, "The SQLite database file."],
@@ -92,6 +99,33 @@ class MigrateOptions(usage.Options):
             raise usage.UsageError(f"{self['from']} is not a file")
 
 
+class LogVerifyOptions(usage.Options):
+    synopsis = "--db FILE|postgresql://... [--json]"
+    longdesc = (
+        "Replay the whole key directory from the database, in one snapshot: every"
+        " leaf's signature, every handle and key registered once, every stored subtree"
+        " hash, and the root the server signs equal to the root of all the leaves."
+        " Exit status 0 when all holds, 1 otherwise (each problem is printed)."
+    )
+    optFlags = [["json", None, "Print the verdict as one JSON object."]]
+    optParameters = [["db", "d", None, "The SQLite file or PostgreSQL URL."]]
+
+    def postOptions(self) -> None:
+        if not self["db"]:
+            raise usage.UsageError("--db is required")
+
+
+class LogOptions(usage.Options):
+    synopsis = "verify --db FILE|URL"
+    subCommands = [
+        ["verify", None, LogVerifyOptions, "Replay and check the whole key directory."],
+    ]
+
+    def postOptions(self) -> None:
+        if self.subCommand is None:
+            raise usage.UsageError("a log command is required: verify")
+
+
 class AdminOptions(usage.Options):
     synopsis = "kezchat-admin <command> [options]"
     longdesc = "Operator commands for a kezchat deployment."
@@ -99,6 +133,7 @@ class AdminOptions(usage.Options):
         ["nats-keys", None, NatsKeysOptions, "Create the NATS issuer and callout keys."],
         ["backup", None, BackupOptions, "Back up a SQLite database while the server runs."],
         ["migrate", None, MigrateOptions, "Copy a SQLite database into PostgreSQL."],
+        ["log", None, LogOptions, "Key directory commands (verify)."],
     ]
 
     def opt_version(self) -> None:
@@ -151,6 +186,9 @@ def main(argv: list[str] | None = None) -> int:
         return backup(options.subOptions["db"], options.subOptions["out"])
     elif options.subCommand == "migrate":
         return run_migrate(options.subOptions["from"], options.subOptions["to"])
+    elif options.subCommand == "log":
+        verify = options.subOptions.subOptions
+        return log_verify(verify["db"], bool(verify["json"]))
     return 0
 
 
@@ -187,6 +225,39 @@ def run_migrate(source: str, target: str) -> int:
         return 1
     print(f"migrated the {copied.kind} database {source} into PostgreSQL")
     return 0
+
+
+def log_verify(db: str, as_json: bool) -> int:
+    """
+    C{kezchat-admin log verify}: 0 when the key directory holds together.
+    """
+    import asyncio
+    import json
+
+    from kezchat.keylog.dbaudit import audit_postgres, audit_sqlite
+    from kezchat.storage.dburl import is_postgres_url
+
+    try:
+        if is_postgres_url(db):
+            verdict = asyncio.run(audit_postgres(db))
+        elif not os.path.isfile(db):
+            print(f"kezchat-admin: {db} is not a file", file=sys.stderr)
+            return 1
+        else:
+            verdict = audit_sqlite(db)
+    except Exception as e:  # the database's own errors: unreadable, not a chat database
+        print(f"kezchat-admin: cannot read the key directory of {db}: {type(e).__name__}: {e}",
+              file=sys.stderr)
+        return 1
+    if as_json:
+        print(json.dumps(verdict, sort_keys=True))
+    else:
+        for problem in verdict["problems"]:
+            print(f"PROBLEM {problem}")
+        state = "OK" if verdict["ok"] else f"FAILED ({verdict['problem_count']} problems)"
+        print(f"{state}: {verdict['size']} leaves, {verdict['handles']} handles, root "
+              f"{verdict['root']}, log key {verdict['key']}")
+    return 0 if verdict["ok"] else 1
 
 
 if __name__ == "__main__":

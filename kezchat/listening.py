@@ -20,7 +20,7 @@ from kezchat.reactor import IServerReactor
 from kezchat.startup import StartupError
 
 if TYPE_CHECKING:
-    from kezchat.storage.sqlite.database import SQLiteDatabase
+    from kezchat.storage.database import Database
 
 
 class EndpointService(Service):
@@ -176,7 +176,7 @@ class ServerService(MultiService):
 
     def __init__(
         self,
-        db: SQLiteDatabase,
+        db: Database,
         reactor: IServerReactor,
         on_fatal: Callable[[str], None] | None = None,
     ) -> None:
@@ -209,8 +209,6 @@ class ServerService(MultiService):
         self.db.when_ready().addErrback(self._fatal)
 
     def _fatal(self, failure: Failure) -> None:
-        from kezchat.storage.sqlite.database import fault_cause
-
         if failure.check(StartupError):
             self.on_fatal(f"{self.db.path}: {failure.getErrorMessage()}")
             return
@@ -220,7 +218,7 @@ class ServerService(MultiService):
             "corrupt": "it is not a SQLite database or it is damaged: restore a backup",
             "disk_full": "free some space on its disk",
             "busy": "another process holds it locked: stop that process",
-        }.get((failure.value and fault_cause(failure.value)) or "", "fix the cause above")
+        }.get(getattr(failure.value, "cause", None) or "", "fix the cause above")
         self.on_fatal(
             f"cannot open the database {self.db.path} ({failure.getErrorMessage()}): "
             f"{advice}, or choose another file with --db"

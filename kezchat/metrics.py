@@ -90,6 +90,16 @@ class Metrics(HTTPMetrics):
             "streams_refused", "SSE streams refused past a cap, by cap (handle or ip)",
             ["cap"], namespace=namespace, registry=r,
         )
+        self.nats_callout_busy = Counter(
+            "nats_callout_busy",
+            "NATS logins refused at once because too many registry look-ups were waiting",
+            namespace=namespace, registry=r,
+        )
+        self.nats_dropped = Counter(
+            "nats_dropped",
+            "messages nats-py dropped because a subscription's queue was full (slow consumer)",
+            namespace=namespace, registry=r,
+        )
         self.nats_ingest_dropped = Counter(
             "nats_ingest_dropped", "messages from native NATS clients not stored, by reason",
             ["reason"], namespace=namespace, registry=r,

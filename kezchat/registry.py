@@ -18,11 +18,14 @@ from twisted.internet.defer import Deferred, ensureDeferred, succeed
 from kezchat.errors import KezError
 from kezchat.identity.handles import (
     RESERVED_HANDLES,
+    RESERVED_PREFIXES,
     Handle,
     InvalidHandle,
+    is_reserved,
     parse_handle,
     validate_local,
 )
+from kezchat.identity.jcs import canonical_json
 from kezchat.identity.keys import SIGNATURE_ALG, InvalidKey, parse_primary, verify_jcs
 from kezchat.storage.interfaces import HandleRecord, HandleTaken, PrimaryTaken, RegistryStore
 from kezchat.timeutil import format_rfc3339, parse_rfc3339
@@ -82,13 +85,16 @@ class RegistryPolicy:
     @ivar base_url: this chat-server's public URL (WebFinger links).
     @ivar sig_base_url: the signature server's public URL (sigchain links),
         or C{None} when there is none and no sigchain is advertised.
-    @ivar reserved: local parts nobody may register.
+    @ivar reserved: words no local part may read as or contain as a piece
+        (see L{is_reserved}).
+    @ivar reserved_prefixes: what no local part may begin with.
     """
 
     server: str
     base_url: str
     sig_base_url: str | None
     reserved: frozenset[str] = RESERVED_HANDLES
+    reserved_prefixes: tuple[str, ...] = RESERVED_PREFIXES
 
 
 def _require(value: Any, kind: type, what: str) -> Any:
@@ -200,7 +206,10 @@ class Registry:
             raise KezError("invalid_handle", str(e)) from None
 
     def _check_reserved(self, handle: Handle) -> None:
-        if handle.local in self.policy.reserved:
+        """
+        (see L{is_reserved}).
+        """
+        if is_reserved(handle.local, self.policy.reserved, self.policy.reserved_prefixes):
             raise KezError("reserved_handle", f"{handle.local!r} is reserved")
 
     async def availability(self, text: str) -> Handle:
@@ -227,8 +236,13 @@ class Registry:
         so it holds however many registrations race.
         """
         record = self.check_registration(body)
+        # the key directory's leaf: the request exactly as accepted
         try:
-            return self._remember(await self.store.add_handle(record))
+            leaf = canonical_json(body)
+        except ValueError:
+            raise KezError("bad_request", "the registration has no canonical JSON form") from None
+        try:
+            return self._remember(await self.store.add_handle(record, leaf))
         except HandleTaken:
             raise KezError("handle_taken", f"{record.fqhn} is already registered") from None
         except PrimaryTaken:
@@ -301,7 +315,7 @@ class Registry:
             return None
         return f"{self.policy.sig_base_url}/v1/sigchains/ed25519/{primary.split(':', 1)[1]}"
 
-    def record_json(self, record: HandleRecord) -> dict[str, str]:
+    def record_json(self, record: HandleRecord) -> dict[str, Any]:
         """
         The public record (SPEC §3.1).
         """
@@ -312,6 +326,7 @@ class Registry:
             "primary": record.primary,
             **({"sigchain_url": sigchain_url} if sigchain_url else {}),
             "registered_at": format_rfc3339(record.registered_at),
+            **({"log_index": record.log_index} if record.log_index is not None else {}),
         }
 
     def webfinger_json(self, record: HandleRecord) -> dict[str, Any]:

@@ -12,7 +12,7 @@ from __future__ import annotations
 import os
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 from twisted.application.internet import TimerService
 from twisted.internet.defer import Deferred, ensureDeferred
@@ -20,20 +20,22 @@ from twisted.logger import Logger
 from twisted.python.failure import Failure
 
 from kezchat.config import REGISTER_LIMIT_WINDOW, SEND_LIMIT_WINDOW, ChatConfig
-from kezchat.http import manifests, messages
+from kezchat.http import keylog, manifests, messages
 from kezchat.http.app import ChatResource, KezChatHTTP
 from kezchat.http.clientip import ClientAddress
+from kezchat.keylog.log import KeyLog
 from kezchat.listening import ServerService
 from kezchat.metrics import Metrics
 from kezchat.mirror import ManifestMirror
-from kezchat.ratelimit import RateLimiter
 from kezchat.reactor import IServerReactor, global_reactor
 from kezchat.registry import Registry, RegistryPolicy
 from kezchat.relay.auth import Authenticator
 from kezchat.relay.broker import Broker, LocalBroker
 from kezchat.relay.relay import Relay
 from kezchat.relay.sse import StreamHub
-from kezchat.storage.backend import chat_storage
+from kezchat.sharedlimit import InProcessLimiter, Limiter, SharedLimiter
+from kezchat.storage.backend import ChatStorage, chat_storage
+from kezchat.storage.database import Database
 from kezchat.storage.errors import DatabaseUnavailable
 from kezchat.webapp import WebApp, packaged_web_dir
 
@@ -52,7 +54,7 @@ class ChatParts:
 
     config: ChatConfig
     #: the database service: SQLite or PostgreSQL, from C{--db}
-    db: Any
+    db: Database
     registry: Registry
     relay: Relay
     broker: Broker
@@ -128,7 +130,7 @@ def build_parts(config: ChatConfig, reactor: IServerReactor) -> ChatParts:
         store=store,
         broker=broker,
         authenticator=authenticator,
-        send_limiter=RateLimiter(config.send_limit, SEND_LIMIT_WINDOW, clock),
+        send_limiter=limiter(storage, "send", config.send_limit, SEND_LIMIT_WINDOW, clock),
         metrics=metrics,
         clock=clock,
     )
@@ -152,19 +154,34 @@ def build_parts(config: ChatConfig, reactor: IServerReactor) -> ChatParts:
         registry=registry,
         metrics=metrics,
         clock=clock,
-        register_limiter=RateLimiter(config.register_limit, REGISTER_LIMIT_WINDOW, clock),
+        register_limiter=limiter(
+            storage, "register", config.register_limit, REGISTER_LIMIT_WINDOW, clock
+        ),
         client_address=client_address,
         db_health=db.health,
         nats_status=nats.status if nats is not None else (lambda: "disabled"),
         extensions=[
             lambda routes: messages.install(routes, relay, hub, client_address),
             lambda routes: manifests.install(routes, mirror, metrics),
+            lambda routes: keylog.install(routes, KeyLog(storage.keylog, registry, clock)),
         ],
     )
     return ChatParts(
         config=config, db=db, registry=registry, relay=relay, broker=broker, hub=hub,
         mirror=mirror, metrics=metrics, http=http, nats=nats,
     )
+
+
+def limiter(
+    storage: ChatStorage, name: str, limit: int, period: float, clock: Callable[[], float]
+) -> Limiter:
+    """
+    The C{name} rate limit: counted in the database when several processes
+    may share it, else in this process (see L{ChatStorage.limits}).
+    """
+    if storage.limits is None:
+        return InProcessLimiter(limit, period, clock)
+    return SharedLimiter(storage.limits, name, limit, period, clock)
 
 
 def makeService(
@@ -183,6 +200,7 @@ def makeService(
     if reactor is None:
         reactor = global_reactor()
     parts = build_parts(config, reactor)
+    warn_without_nats(config)
     service = ChatService(parts, reactor, on_fatal)
     parts.db.setServiceParent(service)
     if parts.nats is not None:
@@ -196,6 +214,26 @@ def makeService(
         parts.http.web.setServiceParent(service)
     service.listen(config.listen, parts.http.site(reactor, access_log=config.access_log))
     return service
+
+
+def warn_without_nats(config: ChatConfig) -> None:
+    """
+    Warn when the database can be shared (PostgreSQL) but NATS is off:
+    each instance then delivers to its streams only what it stored itself
+    at once, and what other instances stored only at the streams'
+    keep-alive tick, so several such instances look like a slow server.
+    """
+    from kezchat.storage.dburl import is_postgres_url
+
+    if config.nats_url or not is_postgres_url(config.db):
+        return
+    log.warn(
+        "PostgreSQL without NATS (--nats-url): if several kezchat instances share this"
+        " database, a message stored by another instance reaches this instance's streams"
+        " only at their next keep-alive tick (every {tick:g} s), not at once. Run one"
+        " instance, or give every instance the same --nats-url.",
+        tick=config.sse_ping_seconds,
+    )
 
 
 def _retention_sweep(parts: ChatParts) -> Deferred[None]:
@@ -268,4 +306,5 @@ def _nats_service(
         stream_limits=StreamLimits(
             max_age=config.retention_days * 86400, max_bytes=config.nats_stream_max_bytes
         ),
+        metrics=relay.metrics,
     )

@@ -27,6 +27,13 @@ Ready-made rewriters: L{relabel}, L{corrupt_signature}, L{Replayer};
 L{item} builds a relay item around an envelope a test sealed itself, and
 L{seal_raw} seals plaintext bytes no honest client would send
 (duplicate-key JSON).
+
+Every other answer (records, the key directory's heads and proofs, …)
+passes through L{HostileRelay.tamper} when a test sets one: a function of
+the path, the query, the status and the body that returns a new status and
+body, or C{None} to leave the answer alone (L{json_tamper} works on the
+parsed JSON). That is how the key directory tests play a server that lies
+about keys.
 """
 
 from __future__ import annotations
@@ -40,6 +47,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from io import BytesIO
 from typing import Any
+from urllib.parse import parse_qs
 
 from cryptography.hazmat.primitives.ciphers.aead import ChaCha20Poly1305
 from twisted.internet import reactor
@@ -61,6 +69,8 @@ from kezchat.timeutil import format_rfc3339
 Item = dict[str, Any]
 #: takes one relay item, returns the items to deliver in its place
 Rewriter = Callable[[Item], list[Item]]
+#: (path, query, status, body) → a new (status, body), or None to pass it on
+Tamper = Callable[[str, dict[str, list[str]], int, bytes], "tuple[int, bytes] | None"]
 
 _INBOX = re.compile(rb"^/v1/inbox/[^/?]+$")
 _STREAM = re.compile(rb"^/v1/inbox/[^/?]+/stream$")
@@ -177,6 +187,30 @@ class Replayer:
         return out
 
 
+def json_tamper(rule: Callable[[str, dict[str, list[str]], Any], Any]) -> Tamper:
+    """
+    A L{Tamper} working on parsed JSON: C{rule(path, query, value)} returns
+    the value to send instead (or a C{(status, value)} pair), or C{None} to
+    leave the answer alone.
+    """
+
+    def tamper(
+        path: str, query: dict[str, list[str]], status: int, body: bytes
+    ) -> tuple[int, bytes] | None:
+        try:
+            value = json.loads(body)
+        except ValueError:
+            return None
+        changed = rule(path, query, value)
+        if changed is None:
+            return None
+        if isinstance(changed, tuple):
+            return changed[0], json.dumps(changed[1]).encode()
+        return status, json.dumps(changed).encode()
+
+    return tamper
+
+
 def _event(i: Item) -> bytes:
     data = json.dumps(i, separators=(",", ":")).encode()
     return b"id: %d\nevent: message\ndata: %s\n\n" % (int(i.get("seq", 0)), data)
@@ -227,12 +261,14 @@ class HostileRelay:
     @ivar rewriters: applied, in order, to each delivered item.
     @ivar delivered: every item the relay delivered (after rewriting), for
         assertions about what the client was shown.
+    @ivar tamper: applied to every answer but the event stream, if set.
     """
 
     def __init__(self, upstream: str) -> None:
         self.upstream = upstream.rstrip("/").encode()
         self.rewriters: list[Rewriter] = []
         self.delivered: list[Item] = []
+        self.tamper: Tamper | None = None
         self.url = ""
         self.agent = Agent(reactor)
         self._streams: list[Request] = []
@@ -348,6 +384,15 @@ class HostileRelay:
         content = await readBody(response)
         if get and _INBOX.match(path):
             content = self._rewrite_page(content)
+        if self.tamper is not None:
+            query = parse_qs(request.uri.partition(b"?")[2].decode("latin-1"))
+            try:
+                changed = self.tamper(path.decode("latin-1"), query, response.code, content)
+            except Exception as e:  # a bug in the test's tamper: say it loudly
+                changed = 599, f"tamper failed: {type(e).__name__}: {e}".encode()
+            if changed is not None:
+                request.setResponseCode(changed[0])
+                content = changed[1]
         request.responseHeaders.setRawHeaders(b"content-length", [str(len(content)).encode()])
         request.write(content)
         request.finish()
@@ -359,3 +404,10 @@ class HostileRelay:
             request.setResponseCode(502)
             request.write(f"hostile relay: {failure.getErrorMessage()}".encode())
             request.finish()
+
+
+async def start_hostile_relay(case: TestCase, upstream: str) -> HostileRelay:
+    """
+    L{HostileRelay.start}, as a function.
+    """
+    return await HostileRelay.start(case, upstream)

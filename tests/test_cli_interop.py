@@ -100,7 +100,17 @@ class PackageClientInteropTests(CliTestCase):
         [item] = bob.items
         self.assertEqual((item["seq"], item["from"]), (sent["seq"], "alice@kez.lat"))
         opened = open_envelope(item["envelope"], bob.key, expected_sender=alice.account["primary"])
-        self.assertEqual(opened.plaintext, {"type": "text", "text": "hello from the CLI"})
+        # the CLI gossips the key directory head it verified (alice, bob: 2 leaves)
+        head = await bob.chat.log_head()
+        self.assertEqual(head["size"], 2)
+        self.assertEqual(
+            opened.plaintext,
+            {
+                "type": "text",
+                "text": "hello from the CLI",
+                "head": {"size": head["size"], "root": head["root"]},
+            },
+        )
 
         alice_primary = alice.account["primary"]
         await bob.chat.send(

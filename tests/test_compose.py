@@ -4,8 +4,10 @@ Compose and agrees with the servers' real option names, the C{Dockerfile}
 copies only what the repository has and runs what the tests run, and
 C{deploy/Caddyfile} is a configuration Caddy accepts.
 
-No Docker engine runs here: Debian's C{docker-compose} (v1) validates and
-resolves the file without one, and C{caddy validate} checks the Caddyfile.
+These need no engine: Debian's C{docker-compose} (v1) validates and
+resolves the file, and C{caddy validate} checks the Caddyfile. The image
+is built and the stack run for real in podman by
+L{tests.test_podman_stack}.
 """
 
 from __future__ import annotations
@@ -446,7 +448,8 @@ class DockerfileTests(TestCase):
         runtime = dict(self._runtime())
         command = json.loads(runtime["ENTRYPOINT"]) + json.loads(runtime["CMD"])
         self.assertEqual(command, ["twistd", *SERVER_ARGS, "kezchat"])
-        self.assertEqual(runtime["USER"], "kezchat")
+        # the kezchat user, by number (see the Dockerfile)
+        self.assertEqual(runtime["USER"], "10001:10001")
         self.assertIn("/v1/healthz", runtime["HEALTHCHECK"])
         self.assertIn("python", runtime["HEALTHCHECK"])
 

@@ -196,8 +196,9 @@ class WriterTests(TestCase):
     async def test_a_database_that_cannot_open_fails_every_write_at_once(self) -> None:
         db = self.database(os.path.join(temp_dir(self), "no", "such", "dir", "x.db"))
         queued = db.write(lambda conn: 1)
-        with self.assertRaises(sqlite3.OperationalError):
+        with self.assertRaises(DatabaseUnavailable) as opening:
             await db.when_ready()
+        self.assertEqual(opening.exception.cause, "cannot_open")
         with self.assertRaises(DatabaseUnavailable):
             await queued
         with self.assertRaises(DatabaseUnavailable) as caught:

@@ -3,6 +3,9 @@ The shipped systemd units: systemd accepts them as they are, their
 sandbox is the one documented, and the command each C{ExecStart=} names
 really serves HTTP on the socket its C{.socket} unit would pass.
 
+And the installer the scripts use (C{scripts/lib/ensure-apt}) leaves
+every service it installs stopped and disabled.
+
 These use Debian's systemd tools (C{systemd-analyze},
 C{systemd-socket-activate}), which work without systemd as PID 1; where
 the package is not installed the tests say so and skip.
@@ -16,7 +19,7 @@ import shutil
 import tempfile
 
 from twisted.internet.utils import getProcessOutputAndValue
-from twisted.trial.unittest import TestCase
+from twisted.trial.unittest import SkipTest, TestCase
 
 from tests.deploysupport import (
     INSTALLED_TWISTD,
@@ -204,3 +207,105 @@ class SocketActivationTests(TestCase):
     async def test_kezsig(self) -> None:
         health = await self._activate("kezsig")
         self.assertEqual((health["status"], health["service"]), ("ok", "kezsig"))
+
+
+PROBE = "kezchat-test-probe"
+#: a package shaped like caddy's or postgresql's: a unit its postinst
+#: enables, and a start its postinst asks policy-rc.d about (the answer
+#: is written down instead of starting anything)
+PROBE_POSTINST = f"""#!/bin/sh
+set -e
+if [ "$1" = configure ]; then
+    deb-systemd-helper enable {PROBE}.service
+    code=0
+    /usr/sbin/policy-rc.d {PROBE}.service start || code=$?
+    echo "$code" > /run/{PROBE}.policy
+fi
+"""
+PROBE_POSTRM = f"""#!/bin/sh
+set -e
+if [ "$1" = purge ]; then
+    deb-systemd-helper purge {PROBE}.service >/dev/null || true
+fi
+"""
+
+
+def _read_or_none(path: str) -> str | None:
+    try:
+        with open(path) as f:
+            return f.read()
+    except FileNotFoundError:
+        return None
+
+
+class EnsureAptTests(TestCase):
+    """
+    C{scripts/lib/ensure-apt}, which C{run-tests} and C{run-server} install
+    Debian packages with, never lets a package start or enable a service.
+    """
+
+    timeout = 300
+
+    def _probe_deb(self) -> str:
+        scratch = tempfile.mkdtemp(prefix="kezchat-ensure-apt-")
+        self.addCleanup(shutil.rmtree, scratch, True)
+        root = os.path.join(scratch, PROBE)
+        files = {
+            "DEBIAN/control": (
+                f"Package: {PROBE}\nVersion: 1.0\nArchitecture: all\n"
+                "Maintainer: kezchat tests <tests@invalid>\n"
+                "Description: a package with a service, for kezchat's tests\n"
+            ),
+            "DEBIAN/postinst": PROBE_POSTINST,
+            "DEBIAN/postrm": PROBE_POSTRM,
+            f"lib/systemd/system/{PROBE}.service": (
+                "[Unit]\nDescription=kezchat test probe\n\n"
+                "[Service]\nExecStart=/bin/true\n\n[Install]\nWantedBy=multi-user.target\n"
+            ),
+        }
+        for name, text in files.items():
+            path = os.path.join(root, name)
+            os.makedirs(os.path.dirname(path), exist_ok=True)
+            with open(path, "w") as f:
+                f.write(text)
+            if name.startswith("DEBIAN/post"):
+                os.chmod(path, 0o755)
+        return root
+
+    async def test_installs_without_services(self) -> None:
+        if os.getuid() != 0:
+            raise SkipTest("installs a package: needs root")
+        dpkg_deb = need("dpkg-deb", "dpkg")
+        need("deb-systemd-helper", "init-system-helpers")
+        root = self._probe_deb()
+        deb = f"{root}.deb"
+        out, err, code = await getProcessOutputAndValue(
+            dpkg_deb, ["--build", "--root-owner-group", root, deb], env=os.environ
+        )
+        self.assertEqual(code, 0, (out + err).decode())
+
+        async def purge() -> None:
+            await getProcessOutputAndValue(
+                "/usr/bin/dpkg", ["--purge", PROBE], env=os.environ
+            )
+            if os.path.exists(f"/run/{PROBE}.policy"):
+                os.remove(f"/run/{PROBE}.policy")
+
+        self.addCleanup(purge)
+        await purge()
+        wants = f"/etc/systemd/system/multi-user.target.wants/{PROBE}.service"
+        policy = "/usr/sbin/policy-rc.d"
+        policy_before = _read_or_none(policy)
+
+        out, err, code = await getProcessOutputAndValue(
+            "/bin/bash", [os.path.join(ROOT, "scripts", "lib", "ensure-apt"), deb],
+            env=os.environ,
+        )
+        self.assertEqual(code, 0, (out + err).decode()[-3000:])
+        with open(f"/run/{PROBE}.policy") as f:
+            # 101: "action forbidden by policy", so invoke-rc.d and
+            # deb-systemd-invoke start nothing
+            self.assertEqual(f.read().strip(), "101")
+        self.assertFalse(os.path.lexists(wants), "the install left its service enabled")
+        # and the machine's own policy (or its absence) is back as it was
+        self.assertEqual(_read_or_none(policy), policy_before)

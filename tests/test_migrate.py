@@ -12,12 +12,15 @@ import sys
 import time
 from dataclasses import replace
 
+from nacl.signing import SigningKey
 from twisted.internet import reactor
 from twisted.internet.utils import getProcessOutputAndValue
 from twisted.trial.unittest import TestCase
 
 from kezchat.config import ChatConfig
+from kezchat.identity.jcs import canonical_json
 from kezchat.identity.keys import KeyPair
+from kezchat.keylog.merkle import MemoryTree
 from kezchat.natsbridge.aio import deferred_from_coroutine
 from kezchat.sigserver.store import EventRow
 from kezchat.storage.backend import chat_storage, sigchain_storage
@@ -25,7 +28,7 @@ from kezchat.storage.interfaces import HandleRecord, NewMessage, StoredManifest
 from kezchat.storage.migrate import KINDS
 from tests.pgsupport import fresh_database
 from tests.relaysupport import inbox, send
-from tests.support import http_client, start_server, temp_dir
+from tests.support import http_client, json_of, register, registration, start_server, temp_dir
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -79,7 +82,11 @@ class MigrateTests(TestCase):
         # recent: the chat-server started on the copy sweeps expired ones
         now = time.time()
         for n, (name, key) in enumerate(keys.items()):
-            await storage.registry.add_handle(HandleRecord(name, "kez.lat", key.primary, 1e9 + n))
+            # each with its key directory leaf, as the registry stores it
+            leaf = canonical_json(registration(key, name))
+            await storage.registry.add_handle(
+                HandleRecord(name, "kez.lat", key.primary, 1e9 + n), leaf
+            )
         for i in range(30):
             sender, recipient = [("alice", "bob"), ("bob", "carol"), ("carol", "bob")][i % 3]
             await storage.messages.add_message(NewMessage(
@@ -138,7 +145,25 @@ class MigrateTests(TestCase):
         self.assertEqual((first[0], again), (201, (200, first[1])))
         response = await client.get(f"{server.url}/v1/u/carol")
         self.assertEqual(response.code, 200)
-        await response.content()
+        self.assertEqual((await json_of(response))["log_index"], 2)
+        # the key directory carries on: same log key, the root of the copied
+        # leaves, and the next registration appended after them
+        head = await json_of(await client.get(f"{server.url}/v1/log/head"))
+        leaves = [row[0] for row in sqlite_rows(source, "log_leaves", ["leaf"])]
+        seed = sqlite_rows(source, "settings", ["value"])
+        self.assertEqual(head["size"], 3)
+        tree = MemoryTree()
+        for row in sorted(sqlite_rows(source, "log_leaves", ["idx", "leaf"])):
+            tree.append(bytes(row[1]))
+        self.assertEqual(head["root"], tree.root().hex())
+        self.assertIn(
+            head["key"].removeprefix("ed25519:"),
+            [bytes(SigningKey(bytes.fromhex(v[0])).verify_key).hex() for v in seed
+             if len(v[0]) == 64],
+        )
+        self.assertEqual(len(leaves), 3)
+        _, record = await register(client, server.url, "dave")
+        self.assertEqual(record["log_index"], 3)
 
     async def test_sig_database(self) -> None:
         source = os.path.join(temp_dir(self), "kez-sig.db")

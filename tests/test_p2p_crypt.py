@@ -149,3 +149,54 @@ class CryptTests(SynchronousTestCase):
 
     def test_max_size(self) -> None:
         self.assertGreater(crypt.MAX_SIZE, 1 << 40)
+
+
+class FormatTests(SynchronousTestCase):
+    """
+    The pieces are the same bytes whichever library makes them: files
+    offered by older clients (libsodium) and newer ones (OpenSSL through
+    C{cryptography}) are interchangeable.
+    """
+
+    def test_same_as_libsodium(self) -> None:
+        from nacl.bindings import crypto_aead_chacha20poly1305_ietf_encrypt
+
+        data = os.urandom(2 * CHUNK + 9)
+        path = _file(self, data)
+        pieces = _pieces(path)
+        plains = [data[:CHUNK], data[CHUNK : 2 * CHUNK], data[2 * CHUNK :]]
+        for index, (plain, piece) in enumerate(zip(plains, pieces, strict=True)):
+            last = index == len(plains) - 1
+            nonce = b"\0\0\0" + index.to_bytes(8, "big") + (b"\1" if last else b"\0")
+            expected = crypto_aead_chacha20poly1305_ietf_encrypt(plain, crypt.AAD, nonce, KEY)
+            self.assertEqual(piece, expected)
+        self.assertEqual(crypt.decrypt_piece(KEY, 2, True, pieces[2]), plains[2])
+
+    def test_batches_equal_pieces(self) -> None:
+        """
+        Encrypting several pieces into one buffer gives the pieces one
+        after the other, and opening them from one buffer gives the file.
+        """
+        for size in SIZES:
+            data = os.urandom(size)
+            path = _file(self, data)
+            whole = b"".join(_pieces(path))
+            batch = bytearray(5 * crypt.PIECE)
+            stream = b""
+            with FileEncryptor(path, KEY) as enc:
+                while written := enc.encrypt_into(batch, 2):
+                    stream += batch[:written]
+            self.assertEqual(stream, whole)
+            digest, _ = ciphertext_digest(path, KEY)
+            check = PieceCheck(KEY, size, digest)
+            out = bytearray(len(data) + 1)
+            self.assertEqual(
+                check.open_into(stream, list(piece_sizes(size)), memoryview(out)), size
+            )
+            check.finish()
+            self.assertEqual(bytes(out[:size]), data)
+
+    def test_short_piece(self) -> None:
+        check = PieceCheck(KEY, 100, "00" * 32)
+        with self.assertRaises(DecryptError):
+            check.open_piece(b"x" * (TAG - 1))

@@ -31,6 +31,9 @@ from kezchat.identity.jcs import canonical_json
 from kezchat.identity.keys import KeyPair
 from kezchat.identity.mnemonic import mnemonic_to_seed, seed_to_mnemonic
 from kezchat.identity.nkeys import primary_to_user_nkey
+from kezchat.keylog import merkle
+from kezchat.keylog.vectors import example_log
+from kezchat.keylog.wire import from_b64url, parse_head, parse_leaf
 from kezchat.manifests import build_manifest, manifest_blake3, manifest_bytes, public_entry
 from kezchat.manifests.sealing import b64url_decode, b64url_encode
 from kezchat.natsbridge.keys import USER, NKey
@@ -94,6 +97,14 @@ def _auth(
 def _stream_exp_url() -> str:
     auth = _auth("GET", "/v1/inbox/alice/stream", [f"exp={STREAM_EXP}"])[1]
     return f"https://kez.lat/v1/inbox/alice/stream?auth={auth}&exp={STREAM_EXP}"
+
+
+def _log() -> dict:
+    return example_log([("alice", ALICE), ("bob", BOB)], "kez.lat", TS)
+
+
+def _unsigned(head: dict) -> dict:
+    return {k: v for k, v in head.items() if k != "sig"}
 
 
 def _first_event() -> dict:
@@ -165,6 +176,16 @@ EXAMPLES: dict[str, Callable[[dict[str, str]], str]] = {
     "sigchain-hash": lambda _: event_hash(_first_event()),
     "manifest-blob": lambda _: _manifest_blob().decode(),
     "manifest-blake3": lambda _: manifest_blake3(_manifest_blob()),
+    "keylog-leaf-hash": lambda _: _log()["leaves"][0]["leaf_hash"],
+    "keylog-head": lambda _: pretty(_log()["heads"][2]),
+    "keylog-head-signed": lambda _: canonical_json(_unsigned(_log()["heads"][2])).decode(),
+    "keylog-inclusion": lambda _: pretty({
+        "index": 1, "size": 2, "leaf": _log()["leaves"][1]["leaf"],
+        "path": next(p["path"] for p in _log()["inclusion"] if (p["index"], p["size"]) == (1, 2)),
+    }),
+    "keylog-consistency": lambda _: pretty({
+        "path": next(p["path"] for p in _log()["consistency"] if (p["from"], p["to"]) == (1, 2)),
+    }),
 }
 
 
@@ -233,6 +254,25 @@ class WorkedExampleTests(SynchronousTestCase):
             blocks["auth-send-text"].split("\n"),
             ["POST", "@kez.lat", "/v1/messages", blocks["auth-send-sha256"], str(UNIX_TS)],
         )
+
+    def test_keylog_examples_verify(self) -> None:
+        """
+        The key directory examples check out the way a client checks them:
+        the head's signature, bob's inclusion under its root, consistency
+        with the size-1 tree whose root is alice's leaf hash; alice's leaf
+        is the registration body shown.
+        """
+        head = parse_head(json.loads(self.blocks["keylog-head"]))
+        proof = json.loads(self.blocks["keylog-inclusion"])
+        leaf = from_b64url(proof["leaf"])
+        self.assertEqual(parse_leaf(leaf).fqhn, "bob@kez.lat")
+        path = [bytes.fromhex(h) for h in proof["path"]]
+        merkle.verify_inclusion(1, 2, merkle.leaf_hash(leaf), path, head.root)
+        alice_leaf = canonical_json(json.loads(self.blocks["registration-body"]))
+        self.assertEqual(merkle.leaf_hash(alice_leaf).hex(), self.blocks["keylog-leaf-hash"])
+        shown = json.loads(self.blocks["keylog-consistency"])["path"]
+        consistency = [bytes.fromhex(h) for h in shown]
+        merkle.verify_consistency(1, 2, consistency, merkle.leaf_hash(alice_leaf), head.root)
 
     def test_agrees_with_the_interop_vectors(self) -> None:
         """

@@ -54,7 +54,7 @@ class RegistrationTests(TestCase):
         server = await start_server(self)
         _key, record = await register(self.client, server.url, "nochain")
         self.assertNotIn("sigchain_url", record)
-        self.assertEqual(set(record), {"handle", "fqhn", "primary", "registered_at"})
+        self.assertEqual(set(record), {"handle", "fqhn", "primary", "registered_at", "log_index"})
         response = await self.client.get(
             f"{server.url}/.well-known/webfinger", params={"resource": "acct:nochain@kez.lat"}
         )

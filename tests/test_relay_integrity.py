@@ -15,8 +15,6 @@ from twisted.trial.unittest import SynchronousTestCase, TestCase
 
 from kezchat import strictjson
 from kezchat.relay.auth import body_digest, sign_request
-from kezchat.relay.replay import MemoryReplayGuard
-from kezchat.storage.interfaces import Accepted
 from tests.backends import on_postgresql
 from tests.relaysupport import (
     inbox,
@@ -85,20 +83,6 @@ class ReplayTests(IntegrityTestCase):
         raw, headers = message_request(self.alice, "alice", "nobody", {"x": 1})
         self.assertEqual((await self.post(raw, headers))[0], 404)
         self.assertEqual((await self.post(raw, headers))[0], 404)
-
-    def test_guard_is_bounded_and_forgets_expired_keys(self) -> None:
-        clock = [1000.0]
-        guard = MemoryReplayGuard(lambda: clock[0], max_entries=3)
-        for i in range(3):
-            self.assertIsNone(self.successResultOf(guard.claim(b"k%d" % i, 1061.0)))
-            guard.settle(b"k%d" % i, Accepted(i, 1000.0, False, None))
-        self.assertEqual(self.successResultOf(guard.claim(b"k1", 1061.0)).seq, 1)
-        with self.assertRaises(Exception) as refused:
-            guard.claim(b"k9", 1061.0)
-        self.assertEqual(refused.exception.code, "unavailable")
-        clock[0] = 1062.0
-        self.assertIsNone(self.successResultOf(guard.claim(b"k9", 1123.0)))
-        self.assertEqual(len(guard), 1)
 
 
 class IdempotencyConflictTests(IntegrityTestCase):

@@ -247,9 +247,14 @@ class PlanTests(TestCase):
         self.assertEqual(
             run_server.plan([], {"KEZ_CHAT_DB": "postgresql://a:b@h/d"}).reactor, "asyncio"
         )
-        chosen = run_server.plan(["--db=postgresql://a:pw@h/d"], {})
-        self.assertEqual(chosen.reactor, "asyncio")
-        self.assertNotIn("pw", chosen.shown)
+        for args, env in [
+            (["--db=postgresql://kez:s3cret@db.internal:5432/kezchat?pool_max_size=4"], {}),
+            (["--db", "postgres://kez:s3cret@db.internal/kezchat"], {}),
+            ([], {"KEZ_CHAT_DB": "postgresql://kez:s3cret@db.internal/kezchat"}),
+        ]:
+            chosen = run_server.plan(args, env)
+            self.assertEqual(chosen.reactor, "asyncio")
+            self.assertNotIn("s3cret", chosen.shown)
 
     def test_given_sig_server_url_wins(self) -> None:
         chosen = run_server.plan([], {"KEZ_CHAT_SIG_SERVER_URL": "https://sig.example"})

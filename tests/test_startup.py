@@ -25,6 +25,7 @@ from twisted.trial.unittest import TestCase
 from kezchat.config import ChatConfig
 from kezchat.service import makeService
 from kezchat.startup import StartupError
+from kezchat.storage.errors import DatabaseUnavailable
 from tests.crashsupport import ROOT, Run, twistd
 from tests.support import deferred_sleep, temp_dir
 
@@ -178,7 +179,7 @@ class DatabaseRefusalTests(TestCase):
         service.startService()
         try:
             await service.parts.db.when_ready()
-        except (StartupError, sqlite3.Error):
+        except (StartupError, DatabaseUnavailable):
             pass
         await service.stopService()
         return fatal

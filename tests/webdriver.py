@@ -117,6 +117,8 @@ class ChatProcess:
     #: the sig-server's URL, or None to run as C{scripts/run-server} does
     sig_url: str | None
     port: int = 0
+    #: registrations allowed per address and window (0: no limit)
+    register_limit: int = 0
     _process: Any = None
     _output: _Output | None = None
     log: list[bytes] = field(default_factory=list)
@@ -141,7 +143,7 @@ class ChatProcess:
             WEB_DIST,
             *(["--sig-server-url", self.sig_url] if self.sig_url else []),
             "--register-limit",
-            "0",
+            str(self.register_limit),
             "--send-limit",
             "0",
         ]

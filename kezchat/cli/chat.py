@@ -3,8 +3,9 @@ Chat commands: C{send}, C{send-file} and C{listen} (whose machinery is in
 L{kezchat.cli.listening}).
 
 Sending seals the plaintext for the recipient's pinned key (pinning it on
-first use, after verifying their sigchain) and posts it over HTTP, or
-publishes it over native NATS with C{--nats}.
+first use, once the key directory vouches for it and their sigchain
+verifies), with the newest key-directory head this home verified in it,
+and posts it over HTTP, or publishes it over native NATS with C{--nats}.
 """
 
 from __future__ import annotations
@@ -106,12 +107,13 @@ async def recipient(ctx: Context, text: str) -> dict[str, Any]:
 
 
 async def send(ctx: Context, args: Namespace) -> None:
+    from kezchat.cli.audit import with_head
     from kezchat.e2e import seal_envelope, text_message
 
     account = ctx.account()
     contact = await recipient(ctx, args.handle)
     keypair = await ctx.keypair()
-    envelope = seal_envelope(keypair, contact["primary"], text_message(args.text))
+    envelope = seal_envelope(keypair, contact["primary"], with_head(ctx, text_message(args.text)))
     if args.nats:
         seq = await _send_nats(ctx, keypair, args.nats, contact["primary"], envelope)
     else:

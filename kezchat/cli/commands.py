@@ -11,9 +11,10 @@ only slower and missing from the top-level list.
 
 A command marked C{direct} runs without any event loop
 (L{kezchat.cli.main.run_direct}): it touches only the home's files
-(C{whoami}, C{contacts}), or makes a few one-shot requests over
-L{kezchat.client.blocking} (C{send}) - unless one of its C{reactor_for}
-options is given (C{send --nats} needs nats-py on the reactor).
+(C{whoami}, C{contacts}), or makes one-shot requests over
+L{kezchat.client.blocking} (C{send}, C{audit}) - unless one of its
+C{reactor_for} options is given (C{send --nats} needs nats-py on the
+reactor).
 """
 
 from __future__ import annotations
@@ -23,7 +24,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 
 #: command-group modules of this package, in --help order
-GROUPS = ("account", "contacts", "chat", "files", "manifests")
+GROUPS = ("account", "contacts", "chat", "files", "manifests", "audit")
 #: groups that need optional extras (Iroh); missing ones are skipped
 OPTIONAL_GROUPS = frozenset({"files", "manifests"})
 #: global options that take a value (the word after them is not a command)
@@ -66,6 +67,7 @@ COMMANDS = (
     Command("fetch", "files", "download a file offered to you"),
     Command("publish-files", "manifests", "list files in your shared-files manifest"),
     Command("browse", "manifests", "show the files someone shares with you"),
+    Command("audit", "audit", "replay the server's whole key directory", direct=True),
 )
 
 _BY_NAME = {n: c for c in COMMANDS for n in (c.name, *c.aliases)}

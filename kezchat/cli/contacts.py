@@ -60,7 +60,9 @@ async def resolve_contact(
     @raise CliError: unknown handle, yourself, unverifiable chain, or a
         changed key (L{kezchat.cli.pins.KeyChanged}) unless C{replace}.
     """
-    # imported here: `contacts` lists the pins without the sigchain's code
+    # imported here: `contacts` lists the pins without the sigchain's and
+    # the key directory's code
+    from kezchat.cli.audit import vouch
     from kezchat.cli.chains import chain_summary, fetch_chain
     from kezchat.identity.handles import InvalidHandle, parse_handle
     from kezchat.timeutil import format_rfc3339
@@ -83,6 +85,8 @@ async def resolve_contact(
         raise CliError(f"{record['fqhn']} is you: add someone else")
     if not replace:
         ctx.contacts.check(record["fqhn"], record["primary"])
+    # the key directory must vouch for the key before it is pinned
+    await vouch(ctx, record)
     contact = {
         "handle": record["handle"],
         "fqhn": record["fqhn"],

@@ -11,7 +11,7 @@ through L{kezchat.natsbridge.aio.deferred_from_coroutine}.
 Start-up is kept short: the parser is built from the table in
 L{kezchat.cli.commands}, importing only the named command's group (none
 for the top-level C{--help}), and a command that only reads the home
-(C{whoami}, C{contacts}) or makes one-shot requests (C{send}) runs
+(C{whoami}, C{contacts}) or makes one-shot requests (C{send}, C{audit}) runs
 without installing a reactor at all (L{run_direct}), so none imports
 Twisted or treq.
 
@@ -35,6 +35,10 @@ from kezchat.client.errors import ServerError, Unreachable
 
 #: seconds an interrupted command gets to wind down
 INTERRUPT_GRACE = 5.0
+#: the packages that come with one of kezchat's extras (setup.cfg), not
+#: with a plain install (the servers'): a command that needs a missing one
+#: says which extra to install
+EXTRA_OF = {"iroh": "p2p", "tqdm": "p2p", "keyring": "cli"}
 
 
 class Parser(argparse.ArgumentParser):
@@ -247,9 +251,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     """
     The console script C{kez-chat}.
     """
-    args = parse(sys.argv[1:] if argv is None else list(argv))
-    command = find(args.command)
     try:
+        # inside: building the chosen group's parser imports its module,
+        # which may need a missing extra
+        args = parse(sys.argv[1:] if argv is None else list(argv))
+        command = find(args.command)
         if command is not None and command.runs_direct(args):
             return run_direct(args)
         return run(install_reactor(), args)
@@ -264,6 +270,15 @@ def main(argv: Sequence[str] | None = None) -> int:
     except ServerError as e:
         sys.stderr.write(
             f"kez-chat: the server refused: {visible(e.message)} ({visible(e.code)})\n"
+        )
+        return EXIT_FAILURE
+    except ModuleNotFoundError as e:
+        top = (e.name or "").partition(".")[0]
+        if top not in EXTRA_OF:
+            raise
+        sys.stderr.write(
+            f"kez-chat: this command needs {top}, from kezchat's {EXTRA_OF[top]} extra:"
+            f" pip install 'kezchat[{EXTRA_OF[top]}]'\n"
         )
         return EXIT_FAILURE
     except KeyboardInterrupt:

@@ -11,8 +11,12 @@ item is taken on its word. A message is shown as normal only when:
   - the server's C{from} is a handle (the whole string, canonical form);
   - the pins agree both ways: the key is pinned to that handle (or to
     none) and the handle to that key (or to none). A sender seen for the
-    first time is resolved like C{add} does (registry and sigchain) and
-    pinned only when the registry names the very key that signed.
+    first time is resolved like C{add} does (registry, key directory and
+    sigchain) and pinned only when the registry names the very key that
+    signed and the key directory vouches for that key under that handle.
+
+A plaintext's C{head} (the sender's newest verified key-directory head)
+is compared with the directory we see: a split view is a loud warning.
 
 The handle a message is labelled with always comes from the pin, never
 from the item. Whatever fails is reported in L{ReceivedMessage.warning}
@@ -27,6 +31,7 @@ from typing import Any
 
 from twisted.internet.threads import deferToThread
 
+from kezchat.cli.audit import gossip_warning
 from kezchat.cli.context import Context
 from kezchat.cli.errors import CliError
 from kezchat.cli.output import visible
@@ -213,8 +218,10 @@ class Reader:
 
     async def _first_use(self, fqhn: str, primary: str) -> tuple[str | None, str | None]:
         """
-        Pin C{fqhn} to C{primary} if the registry (and its sigchain) name
-        that key for it: (the pinned handle, None) or (None, why not).
+        Pin C{fqhn} to C{primary} if the registry names that key for it,
+        the key directory vouches for it under that handle (inclusion in a
+        signed head consistent with the one we kept) and its sigchain
+        holds: (the pinned handle, None) or (None, why not).
         """
         cached = self._refused.get((fqhn, primary))
         if cached is not None:
@@ -292,6 +299,9 @@ class Reader:
                 problems.append(why)
         ts = envelope.get("ts") if isinstance(envelope, dict) else None
         created_at = item.get("created_at")
+        # 5. the sender's view of the key directory against ours (a
+        # warning, not a flaw of this message)
+        split = await gossip_warning(self.ctx, plaintext) if not problems else None
         return ReceivedMessage(
             seq=item.get("seq"),
             sender=label,
@@ -299,7 +309,7 @@ class Reader:
             ts=clamped_ts(ts, created_at),
             verified=not problems,
             plaintext=plaintext,
-            warning="; ".join(dict.fromkeys(problems)) or None,
+            warning="; ".join(dict.fromkeys([*problems, *([split] if split else [])])) or None,
             item=item,
             claimed_from=claimed if isinstance(claimed, str) else None,
             created_at=created_at if isinstance(created_at, str) else None,

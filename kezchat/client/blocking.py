@@ -1,8 +1,11 @@
 """
-The few requests a one-shot command makes (C{send}: look the recipient up,
-fetch their sigchain if they are new, post the message) over the standard
-library's C{http.client}: no event loop and no Twisted or treq to import,
-so C{kez-chat send} starts in a fraction of the time.
+The few requests a one-shot command makes (C{send}: look the recipient up;
+if they are new, check the key directory vouches for their key and fetch
+their sigchain; post the message. C{audit}: read the key directory) over
+the standard library's C{http.client}: no event loop and no Twisted or
+treq to import, so C{kez-chat send} starts in a fraction of the time. The
+key directory is checked by the same code either way
+(L{kezchat.client.keydir.KeyDirectory}, fed by this client or by treq's).
 
 The contract is that of L{kezchat.client.http}: each exchange has one
 overall deadline (connect, headers and the whole body: a watchdog shuts
@@ -28,7 +31,7 @@ import threading
 import time
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
-from urllib.parse import quote, urlsplit
+from urllib.parse import quote, urlencode, urlsplit
 
 from kezchat.client.answers import (
     CHAIN_BODY,
@@ -204,8 +207,8 @@ class _Blocking:
 
 class BlockingChatClient(_Blocking):
     """
-    The chat-server requests of C{send}, as L{kezchat.client.http.ChatClient}
-    makes them.
+    The chat-server requests of C{send} and C{audit}, as
+    L{kezchat.client.http.ChatClient} makes them.
     """
 
     def __init__(
@@ -229,6 +232,26 @@ class BlockingChatClient(_Blocking):
         return self._json(
             "GET", self.url(f"/v1/u/{quote(handle, safe='@')}"), expect=(200, 404)
         )
+
+    # -- key directory (a L{kezchat.client.keydir.LogSource}) ---------------
+
+    async def log_head(self) -> Any:
+        return self._json("GET", self.url("/v1/log/head"))
+
+    async def log_inclusion(self, handle: str, size: int) -> Any:
+        return self._json("GET", self._query("/v1/log/inclusion", handle=handle, size=size))
+
+    async def log_consistency(self, first: int, second: int) -> Any:
+        return self._json("GET", self._query("/v1/log/consistency", {"from": first, "to": second}))
+
+    async def log_entries(self, start: int, count: int) -> Any:
+        return self._json("GET", self._query("/v1/log/entries", start=start, count=count))
+
+    def _query(self, path: str, params: dict[str, object] | None = None, **more: object) -> str:
+        fields = {**(params or {}), **more}
+        return self.url(path) + "?" + urlencode({k: str(v) for k, v in fields.items()})
+
+    # -- relay -----------------------------------------------------------------
 
     async def send(
         self,

@@ -215,6 +215,30 @@ class ChatClient(_Base):
         )
         return body
 
+    # -- key directory --------------------------------------------------
+
+    async def log_head(self) -> Any:
+        _, body = await self._json("GET", self.url("/v1/log/head"))
+        return body
+
+    async def log_inclusion(self, handle: str, size: int) -> Any:
+        _, body = await self._json(
+            "GET", self.url("/v1/log/inclusion"), params={"handle": handle, "size": str(size)}
+        )
+        return body
+
+    async def log_consistency(self, first: int, second: int) -> Any:
+        _, body = await self._json(
+            "GET", self.url("/v1/log/consistency"), params={"from": str(first), "to": str(second)}
+        )
+        return body
+
+    async def log_entries(self, start: int, count: int) -> Any:
+        _, body = await self._json(
+            "GET", self.url("/v1/log/entries"), params={"start": str(start), "count": str(count)}
+        )
+        return body
+
     # -- relay ----------------------------------------------------------
 
     async def send(

@@ -28,6 +28,7 @@ from kezchat.identity.jcs import canonical_json
 from kezchat.identity.keys import KeyPair, x25519_public_from_primary
 from kezchat.identity.mnemonic import seed_to_mnemonic
 from kezchat.identity.nkeys import primary_to_user_nkey
+from kezchat.keylog.vectors import keylog_vectors
 from kezchat.manifests.blob import build_manifest, manifest_blake3, manifest_bytes
 from kezchat.manifests.entries import public_entry
 from kezchat.manifests.sealing import b64url_encode
@@ -376,6 +377,7 @@ def all_vectors() -> dict[str, Any]:
         "sigchains": sigchain_vectors(),
         "sealed_keys": sealed_key_vectors(),
         "manifests": manifest_vectors(),
+        "keylog": keylog_vectors(TS),
     }
 
 

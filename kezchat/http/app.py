@@ -22,8 +22,8 @@ from kezchat.http.request import KezSite
 from kezchat.http.resource import ApiResource
 from kezchat.http.routing import Routes
 from kezchat.metrics import Metrics
-from kezchat.ratelimit import RateLimiter
 from kezchat.registry import Registry
+from kezchat.sharedlimit import Limiter
 from kezchat.webapp import WebApp
 
 #: first path segments served by the API, never by the web app fallback
@@ -39,7 +39,7 @@ class KezChatHTTP:
     registry: Registry
     metrics: Metrics
     clock: Callable[[], float]
-    register_limiter: RateLimiter
+    register_limiter: Limiter
     client_address: ClientAddress = field(default_factory=ClientAddress)
     nats_status: Callable[[], str] = lambda: "disabled"
     #: C{"ok"} or C{"degraded"} (L{kezchat.storage.sqlite.SQLiteDatabase.health})

@@ -11,8 +11,8 @@ from kezchat.http.clientip import ClientAddress
 from kezchat.http.errors import json_response, read_json
 from kezchat.http.routing import Routes
 from kezchat.metrics import Metrics
-from kezchat.ratelimit import RateLimiter
 from kezchat.registry import Registry
+from kezchat.sharedlimit import Limiter
 
 REGISTRATION_CAP = 64 * 1024
 #: what a registration pre-check answers as "not available" (anything
@@ -25,13 +25,13 @@ REGISTRATION_REFUSALS = frozenset(
 def install(
     routes: Routes,
     registry: Registry,
-    limiter: RateLimiter,
+    limiter: Limiter,
     client_address: ClientAddress,
     metrics: Metrics,
 ) -> None:
     @routes.route("/v1/register", methods=["POST"], name="register", body_cap=REGISTRATION_CAP)
     async def register(request: IRequest) -> bytes:
-        limiter.check(client_address(request))
+        await limiter.check(client_address(request))
         body = read_json(request)
         record = await registry.register(body)
         metrics.registrations.inc()
@@ -56,7 +56,7 @@ def install(
                 raise
             return json_response(request, {"available": False, **e.to_json()})
         answer = {"handle": handle.local, "fqhn": handle.fqhn, "available": True}
-        wait = limiter.wait(client_address(request))
+        wait = await limiter.wait(client_address(request))
         if wait:
             answer["available"] = False
             answer["error"] = {

@@ -21,7 +21,7 @@ from kezchat.http.errors import error_response, json_response
 from kezchat.http.fastpath import FastRoutes
 from kezchat.http.request import DEFAULT_BODY_CAP
 from kezchat.metrics import HTTPMetrics
-from kezchat.storage.errors import DatabaseUnavailable
+from kezchat.storage.errors import DatabaseUnavailable, Rejected
 
 log = Logger()
 
@@ -51,6 +51,7 @@ class Routes:
         self.app.handle_errors(NotFound, RequestRedirect)(self._not_found)
         self.app.handle_errors(MethodNotAllowed)(self._method_not_allowed)
         self.app.handle_errors(DatabaseUnavailable)(self._unavailable)
+        self.app.handle_errors(Rejected)(self._rejected)
         self.app.handle_errors(Exception)(self._internal_error)
 
     def route(
@@ -111,6 +112,8 @@ class Routes:
             return self._api_error(request, failure)
         if failure.check(DatabaseUnavailable):
             return self._unavailable(request, failure)
+        if failure.check(Rejected):
+            return self._rejected(request, failure)
         return self._internal_error(request, failure)
 
     # Klein calls each handler below only for the exceptions it was
@@ -129,6 +132,13 @@ class Routes:
                 f"the database is unavailable ({error.cause}); try again shortly",
                 retry_after=error.retry_after,
             ),
+        )
+
+    def _rejected(self, request: IRequest, failure: Failure) -> bytes:
+        # the database refused what the request carries: the same request
+        # would be refused again
+        return self.render_error(
+            request, KezError("bad_request", "the database refused this request's data")
         )
 
     def _not_found(self, request: IRequest, failure: Failure) -> bytes:

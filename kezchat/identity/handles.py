@@ -30,6 +30,39 @@ RESERVED_HANDLES = frozenset(
     ).split()
 )
 
+#: what no handle may begin with (after dropping separators and digits):
+#: the service's own name
+RESERVED_PREFIXES = ("kez",)
+
+_SEPARATORS = re.compile(r"[-_0-9]+")
+
+
+def is_reserved(
+    local: str,
+    words: frozenset[str] = RESERVED_HANDLES,
+    prefixes: tuple[str, ...] = RESERVED_PREFIXES,
+) -> bool:
+    """
+    Whether the local part C{local} is reserved: it reads as one of the
+    reserved C{words} once separators (C{-}, C{_}) and digits are dropped
+    (C{admin-}, C{_admin}, C{ad-min}, C{admin2}); or one of its pieces
+    between separators and digits is a reserved word (C{kez-official},
+    C{the_admin}, C{support-2}); or, with separators and digits dropped,
+    it begins with a reserved prefix (C{kezteam}, C{kez-news}).
+    """
+    squashed = _SEPARATORS.sub("", local)
+    if squashed.startswith(prefixes):
+        return True
+    # pieces joined by one "-", so that a reserved word with a separator
+    # of its own ("no-reply") is found as a run of pieces
+    pieces = "-" + "-".join(filter(None, _SEPARATORS.split(local))) + "-"
+    for word in words:
+        if squashed == _SEPARATORS.sub("", word):
+            return True
+        if "-" + "-".join(filter(None, _SEPARATORS.split(word))) + "-" in pieces:
+            return True
+    return False
+
 
 class InvalidHandle(ValueError):
     """

@@ -27,7 +27,6 @@ from __future__ import annotations
 
 import asyncio
 import hashlib
-import sqlite3
 from typing import Any
 
 import nats.errors
@@ -40,7 +39,8 @@ from kezchat.natsbridge.aio import resolve
 from kezchat.natsbridge.bridge import StoredMarker
 from kezchat.natsbridge.subjects import ALL_INBOXES, STREAM, parse_inbox_subject
 from kezchat.relay.relay import BridgedMessage, Relay
-from kezchat.storage.interfaces import Accepted, IdempotencyConflict
+from kezchat.storage.errors import IdempotencyConflict, Rejected
+from kezchat.storage.interfaces import Accepted
 
 BRIDGE_CONSUMER = "kezchat_bridge"
 #: the metric label of a refusal, by the relay's error code
@@ -51,7 +51,8 @@ DROP_LABELS = {
     "rate_limited": "limited",
 }
 #: failures that are the message's own fault: storing it again would fail again
-MESSAGE_FAULTS = (IdempotencyConflict, ValueError, UnicodeError, sqlite3.DataError)
+#: (every backend translates its driver's refusals into L{Rejected})
+MESSAGE_FAULTS = (IdempotencyConflict, Rejected, ValueError, UnicodeError)
 
 
 class Ingest:

@@ -32,7 +32,7 @@ from iroh import RecvStream as _IrohRecv
 from iroh import SendStream as _IrohSend
 
 from kezchat.p2p import uniffi_patch
-from kezchat.p2p.transport import PeerUnreachable, StreamEnded, TransportError
+from kezchat.p2p.transport import Buffer, PeerUnreachable, StreamEnded, TransportError
 
 #: the application protocol: KEZ chat file transfer, version 1
 ALPN = b"kez-chat/files/1"
@@ -52,9 +52,11 @@ class _Send:
     def __init__(self, stream: _IrohSend) -> None:
         self._stream = stream
 
-    async def write(self, data: bytes) -> None:
+    async def write(self, data: Buffer) -> None:
         try:
-            await self._stream.write_all(data)
+            # the generated code takes any bytes-like value (it checks with
+            # memoryview) and copies it before its first await
+            await self._stream.write_all(data)  # type: ignore[arg-type]
         except IrohError as e:
             raise StreamEnded(describe(e)) from None
 

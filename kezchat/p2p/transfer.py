@@ -23,15 +23,24 @@ from __future__ import annotations
 
 import asyncio
 import os
-import tempfile
 import time
+from collections import deque
 from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 
 from twisted.logger import Logger
 
-from kezchat.p2p.crypt import MAX_SIZE, DecryptError, FileEncryptor, PieceCheck, piece_sizes
+from kezchat import tempfiles
+from kezchat.p2p.crypt import (
+    CHUNK,
+    MAX_SIZE,
+    PIECE,
+    DecryptError,
+    FileEncryptor,
+    PieceCheck,
+    piece_sizes,
+)
 from kezchat.p2p.transport import (
     Connection,
     Node,
@@ -48,9 +57,21 @@ NOT_FOR_YOU = b"\2"
 ACK_OK = b"\0"
 ACK_FAILED = b"\1"
 
-#: pieces moved per call into the bindings: every call costs thread hops
-#: and a Rust future, so fewer, larger calls go faster (4 x 256 KiB)
-BATCH = 4
+#: pieces moved per call into the bindings: every call costs a Rust
+#: future, thread hops and a copy into a fresh Rust buffer, so fewer,
+#: larger calls go faster (16 x 256 KiB)
+BATCH = 16
+#: batches in flight on each side: one on the wire while the others are
+#: encrypted (sender) or checked and written (fetcher); bounds the memory
+#: a transfer holds to DEPTH x BATCH pieces, whatever the file's size
+DEPTH = 3
+#: plaintext bytes a fetcher writes between two flushes to disk: the
+#: writing-back overlaps the transfer instead of all waiting for the final
+#: fsync (about half a second per GiB here), and the dirty pages a large
+#: download leaves in memory stay bounded
+FLUSH_EVERY = 64 * 1024 * 1024
+#: data only, where the system has it (macOS has no fdatasync)
+_flush_data: Callable[[int], None] = getattr(os, "fdatasync", os.fsync)
 
 #: seconds a peer may stay silent mid-protocol before it is given up on
 IDLE_TIMEOUT = 30.0
@@ -179,33 +200,41 @@ class FileServer:
         finally:
             connection.close(b"done")
 
-    async def _send_file(self, offer: Offer, send) -> None:
+    async def _send_file(self, offer: Offer, send: SendStream) -> None:
+        """
+        Send the offer's ciphertext: a worker thread encrypts into a ring
+        of L{DEPTH} batch buffers while the event loop hands full ones to
+        the transport.  A buffer is refilled only once its write is done
+        (the bindings copy it when the write starts), so nothing is
+        encrypted more than L{DEPTH} batches ahead.
+        """
         loop = asyncio.get_running_loop()
-        with _worker() as worker:
+        worker = _worker()
+        pieces: FileEncryptor | None = None
+        try:
             pieces = await loop.run_in_executor(
                 worker, FileEncryptor, offer.path, offer.key, offer.size
             )
-            try:
-                upcoming = loop.run_in_executor(worker, _next_batch, pieces)
-                while batch := await upcoming:
-                    # encrypt the next batch while this one is on the wire
-                    upcoming = loop.run_in_executor(worker, _next_batch, pieces)
-                    await send.write(batch)
-            finally:
-                pieces.close()
-
-
-def _next_batch(pieces: FileEncryptor) -> bytes:
-    """
-    Up to L{BATCH} ciphertext pieces, concatenated (C{b""} after the last).
-    """
-    batch = []
-    for _ in range(BATCH):
-        piece = pieces.next_piece()
-        if piece is None:
-            break
-        batch.append(piece)
-    return b"".join(batch)
+            filling: deque[tuple[bytearray, asyncio.Future[int]]] = deque()
+            for _ in range(DEPTH):
+                buffer = bytearray(BATCH * PIECE)
+                filling.append(
+                    (buffer, loop.run_in_executor(worker, pieces.encrypt_into, buffer, BATCH))
+                )
+            while filling:
+                buffer, filled = filling.popleft()
+                size = await filled
+                if not size:
+                    break
+                await send.write(memoryview(buffer)[:size] if size < len(buffer) else buffer)
+                filling.append(
+                    (buffer, loop.run_in_executor(worker, pieces.encrypt_into, buffer, BATCH))
+                )
+        finally:
+            if pieces is not None:
+                # after whatever encryption is still queued on the worker
+                worker.submit(pieces.close)
+            worker.shutdown(wait=False)
 
 
 def _worker() -> ThreadPoolExecutor:
@@ -235,27 +264,35 @@ def _batches(sizes: Iterator[int]) -> Iterator[list[int]]:
 class _Sink:
     """
     The temporary file a download goes to, beside its final path so the
-    last step is an atomic rename.  Blocking methods: run off the reactor.
+    last step is an atomic rename.  Blocking methods: run off the reactor,
+    on one thread (they share one plaintext buffer).
     """
 
     def __init__(self, out: str, check: PieceCheck) -> None:
         directory = os.path.dirname(os.path.abspath(out))
-        # a short name of its own: the final name may be near the limit
-        fd, self.temp = tempfile.mkstemp(dir=directory, prefix=".kez-", suffix=".part")
-        self._file = os.fdopen(fd, "wb")
+        # what a download killed midway left here, then a short name of our
+        # own (the final name may be near the file system's limit)
+        tempfiles.clean_stale(directory, ".part")
+        fd, self.temp = tempfiles.create(directory, "kez", ".part")
+        self._file = os.fdopen(fd, "wb", buffering=0)
         self._check = check
+        self._plain = memoryview(bytearray(BATCH * CHUNK))
+        self._unflushed = 0
 
     def write(self, cipher: bytes, sizes: list[int]) -> int:
         """
-        Check, decrypt and write the pieces in C{cipher}, of C{sizes}.
+        Check and decrypt the pieces in C{cipher}, of C{sizes}, and write
+        their plaintext in one call.
         """
-        written = start = 0
-        for size in sizes:
-            plain = self._check.open_piece(cipher[start : start + size])
-            start += size
-            self._file.write(plain)
-            written += len(plain)
-        return written
+        size = self._check.open_into(cipher, sizes, self._plain)
+        done = 0
+        while done < size:
+            done += self._file.write(self._plain[done:size]) or 0
+        self._unflushed += size
+        if self._unflushed >= FLUSH_EVERY:
+            _flush_data(self._file.fileno())
+            self._unflushed = 0
+        return size
 
     def commit(self, out: str) -> None:
         """
@@ -344,7 +381,7 @@ async def fetch(
     worker = _worker()
     sink: _Sink | None = None
     send: SendStream | None = None
-    saving: asyncio.Future[int] | None = None
+    saving: deque[asyncio.Future[int]] = deque()
     try:
         send, recv = await _within(connection.open_stream(), idle_timeout)
         await send.write(bytes.fromhex(download.blake3))
@@ -359,13 +396,12 @@ async def fetch(
         sink = await loop.run_in_executor(worker, _Sink, out, check)
         for batch in _batches(piece_sizes(download.size)):
             cipher = await _within(recv.read_exact(sum(batch)), idle_timeout)
-            if saving is not None:
-                progress(await saving)
-            # decrypt and write these pieces while the next ones arrive
-            saving = loop.run_in_executor(worker, sink.write, cipher, batch)
-        if saving is not None:
-            progress(await saving)
-            saving = None
+            # check, decrypt and write these pieces while the next ones arrive
+            saving.append(loop.run_in_executor(worker, sink.write, cipher, batch))
+            if len(saving) >= DEPTH:
+                progress(await saving.popleft())
+        while saving:
+            progress(await saving.popleft())
         if await _within(recv.read(1), idle_timeout):
             raise FetchError("the sender sent more than it offered; nothing was saved")
         await loop.run_in_executor(worker, sink.commit, out)
@@ -385,8 +421,8 @@ async def fetch(
     except OSError as e:
         raise FetchError(f"cannot write {out}: {e.strerror or e}; nothing was saved") from None
     finally:
-        if saving is not None:
-            await asyncio.gather(saving, return_exceptions=True)
+        if saving:
+            await asyncio.gather(*saving, return_exceptions=True)
         if sink is not None:
             await loop.run_in_executor(worker, sink.discard)
         if send is not None:

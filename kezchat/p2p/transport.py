@@ -35,9 +35,14 @@ class StreamEnded(TransportError):
     """
 
 
+#: what a stream sends: any contiguous bytes-like value (a sender reuses
+#: its C{bytearray} buffers once a write has returned)
+Buffer = bytes | bytearray | memoryview
+
+
 class SendStream(Protocol):
-    async def write(self, data: bytes) -> None:
-        """Send all of C{data}."""
+    async def write(self, data: Buffer) -> None:
+        """Send all of C{data}; it may be reused once this returns."""
 
     async def finish(self) -> None:
         """Say that nothing more will be sent."""

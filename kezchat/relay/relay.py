@@ -15,17 +15,16 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from twisted.internet.defer import Deferred
 from twisted.logger import Logger
 
 from kezchat import strictjson
 from kezchat.errors import KezError
 from kezchat.metrics import Metrics
-from kezchat.ratelimit import RateLimiter
 from kezchat.registry import Registry
-from kezchat.relay.auth import AUTH_SKEW, Authenticator, AuthValue
+from kezchat.relay.auth import Authenticator, AuthValue
 from kezchat.relay.broker import Broker, Origin
-from kezchat.relay.replay import MemoryReplayGuard, ReplayGuard
+from kezchat.relay.replay import REPLAY_WINDOW, implicit_key, is_implicit
+from kezchat.sharedlimit import Limiter
 from kezchat.storage.interfaces import (
     Accepted,
     HandleRecord,
@@ -99,13 +98,11 @@ class Relay:
         store: MessageStore,
         broker: Broker,
         authenticator: Authenticator,
-        send_limiter: RateLimiter,
+        send_limiter: Limiter,
         metrics: Metrics,
         clock: Callable[[], float],
-        replays: ReplayGuard | None = None,
     ) -> None:
         self.registry = registry
-        self.replays = replays if replays is not None else MemoryReplayGuard(clock)
         self.store = store
         self.broker = broker
         self.authenticator = authenticator
@@ -158,9 +155,11 @@ class Relay:
         @param envelope_text: the envelope's JSON text exactly as the client
             sent it; it is what is stored and relayed (byte for byte, on one
             line). Without it the parsed envelope is serialised compactly.
-        @param auth: the request's verified C{X-KEZ-Auth}: a second request
-            with the same signature within its window is a replay, answered
-            with the first one's outcome and not stored again.
+        @param auth: the request's verified C{X-KEZ-Auth}: without an
+            C{idempotency_key}, the signature is the key (L{implicit_key}),
+            so a second request with the same signature, to any instance,
+            is a replay answered with the first one's seq and not stored
+            again.
         """
         if not isinstance(body, dict):
             raise KezError("bad_request", "the body must be a JSON object")
@@ -176,25 +175,17 @@ class Relay:
             raise KezError("bad_request", '"idempotency_key" must be 1-64 characters')
         if envelope_text is None:
             envelope_text = json.dumps(envelope, separators=(",", ":"), ensure_ascii=False)
-        if auth is None:
-            return await self._store(sender, to, envelope_text, key)
-        replay_key = bytes.fromhex(auth.signature[:32])
-        first = await self.replays.claim(replay_key, auth.timestamp + AUTH_SKEW + 1)
-        if first is not None:
+        if key is None and auth is not None:
+            key = implicit_key(auth)
+        accepted = await self._store(sender, to, envelope_text, key)
+        if accepted.duplicate and key is not None and is_implicit(key):
             self.metrics.replays_refused.inc()
-            return first
-        try:
-            accepted = await self._store(sender, to, envelope_text, key)
-        except BaseException:
-            self.replays.release(replay_key)
-            raise
-        self.replays.settle(replay_key, accepted)
         return accepted
 
     async def _store(
         self, sender: HandleRecord, to: str, envelope_text: str, key: str | None
     ) -> Accepted:
-        self.send_limiter.check(sender.fqhn)
+        await self.send_limiter.check(sender.fqhn)
         try:
             recipient = await self.registry.lookup(to)
         except KezError:
@@ -246,15 +237,19 @@ class Relay:
             store's exception.
         """
         outcomes: list[Accepted | Exception | None] = []
-        pending: list[tuple[int, Deferred[Accepted]]] = []
+        passed: list[tuple[int, NewMessage]] = []
+        # every message is judged before any is written: a check that
+        # fails the whole call (the registry unreachable) then leaves
+        # nothing stored and unannounced behind it
         for item in batch:
             try:
                 new = await self._check_bridged(item)
             except KezError as e:
                 outcomes.append(e)
                 continue
-            pending.append((len(outcomes), self.store.add_message(new)))
+            passed.append((len(outcomes), new))
             outcomes.append(None)  # settled below
+        pending = [(index, self.store.add_message(new)) for index, new in passed]
         for index, stored in pending:
             try:
                 accepted = await stored
@@ -286,7 +281,7 @@ class Relay:
         if recipient is None or sender is None:
             raise KezError("unknown_recipient", "unregistered recipient or sender")
         try:
-            self.send_limiter.check(sender.fqhn)
+            await self.send_limiter.check(sender.fqhn)
         except KezError as e:
             raise KezError(
                 "rate_limited", f"{sender.fqhn} is over the send limit",
@@ -330,7 +325,10 @@ class Relay:
         """
         Drop what retention says to drop; log and count it.
         """
-        report = await self.store.apply_retention(self._clock() - max_age, max_bytes)
+        now = self._clock()
+        report = await self.store.apply_retention(
+            now - max_age, max_bytes, replay_keys_before=now - REPLAY_WINDOW
+        )
         dropped = self.metrics.retention_dropped
         dropped_bytes = self.metrics.retention_dropped_bytes
         if report.expired:

@@ -2,123 +2,40 @@
 Replayed sends: the same signed C{POST /v1/messages} sent again.
 
 An C{X-KEZ-Auth} signature stays valid for the clock window (±60 s), so
-whoever captures a send could repeat it and have it stored again. Each
-accepted send's signature is remembered until its window closes; a send
-carrying a remembered signature is answered with the first one's outcome
-(200 and its seq, like an idempotent retry) and not stored again.
+whoever captures a send could repeat it, to this server process or to any
+other one sharing the database. A send that names no idempotency key gets
+one derived from its signature, stored with the message in the same
+transaction (the database's primary key on (sender, key) decides, whatever
+the number of processes): a replay then finds it and is answered with the
+first send's seq (200), storing nothing.
 
-L{ReplayGuard} is the seam: L{MemoryReplayGuard} remembers per process,
-which is enough for one server process; several processes sharing one
-database need a guard on that database (a table with a primary key on the
-signature and the expiry indexed), behind the same three calls.
+Such keys are longer than any key a client may choose (at most
+L{kezchat.relay.relay.MAX_IDEMPOTENCY_KEY} characters), so the two never
+meet; and they are only needed while the signature could still be
+accepted, so the retention sweep forgets them after L{REPLAY_WINDOW}.
 """
 
 from __future__ import annotations
 
-from collections import OrderedDict
-from collections.abc import Callable
-from typing import Protocol
+from kezchat.relay.auth import AUTH_SKEW, AuthValue
 
-from twisted.internet.defer import Deferred, succeed
+#: the prefix of a key derived from a signature
+PREFIX = "sig:"
 
-from kezchat.errors import KezError
-from kezchat.storage.interfaces import Accepted
+#: seconds after a message was stored during which its signature could
+#: still be accepted: its timestamp is at most L{AUTH_SKEW} ahead of the
+#: clock when stored, and is accepted up to L{AUTH_SKEW} after it (plus a
+#: margin for clocks of several instances)
+REPLAY_WINDOW = 3 * AUTH_SKEW
 
 
-class ReplayGuard(Protocol):
+def implicit_key(auth: AuthValue) -> str:
     """
-    Remembers which signed requests were already accepted.
+    The idempotency key of a send that gave none: its whole signature,
+    which names the exact request (method, path, body hash, timestamp).
     """
-
-    def claim(self, key: bytes, expires_at: float) -> Deferred[Accepted | None]:
-        """
-        Fire with C{None} if C{key} is new (the caller now owns it and must
-        L{settle} or L{release} it), or with the first request's outcome
-        (marked C{duplicate}) once it is known.
-
-        @raise KezError: C{unavailable} when the guard is full.
-        """
-
-    def settle(self, key: bytes, accepted: Accepted) -> None:
-        """
-        The request holding C{key} was stored as C{accepted}.
-        """
-
-    def release(self, key: bytes) -> None:
-        """
-        The request holding C{key} failed: forget it, so a retry is new.
-        """
+    return PREFIX + auth.signature
 
 
-class _Pending:
-    __slots__ = ("expires_at", "waiters")
-
-    def __init__(self, expires_at: float) -> None:
-        self.expires_at = expires_at
-        self.waiters: list[Deferred[Accepted | None]] = []
-
-
-class MemoryReplayGuard:
-    """
-    L{ReplayGuard} in this process's memory, bounded.
-
-    Keys are forgotten once expired, oldest first; each is kept at most the
-    length of the signature window past its insertion, so the memory is
-    the accepted send rate times about two minutes, and at most
-    C{max_entries} (about 120 bytes each). Past that, new sends are refused
-    with 503 rather than letting replays through.
-    """
-
-    def __init__(self, clock: Callable[[], float], max_entries: int = 250_000) -> None:
-        self._clock = clock
-        self.max_entries = max_entries
-        self._entries: OrderedDict[bytes, Accepted | _Pending] = OrderedDict()
-        self._expiry: dict[bytes, float] = {}
-
-    def __len__(self) -> int:
-        return len(self._entries)
-
-    def claim(self, key: bytes, expires_at: float) -> Deferred[Accepted | None]:
-        self._sweep()
-        entry = self._entries.get(key)
-        if entry is None:
-            if len(self._entries) >= self.max_entries:
-                raise KezError(
-                    "unavailable", "too many recent sends to check for replays", retry_after=5
-                )
-            self._entries[key] = _Pending(expires_at)
-            self._expiry[key] = expires_at
-            return succeed(None)
-        if isinstance(entry, _Pending):
-            d: Deferred[Accepted | None] = Deferred()
-            entry.waiters.append(d)
-            # a failed first attempt lets the next waiter try for real
-            return d.addCallback(
-                lambda first: first if first is not None else self.claim(key, expires_at)
-            )
-        return succeed(entry)
-
-    def settle(self, key: bytes, accepted: Accepted) -> None:
-        entry = self._entries.get(key)
-        first = Accepted(accepted.seq, accepted.created_at, True, None)
-        self._entries[key] = first
-        if isinstance(entry, _Pending):
-            for d in entry.waiters:
-                d.callback(first)
-
-    def release(self, key: bytes) -> None:
-        entry = self._entries.pop(key, None)
-        self._expiry.pop(key, None)
-        if isinstance(entry, _Pending):
-            for d in entry.waiters:
-                d.callback(None)
-
-    def _sweep(self) -> None:
-        now = self._clock()
-        entries, expiry = self._entries, self._expiry
-        while entries:
-            key = next(iter(entries))
-            if expiry[key] >= now or isinstance(entries[key], _Pending):
-                return
-            del entries[key]
-            del expiry[key]
+def is_implicit(key: str) -> bool:
+    return key.startswith(PREFIX) and len(key) == len(PREFIX) + 128

@@ -9,7 +9,6 @@ from __future__ import annotations
 from collections.abc import Callable
 from dataclasses import dataclass
 from functools import partial
-from typing import Any
 
 from twisted.internet.threads import deferToThreadPool
 from twisted.logger import Logger
@@ -21,6 +20,7 @@ from kezchat.sigserver.http import SigResource, build_resource, build_site
 from kezchat.sigserver.metrics import SigMetrics
 from kezchat.sigserver.sigchains import Sigchains
 from kezchat.storage.backend import sigchain_storage
+from kezchat.storage.database import Database
 
 log = Logger()
 
@@ -29,7 +29,7 @@ log = Logger()
 class SigParts:
     config: SigConfig
     #: the database service: SQLite or PostgreSQL, from C{--db}
-    db: Any
+    db: Database
     sigchains: Sigchains
     metrics: SigMetrics
     resource: SigResource

@@ -9,21 +9,29 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
+from kezchat.storage.database import Database
 from kezchat.storage.dburl import is_postgres_url
-from kezchat.storage.interfaces import ManifestStore, MessageStore, RegistryStore
+from kezchat.storage.interfaces import KeyLogStore, ManifestStore, MessageStore, RegistryStore
+from kezchat.storage.limits import HitCounter
 
 
 @dataclass(frozen=True)
 class ChatStorage:
     """
     The chat-server's stores and the database service they share (start
-    it before use; it has C{when_ready()} and a loggable C{path}).
+    it before use).
     """
 
-    db: Any
+    db: Database
     registry: RegistryStore
     messages: MessageStore
     manifests: ManifestStore
+    #: the key directory (appended to by C{registry.add_handle})
+    keylog: KeyLogStore
+    #: rate-limit counts shared by every process on the database; C{None}
+    #: where one process owns the database (SQLite), which then counts in
+    #: memory: exact there, and it costs no commit per request
+    limits: HitCounter | None
 
 
 def chat_storage(
@@ -49,14 +57,24 @@ def chat_storage(
             PostgresMessageStore,
             PostgresRegistryStore,
         )
+        from kezchat.storage.postgres.keylog import PostgresKeyLogStore
+        from kezchat.storage.postgres.keylog import ensure_log_key as pg_log_key
+        from kezchat.storage.postgres.limits import PostgresHitCounter
         from kezchat.storage.postgres.settings import PostgresServerDomain
 
-        domain = PostgresServerDomain(server, allow_change=allow_server_change)
+        pg_domain = PostgresServerDomain(server, allow_change=allow_server_change)
+
+        async def on_open(conn: Any) -> None:
+            await pg_domain.check_async(conn)
+            await pg_log_key(conn)
+
         pg = PostgresDatabase(
-            setting, reactor, on_open=domain.check_async, on_write_failure=on_write_failure
+            setting, reactor, on_open=on_open, on_write_failure=on_write_failure
         )
         return ChatStorage(
-            pg, PostgresRegistryStore(pg), PostgresMessageStore(pg), PostgresManifestStore(pg)
+            pg, PostgresRegistryStore(pg), PostgresMessageStore(pg), PostgresManifestStore(pg),
+            PostgresKeyLogStore(pg),
+            PostgresHitCounter(pg),
         )
     from kezchat.storage.sqlite import (
         SQLiteDatabase,
@@ -64,19 +82,27 @@ def chat_storage(
         SQLiteMessageStore,
         SQLiteRegistryStore,
     )
+    from kezchat.storage.sqlite.keylog import SQLiteKeyLogStore, ensure_log_key
     from kezchat.storage.sqlite.settings import ServerDomain
 
+    domain = ServerDomain(server, allow_change=allow_server_change)
+
+    def on_open_sqlite(conn: Any) -> None:
+        domain.check(conn)
+        ensure_log_key(conn)
+
     db = SQLiteDatabase(
-        setting, reactor,
-        on_open=ServerDomain(server, allow_change=allow_server_change).check,
-        on_write_failure=on_write_failure,
+        setting, reactor, on_open=on_open_sqlite, on_write_failure=on_write_failure
     )
-    return ChatStorage(db, SQLiteRegistryStore(db), SQLiteMessageStore(db), SQLiteManifestStore(db))
+    return ChatStorage(
+        db, SQLiteRegistryStore(db), SQLiteMessageStore(db), SQLiteManifestStore(db),
+        SQLiteKeyLogStore(db), None,
+    )
 
 
 def sigchain_storage(
     setting: str, reactor: Any, *, on_write_failure: Callable[[str], None] = lambda cause: None
-) -> tuple[Any, Any]:
+) -> tuple[Database, Any]:
     """
     kezsig's database service and sigchain store for C{--db setting}.
     """

@@ -1,10 +1,23 @@
 """
-Failures of the database itself, as opposed to a refused request.
+What storage tells its callers when a call fails, whatever the backend.
 
-A write that fails because the disk is full, another process holds the
-write lock, or the file cannot be written is not the client's fault and is
-not permanent: it was not stored, and the same request can succeed later.
-The HTTP layer answers these with 503 C{unavailable} and C{Retry-After}.
+Three kinds, each with one meaning for the caller:
+
+- L{DatabaseUnavailable} (also called L{Unavailable}): the database cannot
+  do this now (disk full, locked, unreachable, too busy, stopped). It is
+  not the caller's fault and not permanent; nothing was stored (or, when
+  the connection broke during a commit, the outcome is unknown and an
+  idempotency key makes the retry safe). Retry later: HTTP answers 503
+  C{unavailable} with C{Retry-After}; NATS ingest leaves the message for
+  redelivery.
+- L{Rejected}: the database refused this write for what it carries (a
+  value it cannot store, a constraint it breaks). The same write would be
+  refused again: HTTP answers 400; NATS ingest terminates the message.
+- L{IdempotencyConflict}: the sender's idempotency key was already used for
+  a different request.
+
+Each backend translates its driver's exceptions into these, so nothing
+above C{kezchat.storage} needs to know which driver is underneath.
 """
 
 from __future__ import annotations
@@ -16,7 +29,13 @@ CAUSES = (
 )
 
 
-class DatabaseUnavailable(Exception):
+class StorageError(Exception):
+    """
+    A storage call failed; see the subclasses for what the caller does.
+    """
+
+
+class DatabaseUnavailable(StorageError):
     """
     The database cannot do this now; nothing was stored.
 
@@ -26,12 +45,18 @@ class DatabaseUnavailable(Exception):
 
     retry_after = 5
 
-    def __init__(self, cause: str, message: str) -> None:
+    def __init__(self, cause: str, message: str, retry_after: int | None = None) -> None:
         if cause not in CAUSES:
             raise ValueError(f"unknown cause {cause!r}")
         super().__init__(message)
         self.cause = cause
         self.message = message
+        if retry_after is not None:
+            self.retry_after = retry_after
+
+
+#: the short name of L{DatabaseUnavailable}: retry later
+Unavailable = DatabaseUnavailable
 
 
 class DatabaseClosed(DatabaseUnavailable):
@@ -43,4 +68,25 @@ class DatabaseClosed(DatabaseUnavailable):
         super().__init__("stopped", message)
 
 
-__all__ = ["CAUSES", "DatabaseClosed", "DatabaseUnavailable"]
+class Rejected(StorageError):
+    """
+    The database refused this write for what it carries: sending it again
+    would be refused again. Nothing of it was stored.
+    """
+
+
+class IdempotencyConflict(StorageError):
+    """
+    The sender already used this idempotency key for a different request.
+    """
+
+
+__all__ = [
+    "CAUSES",
+    "DatabaseClosed",
+    "DatabaseUnavailable",
+    "IdempotencyConflict",
+    "Rejected",
+    "StorageError",
+    "Unavailable",
+]

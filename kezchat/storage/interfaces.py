@@ -5,7 +5,9 @@ Every backend (SQLite here; others implement the same protocols) must keep
 the guarantees stated on each method: the domain objects rely on them and
 on nothing else. Every method returns a L{Deferred} and never blocks the
 reactor; a database that cannot answer fails it with
-L{kezchat.storage.errors.DatabaseUnavailable}.
+L{kezchat.storage.errors.DatabaseUnavailable}, and a write the database
+refuses for what it carries with L{kezchat.storage.errors.Rejected}: never
+with a driver's own exception.
 """
 
 from __future__ import annotations
@@ -15,17 +17,23 @@ from typing import Protocol
 
 from twisted.internet.defer import Deferred
 
+# where it was defined first; storage errors live in kezchat.storage.errors
+from kezchat.storage.errors import IdempotencyConflict as IdempotencyConflict
+
 
 @dataclass(frozen=True)
 class HandleRecord:
     """
-    One registered handle. C{registered_at} is seconds since the epoch.
+    One registered handle. C{registered_at} is seconds since the epoch;
+    C{log_index} is its registration's leaf in the key directory (C{None}
+    for a handle stored without one, registered before the log existed).
     """
 
     local: str
     server: str
     primary: str
     registered_at: float
+    log_index: int | None = None
 
     @property
     def fqhn(self) -> str:
@@ -51,9 +59,12 @@ class RegistryStore(Protocol):
     server processes sharing the database.
     """
 
-    def add_handle(self, record: HandleRecord) -> Deferred[HandleRecord]:
+    def add_handle(self, record: HandleRecord, leaf: bytes | None = None) -> Deferred[HandleRecord]:
         """
-        Store C{record}; fail with L{HandleTaken} or L{PrimaryTaken}.
+        Store C{record}; fail with L{HandleTaken} or L{PrimaryTaken}. With
+        C{leaf}, append it to the key directory in the same transaction
+        (see L{KeyLogStore}) and return the record with its C{log_index}:
+        a handle is registered if and only if its leaf is in the log.
         """
 
     def handle(self, fqhn: str) -> Deferred[HandleRecord | None]:
@@ -96,12 +107,6 @@ class NewMessage:
     #: identifies the request an idempotency key is used for (recipient and
     #: envelope); a second use of the key must carry the same
     request_hash: str | None = None
-
-
-class IdempotencyConflict(Exception):
-    """
-    The sender already used this idempotency key for a different request.
-    """
 
 
 @dataclass(frozen=True)
@@ -188,13 +193,25 @@ class MessageStore(Protocol):
         """
 
     def apply_retention(
-        self, older_than: float, max_bytes_per_recipient: int
+        self,
+        older_than: float,
+        max_bytes_per_recipient: int,
+        replay_keys_before: float | None = None,
     ) -> Deferred[RetentionReport]:
         """
-        Delete every message created strictly before C{older_than}
-        (seconds since the epoch), then, per recipient, the oldest
-        messages until their envelopes add up to at most
+        Delete every message (and idempotency key) created strictly before
+        C{older_than} (seconds since the epoch), then, per recipient, the
+        oldest messages until their envelopes add up to at most
         C{max_bytes_per_recipient}; report what went, by reason.
+
+        Keys longer than a client may choose (64 characters) are the
+        server's own, derived from a request's signature and needed only
+        while it could be replayed: those created before
+        C{replay_keys_before} go too.
+
+        The work is done in bounded chunks, each a short write of its own,
+        so other writes are never held up for long; a sweep may stop early
+        when another process is sweeping.
         """
 
 
@@ -225,4 +242,51 @@ class ManifestStore(Protocol):
         """
         The latest manifest of C{primary}, byte for byte as stored, or
         C{None}.
+        """
+
+
+@dataclass(frozen=True)
+class LogLeaf:
+    """
+    One leaf of the key directory: the registration's bytes as accepted.
+    """
+
+    index: int
+    fqhn: str
+    leaf: bytes
+
+
+class KeyLogStore(Protocol):
+    """
+    The key directory's tables: leaves, appended only by
+    L{RegistryStore.add_handle} (one log, dense indexes, whatever number
+    of processes register at once), and the hashes of complete subtrees
+    (L{kezchat.keylog.merkle}), which never change once written.
+    """
+
+    def size(self) -> Deferred[int]:
+        """
+        How many leaves are committed.
+        """
+
+    def nodes(self, wanted: set[tuple[int, int]]) -> Deferred[dict[tuple[int, int], bytes]]:
+        """
+        The stored hashes of the perfect subtrees C{(level, index)} in
+        C{wanted}, all in one read; a node not (yet) complete is missing
+        from the answer.
+        """
+
+    def leaf_of(self, fqhn: str) -> Deferred[LogLeaf | None]:
+        """
+        The leaf that registered C{fqhn}, or C{None}.
+        """
+
+    def entries(self, start: int, count: int) -> Deferred[list[bytes]]:
+        """
+        The leaves from index C{start}, at most C{count}, in index order.
+        """
+
+    def signing_seed(self) -> Deferred[bytes]:
+        """
+        The log key's 32-byte Ed25519 seed, created with the database.
         """

@@ -3,10 +3,14 @@ Copying a SQLite deployment into PostgreSQL (C{kezchat-admin migrate}).
 
 Everything is copied as stored: handles, each inbox with its seqs and its
 counter (so seqs continue where they were, never reused), idempotency
-keys with their request hashes, manifests, settings (the server domain);
+keys with their request hashes, manifests, settings (the server domain
+and the key directory's signing key), the key directory's leaves and
+subtree hashes (so the log, its indexes and its signed heads continue);
 for a kezsig database, the sigchain events. The target
 gets the current PostgreSQL schema first, must hold no data yet, and
-receives everything in one transaction: a failed copy leaves it empty.
+receives everything in one transaction: a failed copy leaves it empty, and
+marked incomplete (L{kezchat.storage.postgres.incomplete}) so that no
+server starts on it until a migration finishes.
 
 Run it with the servers stopped (or at least not writing): the SQLite
 file is read in one read transaction, a consistent snapshot.
@@ -20,6 +24,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from kezchat.storage.dburl import pool_settings
+from kezchat.storage.postgres import incomplete
 from kezchat.storage.postgres.schema import upgrade
 from kezchat.storage.sqlite.schema import migrations
 
@@ -38,6 +43,8 @@ KINDS: dict[str, tuple[str, str, dict[str, list[str]]]] = {
             "idempotency": ["sender", "key", "recipient", "seq", "created_at", "request_hash"],
             "manifests": ["primary_key", "blob", "blake3", "stored_at"],
             "settings": ["name", "value"],
+            "log_leaves": ["idx", "fqhn", "leaf"],
+            "log_nodes": ["level", "idx", "hash"],
         },
     ),
     "kezsig": (
@@ -113,22 +120,33 @@ async def migrate(
         dsn, _min, _max = pool_settings(target)
         pg = await asyncpg.connect(dsn)
         try:
+            # a target with data is refused before it is marked
+            await _refuse_filled(pg, tables)
+            # no server may start on the target until the copy commits
+            await incomplete.mark(pg, pg_package)
             await upgrade(pg, pg_package)
             counts: dict[str, int] = {}
             async with pg.transaction():
-                for table in tables:
-                    if await pg.fetchval(f"SELECT EXISTS (SELECT 1 FROM {table})"):
-                        raise MigrationError(
-                            f"the target already holds {table}: migrate into an empty database"
-                        )
+                await _refuse_filled(pg, tables)
                 for table, columns in tables.items():
                     counts[table] = await _copy(conn, pg, table, columns)
                     report(f"{table}: {counts[table]} rows")
+                await incomplete.clear(pg, pg_package)
         finally:
             await pg.close()
     finally:
         conn.close()
     return Copied(kind, counts)
+
+
+async def _refuse_filled(pg: Any, tables: dict[str, list[str]]) -> None:
+    for table in tables:
+        if not await pg.fetchval("SELECT to_regclass($1) IS NOT NULL", table):
+            continue
+        if await pg.fetchval(f"SELECT EXISTS (SELECT 1 FROM {table})"):
+            raise MigrationError(
+                f"the target already holds {table}: migrate into an empty database"
+            )
 
 
 async def _copy(conn: sqlite3.Connection, pg: Any, table: str, columns: list[str]) -> int:

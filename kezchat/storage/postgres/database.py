@@ -29,10 +29,18 @@ from twisted.logger import Logger
 from kezchat.natsbridge.aio import deferred_from_coroutine, is_asyncio_reactor
 from kezchat.startup import StartupError
 from kezchat.storage.dburl import is_postgres_url, pool_settings, redacted
-from kezchat.storage.errors import DatabaseClosed, DatabaseUnavailable
+from kezchat.storage.errors import DatabaseClosed, DatabaseUnavailable, Rejected
+from kezchat.storage.gate import AdmissionGate
+from kezchat.storage.postgres.incomplete import refuse_if_marked
 from kezchat.storage.postgres.schema import upgrade
 
 T = TypeVar("T")
+
+#: seconds a call waits for a free connection of the pool: past it the
+#: database is too busy, and the client hears so (503 busy) instead of
+#: waiting on. Longer than a connection attempt may take (10 s), so an
+#: unreachable database fails with its own cause first.
+ACQUIRE_TIMEOUT = 15.0
 
 
 class _OneLine(logging.Handler):
@@ -104,6 +112,16 @@ def fault_cause(error: BaseException) -> str | None:
     return None
 
 
+def _is_driver_error(error: BaseException) -> bool:
+    """
+    Whether C{error} is PostgreSQL refusing the statement (bad data, a
+    broken constraint), as opposed to what the caller's own code raised.
+    """
+    import asyncpg
+
+    return isinstance(error, (asyncpg.PostgresError, asyncpg.DataError))
+
+
 class PostgresDatabase(Service):
     """
     A service owning a pool of connections to one PostgreSQL database.
@@ -122,6 +140,8 @@ class PostgresDatabase(Service):
         close_timeout: float = 5.0,
         on_open: Callable[[Any], Awaitable[None]] | None = None,
         on_write_failure: Callable[[str], None] = lambda cause: None,
+        gate: AdmissionGate | None = None,
+        acquire_timeout: float = ACQUIRE_TIMEOUT,
     ) -> None:
         """
         @param on_open: awaited with a connection once the schema is up to
@@ -129,6 +149,11 @@ class PostgresDatabase(Service):
             domain check); what it raises fails L{when_ready}.
         @param on_write_failure: called with the cause whenever the
             database fails an operation (a metric).
+        @param gate: bounds the calls waiting for this database (in the
+            group commit, for a connection, in flight); past it a call
+            fails at once with C{busy}.
+        @param acquire_timeout: seconds a call waits for a free connection
+            of the pool before failing with C{busy}.
         """
         if not is_asyncio_reactor(reactor):
             raise WrongReactorError(
@@ -142,6 +167,11 @@ class PostgresDatabase(Service):
         self._close_timeout = close_timeout
         self._on_open = on_open
         self._on_write_failure = on_write_failure
+        self.gate = (
+            gate if gate is not None
+            else AdmissionGate(on_refused=lambda: on_write_failure("busy"))
+        )
+        self._acquire_timeout = acquire_timeout
         self._pool: Any = None
         self._ready: asyncio.Future[None] | None = None
         self._closed = True
@@ -182,6 +212,7 @@ class PostgresDatabase(Service):
         try:
             async with pool.acquire() as conn:
                 version = await upgrade(conn, self._schema_package)
+                await refuse_if_marked(conn, self._schema_package, self.path)
                 if self._on_open is not None:
                     await self._on_open(conn)
         except BaseException:
@@ -224,27 +255,45 @@ class PostgresDatabase(Service):
 
     # -- the public API ---------------------------------------------------
 
-    def run(self, fn: Callable[..., Awaitable[T]], *args: Any) -> Deferred[T]:
+    def run(
+        self, fn: Callable[..., Awaitable[T]], *args: Any, size: int = 0, admitted: bool = False
+    ) -> Deferred[T]:
         """
         Run C{await fn(connection, *args)} on a pooled connection, outside
         any explicit transaction (each statement commits on its own).
-        """
-        return self._submit(fn, args, transaction=False)
 
-    def transaction(self, fn: Callable[..., Awaitable[T]], *args: Any) -> Deferred[T]:
+        @param size: the bytes the call carries, counted by the gate while
+            it waits.
+        @param admitted: the caller already holds the gate's room for this
+            work (a batch of jobs it admitted one by one).
+        """
+        return self._submit(fn, args, False, size, admitted)
+
+    def transaction(
+        self, fn: Callable[..., Awaitable[T]], *args: Any, size: int = 0, admitted: bool = False
+    ) -> Deferred[T]:
         """
         Run C{await fn(connection, *args)} in one transaction; the Deferred
         fires after the commit, or fails with what C{fn} raised (rolled
-        back).
+        back). C{size} and C{admitted} as for L{run}.
         """
-        return self._submit(fn, args, transaction=True)
+        return self._submit(fn, args, True, size, admitted)
 
     def _submit(
-        self, fn: Callable[..., Awaitable[T]], args: tuple, transaction: bool
+        self,
+        fn: Callable[..., Awaitable[T]],
+        args: tuple,
+        transaction: bool,
+        size: int,
+        admitted: bool,
     ) -> Deferred[T]:
         if self._closed or self._ready is None:
             return fail(DatabaseClosed("the database is not running"))
-        return deferred_from_coroutine(self._call(fn, args, transaction))
+        if admitted:
+            return deferred_from_coroutine(self._call(fn, args, transaction))
+        return self.gate.run(
+            size, lambda: deferred_from_coroutine(self._call(fn, args, transaction))
+        )
 
     async def _call(self, fn: Callable[..., Awaitable[T]], args: tuple, transaction: bool) -> T:
         ready = self._ready
@@ -257,28 +306,53 @@ class PostgresDatabase(Service):
         if pool is None:
             raise DatabaseClosed("the database stopped")
         try:
-            async with pool.acquire() as conn:
-                if not transaction:
-                    result = await fn(conn, *args)
-                else:
-                    async with conn.transaction():
-                        result = await fn(conn, *args)
-        except Exception as e:
-            cause = fault_cause(e)
-            if cause is None:
-                raise
-            self._degraded = cause
-            self._on_write_failure(cause)
-            if isinstance(e, DatabaseUnavailable):
-                raise
-            # a broken connection may have committed before it broke:
-            # "unavailable" here means "unknown, retry" (idempotency keys
-            # make the retry safe)
+            conn = await pool.acquire(timeout=self._acquire_timeout)
+        except TimeoutError:
+            self._on_write_failure("busy")
             raise DatabaseUnavailable(
-                cause, f"PostgreSQL: {str(e) or type(e).__name__}"
-            ) from e
+                "busy", f"no database connection free within {self._acquire_timeout:g} s",
+                retry_after=1,
+            ) from None
+        except Exception as e:
+            translated = self._translate(e)
+            if translated is e:
+                raise
+            raise translated from e
+        try:
+            if not transaction:
+                result = await fn(conn, *args)
+            else:
+                async with conn.transaction():
+                    result = await fn(conn, *args)
+        except Exception as e:
+            translated = self._translate(e)
+            if translated is e:
+                raise
+            raise translated from e
+        finally:
+            await pool.release(conn)
         self._degraded = None
         return result
+
+    def _translate(self, e: Exception) -> Exception:
+        """
+        A driver's exception as a storage error; the caller's own
+        exceptions come back as they are. Faults are counted and make the
+        database degraded until a call succeeds.
+        """
+        cause = fault_cause(e)
+        if cause is None:
+            if _is_driver_error(e):
+                return Rejected(f"PostgreSQL refused the write: {e}")
+            return e
+        self._degraded = cause
+        self._on_write_failure(cause)
+        if isinstance(e, DatabaseUnavailable):
+            return e
+        # a broken connection may have committed before it broke:
+        # "unavailable" here means "unknown, retry" (idempotency keys make
+        # the retry safe)
+        return DatabaseUnavailable(cause, f"PostgreSQL: {str(e) or type(e).__name__}")
 
     # -- health -----------------------------------------------------------
 

@@ -31,7 +31,7 @@ class PostgresManifestStore:
             )
             return manifest
 
-        return self._db.run(upsert)
+        return self._db.run(upsert, size=len(manifest.blob))
 
     def manifest(self, primary: str) -> Deferred[StoredManifest | None]:
         async def select(conn: Any) -> StoredManifest | None:

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from twisted.internet.defer import CancelledError, Deferred
+from twisted.internet.defer import CancelledError, Deferred, fail
 from twisted.python.failure import Failure
 
 from kezchat.storage.errors import DatabaseUnavailable
@@ -23,11 +23,8 @@ from kezchat.storage.interfaces import (
     RetentionReport,
     StoredMessage,
 )
+from kezchat.storage.postgres import retention
 from kezchat.storage.postgres.database import PostgresDatabase
-
-#: the advisory lock key a retention sweep holds ("kezretn"): one instance
-#: sweeps at a time, the others skip that round
-RETENTION_LOCK = 0x6B657A7265746E
 
 _ADD = (
     "SELECT ord, seq, created_at, duplicate, request_hash"
@@ -79,37 +76,6 @@ async def _add_all(conn: Any, messages: list[NewMessage]) -> list[Accepted]:
         if isinstance(outcome, IdempotencyConflict):
             raise outcome
     return outcomes  # type: ignore[return-value]
-
-
-async def _sweep(conn: Any, older_than: float, max_bytes: int) -> RetentionReport:
-    if not await conn.fetchval("SELECT pg_try_advisory_xact_lock($1)", RETENTION_LOCK):
-        return RetentionReport()
-    expired, expired_bytes = await conn.fetchrow(
-        "WITH gone AS (DELETE FROM messages WHERE created_at < $1 RETURNING size)"
-        " SELECT COUNT(*), COALESCE(SUM(size), 0) FROM gone",
-        older_than,
-    )
-    await conn.execute("DELETE FROM idempotency WHERE created_at < $1", older_than)
-    # per recipient over the cap: the oldest messages whose sizes add up to
-    # the excess
-    over, over_bytes = await conn.fetchrow(
-        "WITH heavy AS ("
-        "  SELECT recipient, SUM(size) - $1 AS excess FROM messages"
-        "  GROUP BY recipient HAVING SUM(size) > $1),"
-        " running AS ("
-        "  SELECT m.recipient, m.seq, h.excess,"
-        "   SUM(m.size) OVER (PARTITION BY m.recipient ORDER BY m.seq) AS total"
-        "  FROM messages m JOIN heavy h USING (recipient)),"
-        " cutoff AS ("
-        "  SELECT recipient, MIN(seq) AS seq FROM running WHERE total >= excess"
-        "  GROUP BY recipient),"
-        " gone AS ("
-        "  DELETE FROM messages m USING cutoff c"
-        "  WHERE m.recipient = c.recipient AND m.seq <= c.seq RETURNING m.size)"
-        " SELECT COUNT(*), COALESCE(SUM(size), 0) FROM gone",
-        max_bytes,
-    )
-    return RetentionReport(expired, expired_bytes, over, over_bytes)
 
 
 # The page is cut in the database: a running total of sizes marks the rows
@@ -182,10 +148,24 @@ class GroupCommit:
         self.batched = 0
 
     def add(self, message: NewMessage) -> Deferred[Accepted]:
+        """
+        Queue C{message} for the next batch, if the database's gate admits
+        it (a message waiting here counts as pending); else fail at once
+        with C{busy}.
+        """
+        try:
+            cost = self._db.gate.admit(len(message.envelope))
+        except DatabaseUnavailable as e:
+            return fail(e)
         d: Deferred[Accepted] = Deferred()
         self._pending.append((message, d))
         self._flush()
-        return d
+
+        def release(result: object) -> object:
+            self._db.gate.release(cost)
+            return result
+
+        return d.addBoth(release)
 
     def _flush(self) -> None:
         while self._pending and self._in_flight < self._max_in_flight:
@@ -194,7 +174,7 @@ class GroupCommit:
             self._in_flight += 1
             self.calls += 1
             self.batched += len(batch)
-            stored = self._db.run(_add, [message for message, _d in batch])
+            stored = self._db.run(_add, [message for message, _d in batch], admitted=True)
             stored.addBoth(self._done, batch)
 
     def _done(
@@ -214,7 +194,8 @@ class GroupCommit:
                 d.errback(result)
         else:
             for message, d in batch:
-                self._db.run(_add_all, [message]).addCallback(lambda r: r[0]).chainDeferred(d)
+                retried = self._db.run(_add_all, [message], admitted=True)
+                retried.addCallback(lambda r: r[0]).chainDeferred(d)
         self._flush()
 
 
@@ -235,7 +216,9 @@ class PostgresMessageStore:
         return self.group.add(message)
 
     def add_messages(self, messages: list[NewMessage]) -> Deferred[list[Accepted]]:
-        return self._db.run(_add_all, list(messages))
+        return self._db.run(
+            _add_all, list(messages), size=sum(len(m.envelope) for m in messages)
+        )
 
     def messages_page(
         self, recipient: str, since: int, limit: int, max_bytes: int
@@ -265,6 +248,11 @@ class PostgresMessageStore:
         return self._db.run(delete)
 
     def apply_retention(
-        self, older_than: float, max_bytes_per_recipient: int
+        self,
+        older_than: float,
+        max_bytes_per_recipient: int,
+        replay_keys_before: float | None = None,
     ) -> Deferred[RetentionReport]:
-        return self._db.transaction(_sweep, older_than, max_bytes_per_recipient)
+        return retention.apply_retention(
+            self._db, older_than, max_bytes_per_recipient, replay_keys_before
+        )

@@ -4,20 +4,30 @@ The handle registry on PostgreSQL.
 
 from __future__ import annotations
 
+from dataclasses import replace
 from typing import Any
 
 from twisted.internet.defer import Deferred
 
 from kezchat.storage.interfaces import HandleRecord, HandleTaken, PrimaryTaken
 from kezchat.storage.postgres.database import PostgresDatabase
+from kezchat.storage.postgres.keylog import append_leaf
 
-_COLUMNS = "local, server, primary_key, registered_at"
+#: a handle with its registration's leaf index, if it has one
+_SELECT = (
+    "SELECT h.local, h.server, h.primary_key, h.registered_at, l.idx AS log_index"
+    " FROM handles h LEFT JOIN log_leaves l ON l.fqhn = h.fqhn"
+)
 
 
 def _record(row: Any) -> HandleRecord | None:
     if row is None:
         return None
-    return HandleRecord(row["local"], row["server"], row["primary_key"], row["registered_at"])
+    index = row["log_index"]
+    return HandleRecord(
+        row["local"], row["server"], row["primary_key"], row["registered_at"],
+        None if index is None else int(index),
+    )
 
 
 class PostgresRegistryStore:
@@ -29,7 +39,7 @@ class PostgresRegistryStore:
     def __init__(self, db: PostgresDatabase) -> None:
         self._db = db
 
-    def add_handle(self, record: HandleRecord) -> Deferred[HandleRecord]:
+    def add_handle(self, record: HandleRecord, leaf: bytes | None = None) -> Deferred[HandleRecord]:
         async def insert(conn: Any) -> HandleRecord:
             import asyncpg
 
@@ -44,14 +54,18 @@ class PostgresRegistryStore:
                 if e.constraint_name == "handles_primary_key_unique":
                     raise PrimaryTaken(record.primary) from None
                 raise HandleTaken(record.fqhn) from None
-            return record
+            if leaf is None:
+                return record
+            return replace(record, log_index=await append_leaf(conn, record.fqhn, leaf))
 
-        return self._db.run(insert)
+        # one transaction: the handle is registered if and only if its leaf
+        # is in the log
+        return self._db.transaction(insert)
 
     def handle(self, fqhn: str) -> Deferred[HandleRecord | None]:
         async def select(conn: Any) -> HandleRecord | None:
             return _record(
-                await conn.fetchrow(f"SELECT {_COLUMNS} FROM handles WHERE fqhn = $1", fqhn)
+                await conn.fetchrow(f"{_SELECT} WHERE h.fqhn = $1", fqhn)
             )
 
         return self._db.run(select)
@@ -60,7 +74,7 @@ class PostgresRegistryStore:
         async def select(conn: Any) -> HandleRecord | None:
             return _record(
                 await conn.fetchrow(
-                    f"SELECT {_COLUMNS} FROM handles WHERE primary_key = $1", primary
+                    f"{_SELECT} WHERE h.primary_key = $1", primary
                 )
             )
 

@@ -35,7 +35,8 @@ from twisted.python.failure import Failure
 from twisted.python.threadpool import ThreadPool
 
 from kezchat.reactor import IServerReactor
-from kezchat.storage.errors import DatabaseClosed, DatabaseUnavailable
+from kezchat.storage.errors import DatabaseClosed, DatabaseUnavailable, Rejected
+from kezchat.storage.gate import AdmissionGate
 from kezchat.storage.sqlite.schema import upgrade
 
 T = TypeVar("T")
@@ -90,6 +91,26 @@ def unavailable(error: BaseException, cause: str | None = None) -> DatabaseUnava
     return DatabaseUnavailable(cause, f"the database is unavailable ({cause}): {error}")
 
 
+def rejected(error: sqlite3.Error) -> Rejected:
+    """
+    A driver error that is the statement's own fault (a constraint, a
+    value SQLite cannot take) as the L{Rejected} a caller sees.
+    """
+    return Rejected(f"SQLite refused the write: {error}")
+
+
+def _own_failure(error: BaseException) -> Failure:
+    """
+    The failure a job that raised C{error} (not a fault of the database)
+    reports: what the job raised, with SQLite's own errors translated.
+    """
+    if isinstance(error, sqlite3.Error):
+        return Failure(rejected(error))
+    failure = Failure()
+    failure.cleanFailure()
+    return failure
+
+
 def _probe(conn: sqlite3.Connection) -> None:
     """
     A write that needs a free page, undone in the same transaction: it
@@ -122,6 +143,7 @@ class SQLiteDatabase(Service):
         busy_timeout: float = BUSY_TIMEOUT,
         on_open: Callable[[sqlite3.Connection], None] | None = None,
         on_write_failure: Callable[[str], None] = lambda cause: None,
+        gate: AdmissionGate | None = None,
     ) -> None:
         """
         @param on_open: run on the writer thread once the schema is up to
@@ -130,8 +152,14 @@ class SQLiteDatabase(Service):
         @param on_write_failure: called on the reactor thread with the
             cause of every write that failed because of the database (a
             metric counts them).
+        @param gate: bounds the jobs (reads and writes) waiting for this
+            database; past it a call fails at once with C{busy}.
         """
         self.path = path
+        self.gate = (
+            gate if gate is not None
+            else AdmissionGate(on_refused=lambda: on_write_failure("busy"))
+        )
         self._reactor = reactor
         self._schema_package = schema_package
         self._max_batch = max_batch
@@ -249,7 +277,6 @@ class SQLiteDatabase(Service):
             return "degraded"
         return "ok"
 
-    @property
     def degraded_cause(self) -> str | None:
         """
         Why the database is degraded, or C{None}.
@@ -274,16 +301,22 @@ class SQLiteDatabase(Service):
 
     # -- the public API ---------------------------------------------------
 
-    def write(self, fn: Callable[..., T], *args: Any) -> Deferred[T]:
+    def write(self, fn: Callable[..., T], *args: Any, size: int = 0) -> Deferred[T]:
         """
         Run C{fn(connection, *args)} on the writer thread inside a
         transaction; the Deferred fires after the commit that made it
         durable, with C{fn}'s result, or fails with what C{fn} raised
         (its changes rolled back, other writes unaffected), or with
         L{DatabaseUnavailable} if the database could not store it (disk
-        full, locked, stopped): then nothing of it was stored.
+        full, locked, stopped, or too many jobs already waiting: see
+        L{AdmissionGate}): then nothing of it was stored.
+
+        @param size: the bytes the job carries (an envelope), counted by
+            the gate while it waits.
         """
-        return self._enqueue(fn, args).addErrback(self._count_failure)
+        return self.gate.run(
+            size, lambda: self._enqueue(fn, args).addErrback(self._count_failure)
+        )
 
     def _enqueue(self, fn: Callable[..., T], args: tuple) -> Deferred[T]:
         with self._queue_lock:
@@ -305,8 +338,11 @@ class SQLiteDatabase(Service):
         """
         if self._closed:
             return fail(DatabaseClosed())
-        return self.when_ready().addCallback(
-            lambda _: deferToThreadPool(self._reactor, self._readers, self._read_job, fn, args)
+        return self.gate.run(
+            0,
+            lambda: self.when_ready().addCallback(
+                lambda _: deferToThreadPool(self._reactor, self._readers, self._read_job, fn, args)
+            ),
         )
 
     # -- threads ----------------------------------------------------------
@@ -341,7 +377,7 @@ class SQLiteDatabase(Service):
                 conn.execute("COMMIT")
         except sqlite3.Error as e:
             if fault_cause(e) is None:
-                raise
+                raise rejected(e) from None
             raise unavailable(e) from None
 
     def _open_writer(self) -> sqlite3.Connection:
@@ -368,8 +404,14 @@ class SQLiteDatabase(Service):
             try:
                 conn = self._open_writer()
             except Exception as e:
-                failure = Failure()
-                failure.cleanFailure()
+                if isinstance(e, sqlite3.Error):
+                    # the driver's error, as storage says it: why, in one word
+                    failure = Failure(
+                        DatabaseUnavailable(fault_cause(e) or "cannot_open", str(e))
+                    )
+                else:
+                    failure = Failure()
+                    failure.cleanFailure()
                 if first:
                     call(self._fire_ready, failure)
                     refusal = unavailable(e, "cannot_open")
@@ -534,8 +576,7 @@ class SQLiteDatabase(Service):
                     # the disk, the lock or the file failed, not this job;
                     # SQLite may have rolled the whole transaction back
                     return faulted(e)
-                failure = Failure()
-                failure.cleanFailure()
+                failure = _own_failure(e)
                 if not conn.in_transaction:
                     # the job ended the transaction itself: its error is its
                     # own, the others' work is gone with the transaction

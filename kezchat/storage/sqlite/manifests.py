@@ -31,7 +31,7 @@ class SQLiteManifestStore:
             )
             return manifest
 
-        return self._db.write(upsert)
+        return self._db.write(upsert, size=len(manifest.blob))
 
     def manifest(self, primary: str) -> Deferred[StoredManifest | None]:
         def select(conn: sqlite3.Connection) -> StoredManifest | None:

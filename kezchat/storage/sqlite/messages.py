@@ -16,6 +16,7 @@ from kezchat.storage.interfaces import (
     RetentionReport,
     StoredMessage,
 )
+from kezchat.storage.sqlite import retention
 from kezchat.storage.sqlite.database import SQLiteDatabase
 
 
@@ -74,10 +75,13 @@ class SQLiteMessageStore:
         self._db = db
 
     def add_message(self, message: NewMessage) -> Deferred[Accepted]:
-        return self._db.write(_insert, message)
+        return self._db.write(_insert, message, size=len(message.envelope))
 
     def add_messages(self, messages: list[NewMessage]) -> Deferred[list[Accepted]]:
-        return self._db.write(lambda conn: [_insert(conn, m) for m in messages])
+        return self._db.write(
+            lambda conn: [_insert(conn, m) for m in messages],
+            size=sum(len(m.envelope) for m in messages),
+        )
 
     def messages_page(
         self, recipient: str, since: int, limit: int, max_bytes: int
@@ -125,38 +129,11 @@ class SQLiteMessageStore:
         )
 
     def apply_retention(
-        self, older_than: float, max_bytes_per_recipient: int
+        self,
+        older_than: float,
+        max_bytes_per_recipient: int,
+        replay_keys_before: float | None = None,
     ) -> Deferred[RetentionReport]:
-        def sweep(conn: sqlite3.Connection) -> RetentionReport:
-            expired, expired_bytes = conn.execute(
-                "SELECT COUNT(*), COALESCE(SUM(size), 0) FROM messages WHERE created_at < ?",
-                (older_than,),
-            ).fetchone()
-            conn.execute("DELETE FROM messages WHERE created_at < ?", (older_than,))
-            conn.execute("DELETE FROM idempotency WHERE created_at < ?", (older_than,))
-            over, over_bytes = 0, 0
-            heavy = conn.execute(
-                "SELECT recipient, SUM(size) AS total FROM messages"
-                " GROUP BY recipient HAVING total > ?",
-                (max_bytes_per_recipient,),
-            ).fetchall()
-            for recipient, total in heavy:
-                excess = total - max_bytes_per_recipient
-                # the oldest messages whose sizes add up to the excess
-                cutoff = conn.execute(
-                    "SELECT seq FROM (SELECT seq, SUM(size) OVER (ORDER BY seq) AS running"
-                    " FROM messages WHERE recipient = ?) WHERE running >= ? LIMIT 1",
-                    (recipient, excess),
-                ).fetchone()[0]
-                count, size = conn.execute(
-                    "SELECT COUNT(*), SUM(size) FROM messages WHERE recipient = ? AND seq <= ?",
-                    (recipient, cutoff),
-                ).fetchone()
-                conn.execute(
-                    "DELETE FROM messages WHERE recipient = ? AND seq <= ?", (recipient, cutoff)
-                )
-                over += count
-                over_bytes += size
-            return RetentionReport(expired, expired_bytes, over, over_bytes)
-
-        return self._db.write(sweep)
+        return retention.apply_retention(
+            self._db, older_than, max_bytes_per_recipient, replay_keys_before
+        )

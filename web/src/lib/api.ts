@@ -69,6 +69,18 @@ export async function lookup(handle: string): Promise<HandleRecord | null> {
   return json(response);
 }
 
+export type RegisterCheck =
+  | { available: true; handle: string; fqhn: string }
+  | { available: false; error: { code: string; message: string; retry_after?: number } };
+
+/**
+ * Whether registering `handle` would be accepted, asked before a key is
+ * made (nothing is registered; always 200 with an answer).
+ */
+export async function checkRegister(handle: string): Promise<RegisterCheck> {
+  return json(await call(`/v1/register/check?handle=${encodeURIComponent(handle)}`));
+}
+
 export async function byPrimary(primary: string): Promise<HandleRecord | null> {
   const response = await call(`/v1/by-primary/${encodeURIComponent(primary)}`);
   if (response.status === 404) return null;

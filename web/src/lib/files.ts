@@ -28,7 +28,7 @@ export function humanSize(size: number): string {
 
 export function tooBig(size: number): string | null {
   if (size <= FILE_MAX) return null;
-  return `That file is ${humanSize(size)}, over the 10 MiB a chat message can carry. Share bigger files with the desktop client.`;
+  return `That file is ${humanSize(size)}, over the 10 MiB a chat message can carry. Share bigger files with the kez-chat command-line client (kez-chat share).`;
 }
 
 /** The types shown inline as pictures. */

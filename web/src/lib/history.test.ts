@@ -29,4 +29,20 @@ describe('history', () => {
     expect(again.model.convs[peer].unread).toBe(0);
     expect(again.model.convs[peer].lastText).toBe('in:late');
   });
+
+  it('says who wrote last ("You:") and tells of each new incoming message once, after it is stored', async () => {
+    const storage = freshStorage();
+    const model: Model = { convs: {}, msgs: {} };
+    const told: string[] = [];
+    const h = new History(model, storage, () => false, (peer, m) => told.push(`${peer}:${m.id}`));
+    const peer = 'ed25519:' + 'cd'.repeat(32);
+    await h.commit(h.put(h.fresh(peer, 'bob@kez.lat', '2026-05-25T03:00:00Z')));
+    const msg = (id: string, dir: 'in' | 'out', ts: string): Msg => ({ id, dir, kind: 'text', text: id, ts });
+    await h.commit(h.add(peer, msg('a', 'out', '2026-05-25T03:00:01Z')));
+    expect(model.convs[peer].lastOut).toBe(true);
+    await h.commit(h.add(peer, msg('b', 'in', '2026-05-25T03:00:02Z')));
+    await h.commit(h.add(peer, msg('b', 'in', '2026-05-25T03:00:02Z')));
+    expect(model.convs[peer].lastOut).toBe(false);
+    expect(told).toEqual([`${peer}:b`]);
+  });
 });

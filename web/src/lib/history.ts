@@ -49,6 +49,8 @@ export class History {
     private readonly storage: Storage,
     /** whether the person is looking at this conversation right now */
     private readonly watching: (peer: string) => boolean = () => false,
+    /** told of each message newly shown in a conversation (for notifications) */
+    private readonly arrived: (peer: string, msg: Msg) => void = () => undefined,
   ) {}
 
   /** Read every conversation and message; what was still sending when the page closed is failed. */
@@ -64,6 +66,7 @@ export class History {
       if (msg.status === 'sending') {
         msg.status = 'failed';
         msg.error = 'not sent before the page closed';
+        msg.transient = true;
         interrupted.push([key, msg]);
       }
       (msgs[peer] ??= []).push(msg);
@@ -106,6 +109,7 @@ export class History {
       if (msg.ts >= conv.lastTs || !conv.lastText) {
         conv.lastTs = msg.ts > conv.lastTs ? msg.ts : conv.lastTs;
         conv.lastText = preview(msg);
+        conv.lastOut = msg.dir === 'out';
       }
       if (msg.dir === 'in' && !this.watching(peer)) conv.unread += 1;
       puts.push([keys.conv(peer), conv]);
@@ -119,6 +123,7 @@ export class History {
       let i = list.length;
       while (i > 0 && list[i - 1].ts > msg.ts) i -= 1;
       list.splice(i, 0, msg);
+      if (conv && msg.dir === 'in') this.arrived(peer, msg);
     });
   }
 
@@ -144,6 +149,7 @@ export class History {
     const record: Conversation = { ...plain(conv), primary: next, lastTs: note.ts, lastText: note.text };
     delete record.keyChanged;
     delete record.newKey;
+    delete record.lastOut;
     const puts: Put[] = [[keys.conv(next), record], ...[...moved, note].map((m): Put => [keys.msg(next, m.id), m])];
     const dels = [keys.conv(old), ...moved.map((m) => keys.msg(old, m.id))];
     return change(puts, () => {

@@ -137,14 +137,17 @@ export class Inbox {
         result = await this.files.chunk(v.sender, seq, v.at, p);
         break;
       case 'file_share':
-        result = add({
-          id,
-          dir: 'in',
-          kind: 'share',
-          text: `${visibleName(p.name)} (${humanSize(Number(p.size) || 0)}) — Download requires the desktop client`,
-          ts: v.at,
-          seq,
-        });
+        result = typeof p.blake3 === 'string' && /^[0-9a-f]{64}$/.test(p.blake3)
+          ? add({
+              id,
+              dir: 'in',
+              kind: 'share',
+              text: `${visibleName(p.name)} (${humanSize(Number(p.size) || 0)})`,
+              ts: v.at,
+              seq,
+              share: { name: visibleName(p.name), size: Number(p.size) || 0, blake3: p.blake3, from: v.handle },
+            })
+          : add({ id, dir: 'in', kind: 'warning', text: `A file offer from ${v.handle} has no valid BLAKE3 hash. It is not shown.`, ts: v.at, seq });
         break;
       default:
         result = add({ id, dir: 'in', kind: 'warning', text: `${v.handle} sent a kind of message this app does not know (${quote(p.type, 40)}).`, ts: v.at, seq });

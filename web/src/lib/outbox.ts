@@ -1,12 +1,20 @@
 /**
  * Sending. A message is stored (status `sending`) before it is shown, and
  * each status after that is stored before it is shown, so a reload at any
- * moment finds it. Sealed envelopes are kept only while a send is under
- * way: they are remade from the stored message for a retry, and the
- * idempotency key per part makes the server answer a part it already has
- * with its first seq instead of storing it twice.
+ * moment finds it. Sealed envelopes are kept in memory until the send
+ * succeeds, so a retry sends the very same envelope, and the idempotency
+ * key per part makes the server answer a part it already has with its
+ * first seq instead of storing it twice. After a reload the message is
+ * sealed again; a part the server already has then answers 409
+ * `idempotency_conflict` under the same key, which means it was delivered.
+ *
+ * A send that failed because the server could not be reached is sent
+ * again by itself when the link is live again (`resend`): the same
+ * idempotency keys make that exactly once, even when the first attempt
+ * did reach the server and only its answer was lost.
  */
 import * as api from './api';
+import { ApiError } from './api';
 import { randomBytes, toHex } from './crypto/bytes';
 import { seal, type Envelope } from './crypto/envelope';
 import { chunkedHeader, fileChunk, inlineFile, textMessage } from './crypto/plaintext';
@@ -16,12 +24,20 @@ import { keys, type Storage } from './storage';
 import type { Signer } from './signer';
 import type { Msg } from './types';
 
+/** A failure that may pass when the server is back (not a refusal of the message itself). */
+export function transient(e: unknown): boolean {
+  if (e instanceof ApiError) return e.code === 'unreachable' || e.status >= 500 || e.status === 429 || e.status === 0;
+  return false;
+}
+
 export function newId(): string {
   return toHex(randomBytes(12));
 }
 
 export class Outbox {
   private sealed = new Map<string, Envelope[]>();
+  /** messages being sent now: a retry of one of them waits for nothing and does nothing */
+  private busy = new Set<string>();
 
   constructor(
     private readonly signer: Signer,
@@ -65,6 +81,15 @@ export class Outbox {
     return this.deliver(peer, id);
   }
 
+  /** Send again, once each, every failed message the server did not refuse. */
+  async resend(): Promise<void> {
+    const due: [string, string][] = [];
+    for (const [peer, list] of Object.entries(this.history.model.msgs)) {
+      for (const m of list) if (m.dir === 'out' && m.status === 'failed' && m.transient && !this.busy.has(m.id)) due.push([peer, m.id]);
+    }
+    for (const [peer, id] of due) await this.deliver(peer, id);
+  }
+
   private async envelopes(peer: string, msg: Msg): Promise<Envelope[]> {
     const key = this.signer.key;
     if (msg.kind === 'text') return [seal(key, peer, textMessage(msg.text))];
@@ -81,10 +106,20 @@ export class Outbox {
   }
 
   private async deliver(peer: string, id: string): Promise<void> {
+    if (this.busy.has(id)) return;
+    this.busy.add(id);
+    try {
+      await this.attempt(peer, id);
+    } finally {
+      this.busy.delete(id);
+    }
+  }
+
+  private async attempt(peer: string, id: string): Promise<void> {
     const msg = this.history.find(peer, id);
     const conv = this.history.model.convs[peer];
     if (!msg || !conv) return;
-    if (msg.status !== 'sending') await this.history.commit(this.history.update(peer, id, { status: 'sending', error: undefined }));
+    if (msg.status !== 'sending') await this.history.commit(this.history.update(peer, id, { status: 'sending', error: undefined, transient: false }));
     try {
       let envelopes = this.sealed.get(id);
       if (!envelopes) {
@@ -95,8 +130,8 @@ export class Outbox {
       const start = msg.file ? Math.min(msg.file.received, envelopes.length) : 0;
       let seq = msg.seq;
       for (let i = start; i < envelopes.length; i++) {
-        const answer = await api.send(this.signer, this.handle, conv.fqhn, envelopes[i], `${id}:${i}`);
-        if (i === 0) seq = answer.seq;
+        const answer = await this.sendPart(conv.fqhn, envelopes[i], `${id}:${i}`);
+        if (i === 0 && answer) seq = answer.seq;
         if (msg.file && envelopes.length > 1) {
           await this.history.commit(this.history.update(peer, id, { seq, file: { ...msg.file, received: i + 1 } }));
         }
@@ -106,7 +141,23 @@ export class Outbox {
       await this.history.commit(this.history.update(peer, id, done));
       this.sealed.delete(id);
     } catch (e) {
-      await this.history.commit(this.history.update(peer, id, { status: 'failed', error: e instanceof Error ? e.message : 'not sent' }));
+      const failed: Partial<Msg> = { status: 'failed', error: e instanceof Error ? e.message : 'not sent', transient: transient(e) };
+      await this.history.commit(this.history.update(peer, id, failed));
+    }
+  }
+
+  /**
+   * One part; null when the server already holds this part under its key
+   * but from an earlier sealing (a reload between the send and its answer
+   * re-seals the message, and the server answers that with a conflict):
+   * it is delivered, only its seq is not known here.
+   */
+  private async sendPart(to: string, envelope: Envelope, key: string): Promise<{ seq: number } | null> {
+    try {
+      return await api.send(this.signer, this.handle, to, envelope, key);
+    } catch (e) {
+      if (e instanceof ApiError && e.code === 'idempotency_conflict') return null;
+      throw e;
     }
   }
 

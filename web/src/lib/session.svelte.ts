@@ -11,6 +11,8 @@
  *   outbox.ts     sending, every status stored before it is shown
  *   history.ts    conversations and messages, one record each
  *   storage.ts    the IndexedDB store
+ *   notify.ts     browser notifications for arriving messages
+ *   signup.ts     asking the server before a key is made
  *
  * The app never acknowledges (DELETE) on its own: the same key may be open
  * in the CLI or another browser, and each keeps its own cursor.
@@ -20,7 +22,7 @@ import { ApiError, type HandleRecord } from './api';
 import { Contacts } from './contacts';
 import { parseHandle } from './crypto/handles';
 import { KeyPair } from './crypto/keys';
-import { mnemonicToSeed, seedToMnemonic } from './crypto/mnemonic';
+import { mnemonicToSeed, seedToMnemonic, wordProblem } from './crypto/mnemonic';
 import { registration } from './crypto/registration';
 import { nextEvent } from './crypto/sigchain';
 import { nowRfc3339 } from './crypto/time';
@@ -30,6 +32,7 @@ import { FileUrls } from './fileurls';
 import { History, change, merge } from './history';
 import { Inbox } from './inbox';
 import { Link, type LinkStatus } from './link';
+import { Notifier, notificationApi } from './notify';
 import { Outbox } from './outbox';
 import { trustNewKey } from './repin';
 import { Signer } from './signer';
@@ -37,6 +40,16 @@ import { Storage, keys } from './storage';
 import type { Account, Conversation, Msg } from './types';
 
 export type { LinkStatus };
+
+/** Choices the person made in Settings (kept in this browser, wiped on log-out). */
+export interface Prefs {
+  /** show the message text in notifications (off: only who wrote) */
+  notifyText: boolean;
+  /** the person said "not now" to notifications */
+  notifyDismissed: boolean;
+}
+
+const PREFS_KEY = 'prefs';
 
 interface Vault {
   sealed: SealedSeed;
@@ -69,6 +82,9 @@ export class Session {
   /** true when another tab of this browser already runs the account */
   elsewhere = $state(false);
   active = $state<string | null>(null);
+  prefs = $state<Prefs>({ notifyText: false, notifyDismissed: false });
+  /** the browser's notification permission, or null when it has none */
+  notifyPermission = $state<NotificationPermission | null>(notificationApi()?.permission ?? null);
 
   key: KeyPair | null = null;
   private vault: Vault | null = null;
@@ -82,8 +98,17 @@ export class Session {
 
   async load(): Promise<void> {
     this.vault = (await this.storage.get<Vault>(keys.vault)) ?? null;
+    this.prefs = { ...this.prefs, ...((await this.storage.get<Prefs>(PREFS_KEY)) ?? {}) };
     this.account = this.vault?.account ?? null;
     this.locked = this.vault !== null;
+    // say that another tab runs the account before asking for the passphrase
+    if (this.vault) {
+      this.tabClaimed = this.claimTab();
+      if (!(await this.tabClaimed)) {
+        this.tabClaimed = null;
+        this.elsewhere = true;
+      }
+    }
     this.loaded = true;
   }
 
@@ -101,6 +126,8 @@ export class Session {
 
   /** Log in from the 24 words: the key must already have a handle here. */
   async login(words: string, passphrase: string): Promise<void> {
+    const problem = wordProblem(words);
+    if (problem !== null) throw new ApiError('bad_words', problem);
     const key = new KeyPair(mnemonicToSeed(words));
     const [{ server }, record] = await Promise.all([api.healthz(), api.byPrimary(key.primary)]);
     if (record === null) {
@@ -134,6 +161,37 @@ export class Session {
   async revealWords(passphrase: string): Promise<string> {
     if (!this.vault) throw new Error('there is no account in this browser');
     return seedToMnemonic(await openSeed(this.vault.sealed, passphrase));
+  }
+
+  /**
+   * Lock the key in this browser under a new passphrase; the old one must
+   * open it first (someone at an unlocked screen cannot take it over).
+   */
+  async changePassphrase(old: string, next: string): Promise<void> {
+    if (!this.vault) throw new Error('there is no account in this browser');
+    if (next.length < 8) throw new Error('Choose a new passphrase of at least 8 characters.');
+    let seed: Uint8Array;
+    try {
+      seed = await openSeed(this.vault.sealed, old);
+    } catch {
+      throw new Error('The current passphrase is not right: nothing was changed.');
+    }
+    const vault: Vault = { sealed: await sealSeed(seed, next), account: $state.snapshot(this.vault.account) as Account };
+    await this.storage.set(keys.vault, vault);
+    this.vault = vault;
+  }
+
+  async setPrefs(changes: Partial<Prefs>): Promise<void> {
+    const next = { ...$state.snapshot(this.prefs), ...changes };
+    await this.storage.set(PREFS_KEY, next);
+    this.prefs = next;
+  }
+
+  /** Ask for notification permission: only ever from a click. */
+  async enableNotifications(): Promise<void> {
+    const api = notificationApi();
+    if (!api) return;
+    this.notifyPermission = await api.requestPermission();
   }
 
   /** Log out: close the stream and wipe everything this app stored. */
@@ -175,6 +233,7 @@ export class Session {
     this.convs = {};
     this.msgs = {};
     this.saveError = null;
+    this.prefs = { notifyText: false, notifyDismissed: false };
     await this.storage.wipe();
   }
 
@@ -232,7 +291,19 @@ export class Session {
     // the domain signed into every request: the part after @ in the handle
     const signer = new Signer(key, account.fqhn.slice(account.fqhn.indexOf('@') + 1));
     const contacts = new Contacts((await this.storage.entriesWith<string>('pin:')).map(([k, v]) => [k.slice(4), v]));
-    const history = new History(this, this.storage, (peer) => this.active === peer && !document.hidden);
+    const looking = (peer: string) => this.active === peer && !document.hidden && document.hasFocus();
+    const notifier = new Notifier({
+      showText: () => this.prefs.notifyText,
+      looking,
+      handleOf: (peer) => this.convs[peer]?.fqhn,
+      open: (peer) => {
+        window.focus();
+        location.hash = `#/chat/${peer}`;
+      },
+    });
+    const history = new History(this, this.storage, (peer) => this.active === peer && !document.hidden, (peer, msg) =>
+      notifier.arrived(peer, msg),
+    );
     await history.load();
     const files = new FileInbox(this.storage, history);
     await files.load();
@@ -246,7 +317,11 @@ export class Session {
     const link = new Link(signer, account.handle, account.fqhn, {
       deliver: (item) => inbox.enqueue(item),
       cursor: () => inbox.cursor,
-      status: (s) => (this.status = s),
+      status: (s) => {
+        this.status = s;
+        // the server is back: what failed to go out while it was away goes now
+        if (s === 'live') void outbox.resend();
+      },
       refused: (why) => (this.refused = why),
     });
     const expire = () => files.expire().catch((e) => (this.saveError = `Dropping old file pieces failed: ${String(e)}`));
@@ -287,7 +362,9 @@ export class Session {
     }
     const pinned = run.contacts.keyOf(handle.fqhn);
     if (pinned !== undefined) return pinned;
-    const record = await api.lookup(handle.local);
+    // asking first keeps an unknown name from logging a 404 in the console
+    const check = await api.checkRegister(handle.local);
+    const record = check.available ? null : await api.lookup(handle.local);
     if (record === null || record.fqhn !== handle.fqhn) {
       throw new Error(`Nobody is registered as ${handle.fqhn}. Check the spelling, or ask them for their KEZ.`);
     }

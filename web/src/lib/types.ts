@@ -39,6 +39,10 @@ export interface Msg {
   status?: MsgStatus;
   file?: FileInfo;
   error?: string;
+  /** a peer-to-peer file offer (`file_share`): fetched with the kez-chat CLI */
+  share?: { name: string; size: number; blake3: string; from: string };
+  /** a failed send the server never refused: sent again when the link is back */
+  transient?: boolean;
 }
 
 export interface Conversation {
@@ -48,6 +52,8 @@ export interface Conversation {
   unread: number;
   lastTs: string;
   lastText: string;
+  /** the last message is one this person sent (the list says "You:") */
+  lastOut?: boolean;
   /** set when a message for this handle came signed by another key */
   keyChanged?: string;
   /** that other key: the person may choose to trust it instead */

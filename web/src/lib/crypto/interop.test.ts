@@ -8,7 +8,7 @@ import { resolve } from 'node:path';
 import { describe, expect, it } from 'vitest';
 import { fromB64url, fromHex, toB64url, toHex, utf8 } from './bytes';
 import { EnvelopeError, open, seal } from './envelope';
-import { jcsText } from './jcs';
+import { jcs, jcsText } from './jcs';
 import { KeyPair } from './keys';
 import { manifestBlake3, verifyManifest } from './manifest';
 import { mnemonicToSeed, seedToMnemonic } from './mnemonic';
@@ -16,6 +16,8 @@ import { primaryToUserNkey } from './nkeys';
 import { bodyDigest, signRequest, signedText } from './auth';
 import { openSealed, sealWithEphemeral } from './sealedbox';
 import { eventHash, verifyChain } from './sigchain';
+import { MerkleTree, ProofError, leafHash, parseHead, parseLeaf, signHead, verifyConsistency, verifyInclusion } from './merkle';
+import { registration } from './registration';
 import { buildVectors, render } from './vectors';
 
 const interop = resolve(__dirname, '../../../../interop');
@@ -104,6 +106,42 @@ function checks(file: string) {
         expect(toHex(openSealed(fromB64url(entry.sealed), recipient))).toBe(entry.content_key_hex);
         const again = sealWithEphemeral(fromHex(entry.content_key_hex), recipient.primary, fromHex(entry.ephemeral_secret_hex));
         expect(toB64url(again)).toBe(entry.sealed);
+      }
+    });
+
+    it('keylog: leaves, signed heads, inclusion and consistency proofs', () => {
+      const log = vectors.keylog;
+      const seed = fromHex(log.log_seed_hex);
+      const tree = new MerkleTree();
+      for (const entry of log.leaves) {
+        const leaf = jcs(registration(new KeyPair(fromHex(entry.seed_hex)), entry.handle, log.server, log.ts));
+        expect(toB64url(leaf)).toBe(entry.leaf);
+        expect(toHex(leafHash(leaf))).toBe(entry.leaf_hash);
+        expect(parseLeaf(leaf).fqhn).toBe(`${entry.handle}@${log.server}`);
+        tree.append(leaf);
+      }
+      log.heads.forEach((head: Any, size: number) => {
+        expect(parseHead(head)).toEqual(head);
+        expect(signHead(seed, size, tree.root(size), log.ts)).toEqual(head);
+      });
+      const root = (size: number) => fromHex(log.heads[size].root);
+      for (const p of log.inclusion) {
+        const path = p.path.map(fromHex);
+        expect(tree.inclusion(p.index, p.size).map(toHex)).toEqual(p.path);
+        const leaf = fromHex(log.leaves[p.index].leaf_hash);
+        verifyInclusion(p.index, p.size, leaf, path, root(p.size));
+        if (path.length) {
+          const bad = path.map((h: Uint8Array, i: number) => (i === 0 ? Uint8Array.from(h, (b, j) => (j === 0 ? b ^ 1 : b)) : h));
+          expect(() => verifyInclusion(p.index, p.size, leaf, bad, root(p.size))).toThrow(ProofError);
+        }
+      }
+      for (const p of log.consistency) {
+        const path = p.path.map(fromHex);
+        expect(tree.consistency(p.from, p.to).map(toHex)).toEqual(p.path);
+        verifyConsistency(p.from, p.to, path, root(p.from), root(p.to));
+        if (p.from < p.to) {
+          expect(() => verifyConsistency(p.from, p.to, path, root(p.to), root(p.to))).toThrow(ProofError);
+        }
       }
     });
 

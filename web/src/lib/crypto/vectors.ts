@@ -12,6 +12,7 @@ import { toB64url, toHex, utf8 } from './bytes';
 import { checkShape, seal, sealBytes, type Envelope } from './envelope';
 import { jcs, jcsText } from './jcs';
 import { KeyPair } from './keys';
+import { MerkleTree, leafHash, signHead } from './merkle';
 import { type Manifest } from './manifest';
 import { manifestBlake3 } from './manifest';
 import { seedToMnemonic } from './mnemonic';
@@ -229,6 +230,35 @@ function manifestVectors() {
   return [{ owner: 'alice', manifest, blob: jcsText(manifest), blake3: manifestBlake3(blob) }];
 }
 
+const KEYLOG_HANDLES = ['ana', 'ben', 'cai', 'dee', 'eli', 'fay', 'gus'];
+const LOG_SEED = Uint8Array.from({ length: 32 }, (_, i) => 64 + i);
+
+/** A fixed key directory of seven registrations with every head and proof (kezchat/keylog/vectors.py). */
+function keylogVectors() {
+  const server = 'kez.lat';
+  const regs = KEYLOG_HANDLES.map((handle, i) => {
+    const key = new KeyPair(new Uint8Array(32).fill(0x10 + i));
+    return { handle, key, leaf: jcs(registration(key, handle, server, TS)) };
+  });
+  const tree = new MerkleTree();
+  for (const r of regs) tree.append(r.leaf);
+  const n = regs.length;
+  const sizes = (from: number) => Array.from({ length: n - from + 1 }, (_, i) => from + i);
+  return {
+    server,
+    ts: TS,
+    log_seed_hex: toHex(LOG_SEED),
+    leaves: regs.map((r) => ({ handle: r.handle, seed_hex: toHex(r.key.seed), leaf: toB64url(r.leaf), leaf_hash: toHex(leafHash(r.leaf)) })),
+    heads: sizes(0).map((size) => signHead(LOG_SEED, size, tree.root(size), TS)),
+    inclusion: sizes(1).flatMap((size) =>
+      Array.from({ length: size }, (_, index) => ({ handle: regs[index].handle, index, size, path: tree.inclusion(index, size).map(toHex) })),
+    ),
+    consistency: sizes(1).flatMap((second) =>
+      Array.from({ length: second }, (_, i) => ({ from: i + 1, to: second, path: tree.consistency(i + 1, second).map(toHex) })),
+    ),
+  };
+}
+
 export function buildVectors() {
   return {
     format: FORMAT_VERSION,
@@ -243,6 +273,7 @@ export function buildVectors() {
     sigchains: sigchainVectors(),
     sealed_keys: sealedKeyVectors(),
     manifests: manifestVectors(),
+    keylog: keylogVectors(),
   };
 }
 

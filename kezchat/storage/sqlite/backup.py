@@ -8,7 +8,9 @@ transaction instead: a snapshot of the last commit, taken while the server
 keeps writing (WAL readers never block the writer). The copy is written
 beside its destination under a temporary name, checked, switched out of WAL
 mode so it is one self-contained file, and only then linked into place, so
-a half-written backup never carries the final name.
+a half-written backup never carries the final name; a backup killed
+midway leaves its temporary file, which the next one in that directory
+removes (L{kezchat.tempfiles}).
 
 The same code backs up the chat-server's database and the sig-server's:
 both are plain SQLite files with a C{schema_version} table.
@@ -24,6 +26,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import BinaryIO
 from urllib.parse import quote
+
+from kezchat import tempfiles
 
 
 class BackupError(Exception):
@@ -129,10 +133,11 @@ def backup_database(source: str, destination: str | os.PathLike[str]) -> BackupR
     target = Path(destination)
     if target.exists():
         raise BackupError(f"{target} already exists; refusing to overwrite it")
+    directory = str(target.parent or ".")
+    # what an earlier backup killed midway left here
+    tempfiles.clean_stale(directory, ".partial")
     try:
-        fd, partial = tempfile.mkstemp(
-            prefix=f".{target.name}.", suffix=".partial", dir=target.parent or "."
-        )
+        fd, partial = tempfiles.create(directory, target.name, ".partial")
     except OSError as e:
         raise BackupError(f"{target}: {e}") from None
     os.close(fd)
