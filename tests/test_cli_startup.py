@@ -2,7 +2,8 @@
 What makes C{kez-chat} start quickly, checked by what it imports rather
 than by timing: the top-level C{--help}, C{whoami} and C{contacts} load no
 event loop, HTTP stack or crypto library, and C{send} no Twisted, treq,
-nats-py or Iroh (it posts with L{kezchat.client.blocking}). The command
+nats-py or Iroh (it posts with L{kezchat.client.blocking}, and checks a
+new contact's key in the key directory through it), nor does C{audit}. The command
 table the lazy parser is built from must say what the group modules' own
 parsers say, and the blocking client keeps the treq client's promises:
 certificates verified, one deadline per exchange, bounded answers.
@@ -110,7 +111,7 @@ class ImportGuardTests(CliTestCase):
 
     async def test_help_whoami_contacts_and_send(self) -> None:
         await self.start_servers()
-        alice, bob = await self.registered("alice", "bob")
+        alice, bob, _carol = await self.registered("alice", "bob", "carol")
         await alice.ok("add", "bob")
 
         loaded, _ = await self.modules(alice, "--help")
@@ -132,6 +133,17 @@ class ImportGuardTests(CliTestCase):
         self.assertNotIn("kezchat.natsbridge", loaded)
         got = (await bob.ok("listen", "--json", "--count", "1", "--timeout", "20")).lines
         self.assertEqual([(m["text"], m["verified"]) for m in got], [("quick", True)])
+
+        # someone new: the key directory and the sigchain are checked
+        # before the pin, still without an event loop
+        loaded, sent = await self.modules(alice, "send", "carol", "first", "--json")
+        self.assertEqual(sent, {"to": "carol@kez.lat", "seq": 1})
+        self.assert_none_of(loaded, EVENT_LOOP, "send to someone new")
+        self.assertIn("kezchat.client.keydir", loaded)
+
+        loaded, verdict = await self.modules(alice, "audit", "--json")
+        self.assertEqual((verdict["ok"], verdict["size"]), (True, 3))
+        self.assert_none_of(loaded, EVENT_LOOP, "audit")
 
 
 class BlockingClientTLSTests(TestCase):
