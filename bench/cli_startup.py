@@ -12,7 +12,11 @@ C{python -c pass} (the interpreter alone) and C{python -c "import
 kezchat"} (the package's own import).
 
 The C{send} row is end to end: start, look up the recipient's current
-record (the pin is checked against it), sign, POST, exit. The last row
+record (the pin is checked against it), sign, POST, exit. The C{send to
+someone new} row sends to a recipient not pinned yet (the pin is removed
+before each run, untimed): the key directory's head and the inclusion
+proof of their key are fetched and checked before the pin (the bench's
+server names no sig-server, so no sigchain is fetched). The last row
 sends with the key in the passphrase-encrypted file instead: its scrypt
 unlock (128 MiB, about half a second by design) is the bound there.
 
@@ -31,6 +35,7 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Callable
 
 REPO_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 PASSPHRASE = "bench passphrase, long enough"
@@ -97,9 +102,23 @@ def cli(env: dict[str, str], *argv: str) -> subprocess.CompletedProcess[bytes]:
     return result
 
 
-def timed(argv: list[str], env: dict[str, str], runs: int) -> list[float]:
+def unpin(env: dict[str, str]) -> None:
+    """
+    Forget every contact of the home in C{env} (its head stays kept).
+    """
+    try:
+        os.unlink(os.path.join(env["KEZ_CHAT_HOME"], "contacts.json"))
+    except FileNotFoundError:
+        pass
+
+
+def timed(
+    argv: list[str], env: dict[str, str], runs: int, before: Callable[[], None] | None = None
+) -> list[float]:
     times = []
     for _ in range(runs):
+        if before is not None:
+            before()
         start = time.perf_counter()
         result = subprocess.run(
             argv, env=env, cwd=REPO_ROOT, stdin=subprocess.DEVNULL, capture_output=True
@@ -155,9 +174,11 @@ def main() -> None:
         alice = cli_env(scratch, url, "alice", keyring=True)
         bob = cli_env(scratch, url, "bob", keyring=True)
         carol = cli_env(scratch, url, "carol", keyring=False)
+        dave = cli_env(scratch, url, "dave", keyring=True)
         cli(alice, "register", "alice", "--yes", "--json")
         cli(bob, "register", "bob", "--yes", "--json")
         cli(carol, "register", "carol", "--yes", "--json")
+        cli(dave, "register", "dave", "--yes", "--json")
         cli(alice, "add", "bob")
         cli(carol, "add", "bob")
 
@@ -167,27 +188,30 @@ def main() -> None:
 
         python = [sys.executable]
         kez = [sys.executable, "-m", "kezchat.cli"]
-        rows = [
-            ("python -c pass", [*python, "-c", "pass"], alice),
-            ('python -c "import kezchat"', [*python, "-c", "import kezchat"], alice),
-            ("kez-chat --help", [*kez, "--help"], alice),
-            ("kez-chat send --help", [*kez, "send", "--help"], alice),
-            ("kez-chat whoami", [*kez, "whoami"], alice),
-            ("kez-chat contacts --json", [*kez, "contacts", "--json"], alice),
-            ("kez-chat send bob TEXT", [*kez, "send", "bob", "hello from the bench"], alice),
-            ("kez-chat send (key file)", [*kez, "send", "bob", "hello from the bench"], carol),
+        text = "hello from the bench"
+        rows: list[tuple[str, list[str], dict[str, str], Callable[[], None] | None]] = [
+            ("python -c pass", [*python, "-c", "pass"], alice, None),
+            ('python -c "import kezchat"', [*python, "-c", "import kezchat"], alice, None),
+            ("kez-chat --help", [*kez, "--help"], alice, None),
+            ("kez-chat send --help", [*kez, "send", "--help"], alice, None),
+            ("kez-chat whoami", [*kez, "whoami"], alice, None),
+            ("kez-chat contacts --json", [*kez, "contacts", "--json"], alice, None),
+            ("kez-chat send bob TEXT", [*kez, "send", "bob", text], alice, None),
+            ("kez-chat send to someone new", [*kez, "send", "bob", text], dave,
+             lambda: unpin(dave)),
+            ("kez-chat send (key file)", [*kez, "send", "bob", text], carol, None),
         ]
         # one warm-up round, then the rows in turn (round-robin), so a
         # change in the machine's load falls on every row alike
         samples: list[list[float]] = [[] for _ in rows]
         for round_ in range(args.runs + 1):
-            for (_, argv, env), times in zip(rows, samples, strict=True):
-                took = timed(argv, env, 1)
+            for (_, argv, env, before), times in zip(rows, samples, strict=True):
+                took = timed(argv, env, 1, before)
                 if round_:
                     times.extend(took)
         results = [
             (name, statistics.median(times), p90(times))
-            for (name, _, _), times in zip(rows, samples, strict=True)
+            for (name, _, _, _), times in zip(rows, samples, strict=True)
         ]
         floor = results[0][1]
         print(f"\nkez-chat start-up, {args.runs} rounds of every row in turn (loopback server)\n")
