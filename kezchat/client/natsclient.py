@@ -30,6 +30,7 @@ from kezchat.natsbridge.subjects import (
     consumer_name,
     inbox_subject,
     parse_inbox_subject,
+    parse_senders_copy_subject,
     reply_prefix,
 )
 
@@ -123,6 +124,11 @@ class InboxMessage:
     @ivar seq: its JetStream stream sequence.
     @ivar from_primary: the sender, vouched for by the broker (the subject's
         last token is the publisher's own key).
+    @ivar direction: C{"in"}, or C{"out"} for the sender's copy of a message
+        this user sent (from another device, or over HTTP): its subject is
+        C{kez.inbox.<own key>.out.<recipient>}, which only the chat-server
+        may publish on.
+    @ivar to_primary: an C{out} message's recipient.
     """
 
     seq: int
@@ -130,6 +136,8 @@ class InboxMessage:
     envelope: Any
     created_at: str | None
     msg: Any
+    direction: str = "in"
+    to_primary: str | None = None
 
     async def ack(self) -> None:
         await self.msg.ack()
@@ -162,22 +170,31 @@ async def fetch_inbox(sub: Any, batch: int = 64, timeout: float = 5.0) -> list[I
     out = []
     for msg in msgs:
         parsed = parse_inbox_subject(msg.subject)
+        copy = parse_senders_copy_subject(msg.subject)
         try:
             envelope = json.loads(msg.data)
         except ValueError:
             envelope = None
-        if parsed is None or not isinstance(envelope, dict):
+        if (parsed is None and copy is None) or not isinstance(envelope, dict):
             await msg.ack()
             continue
         meta = msg.metadata
         created = meta.timestamp.isoformat() if getattr(meta, "timestamp", None) else None
+        if copy is not None:
+            sender_hex, direction = copy[0], "out"
+            to_primary: str | None = format_primary(bytes.fromhex(copy[1]))
+        else:
+            assert parsed is not None
+            sender_hex, direction, to_primary = parsed[1], "in", None
         out.append(
             InboxMessage(
                 seq=int(meta.sequence.stream),
-                from_primary=format_primary(bytes.fromhex(parsed[1])),
+                from_primary=format_primary(bytes.fromhex(sender_hex)),
                 envelope=envelope,
                 created_at=created,
                 msg=msg,
+                direction=direction,
+                to_primary=to_primary,
             )
         )
     return out

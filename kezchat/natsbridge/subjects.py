@@ -22,6 +22,9 @@ INBOX_ROOT = "kez.inbox"
 ALL_INBOXES = f"{INBOX_ROOT}.>"
 
 _INBOX_SUBJECT = re.compile(r"kez\.inbox\.([0-9a-f]{64})\.([0-9a-f]{64})")
+_COPY_SUBJECT = re.compile(r"kez\.inbox\.([0-9a-f]{64})\.out\.([0-9a-f]{64})")
+#: the token that marks a sender's copy (see L{senders_copy_subject})
+OUT_TOKEN = "out"
 
 
 def inbox_subject(recipient_hex: str, sender_hex: str) -> str:
@@ -36,6 +39,28 @@ def parse_inbox_subject(subject: str) -> tuple[str, str] | None:
     C{(recipient_hex, sender_hex)} of an inbox subject, or C{None}.
     """
     m = _INBOX_SUBJECT.fullmatch(subject)
+    return (m.group(1), m.group(2)) if m else None
+
+
+def senders_copy_subject(owner_hex: str, recipient_hex: str) -> str:
+    """
+    The subject of the sender's copy of a message C{owner_hex} sent to
+    C{recipient_hex}: C{kez.inbox.<owner>.out.<recipient>}.
+
+    It lies under the owner's own C{kez.inbox.<owner>.>}, so the owner's
+    subscription and durable consumers already take it, and it has five
+    tokens, so no user's publish permission (C{kez.inbox.*.<own key>}, four
+    tokens) matches it: only the chat-server puts copies there, and a
+    native client can believe one as its own sent message.
+    """
+    return f"{INBOX_ROOT}.{_check(owner_hex)}.{OUT_TOKEN}.{_check(recipient_hex)}"
+
+
+def parse_senders_copy_subject(subject: str) -> tuple[str, str] | None:
+    """
+    C{(owner_hex, recipient_hex)} of a sender's-copy subject, or C{None}.
+    """
+    m = _COPY_SUBJECT.fullmatch(subject)
     return (m.group(1), m.group(2)) if m else None
 
 
