@@ -1,0 +1,268 @@
+"""
+The sender's copy: every accepted message is also added to the sender's own
+inbox as an C{out} item, on both storage backends, over HTTP pages, SSE and
+NATS, in the same transaction as the recipient's copy (an injected failure
+leaves neither), once per message however often a send is retried.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import sqlite3
+from typing import Any
+
+import nats.errors
+from twisted.trial.unittest import TestCase
+
+from kezchat.e2e import open_envelope, open_own_envelope, seal_envelope, text_message
+from kezchat.natsbridge.aio import deferred_from_coroutine
+from kezchat.natsbridge.subjects import consumer_filter, inbox_subject, senders_copy_subject
+from tests.backends import on_postgresql
+from tests.relaysupport import inbox, open_stream, send
+from tests.support import http_client, register, start_server
+from tests.test_nats_bridge import BridgeTestCase
+
+nats_ = deferred_from_coroutine
+
+
+class SendersCopyTestCase(TestCase):
+    timeout = 60
+
+    async def setUp(self) -> None:
+        self.server = await start_server(self)
+        self.url = self.server.url
+        self.client = http_client(self)
+        self.alice, _ = await register(self.client, self.url, "alice")
+        self.bob, _ = await register(self.client, self.url, "bob")
+
+    async def items(self, key: Any, handle: str) -> list[dict[str, Any]]:
+        code, page = await inbox(self.client, self.url, key, handle)
+        self.assertEqual(code, 200)
+        return page["messages"]
+
+    async def inject_failure(self) -> None:
+        """
+        Make the database refuse every C{out} row, as a failing disk or a
+        constraint would, in the middle of storing a message.
+        """
+        db = self.server.parts.db
+        if getattr(self, "db_backend", "sqlite") == "postgresql":
+            async def install(conn: Any) -> None:
+                await conn.execute(
+                    "CREATE FUNCTION kez_test_refuse() RETURNS trigger LANGUAGE plpgsql AS"
+                    " $$ BEGIN RAISE EXCEPTION 'injected failure'; END $$;"
+                    " CREATE TRIGGER kez_test_refuse BEFORE INSERT ON messages FOR EACH ROW"
+                    " WHEN (NEW.direction = 'out') EXECUTE FUNCTION kez_test_refuse();"
+                )
+
+            await db.run(install)
+        else:
+            await db.write(lambda conn: conn.execute(
+                "CREATE TRIGGER kez_test_refuse BEFORE INSERT ON messages"
+                " WHEN NEW.direction = 'out' BEGIN SELECT RAISE(ABORT, 'injected failure'); END"
+            ))
+
+    def injected_errors(self) -> tuple[type[BaseException], ...]:
+        if getattr(self, "db_backend", "sqlite") == "postgresql":
+            import asyncpg
+
+            return (asyncpg.exceptions.RaiseError,)
+        return (sqlite3.IntegrityError,)
+
+    async def remove_failure(self) -> None:
+        db = self.server.parts.db
+        if getattr(self, "db_backend", "sqlite") == "postgresql":
+            async def drop(conn: Any) -> None:
+                await conn.execute("DROP TRIGGER kez_test_refuse ON messages")
+
+            await db.run(drop)
+        else:
+            await db.write(lambda conn: conn.execute("DROP TRIGGER kez_test_refuse"))
+
+
+class SendersCopyTests(SendersCopyTestCase):
+    async def test_both_sides_in_both_inboxes(self) -> None:
+        """
+        Each party's inbox holds the whole conversation in order: what it
+        received (C{in}) and what it sent (C{out}, with C{to} and
+        C{to_primary}), each numbered in that inbox.
+        """
+        code, body = await send(self.client, self.url, self.alice, "alice", "bob", {"n": 1})
+        self.assertEqual((code, body["seq"]), (201, 1))
+        code, body = await send(self.client, self.url, self.bob, "bob", "alice", {"n": 2})
+        self.assertEqual((code, body["seq"]), (201, 2))
+        alice = await self.items(self.alice, "alice")
+        self.assertEqual(
+            [(m["seq"], m["direction"], m["envelope"]) for m in alice],
+            [(1, "out", {"n": 1}), (2, "in", {"n": 2})],
+        )
+        out, received = alice
+        self.assertEqual(out["to"], "bob@kez.lat")
+        self.assertEqual(out["to_primary"], self.bob.primary)
+        self.assertEqual((out["from"], out["from_primary"]), ("alice@kez.lat", self.alice.primary))
+        self.assertNotIn("to", received)
+        self.assertEqual(received["from"], "bob@kez.lat")
+        bob = await self.items(self.bob, "bob")
+        self.assertEqual(
+            [(m["seq"], m["direction"], m.get("to")) for m in bob],
+            [(1, "in", None), (2, "out", "alice@kez.lat")],
+        )
+
+    async def test_the_sender_opens_its_own_copy(self) -> None:
+        envelope = seal_envelope(self.alice, self.bob.primary, text_message("hi bob"))
+        await send(self.client, self.url, self.alice, "alice", "bob", envelope)
+        [copy] = await self.items(self.alice, "alice")
+        opened = open_own_envelope(
+            copy["envelope"], self.alice, expected_recipient=copy["to_primary"]
+        )
+        self.assertEqual(opened.plaintext, text_message("hi bob"))
+        [item] = await self.items(self.bob, "bob")
+        self.assertEqual(open_envelope(item["envelope"], self.bob).plaintext, opened.plaintext)
+
+    async def test_streams_of_the_sender_get_the_copy(self) -> None:
+        """
+        Every stream the sender holds (two devices) gets the copy live; a
+        stream resumed from an earlier seq replays it.
+        """
+        first = await open_stream(self, self.url, self.alice, "alice")
+        second = await open_stream(self, self.url, self.alice, "alice")
+        await send(self.client, self.url, self.alice, "alice", "bob", {"n": 1})
+        await send(self.client, self.url, self.bob, "bob", "alice", {"n": 2})
+        for stream in (first, second):
+            await stream.wait_for(2)
+            self.assertEqual(
+                [(m["seq"], m["direction"]) for m in stream.items()], [(1, "out"), (2, "in")]
+            )
+            self.assertEqual(stream.items()[0]["to"], "bob@kez.lat")
+        resumed = await open_stream(self, self.url, self.alice, "alice", last_event_id=0)
+        await resumed.wait_for(2)
+        self.assertEqual(resumed.items(), first.items())
+
+    async def test_retries_store_one_copy(self) -> None:
+        """
+        A retry with the same idempotency key, and the same signed request
+        repeated, store neither copy again.
+        """
+        for _ in range(3):
+            code, body = await send(
+                self.client, self.url, self.alice, "alice", "bob", {"n": 1},
+                idempotency_key="once",
+            )
+            self.assertEqual(body["seq"], 1)
+        self.assertEqual(len(await self.items(self.alice, "alice")), 1)
+        self.assertEqual(len(await self.items(self.bob, "bob")), 1)
+
+    async def test_message_to_oneself_is_kept_once(self) -> None:
+        """
+        A note to oneself is already in one's own inbox: one item, C{in}.
+        """
+        code, body = await send(self.client, self.url, self.alice, "alice", "alice", {"note": 1})
+        self.assertEqual((code, body["seq"]), (201, 1))
+        [item] = await self.items(self.alice, "alice")
+        self.assertEqual((item["direction"], item["from"]), ("in", "alice@kez.lat"))
+
+    async def test_an_injected_failure_stores_neither_copy(self) -> None:
+        """
+        When the sender's copy cannot be stored, the recipient's is not
+        stored either, and no seq is used up: the two are one transaction.
+        """
+        await self.inject_failure()
+        code, _ = await send(self.client, self.url, self.alice, "alice", "bob", {"n": 1})
+        self.assertGreaterEqual(code, 500)
+        self.assertEqual(len(self.flushLoggedErrors(*self.injected_errors())), 1)
+        await self.remove_failure()
+        self.assertEqual(await self.items(self.bob, "bob"), [])
+        self.assertEqual(await self.items(self.alice, "alice"), [])
+        code, body = await send(self.client, self.url, self.alice, "alice", "bob", {"n": 2})
+        self.assertEqual((code, body["seq"]), (201, 1))
+        self.assertEqual([m["seq"] for m in await self.items(self.alice, "alice")], [1])
+
+    async def test_retention_counts_the_copy(self) -> None:
+        relay = self.server.parts.relay
+        await send(self.client, self.url, self.alice, "alice", "bob", {"pad": "x" * 2000})
+        await send(self.client, self.url, self.bob, "bob", "alice", {"n": 1})
+        # alice's cap fits bob's small message, not her own large copy
+        await relay.apply_retention(max_age=3600, max_bytes=500)
+        self.assertEqual(
+            [m["direction"] for m in await self.items(self.alice, "alice")], ["in"]
+        )
+        self.assertEqual(
+            [m["direction"] for m in await self.items(self.bob, "bob")], ["out"]
+        )
+
+
+on_postgresql(globals(), SendersCopyTests)
+
+
+class NatsSendersCopyTests(BridgeTestCase):
+    """
+    Over NATS the copy travels on C{kez.inbox.<sender>.out.<recipient>}:
+    under the sender's own C{kez.inbox.<sender>.>} (subscription and
+    consumers as granted today), and with five tokens, which no user may
+    publish on.
+    """
+
+    async def setUpParties(self) -> Any:
+        server = await self.start_chat()
+        client = http_client(self)
+        self.alice, _ = await register(client, server.url, "alice")
+        self.bob, _ = await register(client, server.url, "bob")
+        self.client = client
+        return server
+
+    async def test_http_send_copy_reaches_the_senders_native_client(self) -> None:
+        server = await self.setUpParties()
+        _nc, queue = await self.subscribe_native(self.alice)
+        code, _ = await send(self.client, server.url, self.alice, "alice", "bob", {"n": 1})
+        self.assertEqual(code, 201)
+        msg = await nats_(asyncio.wait_for(queue.get(), 5))
+        self.assertEqual(msg.subject, senders_copy_subject(self.alice.public_hex, self.bob.public_hex))
+        self.assertEqual(json.loads(msg.data), {"n": 1})
+
+    async def test_native_send_copy_reaches_http_sse_and_nats(self) -> None:
+        """
+        A message alice publishes natively is stored for bob and, in the
+        same transaction, for alice; her SSE stream, her inbox pages and
+        her native subscription all get the copy.
+        """
+        server = await self.setUpParties()
+        stream = await open_stream(self, server.url, self.alice, "alice")
+        nc, queue = await self.subscribe_native(self.alice)
+        subject = inbox_subject(self.bob.public_hex, self.alice.public_hex)
+        await nats_(nc.jetstream().publish(subject, b'{"n": 7}'))
+        await stream.wait_for(1)
+        [item] = stream.items()
+        self.assertEqual(
+            (item["direction"], item["to"], item["to_primary"], item["envelope"]),
+            ("out", "bob@kez.lat", self.bob.primary, {"n": 7}),
+        )
+        copies = []
+        while len(copies) < 1:
+            msg = await nats_(asyncio.wait_for(queue.get(), 5))
+            if msg.subject != subject:  # her own publication is on bob's subject
+                copies.append(msg)
+        self.assertEqual(
+            copies[0].subject, senders_copy_subject(self.alice.public_hex, self.bob.public_hex)
+        )
+        code, page = await inbox(self.client, server.url, self.alice, "alice")
+        self.assertEqual([m["direction"] for m in page["messages"]], ["out"])
+        code, page = await inbox(self.client, server.url, self.bob, "bob")
+        self.assertEqual([m["envelope"] for m in page["messages"]], [{"n": 7}])
+
+    async def test_a_user_cannot_forge_a_copy(self) -> None:
+        """
+        Nobody but the chat-server publishes on a copy subject: not even
+        the owner of the inbox it lies under.
+        """
+        server = await self.setUpParties()
+        nc = await nats_(self.connect_user(self.alice))
+        forged = senders_copy_subject(self.bob.public_hex, self.alice.public_hex)
+        own = senders_copy_subject(self.alice.public_hex, self.bob.public_hex)
+        for subject in (forged, own):
+            with self.assertRaises((nats.errors.Error, asyncio.TimeoutError)):
+                await nats_(nc.jetstream(timeout=2).publish(subject, b'{"n": 1}'))
+        code, page = await inbox(self.client, server.url, self.bob, "bob")
+        self.assertEqual(page["messages"], [])
+        # and yet it lies under alice's own consumer filter
+        self.assertTrue(own.startswith(consumer_filter(self.alice.public_hex)[:-1]))
