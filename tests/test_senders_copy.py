@@ -145,7 +145,7 @@ class SendersCopyTests(SendersCopyTestCase):
         repeated, store neither copy again.
         """
         for _ in range(3):
-            code, body = await send(
+            _code, body = await send(
                 self.client, self.url, self.alice, "alice", "bob", {"n": 1},
                 idempotency_key="once",
             )
@@ -217,7 +217,9 @@ class NatsSendersCopyTests(BridgeTestCase):
         code, _ = await send(self.client, server.url, self.alice, "alice", "bob", {"n": 1})
         self.assertEqual(code, 201)
         msg = await nats_(asyncio.wait_for(queue.get(), 5))
-        self.assertEqual(msg.subject, senders_copy_subject(self.alice.public_hex, self.bob.public_hex))
+        self.assertEqual(
+            msg.subject, senders_copy_subject(self.alice.public_hex, self.bob.public_hex)
+        )
         self.assertEqual(json.loads(msg.data), {"n": 1})
 
     async def test_native_send_copy_reaches_http_sse_and_nats(self) -> None:
@@ -245,9 +247,9 @@ class NatsSendersCopyTests(BridgeTestCase):
         self.assertEqual(
             copies[0].subject, senders_copy_subject(self.alice.public_hex, self.bob.public_hex)
         )
-        code, page = await inbox(self.client, server.url, self.alice, "alice")
+        _code, page = await inbox(self.client, server.url, self.alice, "alice")
         self.assertEqual([m["direction"] for m in page["messages"]], ["out"])
-        code, page = await inbox(self.client, server.url, self.bob, "bob")
+        _code, page = await inbox(self.client, server.url, self.bob, "bob")
         self.assertEqual([m["envelope"] for m in page["messages"]], [{"n": 7}])
 
     async def test_a_user_cannot_forge_a_copy(self) -> None:
@@ -262,7 +264,7 @@ class NatsSendersCopyTests(BridgeTestCase):
         for subject in (forged, own):
             with self.assertRaises((nats.errors.Error, asyncio.TimeoutError)):
                 await nats_(nc.jetstream(timeout=2).publish(subject, b'{"n": 1}'))
-        code, page = await inbox(self.client, server.url, self.bob, "bob")
+        _code, page = await inbox(self.client, server.url, self.bob, "bob")
         self.assertEqual(page["messages"], [])
         # and yet it lies under alice's own consumer filter
         self.assertTrue(own.startswith(consumer_filter(self.alice.public_hex)[:-1]))
