@@ -24,6 +24,7 @@ from twisted.python.failure import Failure
 
 from kezchat.cli.attachments import FileSaver, PlaintextError, write_new_file
 from kezchat.cli.context import Context
+from kezchat.cli.device import device_name
 from kezchat.cli.errors import EXIT_USAGE, CliError
 from kezchat.cli.messages import Reader, human_line, output_json
 from kezchat.cli.natsconnect import nats_connect
@@ -355,9 +356,10 @@ class _Acker:
 async def _listen_nats(ctx: Context, keypair: KeyPair, url: str, listener: Listener) -> None:
     from kezchat.client.natsclient import fetch_inbox, open_inbox
 
-    nc = await nats_connect(ctx, url, keypair, reconnect=True)
+    device = await deferToThread(device_name, ctx.home)
+    nc = await nats_connect(ctx, url, keypair, reconnect=True, device=device)
     try:
-        sub = await deferred_from_coroutine(open_inbox(nc, keypair))
+        sub = await deferred_from_coroutine(open_inbox(nc, keypair, device))
     except Exception as e:
         raise CliError(f"NATS refused the inbox consumer ({e or type(e).__name__})") from None
     while not listener.finished.called:

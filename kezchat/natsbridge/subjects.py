@@ -82,7 +82,7 @@ def consumer_name(owner_hex: str, device: str | None = None) -> str:
     return f"inbox_{_check(owner_hex)}_{check_device(device)}"
 
 
-def check_device(device: str) -> str:
+def check_device(device: Any) -> str:
     """
     C{device} if it is a device name (C{[a-z0-9]{1,16}}), else C{ValueError}.
     """
