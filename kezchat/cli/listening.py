@@ -26,8 +26,10 @@ from kezchat.cli.attachments import FileSaver, PlaintextError, write_new_file
 from kezchat.cli.context import Context
 from kezchat.cli.device import device_name
 from kezchat.cli.errors import EXIT_USAGE, CliError
-from kezchat.cli.messages import Reader, human_line, output_json
+from kezchat.cli.itemkinds import OUT, counts_toward_count, direction_of, read_item, render
+from kezchat.cli.messages import Reader
 from kezchat.cli.natsconnect import nats_connect
+from kezchat.cli.receipts import ReceiptSender
 from kezchat.cli.received import NATS, SSE, message_id
 from kezchat.client.errors import ServerError, Unreachable
 from kezchat.client.sse import Event
@@ -60,12 +62,15 @@ class Listener:
         transport: str,
         count: int | None,
         saver: FileSaver | None = None,
+        receipts: ReceiptSender | None = None,
     ) -> None:
         self.ctx = ctx
         self.reader = reader
         self.transport = transport
         self.remaining = count
         self.saver = saver
+        #: sends C{delivered} receipts for what was stored (C{None}: off)
+        self.receipts = receipts
         self.finished: Deferred[None] = Deferred()
         #: what this home has saved already (see L{load})
         self.seen: set[str] = set()
@@ -91,22 +96,26 @@ class Listener:
 
         @return: how many of C{items} were consumed — all of them, unless
             C{--count} was reached first (the rest stay unsaved, for the
-            next listen).
+            next listen). C{--count} counts messages received: one's own
+            sent copies and receipts are shown, not counted.
         """
         if self.finished.called:
             return 0
         await self.reader.refresh()
         fresh: list[tuple[dict[str, Any], Any]] = []
-        consumed = 0
+        consumed = counted = 0
         for item in items:
-            if self.remaining is not None and len(fresh) >= self.remaining:
+            if self.remaining is not None and counted >= self.remaining:
                 break
             consumed += 1
             key = message_id(item)
             if key in self.seen:
                 continue
             self.seen.add(key)
-            fresh.append((item, await self.reader.read(item)))
+            message = await read_item(self.reader, item)
+            fresh.append((item, message))
+            if counts_toward_count(message):
+                counted += 1
         seqs = [i["seq"] for i in items[:consumed] if isinstance(i.get("seq"), int)]
         upto = max(seqs, default=0)
         if fresh or upto > self.saved_upto:
@@ -114,20 +123,23 @@ class Listener:
                 self.ctx.received.save_many, [i for i, _ in fresh], self.transport, upto
             )
             self.saved_upto = max(self.saved_upto, upto)
+        own = self.reader.account.get("fqhn")
         for _, message in fresh:
             if not message.verified:
                 self.ctx.out.warn(
                     f"message #{message.seq} from {message.sender} is not verified:"
                     f" {message.warning}"
                 )
-            line, human = output_json(message), human_line(message)
+            line, human = render(message, own)
             saved = await self._save_file(message)
             if saved is not None:
                 line["saved"] = saved
                 human += f" (saved as {saved})"
             self.ctx.out.emit(line, human)
+        if self.receipts is not None and fresh:
+            await self.receipts.delivered([message for _, message in fresh])
         if self.remaining is not None:
-            self.remaining -= len(fresh)
+            self.remaining -= counted
             if self.remaining <= 0:
                 self.finish()
         return consumed
@@ -139,6 +151,8 @@ class Listener:
         """
         if self.saver is None or not message.verified or not message.plaintext:
             return None
+        if direction_of(message.item) == OUT:
+            return None  # one's own file, sent from here or another device
         try:
             complete = self.saver.take(message.plaintext)
         except PlaintextError as e:
@@ -182,7 +196,8 @@ async def listen(ctx: Context, args: Namespace) -> None:
     keypair = await ctx.keypair()
     reader = Reader(ctx, keypair, account)
     saver = await _file_saver(ctx, reader, args.save_files) if args.save_files else None
-    listener = Listener(ctx, reader, NATS if args.nats else SSE, args.count, saver)
+    receipts = None if args.no_receipts else ReceiptSender(ctx, keypair, account)
+    listener = Listener(ctx, reader, NATS if args.nats else SSE, args.count, saver, receipts)
     await listener.load()
     ctx.on_interrupt(listener.finish)
     if args.timeout is not None:
@@ -353,6 +368,25 @@ class _Acker:
         await self._ack(quiet=False)
 
 
+async def nats_item(reader: Reader, message: Any) -> dict[str, Any]:
+    """
+    The relay item of a message read from JetStream: a sent copy (on
+    C{kez.inbox.<me>.out.<recipient>}) says so, and whom it went to.
+    """
+    item = {
+        "seq": message.seq,
+        "from": await reader.handle_of(message.from_primary),
+        "from_primary": message.from_primary,
+        "direction": message.direction,
+        "envelope": message.envelope,
+        "created_at": message.created_at,
+    }
+    if message.direction == OUT and message.to_primary is not None:
+        item["to"] = await reader.handle_of(message.to_primary)
+        item["to_primary"] = message.to_primary
+    return item
+
+
 async def _listen_nats(ctx: Context, keypair: KeyPair, url: str, listener: Listener) -> None:
     from kezchat.client.natsclient import fetch_inbox, open_inbox
 
@@ -373,16 +407,7 @@ async def _listen_nats(ctx: Context, keypair: KeyPair, url: str, listener: Liste
             ctx.out.info(f"NATS: {e or type(e).__name__}; retrying")
             await _sleep_or_finish(ctx, listener, 1.0)
             continue
-        items = [
-            {
-                "seq": message.seq,
-                "from": await listener.reader.handle_of(message.from_primary),
-                "from_primary": message.from_primary,
-                "envelope": message.envelope,
-                "created_at": message.created_at,
-            }
-            for message in messages
-        ]
+        items = [await nats_item(listener.reader, message) for message in messages]
         consumed = await listener.deliver(items)
         for message in messages[:consumed]:
             await deferred_from_coroutine(message.ack())
