@@ -137,7 +137,7 @@ class Listener:
                 human += f" (saved as {saved})"
             self.ctx.out.emit(line, human)
         if self.receipts is not None and fresh:
-            await self.receipts.delivered([message for _, message in fresh])
+            self.receipts.delivered([message for _, message in fresh])
         if self.remaining is not None:
             self.remaining -= counted
             if self.remaining <= 0:
@@ -203,10 +203,14 @@ async def listen(ctx: Context, args: Namespace) -> None:
     if args.timeout is not None:
         timer = ctx.reactor.callLater(args.timeout, listener.finish)
         ctx.on_close(lambda: timer.cancel() if timer.active() else None)
-    if args.nats:
-        await _listen_nats(ctx, keypair, args.nats, listener)
-    else:
-        await _listen_sse(ctx, keypair, account, listener, args.ack)
+    try:
+        if args.nats:
+            await _listen_nats(ctx, keypair, args.nats, listener)
+        else:
+            await _listen_sse(ctx, keypair, account, listener, args.ack)
+    finally:
+        if receipts is not None:
+            await receipts.flush()
 
 
 async def _listen_sse(
