@@ -112,9 +112,9 @@ class ChatFlowTests(CliTestCase):
         alice, bob = await self.registered("alice", "bob")
         laptop = self.user("alice-laptop")
         recovered = await laptop.ok("recover", "--yes", "--json", stdin=alice.mnemonic.encode())
-        restored = recovered.json.pop("history")
-        self.assertEqual(restored["messages"], 0)
-        self.assertEqual(recovered.json, (await alice.ok("whoami", "--json")).json)
+        identity = recovered.json
+        self.assertEqual(identity.pop("history")["messages"], 0)
+        self.assertEqual(identity, (await alice.ok("whoami", "--json")).json)
 
         await bob.ok("send", "alice", "to both devices")
         one, two = await gatherResults(
