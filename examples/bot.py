@@ -336,7 +336,14 @@ def main(argv: list[str] | None = None) -> int:
     record = client.register(args.domain)
     print(json.dumps({"ready": record["fqhn"], "primary": me.primary}), flush=True)
 
-    for handled, item in enumerate(client.stream(state["last_seq"]), start=1):
+    handled = 0
+    for item in client.stream(state["last_seq"]):
+        if item.get("direction") == "out":
+            # the server's copy of an echo we sent: nothing to answer
+            state["last_seq"] = item["seq"]
+            save_state(args.state, state)
+            continue
+        handled += 1
         envelope = item["envelope"]
         try:
             # the key the server vouches for must be the one that signed
