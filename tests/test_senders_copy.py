@@ -13,15 +13,18 @@ import sqlite3
 from typing import Any
 
 import nats.errors
+from twisted.internet.defer import gatherResults
 from twisted.trial.unittest import TestCase
 
 from kezchat.e2e import open_envelope, open_own_envelope, seal_envelope, text_message
 from kezchat.natsbridge.aio import deferred_from_coroutine
 from kezchat.natsbridge.subjects import consumer_filter, inbox_subject, senders_copy_subject
+from kezchat.storage.interfaces import NewMessage
 from tests.backends import on_postgresql
 from tests.relaysupport import inbox, open_stream, send
 from tests.support import http_client, register, start_server
 from tests.test_nats_bridge import BridgeTestCase
+from tests.test_storage import StorageTestCase
 
 nats_ = deferred_from_coroutine
 
@@ -268,3 +271,42 @@ class NatsSendersCopyTests(BridgeTestCase):
         self.assertEqual(page["messages"], [])
         # and yet it lies under alice's own consumer filter
         self.assertTrue(own.startswith(consumer_filter(self.alice.public_hex)[:-1]))
+
+
+class CrossingSendsTests(StorageTestCase):
+    """
+    Messages crossing between two inboxes at once, from three instances on
+    one database: each takes two counters (recipient's and sender's), in
+    one global order, so none deadlocks and both inboxes stay numbered
+    1, 2, 3, … with every message once in each.
+    """
+
+    timeout = 120
+
+    async def test_crossing_sends_on_three_instances(self) -> None:
+        stores = [(await self.open()).messages for _ in range(3)]
+        keys = {"alice@kez.lat": "ed25519:" + "a" * 64, "bob@kez.lat": "ed25519:" + "b" * 64}
+
+        def new(i: int) -> NewMessage:
+            sender, recipient = ("alice@kez.lat", "bob@kez.lat")[:: 1 if i % 2 else -1]
+            return NewMessage(
+                recipient, sender, keys[sender], f'{{"i":{i}}}', 1000.0,
+                recipient_primary=keys[recipient],
+            )
+
+        sends = [stores[i % 3].add_message(new(i)) for i in range(120)]
+        sends += [
+            stores[i % 3].add_messages([new(1000 + i), new(1001 + i)]) for i in range(0, 40, 2)
+        ]
+        await gatherResults(sends)
+        for owner in keys:
+            page = (await stores[0].messages_page(owner, 0, 500, 2**62)).messages
+            self.assertEqual([m.seq for m in page], list(range(1, 161)))
+            self.assertEqual(len({m.envelope for m in page}), 160)
+            outs = [m for m in page if m.direction == "out"]
+            self.assertEqual(len(outs), 80)
+            [peer] = set(keys) - {owner}
+            self.assertEqual({(m.sender, m.to) for m in outs}, {(owner, peer)})
+
+
+on_postgresql(globals(), CrossingSendsTests)
