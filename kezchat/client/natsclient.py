@@ -187,21 +187,22 @@ async def fetch_inbox(sub: Any, batch: int = 64, timeout: float = 5.0) -> list[I
     for msg in msgs:
         parsed = parse_inbox_subject(msg.subject)
         copy = parse_senders_copy_subject(msg.subject)
+        sender_hex: str | None = None
+        direction, to_primary = "in", None
+        if copy is not None:  # kez.inbox.<me>.out.<recipient>: sent by this user
+            sender_hex, direction = copy[0], "out"
+            to_primary = format_primary(bytes.fromhex(copy[1]))
+        elif parsed is not None:  # kez.inbox.<me>.<sender>
+            sender_hex = parsed[1]
         try:
             envelope = json.loads(msg.data)
         except ValueError:
             envelope = None
-        if (parsed is None and copy is None) or not isinstance(envelope, dict):
+        if sender_hex is None or not isinstance(envelope, dict):
             await msg.ack()
             continue
         meta = msg.metadata
         created = meta.timestamp.isoformat() if getattr(meta, "timestamp", None) else None
-        if copy is not None:
-            sender_hex, direction = copy[0], "out"
-            to_primary: str | None = format_primary(bytes.fromhex(copy[1]))
-        else:
-            assert parsed is not None
-            sender_hex, direction, to_primary = parsed[1], "in", None
         out.append(
             InboxMessage(
                 seq=int(meta.sequence.stream),
