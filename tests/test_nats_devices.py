@@ -15,6 +15,8 @@ import json
 from typing import Any
 
 import nats.errors
+from hypothesis import given
+from hypothesis import strategies as st
 from nats.js.api import AckPolicy, ConsumerConfig
 from twisted.trial.unittest import SynchronousTestCase
 
@@ -192,6 +194,20 @@ class DeviceNameTests(SynchronousTestCase):
         self.assertEqual(device_of_connection("kez:phone"), "phone")
         for other in ("phone", "kez:", "kez:PHONE", "kez:a.b", None, 3):
             self.assertIsNone(device_of_connection(other))
+
+    @given(st.text(max_size=40) | st.text(max_size=20).map(lambda t: "kez:" + t))
+    def test_any_connection_name(self, name: str) -> None:
+        """
+        Whatever a client calls its connection, the device read from it is
+        a device name or nothing, and its permissions stay its own.
+        """
+        device = device_of_connection(name)
+        if device is None:
+            return
+        self.assertEqual(check_device(device), device)
+        me = "cd" * 32
+        for subject in user_permissions(me, device)["pub"]["allow"]:
+            self.assertTrue(me in subject, subject)
 
     def test_permissions_name_exactly_the_device(self) -> None:
         me = "ab" * 32

@@ -9,7 +9,10 @@ nonce the server sent it. We check that signature ourselves (nats-server
 does not, for users it does not know), look the key up in the registry,
 and reply with an I{authorization response} JWT signed by the issuer
 account key: either a user JWT confining the client to its own inbox
-(L{kezchat.natsbridge.subjects.user_permissions}) or an error.
+(L{kezchat.natsbridge.subjects.user_permissions}) or an error. A client
+whose connection name is C{kez:<device>} is also granted that device's own
+durable consumer, C{inbox_<hex>_<device>}, so each device of one key reads
+every message.
 
 Facts learned against nats-server 2.15 (SPEC §5): the user JWT's C{sub}
 is the request's C{user_nkey}, a key the server made up for this
