@@ -198,12 +198,12 @@ async def listen(ctx: Context, args: Namespace) -> None:
     saver = await _file_saver(ctx, reader, args.save_files) if args.save_files else None
     receipts = None if args.no_receipts else ReceiptSender(ctx, keypair, account)
     listener = Listener(ctx, reader, NATS if args.nats else SSE, args.count, saver, receipts)
-    await listener.load()
-    ctx.on_interrupt(listener.finish)
-    if args.timeout is not None:
-        timer = ctx.reactor.callLater(args.timeout, listener.finish)
-        ctx.on_close(lambda: timer.cancel() if timer.active() else None)
     try:
+        await listener.load()
+        ctx.on_interrupt(listener.finish)
+        if args.timeout is not None:
+            timer = ctx.reactor.callLater(args.timeout, listener.finish)
+            ctx.on_close(lambda: timer.cancel() if timer.active() else None)
         if args.nats:
             await _listen_nats(ctx, keypair, args.nats, listener)
         else:
