@@ -15,9 +15,13 @@ import os
 from pathlib import Path
 from typing import Any
 
+from hypothesis import given
+from hypothesis import strategies as st
 from twisted.internet.defer import ensureDeferred, gatherResults
+from twisted.trial.unittest import SynchronousTestCase
 
-from kezchat.e2e import receipt, seal_envelope
+from kezchat.e2e import PlaintextError, parse_plaintext, receipt, seal_envelope
+from kezchat.e2e.plaintext import MAX_RECEIPT_SIGS
 from kezchat.identity.keys import KeyPair
 from kezchat.identity.mnemonic import mnemonic_to_seed
 from kezchat.natsbridge.subjects import check_device
@@ -211,3 +215,47 @@ class NatsDeviceCliTests(CliTestCase):
             [("to every device", "bob@kez.lat"), ("again", "bob@kez.lat")],
         )
         self.assertTrue(os.path.exists(os.path.join(alice.home, "device.json")))
+
+
+class ReceiptPlaintextTests(SynchronousTestCase):
+    """
+    The receipt plaintext: what every client accepts, and refusals of
+    anything else as a malformed plaintext (never another error).
+    """
+
+    def test_valid(self) -> None:
+        sigs = ["ab" * 64, "cd" * 64]
+        self.assertEqual(
+            receipt("read", sigs), {"type": "receipt", "status": "read", "sigs": sigs}
+        )
+        self.assertEqual(parse_plaintext(receipt("delivered", sigs[:1]))["status"], "delivered")
+
+    def test_refused(self) -> None:
+        good = "ab" * 64
+        for bad in (
+            {"type": "receipt", "status": "seen", "sigs": [good]},
+            {"type": "receipt", "status": "read", "sigs": []},
+            {"type": "receipt", "status": "read", "sigs": [good] * (MAX_RECEIPT_SIGS + 1)},
+            {"type": "receipt", "status": "read", "sigs": ["AB" * 64]},
+            {"type": "receipt", "status": "read", "sigs": [good[:-1]]},
+            {"type": "receipt", "status": "read", "sigs": good},
+            {"type": "receipt", "status": "read"},
+            {"type": "receipt", "sigs": [good]},
+            {"type": "receipt", "status": True, "sigs": [good]},
+        ):
+            with self.assertRaises(PlaintextError, msg=repr(bad)):
+                parse_plaintext(bad)
+
+    @given(
+        st.dictionaries(
+            st.sampled_from(["status", "sigs", "extra"]),
+            st.none() | st.booleans() | st.integers() | st.text(max_size=130)
+            | st.lists(st.text(max_size=130), max_size=3),
+        )
+    )
+    def test_anything_else_is_a_plaintext_error(self, fields: dict[str, Any]) -> None:
+        try:
+            parse_plaintext({"type": "receipt", **fields})
+        except PlaintextError:
+            return
+        self.assertIn(fields["status"], ("delivered", "read"))

@@ -14,9 +14,16 @@ from typing import Any
 
 import nats.errors
 from twisted.internet.defer import gatherResults
-from twisted.trial.unittest import TestCase
+from twisted.trial.unittest import SynchronousTestCase, TestCase
 
-from kezchat.e2e import open_envelope, open_own_envelope, seal_envelope, text_message
+from kezchat.e2e import (
+    EnvelopeError,
+    open_envelope,
+    open_own_envelope,
+    seal_envelope,
+    text_message,
+)
+from kezchat.identity.keys import KeyPair
 from kezchat.natsbridge.aio import deferred_from_coroutine
 from kezchat.natsbridge.subjects import consumer_filter, inbox_subject, senders_copy_subject
 from kezchat.storage.interfaces import NewMessage
@@ -310,3 +317,41 @@ class CrossingSendsTests(StorageTestCase):
 
 
 on_postgresql(globals(), CrossingSendsTests)
+
+
+class OpenOwnEnvelopeTests(SynchronousTestCase):
+    """
+    Reading one's own sent copy back trusts only one's own signature.
+    """
+
+    def setUp(self) -> None:
+        self.alice, self.bob, self.carol = (KeyPair.generate() for _ in range(3))
+        self.envelope = seal_envelope(self.alice, self.bob.primary, text_message("mine"))
+
+    def code(self, envelope: Any, own: KeyPair, expected: str | None = None) -> str:
+        error = self.assertRaises(
+            EnvelopeError, open_own_envelope, envelope, own, expected_recipient=expected
+        )
+        return error.code
+
+    def test_opens_with_the_recipients_secret(self) -> None:
+        opened = open_own_envelope(self.envelope, self.alice, expected_recipient=self.bob.primary)
+        self.assertEqual(
+            (opened.plaintext, opened.recipient), (text_message("mine"), self.bob.primary)
+        )
+
+    def test_refusals(self) -> None:
+        # someone else's envelope is not one's own sent message
+        self.assertEqual(self.code(self.envelope, self.carol), "not_for_us")
+        # addressed to another key than the conversation's pinned one
+        self.assertEqual(self.code(self.envelope, self.alice, self.carol.primary),
+                         "recipient_mismatch")
+        # a changed header no longer carries one's signature
+        tampered = {**self.envelope, "ts": "2020-01-01T00:00:00Z"}
+        self.assertEqual(self.code(tampered, self.alice), "bad_signature")
+        # a ciphertext sealed for carol, re-signed by alice, under bob's header
+        other = seal_envelope(self.alice, self.carol.primary, text_message("x"))
+        moved = {k: v for k, v in {**self.envelope, "ct": other["ct"]}.items() if k != "sig"}
+        moved["sig"] = self.alice.sign_jcs(moved)
+        self.assertEqual(self.code(moved, self.alice), "decrypt_failed")
+        self.assertEqual(self.code({"v": 1}, self.alice), "malformed")
