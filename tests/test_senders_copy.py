@@ -25,8 +25,9 @@ from kezchat.e2e import (
 )
 from kezchat.identity.keys import KeyPair
 from kezchat.natsbridge.aio import deferred_from_coroutine
+from kezchat.natsbridge.bridge import decode_stored, encode_stored
 from kezchat.natsbridge.subjects import consumer_filter, inbox_subject, senders_copy_subject
-from kezchat.storage.interfaces import NewMessage
+from kezchat.storage.interfaces import NewMessage, StoredMessage
 from tests.backends import on_postgresql
 from tests.relaysupport import inbox, open_stream, send
 from tests.support import http_client, register, start_server
@@ -355,3 +356,30 @@ class OpenOwnEnvelopeTests(SynchronousTestCase):
         moved["sig"] = self.alice.sign_jcs(moved)
         self.assertEqual(self.code(moved, self.alice), "decrypt_failed")
         self.assertEqual(self.code({"v": 1}, self.alice), "malformed")
+
+
+class AnnouncementTests(SynchronousTestCase):
+    """
+    What one chat-server announces to the others on C{kezchat.stored}
+    keeps a sender's copy a sender's copy.
+    """
+
+    def test_round_trip(self) -> None:
+        copy = StoredMessage(
+            "alice@kez.lat", 7, "alice@kez.lat", "ed25519:" + "a" * 64, '{"n":1}', 12.5,
+            "out", "bob@kez.lat", "ed25519:" + "b" * 64,
+        )
+        self.assertEqual(decode_stored(encode_stored(copy)), copy)
+        received = StoredMessage("bob@kez.lat", 3, "alice@kez.lat", copy.sender_primary, "{}", 1.0)
+        self.assertEqual(decode_stored(encode_stored(received)), received)
+
+    def test_an_older_instances_announcement_is_a_received_item(self) -> None:
+        old = b'{"recipient":"bob@kez.lat","seq":1,"sender":"a@kez.lat",' \
+              b'"sender_primary":"ed25519:00","created_at":1.0,"envelope":{}}'
+        self.assertEqual(decode_stored(old).direction, "in")
+
+    def test_malformed_copy_fields(self) -> None:
+        bad = b'{"recipient":"bob@kez.lat","seq":1,"sender":"a@kez.lat",' \
+              b'"sender_primary":"ed25519:00","created_at":1.0,"direction":"out","to":7,' \
+              b'"envelope":{}}'
+        self.assertRaises(TypeError, decode_stored, bad)
