@@ -21,6 +21,7 @@ instances through NATS before they reach their stream.
 from __future__ import annotations
 
 import argparse
+import itertools
 import json
 import os
 import shutil
@@ -34,6 +35,8 @@ ROOT = os.path.dirname(HERE)
 sys.path.insert(0, ROOT)
 
 from bench.relay import free_port, percentile, stream_request  # noqa: E402
+
+RUNS = itertools.count()
 
 LAUNCHER = (
     "import resource, sys\n"
@@ -102,7 +105,8 @@ class Instances:
     The chat-server processes of one setup.
     """
 
-    def __init__(self, reactor, count: int, db_args, extra: list[str], workdir: str) -> None:
+    def __init__(self, reactor, count: int, db_args, extra: list[str], workdir: str,
+                 code: str = ROOT) -> None:
         from twisted.internet.protocol import ProcessProtocol
 
         class Output(ProcessProtocol):
@@ -123,12 +127,15 @@ class Instances:
                 [sys.executable, "-c", LAUNCHER, "-r", "asyncio", "-n", "--pidfile=", "kezchat",
                  "--listen", f"tcp:{port}:interface=127.0.0.1:backlog=4096",
                  *db_args(n), "--send-limit", "0", "--register-limit", "0", *extra],
-                env={**os.environ, "PYTHONPATH": ROOT},
+                env={**os.environ, "PYTHONPATH": code},
                 path=workdir,
             ))
 
     def cpu_seconds(self) -> float:
-        return sum(process_cpu(process.pid) for process in self.processes)
+        return sum(self.each_cpu())
+
+    def each_cpu(self) -> list[float]:
+        return [process_cpu(process.pid) for process in self.processes]
 
     def stop(self) -> None:
         for process in self.processes:
@@ -156,7 +163,8 @@ async def wait_healthy(reactor, port: int, want_nats: bool, timeout: float = 60.
 
 
 async def one_setup(reactor, args, label: str, count: int, db_args, extra: list[str],
-                    want_nats: bool, workdir: str, backing) -> list[tuple[str, ...]]:
+                    want_nats: bool, workdir: str, backing,
+                    code: str = ROOT) -> list[tuple[str, ...]]:
     from twisted.internet.task import deferLater
 
     from bench.rawhttp import Pool, connect_many, open_streams
@@ -164,7 +172,7 @@ async def one_setup(reactor, args, label: str, count: int, db_args, extra: list[
     from kezchat.identity.keys import KeyPair
     from kezchat.relay.auth import body_digest, sign_request
 
-    instances = Instances(reactor, count, db_args, extra, workdir)
+    instances = Instances(reactor, count, db_args, extra, workdir, code)
     try:
         for port in instances.ports:
             await wait_healthy(reactor, port, want_nats)
@@ -220,7 +228,8 @@ async def one_setup(reactor, args, label: str, count: int, db_args, extra: list[
         connections = []
         for n in range(args.connections):
             connections += (await connect_many(
-                reactor, "127.0.0.1", instances.ports[n % count], 1)).connections
+                reactor, "127.0.0.1",
+                instances.ports[0 if args.post_to == "first" else n % count], 1)).connections
         pool = Pool(connections)
 
         import gc
@@ -240,6 +249,8 @@ async def one_setup(reactor, args, label: str, count: int, db_args, extra: list[
         total = int(rate * args.seconds)
         bodies = [message(i) for i in range(total)]
         before = delivered()
+        rate_each = instances.each_cpu()
+        rate_cpu = instances.cpu_seconds()
         start = time.perf_counter()
         pending = []
         for i, raw in enumerate(bodies):
@@ -250,6 +261,8 @@ async def one_setup(reactor, args, label: str, count: int, db_args, extra: list[
         for d in pending:
             await d
         await until_delivered(before + total)
+        rate_cpu = instances.cpu_seconds() - rate_cpu
+        rate_each = [b - a for b, a in zip(instances.each_cpu(), rate_each, strict=True)]
         latencies = [x * 1e3 for s in streams for x in s.latencies]
         for stream in streams:
             stream.latencies = []
@@ -258,6 +271,7 @@ async def one_setup(reactor, args, label: str, count: int, db_args, extra: list[
         offset = total
         bodies = [message(offset + i) for i in range(args.burst)]
         before = delivered()
+        each = instances.each_cpu()
         cpu, other_cpu = instances.cpu_seconds(), backing()
         start = time.perf_counter()
         results = await pool.blast(bodies, lambda i: mark(offset + i))
@@ -265,6 +279,7 @@ async def one_setup(reactor, args, label: str, count: int, db_args, extra: list[
         await until_delivered(before + args.burst)
         finished = time.perf_counter()
         cpu = instances.cpu_seconds() - cpu
+        each = [after - first for after, first in zip(instances.each_cpu(), each, strict=True)]
         other_cpu = backing() - other_cpu
         gc.enable()
         ok = sum(1 for status in results if status == 201)
@@ -276,7 +291,10 @@ async def one_setup(reactor, args, label: str, count: int, db_args, extra: list[
             f"{percentile(latencies, .5):.2f}",
             f"{percentile(latencies, .99):.2f}",
             f"{percentile(burst_latencies, .5):.0f}",
+            f"{rate_cpu / total * 1e6:.0f}",
+            "/".join(f"{c / total * 1e6:.0f}" for c in rate_each),
             f"{cpu / args.burst * 1e6:.0f}",
+            "/".join(f"{c / args.burst * 1e6:.0f}" for c in each),
             f"{other_cpu / args.burst * 1e6:.0f}",
             f"{ok}/{args.burst}",
         ))
@@ -295,8 +313,41 @@ async def one_setup(reactor, args, label: str, count: int, db_args, extra: list[
         await deferLater(reactor, 1.0, lambda: None)
 
 
-async def benchmark(reactor, args: argparse.Namespace) -> None:
+async def run_setup(reactor, args, setup: str, code: str, pg, nats, nats_args: list[str],
+                    workdir: str) -> list[tuple[str, ...]]:
+    """
+    The rows of one setup, its instances running the code in C{code}.
+    """
     from kezchat.natsbridge.aio import deferred_from_coroutine
+
+    run = f"{setup}-{next(RUNS)}"  # a fresh database per run
+    with_nats = setup in ("sqlite+nats", "pg1", "pg2", "pg3")
+    if with_nats:
+        # a fresh JetStream per setup: no leftovers in the shared consumer
+        nats.stop()
+        shutil.rmtree(nats.store_dir, ignore_errors=True)
+        nats.start()
+    if setup.startswith("sqlite"):
+        path = os.path.join(workdir, f"{run}.db")
+        label = "SQLite, 1 process" + (" + NATS" if with_nats else "")
+        count, db_args = 1, ["--db", path]
+    else:
+        count = int(setup[2])
+        name = await deferred_from_coroutine(pg.create_database(run.replace("-", "_")))
+        db_args = ["--db", pg.url(name, pool_max_size=str(args.pool))]
+        label = f"PostgreSQL, {count} instance{'s' if count > 1 else ''}"
+        label += " + NATS" if with_nats else " (no NATS)"
+    if len(args.code) > 1:
+        label += f" [{os.path.basename(os.path.normpath(code))}]"
+    return await one_setup(
+        reactor, args, label, count, lambda n, db_args=db_args: db_args,
+        nats_args if with_nats else [], with_nats, workdir,
+        (lambda: backing_cpu(pg, nats)) if with_nats or setup.startswith("pg")
+        else (lambda: 0.0),
+        code)
+
+
+async def benchmark(reactor, args: argparse.Namespace) -> None:
     from tests.natsserver import NatsServer
     from tests.pgsupport import PostgresCluster, find_bin_dir
 
@@ -315,34 +366,20 @@ async def benchmark(reactor, args: argparse.Namespace) -> None:
         nats_args = ["--nats-url", nats.url, "--nats-seed", str(nats.callout_seed_path),
                      "--callout-issuer-seed", str(nats.issuer_seed_path)]
         for setup in args.setups:
-            with_nats = setup in ("sqlite+nats", "pg1", "pg2", "pg3")
-            if with_nats:
-                # a fresh JetStream per setup: no leftovers in the shared consumer
-                nats.stop()
-                shutil.rmtree(nats.store_dir, ignore_errors=True)
-                nats.start()
-            if setup.startswith("sqlite"):
-                path = os.path.join(workdir, f"{setup}.db")
-                label = "SQLite, 1 process" + (" + NATS" if with_nats else "")
-                count, db_args = 1, ["--db", path]
-            else:
-                count = int(setup[2])
-                name = await deferred_from_coroutine(pg.create_database(setup.replace("-", "_")))
-                db_args = ["--db", pg.url(name, pool_max_size=str(args.pool))]
-                label = f"PostgreSQL, {count} instance{'s' if count > 1 else ''}"
-                label += " + NATS" if with_nats else " (no NATS)"
-            rows += await one_setup(
-                reactor, args, label, count, lambda n, db_args=db_args: db_args,
-                nats_args if with_nats else [], with_nats, workdir,
-                (lambda: backing_cpu(pg, nats)) if with_nats or setup.startswith("pg")
-                else (lambda: 0.0))
+            for code in args.code:
+                done = await run_setup(reactor, args, setup, code, pg, nats, nats_args, workdir)
+                for row in done:  # as they come, in case a later setup fails
+                    print(" | ".join(row), file=sys.stderr, flush=True)
+                rows += done
     finally:
         nats.stop()
         pg.stop()
         shutil.rmtree(workdir, ignore_errors=True)
 
     header = ("setup", "stored/s", "stored+delivered/s", f"p50 ms @{args.rate}/s",
-              f"p99 ms @{args.rate}/s", "p50 ms in burst", "kezchat CPU µs/msg",
+              f"p99 ms @{args.rate}/s", "p50 ms in burst", f"kezchat CPU µs/msg @{args.rate}/s",
+              "per instance (the stream's first)",
+              "kezchat CPU µs/msg in burst", "per instance (the stream's first)",
               "PostgreSQL+NATS CPU µs/msg", "201s")
     width = [max(len(r[i]) for r in [header, *rows]) for i in range(len(header))]
     print()
@@ -371,7 +408,18 @@ def main() -> None:
         choices=["sqlite", "sqlite+nats", "pg1-local", "pg1", "pg2", "pg3"],
         help="pg1-local: one PostgreSQL instance without NATS",
     )
+    parser.add_argument(
+        "--post-to", choices=["all", "first"], default="all",
+        help="send every message to the first instance (which holds the first stream)"
+             " instead of round-robin: isolates what the other instances pay per message",
+    )
+    parser.add_argument(
+        "--code", nargs="+", default=[ROOT], metavar="DIR",
+        help="run the instances from these checkouts (each setup once per checkout,"
+             " interleaved): compares two versions in one run",
+    )
     args = parser.parse_args()
+    args.code = [os.path.abspath(d) for d in args.code]
     if args.quick:
         args.seconds, args.burst, args.warmup = 2.0, 4000, 300
     run_twisted(args)

@@ -14,18 +14,29 @@ the account), registers the handle, then listens on its inbox over
 server-sent events, decrypts each message, and answers text messages with
 "echo: <text>". It resumes after the last message it handled, across
 reconnects and restarts. `--json` prints one JSON line per message.
+
+It trusts neither the server nor a sender further than the envelope
+proves (see `Trust` below): it verifies first, names each sender by the
+key it pinned (never by what the server says), refuses replays and
+plaintext with a repeated key, and prints a refused message as a warning
+with the reason instead of dropping it. Every HTTP exchange has a deadline
+and a size bound, and text from the network is printed with control and
+bidi characters escaped.
 """
 
 from __future__ import annotations
 
 import argparse
 import base64
+import datetime
 import hashlib
 import http.client
 import json
 import os
+import re
 import sys
 import time
+import unicodedata
 import urllib.error
 import urllib.parse
 import urllib.request
@@ -42,6 +53,40 @@ from cryptography.hazmat.primitives.ciphers.aead import ChaCha20Poly1305
 from cryptography.hazmat.primitives.kdf.hkdf import HKDF
 
 ENVELOPE_INFO = b"kez-chat-msg-v1"
+#: seconds one HTTP exchange may take in all, and the largest body read
+HTTP_DEADLINE = 30.0
+MAX_BODY = 1024 * 1024
+#: the longest event-stream line read (an inbox item is at most ~260 KiB)
+MAX_SSE_LINE = 320 * 1024
+#: envelope signatures remembered to recognise replays
+MAX_SEEN = 10_000
+#: a qualified handle, the whole string: local part @ server name
+HANDLE_RE = re.compile(
+    r"[a-z0-9][a-z0-9_-]{2,31}@(?=.{1,253}\Z)[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?"
+    r"(\.[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?)*(:[0-9]{1,5})?"
+)
+
+
+def strict_json(data: bytes | str) -> Any:
+    """JSON that refuses a repeated key (which value would count?)."""
+
+    def pairs(items: list[tuple[str, Any]]) -> dict[str, Any]:
+        keys = [k for k, _ in items]
+        if len(set(keys)) != len(keys):
+            raise ValueError("a key is repeated")
+        return dict(items)
+
+    return json.loads(data, object_pairs_hook=pairs)
+
+
+def visible(text: object) -> str:
+    """Text from the network, safe to print: controls and bidi escaped."""
+    return "".join(
+        c.encode("unicode_escape").decode("ascii")
+        if unicodedata.category(c) in ("Cc", "Cf", "Zl", "Zp", "Cs") and c != "\u200d"
+        else c
+        for c in str(text)
+    )
 
 
 # -- identity ---------------------------------------------------------------
@@ -142,11 +187,17 @@ def open_envelope(recipient: Identity, envelope: dict[str, Any]) -> dict[str, An
         key, nonce = _key_and_nonce(shared, unb64url(envelope["salt"]))
         header = {k: envelope[k] for k in ("v", "from", "to", "ts")}
         plaintext = ChaCha20Poly1305(key).decrypt(nonce, unb64url(envelope["ct"]), jcs(header))
-        return json.loads(plaintext)
     except EnvelopeError:
         raise
     except Exception as e:  # malformed fields, failed decryption
         raise EnvelopeError(f"cannot open: {e.__class__.__name__}") from None
+    try:
+        message = strict_json(plaintext)
+    except ValueError as e:
+        raise EnvelopeError(f"the plaintext is not acceptable JSON: {e}") from None
+    if not isinstance(message, dict) or not isinstance(message.get("type"), str):
+        raise EnvelopeError("the plaintext is not a typed JSON object")
+    return message
 
 
 # -- HTTP --------------------------------------------------------------------
@@ -158,18 +209,48 @@ class APIError(Exception):
         self.status, self.code = status, code
 
 
+def read_bounded(response: Any, deadline: float, limit: int = MAX_BODY) -> bytes:
+    """
+    A response body, refused past C{limit} bytes or after C{deadline}
+    (a server trickling a byte every few seconds never trips a per-read
+    timeout, so the whole exchange has one).
+    """
+    length = response.headers.get("Content-Length")
+    if length is not None and length.isdigit() and int(length) > limit:
+        raise APIError(response.status, "too_large", f"the answer is over {limit} bytes")
+    chunks, size = [], 0
+    while True:
+        if time.monotonic() > deadline:
+            raise TimeoutError("the server did not finish its answer in time")
+        chunk = response.read1(65536)
+        if not chunk:
+            return b"".join(chunks)
+        size += len(chunk)
+        if size > limit:
+            raise APIError(response.status, "too_large", f"the answer is over {limit} bytes")
+        chunks.append(chunk)
+
+
 class Client:
     """The chat-server's HTTP API, for one identity and handle."""
 
-    def __init__(self, base_url: str, identity: Identity, handle: str) -> None:
+    def __init__(
+        self, base_url: str, identity: Identity, handle: str, domain: str = "kez.lat"
+    ) -> None:
         self.base_url = base_url.rstrip("/")
         self.me = identity
         self.handle = handle
+        self.domain = domain
 
     def auth(self, method: str, path: str, *fields: str) -> str:
-        """The X-KEZ-Auth value: <ts>:<sig over method\\npath\\nfields…\\nts>."""
+        """
+        The X-KEZ-Auth value: <ts>:<sig over method\\n@domain\\npath\\nfields…\\nts>.
+        The @domain line names the server the request is for, so another
+        server never accepts it.
+        """
         ts = str(int(time.time()))
-        return f"{ts}:{self.me.sign(chr(10).join([method, path, *fields, ts]).encode())}"
+        text = chr(10).join([method, f"@{self.domain}", path, *fields, ts])
+        return f"{ts}:{self.me.sign(text.encode())}"
 
     def call(
         self, method: str, path: str, body: bytes | None = None, headers: dict | None = None
@@ -179,11 +260,15 @@ class Client:
         )
         if body is not None:
             request.add_header("Content-Type", "application/json")
+        deadline = time.monotonic() + HTTP_DEADLINE
         try:
-            with urllib.request.urlopen(request, timeout=30) as response:
-                return response.status, json.loads(response.read())
+            with urllib.request.urlopen(request, timeout=HTTP_DEADLINE) as response:
+                return response.status, json.loads(read_bounded(response, deadline))
         except urllib.error.HTTPError as e:
-            error = json.loads(e.read()).get("error", {})
+            try:
+                error = json.loads(read_bounded(e, deadline)).get("error", {})
+            except (ValueError, AttributeError, TimeoutError):
+                error = {}
             raise APIError(e.code, error.get("code", "?"), error.get("message", "")) from None
 
     def register(self, server: str) -> dict[str, Any]:
@@ -208,7 +293,7 @@ class Client:
             raise
 
     def lookup(self, handle: str) -> dict[str, Any]:
-        return self.call("GET", "/v1/u/" + urllib.parse.quote(handle))[1]
+        return self.call("GET", "/v1/u/" + urllib.parse.quote(handle, safe="@"))[1]
 
     def send(self, to: str, plaintext: dict[str, Any]) -> int:
         """Encrypt C{plaintext} for C{to}'s registered key and send it."""
@@ -255,19 +340,31 @@ class Client:
                 )
                 response = connection.getresponse()
                 if response.status != 200:
-                    error = json.loads(response.read()).get("error", {})
+                    try:
+                        body = read_bounded(response, time.monotonic() + HTTP_DEADLINE)
+                        error = json.loads(body).get("error", {})
+                    except (ValueError, AttributeError, TimeoutError):
+                        error = {}
                     code, message = error.get("code", "?"), error.get("message", "")
                     raise APIError(response.status, code, message)
                 for event in sse_events(response):
-                    if "retry" in event:
-                        retry = int(event["retry"]) / 1000
+                    if "retry" in event and event["retry"].isdigit():
+                        retry = min(int(event["retry"]) / 1000, 60.0)
                     if event.get("event") == "message":
-                        item = json.loads(event["data"])
-                        last_seq = item["seq"]
+                        try:
+                            item = json.loads(event["data"])
+                            seq = item["seq"]
+                        except (ValueError, KeyError, TypeError):
+                            warn("the server sent an unreadable event; skipped")
+                            continue
+                        if isinstance(seq, int) and seq > last_seq:
+                            last_seq = seq
                         yield item
             except APIError as e:
                 if e.status < 500 and e.status != 429:
                     raise
+            except SSELineTooLong as e:
+                warn(f"{e}: dropped the stream; reconnecting")
             except (OSError, http.client.HTTPException):
                 pass  # dropped (e.g. cut as a slow consumer): reconnect and resume
             finally:
@@ -275,14 +372,20 @@ class Client:
             time.sleep(retry)
 
 
+class SSELineTooLong(Exception):
+    pass
+
+
 def sse_events(response: http.client.HTTPResponse) -> Iterator[dict[str, str]]:
     """Events of a text/event-stream: dicts of their fields (data lines joined)."""
     event: dict[str, str] = {}
     while True:
-        raw = response.readline()
+        raw = response.readline(MAX_SSE_LINE + 1)
         if not raw:
             return
-        line = raw.decode("utf-8").rstrip("\r\n")
+        if len(raw) > MAX_SSE_LINE:
+            raise SSELineTooLong(f"an event-stream line over {MAX_SSE_LINE} bytes")
+        line = raw.decode("utf-8", "replace").rstrip("\r\n")
         if not line:
             if event:
                 yield event
@@ -293,11 +396,108 @@ def sse_events(response: http.client.HTTPResponse) -> Iterator[dict[str, str]]:
         name, _, value = line.partition(":")
         value = value[1:] if value.startswith(" ") else value
         if name == "data" and "data" in event:
+            if len(event["data"]) + len(value) > MAX_SSE_LINE:
+                raise SSELineTooLong(f"an event over {MAX_SSE_LINE} bytes")
             event["data"] += "\n" + value
         elif name == "retry":
             yield {"retry": value}
         else:
             event[name] = value
+
+
+# -- trust -------------------------------------------------------------------
+
+
+def warn(text: str) -> None:
+    sys.stderr.write(f"bot: warning: {visible(text)}\n")
+    sys.stderr.flush()
+
+
+def _moment(text: Any) -> datetime.datetime | None:
+    try:
+        moment = datetime.datetime.fromisoformat(str(text).upper().replace("Z", "+00:00"))
+    except ValueError:
+        return None
+    return moment if moment.tzinfo is not None else None
+
+
+def clamped_ts(ts: Any, created_at: Any) -> Any:
+    """
+    The sender's ts, but never later than when the server stored the
+    message (a ts in the year 9999 does not keep a message last).
+    """
+    sent, stored = _moment(ts), _moment(created_at)
+    if sent is None or (stored is not None and sent > stored):
+        return created_at
+    return ts
+
+
+class Trust:
+    """
+    What the bot believes about senders, kept in the state file: C{pins}
+    (handle → key, trust on first use) and C{seen} (the newest envelope
+    signatures, to recognise a replay).
+
+    An item from the server is a claim; L{check} accepts a message only
+    when the envelope verifies first and then every claim around it
+    agrees with it: the server's C{from_primary} is the signing key, its
+    C{from} is a handle, and the pins agree both ways (that handle is
+    pinned to that key, and that key to that handle). A sender seen for
+    the first time is pinned only when the registry names the signing
+    key for the handle. The name printed is always the pinned handle.
+    """
+
+    def __init__(self, state: dict[str, Any], client: Client) -> None:
+        self.pins: dict[str, str] = state.setdefault("pins", {})
+        self.seen: list[str] = state.setdefault("seen", [])
+        self.client = client
+
+    def handle_of(self, primary: str) -> str | None:
+        return next((h for h, p in self.pins.items() if p == primary), None)
+
+    def is_replay(self, envelope: Any) -> bool:
+        sig = envelope.get("sig") if isinstance(envelope, dict) else None
+        if not isinstance(sig, str):
+            return False
+        if sig in self.seen:
+            return True
+        self.seen.append(sig)
+        del self.seen[:-MAX_SEEN]
+        return False
+
+    def check(
+        self, me: Identity, item: dict[str, Any]
+    ) -> tuple[str | None, dict[str, Any] | None, str | None]:
+        """(the pinned handle or None, the plaintext or None, why it is refused or None)."""
+        envelope = item.get("envelope")
+        try:
+            message = open_envelope(me, envelope)  # verify first
+        except (EnvelopeError, AttributeError) as e:
+            key = envelope.get("from") if isinstance(envelope, dict) else None
+            label = self.handle_of(key) if isinstance(key, str) else None
+            return label, None, str(e) or "not an envelope"
+        signer = envelope["from"]
+        label = self.handle_of(signer)
+        claimed = item.get("from")
+        if item.get("from_primary") != signer:
+            return label, message, "the envelope's signer is not the key the server vouched for"
+        if not isinstance(claimed, str) or not HANDLE_RE.fullmatch(claimed):
+            return label, message, f"the server labels the sender {claimed!r}, not a handle"
+        pinned = self.pins.get(claimed)
+        if pinned is not None and pinned != signer:
+            return label, message, f"key changed: {claimed} is pinned to another key"
+        if label is not None and label != claimed:
+            return label, message, f"the server says {claimed} sent it; the key is {label}'s"
+        if label is None:
+            try:
+                record = self.client.lookup(claimed)
+            except (APIError, OSError, ValueError) as e:
+                return None, message, f"cannot confirm the sender {claimed}: {e}"
+            if record.get("fqhn") != claimed or record.get("primary") != signer:
+                return None, message, f"the registry names another key for {claimed}"
+            self.pins[claimed] = signer
+            label = claimed
+        return label, message, None
 
 
 # -- the bot -----------------------------------------------------------------
@@ -332,32 +532,44 @@ def main(argv: list[str] | None = None) -> int:
 
     state = load_state(args.state)
     me = Identity(bytes.fromhex(state["seed"]))
-    client = Client(args.server_url, me, args.handle)
+    client = Client(args.server_url, me, args.handle, args.domain)
+    trust = Trust(state, client)
     record = client.register(args.domain)
     print(json.dumps({"ready": record["fqhn"], "primary": me.primary}), flush=True)
 
     handled = 0
     for item in client.stream(state["last_seq"]):
+        seq = item["seq"]
         if item.get("direction") == "out":
-            # the server's copy of an echo we sent: nothing to answer
-            state["last_seq"] = item["seq"]
+            # the server's copy of an echo we sent: nothing to answer (and
+            # one not even from our key is said, never silently dropped)
+            envelope = item.get("envelope")
+            if not isinstance(envelope, dict) or envelope.get("from") != me.primary:
+                warn(f"message #{seq} is labelled our own sent copy but is not from our key")
+            state["last_seq"] = max(state["last_seq"], seq)
             save_state(args.state, state)
             continue
-        handled += 1
-        envelope = item["envelope"]
-        try:
-            # the key the server vouches for must be the one that signed
-            if envelope.get("from") != item["from_primary"]:
-                raise EnvelopeError("envelope signer is not the sender's key")
-            message = open_envelope(me, envelope)
-            verified = True
-        except EnvelopeError as e:
-            message, verified = {"type": "unreadable", "error": str(e)}, False
-        line = {"seq": item["seq"], "from": item["from"], "verified": verified, **message}
-        print(json.dumps(line) if args.json else f"{item['from']}: {message}", flush=True)
-        if verified and message.get("type") == "text":
-            client.send(item["from"], {"type": "text", "text": "echo: " + message["text"]})
-        state["last_seq"] = item["seq"]
+        if trust.is_replay(item.get("envelope")):
+            warn(f"message #{seq} is a replay of an earlier envelope: not shown again")
+        else:
+            handled += 1
+            sender, message, refused = trust.check(me, item)
+            envelope = item.get("envelope")
+            ts = clamped_ts(
+                envelope.get("ts") if isinstance(envelope, dict) else None, item.get("created_at")
+            )
+            if refused is None and message is not None:
+                line = {"seq": seq, "from": sender, "ts": ts, "verified": True, **message}
+                human = f"{visible(sender)}: {visible(message)}"
+            else:
+                line = {"seq": seq, "from": sender, "verified": False,
+                        "type": "unreadable", "error": refused}
+                human = f"[UNVERIFIED] {visible(sender or '?')}: {visible(refused)}"
+                warn(f"message #{seq} from {sender or 'an unknown sender'} is refused: {refused}")
+            print(json.dumps(line) if args.json else human, flush=True)
+            if refused is None and message and message.get("type") == "text" and sender:
+                client.send(sender, {"type": "text", "text": "echo: " + str(message["text"])})
+        state["last_seq"] = max(state["last_seq"], seq)
         save_state(args.state, state)
         if args.count is not None and handled >= args.count:
             return 0

@@ -58,6 +58,8 @@ class ChatConfig:
     max_streams_per_ip: int = 256
     #: total bytes the KEZ_INBOX JetStream stream keeps (oldest dropped first)
     nats_stream_max_bytes: int = 1024**3
+    #: also accept X-KEZ-Auth signatures that do not name this server
+    legacy_auth: bool = True
 
     def __post_init__(self) -> None:
         # the invariants the flags are checked against, for embedders too
@@ -195,6 +197,13 @@ class ChatOptions(TableOptions):
             str(1024**3),
             "total bytes the KEZ_INBOX JetStream stream keeps (when it is created)",
         ),
+        (
+            "legacy-auth",
+            "KEZ_CHAT_LEGACY_AUTH",
+            "on",
+            "also accept request signatures that do not name this server: on or off "
+            "(see the kezchat_legacy_auth_requests metric)",
+        ),
     ]
 
     #: repeatable options: (flag, environment variable, default, help)
@@ -249,6 +258,7 @@ class ChatOptions(TableOptions):
         if settings["log-format"] not in ("text", "json"):
             raise usage.UsageError("--log-format is text or json")
         access_log = parse_switch("access-log", settings["access-log"])
+        legacy_auth = parse_switch("legacy-auth", settings["legacy-auth"])
         check_db_setting(settings["db"] or "")
         allow_env = self.environ.get("KEZ_CHAT_ALLOW_SERVER_CHANGE", "").lower()
         if allow_env not in ("", "0", "no", "false", "1", "yes", "true"):
@@ -290,6 +300,7 @@ class ChatOptions(TableOptions):
                 "nats-stream-max-bytes", settings["nats-stream-max-bytes"]
             )
             or -1,
+            legacy_auth=legacy_auth,
             allow_server_change=bool(self["allow-server-change"])
             or allow_env in ("1", "yes", "true"),
         )

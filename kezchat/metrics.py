@@ -90,7 +90,26 @@ class Metrics(HTTPMetrics):
             "streams_refused", "SSE streams refused past a cap, by cap (handle or ip)",
             ["cap"], namespace=namespace, registry=r,
         )
+        self.nats_callout_busy = Counter(
+            "nats_callout_busy",
+            "NATS logins refused at once because too many registry look-ups were waiting",
+            namespace=namespace, registry=r,
+        )
+        self.nats_dropped = Counter(
+            "nats_dropped",
+            "messages nats-py dropped because a subscription's queue was full (slow consumer)",
+            namespace=namespace, registry=r,
+        )
         self.nats_ingest_dropped = Counter(
             "nats_ingest_dropped", "messages from native NATS clients not stored, by reason",
             ["reason"], namespace=namespace, registry=r,
         )
+        self.legacy_auth = Counter(
+            "legacy_auth_requests",
+            "requests accepted with a signature that does not name this server, by method",
+            ["method"], namespace=namespace, registry=r,
+        )
+        for method in ("GET", "POST", "DELETE", "PUT"):
+            # shown at zero from the start: zero for a while means no
+            # client still signs the old way
+            self.legacy_auth.labels(method)

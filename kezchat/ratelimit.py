@@ -52,6 +52,19 @@ class RateLimiter:
             )
         self._buckets[key] = (tokens - 1.0, now)
 
+    def wait(self, key: str) -> int:
+        """
+        The seconds until C{key} may spend a token, without spending one
+        (0: it may now). For questions like "would a registration from
+        here be accepted?".
+        """
+        if not self.limit:
+            return 0
+        now = self._clock()
+        tokens, stamp = self._buckets.get(key, (float(self.limit), now))
+        tokens = min(float(self.limit), tokens + (now - stamp) * self._rate)
+        return 0 if tokens >= 1.0 else math.ceil((1.0 - tokens) / self._rate)
+
     def _sweep(self, now: float) -> None:
         if now - self._last_sweep < self.period:
             return

@@ -171,8 +171,7 @@ class Registry:
         if not isinstance(server, str) or server != self.policy.server:
             raise KezError("wrong_server", f"this server registers handles on {self.policy.server}")
         handle = self._signed_handle(payload.get("handle"))
-        if handle.local in self.policy.reserved:
-            raise KezError("reserved_handle", f"{handle.local!r} is reserved")
+        self._check_reserved(handle)
         try:
             created = parse_rfc3339(payload.get("created_at"))
         except ValueError:
@@ -199,6 +198,28 @@ class Registry:
             return Handle(validate_local(local), self.policy.server)
         except InvalidHandle as e:
             raise KezError("invalid_handle", str(e)) from None
+
+    def _check_reserved(self, handle: Handle) -> None:
+        if handle.local in self.policy.reserved:
+            raise KezError("reserved_handle", f"{handle.local!r} is reserved")
+
+    async def availability(self, text: str) -> Handle:
+        """
+        Whether a registration of C{text} would be accepted, as far as can
+        be told before there is a key: the same handle checks as
+        L{check_registration}, then whether it is taken. Clients ask before
+        a person writes down words for a handle they cannot have.
+
+        @return: the handle, when it is free.
+        @raise KezError: the code the registration would get
+            (C{invalid_handle}, C{wrong_server}, C{reserved_handle},
+            C{handle_taken}).
+        """
+        handle = self._signed_handle(text.lower())
+        self._check_reserved(handle)
+        if await self._cached(self._by_fqhn, handle.fqhn, self.store.handle) is not None:
+            raise KezError("handle_taken", f"{handle.fqhn} is already registered")
+        return handle
 
     async def register(self, body: Any) -> HandleRecord:
         """

@@ -117,11 +117,17 @@ def build_parts(config: ChatConfig, reactor: IServerReactor) -> ChatParts:
     nats_broker = _nats_broker(config, registry, reactor) if config.nats_url else None
     broker: Broker = nats_broker if nats_broker is not None else LocalBroker()
     store = storage.messages
+    authenticator = Authenticator(
+        clock,
+        config.server,
+        legacy=config.legacy_auth,
+        on_legacy=lambda method: metrics.legacy_auth.labels(method).inc(),
+    )
     relay = Relay(
         registry=registry,
         store=store,
         broker=broker,
-        authenticator=Authenticator(clock),
+        authenticator=authenticator,
         send_limiter=RateLimiter(config.send_limit, SEND_LIMIT_WINDOW, clock),
         metrics=metrics,
         clock=clock,
@@ -136,7 +142,7 @@ def build_parts(config: ChatConfig, reactor: IServerReactor) -> ChatParts:
     if nats_broker is not None:
         nats = _nats_service(config, registry, relay, nats_broker, reactor)
     client_address = ClientAddress(config.trusted_proxies)
-    mirror = ManifestMirror(registry, storage.manifests, Authenticator(clock), clock)
+    mirror = ManifestMirror(registry, storage.manifests, authenticator, clock)
     web_dir = config.web_dir or packaged_web_dir()
     web = None
     if os.path.isdir(web_dir):
@@ -177,6 +183,7 @@ def makeService(
     if reactor is None:
         reactor = global_reactor()
     parts = build_parts(config, reactor)
+    warn_without_nats(config)
     service = ChatService(parts, reactor, on_fatal)
     parts.db.setServiceParent(service)
     if parts.nats is not None:
@@ -190,6 +197,26 @@ def makeService(
         parts.http.web.setServiceParent(service)
     service.listen(config.listen, parts.http.site(reactor, access_log=config.access_log))
     return service
+
+
+def warn_without_nats(config: ChatConfig) -> None:
+    """
+    Warn when the database can be shared (PostgreSQL) but NATS is off:
+    each instance then delivers to its streams only what it stored itself
+    at once, and what other instances stored only at the streams'
+    keep-alive tick, so several such instances look like a slow server.
+    """
+    from kezchat.storage.dburl import is_postgres_url
+
+    if config.nats_url or not is_postgres_url(config.db):
+        return
+    log.warn(
+        "PostgreSQL without NATS (--nats-url): if several kezchat instances share this"
+        " database, a message stored by another instance reaches this instance's streams"
+        " only at their next keep-alive tick (every {tick:g} s), not at once. Run one"
+        " instance, or give every instance the same --nats-url.",
+        tick=config.sse_ping_seconds,
+    )
 
 
 def _retention_sweep(parts: ChatParts) -> Deferred[None]:
@@ -262,4 +289,5 @@ def _nats_service(
         stream_limits=StreamLimits(
             max_age=config.retention_days * 86400, max_bytes=config.nats_stream_max_bytes
         ),
+        metrics=relay.metrics,
     )

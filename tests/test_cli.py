@@ -313,7 +313,7 @@ class TerminalTests(CliTestCase):
 
         # a person who did not write the words down registers nothing
         dave = self.user("dave", **no_passphrase)
-        term = dave.terminal("register", "dave", env={"KEZ_CHAT_PASSPHRASE": "pw"})
+        term = dave.terminal("register", "dave", env={"KEZ_CHAT_PASSPHRASE": "dave passphrase"})
         self.addCleanup(term.kill)
         await term.expect(r"Word #\d+: ")
         for _ in range(2):
@@ -327,7 +327,7 @@ class TerminalTests(CliTestCase):
 
         # recover with the words typed (not echoed) at the terminal
         laptop = self.user("laptop", **no_passphrase)
-        term = laptop.terminal("recover", env={"KEZ_CHAT_PASSPHRASE": "pw2"})
+        term = laptop.terminal("recover", env={"KEZ_CHAT_PASSPHRASE": "laptop passphrase"})
         self.addCleanup(term.kill)
         await term.expect("Your 24 recovery words")
         term.type(mnemonic)

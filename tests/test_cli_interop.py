@@ -129,13 +129,14 @@ class PackageClientInteropTests(CliTestCase):
                 "direction": "in",
                 "to": "alice@kez.lat",
                 "ts": got[0]["ts"],
+                "created_at": got[0]["created_at"],
                 "verified": True,
                 "type": "text",
                 "text": "hi, CLI",
             },
         )
         self.assertEqual(
-            {k: v for k, v in got[1].items() if k != "ts"},
+            {k: v for k, v in got[1].items() if k not in ("ts", "created_at")},
             {
                 "seq": 3,
                 "from": "bob@kez.lat",

@@ -154,11 +154,12 @@ class KeyFileTests(SynchronousTestCase):
 
     def test_store_writes_an_encrypted_private_file(self) -> None:
         home = Home(Path(self.mktemp()))
-        store = SecretStore(home, ask=lambda confirm: "typed", keyring_backend=lambda: None)
+        typed = "typed passphrase"
+        store = SecretStore(home, ask=lambda confirm: typed, keyring_backend=lambda: None)
         key = KeyPair.generate()
         self.assertEqual(store.save(key), "file")
         self.assertEqual(stat.S_IMODE(home.secret_path.stat().st_mode), 0o600)
-        again = SecretStore(home, ask=lambda confirm: "typed", keyring_backend=lambda: None)
+        again = SecretStore(home, ask=lambda confirm: typed, keyring_backend=lambda: None)
         self.assertEqual(again.load(key.primary, "file"), key)
 
     def test_fail_and_null_keyrings_are_not_usable(self) -> None:

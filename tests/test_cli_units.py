@@ -72,7 +72,7 @@ class ReceivedStoreTests(SynchronousTestCase):
         with open(store.home.messages_path, "ab") as f:
             f.write(b'{"seq": 3, "envel')
         self.assertEqual([i["seq"] for i in store.items()], [1, 2])
-        self.assertEqual(len(store.seen_ids()), 2)
+        self.assertEqual(len(store.seen()), 2)
 
     @settings(max_examples=30, deadline=None)
     @given(st.lists(st.integers(min_value=1, max_value=50), max_size=20))
@@ -232,3 +232,107 @@ class ConsoleScriptTests(SynchronousTestCase):
         self.assertEqual(result.returncode, 0, result.stderr)
         for command in ("register", "recover", "whoami", "add", "contacts", "send", "listen"):
             self.assertIn(command, result.stdout)
+
+
+class TerminalSafetyTests(SynchronousTestCase):
+    """
+    L{visible} and L{json_line}: what network text may do to a terminal.
+    """
+
+    @settings(max_examples=300, deadline=None)
+    @given(st.text())
+    def test_visible_leaves_nothing_a_terminal_acts_on(self, text: str) -> None:
+        import unicodedata
+
+        from kezchat.cli.output import visible
+
+        shown = visible(text)
+        self.assertFalse(
+            [c for c in shown if unicodedata.category(c) in ("Cc", "Cf", "Zl", "Zp", "Cs")
+             and c != "\u200d"],
+            repr(shown),
+        )
+        if text.isascii() and text.isprintable():
+            self.assertEqual(shown, text)
+
+    def test_visible_examples(self) -> None:
+        from kezchat.cli.output import visible
+
+        self.assertEqual(visible("a\x1b[2Jb\r\nc"), "a\\e[2Jb\\r\\nc")
+        self.assertEqual(visible("invoice\u202efdp.exe"), "invoice\\u202efdp.exe")
+        self.assertEqual(visible("héllo 😀"), "héllo 😀")
+        self.assertEqual(visible("\x9b\u200b\U000e0041"), "\\x9b\\u200b\\U000e0041")
+
+    @settings(max_examples=300, deadline=None)
+    @given(st.dictionaries(st.text(), st.text() | st.integers() | st.none()))
+    def test_json_lines_are_the_same_value_and_safe(self, obj: dict) -> None:
+        from kezchat.cli.output import _JSON_UNSAFE, json_line
+
+        line = json_line(obj)
+        self.assertEqual(json.loads(line), obj)
+        self.assertNotIn("\n", line)
+        self.assertIsNone(_JSON_UNSAFE.search(line))
+
+    def test_human_output_keeps_only_its_own_line_breaks(self) -> None:
+        out, err = io.StringIO(), io.StringIO()
+        output = Output(False, out, err)
+        output.emit({}, "Pinned x\n  key \x1b[31m")
+        output.warn("bad\nline\x1b]0;title\x07")
+        self.assertEqual(out.getvalue(), "Pinned x\n  key \\e[31m\n")
+        self.assertEqual(err.getvalue(), "kez-chat: warning: bad\\nline\\e]0;title\\x07\n")
+
+
+class TrustPieceTests(SynchronousTestCase):
+    def test_canonical_handle(self) -> None:
+        from kezchat.cli.messages import canonical_handle
+
+        self.assertEqual(canonical_handle("alice@kez.lat"), "alice@kez.lat")
+        for bad in (
+            "alice", "Alice@kez.lat", "alice@kez.lat ", " alice@kez.lat", "alice@kez.lat\u200b",
+            "alice@kez.lat\n", "\x1b[2Jalice@kez.lat", "alice@@kez.lat", None, 7, "",
+            "al\u0130ce@kez.lat",
+        ):
+            self.assertIsNone(canonical_handle(bad), repr(bad))
+
+    def test_clamped_ts(self) -> None:
+        from kezchat.cli.messages import clamped_ts
+
+        stored = "2026-01-01T00:00:10Z"
+        self.assertEqual(clamped_ts("2026-01-01T00:00:05Z", stored), "2026-01-01T00:00:05Z")
+        self.assertEqual(clamped_ts("9999-12-31T23:59:59Z", stored), stored)
+        self.assertEqual(clamped_ts("not a time", stored), stored)
+        self.assertEqual(clamped_ts("2026-01-01T00:00:05Z", None), "2026-01-01T00:00:05Z")
+
+    @settings(max_examples=300, deadline=None)
+    @given(st.text(min_size=1))
+    def test_safe_file_names(self, name: str) -> None:
+        import unicodedata
+
+        from kezchat.cli.attachments import MAX_NAME_BYTES, safe_file_name
+
+        safe = safe_file_name(name)
+        self.assertTrue(safe)
+        self.assertLessEqual(len(safe.encode("utf-8")), MAX_NAME_BYTES)
+        self.assertFalse(safe.startswith("."))
+        self.assertNotIn("/", safe)
+        self.assertFalse(
+            [c for c in safe if unicodedata.category(c) in ("Cc", "Cf", "Zl", "Zp", "Cs")]
+        )
+
+    def test_file_ids_are_per_sender_and_not_reused(self) -> None:
+        from kezchat.cli.attachments import FileSaver, PlaintextError
+        from kezchat.e2e import chunked_file
+
+        saver = FileSaver(Path(self.mktemp()))
+        alices, mallorys = b"a" * 100_000, b"m" * 100_000
+        header, chunks = chunked_file("contract.txt", "text/plain", alices, "id")
+        mheader, mchunks = chunked_file("evil.txt", "text/plain", mallorys, "id")
+        self.assertIsNone(saver.take("mallory", mchunks[0]))
+        self.assertIsNone(saver.take("alice", header))
+        self.assertIsNone(saver.take("alice", chunks[0]))
+        self.assertEqual(saver.take("alice", chunks[1]), ("contract.txt", alices))
+        self.assertIsNone(saver.take("mallory", mheader))
+        self.assertEqual(saver.take("mallory", mchunks[1]), ("evil.txt", mallorys))
+        other, _ = chunked_file("evil2.txt", "text/plain", b"x" * 100_000, "id")
+        with self.assertRaises(PlaintextError):
+            saver.take("mallory", other)

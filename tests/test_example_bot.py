@@ -12,6 +12,7 @@ import importlib.util
 import json
 import os
 import sys
+import time
 from pathlib import Path
 from types import ModuleType
 from typing import Any
@@ -26,6 +27,9 @@ from kezchat.e2e import open_envelope, seal_envelope, text_message
 from kezchat.identity.jcs import canonical_json
 from kezchat.identity.keys import KeyPair
 from kezchat.relay.auth import body_digest, sign_request
+from kezchat.timeutil import parse_rfc3339
+from tests.hostilerelay import HostileRelay, Replayer, relabel, seal_raw
+from tests.relaysupport import send as relay_send
 from tests.support import http_client, json_of, register, start_server, temp_dir
 
 BOT = Path(__file__).resolve().parent.parent / "examples" / "bot.py"
@@ -124,8 +128,10 @@ class BotRunTests(TestCase):
         bot_primary = ready["primary"]
         await send(seal_envelope(alice, bot_primary, text_message("one")))
         self.assertEqual(await bot.ended, 0)
+        first = dict(bot.lines[1])
+        self.assertLessEqual(parse_rfc3339(first.pop("ts")), time.time() + 1)
         self.assertEqual(
-            bot.lines[1],
+            first,
             {"seq": 1, "from": "alice@kez.lat", "verified": True, "type": "text", "text": "one"},
         )
 
@@ -145,6 +151,7 @@ class BotRunTests(TestCase):
         self.assertEqual([line["seq"] for line in received], [3, 4, 5])
         self.assertEqual([line["verified"] for line in received], [True, False, True])
         self.assertEqual(received[1]["type"], "unreadable")
+        self.assertIn("not the key the server vouched for", received[1]["error"])
 
         # alice's inbox holds the answers, which the package opens
         auth = sign_request(alice, "GET", "/v1/inbox/alice", ["since=0"], int(reactor.seconds()))
@@ -156,6 +163,69 @@ class BotRunTests(TestCase):
         ]
         self.assertEqual(texts, ["echo: one", "echo: two", "echo: three"])
         self.assertEqual({item["from"] for item in items}, {"echobot@kez.lat"})
+
+
+    async def test_through_a_hostile_relay(self) -> None:
+        """
+        Through a relay that relabels, replays and injects, the bot shows
+        every attack as refused (with the reason) or not at all, answers
+        only genuine messages, and names senders by their pinned keys.
+        """
+        server = await start_server(self)
+        relay = await HostileRelay.start(self, server.url)
+        client = http_client(self)
+        alice, _ = await register(client, server.url, "alice")
+        mallory, _ = await register(client, server.url, "mallory")
+        state = os.path.join(temp_dir(self), "echobot.json")
+        bot = self.start_bot(relay.url, state, 6)
+        await bot.wait_lines(1)
+        bot_primary = bot.lines[0]["primary"]
+
+        async def send(key: KeyPair, name: str, envelope: dict) -> int:
+            code, body = await relay_send(client, server.url, key, name, "echobot", envelope)
+            self.assertEqual(code, 201, body)
+            return int(body["seq"])
+
+        def only(seq: int, rewrite: Any) -> Any:
+            return lambda i: rewrite(i) if i["seq"] == seq else [i]
+
+        one = await send(alice, "alice", seal_envelope(alice, bot_primary, text_message("one")))
+        await bot.wait_lines(2)
+        relay.rewriters += [
+            only(one + 1, relabel("alice@kez.lat")),
+            only(one + 2, relabel("alice@kez.lat\u200b")),
+            Replayer(lambda i: i["seq"] == one + 3),
+        ]
+        mine = seal_envelope(mallory, bot_primary, text_message("I am alice"))
+        relabelled = await send(mallory, "mallory", mine)
+        other = seal_envelope(mallory, bot_primary, text_message("x"))
+        spaced = await send(mallory, "mallory", other)
+        two = await send(alice, "alice", seal_envelope(alice, bot_primary, text_message("two")))
+        twice = seal_raw(mallory, bot_primary, b'{"type":"text","text":"a","text":"b"}')
+        doubled = await send(mallory, "mallory", twice)
+        three = await send(alice, "alice", seal_envelope(alice, bot_primary, text_message("three")))
+        self.assertEqual(await bot.ended, 0, bot.stderr.decode())
+        lines = {line["seq"]: line for line in bot.lines[1:]}
+        self.assertEqual(sorted(lines), [one, relabelled, spaced, two, doubled, three])
+        for seq in (relabelled, spaced, doubled):
+            self.assertFalse(lines[seq]["verified"], lines[seq])
+            self.assertTrue(lines[seq]["error"], lines[seq])
+            self.assertNotEqual(lines[seq]["from"], "alice@kez.lat")
+        self.assertIn("key changed", lines[relabelled]["error"])
+        self.assertIn("not a handle", lines[spaced]["error"])
+        self.assertIn("repeated", lines[doubled]["error"])
+        for seq, text in ((one, "one"), (two, "two"), (three, "three")):
+            self.assertEqual(
+                (lines[seq]["from"], lines[seq]["verified"], lines[seq]["text"]),
+                ("alice@kez.lat", True, text),
+            )
+        self.assertIn(b"replay", bot.stderr)
+        # answered: the genuine three only
+        auth = sign_request(alice, "GET", "/v1/inbox/alice", ["since=0"], int(reactor.seconds()))
+        response = await client.get(f"{server.url}/v1/inbox/alice", headers={"X-KEZ-Auth": auth})
+        self.assertEqual(len((await json_of(response))["messages"]), 3)
+        with open(state) as f:
+            self.assertEqual(json.load(f)["pins"], {"alice@kez.lat": alice.primary})
 
 
 class BotCodeTests(SynchronousTestCase):
@@ -202,7 +272,9 @@ class BotCodeTests(SynchronousTestCase):
     def test_request_signatures_match_the_package(self) -> None:
         bot = load_bot()
         key = KeyPair(bytes(range(32)))
-        client = bot.Client("http://unused", bot.Identity(key.seed), "alice")
+        client = bot.Client("http://unused", bot.Identity(key.seed), "alice", "kez.test")
         value = client.auth("GET", "/v1/inbox/alice", "since=0")
         ts = int(value.split(":")[0])
-        self.assertEqual(value, sign_request(key, "GET", "/v1/inbox/alice", ["since=0"], ts))
+        self.assertEqual(
+            value, sign_request(key, "GET", "/v1/inbox/alice", ["since=0"], ts, "kez.test")
+        )

@@ -20,6 +20,7 @@ from twisted.trial import unittest
 from kezchat.config import ChatConfig
 from kezchat.identity.keys import KeyPair
 from kezchat.natsbridge.aio import WrongReactorError, deferred_from_coroutine
+from kezchat.natsbridge.flush import flush
 from kezchat.natsbridge.subjects import STREAM, consumer_filter, consumer_name, inbox_subject
 from kezchat.service import makeService
 from tests.natssupport import NatsTestCase
@@ -68,7 +69,7 @@ class BridgeTestCase(NatsTestCase):
         nc = await nats_(self.connect_user(keypair))
         queue: asyncio.Queue[Any] = asyncio.Queue()
         await nats_(nc.subscribe(consumer_filter(keypair.public_hex), cb=queue.put))
-        await nats_(nc.flush())
+        await nats_(flush(nc))  # nats-py's own flush may leave the SUB unsent
         return nc, queue
 
 

@@ -20,6 +20,7 @@ from kezchat.identity.nkeys import primary_to_user_nkey
 from kezchat.natsbridge import jwt
 from kezchat.natsbridge.aio import deferred_from_coroutine
 from kezchat.natsbridge.callout import CALLOUT_SUBJECT, CalloutResponder, CalloutSubscription
+from kezchat.natsbridge.flush import flush
 from kezchat.natsbridge.keys import ACCOUNT, SERVER, USER, NKey
 from kezchat.natsbridge.stream import ensure_inbox_stream
 from kezchat.natsbridge.subjects import (
@@ -400,38 +401,16 @@ class PermissionTests(CalloutTestCase):
         await self.start_callout(self.alice, self.bob, self.carol)
         self.a = await self.user(self.alice)
         self.b = await self.user(self.bob)
-        for nc, keypair in ((self.a, self.alice), (self.b, self.bob)):
-            await self.until_ready(nc, keypair)
-
-    async def until_ready(self, nc: Any, keypair: KeyPair) -> None:
-        """
-        Wait until C{nc}'s publications reach its own live subscription.
-
-        Seen about one run in four without this: alice's first message to
-        bob, published right after bob's subscription was flushed, never
-        arrived, with no error on either connection, while a second one
-        and a probe bob sent himself arrived at once. The cause is not
-        found (nats-server 2.15 with callout-authorized users); a round
-        trip through each client's own inbox first has made it vanish in
-        every run since. Native clients read their inbox through JetStream,
-        which does not depend on a live subscription.
-        """
-        own = await self.inbox_of(nc, keypair)
-        subject = inbox_subject(keypair.public_hex, keypair.public_hex)
-        for _ in range(20):
-            await nc.publish(subject, b"probe")
-            await nc.flush()
-            try:
-                await asyncio.wait_for(own.get(), 0.5)
-                return
-            except TimeoutError:
-                pass
-        self.fail("a client's publications never arrived")
 
     async def inbox_of(self, nc: Any, keypair: KeyPair) -> asyncio.Queue[Any]:
+        """
+        Subscribe C{nc} to C{keypair}'s inbox, and return once nats-server
+        has the subscription (nats-py's own flush can return before the
+        SUB has even left: see L{kezchat.natsbridge.flush}).
+        """
         queue: asyncio.Queue[Any] = asyncio.Queue()
         await nc.subscribe(consumer_filter(keypair.public_hex), cb=queue.put)
-        await nc.flush()
+        await flush(nc)
         return queue
 
     async def assert_violation(self, nc: Any, what: str) -> None:

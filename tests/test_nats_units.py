@@ -102,23 +102,3 @@ class BrokerTests(unittest.TestCase):
         broker.publish(self.message)
         self.assertEqual(len(got), 1)
         self.assertEqual(broker.subscriber_count(), 0)
-
-    def test_announcements_without_local_streams_are_not_parsed(self) -> None:
-        """
-        An instance skips an announcement for a recipient it streams to
-        nobody without reading its body (several instances each hear
-        every announcement).
-        """
-        broker = NatsBroker(lambda fqhn: "ed25519:" + A, StoredMarker(b"seed"))
-        got: list[StoredMessage] = []
-        broker.subscribe("bob@kez.lat", got.append)
-
-        class Msg:
-            def __init__(self, recipient: str, data: bytes) -> None:
-                self.headers = {"Kez-Instance": "other", "Kez-Recipient": recipient}
-                self.data = data
-
-        run(broker._on_stored(Msg("carol@kez.lat", b"not even JSON")))
-        self.assertEqual((broker.ignored, got), (1, []))
-        run(broker._on_stored(Msg("bob@kez.lat", encode_stored(self.message))))
-        self.assertEqual((broker.ignored, got), (1, [self.message]))

@@ -76,11 +76,24 @@ def _envelope() -> dict:
     return seal_envelope(ALICE, BOB.primary, MESSAGE, ts=TS, salt=SALT)
 
 
-def _auth(method: str, path: str, fields: list[str]) -> tuple[str, str]:
+#: the server the worked request signatures name (alice is alice@kez.lat)
+SERVER = "kez.lat"
+#: the stream example's exp: a day after UNIX_TS, the longest allowed
+STREAM_EXP = UNIX_TS + 86400
+
+
+def _auth(
+    method: str, path: str, fields: list[str], server: str | None = SERVER
+) -> tuple[str, str]:
     return (
-        signed_text(method, path, fields, UNIX_TS).decode(),
-        sign_request(ALICE, method, path, fields, UNIX_TS),
+        signed_text(method, path, fields, UNIX_TS, server).decode(),
+        sign_request(ALICE, method, path, fields, UNIX_TS, server),
     )
+
+
+def _stream_exp_url() -> str:
+    auth = _auth("GET", "/v1/inbox/alice/stream", [f"exp={STREAM_EXP}"])[1]
+    return f"https://kez.lat/v1/inbox/alice/stream?auth={auth}&exp={STREAM_EXP}"
 
 
 def _first_event() -> dict:
@@ -118,6 +131,12 @@ EXAMPLES: dict[str, Callable[[dict[str, str]], str]] = {
     "auth-inbox-header": lambda _: _auth("GET", "/v1/inbox/alice", ["since=0"])[1],
     "auth-stream-text": lambda _: _auth("GET", "/v1/inbox/alice/stream", [])[0],
     "auth-stream-header": lambda _: _auth("GET", "/v1/inbox/alice/stream", [])[1],
+    "auth-stream-exp-text": lambda _: _auth(
+        "GET", "/v1/inbox/alice/stream", [f"exp={STREAM_EXP}"]
+    )[0],
+    "auth-stream-exp-url": lambda _: _stream_exp_url(),
+    "auth-legacy-text": lambda _: _auth("GET", "/v1/inbox/alice", ["since=0"], None)[0],
+    "auth-legacy-header": lambda _: _auth("GET", "/v1/inbox/alice", ["since=0"], None)[1],
     "auth-delete-text": lambda _: _auth("DELETE", "/v1/inbox/alice", ["upto=7"])[0],
     "auth-delete-header": lambda _: _auth("DELETE", "/v1/inbox/alice", ["upto=7"])[1],
     "auth-send-body": lambda _: _send_body().decode(),
@@ -212,7 +231,7 @@ class WorkedExampleTests(SynchronousTestCase):
         self.assertEqual(header.split(":")[0], str(UNIX_TS))
         self.assertEqual(
             blocks["auth-send-text"].split("\n"),
-            ["POST", "/v1/messages", blocks["auth-send-sha256"], str(UNIX_TS)],
+            ["POST", "@kez.lat", "/v1/messages", blocks["auth-send-sha256"], str(UNIX_TS)],
         )
 
     def test_agrees_with_the_interop_vectors(self) -> None:

@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import json
 import sqlite3
+from dataclasses import replace
 from typing import Any
 
 import nats.errors
@@ -25,13 +26,17 @@ from kezchat.e2e import (
 )
 from kezchat.identity.keys import KeyPair
 from kezchat.natsbridge.aio import deferred_from_coroutine
-from kezchat.natsbridge.bridge import decode_stored, encode_stored
+from kezchat.natsbridge.bridge import NatsBroker, StoredMarker, decode_stored, encode_stored
+from kezchat.natsbridge.flush import flush
 from kezchat.natsbridge.subjects import consumer_filter, inbox_subject, senders_copy_subject
+from kezchat.relay.broker import Origin
 from kezchat.storage.interfaces import NewMessage, StoredMessage
 from tests.backends import on_postgresql
+from tests.natssupport import asyncio_test
 from tests.relaysupport import inbox, open_stream, send
-from tests.support import http_client, register, start_server
-from tests.test_nats_bridge import BridgeTestCase
+from tests.support import fresh_database, http_client, register, start_server
+from tests.test_nats_bridge import BridgeTestCase, eventually
+from tests.test_nats_interest import until
 from tests.test_storage import StorageTestCase
 
 nats_ = deferred_from_coroutine
@@ -279,6 +284,88 @@ class NatsSendersCopyTests(BridgeTestCase):
         self.assertEqual(page["messages"], [])
         # and yet it lies under alice's own consumer filter
         self.assertTrue(own.startswith(consumer_filter(self.alice.public_hex)[:-1]))
+
+
+class SendersCopyAnnouncementTests(BridgeTestCase):
+    """
+    Between instances, a sender's copy is announced on the sender's own
+    per-recipient subject: an instance holding a stream for the sender
+    delivers it at once, one holding a stream only for the recipient gets
+    the recipient's copy alone, and one holding none hears nothing.
+    """
+
+    async def brokers(self, n: int) -> list[NatsBroker]:
+        brokers = []
+        for _ in range(n):
+            broker = NatsBroker(lambda fqhn: "ed25519:" + "b" * 64, StoredMarker(b"seed"))
+            await broker.start(await self.connect_service())
+            self.addCleanup(lambda b=broker: asyncio.ensure_future(b.stop()))
+            brokers.append(broker)
+        return brokers
+
+    @asyncio_test
+    async def test_the_copy_goes_to_the_senders_subject_only(self) -> None:
+        origin, senders, recipients, idle = await self.brokers(4)
+        at_sender: list[StoredMessage] = []
+        at_recipient: list[StoredMessage] = []
+        loop = asyncio.get_running_loop()
+        for broker, who, got in (
+            (senders, "alice@kez.lat", at_sender), (recipients, "bob@kez.lat", at_recipient)
+        ):
+            await broker.subscribe(who, got.append).when_ready().asFuture(loop)
+        alice_key, bob_key = "ed25519:" + "a" * 64, "ed25519:" + "b" * 64
+        received = StoredMessage("bob@kez.lat", 4, "alice@kez.lat", alice_key, '{"n":1}', 2.0)
+        copy = StoredMessage(
+            "alice@kez.lat", 9, "alice@kez.lat", alice_key, '{"n":1}', 2.0,
+            "out", "bob@kez.lat", bob_key,
+        )
+        origin.publish(received, origin=Origin.NATS)
+        origin.publish(copy, origin=Origin.HTTP)
+        await until(lambda: at_sender and at_recipient)
+        queue = origin._queue
+        assert queue is not None
+        await until(queue.empty)
+        # a round trip on every connection: whatever was routed is in
+        await asyncio.sleep(0.05)
+        for broker in (origin, senders, recipients, idle):
+            await flush(broker.nc)
+        await asyncio.sleep(0.05)
+        self.assertEqual(at_sender, [copy])
+        self.assertEqual(at_recipient, [received])
+        self.assertEqual(
+            (senders.heard, recipients.heard, idle.heard, origin.heard), (1, 1, 0, 0)
+        )
+
+    async def test_a_copy_sent_on_one_instance_reaches_the_senders_stream_on_another(
+        self,
+    ) -> None:
+        """
+        Two instances on one database, the periodic check an hour away:
+        alice's stream on the second instance gets her copy of what she
+        sent through the first at once (bob's stream is on the first: no
+        instance but the second needs anything announced).
+        """
+        db = await fresh_database(self)
+        config = replace(self.config(db), sse_ping_seconds=3600.0)
+        first = await start_server(self, config)
+        second = await start_server(self, config)
+        for server in (first, second):
+            await eventually(lambda s=server: s.parts.http.nats_status() == "connected")
+        client = http_client(self)
+        alice, _ = await register(client, first.url, "alice")
+        bob, _ = await register(client, first.url, "bob")
+        alices = await open_stream(self, second.url, alice, "alice")
+        bobs = await open_stream(self, first.url, bob, "bob")
+        code, _ = await send(client, first.url, alice, "alice", "bob", {"n": 1})
+        self.assertEqual(code, 201)
+        await alices.wait_for(1, timeout=5)
+        await bobs.wait_for(1, timeout=5)
+        [mine] = alices.items()
+        self.assertEqual(
+            (mine["direction"], mine["to"], mine["to_primary"], mine["envelope"]),
+            ("out", "bob@kez.lat", bob.primary, {"n": 1}),
+        )
+        self.assertEqual([m["direction"] for m in bobs.items()], ["in"])
 
 
 class CrossingSendsTests(StorageTestCase):

@@ -230,7 +230,7 @@ class WebAppInChromiumTests(TestCase):
                 await (
                     alice.tid("message-status").filter(has_text="sent").first.wait_for(timeout=WAIT)
                 )
-                await bob.tid("unread").filter(has_text="1").wait_for(timeout=WAIT)
+                await bob.tid("unread-count").filter(has_text="1").wait_for(timeout=WAIT)
                 await bob.open_chat("alice@kez.lat")
                 await bob.expect_message("hello bob")
                 await bob.tid("composer").fill("hi alice")
@@ -270,13 +270,15 @@ class WebAppInChromiumTests(TestCase):
                 shots += await bob.shot("chat")
 
                 # -- a forged message is a loud warning ---------------------------
+                # (nothing is pinned or opened for it: it goes to the refused list)
                 await on_twisted(self.post_forgery(client, chat.url, alice_primary, bob_primary))
-                await bob.tid("unread").first.wait_for(timeout=WAIT)
-                await bob.open_chat("mallory@kez.lat")
-                warning = bob.tid("message-warning")
+                await bob.tid("refused-link").click()
+                warning = bob.tid("warning")
                 await warning.filter(has_text="could not be verified").wait_for(timeout=WAIT)
                 self.assertIn("forged", await warning.inner_text())
                 self.assertEqual(await bob.tid("message").count(), 0)
+                mallory_conv = "[data-testid=conversation][data-handle^=mallory]"
+                self.assertEqual(await bob.page.locator(mallory_conv).count(), 0)
                 shots += await bob.shot("forged-warning")
 
                 # -- a file from the Python client: chunks out of order, across a reload
@@ -322,7 +324,17 @@ class WebAppInChromiumTests(TestCase):
                 shots += await bob.shot("settings")
 
                 # -- reload and unlock: history kept, stream live again -------------
-                await bob.page.goto(chat.url + "/#/")
+                # a message sent just before the reload stays in the sender's history
+                await bob.open_chat("alice@kez.lat")
+                await bob.tid("composer").fill("sent right before the reload")
+                await bob.tid("composer").press("Enter")
+                await (
+                    bob.tid("message")
+                    .filter(has_text="sent right before the reload")
+                    .get_by_test_id("message-status")
+                    .filter(has_text="sent")
+                    .wait_for(timeout=WAIT)
+                )
                 await bob.page.reload()
                 await bob.tid("unlock").wait_for(timeout=WAIT)
                 shots += await bob.shot("unlock")
@@ -330,7 +342,7 @@ class WebAppInChromiumTests(TestCase):
                 await bob.tid("unlock").click()
                 await bob.status("live")
                 await bob.open_chat("alice@kez.lat")
-                for text in ("hello bob", "hi alice\nsecond line"):
+                for text in ("hello bob", "hi alice\nsecond line", "sent right before the reload"):
                     await bob.expect_message(text)
                 await bob.tid("attachment-image").first.wait_for(timeout=WAIT)
                 for i in order[half:]:
@@ -441,13 +453,45 @@ class WebAppInChromiumTests(TestCase):
                         client, chat.url, impostor, "alice", bob_primary, text_message("it's me")
                     )
                 )
-                await bob.page.locator(
-                    f"[data-testid=conversation][href='#/chat/{impostor.primary}']"
-                ).click()
+                # the warning is in alice's one conversation (no second "alice")
+                await bob.open_chat("alice@kez.lat")
                 changed = bob.tid("key-changed")
                 await changed.wait_for(timeout=WAIT)
                 self.assertIn("alice@kez.lat", await changed.inner_text())
+                await (
+                    bob.tid("warning").filter(has_text="not the one pinned").wait_for(timeout=WAIT)
+                )
+                self.assertEqual(
+                    await bob.page.locator(
+                        f"[data-testid=conversation][href='#/chat/{impostor.primary}']"
+                    ).count(),
+                    0,
+                )
+                self.assertEqual(await bob.tid("message").filter(has_text="it's me").count(), 0)
                 shots += await bob.shot("key-changed")
+                # bob checks it another way and trusts the new key: one conversation still
+                await bob.tid("trust-new-key").click()
+                await bob.page.wait_for_function(
+                    "p => location.hash === '#/chat/' + p", arg=impostor.primary, timeout=WAIT
+                )
+                await on_twisted(
+                    self.post_as(
+                        client,
+                        chat.url,
+                        impostor,
+                        "alice",
+                        bob_primary,
+                        text_message("trusted now"),
+                    )
+                )
+                await bob.expect_message("trusted now")
+                self.assertEqual(await bob.tid("key-changed").count(), 0)
+                self.assertEqual(
+                    await bob.page.locator(
+                        "[data-testid=conversation][data-handle='alice@kez.lat']"
+                    ).count(),
+                    1,
+                )
                 # deleting server copies is an explicit action, never automatic
                 await bob.tid("settings-link").click()
                 await bob.tid("clear-server").click()
@@ -540,6 +584,66 @@ class WebAppInChromiumTests(TestCase):
                 self.assertIn("without a sig-server", await note.inner_text())
                 problems = [p for someone in people for p in someone.watch.problems]
                 self.assertEqual(problems, [])
+            finally:
+                await browser.close()
+
+    async def test_sent_message_survives_an_immediate_reload(self) -> None:
+        """
+        A message shown as sent is stored: a reload right after "sent"
+        appears still has it (it used to vanish when the reload came
+        before a batching timer wrote the history).
+        """
+        require_browser()
+        chat = ChatProcess(db=os.path.join(temp_dir(self), "chat.db"), sig_url=None)
+        self.addCleanup(chat.kill)
+        await chat.start()
+        self.addCleanup(chat.stop)
+        client = http_client(self)
+        for _ in range(100):
+            response = await client.get(chat.url + "/")
+            await response.content()
+            if response.code == 200:
+                break
+        await register(client, chat.url, "bob")
+        await on_asyncio(self.immediate_reload(chat, scratch_env(self)))
+
+    async def immediate_reload(self, chat: ChatProcess, env: dict[str, str]) -> None:
+        from playwright.async_api import async_playwright
+
+        async with async_playwright() as p:
+            browser = await p.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS, env=env)
+            try:
+                context = await browser.new_context(viewport=DESKTOP)
+                page = await context.new_page()
+                watch = PageWatch("alice")
+                watch.allowed.append(lambda text: "404" in text and "/v1/u/alice" in text)
+                watch.attach(page)
+                alice = Person("alice", context, page, watch)
+                await self.create_account(alice, chat, None)
+                await alice.status("live")
+                await alice.tid("new-chat").fill("bob")
+                await alice.tid("new-chat-start").click()
+                await alice.tid("thread-title").filter(has_text="bob@kez.lat").wait_for()
+                for i in range(3):
+                    text = f"sent then reloaded {i}"
+                    await alice.tid("composer").fill(text)
+                    await alice.tid("composer").press("Enter")
+                    await (
+                        alice.tid("message")
+                        .filter(has_text=text)
+                        .get_by_test_id("message-status")
+                        .filter(has_text="sent")
+                        .wait_for(timeout=WAIT)
+                    )
+                    await page.reload()
+                    await alice.tid("passphrase").fill(PASSPHRASE)
+                    await alice.tid("unlock").click()
+                    await alice.expect_message(text)
+                texts = await alice.tid("message").all_inner_texts()
+                self.assertEqual(
+                    [t.split("\n")[0] for t in texts], [f"sent then reloaded {i}" for i in range(3)]
+                )
+                self.assertEqual(watch.problems, [])
             finally:
                 await browser.close()
 

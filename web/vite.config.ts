@@ -25,5 +25,7 @@ export default defineConfig({
   test: {
     include: ['src/**/*.test.ts'],
     environment: 'node',
+    // the machine is shared: sealing and storing megabytes takes seconds there
+    testTimeout: 30_000,
   },
 });

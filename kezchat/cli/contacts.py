@@ -12,6 +12,7 @@ from typing import Any
 from kezchat.cli.chains import chain_summary, fetch_chain
 from kezchat.cli.context import Context
 from kezchat.cli.errors import CliError
+from kezchat.cli.output import visible
 from kezchat.client.errors import ServerError
 from kezchat.identity.handles import InvalidHandle, parse_handle
 from kezchat.timeutil import format_rfc3339
@@ -47,12 +48,18 @@ def contact_json(contact: dict[str, Any]) -> dict[str, Any]:
     }
 
 
-async def lookup_and_pin(ctx: Context, text: str, replace: bool = False) -> dict[str, Any]:
+async def resolve_contact(
+    ctx: Context, text: str, replace: bool = False, quiet: bool = False
+) -> dict[str, Any]:
     """
-    Resolve C{text} on our server, verify the key's sigchain, pin it.
+    Resolve C{text} on our server and verify the key's sigchain: the
+    contact to pin (not pinned yet). The one place a handle becomes a key,
+    for C{add} and for a message from someone new alike.
 
+    @param quiet: say nothing about a missing sigchain (a message's
+        sender: the caller reports what it decides).
     @raise CliError: unknown handle, yourself, unverifiable chain, or a
-        changed key (L{kezchat.cli.pins.KeyChanged}).
+        changed key (L{kezchat.cli.pins.KeyChanged}) unless C{replace}.
     """
     account = ctx.account()
     home_server = account["fqhn"].partition("@")[2]
@@ -66,6 +73,8 @@ async def lookup_and_pin(ctx: Context, text: str, replace: bool = False) -> dict
         raise CliError(f"cannot look up {handle.fqhn}: {e.message}") from None
     if record is None:
         raise CliError(f"{handle.fqhn} is not registered: check the spelling")
+    if not isinstance(record, dict) or record.get("fqhn") != handle.fqhn:
+        raise CliError(f"the server answered for another handle than {handle.fqhn}")
     if record["primary"] == account["primary"]:
         raise CliError(f"{record['fqhn']} is you: add someone else")
     if not replace:
@@ -81,11 +90,21 @@ async def lookup_and_pin(ctx: Context, text: str, replace: bool = False) -> dict
     if record.get("sigchain_url"):
         state, _ = await fetch_chain(ctx, record["sigchain_url"], record["primary"])
         contact.update(chain_summary(state))
-    else:
+    elif not quiet:
         ctx.out.warn(
             f"{record['fqhn']} has no sigchain (the server names no sig-server):"
             " pinned on the server's word alone"
         )
+    return contact
+
+
+async def lookup_and_pin(ctx: Context, text: str, replace: bool = False) -> dict[str, Any]:
+    """
+    Resolve C{text} (L{resolve_contact}) and pin it.
+
+    @raise CliError: as L{resolve_contact}.
+    """
+    contact = await resolve_contact(ctx, text, replace)
     return ctx.contacts.pin(contact, replace=replace)
 
 
@@ -94,9 +113,9 @@ async def add(ctx: Context, args: Namespace) -> None:
     iroh = [e["node_id"] for e in contact.get("endpoints", []) if e.get("protocol") == "iroh"]
     ctx.out.emit(
         contact_json(contact),
-        f"Pinned {contact['fqhn']}\n  key  {contact['primary']}"
-        + (f"\n  iroh {iroh[0]}" if iroh else "")
-        + "".join(f"\n  claim {c}" for c in contact.get("claims", [])),
+        f"Pinned {visible(contact['fqhn'])}\n  key  {visible(contact['primary'])}"
+        + (f"\n  iroh {visible(iroh[0])}" if iroh else "")
+        + "".join(f"\n  claim {visible(c)}" for c in contact.get("claims", [])),
     )
 
 
@@ -106,4 +125,6 @@ async def contacts(ctx: Context, args: Namespace) -> None:
     if not everyone:
         ctx.out.say("No contacts yet: add one with `kez-chat add HANDLE`.")
     for contact in everyone:
-        ctx.out.emit(contact_json(contact), f"{contact['fqhn']}  {contact['primary']}")
+        ctx.out.emit(
+            contact_json(contact), f"{visible(contact['fqhn'])}  {visible(contact['primary'])}"
+        )

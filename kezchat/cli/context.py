@@ -23,11 +23,30 @@ from kezchat.cli.output import Output
 from kezchat.cli.pins import ContactBook
 from kezchat.cli.received import ReceivedStore
 from kezchat.cli.secrets import SecretStore
-from kezchat.client.http import ChatClient, SigClient
+from kezchat.client.http import DEFAULT_TIMEOUT, ChatClient, SigClient
 from kezchat.identity.keys import KeyPair
 
 HOME_ENV = "KEZ_CHAT_HOME"
 SERVER_ENV = "KEZ_CHAT_SERVER_URL"
+#: seconds one HTTP exchange may take in all (default L{DEFAULT_TIMEOUT})
+TIMEOUT_ENV = "KEZ_CHAT_HTTP_TIMEOUT"
+
+
+def http_timeout() -> float:
+    """
+    The overall deadline of one HTTP exchange: C{KEZ_CHAT_HTTP_TIMEOUT}
+    seconds, else L{DEFAULT_TIMEOUT}.
+    """
+    text = os.environ.get(TIMEOUT_ENV)
+    if not text:
+        return DEFAULT_TIMEOUT
+    try:
+        value = float(text)
+    except ValueError:
+        value = 0.0
+    if not 0 < value <= 3600:
+        raise CliError(f"{TIMEOUT_ENV} must be a number of seconds from 0 to 3600")
+    return value
 
 
 class Context:
@@ -144,7 +163,7 @@ class Context:
         if url not in self._chat:
             if not url.startswith(("http://", "https://")):
                 raise CliError(f"the server URL must start with http:// or https://, not {url!r}")
-            client = ChatClient(url, self.reactor)
+            client = ChatClient(url, self.reactor, timeout=http_timeout())
             self._chat[url] = client
             self._closers.append(client.close)
         return self._chat[url]
@@ -154,7 +173,7 @@ class Context:
         The sig-server client (addressed by the chain URLs of records).
         """
         if self._sig is None:
-            self._sig = SigClient(self.reactor)
+            self._sig = SigClient(self.reactor, timeout=http_timeout())
             self._closers.append(self._sig.close)
         return self._sig
 

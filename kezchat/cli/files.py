@@ -27,6 +27,7 @@ from kezchat.cli.context import Context
 from kezchat.cli.errors import EXIT_USAGE, CliError
 from kezchat.cli.messages import Reader, ReceivedMessage, find_file_share
 from kezchat.cli.offers import OfferBook
+from kezchat.cli.output import visible
 from kezchat.client.errors import ClientError
 from kezchat.e2e import file_share, seal_envelope
 from kezchat.identity.keys import KeyPair
@@ -217,7 +218,7 @@ class _Serving:
         if self.report:
             self.ctx.out.emit(
                 {"delivered": offer.blake3, "name": record["name"], "to": record["to"]},
-                f"{record['to']} has fetched {record['name']}.",
+                f"{visible(record['to'])} has fetched {visible(record['name'])}.",
             )
         deferToThread(self.book.mark_delivered, offer.blake3).addErrback(
             lambda f: self.ctx.out.warn(f"could not note the delivery: {f.value}")
@@ -351,7 +352,7 @@ async def _offer_from_inbox(ctx: Context, keypair: KeyPair, blake3: str) -> Rece
     since = 0
     while True:
         try:
-            page = await ctx.chat().inbox(keypair, account["fqhn"], since=since, limit=500)
+            page = await ctx.chat().inbox(keypair, account["fqhn"], since=since)
         except ClientError as e:
             ctx.out.warn(f"could not read the inbox on the server: {e}")
             return found
@@ -432,5 +433,6 @@ async def fetch_command(ctx: Context, args: Namespace) -> None:
     bar.close()
     ctx.out.emit(
         {"path": out, "size": download.size, "blake3": blake3},
-        f"Saved {p.get('name')} from {sender} at {out} ({download.size} bytes, verified).",
+        f"Saved {visible(p.get('name'))} from {visible(sender)} at {visible(out)}"
+        f" ({download.size} bytes, verified).",
     )

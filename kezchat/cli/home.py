@@ -109,6 +109,10 @@ class Home:
         return self.root / "messages.jsonl"
 
     @property
+    def seen_path(self) -> Path:
+        return self.root / "seen.jsonl"
+
+    @property
     def cursor_path(self) -> Path:
         return self.root / "cursor.json"
 

@@ -29,6 +29,7 @@ from kezchat.cli.errors import EXIT_USAGE, CliError
 from kezchat.cli.itemkinds import OUT, counts_toward_count, direction_of, read_item, render
 from kezchat.cli.messages import Reader
 from kezchat.cli.natsconnect import nats_connect
+from kezchat.cli.output import visible
 from kezchat.cli.receipts import ReceiptSender
 from kezchat.cli.received import NATS, SSE, message_id
 from kezchat.client.errors import ServerError, Unreachable
@@ -72,8 +73,9 @@ class Listener:
         #: sends C{delivered} receipts for what was stored (C{None}: off)
         self.receipts = receipts
         self.finished: Deferred[None] = Deferred()
-        #: what this home has saved already (see L{load})
-        self.seen: set[str] = set()
+        #: what this home has saved already (see L{load}): message id →
+        #: (transport, seq) it came with
+        self.seen: dict[str, tuple[str, Any]] = {}
         self.saved_upto = 0
 
     async def load(self) -> None:
@@ -81,8 +83,29 @@ class Listener:
         Read what this home already saved (off the reactor thread).
         """
         received = self.ctx.received
-        self.seen = await deferToThread(received.seen_ids)
+        self.seen = await deferToThread(received.seen)
         self.saved_upto = await deferToThread(received.cursor, self.transport)
+
+    def _is_new(self, item: dict[str, Any]) -> bool:
+        """
+        Whether C{item} is a message not shown before. The same envelope
+        again under another seq of the same transport is a replay: said
+        once on stderr, never shown as a message. (The same seq again, or
+        the same message over the other transport, is an ordinary
+        duplicate and passes in silence.)
+        """
+        key = message_id(item)
+        prior = self.seen.get(key)
+        if prior is None:
+            self.seen[key] = (self.transport, item.get("seq"))
+            return True
+        via, seq = prior
+        if via == self.transport and seq != item.get("seq") and not key.startswith(via + ":"):
+            self.ctx.out.warn(
+                f"message #{visible(item.get('seq'))} repeats message #{visible(seq)} (the same"
+                " signed envelope): a replay, not shown again"
+            )
+        return False
 
     def finish(self) -> None:
         if not self.finished.called:
@@ -108,10 +131,8 @@ class Listener:
             if self.remaining is not None and counted >= self.remaining:
                 break
             consumed += 1
-            key = message_id(item)
-            if key in self.seen:
+            if not self._is_new(item):
                 continue
-            self.seen.add(key)
             message = await read_item(self.reader, item)
             fresh.append((item, message))
             if counts_toward_count(message):
@@ -126,9 +147,9 @@ class Listener:
         own = self.reader.account.get("fqhn")
         for _, message in fresh:
             if not message.verified:
+                who = message.sender or message.from_primary or "an unknown sender"
                 self.ctx.out.warn(
-                    f"message #{message.seq} from {message.sender} is not verified:"
-                    f" {message.warning}"
+                    f"message #{message.seq} from {who} is not verified: {message.warning}"
                 )
             line, human = render(message, own)
             saved = await self._save_file(message)
@@ -147,14 +168,15 @@ class Listener:
     async def _save_file(self, message: Any) -> str | None:
         """
         With C{--save-files}: the path written for a verified file message
-        that completes a file.
+        that completes a file. A file that cannot be written (the name,
+        a full disk) is a warning for this message; C{listen} goes on.
         """
         if self.saver is None or not message.verified or not message.plaintext:
             return None
         if direction_of(message.item) == OUT:
             return None  # one's own file, sent from here or another device
         try:
-            complete = self.saver.take(message.plaintext)
+            complete = self.saver.take(message.from_primary, message.plaintext)
         except PlaintextError as e:
             self.ctx.out.warn(f"message #{message.seq}: the file is not what was announced: {e}")
             return None
@@ -164,9 +186,11 @@ class Listener:
         try:
             path = await deferToThread(write_new_file, self.saver.directory, name, data)
         except OSError as e:
-            raise CliError(
-                f"cannot write {name} into {self.saver.directory}: {e.strerror}"
-            ) from None
+            self.ctx.out.warn(
+                f"message #{message.seq}: cannot write {name} into {self.saver.directory}:"
+                f" {e.strerror or e}; the file is not saved"
+            )
+            return None
         return str(path)
 
 
@@ -179,8 +203,8 @@ async def _file_saver(ctx: Context, reader: Reader, directory: str) -> FileSaver
     earlier = []
     for item in await deferToThread(lambda: list(ctx.received.items())):
         message = await reader.read(item)
-        if message.verified and message.plaintext:
-            earlier.append(message.plaintext)
+        if message.verified and message.plaintext and message.from_primary:
+            earlier.append((message.from_primary, message.plaintext))
     saver.remember(earlier)
     return saver
 
@@ -302,6 +326,8 @@ async def _listen_sse(
             if listener.finished.called:
                 await connection.close()
                 break
+            if connection.error is not None:
+                ctx.out.warn(f"{connection.error}; dropped the stream, reconnecting")
             ctx.out.info("connection lost; reconnecting")
             await _sleep_or_finish(ctx, listener, min(connection.retry or delay, delay))
     finally:

@@ -22,6 +22,7 @@ from collections.abc import Sequence
 from typing import Any
 
 from kezchat.cli.errors import EXIT_FAILURE, EXIT_USAGE, CliError
+from kezchat.cli.output import visible
 from kezchat.client.errors import ServerError, Unreachable
 
 #: command-group modules, in --help order; missing optional ones are skipped
@@ -38,7 +39,7 @@ class Parser(argparse.ArgumentParser):
 
     def error(self, message: str) -> None:  # type: ignore[override]
         self.print_usage(sys.stderr)
-        sys.stderr.write(f"kez-chat: error: {message}\n")
+        sys.stderr.write(f"kez-chat: error: {visible(message)}\n")
         sys.exit(EXIT_USAGE)
 
 
@@ -169,15 +170,17 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         return run(install_reactor(), args)
     except CliError as e:
-        sys.stderr.write(f"kez-chat: {e.message}\n")
+        sys.stderr.write(f"kez-chat: {visible(e.message)}\n")
         return e.exit_code
     except Unreachable as e:
         sys.stderr.write(
-            f"kez-chat: {e}: is the server running? check --server / KEZ_CHAT_SERVER_URL\n"
+            f"kez-chat: {visible(e)}: is the server running? check --server / KEZ_CHAT_SERVER_URL\n"
         )
         return EXIT_FAILURE
     except ServerError as e:
-        sys.stderr.write(f"kez-chat: the server refused: {e.message} ({e.code})\n")
+        sys.stderr.write(
+            f"kez-chat: the server refused: {visible(e.message)} ({visible(e.code)})\n"
+        )
         return EXIT_FAILURE
     except KeyboardInterrupt:
         return 130

@@ -31,6 +31,7 @@ from kezchat.cli.chat import recipient
 from kezchat.cli.contacts import lookup_and_pin
 from kezchat.cli.context import Context
 from kezchat.cli.errors import CliError
+from kezchat.cli.output import visible as visible_text
 from kezchat.client.errors import ServerError, Unreachable
 from kezchat.identity.handles import InvalidHandle, parse_handle
 from kezchat.identity.keys import KeyPair
@@ -263,8 +264,9 @@ async def browse(ctx: Context, args: Namespace) -> None:
                 "added_at": entry["added_at"],
                 "visibility": entry["visibility"],
             },
-            f"{entry['visibility']:8} {entry['name']}  {_size(entry['size'])}  {entry['mime']}"
-            f"  added {entry['added_at']}",
+            f"{visible_text(entry['visibility']):8} {visible_text(entry['name'])}"
+            f"  {_size(entry['size'])}  {visible_text(entry['mime'])}"
+            f"  added {visible_text(entry['added_at'])}",
         )
 
 

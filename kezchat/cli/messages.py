@@ -1,28 +1,40 @@
 """
 Reading received messages: verify, decrypt, and say who sent them.
 
-A relay item is trusted only as far as it verifies: the envelope's
-signature must hold for its C{from} key, that key must be the one the
-server vouched for (C{from_primary}), the envelope must be addressed to
-us, and the sender's handle must be pinned to that key (pinned now, on
-first use, if it is new). Whatever fails is reported in
-L{ReceivedMessage.warning} with C{verified} false; the message is still
-shown, never dropped.
+The server is the adversary the envelope exists for, so nothing in a relay
+item is taken on its word. A message is shown as normal only when:
+
+  - its envelope verifies (signature by the envelope's C{from} key,
+    addressed to us, decrypts, a well-formed plaintext with no repeated
+    key) — checked first, before anything else is believed;
+  - the server's C{from_primary} is that same key;
+  - the server's C{from} is a handle (the whole string, canonical form);
+  - the pins agree both ways: the key is pinned to that handle (or to
+    none) and the handle to that key (or to none). A sender seen for the
+    first time is resolved like C{add} does (registry and sigchain) and
+    pinned only when the registry names the very key that signed.
+
+The handle a message is labelled with always comes from the pin, never
+from the item. Whatever fails is reported in L{ReceivedMessage.warning}
+with C{verified} false; the message is still shown, never dropped, and
+nothing is pinned on its strength.
 """
 
 from __future__ import annotations
 
-import time
 from dataclasses import dataclass, field
 from typing import Any
 
 from twisted.internet.threads import deferToThread
 
 from kezchat.cli.context import Context
+from kezchat.cli.errors import CliError
+from kezchat.cli.output import visible
 from kezchat.client.errors import ClientError
 from kezchat.e2e import EnvelopeError, PlaintextError, open_envelope, parse_plaintext
+from kezchat.identity.handles import InvalidHandle, parse_handle
 from kezchat.identity.keys import KeyPair
-from kezchat.timeutil import format_rfc3339
+from kezchat.timeutil import parse_rfc3339
 
 #: plaintext fields never printed (file contents)
 HIDDEN_FIELDS = frozenset({"data"})
@@ -38,6 +50,14 @@ class ReceivedMessage:
     plaintext: dict[str, Any] | None
     warning: str | None = None
     item: dict[str, Any] = field(default_factory=dict)
+    #: what the server claimed as the sender (shown only when it differs)
+    claimed_from: str | None = None
+    #: when the server stored it
+    created_at: str | None = None
+    #: a sent copy's recipient, as pinned here
+    to: str | None = None
+    #: what the server claimed as a sent copy's recipient
+    claimed_to: str | None = None
 
     @property
     def type(self) -> str | None:
@@ -60,6 +80,10 @@ def output_json(message: ReceivedMessage) -> dict[str, Any]:
     for key, value in (message.plaintext or {}).items():
         if key not in out and key not in HIDDEN_FIELDS:
             out[key] = value
+    if message.created_at is not None:
+        out["created_at"] = message.created_at
+    if message.claimed_from is not None and message.claimed_from != message.sender:
+        out["claimed_from"] = message.claimed_from
     if message.warning:
         out["warning"] = message.warning
     return out
@@ -76,26 +100,67 @@ def _size(n: Any) -> str:
 
 
 def human_line(message: ReceivedMessage) -> str:
-    who = message.sender or message.from_primary or "?"
+    """
+    One line for a person: every piece of network text made visible
+    (L{visible}), so a message cannot forge another line, move the
+    cursor or reorder what follows.
+    """
+    who = visible(message.sender or message.from_primary or "?")
     mark = "" if message.verified else " [UNVERIFIED]"
+    if message.claimed_from is not None and message.claimed_from != message.sender:
+        mark += f" (the server says {visible(message.claimed_from)})"
     p = message.plaintext or {}
-    kind = message.type
+    kind = visible(message.type)
     if kind == "text":
-        body = str(p.get("text", ""))
+        body = visible(p.get("text", ""))
     elif kind == "file":
-        body = f"sent a file: {p.get('name')} ({_size(p.get('size'))})"
+        body = f"sent a file: {visible(p.get('name'))} ({_size(p.get('size'))})"
     elif kind == "file_chunk":
-        body = f"file part {p.get('i')} of {p.get('file_id')}"
+        body = f"file part {visible(p.get('i'))} of {visible(p.get('file_id'))}"
     elif kind == "file_share":
         body = (
-            f"offers {p.get('name')} ({_size(p.get('size'))}):"
-            f" kez-chat fetch {p.get('blake3')} --out PATH"
+            f"offers {visible(p.get('name'))} ({_size(p.get('size'))}):"
+            f" kez-chat fetch {visible(p.get('blake3'))} --out PATH"
         )
     elif p:
         body = f"({kind} message)"
     else:
         body = "(could not be read)"
-    return f"[{message.seq}] {who}{mark}: {body}"
+    return f"[{visible(message.seq)}] {who}{mark}: {body}"
+
+
+def canonical_handle(value: object) -> str | None:
+    """
+    C{value} if it is a qualified handle in its canonical form (the whole
+    string: no spaces, no invisible characters, lowercase), else C{None}.
+    """
+    if not isinstance(value, str) or "@" not in value:
+        return None
+    try:
+        handle = parse_handle(value, "")
+    except InvalidHandle:
+        return None
+    return value if handle.fqhn == value else None
+
+
+def clamped_ts(ts: object, created_at: object) -> str | None:
+    """
+    The sender's C{ts}, but never later than when the server stored the
+    message (a sender cannot pin its message to the end of the list by
+    claiming the year 9999); the server's time when C{ts} is unreadable.
+    """
+    stored = created_at if isinstance(created_at, str) else None
+    try:
+        sent = parse_rfc3339(ts)
+    except (ValueError, TypeError):
+        return stored
+    try:
+        at = parse_rfc3339(stored) if stored is not None else None
+    except (ValueError, TypeError):
+        at = None
+    if at is not None and sent > at:
+        return stored
+    return ts if isinstance(ts, str) else stored
 
 
 class Reader:
@@ -108,6 +173,8 @@ class Reader:
         self.keypair = keypair
         self.account = account
         self._handles: dict[str, str | None] = {}
+        #: why a (handle, key) could not be pinned, so it is asked once
+        self._refused: dict[tuple[str, str], str] = {}
         self._contacts: dict[str, dict[str, Any]] | None = None
 
     async def refresh(self) -> None:
@@ -117,7 +184,10 @@ class Reader:
         """
         self._contacts = await deferToThread(self.ctx.contacts.snapshot)
 
-    def _pinned(self, fqhn: str) -> dict[str, Any] | None:
+    def pinned(self, fqhn: str) -> dict[str, Any] | None:
+        """
+        The contact pinned for the handle C{fqhn}, if any.
+        """
         if self._contacts is None:
             return self.ctx.contacts.get(fqhn)
         return self._contacts.get(fqhn.lower())
@@ -143,18 +213,43 @@ class Reader:
                 self._handles[primary] = record["fqhn"] if record else None
         return self._handles[primary]
 
-    def _pin_first_use(self, fqhn: str, primary: str) -> None:
-        pinned = self.ctx.contacts.pin(
-            {
-                "handle": fqhn.partition("@")[0],
-                "fqhn": fqhn,
-                "primary": primary,
-                "pinned_at": format_rfc3339(time.time()),
-                "source": "message",
-            }
-        )
+    def pinned_key(self, primary: str) -> dict[str, Any] | None:
+        """
+        The contact the key C{primary} is pinned to, if any.
+        """
+        if self._contacts is None:
+            return self.ctx.contacts.by_primary(primary)
+        return next((c for c in self._contacts.values() if c["primary"] == primary), None)
+
+    async def first_use(self, fqhn: str, primary: str) -> tuple[str | None, str | None]:
+        """
+        Pin C{fqhn} to C{primary} if the registry (and its sigchain) name
+        that key for it: (the pinned handle, None) or (None, why not).
+        """
+        cached = self._refused.get((fqhn, primary))
+        if cached is not None:
+            return None, cached
+        from kezchat.cli.contacts import resolve_contact
+
+        try:
+            contact = await resolve_contact(self.ctx, fqhn, quiet=True)
+            if contact["primary"] != primary:
+                raise CliError(
+                    f"the registry names {contact['primary']} for {fqhn}, not the key that"
+                    " signed"
+                )
+        except CliError as e:
+            why = f"cannot confirm the sender {fqhn}: {e.message}"
+            self._refused[(fqhn, primary)] = why
+            return None, why
+        contact["source"] = "message"
+        try:
+            pinned = await deferToThread(self.ctx.contacts.pin, contact)
+        except CliError as e:  # pinned meanwhile by another command, to another key
+            return None, e.message
         if self._contacts is not None:
-            self._contacts[fqhn.lower()] = pinned
+            self._contacts[pinned["fqhn"].lower()] = pinned
+        return pinned["fqhn"], None
 
     async def read(self, item: dict[str, Any]) -> ReceivedMessage:
         """
@@ -163,44 +258,61 @@ class Reader:
         """
         envelope = item.get("envelope")
         from_primary = item.get("from_primary")
-        sender = item.get("from") if isinstance(item.get("from"), str) else None
+        from_primary = from_primary if isinstance(from_primary, str) else None
+        claimed = item.get("from")
         problems: list[str] = []
         plaintext: dict[str, Any] | None = None
-        pinned = self._pinned(sender) if sender else None
-        expected = pinned["primary"] if pinned else from_primary
-        if isinstance(envelope, dict) and envelope.get("from") != from_primary:
-            problems.append("the envelope's sender is not the key the server vouched for")
-        if pinned and from_primary != pinned["primary"]:
-            problems.append(
-                f"key changed: {sender} is pinned to {pinned['primary']}, this came from"
-                f" {from_primary}"
-            )
+        # 1. the envelope, on its own: who signed it, and what it says
+        signer: str | None = None
         try:
-            opened = open_envelope(
-                envelope,
-                self.keypair,
-                expected_sender=expected if isinstance(expected, str) else None,
-            )
+            opened = open_envelope(envelope, self.keypair)
+            signer = opened.sender
             plaintext = opened.plaintext
             parse_plaintext(plaintext)
         except EnvelopeError as e:
             problems.append(f"{e} ({e.code})")
         except PlaintextError as e:
             problems.append(f"the plaintext is malformed: {e}")
-        if not sender:
+        # 2. the server's word, checked against it
+        if isinstance(envelope, dict) and envelope.get("from") != from_primary:
+            problems.append("the envelope's sender is not the key the server vouched for")
+        handle = canonical_handle(claimed)
+        if claimed is None:
             problems.append("the sender has no handle on this server")
-        if not problems and pinned is None and sender and isinstance(from_primary, str):
-            await deferToThread(self._pin_first_use, sender, from_primary)
+        elif handle is None:
+            problems.append(f"the server labels the sender {claimed!r}, which is not a handle")
+        # 3. the pins, both ways
+        key = signer or (envelope.get("from") if isinstance(envelope, dict) else None)
+        by_key = self.pinned_key(key) if isinstance(key, str) else None
+        by_handle = self.pinned(handle) if handle else None
+        if by_handle is not None and isinstance(key, str) and by_handle["primary"] != key:
+            problems.append(
+                f"key changed: {handle} is pinned to {by_handle['primary']}, this came from"
+                f" {key}"
+            )
+        if by_key is not None and handle is not None and by_key["fqhn"] != handle:
+            problems.append(
+                f"the server says {handle} sent this, but its key is pinned to {by_key['fqhn']}"
+            )
+        label = by_key["fqhn"] if by_key is not None else None
+        # 4. someone new, and everything else holds: pin on first use
+        if not problems and label is None and handle and signer:
+            label, why = await self.first_use(handle, signer)
+            if why is not None:
+                problems.append(why)
         ts = envelope.get("ts") if isinstance(envelope, dict) else None
+        created_at = item.get("created_at")
         return ReceivedMessage(
             seq=item.get("seq"),
-            sender=sender,
-            from_primary=from_primary if isinstance(from_primary, str) else None,
-            ts=ts if isinstance(ts, str) else None,
+            sender=label,
+            from_primary=key if isinstance(key, str) else from_primary,
+            ts=clamped_ts(ts, created_at),
             verified=not problems,
             plaintext=plaintext,
             warning="; ".join(dict.fromkeys(problems)) or None,
             item=item,
+            claimed_from=claimed if isinstance(claimed, str) else None,
+            created_at=created_at if isinstance(created_at, str) else None,
         )
 
 

@@ -3,10 +3,12 @@ Received messages and the listen cursors, kept in the home.
 
 Each message is stored as the relay delivered it (the envelope still
 encrypted) on one line of C{messages.jsonl}, fsynced before the cursor
-moves past it; the cursor (the last seq durably saved, per transport) is
-what C{listen} resumes from after a restart, and the only thing C{--ack}
-ever deletes up to. A crash between the two writes means a message may be
-stored twice, never lost: readers de-duplicate by envelope signature.
+moves past it, and its signature goes to C{seen.jsonl} (the newest
+L{MAX_SEEN}), against which a replayed envelope is recognised; the cursor
+(the last seq durably saved, per transport) is what C{listen} resumes
+from after a restart, and the only thing C{--ack} ever deletes up to.
+A crash between the two writes means a message may be stored twice,
+never lost: readers de-duplicate by envelope signature.
 """
 
 from __future__ import annotations
@@ -16,11 +18,13 @@ import os
 from collections.abc import Iterator
 from typing import Any
 
-from kezchat.cli.home import Home, read_json, write_json
+from kezchat.cli.home import Home, read_json, write_atomic, write_json
 
 #: cursor names: the relay's per-recipient seq (SSE) and JetStream's stream seq
 SSE = "sse"
 NATS = "nats"
+#: envelope signatures remembered to recognise a replay
+MAX_SEEN = 100_000
 
 
 def message_id(item: dict[str, Any]) -> str:
@@ -81,6 +85,7 @@ class ReceivedStore:
                 os.fsync(fd)
             finally:
                 os.close(fd)
+            self._remember(items, transport)
         if upto is None:
             upto = max((i["seq"] for i in items if isinstance(i.get("seq"), int)), default=0)
         if upto > self.cursor(transport):
@@ -108,5 +113,57 @@ class ReceivedStore:
                 seen.add(key)
                 yield item
 
-    def seen_ids(self) -> set[str]:
-        return {message_id(item) for item in self.items()}
+    def seen(self) -> dict[str, tuple[str, Any]]:
+        """
+        The envelopes this home has received: message id → (transport,
+        seq) it first came with; the newest L{MAX_SEEN} of them, from
+        C{seen.jsonl} (or, in a home older than that file, from the
+        stored messages). Replays are recognised against this.
+        """
+        seen: dict[str, tuple[str, Any]] = {}
+        path = self.home.seen_path
+        if path.exists():
+            with open(path, "rb") as f:
+                for raw in f:
+                    try:
+                        entry = json.loads(raw)
+                        seen[str(entry["id"])] = (str(entry["via"]), entry.get("seq"))
+                    except (ValueError, KeyError, TypeError):
+                        continue
+        else:
+            for item in self.items():
+                seen[message_id(item)] = (str(item.get("via", SSE)), item.get("seq"))
+        return dict(list(seen.items())[-MAX_SEEN:])
+
+    def _remember(self, items: list[dict[str, Any]], transport: str) -> None:
+        """
+        Add C{items} to C{seen.jsonl} (before the cursor moves), keeping
+        it to the newest L{MAX_SEEN} entries.
+        """
+        path = self.home.seen_path
+        if not path.exists() and self.home.messages_path.exists():
+            earlier = self.seen()  # carry an older home's messages over once
+            self._write_seen(earlier)
+        lines = "".join(
+            json.dumps(
+                {"id": message_id(i), "via": transport, "seq": i.get("seq")},
+                separators=(",", ":"),
+            )
+            + "\n"
+            for i in items
+        ).encode("utf-8")
+        fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o600)
+        try:
+            os.write(fd, lines)
+            size = os.fstat(fd).st_size
+        finally:
+            os.close(fd)
+        if size > 2 * MAX_SEEN * 180:  # about twice MAX_SEEN lines: trim
+            self._write_seen(self.seen())
+
+    def _write_seen(self, seen: dict[str, tuple[str, Any]]) -> None:
+        data = "".join(
+            json.dumps({"id": k, "via": via, "seq": seq}, separators=(",", ":")) + "\n"
+            for k, (via, seq) in list(seen.items())[-MAX_SEEN:]
+        ).encode("utf-8")
+        write_atomic(self.home.seen_path, data)

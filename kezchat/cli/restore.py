@@ -66,7 +66,7 @@ async def restore_history(ctx: Context, keypair: KeyPair, account: dict[str, Any
     chat = ctx.chat()
     reader = Reader(ctx, keypair, account)
     await reader.refresh()
-    seen = await deferToThread(ctx.received.seen_ids)
+    seen = set(await deferToThread(ctx.received.seen))
     since = await deferToThread(ctx.received.cursor, SSE)
     restored = Restored()
     progress = tqdm(

@@ -5,6 +5,13 @@ Each method is one request of the public API: it builds the signed body
 or C{X-KEZ-Auth} header, sends it with treq, and returns the parsed JSON
 or raises L{ServerError} / L{Unreachable}. Nothing here knows about the
 CLI, so tests and other clients speak the protocol through the same code.
+
+A server is not trusted to be well-behaved either: every exchange has an
+overall deadline (connecting, the headers and the whole body: a server
+trickling one byte every few seconds cannot hold a command forever), and
+every body read has a size bound that fits what the endpoint can
+legitimately answer (a 400 MB "handle record" is refused after the first
+megabyte, or at once when its C{Content-Length} says so).
 """
 
 from __future__ import annotations
@@ -12,27 +19,43 @@ from __future__ import annotations
 import json
 import time
 from collections.abc import Callable
-from typing import Any
+from typing import Any, cast
 from urllib.parse import quote
 
 from treq.client import HTTPClient
-from twisted.internet.defer import CancelledError
+from twisted.internet.defer import CancelledError, Deferred
+from twisted.internet.defer import TimeoutError as DeferredTimeout
 from twisted.internet.error import ConnectError, DNSLookupError, TimeoutError
+from twisted.internet.interfaces import IPushProducer
+from twisted.internet.protocol import Protocol
+from twisted.python.failure import Failure
 from twisted.web.client import (
     Agent,
     HTTPConnectionPool,
+    ResponseDone,
     ResponseFailed,
     ResponseNeverReceived,
 )
+from twisted.web.http import PotentialDataLoss
+from twisted.web.iweb import UNKNOWN_LENGTH
 
 from kezchat.client.errors import ServerError, Unreachable
 from kezchat.client.registration import signed_registration
 from kezchat.identity.keys import KeyPair
-from kezchat.relay.auth import body_digest, sign_request
+from kezchat.relay.auth import body_digest, handle_server, sign_request
 from kezchat.sigchain import ChainState, Event, read_document
 
-#: seconds a single request may take before it counts as unreachable
+#: seconds a whole exchange (connect, headers, body) may take before the
+#: server counts as unreachable
 DEFAULT_TIMEOUT = 30.0
+#: the largest body read from an endpoint that answers one small record
+SMALL_BODY = 1024 * 1024
+#: the largest inbox page (at most L{INBOX_PAGE} items of at most a 256 KiB
+#: envelope each, with their JSON around them)
+INBOX_PAGE = 100
+INBOX_BODY = INBOX_PAGE * 300 * 1024
+#: the largest sigchain document read
+CHAIN_BODY = 16 * 1024 * 1024
 
 _TRANSPORT_ERRORS = (
     ConnectError,
@@ -88,17 +111,41 @@ class _Base:
         await self.pool.closeCachedConnections()
 
     async def _request(
-        self, method: str, url: str, *, expect: tuple[int, ...] = (200,), **kwargs: Any
+        self,
+        method: str,
+        url: str,
+        *,
+        expect: tuple[int, ...] = (200,),
+        max_body: int = SMALL_BODY,
+        **kwargs: Any,
     ) -> tuple[int, bytes, Any]:
         """
         Send one request; return (status, body, response) for a status in
         C{expect} or 404 when 404 is expected, raise otherwise.
+
+        @param max_body: the most bytes of body read; a larger answer is a
+            L{ServerError} (C{too_large}), read no further.
+        @raise Unreachable: also when the whole exchange took longer than
+            the client's timeout.
         """
-        kwargs.setdefault("timeout", self.timeout)
-        try:
+
+        async def exchange() -> tuple[Any, bytes]:
             response = await self.http.request(method, url, **kwargs)
-            body = await response.content()
+            return response, await read_body(response, max_body)
+
+        d = Deferred.fromCoroutine(exchange())
+        d.addTimeout(self.timeout, self.reactor)
+        try:
+            response, body = await d
+        except DeferredTimeout:
+            raise Unreachable(
+                _origin(url), f"no complete answer within {self.timeout:g} s"
+            ) from None
         except _TRANSPORT_ERRORS as e:
+            if isinstance(e, CancelledError | TimeoutError):
+                raise Unreachable(
+                    _origin(url), f"no complete answer within {self.timeout:g} s"
+                ) from None
             raise Unreachable(_origin(url), describe_failure(e)) from None
         if response.code in expect:
             return response.code, body, response
@@ -188,7 +235,9 @@ class ChatClient(_Base):
         if idempotency_key is not None:
             message["idempotency_key"] = idempotency_key
         raw = json.dumps(message, separators=(",", ":")).encode("utf-8")
-        auth = sign_request(key, "POST", "/v1/messages", [body_digest(raw)], self._ts())
+        auth = sign_request(
+            key, "POST", "/v1/messages", [body_digest(raw)], self._ts(), handle_server(sender)
+        )
         _, body = await self._json(
             "POST",
             self.url("/v1/messages"),
@@ -203,18 +252,21 @@ class ChatClient(_Base):
         return body
 
     async def inbox(
-        self, key: KeyPair, handle: str, since: int = 0, limit: int = 100
+        self, key: KeyPair, handle: str, since: int = 0, limit: int = INBOX_PAGE
     ) -> dict[str, Any]:
         """
         One page of stored messages after C{since}: C{{"messages", "next"}}.
         """
         h = local_part(handle)
-        auth = sign_request(key, "GET", f"/v1/inbox/{h}", [f"since={since}"], self._ts())
+        auth = sign_request(
+            key, "GET", f"/v1/inbox/{h}", [f"since={since}"], self._ts(), handle_server(handle)
+        )
         _, body = await self._json(
             "GET",
             self.url(f"/v1/inbox/{h}"),
             params={"since": str(since), "limit": str(limit)},
             headers={"X-KEZ-Auth": auth},
+            max_body=max(1, min(limit, 500)) * 300 * 1024,
         )
         return body
 
@@ -223,7 +275,9 @@ class ChatClient(_Base):
         Delete the stored messages with seq ≤ C{upto}; returns how many.
         """
         h = local_part(handle)
-        auth = sign_request(key, "DELETE", f"/v1/inbox/{h}", [f"upto={upto}"], self._ts())
+        auth = sign_request(
+            key, "DELETE", f"/v1/inbox/{h}", [f"upto={upto}"], self._ts(), handle_server(handle)
+        )
         _, body = await self._json(
             "DELETE",
             self.url(f"/v1/inbox/{h}"),
@@ -232,19 +286,25 @@ class ChatClient(_Base):
         )
         return int(body["deleted"])
 
-    def stream_url(self, key: KeyPair, handle: str) -> str:
+    def stream_url(self, key: KeyPair, handle: str, expires: int | None = None) -> str:
         """
-        The SSE URL with a fresh C{?auth=} (valid for about a minute).
+        The SSE URL with a fresh C{?auth=}: valid for about a minute, or
+        with C{expires} (a unix time at most 24 h away) until then, so a
+        standard EventSource can reconnect with it by itself.
         """
         h = local_part(handle)
-        auth = sign_request(key, "GET", f"/v1/inbox/{h}/stream", [], self._ts())
-        return self.url(f"/v1/inbox/{h}/stream?auth={auth}")
+        ts = self._ts()
+        fields, query = ([], "") if expires is None else ([f"exp={expires}"], f"&exp={expires}")
+        auth = sign_request(key, "GET", f"/v1/inbox/{h}/stream", fields, ts, handle_server(handle))
+        return self.url(f"/v1/inbox/{h}/stream?auth={auth}{query}")
 
     # -- manifests mirror -------------------------------------------------
 
     async def put_manifest(self, key: KeyPair, handle: str, blob: bytes) -> dict[str, Any]:
         h = local_part(handle)
-        auth = sign_request(key, "PUT", f"/v1/manifests/{h}", [body_digest(blob)], self._ts())
+        auth = sign_request(
+            key, "PUT", f"/v1/manifests/{h}", [body_digest(blob)], self._ts(), handle_server(handle)
+        )
         _, body = await self._json(
             "PUT",
             self.url(f"/v1/manifests/{h}"),
@@ -270,7 +330,9 @@ class SigClient(_Base):
         """
         The raw events at C{chain_url} (unverified) and the document bytes.
         """
-        _, body, _ = await self._request("GET", chain_url, headers={"Accept": "application/json"})
+        _, body, _ = await self._request(
+            "GET", chain_url, headers={"Accept": "application/json"}, max_body=CHAIN_BODY
+        )
         try:
             events = json.loads(body)["events"]
         except (ValueError, KeyError, TypeError):
@@ -294,6 +356,69 @@ class SigClient(_Base):
             "POST", chain_url.rstrip("/") + "/events", json=event, expect=(200, 201)
         )
         return body
+
+
+class BodyTooLarge(Exception):
+    """
+    A response body is larger than the reader accepts.
+    """
+
+
+class _Capped(Protocol):
+    """
+    Collects a response body up to C{limit} bytes, and stops reading (the
+    connection is dropped) past it or when cancelled.
+    """
+
+    def __init__(self, limit: int) -> None:
+        self.limit = limit
+        self.chunks: list[bytes] = []
+        self.size = 0
+        self.done: Deferred[bytes] = Deferred(lambda _: self._stop())
+
+    def _stop(self) -> None:
+        if self.transport is not None:
+            cast(IPushProducer, self.transport).stopProducing()
+
+    def dataReceived(self, data: bytes) -> None:
+        if self.done.called:
+            return
+        self.size += len(data)
+        if self.size > self.limit:
+            self.done.errback(BodyTooLarge(self.limit))
+            self._stop()
+            return
+        self.chunks.append(data)
+
+    def connectionLost(self, reason: Failure | None = None) -> None:
+        if self.done.called:
+            return
+        if reason is None or reason.check(ResponseDone, PotentialDataLoss):
+            self.done.callback(b"".join(self.chunks))
+        else:
+            self.done.errback(reason)
+
+
+async def read_body(response: Any, limit: int) -> bytes:
+    """
+    The body of C{response}, at most C{limit} bytes.
+
+    @raise ServerError: C{too_large} when the body (or its announced
+        length) is over C{limit}; nothing past the limit is read.
+    """
+    too_large = ServerError(
+        response.code, "too_large", f"the server's answer is larger than {limit} bytes"
+    )
+    reader = _Capped(limit)
+    response.deliverBody(reader)
+    if response.length is not UNKNOWN_LENGTH and response.length > limit:
+        reader.done.addErrback(lambda _: None)  # nothing waits for it: drop the body
+        reader.done.cancel()
+        raise too_large
+    try:
+        return await reader.done
+    except BodyTooLarge:
+        raise too_large from None
 
 
 def _origin(url: str) -> str:

@@ -21,8 +21,15 @@ from twisted.web.client import Agent
 from twisted.web.http_headers import Headers
 
 from kezchat.client.errors import ServerError, Unreachable
-from kezchat.client.http import _TRANSPORT_ERRORS, _origin, _server_error, describe_failure
-from kezchat.client.sse import Event, SSEParser
+from kezchat.client.http import (
+    _TRANSPORT_ERRORS,
+    SMALL_BODY,
+    _origin,
+    _server_error,
+    describe_failure,
+    read_body,
+)
+from kezchat.client.sse import Event, LineTooLong, SSEParser
 
 
 class _Receiver(Protocol):
@@ -53,6 +60,8 @@ class StreamConnection:
     @ivar last_activity: reactor time of the last bytes received
         (pings included), for a caller watching for a dead peer.
     @ivar retry: the server's C{retry:} hint in seconds, if any.
+    @ivar error: why this client dropped the stream itself (an oversized
+        line), or C{None}.
     """
 
     def __init__(self, reactor: Any, on_event: Callable[[Event], None]) -> None:
@@ -62,6 +71,7 @@ class StreamConnection:
         self.ended: Deferred[None] = Deferred()
         self.last_activity = reactor.seconds()
         self._receiver: _Receiver | None = None
+        self.error: str | None = None
 
     @property
     def retry(self) -> float | None:
@@ -69,7 +79,17 @@ class StreamConnection:
 
     def _data(self, data: bytes) -> None:
         self.last_activity = self.reactor.seconds()
-        for event in self.parser.feed(data):
+        if self.error is not None:
+            return
+        try:
+            events = self.parser.feed(data)
+        except LineTooLong as e:
+            # not a stream this client reads: drop it (the caller decides
+            # whether to reconnect) and say why
+            self.error = f"the server sent {e} (more than {self.parser.max_line} bytes)"
+            self.close()
+            return
+        for event in events:
             self.on_event(event)
 
     def _lost(self, reason: Failure | None) -> None:
@@ -124,11 +144,11 @@ async def open_stream(
     except _TRANSPORT_ERRORS as e:
         raise Unreachable(_origin(url), describe_failure(e)) from None
     if response.code != 200:
-        import treq
-
+        reading = Deferred.fromCoroutine(read_body(response, SMALL_BODY))
+        reading.addTimeout(timeout, reactor)
         try:
-            body = await treq.content(response)
-        except _TRANSPORT_ERRORS:
+            body = await reading
+        except (*_TRANSPORT_ERRORS, ServerError):
             body = b""
         raise _server_error(response, body)
     content_type = (response.headers.getRawHeaders(b"content-type") or [b""])[0]

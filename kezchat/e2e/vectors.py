@@ -18,6 +18,7 @@ import json
 import sys
 from typing import Any
 
+from cryptography.hazmat.primitives.ciphers.aead import ChaCha20Poly1305
 from nacl.bindings import crypto_box, crypto_scalarmult_base
 
 from kezchat.client.registration import registration_payload, sign_registration
@@ -108,7 +109,16 @@ def registration_vectors() -> list[dict[str, Any]]:
     return out
 
 
-def auth_vectors() -> list[dict[str, Any]]:
+#: the server the new-form request signatures name
+AUTH_SERVER = "kez.lat"
+
+
+def auth_vectors(server: str | None = None) -> list[dict[str, Any]]:
+    """
+    C{X-KEZ-Auth} values for one request of each kind, signed for
+    C{server} (the new form, with its C{@server} line), or in the older
+    form that names no server when C{server} is C{None}.
+    """
     keys = _keys()
     body = canonical_json({"to": "bob", "envelope": {"v": 1}})
     cases = [
@@ -119,6 +129,9 @@ def auth_vectors() -> list[dict[str, Any]]:
         ("alice", "POST", "/v1/messages", None, body),
         ("bob", "PUT", "/v1/manifests/bob", None, body),
     ]
+    if server is not None:
+        # a long-lived stream URL: exp is signed as one more field
+        cases.append(("alice", "GET", "/v1/inbox/alice/stream", [f"exp={UNIX_TS + 86400}"], None))
     out = []
     for name, method, path, fields, data in cases:
         digest = None if data is None else body_digest(data)
@@ -132,8 +145,11 @@ def auth_vectors() -> list[dict[str, Any]]:
                 "body": None if data is None else data.decode("utf-8"),
                 "body_sha256": digest,
                 "ts": UNIX_TS,
-                "signed_text": signed_text(method, path, field_list, UNIX_TS).decode("utf-8"),
-                "header": sign_request(keys[name], method, path, field_list, UNIX_TS),
+                **({} if server is None else {"server": server}),
+                "signed_text": signed_text(method, path, field_list, UNIX_TS, server).decode(
+                    "utf-8"
+                ),
+                "header": sign_request(keys[name], method, path, field_list, UNIX_TS, server),
             }
         )
     return out
@@ -179,6 +195,31 @@ def envelope_vectors() -> list[dict[str, Any]]:
             }
         )
     return out
+
+
+def seal_raw(sender: KeyPair, recipient_primary: str, plain: bytes, salt: bytes) -> dict[str, Any]:
+    """
+    An envelope around arbitrary plaintext bytes (at L{TS}): how a hostile
+    sender builds a plaintext that L{seal_envelope} would never write.
+    """
+    envelope: dict[str, Any] = {
+        "v": 1,
+        "from": sender.primary,
+        "to": recipient_primary,
+        "ts": TS,
+        "salt": b64url_encode(salt),
+    }
+    secrets = derive(sender, recipient_primary, salt)
+    ct = ChaCha20Poly1305(secrets.key).encrypt(
+        secrets.nonce, plain, canonical_json(header_of(envelope))
+    )
+    envelope["ct"] = b64url_encode(ct)
+    envelope["sig"] = sender.sign_jcs(envelope)
+    return envelope
+
+
+#: a plaintext two readers could disagree about: every client refuses it
+DUPLICATE_KEY_PLAINTEXT = b'{"type":"text","text":"pay alice","text":"pay mallory"}'
 
 
 def bad_envelope_vectors() -> list[dict[str, Any]]:
@@ -245,6 +286,14 @@ def bad_envelope_vectors() -> list[dict[str, Any]]:
             "recipient": "bob",
             "error": "malformed",
             "envelope": changed(v=2),
+        },
+        {
+            "name": "plaintext with a repeated key",
+            "recipient": "bob",
+            "error": "bad_plaintext",
+            "envelope": seal_raw(
+                keys["alice"], keys["bob"].primary, DUPLICATE_KEY_PLAINTEXT, b"\x09" * 16
+            ),
         },
     ]
 
@@ -322,6 +371,7 @@ def all_vectors() -> dict[str, Any]:
         "jcs": jcs_vectors(),
         "registrations": registration_vectors(),
         "auth": auth_vectors(),
+        "auth_server": auth_vectors(AUTH_SERVER),
         "envelopes": envelope_vectors(),
         "bad_envelopes": bad_envelope_vectors(),
         "sigchains": sigchain_vectors(),

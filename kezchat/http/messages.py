@@ -15,6 +15,7 @@ from kezchat.http.errors import json_bytes, json_response
 from kezchat.http.fastpath import FastRoute
 from kezchat.http.routing import Routes
 from kezchat.http.send import MESSAGE_CAP, send_message
+from kezchat.relay.auth import parse_expiry
 from kezchat.relay.items import inbox_page
 from kezchat.relay.relay import DEFAULT_PAGE, Relay, parse_cursor
 from kezchat.relay.sse import StreamHub
@@ -93,7 +94,12 @@ def install(
             resume = parse_cursor(last_event_id.strip(), "Last-Event-ID")
         else:
             resume = _cursor(request, "since")
-        owner = await relay.authenticate(h, auth, "GET", f"/v1/inbox/{h}/stream")
+        # with exp the URL stays valid (up to a day), so a standard
+        # EventSource can reconnect with it by itself
+        expires = parse_expiry(_arg(request, b"exp"))
+        owner = await relay.authenticate(
+            h, auth, "GET", f"/v1/inbox/{h}/stream", expires=expires
+        )
         request.kez_streaming = True  # type: ignore[attr-defined]
         return await hub.open(
             cast(Request, request), owner.fqhn, resume, client_address(request)

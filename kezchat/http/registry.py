@@ -15,6 +15,11 @@ from kezchat.ratelimit import RateLimiter
 from kezchat.registry import Registry
 
 REGISTRATION_CAP = 64 * 1024
+#: what a registration pre-check answers as "not available" (anything
+#: else is an error of the check itself)
+REGISTRATION_REFUSALS = frozenset(
+    {"invalid_handle", "wrong_server", "reserved_handle", "handle_taken"}
+)
 
 
 def install(
@@ -32,6 +37,34 @@ def install(
         metrics.registrations.inc()
         request.setHeader(b"location", f"/v1/u/{record.local}".encode())
         return json_response(request, registry.record_json(record), 201)
+
+    @routes.route("/v1/register/check", methods=["GET"], name="register_check")
+    async def register_check(request: IRequest) -> bytes:
+        # Always 200 when the question could be asked: the answer "no" is
+        # not an error of this request (and a browser logs every 4xx).
+        given = request.args.get(b"handle") or []
+        if len(given) != 1:
+            raise KezError("bad_request", "give exactly one handle=<handle>")
+        try:
+            text = given[0].decode("utf-8")
+        except UnicodeDecodeError:
+            raise KezError("bad_request", "handle is not UTF-8") from None
+        try:
+            handle = await registry.availability(text)
+        except KezError as e:
+            if e.code not in REGISTRATION_REFUSALS:
+                raise
+            return json_response(request, {"available": False, **e.to_json()})
+        answer = {"handle": handle.local, "fqhn": handle.fqhn, "available": True}
+        wait = limiter.wait(client_address(request))
+        if wait:
+            answer["available"] = False
+            answer["error"] = {
+                "code": "rate_limited",
+                "message": f"too many registrations from this address; try again in {wait} s",
+                "retry_after": wait,
+            }
+        return json_response(request, answer)
 
     @routes.route("/v1/u/<path:handle>", methods=["GET"], name="lookup")
     async def lookup(request: IRequest, handle: str) -> bytes:

@@ -14,6 +14,7 @@ import io
 import re
 from collections.abc import Callable
 from typing import Any, cast
+from urllib.parse import unquote_to_bytes
 
 from twisted.internet.interfaces import IDelayedCall, IReactorTime, ITCPTransport
 from twisted.internet.protocol import connectionDone
@@ -49,7 +50,7 @@ def raw_json_response(error: KezError, headers: tuple[tuple[bytes, bytes], ...] 
     ) + body
 
 
-_AUTH_PARAM = re.compile(rb"([?&]auth=)[^&#]*", re.IGNORECASE)
+_QUERY_SEPARATORS = re.compile(rb"([&;])")
 
 
 def redact_uri(uri: bytes) -> bytes:
@@ -57,8 +58,21 @@ def redact_uri(uri: bytes) -> bytes:
     C{uri} without the value of its C{auth} query parameter: the SSE
     route's C{auth=} is a bearer credential for its whole time window and
     must never reach a log.
+
+    The query is split and the names decoded exactly as Twisted does when
+    it fills C{request.args} (C{&} and C{;} separate, C{+} is a space,
+    percent-escapes decoded), so every spelling the route accepts as
+    C{auth} (C{a%75th=}, C{AUTH=} …) is redacted, not only the literal one.
     """
-    return _AUTH_PARAM.sub(rb"\1REDACTED", uri)
+    path, sep, query = uri.partition(b"?")
+    if not sep:
+        return uri
+    parts = _QUERY_SEPARATORS.split(query)
+    for i in range(0, len(parts), 2):
+        name, eq, _value = parts[i].partition(b"=")
+        if eq and unquote_to_bytes(name.replace(b"+", b" ")).lower() == b"auth":
+            parts[i] = name + b"=REDACTED"
+    return path + sep + b"".join(parts)
 
 
 class _RedactedRequest:

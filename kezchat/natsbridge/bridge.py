@@ -20,10 +20,16 @@ Three flows, each with one owner (SPEC §5, "Bridge"):
    whichever instance takes it from the shared C{kezchat_bridge}
    consumer (L{kezchat.natsbridge.ingest}).
 
- - B{Instance → instance.} Whoever stores a message announces it on
-   C{kezchat.stored} (a subject no user may read); every other instance
-   hands the announcement to its local streams. So a message POSTed to
-   one chat-server reaches SSE streams held by another.
+ - B{Instance → instance.} Whoever stores a message announces it on its
+   recipient's C{kezchat.stored.<digest>} subject (no user may read it);
+   only the instances holding a stream for that recipient subscribe to it
+   (L{kezchat.natsbridge.interest}), and hand the announcement to their
+   local streams. So a message POSTed to one chat-server reaches SSE
+   streams held by another, at a cost that does not grow with the number
+   of instances. A sender's copy is an item of the sender's own inbox, so
+   it is announced on the sender's subject: an instance holding a stream
+   for the sender delivers it there, one holding none hears nothing. Its
+   NATS copy for native clients goes on C{kez.inbox.<S>.out.<R>}.
 
 When NATS is down, only the local delivery happens: HTTP sends and SSE
 keep working on the in-process broker, and nothing here ever blocks or
@@ -41,21 +47,19 @@ from collections.abc import Awaitable, Callable
 from dataclasses import asdict
 from typing import Any
 
+from twisted.internet.defer import Deferred
 from twisted.logger import Logger
 
 from kezchat import strictjson
 from kezchat.natsbridge.aio import resolve
+from kezchat.natsbridge.interest import Interests, announcement_subject
 from kezchat.natsbridge.subjects import inbox_subject, senders_copy_subject
 from kezchat.relay.broker import Deliver, LocalBroker, Origin, Subscription
 from kezchat.storage.interfaces import StoredMessage
 
-STORED_SUBJECT = "kezchat.stored"
 STORED_HEADER = "Kez-Stored"
 STORED_MAC_HEADER = "Kez-Stored-Mac"
 INSTANCE_HEADER = "Kez-Instance"
-#: an announcement's recipient, so an instance with no stream for them
-#: skips it without parsing the body
-RECIPIENT_HEADER = "Kez-Recipient"
 
 #: fqhn -> its primary ("ed25519:<hex>"), as a Deferred, an awaitable or a
 #: value; the registry answers it from its cache
@@ -132,6 +136,34 @@ def _optional_text(value: Any) -> str | None:
     return value
 
 
+class _BridgedSubscription:
+    """
+    A local subscription that also keeps its recipient's announcements
+    coming from NATS while it is open.
+    """
+
+    __slots__ = ("_broker", "_local", "_recipient")
+
+    def __init__(self, broker: NatsBroker, recipient: str, local: Subscription) -> None:
+        self._broker: NatsBroker | None = broker
+        self._recipient = recipient
+        self._local = local
+
+    def cancel(self) -> None:
+        broker, self._broker = self._broker, None
+        if broker is None:
+            return
+        self._local.cancel()
+        if not broker.local.subscriber_count(self._recipient):
+            broker.interests.drop(self._recipient)
+
+    def when_ready(self) -> Deferred[None]:
+        broker = self._broker
+        if broker is None:
+            return self._local.when_ready()
+        return broker.interests.when_ready(self._recipient)
+
+
 class NatsBroker:
     """
     The relay's broker when NATS is configured: local fan-out first, then
@@ -163,18 +195,24 @@ class NatsBroker:
         self.instance = uuid.uuid4().hex
         self.nc: Any = None
         self.skipped = 0
-        #: announcements skipped unparsed: no local stream for the recipient
-        self.ignored = 0
+        #: announcements from other instances received (only for
+        #: recipients with a stream here)
+        self.heard = 0
+        #: the recipients whose announcements NATS routes here
+        self.interests = Interests(self._on_stored)
         self._primary_of = primary_of
         self._queue: asyncio.Queue[tuple[StoredMessage, bool]] | None = None
         self._queue_size = queue_size
         self._sending: asyncio.Task[None] | None = None
-        self._stored_sub: Any = None
 
     # -- Broker -----------------------------------------------------------
 
     def subscribe(self, recipient: str, deliver: Deliver) -> Subscription:
-        return self.local.subscribe(recipient, deliver)
+        first = not self.local.subscriber_count(recipient)
+        local = self.local.subscribe(recipient, deliver)
+        if first:
+            self.interests.want(recipient)
+        return _BridgedSubscription(self, recipient, local)
 
     def publish(self, message: StoredMessage, *, origin: Origin = Origin.HTTP) -> None:
         """
@@ -198,10 +236,12 @@ class NatsBroker:
     # -- NATS side --------------------------------------------------------
 
     async def start(self, nc: Any) -> None:
+        if self.nc is nc and self._sending is not None:
+            return  # already running on this connection
         self.nc = nc
         self._queue = asyncio.Queue(self._queue_size)
         self._sending = asyncio.ensure_future(self._send_loop())
-        self._stored_sub = await nc.subscribe(STORED_SUBJECT, cb=self._on_stored)
+        self.interests.attach(nc)
 
     async def stop(self) -> None:
         self._queue = None
@@ -209,12 +249,7 @@ class NatsBroker:
             self._sending.cancel()
             await asyncio.gather(self._sending, return_exceptions=True)
             self._sending = None
-        if self._stored_sub is not None:
-            sub, self._stored_sub = self._stored_sub, None
-            try:
-                await sub.unsubscribe()
-            except Exception:
-                pass
+        await self.interests.detach()
 
     async def _send_loop(self) -> None:
         assert self._queue is not None
@@ -232,8 +267,11 @@ class NatsBroker:
         if self.nc is None or not self.nc.is_connected:
             self._skip("NATS is down")
             return
-        headers = {INSTANCE_HEADER: self.instance, RECIPIENT_HEADER: message.recipient}
-        await self.nc.publish(STORED_SUBJECT, encode_stored(message), headers=headers)
+        await self.nc.publish(
+            announcement_subject(message.recipient),
+            encode_stored(message),
+            headers={INSTANCE_HEADER: self.instance},
+        )
         if to_inbox:
             sender_hex = message.sender_primary.removeprefix("ed25519:")
             if message.direction == "out" and message.to_primary is not None:
@@ -260,16 +298,11 @@ class NatsBroker:
     async def _on_stored(self, msg: Any) -> None:
         headers = msg.headers or {}
         if headers.get(INSTANCE_HEADER) == self.instance:
-            return
-        recipient = headers.get(RECIPIENT_HEADER)
-        if recipient is not None and not self.local.subscriber_count(recipient):
-            # every instance hears every announcement; with several
-            # instances most are for streams held elsewhere
-            self.ignored += 1
-            return
+            return  # delivered locally when it was published
+        self.heard += 1
         try:
             message = decode_stored(msg.data)
         except (ValueError, KeyError, TypeError, IndexError):
-            self.log.warn("Ignoring a malformed announcement on {subject}", subject=STORED_SUBJECT)
+            self.log.warn("Ignoring a malformed announcement on {subject}", subject=msg.subject)
             return
         self.local.publish(message, origin=Origin.NATS)

@@ -49,6 +49,8 @@ from twisted.python.failure import Failure
 from kezchat.identity.keys import InvalidKey, format_primary
 from kezchat.natsbridge import jwt
 from kezchat.natsbridge.aio import resolve
+from kezchat.natsbridge.errors import NatsSetupError
+from kezchat.natsbridge.flush import flush
 from kezchat.natsbridge.keys import SERVER, USER, NKey, public_key_bytes
 from kezchat.natsbridge.subjects import device_of_connection, user_permissions
 
@@ -234,6 +236,15 @@ class CalloutResponder:
             return self._lookup_failed(pending)
         return self._decide(pending, record)
 
+    def refuse_busy(self, pending: _Pending) -> bytes:
+        """
+        The refusal for a request not looked up because too many look-ups
+        are waiting: the client retries later.
+        """
+        return self._response(
+            pending.user_nkey, pending.server_id, '"error":"busy, retry later"', pending.now
+        )
+
     def _lookup_failed(self, pending: _Pending) -> bytes:
         self.log.failure("Registry lookup failed for {primary}", primary=pending.primary)
         return self._refuse(
@@ -363,22 +374,73 @@ class CalloutSubscription:
 
     nats-py runs a subscription's callback to completion before taking the
     next message; a registry lookup may wait on the database, so each
-    request is answered in its own task and a slow lookup never holds up
-    the connections queued behind it.
+    request whose record is not cached is answered in its own task and a
+    slow lookup never holds up the connections queued behind it.
+
+    Both queues are bounded, so a connect storm while the database is slow
+    costs bounded memory: at most C{max_lookups} look-ups wait at once
+    (past that a request is refused at once with C{"busy"}: the client
+    retries), and at most C{max_pending} requests wait unread in nats-py
+    (past that nats-py drops them, nats-server times the client out, and
+    L{kezchat.natsbridge.connection.NatsConnection.dropped} counts them).
+    L{busy} counts the refusals.
     """
 
     log = Logger()
 
-    def __init__(self, responder: CalloutResponder) -> None:
+    def __init__(
+        self,
+        responder: CalloutResponder,
+        max_lookups: int = 512,
+        max_pending: int = 8192,
+        on_busy: Callable[[], None] = lambda: None,
+    ) -> None:
+        """
+        @param on_busy: told of each request refused past C{max_lookups}
+            (for the C{kezchat_nats_callout_busy_total} metric).
+        """
         self.responder = responder
+        self.on_busy = on_busy
+        self.max_lookups = max_lookups
+        self.max_pending = max_pending
+        #: requests refused because C{max_lookups} look-ups were waiting
+        self.busy = 0
         self._tasks: set[asyncio.Task[None]] = set()
         self._sub: Any = None
+        self._nc: Any = None
 
     async def start(self, nc: Any, queue: str = CALLOUT_QUEUE) -> None:
+        """
+        Subscribe, and return once nats-server has accepted the
+        subscription: from then on clients can log in.
+
+        @raise NatsSetupError: the broker refused the subscription (the
+            chat-server's user may not subscribe to the callout subject).
+        """
+        if self._sub is not None and self._nc is nc:
+            return  # already serving on this connection
         self._nc = nc
-        self._sub = await nc.subscribe(
-            CALLOUT_SUBJECT, queue=queue, cb=self._on_request, pending_msgs_limit=-1
+        before = nc.last_error
+        sub = await nc.subscribe(
+            CALLOUT_SUBJECT, queue=queue, cb=self._on_request, pending_msgs_limit=self.max_pending
         )
+        try:
+            await flush(nc)
+            error = nc.last_error
+            if error is not before and "permissions violation" in str(error).lower():
+                raise NatsSetupError(
+                    f"nats-server refused the callout's subscription to {CALLOUT_SUBJECT}"
+                    f" ({error}): the chat-server's NATS user must be allowed to subscribe"
+                    " to it (auth_callout.auth_users, and no permissions block that denies it)"
+                )
+        except BaseException:
+            # a failed start leaves nothing behind: it is retried whole
+            try:
+                await sub.unsubscribe()
+            except Exception:
+                pass
+            raise
+        self._sub = sub
 
     async def stop(self) -> None:
         if self._sub is not None:
@@ -398,6 +460,18 @@ class CalloutSubscription:
             # a returning client, its record cached: answered here,
             # without a task per request
             await self._reply(msg, answer)
+            return
+        if len(self._tasks) >= self.max_lookups:
+            self.busy += 1
+            self.on_busy()
+            if self.busy == 1 or self.busy % 1000 == 0:
+                self.log.warn(
+                    "Refusing NATS logins: {count} registry look-ups already waiting"
+                    " ({busy} refused so far)", count=len(self._tasks), busy=self.busy,
+                )
+            if inspect.iscoroutine(answer):
+                answer.close()
+            await self._reply(msg, responder.refuse_busy(pending))
             return
         task = asyncio.ensure_future(self._answer(msg, pending, answer))
         self._tasks.add(task)

@@ -27,6 +27,7 @@ from kezchat.natsbridge.stream import StreamLimits, ensure_inbox_stream
 
 if TYPE_CHECKING:
     from kezchat.config import ChatConfig
+    from kezchat.metrics import Metrics
 
 
 class Bridge(Protocol):
@@ -53,9 +54,14 @@ class NatsService(Service):
         responder: CalloutResponder,
         stream_limits: StreamLimits | None = None,
         bridges: Sequence[Bridge] = (),
+        callout: CalloutSubscription | None = None,
     ) -> None:
+        """
+        @param callout: serves C{responder}; by default with the default
+            bounds and no metrics.
+        """
         self.connection = connection
-        self.callout = CalloutSubscription(responder)
+        self.callout = callout or CalloutSubscription(responder)
         self.stream_limits = stream_limits or StreamLimits()
         self.bridges = tuple(bridges)
         self._running: Deferred[None] | None = None
@@ -97,15 +103,12 @@ class NatsService(Service):
 
     async def _ensure_stream(self, nc: Any) -> None:
         """
-        Create C{KEZ_INBOX} if the broker lacks it. Failure (JetStream off,
-        say) costs offline delivery over NATS, not the rest: log it.
+        Create C{KEZ_INBOX} if the broker lacks it. Required: without it
+        native clients' offline messages and the bridge's intake are gone,
+        so a failure (JetStream off, say) keeps NATS reported down and is
+        retried (see L{NatsConnection}).
         """
-        try:
-            await ensure_inbox_stream(nc.jetstream(timeout=5), self.stream_limits)
-        except asyncio.CancelledError:
-            raise
-        except Exception:
-            self.log.failure("Could not set up the JetStream stream")
+        await ensure_inbox_stream(nc.jetstream(timeout=5), self.stream_limits)
 
 
 def require_seeds(config: ChatConfig) -> tuple[str, str, str]:
@@ -131,6 +134,7 @@ def build_nats_service(
     reactor: object,
     bridges: Sequence[Bridge] = (),
     stream_limits: StreamLimits | None = None,
+    metrics: Metrics | None = None,
 ) -> NatsService:
     """
     The NATS service for a L{kezchat.config.ChatConfig} with a C{nats_url}.
@@ -144,8 +148,15 @@ def build_nats_service(
     url, seed_file, issuer_file = require_seeds(config)
     seed = read_seed_file(seed_file, USER)
     issuer = read_seed_file(issuer_file, ACCOUNT)
-    connection = NatsConnection(url, seed, name=f"kezchat {config.server}")
+    connection = NatsConnection(
+        url, seed, name=f"kezchat {config.server}",
+        on_dropped=metrics.nats_dropped.inc if metrics is not None else lambda: None,
+    )
     # the registry caches what it answers: a connect storm (mostly
     # reconnections) costs the database nothing
     responder = CalloutResponder(issuer, lookup)
-    return NatsService(connection, responder, stream_limits, bridges)
+    callout = CalloutSubscription(
+        responder,
+        on_busy=metrics.nats_callout_busy.inc if metrics is not None else lambda: None,
+    )
+    return NatsService(connection, responder, stream_limits, bridges, callout)

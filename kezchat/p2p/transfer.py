@@ -240,9 +240,8 @@ class _Sink:
 
     def __init__(self, out: str, check: PieceCheck) -> None:
         directory = os.path.dirname(os.path.abspath(out))
-        fd, self.temp = tempfile.mkstemp(
-            dir=directory, prefix=f".{os.path.basename(out)}.", suffix=".part"
-        )
+        # a short name of its own: the final name may be near the limit
+        fd, self.temp = tempfile.mkstemp(dir=directory, prefix=".kez-", suffix=".part")
         self._file = os.fdopen(fd, "wb")
         self._check = check
 
@@ -259,11 +258,21 @@ class _Sink:
         return written
 
     def commit(self, out: str) -> None:
+        """
+        Give the finished file its name, never replacing a file that
+        appeared at C{out} during the download (a link fails if the name
+        is taken; the temporary file is then removed).
+
+        @raise FileExistsError: C{out} exists now.
+        """
         self._check.finish()
         self._file.flush()
         os.fsync(self._file.fileno())
         self._file.close()
-        os.replace(self.temp, out)
+        try:
+            os.link(self.temp, out)
+        finally:
+            os.unlink(self.temp)
         directory = os.open(os.path.dirname(self.temp), os.O_RDONLY)
         try:
             os.fsync(directory)  # the rename itself survives a crash
@@ -369,6 +378,10 @@ async def fetch(
         raise FetchError(f"the file failed verification ({e}); nothing was saved") from None
     except TransportError as e:
         raise FetchError(f"the transfer was cut short ({e}); nothing was saved") from None
+    except FileExistsError:
+        raise FetchError(
+            f"{out} appeared during the download; it was left alone and nothing was saved"
+        ) from None
     except OSError as e:
         raise FetchError(f"cannot write {out}: {e.strerror or e}; nothing was saved") from None
     finally:

@@ -12,6 +12,8 @@ import enum
 from collections.abc import Callable
 from typing import Protocol
 
+from twisted.internet.defer import Deferred, succeed
+
 from kezchat.storage.interfaces import StoredMessage
 
 Deliver = Callable[[StoredMessage], None]
@@ -33,6 +35,17 @@ class Subscription(Protocol):
     def cancel(self) -> None:
         """
         Stop delivering; safe to call more than once.
+        """
+
+    def when_ready(self) -> Deferred[None]:
+        """
+        Fires once every message announced from now on will be delivered
+        (for a broker spanning processes: once the other processes'
+        announcements are routed here). A stream reads its backlog only
+        after it, so nothing stored meanwhile falls between the backlog
+        and the live messages. Never fails, and fires within a bounded
+        time even when the link is down (the streams' periodic check
+        covers what a link that is down cannot deliver).
         """
 
 
@@ -68,6 +81,10 @@ class _LocalSubscription:
         if self._broker is not None:
             self._broker._remove(self._recipient, self._deliver)
             self._broker = None
+
+    def when_ready(self) -> Deferred[None]:
+        # in-process delivery is synchronous: ready at once
+        return succeed(None)
 
 
 class LocalBroker:

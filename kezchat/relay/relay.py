@@ -124,12 +124,14 @@ class Relay:
         fields: Sequence[str] = (),
         *,
         unknown: str = "not_found",
+        expires: int | None = None,
     ) -> HandleRecord:
         """
         The record of C{handle}, once C{auth} proves the caller holds its
         primary key for exactly this request.
 
         @param unknown: the error code when the handle is not registered.
+        @param expires: a long-lived stream's C{exp} (see L{Authenticator.verify}).
         """
         try:
             record = await self.registry.lookup(handle)
@@ -137,7 +139,7 @@ class Relay:
             if e.code in ("not_found", "invalid_handle") and unknown != "not_found":
                 raise KezError(unknown, "unknown handle") from None
             raise
-        self.authenticator.verify(record.primary, auth, method, path, fields)
+        self.authenticator.verify(record.primary, auth, method, path, fields, expires=expires)
         return record
 
     # -- sending ----------------------------------------------------------

@@ -4,10 +4,12 @@ Server-sent event streams of an inbox (SPEC §3.3).
 The guarantees, and how they are kept:
 
   - I{No gap, no duplicate on resume.} A resuming stream subscribes to the
-    broker I{before} it reads the backlog from the database, holding live
-    messages aside while it replays. A message is published only after its
-    commit, so anything committed before the read is in the backlog and
-    anything after is held aside; the overlap is removed by seq.
+    broker I{before} it reads the backlog from the database (and, with
+    several instances, reads only once the broker confirms the
+    subscription), holding live messages aside while it replays. A
+    message is published only after its commit, so anything committed
+    before the read is in the backlog and anything after is held aside;
+    the overlap is removed by seq.
   - I{No gap live.} A recipient's seqs are consecutive when they are
     stored. A live message whose seq jumps past the next one expected (it
     came from another instance, ahead of one still on its way) sends the
@@ -287,6 +289,18 @@ class EventStream:
         self._enter(Phase.READING)
         # messages dropped from the held list before this read are in it
         self._dropped_held = False
+        subscription = self._subscription
+        if subscription is None:
+            return
+        # read only once the broker delivers everything announced from
+        # now on (at once, except while a subscription spanning instances
+        # is being set up): what is committed after the read then arrives
+        # live, and is held meanwhile
+        subscription.when_ready().addCallback(self._read_page)
+
+    def _read_page(self, _: object = None) -> None:
+        if self.closed:
+            return
         since = self.last_sent or 0
         budget = max(1, self._hub.max_queued_bytes - self._buffered)
         d = self._hub.store.messages_page(self.recipient, since, MAX_PAGE, budget)

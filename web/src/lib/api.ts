@@ -6,8 +6,8 @@
 import { deleteAuth, sendAuth, inboxAuth, streamAuth } from './crypto/auth';
 import type { ChainEvent } from './crypto/sigchain';
 import type { Envelope } from './crypto/envelope';
-import type { KeyPair } from './crypto/keys';
 import type { Registration } from './crypto/registration';
+import type { Signer } from './signer';
 
 export interface HandleRecord {
   handle: string;
@@ -86,7 +86,7 @@ export async function register(body: Registration): Promise<HandleRecord> {
 }
 
 export async function send(
-  key: KeyPair,
+  signer: Signer,
   sender: string,
   to: string,
   envelope: Envelope,
@@ -96,38 +96,38 @@ export async function send(
   return json(
     await call('/v1/messages', {
       method: 'POST',
-      headers: { 'content-type': 'application/json', 'x-kez-sender': sender, 'x-kez-auth': sendAuth(key, body) },
+      headers: { 'content-type': 'application/json', 'x-kez-sender': sender, 'x-kez-auth': sendAuth(signer.key, body, signer.signedFor) },
       body,
     }),
   );
 }
 
 export async function inbox(
-  key: KeyPair,
+  signer: Signer,
   local: string,
   since: number,
   limit = 200,
 ): Promise<{ messages: InboxItem[]; next: number }> {
   return json(
     await call(`/v1/inbox/${local}?since=${since}&limit=${limit}`, {
-      headers: { 'x-kez-auth': inboxAuth(key, local, since) },
+      headers: { 'x-kez-auth': inboxAuth(signer.key, local, since, signer.signedFor) },
     }),
   );
 }
 
 /** Delete the recipient's stored messages up to `upto` (an explicit user action only). */
-export async function acknowledge(key: KeyPair, local: string, upto: number): Promise<{ deleted: number }> {
+export async function acknowledge(signer: Signer, local: string, upto: number): Promise<{ deleted: number }> {
   return json(
     await call(`/v1/inbox/${local}?upto=${upto}`, {
       method: 'DELETE',
-      headers: { 'x-kez-auth': deleteAuth(key, local, upto) },
+      headers: { 'x-kez-auth': deleteAuth(signer.key, local, upto, signer.signedFor) },
     }),
   );
 }
 
 /** A freshly signed stream URL (the signature is good for 60 s). */
-export function streamUrl(key: KeyPair, local: string, since: number): string {
-  return `/v1/inbox/${local}/stream?auth=${encodeURIComponent(streamAuth(key, local))}&since=${since}`;
+export function streamUrl(signer: Signer, local: string, since: number): string {
+  return `/v1/inbox/${local}/stream?auth=${encodeURIComponent(streamAuth(signer.key, local, signer.signedFor))}&since=${since}`;
 }
 
 export async function chain(url: string): Promise<ChainEvent[]> {

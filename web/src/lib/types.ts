@@ -8,9 +8,16 @@ export interface Account {
 }
 
 export interface FileInfo {
-  fileId: string;
+  /** the stored Blob's key: by sender and message, never a sender-chosen name */
+  key: string;
+  /** the id on the wire (chunked files only) */
+  wireId?: string;
+  /** the name as shown: invisible and reordering characters made visible */
   name: string;
+  /** the type stored and offered: a raster image type or application/octet-stream */
   mime: string;
+  /** the type the sender declared (outgoing files are sent with it) */
+  declared?: string;
   size: number;
   n: number;
   received: number;
@@ -23,23 +30,29 @@ export type MsgStatus = 'sending' | 'sent' | 'failed';
 export interface Msg {
   id: string;
   dir: 'in' | 'out';
-  kind: 'text' | 'file' | 'warning' | 'share';
+  /** `warning`: a refused message, with the reason; `note`: something the app did (e.g. dropped orphan pieces) */
+  kind: 'text' | 'file' | 'warning' | 'note' | 'share';
   text: string;
+  /** the sort time: the server's (or the envelope's, never later than the server's) */
   ts: string;
   seq?: number;
   status?: MsgStatus;
-  /** the sealed envelopes of an outgoing message until they are all sent */
-  pending?: unknown[];
   file?: FileInfo;
   error?: string;
 }
 
 export interface Conversation {
   primary: string;
+  /** the pinned handle: never taken from an inbox item's label */
   fqhn: string;
   unread: number;
   lastTs: string;
   lastText: string;
-  /** set when this handle was known under another key before */
+  /** set when a message for this handle came signed by another key */
   keyChanged?: string;
+  /** that other key: the person may choose to trust it instead */
+  newKey?: string;
 }
+
+/** Where refused messages that belong to no pinned conversation are kept. */
+export const REFUSED = 'refused';

@@ -2,21 +2,30 @@
  * `X-KEZ-Auth`: proof that a request comes from the holder of a handle's
  * primary key. Each endpoint signs a different text (method, path, the
  * endpoint's fields, the time), so a captured value is useless elsewhere.
+ *
+ * The named form puts `@<server domain>` on the second line, right after
+ * the method, so a request signed for one server is refused by another
+ * where the same key holds the same handle. `server = null` gives the
+ * older form, which servers accept until their operator turns it off.
  */
 import { sha256 } from '@noble/hashes/sha2.js';
 import { toHex, utf8 } from './bytes';
 import type { KeyPair } from './keys';
 
-export function signedText(method: string, path: string, fields: string[], ts: number): string {
-  return [method, path, ...fields, String(ts)].join('\n');
+/** The server a request is signed for (its domain), or null for the older unnamed form. */
+export type SignedFor = string | null;
+
+export function signedText(method: string, path: string, fields: string[], ts: number, server: SignedFor = null): string {
+  const named = server === null ? [] : [`@${server}`];
+  return [method, ...named, path, ...fields, String(ts)].join('\n');
 }
 
 export function bodyDigest(body: Uint8Array | string): string {
   return toHex(sha256(typeof body === 'string' ? utf8(body) : body));
 }
 
-export function signRequest(key: KeyPair, method: string, path: string, fields: string[], ts: number): string {
-  return `${ts}:${key.sign(utf8(signedText(method, path, fields, ts)))}`;
+export function signRequest(key: KeyPair, method: string, path: string, fields: string[], ts: number, server: SignedFor = null): string {
+  return `${ts}:${key.sign(utf8(signedText(method, path, fields, ts, server)))}`;
 }
 
 export function nowSeconds(): number {
@@ -24,24 +33,24 @@ export function nowSeconds(): number {
 }
 
 /** The value for `GET /v1/inbox/<h>?since=<n>`. */
-export function inboxAuth(key: KeyPair, local: string, since: number, ts = nowSeconds()): string {
-  return signRequest(key, 'GET', `/v1/inbox/${local}`, [`since=${since}`], ts);
+export function inboxAuth(key: KeyPair, local: string, since: number, server: SignedFor = null, ts = nowSeconds()): string {
+  return signRequest(key, 'GET', `/v1/inbox/${local}`, [`since=${since}`], ts, server);
 }
 
 /** The `auth=` query value for the SSE stream. */
-export function streamAuth(key: KeyPair, local: string, ts = nowSeconds()): string {
-  return signRequest(key, 'GET', `/v1/inbox/${local}/stream`, [], ts);
+export function streamAuth(key: KeyPair, local: string, server: SignedFor = null, ts = nowSeconds()): string {
+  return signRequest(key, 'GET', `/v1/inbox/${local}/stream`, [], ts, server);
 }
 
-export function deleteAuth(key: KeyPair, local: string, upto: number, ts = nowSeconds()): string {
-  return signRequest(key, 'DELETE', `/v1/inbox/${local}`, [`upto=${upto}`], ts);
+export function deleteAuth(key: KeyPair, local: string, upto: number, server: SignedFor = null, ts = nowSeconds()): string {
+  return signRequest(key, 'DELETE', `/v1/inbox/${local}`, [`upto=${upto}`], ts, server);
 }
 
 /** For `POST /v1/messages`: the signature covers the exact body bytes. */
-export function sendAuth(key: KeyPair, body: Uint8Array | string, ts = nowSeconds()): string {
-  return signRequest(key, 'POST', '/v1/messages', [bodyDigest(body)], ts);
+export function sendAuth(key: KeyPair, body: Uint8Array | string, server: SignedFor = null, ts = nowSeconds()): string {
+  return signRequest(key, 'POST', '/v1/messages', [bodyDigest(body)], ts, server);
 }
 
-export function manifestAuth(key: KeyPair, local: string, body: Uint8Array | string, ts = nowSeconds()): string {
-  return signRequest(key, 'PUT', `/v1/manifests/${local}`, [bodyDigest(body)], ts);
+export function manifestAuth(key: KeyPair, local: string, body: Uint8Array | string, server: SignedFor = null, ts = nowSeconds()): string {
+  return signRequest(key, 'PUT', `/v1/manifests/${local}`, [bodyDigest(body)], ts, server);
 }

@@ -13,6 +13,7 @@ import { hkdf } from '@noble/hashes/hkdf.js';
 import { sha256 } from '@noble/hashes/sha2.js';
 import { fromB64url, fromUtf8, randomBytes, toB64url, utf8 } from './bytes';
 import { jcs } from './jcs';
+import { StrictJsonError, strictParse } from './strictjson';
 import { isPrimary, verifyJcs, x25519PublicOf, type KeyPair } from './keys';
 import { nowRfc3339 } from './time';
 
@@ -131,8 +132,9 @@ export function open(me: KeyPair, value: unknown, expectedSender?: string): Reco
   const bytes = openBytes(me, value, expectedSender);
   let plain: unknown;
   try {
-    plain = JSON.parse(fromUtf8(bytes));
-  } catch {
+    plain = strictParse(fromUtf8(bytes));
+  } catch (e) {
+    if (e instanceof StrictJsonError) throw new EnvelopeError('bad_plaintext', `the decrypted message is ambiguous JSON (${e.message})`);
     throw new EnvelopeError('bad_plaintext', 'the decrypted message is not JSON');
   }
   if (typeof plain !== 'object' || plain === null || Array.isArray(plain)) {

@@ -28,6 +28,8 @@ import { INFO } from './envelope';
 export const FORMAT_VERSION = 1;
 export const TS = '2026-05-25T03:00:00Z';
 export const UNIX_TS = 1779678000;
+/** a plaintext two readers could disagree about: every client refuses it */
+export const DUPLICATE_KEY_PLAINTEXT = '{"type":"text","text":"pay alice","text":"pay mallory"}';
 
 const fill = (n: number, byte: number) => new Uint8Array(n).fill(byte);
 
@@ -75,7 +77,11 @@ function registrationVectors() {
   });
 }
 
-function authVectors() {
+/** the server the named-form request signatures name */
+export const AUTH_SERVER = 'kez.lat';
+
+/** `X-KEZ-Auth` for one request of each kind, signed for `server` (or in the older unnamed form). */
+function authVectors(server: string | null = null) {
   const k = keys();
   const body = jcsText({ to: 'bob', envelope: { v: 1 } });
   const cases: [string, string, string, string[] | null, string | null][] = [
@@ -86,6 +92,8 @@ function authVectors() {
     ['alice', 'POST', '/v1/messages', null, body],
     ['bob', 'PUT', '/v1/manifests/bob', null, body],
   ];
+  // a long-lived stream URL: exp is signed as one more field
+  if (server !== null) cases.push(['alice', 'GET', '/v1/inbox/alice/stream', [`exp=${UNIX_TS + 86400}`], null]);
   return cases.map(([name, method, path, fields, data]) => {
     const digest = data === null ? null : bodyDigest(data);
     const fieldList = digest !== null ? [digest] : [...(fields ?? [])];
@@ -97,8 +105,9 @@ function authVectors() {
       body: data,
       body_sha256: digest,
       ts: UNIX_TS,
-      signed_text: signedText(method, path, fieldList, UNIX_TS),
-      header: signRequest(k[name], method, path, fieldList, UNIX_TS),
+      ...(server === null ? {} : { server }),
+      signed_text: signedText(method, path, fieldList, UNIX_TS, server),
+      header: signRequest(k[name], method, path, fieldList, UNIX_TS, server),
     };
   });
 }
@@ -168,6 +177,12 @@ function badEnvelopeVectors() {
     { name: 'addressed to someone else', recipient: 'carol', error: 'not_for_us', envelope: good },
     { name: 'missing field', recipient: 'bob', error: 'malformed', envelope: without(good, 'salt') },
     { name: 'unknown version', recipient: 'bob', error: 'malformed', envelope: changed({ v: 2 }) },
+    {
+      name: 'plaintext with a repeated key',
+      recipient: 'bob',
+      error: 'bad_plaintext',
+      envelope: sealBytes(k.alice, k.bob.primary, utf8(DUPLICATE_KEY_PLAINTEXT), { ts: TS, salt: fill(16, 9) }),
+    },
   ];
 }
 
@@ -224,6 +239,7 @@ export function buildVectors() {
     jcs: jcsVectors(),
     registrations: registrationVectors(),
     auth: authVectors(),
+    auth_server: authVectors(AUTH_SERVER),
     envelopes: envelopeVectors(),
     bad_envelopes: badEnvelopeVectors(),
     sigchains: sigchainVectors(),

@@ -1,0 +1,253 @@
+"""
+Long-lived stream URLs: C{GET /v1/inbox/<h>/stream?auth=<ts>:<sig>&exp=<unix>}
+stays valid until C{exp} (at most 24 h after C{ts}), so a standard
+EventSource reconnects with the same URL by itself, across server
+restarts, for the whole window.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import time
+from typing import Any
+
+from twisted.internet import reactor
+from twisted.trial.unittest import TestCase
+
+from kezchat.client.http import ChatClient
+from kezchat.identity.keys import KeyPair
+from kezchat.relay.auth import MAX_STREAM_WINDOW, sign_request
+from tests.relaysupport import open_stream, send
+from tests.support import (
+    deferred_sleep,
+    http_client,
+    json_of,
+    register,
+    start_server,
+    temp_dir,
+)
+from tests.webdriver import (
+    CHROMIUM,
+    CHROMIUM_ARGS,
+    ChatProcess,
+    on_asyncio,
+    require_browser,
+    scratch_env,
+)
+
+
+def stream_auth(
+    key: KeyPair, ts: int, exp: int | None, server: str | None = "kez.lat", h: str = "alice"
+) -> str:
+    fields = [] if exp is None else [f"exp={exp}"]
+    return sign_request(key, "GET", f"/v1/inbox/{h}/stream", fields, ts, server)
+
+
+class StreamExpiryTests(TestCase):
+    """
+    What the server accepts and refuses, over HTTP.
+    """
+
+    timeout = 60
+
+    async def setUp(self) -> None:
+        await self.start()
+
+    async def start(self, **overrides: Any) -> None:
+        self.server = await start_server(self, **overrides)
+        self.client = http_client(self)
+        self.alice, _ = await register(self.client, self.server.url, "alice")
+        self.bob, _ = await register(self.client, self.server.url, "bob")
+
+    async def post(self, n: int) -> int:
+        status, body = await send(self.client, self.server.url, self.bob, "bob", "alice", {"n": n})
+        self.assertEqual(status, 201, body)
+        return int(body["seq"])
+
+    async def get(self, query: str) -> tuple[int, Any]:
+        response = await self.client.get(f"{self.server.url}/v1/inbox/alice/stream?{query}")
+        return response.code, await json_of(response)
+
+    async def refused(self, query: str, status: int, code: str) -> None:
+        got, body = await self.get(query)
+        self.assertEqual((got, body["error"]["code"]), (status, code), query)
+
+    async def test_signed_90_s_ago_with_exp_streams(self) -> None:
+        now = int(time.time())
+        seq = await self.post(1)
+        auth = stream_auth(self.alice, now - 90, now + 3600)
+        stream = await open_stream(
+            self, self.server.url, self.alice, "alice", since=0,
+            auth=f"{auth}&exp={now + 3600}",
+        )
+        self.assertEqual(stream.response.code, 200)
+        await stream.wait_for(1)
+        later = await self.post(2)
+        await stream.wait_for(2)
+        self.assertEqual(stream.seqs, [seq, later])
+
+    async def test_without_exp_the_60_s_rule_stands(self) -> None:
+        now = int(time.time())
+        auth = stream_auth(self.alice, now - 90, None)
+        await self.refused(f"auth={auth}", 401, "stale_timestamp")
+
+    async def test_exp_in_the_past(self) -> None:
+        now = int(time.time())
+        auth = stream_auth(self.alice, now - 300, now - 10)
+        await self.refused(f"auth={auth}&exp={now - 10}", 401, "stale_timestamp")
+
+    async def test_exp_more_than_a_day_after_ts(self) -> None:
+        now = int(time.time())
+        exp = now + MAX_STREAM_WINDOW + 1
+        auth = stream_auth(self.alice, now, exp)
+        await self.refused(f"auth={auth}&exp={exp}", 400, "bad_request")
+        # exactly a day is fine
+        exp = now + MAX_STREAM_WINDOW
+        stream = await open_stream(
+            self, self.server.url, self.alice, "alice",
+            auth=f"{stream_auth(self.alice, now, exp)}&exp={exp}",
+        )
+        self.assertEqual(stream.response.code, 200)
+
+    async def test_exp_not_after_ts(self) -> None:
+        now = int(time.time())
+        auth = stream_auth(self.alice, now, now)
+        await self.refused(f"auth={auth}&exp={now}", 400, "bad_request")
+
+    async def test_garbage_exp(self) -> None:
+        now = int(time.time())
+        auth = stream_auth(self.alice, now, now + 60)
+        for exp in ("", "abc", "-5", "1e9", "%20" + str(now + 60), "0x10", str(10**13), "１２"):
+            await self.refused(f"auth={auth}&exp={exp}", 400, "bad_request")
+        await self.refused(f"auth={auth}&exp={now + 60}&exp={now + 60}", 400, "bad_request")
+
+    async def test_exp_is_signed(self) -> None:
+        now = int(time.time())
+        auth = stream_auth(self.alice, now - 90, now + 600)
+        # a longer window than the one signed, or none at all
+        await self.refused(f"auth={auth}&exp={now + 3600}", 401, "bad_signature")
+        await self.refused(f"auth={stream_auth(self.alice, now, now + 600)}", 401, "bad_signature")
+
+    async def test_ts_from_the_future(self) -> None:
+        now = int(time.time())
+        auth = stream_auth(self.alice, now + 120, now + 600)
+        await self.refused(f"auth={auth}&exp={now + 600}", 401, "stale_timestamp")
+
+    async def test_legacy_form_with_exp(self) -> None:
+        now = int(time.time())
+        query = f"auth={stream_auth(self.alice, now - 90, now + 600, server=None)}&exp={now + 600}"
+        stream = await open_stream(
+            self, self.server.url, self.alice, "alice", auth=query.removeprefix("auth=")
+        )
+        self.assertEqual(stream.response.code, 200)
+        await self.start(legacy_auth=False)
+        await self.refused(query, 401, "bad_signature")
+
+    async def test_python_client_builds_the_url(self) -> None:
+        now = time.time()
+        chat = ChatClient(self.server.url, reactor, clock=lambda: now - 90)
+        self.addCleanup(chat.close)
+        url = chat.stream_url(self.alice, "alice@kez.lat", expires=int(now) + 600)
+        self.assertIn(f"&exp={int(now) + 600}", url)
+        stream = await open_stream(
+            self, self.server.url, self.alice, "alice", auth=url.split("auth=", 1)[1]
+        )
+        self.assertEqual(stream.response.code, 200)
+
+
+#: the page's side: a stock EventSource, recording every event and reconnect
+PAGE_SCRIPT = """
+url => {
+  window.got = [];
+  window.opens = 0;
+  window.errors = 0;
+  const source = new EventSource(url);
+  source.addEventListener('message', e => window.got.push([e.lastEventId, e.data]));
+  source.addEventListener('open', () => { window.opens += 1; });
+  source.addEventListener('error', () => { window.errors += 1; });
+  window.source = source;
+}
+"""
+
+
+class StockEventSourceTests(TestCase):
+    """
+    Chromium's own EventSource holds one stream URL, signed 90 s ago with
+    an C{exp} an hour away, across a real restart of the server process.
+    """
+
+    timeout = 240
+
+    async def test_eventsource_across_a_restart(self) -> None:
+        require_browser()
+        chat = ChatProcess(db=os.path.join(temp_dir(self), "chat.db"), sig_url=None)
+        self.addCleanup(chat.kill)
+        await chat.start()
+        self.addCleanup(chat.stop)
+        client = http_client(self)
+        alice, _ = await register(client, chat.url, "alice")
+        bob, _ = await register(client, chat.url, "bob")
+
+        async def post(n: int) -> int:
+            status, body = await send(client, chat.url, bob, "bob", "alice", {"n": n})
+            self.assertEqual(status, 201, body)
+            return int(body["seq"])
+
+        signed_at = time.time() - 90
+        python_client = ChatClient(chat.url, reactor, clock=lambda: signed_at)
+        self.addCleanup(python_client.close)
+        url = python_client.stream_url(alice, "alice@kez.lat", expires=int(time.time()) + 3600)
+        # the same auth without exp is already too old to use
+        response = await client.get(url.split("&exp=")[0])
+        self.assertEqual(response.code, 401)
+        await response.content()
+
+        sent = [await post(1), await post(2)]
+        from playwright.async_api import async_playwright
+
+        playwright = await on_asyncio(async_playwright().start())
+        self.addCleanup(lambda: on_asyncio(playwright.stop()))
+        browser = await on_asyncio(
+            playwright.chromium.launch(
+                executable_path=CHROMIUM, args=CHROMIUM_ARGS, env=scratch_env(self)
+            )
+        )
+        self.addCleanup(lambda: on_asyncio(browser.close()))
+        page = await on_asyncio(browser.new_page())
+        # any same-origin page will do: the stream is opened by the script
+        await on_asyncio(page.goto(chat.url + "/v1/healthz"))
+        await on_asyncio(page.evaluate(PAGE_SCRIPT, url + "&since=0"))
+
+        async def received(count: int) -> list[list[str]]:
+            await on_asyncio(
+                page.wait_for_function(f"window.got.length >= {count}", timeout=60_000)
+            )
+            got: list[list[str]] = await on_asyncio(page.evaluate("window.got"))
+            return got
+
+        await received(2)
+        sent.append(await post(3))
+        await received(3)
+
+        await chat.restart()
+        # sent while the browser has not reconnected yet: comes by Last-Event-ID
+        sent.append(await post(4))
+        await received(4)
+        sent.append(await post(5))
+        got = await received(5)
+        await deferred_sleep(1.0)  # room for a duplicate to show up
+        got = await on_asyncio(page.evaluate("window.got"))
+        state = await on_asyncio(
+            page.evaluate("[window.opens, window.errors, window.source.readyState]")
+        )
+
+        self.assertEqual([int(event_id) for event_id, _ in got], sent)
+        self.assertEqual([json.loads(data)["seq"] for _, data in got], sent)
+        self.assertEqual([json.loads(data)["envelope"]["n"] for _, data in got], [1, 2, 3, 4, 5])
+        opens, errors, ready_state = state
+        self.assertGreaterEqual(opens, 2, "the EventSource never reconnected")
+        self.assertGreaterEqual(errors, 1)
+        self.assertEqual(ready_state, 1)  # OPEN: the reconnect was accepted
+        # the reconnect happened well over a minute after signing
+        self.assertGreater(time.time() - signed_at, 60)

@@ -1,0 +1,154 @@
+/**
+ * The inbox pipeline: every item, in seq order, is verified (trust.ts),
+ * classified, stored with the cursor in one transaction, and only then
+ * shown. The saved cursor therefore always means "everything up to here
+ * is stored here". If storing fails, the pipeline stops and says so: the
+ * cursor stays put, and the next start reads the item again.
+ */
+import type { InboxItem } from './api';
+import type { Contacts } from './contacts';
+import type { KeyPair } from './crypto/keys';
+import type { FileInbox, Outcome } from './fileinbox';
+import { humanSize, visibleName } from './files';
+import { change, merge, type Change, type History } from './history';
+import { keys, type Put, type Storage } from './storage';
+import { judge, type Verdict } from './trust';
+import { quote } from './visible';
+import { REFUSED, type Conversation, type Msg } from './types';
+
+export class Inbox {
+  cursor = 0;
+  /** why the pipeline stopped, when it did */
+  failure: string | null = null;
+  private seen = new Set<string>();
+  private queue: Promise<void> = Promise.resolve();
+
+  constructor(
+    private readonly me: KeyPair,
+    private readonly storage: Storage,
+    private readonly contacts: Contacts,
+    private readonly history: History,
+    private readonly files: FileInbox,
+    /**
+     * Whether the registry names `primary` as `fqhn`'s key: asked before a
+     * first-use pin, so a relay that relabels a stranger's first message
+     * as someone not yet pinned is caught (a lookup that fails is a no)
+     */
+    private readonly confirm: (fqhn: string, primary: string) => Promise<boolean>,
+    /** told when the pipeline stops */
+    private readonly onFailure: (why: string) => void = () => undefined,
+    private readonly now: () => number = Date.now,
+  ) {}
+
+  async load(): Promise<void> {
+    this.cursor = (await this.storage.get<number>(keys.cursor)) ?? 0;
+    for (const key of await this.storage.keysWith('sig:')) this.seen.add(key.slice(4));
+  }
+
+  /** Queue an item; the returned promise settles when it (and all before it) are handled. */
+  enqueue(item: InboxItem): Promise<void> {
+    this.queue = this.queue.then(() => this.ingest(item));
+    return this.queue;
+  }
+
+  /** Everything queued so far is handled. */
+  settled(): Promise<void> {
+    return this.queue;
+  }
+
+  private async ingest(item: InboxItem): Promise<void> {
+    if (this.failure !== null) return;
+    const seq = item?.seq;
+    if (typeof seq !== 'number' || !Number.isInteger(seq) || seq <= this.cursor) return;
+    try {
+      let verdict = judge(this.me, item, this.contacts, (sig) => this.seen.has(sig), this.now());
+      if (verdict.ok && verdict.pinNew && !(await this.confirmed(verdict.handle, verdict.sender))) {
+        verdict = {
+          ok: false,
+          reason: `A first message labelled ${verdict.handle} is signed by a key the registry does not give ${verdict.handle}. It is not shown, and nothing is pinned.`,
+          peer: null,
+          sig: verdict.sig,
+          at: verdict.at,
+        };
+      }
+      const outcome = await this.classify(seq, verdict);
+      const puts: Put[] = [[keys.cursor, seq]];
+      let remember = () => undefined as void;
+      if (verdict.sig !== undefined && !this.seen.has(verdict.sig)) {
+        const sig = verdict.sig;
+        puts.push([keys.sig(sig), seq]);
+        remember = () => void this.seen.add(sig);
+      }
+      await this.history.commit(merge(outcome, change(puts, remember)));
+      this.cursor = seq;
+    } catch (e) {
+      this.failure = `Saving received messages failed (${e instanceof Error ? e.message : String(e)}). Nothing after message ${seq} is shown; reload the page to try again.`;
+      this.onFailure(this.failure);
+    }
+  }
+
+  private async confirmed(fqhn: string, primary: string): Promise<boolean> {
+    try {
+      return await this.confirm(fqhn, primary);
+    } catch {
+      return false;
+    }
+  }
+
+  private async classify(seq: number, v: Verdict): Promise<Change> {
+    const id = `in:${seq}`;
+    if (!v.ok) {
+      const msg: Msg = { id, dir: 'in', kind: 'warning', text: v.reason, ts: v.at, seq };
+      return this.history.add(v.peer ?? REFUSED, msg, v.keyChanged ? { keyChanged: v.keyChanged, newKey: v.newKey } : {});
+    }
+    let opened = change();
+    let base: Conversation | undefined;
+    if (v.pinNew) {
+      base = this.history.model.convs[v.sender] ?? this.history.fresh(v.sender, v.handle, v.at);
+      const pin = this.contacts.pinRecord(v.handle, v.sender);
+      opened = merge(change([pin], () => this.contacts.apply(v.handle, v.sender)), this.history.put(base));
+    }
+    const add = (msg: Msg) => this.history.add(v.sender, msg, {}, base);
+    const p = v.plain;
+    let result: Outcome | Change;
+    switch (p.type) {
+      case 'text':
+        result = typeof p.text === 'string'
+          ? add({ id, dir: 'in', kind: 'text', text: p.text, ts: v.at, seq })
+          : add({ id, dir: 'in', kind: 'warning', text: `A message from ${v.handle} has no text. It is not shown.`, ts: v.at, seq });
+        break;
+      case 'file':
+        if (base && !this.history.model.convs[v.sender]) {
+          // the file module adds to the model's conversation: store it first
+          await this.history.commit(opened);
+          opened = change();
+        }
+        result = p.mode === 'inline'
+          ? this.files.inline(v.sender, id, seq, v.at, p)
+          : p.mode === 'chunked'
+            ? await this.files.header(v.sender, id, seq, v.at, p)
+            : add({ id, dir: 'in', kind: 'warning', text: `A file from ${v.handle} has an unknown mode. It is not shown.`, ts: v.at, seq });
+        break;
+      case 'file_chunk':
+        if (base && !this.history.model.convs[v.sender]) {
+          await this.history.commit(opened);
+          opened = change();
+        }
+        result = await this.files.chunk(v.sender, seq, v.at, p);
+        break;
+      case 'file_share':
+        result = add({
+          id,
+          dir: 'in',
+          kind: 'share',
+          text: `${visibleName(p.name)} (${humanSize(Number(p.size) || 0)}) — Download requires the desktop client`,
+          ts: v.at,
+          seq,
+        });
+        break;
+      default:
+        result = add({ id, dir: 'in', kind: 'warning', text: `${v.handle} sent a kind of message this app does not know (${quote(p.type, 40)}).`, ts: v.at, seq });
+    }
+    return merge(opened, 'change' in result ? result.change : result);
+  }
+}
