@@ -39,6 +39,8 @@ export interface Msg {
   status?: MsgStatus;
   file?: FileInfo;
   error?: string;
+  /** an outgoing message's envelope signatures (its first part, each time it was sealed): the server's copy of it is recognised by them */
+  sigs?: string[];
 }
 
 export interface Conversation {
