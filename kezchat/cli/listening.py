@@ -202,6 +202,8 @@ async def _file_saver(ctx: Context, reader: Reader, directory: str) -> FileSaver
     await reader.refresh()
     earlier = []
     for item in await deferToThread(lambda: list(ctx.received.items())):
+        if direction_of(item) == OUT:
+            continue  # one's own files are not pieces to assemble
         message = await reader.read(item)
         if message.verified and message.plaintext and message.from_primary:
             earlier.append((message.from_primary, message.plaintext))

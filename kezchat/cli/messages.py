@@ -328,6 +328,8 @@ async def find_file_share(ctx: Context, blake3: str) -> ReceivedMessage | None:
     await reader.refresh()
     found: ReceivedMessage | None = None
     for item in await deferToThread(lambda: list(ctx.received.items())):
+        if item.get("direction") == "out":
+            continue  # one's own sent copies offer nothing to fetch
         message = await reader.read(item)
         p = message.plaintext or {}
         if p.get("type") == "file_share" and p.get("blake3") == blake3.lower():
