@@ -28,7 +28,7 @@ from kezchat.identity.jcs import canonical_json
 from kezchat.identity.keys import KeyPair
 from kezchat.relay.auth import body_digest, sign_request
 from kezchat.timeutil import parse_rfc3339
-from tests.hostilerelay import HostileRelay, Replayer, relabel, seal_raw
+from tests.hostilerelay import HostileRelay, Replayer, item, relabel, seal_raw
 from tests.relaysupport import send as relay_send
 from tests.support import http_client, json_of, register, start_server, temp_dir
 
@@ -199,11 +199,17 @@ class BotRunTests(TestCase):
         mine = seal_envelope(mallory, bot_primary, text_message("I am alice"))
         other = seal_envelope(mallory, bot_primary, text_message("x"))
         second = seal_envelope(alice, bot_primary, text_message("two"))
+        dressed = seal_envelope(mallory, bot_primary, text_message("echo: hidden"))
         relay.rewriters += [
             only(mine, relabel("alice@kez.lat")),
             only(other, relabel("alice@kez.lat\u200b")),
             # after "two", the first item the relay passed ("one") again
             Replayer(lambda i: sig_of(i) == second["sig"]),
+            # mallory's message dressed up as the bot's own sent copy
+            lambda i: [i, {
+                **item(dressed, i["seq"] + 500, "echobot@kez.lat", bot_primary),
+                "direction": "out", "to": "alice@kez.lat", "to_primary": alice.primary,
+            }] if sig_of(i) == other["sig"] else [i],
         ]
         one = await send(alice, "alice", first)
         await bot.wait_lines(2)
@@ -229,6 +235,7 @@ class BotRunTests(TestCase):
                 ("alice@kez.lat", True, text),
             )
         self.assertIn(b"replay", bot.stderr)
+        self.assertIn(b"not from our key", bot.stderr)
         # answered: the genuine three only
         auth = sign_request(alice, "GET", "/v1/inbox/alice", ["since=0"], int(reactor.seconds()))
         response = await client.get(f"{server.url}/v1/inbox/alice", headers={"X-KEZ-Auth": auth})
