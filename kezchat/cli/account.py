@@ -15,7 +15,6 @@ from argparse import Namespace
 from typing import TYPE_CHECKING, Any
 
 from kezchat.cli.errors import EXIT_USAGE, CliError
-from kezchat.cli.restore import restore_history
 from kezchat.cli.secrets import KIND_KEYRING
 from kezchat.client.errors import ServerError
 
@@ -23,8 +22,8 @@ if TYPE_CHECKING:
     from kezchat.cli.context import Context
     from kezchat.identity.keys import KeyPair
 
-# The key's libraries, Twisted and the sigchain are imported by the
-# commands that use them, so `whoami` starts without them.
+# The key's libraries, Twisted, the sigchain and the history restore are
+# imported by the commands that use them, so `whoami` starts without them.
 
 QUIZ_WORDS = 3
 QUIZ_TRIES = 3
@@ -254,6 +253,7 @@ def _read_words(ctx: Context) -> str:
 
 async def recover(ctx: Context, args: Namespace) -> None:
     from kezchat.cli.chains import default_nats_url, ensure_endpoints, fetch_chain
+    from kezchat.cli.restore import restore_history
     from kezchat.identity.keys import KeyPair
     from kezchat.identity.mnemonic import mnemonic_to_seed
 
