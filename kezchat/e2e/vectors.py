@@ -167,6 +167,8 @@ def _plaintexts() -> list[dict[str, Any]]:
         header,
         chunks[1],
         file_share("big.iso", 67108864, "ab" * 32, "ticket-text", "sealed-key-text"),
+        # every plaintext a client sends carries its newest verified key directory head
+        {**text_message("with a head"), "head": {"size": 7, "root": "cd" * 32}},
     ]
 
 

@@ -124,6 +124,8 @@ function plaintexts(): object[] {
     chunkedHeader('notes.txt', 'text/plain', data, fileId),
     fileChunk(fileId, data, 1),
     fileShare('big.iso', 67108864, 'ab'.repeat(32), 'ticket-text', 'sealed-key-text'),
+    // every plaintext a client sends carries its newest verified key directory head
+    { ...textMessage('with a head'), head: { size: 7, root: 'cd'.repeat(32) } },
   ];
 }
 
