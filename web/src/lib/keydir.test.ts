@@ -223,6 +223,14 @@ describe("comparing a peer's head", () => {
     expect(await (await directory(small)).compareGossip({ size: forged.tree.size, root: toHex(forged.tree.root()) })).toBeNull();
   });
 
+  it('an older head found consistent is asked about once (a catch-up of old messages)', async () => {
+    const log = new Log(GENUINE);
+    const dir = await directory(log);
+    await dir.currentHead();
+    for (let i = 0; i < 3; i++) expect(await dir.compareGossip({ size: 2, root: toHex(log.tree.root(2)) })).toBeNull();
+    expect(log.calls.filter((c) => c.startsWith('consistency'))).toEqual([`consistency 2 ${GENUINE.length}`]);
+  });
+
   it('malformed heads and having no head of our own are no warning', async () => {
     const dir = await directory(new Log(GENUINE));
     expect(await dir.compareGossip({ size: 7, root: 'x' })).toBeNull();

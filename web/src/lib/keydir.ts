@@ -69,6 +69,8 @@ export function parseBrief(value: unknown): BriefHead | null {
 
 export class KeyDirectory {
   private head: Head | null = null;
+  /** peers' heads already found consistent with ours (a catch-up of old messages asks once per head) */
+  private agreed = new Set<string>();
   /** one check at a time: two lookups at once would race to keep a head */
   private queue: Promise<unknown> = Promise.resolve();
 
@@ -194,6 +196,8 @@ export class KeyDirectory {
       if (peer.size === ours.size) return peer.root === ours.root ? null : split;
       if (Math.min(peer.size, ours.size) === 0) return null;
       const [older, newer] = peer.size < ours.size ? [peer, ours] : [ours, peer];
+      const pair = `${older.size}:${older.root}:${newer.size}:${newer.root}`;
+      if (this.agreed.has(pair)) return null;
       let proof: unknown;
       try {
         proof = await this.source.consistency(older.size, newer.size);
@@ -204,6 +208,7 @@ export class KeyDirectory {
       try {
         const asHead = (b: BriefHead): Head => ({ size: b.size, root: b.root, ts: '', key: '', sig: '' });
         checkExtends(asHead(older), asHead(newer), proof);
+        this.agreed.add(pair);
         return null;
       } catch {
         return split;
