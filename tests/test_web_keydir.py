@@ -6,6 +6,10 @@ relay (L{tests.hostilerelay}) that rewrites the server's answers:
     refused at "Start a chat", with an error, and nothing is pinned;
   - a head with a bad signature, and an inclusion proof with a bad path,
     are refused the same way;
+  - a first message from zed's key relabelled as mallory, with the
+    registry's answer for zed's key rewritten to say mallory: the key
+    directory has no such registration, so it is a warning and nothing
+    is pinned;
   - the genuine chat afterwards is normal, with no warning, and the
     plaintext the app sends carries the head it verified;
   - a split view: the relay shows carol a directory of the same size
@@ -30,7 +34,7 @@ from kezchat.identity.jcs import canonical_json
 from kezchat.identity.keys import KeyPair
 from kezchat.identity.mnemonic import seed_to_mnemonic
 from kezchat.relay.auth import body_digest, sign_request
-from tests.hostilerelay import HostileRelay, json_tamper
+from tests.hostilerelay import HostileRelay, json_tamper, relabel
 from tests.support import http_client, json_of, register, registration, temp_dir
 from tests.test_keylog_attacks import ForgedLog
 from tests.test_web_e2e import DESKTOP, WAIT, Person
@@ -70,7 +74,7 @@ class KeyDirectoryInChromiumTests(TestCase):
         self.chat = chat
         relay = await HostileRelay.start(self, upstream=chat.url)
         self.keys: dict[str, KeyPair] = {}
-        for name in ("alice", "bob", "carol", "mallory", "erin"):
+        for name in ("alice", "bob", "carol", "mallory", "erin", "zed"):
             self.keys[name], _ = await register(client, chat.url, name)
         await on_asyncio(self.scenario(relay, scratch_env(self)))
 
@@ -199,6 +203,27 @@ class KeyDirectoryInChromiumTests(TestCase):
                 relay.tamper = json_tamper(bad_path)
                 await refused(erin, "mallory", "does not vouch")
 
+                # -- a first message whose sender the log does not vouch for ---
+                zed = self.keys["zed"]
+                erin_primary = self.keys["erin"].primary
+                relay.rewriters.append(relabel("mallory@kez.lat"))
+
+                def zed_is_mallory(path: str, query: Any, value: Any) -> Any:
+                    if path.startswith("/v1/by-primary/") and zed.primary[8:] in path:
+                        return {**value, "handle": "mallory", "fqhn": "mallory@kez.lat"}
+                    return None
+
+                relay.tamper = json_tamper(zed_is_mallory)
+                envelope = seal_envelope(zed, erin_primary, text_message("hi, it's mallory"))
+                await on_twisted(self.post(zed, "zed", "erin", envelope))
+                await erin.tid("refused-link").click()
+                await (
+                    erin.tid("warning").filter(has_text="key directory does not vouch")
+                    .wait_for(timeout=WAIT)
+                )
+                self.assertEqual(await conversation(erin, "mallory").count(), 0)
+                relay.rewriters.clear()
+
                 # -- the genuine chat afterwards: normal, and the head rides along
                 relay.tamper = None
                 await start(erin, "bob")
@@ -216,11 +241,11 @@ class KeyDirectoryInChromiumTests(TestCase):
                 reply = text_message("hi erin")
                 reply["head"] = {"size": head["size"], "root": head["root"]}
                 bob_key = self.keys["bob"]
-                erin_primary = self.keys["erin"].primary
                 await on_twisted(
                     self.post(bob_key, "bob", "erin", seal_envelope(bob_key, erin_primary, reply))
                 )
                 await erin.expect_message("hi erin")
+                await erin.open_chat("bob@kez.lat")
                 self.assertEqual(await erin.tid("warning").count(), 0)
                 self.assertEqual(await erin.tid("directory-warning").count(), 0)
 
