@@ -267,6 +267,7 @@ class KeyDirectoryInChromiumTests(TestCase):
                 banner = carol.tid("directory-warning")
                 await banner.wait_for(timeout=WAIT)
                 self.assertIn(SPLIT, (await banner.inner_text()).lower())
+                await carol.shot("keydir-split-view")
                 # the banner lasts: a reload still shows it
                 await carol.page.reload()
                 unlock = carol.tid("passphrase")
