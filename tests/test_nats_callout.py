@@ -13,7 +13,6 @@ from typing import Any
 
 import nats.errors
 from nats.js.api import AckPolicy, ConsumerConfig
-from twisted.trial import unittest
 
 from kezchat.identity.keys import KeyPair
 from kezchat.identity.nkeys import primary_to_user_nkey
@@ -31,6 +30,7 @@ from kezchat.natsbridge.subjects import (
     user_permissions,
 )
 from tests.natssupport import NatsTestCase, asyncio_test
+from tests.requirements import missing
 
 QUIET = 0.3  # seconds to wait for something that must not happen
 
@@ -64,7 +64,7 @@ class CalloutTestCase(NatsTestCase):
             try:
                 import aiohttp  # noqa: F401
             except ImportError:
-                raise unittest.SkipTest(
+                raise missing(
                     "nats-py speaks ws:// through aiohttp: pip install 'nats-py[aiohttp]'"
                 ) from None
         super().setUp()

@@ -22,7 +22,9 @@ from twisted.internet import reactor
 from twisted.internet.defer import Deferred, ensureDeferred
 from twisted.internet.protocol import ProcessProtocol
 from twisted.python.failure import Failure
-from twisted.trial.unittest import SkipTest, TestCase
+from twisted.trial.unittest import TestCase
+
+from tests.requirements import missing
 
 REPO_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 WEB_DIST = os.path.join(REPO_ROOT, "web", "dist")
@@ -57,13 +59,13 @@ def on_twisted(coro: Coroutine[Any, Any, T]) -> Awaitable[T]:
 
 def require_browser() -> None:
     if not os.path.exists(CHROMIUM):
-        raise SkipTest(f"{CHROMIUM} is missing (scripts/run-tests installs Debian's chromium)")
+        raise missing(f"{CHROMIUM} is missing (scripts/run-tests installs Debian's chromium)")
     if not os.path.isfile(os.path.join(WEB_DIST, "index.html")):
-        raise SkipTest("web/dist is missing (scripts/run-tests runs scripts/build-web)")
+        raise missing("web/dist is missing (scripts/run-tests runs scripts/build-web)")
     try:
         import playwright  # noqa: F401
     except ImportError:
-        raise SkipTest("playwright is not installed (pip install '.[test]')") from None
+        raise missing("playwright is not installed (pip install '.[test]')") from None
 
 
 def scratch_env(case: TestCase) -> dict[str, str]:
