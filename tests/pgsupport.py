@@ -7,7 +7,10 @@ Debian's C{postgresql} package provides the binaries
 (C{scripts/run-tests} installs it). PostgreSQL refuses to run as root, so
 as root the cluster belongs to the C{postgres} user (C{runuser}). The
 cluster runs with C{fsync=off}: tests check behaviour across processes,
-not the disk, and two shared cores are short of time.
+not the disk, and two shared cores are short of time.  It listens on a
+Unix socket in its own temporary directory and on no TCP port at all, so
+no port is picked, released and raced for; L{PostgresCluster.url} names
+the socket directory (C{?host=/…/sockets}), which asyncpg and libpq read.
 """
 
 from __future__ import annotations
@@ -49,7 +52,7 @@ def free_port() -> int:
 
 class PostgresCluster:
     """
-    One PostgreSQL server on loopback, in a temporary directory.
+    One PostgreSQL server on a Unix socket, in a temporary directory.
     """
 
     def __init__(self, bin_dir: Path, settings: dict[str, str] | None = None) -> None:
@@ -58,7 +61,8 @@ class PostgresCluster:
         self.data = self.directory / "data"
         self.sockets = self.directory / "sockets"
         self.log_path = self.directory / "postgres.log"
-        self.port = free_port()
+        # only names the socket file (.s.PGSQL.<port>) in a private directory
+        self.port = 5432
         self.settings = {"fsync": "off", "max_connections": "200", **(settings or {})}
         self._names = itertools.count()
         self.running = False
@@ -88,7 +92,7 @@ class PostgresCluster:
         self.restart()
 
     def _options(self) -> str:
-        options = f"-p {self.port} -k {self.sockets} -c listen_addresses=127.0.0.1"
+        options = f"-p {self.port} -k {self.sockets} -c listen_addresses=''"
         for name, value in self.settings.items():
             options += f" -c {name}={value}"
         return options
@@ -102,7 +106,7 @@ class PostgresCluster:
 
     def restart(self) -> None:
         """
-        Start it again on the same port, after L{crash}.
+        Start it again on the same socket, after L{crash}.
         """
         self._run(
             "pg_ctl", "-D", str(self.data), "-l", str(self.log_path), "-w",
@@ -120,10 +124,11 @@ class PostgresCluster:
         shutil.rmtree(self.directory, ignore_errors=True)
 
     def url(self, dbname: str = "postgres", **query: str) -> str:
-        url = f"postgresql://{USER}@127.0.0.1:{self.port}/{dbname}"
-        if query:
-            url += "?" + "&".join(f"{k}={v}" for k, v in query.items())
-        return url
+        """
+        The URL of C{dbname}: the socket directory as the C{host} parameter.
+        """
+        params = {"host": str(self.sockets), "port": str(self.port), **query}
+        return f"postgresql://{USER}@/{dbname}?" + "&".join(f"{k}={v}" for k, v in params.items())
 
     def new_name(self) -> str:
         return f"t{os.getpid()}_{next(self._names)}_{int(time.time() * 1000) % 100000}"
