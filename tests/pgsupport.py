@@ -189,9 +189,12 @@ async def fresh_database(case: Any, **query: str) -> str:
     """
     The URL of a new, empty database for C{case} (dropped when it ends).
     """
+    from twisted.internet.threads import deferToThread
+
     from kezchat.natsbridge.aio import deferred_from_coroutine
 
-    pg = cluster()
+    # the first call runs initdb and pg_ctl: off the reactor thread
+    pg = _cluster if _cluster is not None else await deferToThread(cluster)
     name = await deferred_from_coroutine(pg.create_database())
     case.addCleanup(lambda: deferred_from_coroutine(pg.drop_database(name)))
     return pg.url(name, **query)
