@@ -42,6 +42,24 @@ def asyncio_test(
     return run
 
 
+async def connect_closing(url: str, **kwargs: Any) -> Any:
+    """
+    C{nats.connect}, but a connection that fails is closed all the way:
+    nats-py leaves a failed WebSocket connection's aiohttp session open
+    (printed later as "Unclosed client session"), so close its transport.
+    """
+    nc = nats.NATS()
+    try:
+        await nc.connect(url, **kwargs)
+    except BaseException:
+        transport = nc._transport
+        if transport is not None:
+            transport.close()
+            await transport.wait_closed()
+        raise
+    return nc
+
+
 def user_seed(keypair: KeyPair) -> str:
     """
     A KEZ key as nkey seed text: what a native client logs in to NATS with.
@@ -89,7 +107,7 @@ class NatsTestCase(unittest.TestCase):
         """
         Connect as the chat-server (the callout user, exempt from the callout).
         """
-        nc = await nats.connect(
+        nc = await connect_closing(
             url or self.nats.url,
             nkeys_seed_str=self.nats.callout.seed_text,
             allow_reconnect=False,
@@ -109,7 +127,7 @@ class NatsTestCase(unittest.TestCase):
         async def error_cb(e: Exception) -> None:
             errors.append(e)
 
-        nc = await nats.connect(
+        nc = await connect_closing(
             url or self.nats.url,
             nkeys_seed_str=seed or user_seed(keypair),
             inbox_prefix=reply_prefix(keypair.public_hex),
