@@ -9,6 +9,7 @@ notice leaked nats-py connections on its own.
 
 from __future__ import annotations
 
+import contextlib
 import functools
 from collections.abc import Callable, Coroutine
 from typing import Any
@@ -55,7 +56,9 @@ async def connect_closing(url: str, **kwargs: Any) -> Any:
         transport = nc._transport
         if transport is not None:
             transport.close()
-            await transport.wait_closed()
+            # the broker may have reset it already: the error is the one raised
+            with contextlib.suppress(Exception):
+                await transport.wait_closed()
         raise
     return nc
 
