@@ -20,7 +20,10 @@ from twisted.logger import Logger
 from twisted.python.failure import Failure
 
 from kezchat.config import REGISTER_LIMIT_WINDOW, SEND_LIMIT_WINDOW, ChatConfig
-from kezchat.http import keylog, manifests, messages
+from kezchat.federation.identity import ServerIdentity
+from kezchat.federation.remote import RemoteServers
+from kezchat.federation.resolve import Resolver
+from kezchat.http import federation, keylog, manifests, messages
 from kezchat.http.app import ChatResource, KezChatHTTP
 from kezchat.http.clientip import ClientAddress
 from kezchat.keylog.log import KeyLog
@@ -64,6 +67,10 @@ class ChatParts:
     http: KezChatHTTP
     #: the NATS link, when configured
     nats: NatsService | None = None
+    #: this server's own key (federation)
+    identity: ServerIdentity | None = None
+    #: the client for other servers (federation)
+    remote: RemoteServers | None = None
 
 
 class ChatService(ServerService):
@@ -149,8 +156,17 @@ def build_parts(config: ChatConfig, reactor: IServerReactor) -> ChatParts:
     web = None
     if os.path.isdir(web_dir):
         web = WebApp(web_dir, connect_sources=[config.sig_base_url] if config.sig_base_url else [])
+    identity = ServerIdentity(config.server, storage.keylog.server_seed)
+    remote = RemoteServers(
+        Resolver.from_settings(
+            config.server, config.resolve, enabled=config.federation,
+            allow=config.federation_allow, deny=config.federation_deny,
+        ),
+        reactor, clock,
+    )
     http = KezChatHTTP(
         web=web,
+        remote_lookup=remote.lookup,
         registry=registry,
         metrics=metrics,
         clock=clock,
@@ -164,11 +180,12 @@ def build_parts(config: ChatConfig, reactor: IServerReactor) -> ChatParts:
             lambda routes: messages.install(routes, relay, hub, client_address),
             lambda routes: manifests.install(routes, mirror, metrics),
             lambda routes: keylog.install(routes, KeyLog(storage.keylog, registry, clock)),
+            lambda routes: federation.install(routes, identity),
         ],
     )
     return ChatParts(
         config=config, db=db, registry=registry, relay=relay, broker=broker, hub=hub,
-        mirror=mirror, metrics=metrics, http=http, nats=nats,
+        mirror=mirror, metrics=metrics, http=http, nats=nats, identity=identity, remote=remote,
     )
 
 
