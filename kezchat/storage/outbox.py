@@ -1,0 +1,64 @@
+"""
+The federation outbox as both backends keep it (see
+C{schema/*_federation.sql}).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Protocol
+
+from twisted.internet.defer import Deferred
+
+
+@dataclass(frozen=True)
+class OutboundMessage:
+    """
+    A message for a handle of another server. C{id} is C{None} until queued.
+    """
+
+    destination: str
+    sender: str
+    recipient: str
+    envelope: str
+    created_at: float
+    idempotency_key: str | None = None
+    request_hash: str | None = None
+    id: int | None = None
+
+
+@dataclass(frozen=True)
+class Queued:
+    """
+    The outcome of queueing: C{duplicate} when the sender's idempotency key
+    was used already (then C{id} and C{created_at} are the first one's).
+
+    @raise: nothing; a reused key with another request is
+        L{kezchat.storage.interfaces.IdempotencyConflict}.
+    """
+
+    id: int
+    created_at: float
+    duplicate: bool
+
+
+class OutboxStore(Protocol):
+    def enqueue(self, message: OutboundMessage) -> Deferred[Queued]:
+        """
+        Queue C{message} durably (the Deferred fires after the commit).
+        """
+
+    def destinations(self) -> Deferred[list[str]]:
+        """
+        The destinations with queued messages (what to resume at start).
+        """
+
+    def pending(self, destination: str, limit: int) -> Deferred[list[OutboundMessage]]:
+        """
+        The oldest queued messages for C{destination}, in queue order.
+        """
+
+    def remove(self, message_id: int) -> Deferred[None]:
+        """
+        Forget a message: delivered, or refused for good.
+        """

@@ -1,0 +1,186 @@
+"""
+Messages between servers of different domains: queued at once on the
+sender's server, delivered server to server in order and exactly once,
+across the destination being down and both servers restarting; and what
+the receiving server refuses (unsigned, signed for another server, a
+sender of another domain, an envelope not from the key the sending
+domain serves).
+
+Real in-process servers on fixed loopback ports, wired with C{--resolve}.
+"""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+from twisted.internet import reactor
+from twisted.trial.unittest import TestCase
+
+from kezchat.config import ChatConfig
+from kezchat.federation import s2s
+from kezchat.federation.outbound import DELIVERY_PATH
+from kezchat.identity.keys import KeyPair
+from tests.backends import on_postgresql
+from tests.chatprocess import free_port
+from tests.relaysupport import inbox, send
+from tests.support import (
+    RunningServer,
+    deferred_sleep,
+    fresh_database,
+    http_client,
+    json_of,
+    register,
+    start_server,
+)
+
+
+class DeliveryTests(TestCase):
+    timeout = 120
+
+    async def setUp(self) -> None:
+        self.client = http_client(self)
+        self.ports = {"a.example": free_port(), "b.example": free_port()}
+        self.dbs = {d: await fresh_database(self) for d in self.ports}
+        self.servers: dict[str, RunningServer] = {}
+        for domain in self.ports:
+            await self.start(domain)
+        self.alice, _ = await register(self.client, self.url("a.example"), "alice",
+                                       server="a.example")
+        self.bob, _ = await register(self.client, self.url("b.example"), "bob",
+                                     server="b.example")
+
+    def url(self, domain: str) -> str:
+        return f"http://127.0.0.1:{self.ports[domain]}"
+
+    async def start(self, domain: str, **overrides: Any) -> RunningServer:
+        others = tuple(f"{d}={self.url(d)}" for d in self.ports if d != domain)
+        config = ChatConfig(
+            listen=(f"tcp:{self.ports[domain]}:interface=127.0.0.1",),
+            db=self.dbs[domain], server=domain, register_limit=0, send_limit=0,
+            resolve=others, **overrides,
+        )
+        server = await start_server(self, config)
+        self.servers[domain] = server
+        return server
+
+    async def stop(self, domain: str) -> None:
+        await self.servers.pop(domain).service.stopService()
+
+    async def say(self, key: KeyPair, sender: str, to: str, n: int) -> tuple[int, Any]:
+        domain = sender.split("@")[1]
+        return await send(
+            self.client, self.url(domain), key, sender, to, {"from": key.primary, "n": n}
+        )
+
+    async def received(self, domain: str, key: KeyPair, handle: str, count: int) -> list[Any]:
+        """The inbox once it holds C{count} messages (and a moment more)."""
+        for _ in range(600):
+            code, page = await inbox(self.client, self.url(domain), key, handle)
+            assert code == 200, page
+            if len(page["messages"]) >= count:
+                await deferred_sleep(0.3)
+                _, page = await inbox(self.client, self.url(domain), key, handle)
+                return page["messages"]
+            await deferred_sleep(0.1)
+        raise AssertionError(f"{handle} got {len(page['messages'])} of {count}")
+
+    async def test_chat_both_ways(self) -> None:
+        for n in range(3):
+            code, answer = await self.say(self.alice, "alice@a.example", "bob@b.example", n)
+            self.assertEqual(code, 202, answer)
+            self.assertEqual(set(answer), {"queued", "created_at"})
+        for n in range(2):
+            code, _ = await self.say(self.bob, "bob@b.example", "alice@a.example", n)
+            self.assertEqual(code, 202)
+        at_bob = await self.received("b.example", self.bob, "bob", 3)
+        self.assertEqual([m["envelope"]["n"] for m in at_bob], [0, 1, 2])
+        self.assertEqual({m["from"] for m in at_bob}, {"alice@a.example"})
+        self.assertEqual({m["from_primary"] for m in at_bob}, {self.alice.primary})
+        at_alice = await self.received("a.example", self.alice, "alice", 2)
+        self.assertEqual([m["envelope"]["n"] for m in at_alice], [0, 1])
+        self.assertEqual({m["from"] for m in at_alice}, {"bob@b.example"})
+
+    async def test_resend_with_the_same_key_is_queued_once(self) -> None:
+        args = (self.client, self.url("a.example"), self.alice, "alice@a.example",
+                "bob@b.example", {"from": self.alice.primary, "n": 0})
+        first = await send(*args, idempotency_key="k1")
+        again = await send(*args, idempotency_key="k1")
+        self.assertEqual((first[0], again[0]), (202, 200))
+        self.assertEqual(first[1]["queued"], again[1]["queued"])
+        self.assertEqual(len(await self.received("b.example", self.bob, "bob", 1)), 1)
+
+    async def test_destination_down_and_both_restarted(self) -> None:
+        """
+        b.example is down while alice sends; a.example restarts with the
+        queue in its database; b.example comes back: every message
+        arrives once, in order.
+        """
+        await self.stop("b.example")
+        for n in range(5):
+            code, _ = await self.say(self.alice, "alice@a.example", "bob@b.example", n)
+            self.assertEqual(code, 202)
+        await deferred_sleep(1.5)  # a few failed attempts
+        await self.stop("a.example")
+        await self.start("a.example")
+        for n in range(5, 8):
+            code, _ = await self.say(self.alice, "alice@a.example", "bob@b.example", n)
+            self.assertEqual(code, 202)
+        await deferred_sleep(1.0)
+        await self.start("b.example")
+        at_bob = await self.received("b.example", self.bob, "bob", 8)
+        self.assertEqual([m["envelope"]["n"] for m in at_bob], list(range(8)))
+
+    # -- the receiving server's checks --------------------------------------
+
+    async def deliver(
+        self, body: dict[str, Any], *, target: str = "b.example", key: KeyPair | None = None,
+        sender: str = "a.example", header: str | None = None,
+    ) -> tuple[int, Any]:
+        raw = json.dumps(body).encode()
+        if header is None:
+            key = key or await self.servers["a.example"].parts.identity.key()
+            header = s2s.sign(key, sender, target, "POST", DELIVERY_PATH, raw,
+                              int(reactor.seconds()))
+        response = await self.client.post(
+            f"{self.url('b.example')}{DELIVERY_PATH}", data=raw,
+            headers={s2s.HEADER: header, "Content-Type": "application/json"},
+        )
+        return response.code, await json_of(response)
+
+    def body(self, **changes: Any) -> dict[str, Any]:
+        return {"id": 1, "from": "alice@a.example", "to": "bob@b.example",
+                "envelope": {"from": self.alice.primary, "n": 0}, **changes}
+
+    async def refused(self, status: int, code: str, **kw: Any) -> None:
+        body = kw.pop("body", None) or self.body()
+        got = await self.deliver(body, **kw)
+        self.assertEqual((got[0], got[1]["error"]["code"]), (status, code), got)
+
+    async def test_receiver_checks(self) -> None:
+        self.assertEqual((await self.deliver(self.body()))[0], 201)
+        self.assertEqual((await self.deliver(self.body()))[0], 200)  # the same id: once
+        await self.refused(401, "unauthorized", header="")
+        await self.refused(401, "bad_signature", target="c.example")
+        await self.refused(401, "bad_signature", key=KeyPair.generate())
+        await self.refused(400, "wrong_server", body=self.body(**{"from": "carol@c.example"}))
+        await self.refused(400, "wrong_server", body=self.body(**{"from": "alice"}))
+        await self.refused(
+            401, "bad_signature",
+            body=self.body(id=2, envelope={"from": KeyPair.generate().primary}),
+        )
+        await self.refused(404, "unknown_recipient", body=self.body(id=3, to="nobody@b.example"))
+        await self.refused(404, "not_found", body=self.body(id=4, **{"from": "ghost@a.example"}))
+        await self.refused(400, "bad_request", body=self.body(id="x"))
+        messages = await self.received("b.example", self.bob, "bob", 1)
+        self.assertEqual(len(messages), 1)
+
+    async def test_federation_off_refuses_deliveries_and_remote_sends(self) -> None:
+        await self.stop("b.example")
+        await self.start("b.example", federation=False)
+        await self.refused(400, "federation_disabled")
+        code, answer = await self.say(self.bob, "bob@b.example", "alice@a.example", 0)
+        self.assertEqual((code, answer["error"]["code"]), (400, "federation_disabled"))
+
+
+on_postgresql(globals(), DeliveryTests)
