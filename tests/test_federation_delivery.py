@@ -35,7 +35,11 @@ from tests.support import (
 )
 
 
-class DeliveryTests(TestCase):
+class TwoDomains(TestCase):
+    """
+    a.example and b.example, resolving each other, with alice and bob.
+    """
+
     timeout = 120
 
     async def setUp(self) -> None:
@@ -85,6 +89,29 @@ class DeliveryTests(TestCase):
             await deferred_sleep(0.1)
         raise AssertionError(f"{handle} got {len(page['messages'])} of {count}")
 
+    # -- the receiving server's checks --------------------------------------
+
+    async def deliver(
+        self, body: dict[str, Any], *, target: str = "b.example", key: KeyPair | None = None,
+        sender: str = "a.example", header: str | None = None,
+    ) -> tuple[int, Any]:
+        raw = json.dumps(body).encode()
+        if header is None:
+            key = key or await self.servers["a.example"].parts.identity.key()
+            header = s2s.sign(key, sender, target, "POST", DELIVERY_PATH, raw,
+                              int(reactor.seconds()))
+        response = await self.client.post(
+            f"{self.url('b.example')}{DELIVERY_PATH}", data=raw,
+            headers={s2s.HEADER: header, "Content-Type": "application/json"},
+        )
+        return response.code, await json_of(response)
+
+    def body(self, **changes: Any) -> dict[str, Any]:
+        return {"id": 1, "from": "alice@a.example", "to": "bob@b.example",
+                "envelope": {"from": self.alice.primary, "n": 0}, **changes}
+
+
+class DeliveryTests(TwoDomains):
     async def test_chat_both_ways(self) -> None:
         for n in range(3):
             code, answer = await self.say(self.alice, "alice@a.example", "bob@b.example", n)
@@ -131,27 +158,6 @@ class DeliveryTests(TestCase):
         at_bob = await self.received("b.example", self.bob, "bob", 8)
         self.assertEqual([m["envelope"]["n"] for m in at_bob], list(range(8)))
 
-    # -- the receiving server's checks --------------------------------------
-
-    async def deliver(
-        self, body: dict[str, Any], *, target: str = "b.example", key: KeyPair | None = None,
-        sender: str = "a.example", header: str | None = None,
-    ) -> tuple[int, Any]:
-        raw = json.dumps(body).encode()
-        if header is None:
-            key = key or await self.servers["a.example"].parts.identity.key()
-            header = s2s.sign(key, sender, target, "POST", DELIVERY_PATH, raw,
-                              int(reactor.seconds()))
-        response = await self.client.post(
-            f"{self.url('b.example')}{DELIVERY_PATH}", data=raw,
-            headers={s2s.HEADER: header, "Content-Type": "application/json"},
-        )
-        return response.code, await json_of(response)
-
-    def body(self, **changes: Any) -> dict[str, Any]:
-        return {"id": 1, "from": "alice@a.example", "to": "bob@b.example",
-                "envelope": {"from": self.alice.primary, "n": 0}, **changes}
-
     async def refused(self, status: int, code: str, **kw: Any) -> None:
         body = kw.pop("body", None) or self.body()
         got = await self.deliver(body, **kw)
@@ -184,3 +190,59 @@ class DeliveryTests(TestCase):
 
 
 on_postgresql(globals(), DeliveryTests)
+
+
+class DeliveryBadInputTests(TwoDomains):
+    """
+    Deliveries correctly signed by a real sending server whose bodies are
+    anything but right: each is refused with a SPEC 4xx (never a 500),
+    and nothing reaches the inbox.
+    """
+
+    async def test_signed_garbage(self) -> None:
+        import time
+
+        from hypothesis import given
+        from hypothesis import strategies as st
+        from twisted.internet.threads import deferToThread
+
+        from tests.test_bad_input import (
+            assert_spec_error,
+            barrage_settings,
+            build_request,
+            exchange,
+            json_values,
+        )
+
+        key = await self.servers["a.example"].parts.identity.key()
+        good = self.body()
+        fields = st.sampled_from(sorted(good))
+        shaped = st.builds(
+            lambda drop, field, value: {
+                **{k: v for k, v in good.items() if k != drop}, **({field: value})
+            },
+            st.none() | fields, fields, json_values,
+        ).filter(lambda b: b != good)
+        bodies = st.one_of(
+            shaped.map(lambda b: json.dumps(b).encode()),
+            st.binary(max_size=200),
+            json_values.map(lambda v: json.dumps(v).encode()),
+        )
+        port = self.ports["b.example"]
+
+        @barrage_settings
+        @given(bodies)
+        def prop(raw: bytes) -> None:
+            header = s2s.sign(key, "a.example", "b.example", "POST", DELIVERY_PATH, raw,
+                              int(time.time()))
+            reply = exchange(
+                port,
+                build_request(b"POST", DELIVERY_PATH.encode(), raw,
+                              [(s2s.HEADER.encode(), header.encode())]),
+                "POST",
+            )
+            assert_spec_error(reply, raw[:200])
+
+        await deferToThread(prop)
+        _, page = await inbox(self.client, self.url("b.example"), self.bob, "bob")
+        self.assertEqual(page["messages"], [])

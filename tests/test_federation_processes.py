@@ -16,6 +16,7 @@ from twisted.trial.unittest import TestCase
 from kezchat.client.keydir import KeyDirectory
 from kezchat.federation.remote import _Answers, _NoHeads
 from tests.chatprocess import ChatProcess
+from tests.relaysupport import inbox, send
 from tests.support import deferred_sleep, http_client, json_of, register
 
 
@@ -96,3 +97,49 @@ class TwoDomainsTests(TestCase):
         await register(self.client, b.url, "bob", server="b.example")
         code, answer = await self.lookup(a, "bob@b.example")
         self.assertEqual((code, answer["error"]["code"]), (400, "federation_disabled"))
+
+    async def test_chat_both_ways_across_an_outage(self) -> None:
+        """
+        alice@a.example and bob@b.example write to each other; b.example
+        is killed (as a crash) while alice keeps writing, and comes back:
+        every message arrives once, in order, both ways.
+        """
+        a = await self.start("a.example")
+        b = await self.start("b.example")
+        a.args += ["--resolve", f"b.example={b.url}"]
+        b.args += ["--resolve", f"a.example={a.url}"]
+        self.launch(a)
+        self.launch(b)
+        await gatherResults([ensureDeferred(self.until_ready(p)) for p in (a, b)])
+        alice, _ = await register(self.client, a.url, "alice", server="a.example")
+        bob, _ = await register(self.client, b.url, "bob", server="b.example")
+
+        async def say(key: Any, sender: str, home: ChatProcess, to: str, n: int) -> None:
+            code, answer = await send(self.client, home.url, key, sender, to,
+                                      {"from": key.primary, "n": n})
+            self.assertEqual(code, 202, answer)
+
+        async def received(home: ChatProcess, key: Any, handle: str, count: int) -> list[int]:
+            for _ in range(600):
+                _, page = await inbox(self.client, home.url, key, handle)
+                if len(page["messages"]) >= count:
+                    await deferred_sleep(0.5)
+                    _, page = await inbox(self.client, home.url, key, handle)
+                    break
+                await deferred_sleep(0.1)
+            return [m["envelope"]["n"] for m in page["messages"]]
+
+        await say(alice, "alice@a.example", a, "bob@b.example", 0)
+        await say(bob, "bob@b.example", b, "alice@a.example", 0)
+        self.assertEqual(await received(b, bob, "bob", 1), [0])
+        await b.kill()
+        for n in range(1, 6):
+            await say(alice, "alice@a.example", a, "bob@b.example", n)
+        await deferred_sleep(2.0)
+        again = ChatProcess([], b.workdir)
+        again.port, again.url, again.args = b.port, b.url, b.args
+        self.launch(again)
+        await self.until_ready(again)
+        await say(bob, "bob@b.example", again, "alice@a.example", 1)
+        self.assertEqual(await received(again, bob, "bob", 6), list(range(6)))
+        self.assertEqual(await received(a, alice, "alice", 2), [0, 1])
