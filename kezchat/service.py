@@ -22,6 +22,7 @@ from twisted.python.failure import Failure
 from kezchat.config import REGISTER_LIMIT_WINDOW, SEND_LIMIT_WINDOW, ChatConfig
 from kezchat.federation.identity import ServerIdentity
 from kezchat.federation.inbound import Inbound
+from kezchat.federation.metrics import FederationMetrics
 from kezchat.federation.outbound import Outbound
 from kezchat.federation.remote import RemoteServers
 from kezchat.federation.resolve import Resolver
@@ -145,9 +146,11 @@ def build_parts(config: ChatConfig, reactor: IServerReactor) -> ChatParts:
         ),
         reactor, clock,
     )
+    federation_metrics = FederationMetrics(metrics.registry)
     outbound = Outbound(
         storage.outbox, remote, identity, reactor, clock,
         retention_seconds=config.retention_days * 86400,
+        metrics=federation_metrics,
     )
     relay = Relay(
         outbound=outbound,
@@ -175,7 +178,8 @@ def build_parts(config: ChatConfig, reactor: IServerReactor) -> ChatParts:
     if os.path.isdir(web_dir):
         web = WebApp(web_dir, connect_sources=[config.sig_base_url] if config.sig_base_url else [])
     inbound = Inbound(
-        registry, relay, remote, ServerVerifier(config.server, remote.server_key, clock), clock
+        registry, relay, remote, ServerVerifier(config.server, remote.server_key, clock), clock,
+        federation_metrics,
     )
     http = KezChatHTTP(
         web=web,

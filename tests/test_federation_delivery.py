@@ -127,6 +127,14 @@ class DeliveryTests(TwoDomains):
         at_alice = await self.received("a.example", self.alice, "alice", 2)
         self.assertEqual([m["envelope"]["n"] for m in at_alice], [0, 1])
         self.assertEqual({m["from"] for m in at_alice}, {"bob@b.example"})
+        metrics = (await (await self.client.get(f"{self.url('a.example')}/metrics")).content())
+        for line in (
+            b'kezchat_federation_queued_total{destination="b.example"} 3.0',
+            b'kezchat_federation_delivered_total{destination="b.example"} 3.0',
+            b'kezchat_federation_received_total{origin="b.example"} 2.0',
+            b'kezchat_federation_delivery_seconds_count{destination="b.example"} 3.0',
+        ):
+            self.assertIn(line, metrics)
 
     async def test_resend_with_the_same_key_is_queued_once(self) -> None:
         args = (self.client, self.url("a.example"), self.alice, "alice@a.example",
@@ -157,6 +165,11 @@ class DeliveryTests(TwoDomains):
         await self.start("b.example")
         at_bob = await self.received("b.example", self.bob, "bob", 8)
         self.assertEqual([m["envelope"]["n"] for m in at_bob], list(range(8)))
+        metrics = (await (await self.client.get(f"{self.url('a.example')}/metrics")).content())
+        self.assertRegex(
+            metrics.decode(),
+            r'kezchat_federation_failed_attempts_total\{destination="b.example"\} [1-9]',
+        )
 
     async def refused(self, status: int, code: str, **kw: Any) -> None:
         body = kw.pop("body", None) or self.body()

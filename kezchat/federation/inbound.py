@@ -19,6 +19,7 @@ from typing import Any
 
 from kezchat import strictjson
 from kezchat.errors import KezError
+from kezchat.federation.metrics import FederationMetrics
 from kezchat.federation.outbound import DELIVERY_PATH
 from kezchat.federation.remote import RemoteServers
 from kezchat.federation.s2s import ServerVerifier
@@ -37,7 +38,9 @@ class Inbound:
         remote: RemoteServers,
         verifier: ServerVerifier,
         clock: Callable[[], float],
+        metrics: FederationMetrics,
     ) -> None:
+        self._metrics = metrics
         self._registry = registry
         self._relay = relay
         self._remote = remote
@@ -93,7 +96,7 @@ class Inbound:
             strictjson.member_texts(raw.decode("utf-8"))["envelope"]
         )
         digest = hashlib.sha256(recipient.fqhn.encode() + b"\n" + envelope_text.encode())
-        return await self._relay.accept_remote(
+        accepted = await self._relay.accept_remote(
             NewMessage(
                 recipient=recipient.fqhn,
                 sender=from_handle.fqhn,
@@ -104,6 +107,9 @@ class Inbound:
                 request_hash=digest.hexdigest(),
             )
         )
+        if not accepted.duplicate:
+            self._metrics.received.labels(origin).inc()
+        return accepted
 
 
 def accepted_json(accepted: Accepted) -> dict[str, Any]:

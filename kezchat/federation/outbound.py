@@ -28,6 +28,7 @@ from twisted.web.http_headers import Headers
 from kezchat.errors import KezError
 from kezchat.federation import s2s
 from kezchat.federation.identity import ServerIdentity
+from kezchat.federation.metrics import FederationMetrics
 from kezchat.federation.remote import RemoteServers
 from kezchat.identity.handles import Handle
 from kezchat.storage.interfaces import HandleRecord, IdempotencyConflict
@@ -71,6 +72,7 @@ class Outbound(Service):
         reactor: Any,
         clock: Callable[[], float],
         retention_seconds: float,
+        metrics: FederationMetrics,
     ) -> None:
         """
         @param retention_seconds: how long a message is retried before it
@@ -82,13 +84,11 @@ class Outbound(Service):
         self._reactor = reactor
         self._clock = clock
         self._retention = retention_seconds
+        self._metrics = metrics
         self._workers: dict[str, Deferred[None]] = {}
         #: destinations told of new messages while their worker was busy
         self._again: set[str] = set()
         self._resume: Deferred[None] | None = None
-        #: what happened to each message (for tests and metrics)
-        self.delivered = 0
-        self.dropped = 0
 
     async def send(
         self, sender: HandleRecord, to: Handle, envelope_text: str, key: str | None
@@ -117,6 +117,8 @@ class Outbound(Service):
                 "idempotency_conflict",
                 "this idempotency_key was already used for a different message",
             ) from None
+        if not queued.duplicate:
+            self._metrics.queued.labels(to.server).inc()
         self.kick(to.server)
         return queued
 
@@ -176,18 +178,23 @@ class Outbound(Service):
         """
         assert message.id is not None
         outcome = await self._deliver(message)
+        destination = message.destination
         if outcome is None:
+            self._metrics.failed_attempts.labels(destination).inc()
             if self._clock() - message.created_at < self._retention:
                 return False
             outcome = "expired"
         if outcome != "delivered":
-            self.dropped += 1
+            self._metrics.dropped.labels(destination).inc()
             log.warn(
                 "federation: message {id} from {sender} to {recipient} dropped ({why})",
                 id=message.id, sender=message.sender, recipient=message.recipient, why=outcome,
             )
         else:
-            self.delivered += 1
+            self._metrics.delivered.labels(destination).inc()
+            self._metrics.latency.labels(destination).observe(
+                max(0.0, self._clock() - message.created_at)
+            )
         try:
             await self._store.remove(message.id)
         except Exception:
