@@ -68,6 +68,10 @@ class ChatConfig:
     federation_allow: tuple[str, ...] = ()
     #: other domains this server never talks to
     federation_deny: tuple[str, ...] = ()
+    #: messages each other server may deliver here per minute; 0 = off
+    federation_limit: int = 6000
+    #: messages queued for one other server at most; 0 = no cap
+    federation_queue_limit: int = 10000
 
     def __post_init__(self) -> None:
         # the invariants the flags are checked against, for embedders too
@@ -222,6 +226,18 @@ class ChatOptions(TableOptions):
             "on",
             "talk to other servers (remote handles, server-to-server requests): on or off",
         ),
+        (
+            "federation-limit",
+            "KEZ_CHAT_FEDERATION_LIMIT",
+            "6000",
+            "messages each other server may deliver here per minute; 0 = off",
+        ),
+        (
+            "federation-queue-limit",
+            "KEZ_CHAT_FEDERATION_QUEUE_LIMIT",
+            "10000",
+            "messages queued for one other server at most (more get 429); 0 = no cap",
+        ),
     ]
 
     #: repeatable options: (flag, environment variable, default, help)
@@ -368,6 +384,10 @@ class ChatOptions(TableOptions):
             federation=federation,
             federation_allow=allow,
             federation_deny=deny,
+            federation_limit=_positive_int("federation-limit", settings["federation-limit"]),
+            federation_queue_limit=_positive_int(
+                "federation-queue-limit", settings["federation-queue-limit"]
+            ),
             allow_server_change=bool(self["allow-server-change"])
             or allow_env in ("1", "yes", "true"),
         )

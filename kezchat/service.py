@@ -151,6 +151,7 @@ def build_parts(config: ChatConfig, reactor: IServerReactor) -> ChatParts:
         storage.outbox, remote, identity, reactor, clock,
         retention_seconds=config.retention_days * 86400,
         metrics=federation_metrics,
+        queue_limit=config.federation_queue_limit,
     )
     relay = Relay(
         outbound=outbound,
@@ -180,6 +181,7 @@ def build_parts(config: ChatConfig, reactor: IServerReactor) -> ChatParts:
     inbound = Inbound(
         registry, relay, remote, ServerVerifier(config.server, remote.server_key, clock), clock,
         federation_metrics,
+        limiter(storage, "federation", config.federation_limit, SEND_LIMIT_WINDOW, clock),
     )
     http = KezChatHTTP(
         web=web,

@@ -201,6 +201,23 @@ class DeliveryTests(TwoDomains):
         code, answer = await self.say(self.bob, "bob@b.example", "alice@a.example", 0)
         self.assertEqual((code, answer["error"]["code"]), (400, "federation_disabled"))
 
+    async def test_limits(self) -> None:
+        """
+        A destination that is down holds at most the queue limit (then
+        429); a sending server past the per-server limit gets 429.
+        """
+        await self.stop("b.example")
+        await self.stop("a.example")
+        await self.start("a.example", federation_queue_limit=2)
+        for n in range(2):
+            code, _ = await self.say(self.alice, "alice@a.example", "bob@b.example", n)
+            self.assertEqual(code, 202)
+        code, answer = await self.say(self.alice, "alice@a.example", "bob@b.example", 2)
+        self.assertEqual((code, answer["error"]["code"]), (429, "rate_limited"))
+        await self.start("b.example", federation_limit=1)
+        self.assertEqual(len(await self.received("b.example", self.bob, "bob", 1)), 1)
+        await self.refused(429, "rate_limited", body=self.body(id=99))
+
 
 on_postgresql(globals(), DeliveryTests)
 

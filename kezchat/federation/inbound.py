@@ -27,6 +27,7 @@ from kezchat.http.errors import parse_json
 from kezchat.identity.handles import InvalidHandle, parse_handle
 from kezchat.registry import Registry
 from kezchat.relay.relay import MAX_CURSOR, Relay
+from kezchat.sharedlimit import Limiter
 from kezchat.storage.interfaces import Accepted, NewMessage
 
 
@@ -39,8 +40,13 @@ class Inbound:
         verifier: ServerVerifier,
         clock: Callable[[], float],
         metrics: FederationMetrics,
+        limiter: Limiter,
     ) -> None:
+        """
+        @param limiter: counts deliveries per sending server.
+        """
         self._metrics = metrics
+        self._limiter = limiter
         self._registry = registry
         self._relay = relay
         self._remote = remote
@@ -61,6 +67,7 @@ class Inbound:
         if not self._remote.resolver.enabled:
             raise KezError("federation_disabled", "this server does not talk to other servers")
         origin = await self._verifier.verify(header, "POST", DELIVERY_PATH, raw)
+        await self._limiter.check(origin)
         body = parse_json(raw)
         if not isinstance(body, dict):
             raise KezError("bad_request", "the body must be a JSON object")

@@ -32,7 +32,7 @@ from kezchat.federation.metrics import FederationMetrics
 from kezchat.federation.remote import RemoteServers
 from kezchat.identity.handles import Handle
 from kezchat.storage.interfaces import HandleRecord, IdempotencyConflict
-from kezchat.storage.outbox import OutboundMessage, OutboxStore, Queued
+from kezchat.storage.outbox import OutboundMessage, OutboxStore, Queued, QueueFull
 
 log = Logger()
 
@@ -73,11 +73,15 @@ class Outbound(Service):
         clock: Callable[[], float],
         retention_seconds: float,
         metrics: FederationMetrics,
+        queue_limit: int = 0,
     ) -> None:
         """
         @param retention_seconds: how long a message is retried before it
             is given up (as long as a local message is kept).
+        @param queue_limit: the most messages queued for one destination
+            (0: no cap); past it new ones are refused with C{rate_limited}.
         """
+        self._queue_limit = queue_limit
         self._store = store
         self._remote = remote
         self._identity = identity
@@ -110,12 +114,19 @@ class Outbound(Service):
                     destination=to.server, sender=sender.fqhn, recipient=to.fqhn,
                     envelope=envelope_text, created_at=self._clock(),
                     idempotency_key=key, request_hash=request_hash,
-                )
+                ),
+                self._queue_limit,
             )
         except IdempotencyConflict:
             raise KezError(
                 "idempotency_conflict",
                 "this idempotency_key was already used for a different message",
+            ) from None
+        except QueueFull:
+            raise KezError(
+                "rate_limited",
+                f"{self._queue_limit} messages are already waiting for {to.server}; try later",
+                retry_after=int(MAX_BACKOFF),
             ) from None
         if not queued.duplicate:
             self._metrics.queued.labels(to.server).inc()

@@ -42,10 +42,19 @@ class Queued:
     duplicate: bool
 
 
+class QueueFull(Exception):
+    """
+    The destination already has as many messages queued as allowed.
+    """
+
+
 class OutboxStore(Protocol):
-    def enqueue(self, message: OutboundMessage) -> Deferred[Queued]:
+    def enqueue(self, message: OutboundMessage, limit: int = 0) -> Deferred[Queued]:
         """
         Queue C{message} durably (the Deferred fires after the commit).
+
+        @param limit: fail with L{QueueFull} when C{message.destination}
+            already has this many queued (0: no cap).
         """
 
     def destinations(self) -> Deferred[list[str]]:

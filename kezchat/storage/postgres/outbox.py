@@ -9,7 +9,7 @@ from typing import Any
 from twisted.internet.defer import Deferred
 
 from kezchat.storage.interfaces import IdempotencyConflict
-from kezchat.storage.outbox import OutboundMessage, Queued
+from kezchat.storage.outbox import OutboundMessage, Queued, QueueFull
 from kezchat.storage.postgres.database import PostgresDatabase
 from kezchat.storage.sqlite.outbox import COLUMNS
 
@@ -25,8 +25,14 @@ class PostgresOutboxStore:
     def __init__(self, db: PostgresDatabase) -> None:
         self._db = db
 
-    def enqueue(self, message: OutboundMessage) -> Deferred[Queued]:
+    def enqueue(self, message: OutboundMessage, limit: int = 0) -> Deferred[Queued]:
         async def insert(conn: Any) -> Queued:
+            if limit and await conn.fetchval(
+                "SELECT COUNT(*) FROM (SELECT 1 FROM federation_outbox WHERE destination = $1"
+                " LIMIT $2) AS queued",
+                message.destination, limit,
+            ) >= limit:
+                raise QueueFull(message.destination)
             row = await conn.fetchrow(
                 "INSERT INTO federation_outbox (destination, sender, recipient, envelope,"
                 " created_at, idempotency_key, request_hash) VALUES ($1, $2, $3, $4, $5, $6, $7)"

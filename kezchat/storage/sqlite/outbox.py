@@ -9,7 +9,7 @@ import sqlite3
 from twisted.internet.defer import Deferred
 
 from kezchat.storage.interfaces import IdempotencyConflict
-from kezchat.storage.outbox import OutboundMessage, Queued
+from kezchat.storage.outbox import OutboundMessage, Queued, QueueFull
 from kezchat.storage.sqlite.database import SQLiteDatabase
 
 COLUMNS = (
@@ -28,7 +28,7 @@ class SQLiteOutboxStore:
     def __init__(self, db: SQLiteDatabase) -> None:
         self._db = db
 
-    def enqueue(self, message: OutboundMessage) -> Deferred[Queued]:
+    def enqueue(self, message: OutboundMessage, limit: int = 0) -> Deferred[Queued]:
         def insert(conn: sqlite3.Connection) -> Queued:
             if message.idempotency_key is not None:
                 row = conn.execute(
@@ -40,6 +40,12 @@ class SQLiteOutboxStore:
                     if row[2] != message.request_hash:
                         raise IdempotencyConflict(message.idempotency_key)
                     return Queued(int(row[0]), float(row[1]), True)
+            if limit and conn.execute(
+                "SELECT COUNT(*) FROM (SELECT 1 FROM federation_outbox WHERE destination = ?"
+                " LIMIT ?)",
+                (message.destination, limit),
+            ).fetchone()[0] >= limit:
+                raise QueueFull(message.destination)
             cursor = conn.execute(
                 "INSERT INTO federation_outbox (destination, sender, recipient, envelope,"
                 " created_at, idempotency_key, request_hash) VALUES (?, ?, ?, ?, ?, ?, ?)",
