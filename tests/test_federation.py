@@ -43,6 +43,7 @@ from tests.test_tls import make_ca, make_server_cert, pem
 
 
 async def start_domain(case: TestCase, domain: str, **overrides: Any) -> RunningServer:
+    overrides.setdefault("federation", True)
     return await start_server(case, server=domain, **overrides)
 
 
