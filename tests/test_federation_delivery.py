@@ -218,6 +218,35 @@ class DeliveryTests(TwoDomains):
         self.assertEqual(len(await self.received("b.example", self.bob, "bob", 1)), 1)
         await self.refused(429, "rate_limited", body=self.body(id=99))
 
+    async def test_a_delivery_for_one_server_is_refused_by_another(self) -> None:
+        """
+        Three servers: a delivery a.example signed for b.example, replayed
+        byte for byte to c.example (where bob@c.example exists too), is
+        refused there; the same a.example key signing for c.example is
+        accepted.
+        """
+        self.ports["c.example"] = free_port()
+        self.dbs["c.example"] = await fresh_database(self)
+        await self.stop("a.example")
+        await self.start("a.example")
+        await self.start("c.example")
+        await register(self.client, self.url("c.example"), "bob", server="c.example")
+        key = await self.servers["a.example"].parts.identity.key()
+        raw = json.dumps(self.body(to="bob@c.example")).encode()
+
+        async def post(target: str) -> int:
+            header = s2s.sign(key, "a.example", target, "POST", DELIVERY_PATH, raw,
+                              int(reactor.seconds()))
+            response = await self.client.post(
+                f"{self.url('c.example')}{DELIVERY_PATH}", data=raw,
+                headers={s2s.HEADER: header, "Content-Type": "application/json"},
+            )
+            body = await json_of(response)
+            return response.code if response.code < 400 else body["error"]["code"]
+
+        self.assertEqual(await post("b.example"), "bad_signature")
+        self.assertEqual(await post("c.example"), 201)
+
 
 on_postgresql(globals(), DeliveryTests)
 
