@@ -305,3 +305,29 @@ class DeliveryBadInputTests(TwoDomains):
         await deferToThread(prop)
         _, page = await inbox(self.client, self.url("b.example"), self.bob, "bob")
         self.assertEqual(page["messages"], [])
+
+
+class LeaseTests(TestCase):
+    """
+    The delivery lease, on the real database: one holder at a time, taken
+    over once it lapses, given up on release.
+    """
+
+    timeout = 60
+
+    async def test_one_holder_at_a_time(self) -> None:
+        server = await start_server(self)
+        store = server.parts.outbound._store
+        self.assertTrue(await store.claim("b.example", "one", 1000.0, 30.0))
+        self.assertTrue(await store.claim("b.example", "one", 1010.0, 30.0))  # renewed
+        self.assertFalse(await store.claim("b.example", "two", 1020.0, 30.0))
+        self.assertTrue(await store.claim("c.example", "two", 1020.0, 30.0))
+        self.assertTrue(await store.claim("b.example", "two", 1041.0, 30.0))  # lapsed
+        self.assertFalse(await store.claim("b.example", "one", 1042.0, 30.0))
+        await store.release("b.example", "one")  # not its lease: nothing changes
+        self.assertFalse(await store.claim("b.example", "one", 1043.0, 30.0))
+        await store.release("b.example", "two")
+        self.assertTrue(await store.claim("b.example", "one", 1044.0, 30.0))
+
+
+on_postgresql(globals(), LeaseTests)

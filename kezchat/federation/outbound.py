@@ -7,15 +7,19 @@ domain: one message at a time, in queue order, so messages of one sender
 to one recipient arrive in the order they were sent. A failed attempt is
 retried after an exponentially growing pause capped at L{MAX_BACKOFF}, so
 a destination that comes back gets its queue within that time; the queue
-survives restarts (workers resume at start). The queue entry's id is the
-idempotency key the destination stores the message under, so a delivery
-repeated after a lost answer or a crash is stored there once.
+survives restarts (workers resume at start). Where several instances
+share a PostgreSQL database, a lease in the database lets one of them at
+a time deliver to a destination, so the order holds there too. The queue
+entry's id is the idempotency key the destination stores the message
+under, so a delivery repeated after a lost answer or a crash is stored
+there once.
 """
 
 from __future__ import annotations
 
 import hashlib
 import json
+import uuid
 from collections.abc import Callable
 from typing import Any
 
@@ -43,6 +47,11 @@ FIRST_BACKOFF = 0.5
 MAX_BACKOFF = 30.0
 #: messages read from the queue at a time
 BATCH = 50
+#: seconds a delivery lease lasts unless renewed (renewed at half), and
+#: the wait while another instance holds it: an instance that crashed
+#: holding one delays its destination by at most L{LEASE}
+LEASE = 30.0
+LEASE_WAIT = 1.0
 #: answers that refuse a message for good (retrying would be refused again)
 PERMANENT = frozenset({400, 403, 404, 409, 413})
 
@@ -93,6 +102,9 @@ class Outbound(Service):
         #: destinations told of new messages while their worker was busy
         self._again: set[str] = set()
         self._resume: Deferred[None] | None = None
+        #: this instance's name on delivery leases, and the leases it holds
+        self._holder = uuid.uuid4().hex
+        self._leases: dict[str, float] = {}
 
     async def send(
         self, sender: HandleRecord, to: Handle, envelope_text: str, key: str | None
@@ -160,12 +172,40 @@ class Outbound(Service):
     async def _pause(self, seconds: float) -> None:
         await deferLater(self._reactor, seconds, lambda: None)
 
+    async def _hold(self, destination: str) -> bool:
+        """
+        Hold (take, or renew when half run) the lease on C{destination}:
+        where several instances share the database, one delivers to it.
+        """
+        now = self._clock()
+        if self._leases.get(destination, 0.0) - LEASE / 2 > now:
+            return True
+        if not await self._store.claim(destination, self._holder, now, LEASE):
+            self._leases.pop(destination, None)
+            return False
+        self._leases[destination] = now + LEASE
+        return True
+
     async def _run(self, destination: str) -> None:
+        try:
+            await self._deliver_queue(destination)
+        finally:
+            if self._leases.pop(destination, None) is not None:
+                self._store.release(destination, self._holder).addErrback(lambda _: None)
+
+    async def _deliver_queue(self, destination: str) -> None:
         backoff = FIRST_BACKOFF
         while self.running and destination in self._again:
             self._again.discard(destination)
             try:
+                if not await self._hold(destination):
+                    # another instance delivers to it: look again shortly
+                    self._again.add(destination)
+                    await self._pause(LEASE_WAIT)
+                    continue
                 batch = await self._store.pending(destination, BATCH)
+            except CancelledError:
+                raise
             except Exception as e:  # the database is briefly unavailable
                 log.warn("federation queue unreadable: {e}", e=e)
                 self._again.add(destination)
@@ -176,11 +216,31 @@ class Outbound(Service):
                 self._again.add(destination)  # read on after this batch
             for message in batch:
                 while self.running:
-                    if await self._attempt(message):
+                    try:
+                        held = await self._hold(destination)
+                    except CancelledError:
+                        raise
+                    except Exception:
+                        held = True  # the attempt tells; the lease is renewed next time
+                    if not held:
+                        self._again.add(destination)
+                        break
+                    try:
+                        done = await self._attempt(message)
+                    except CancelledError:
+                        raise
+                    except Exception:
+                        log.failure("federation: delivery attempt failed")
+                        done = False
+                    if done:
                         backoff = FIRST_BACKOFF
                         break
                     await self._pause(backoff)
                     backoff = min(backoff * 2, MAX_BACKOFF)
+                else:
+                    return
+                if destination in self._again and not held:
+                    break
 
     async def _attempt(self, message: OutboundMessage) -> bool:
         """

@@ -71,3 +71,14 @@ class OutboxStore(Protocol):
         """
         Forget a message: delivered, or refused for good.
         """
+
+    def claim(self, destination: str, holder: str, now: float, ttl: float) -> Deferred[bool]:
+        """
+        Take or renew the lease to deliver to C{destination} until
+        C{now + ttl}; C{False} while another holder's lease runs.
+        """
+
+    def release(self, destination: str, holder: str) -> Deferred[None]:
+        """
+        Give the lease up (the queue is empty or the instance stops).
+        """

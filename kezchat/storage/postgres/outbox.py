@@ -77,3 +77,28 @@ class PostgresOutboxStore:
             await conn.execute("DELETE FROM federation_outbox WHERE id = $1", message_id)
 
         return self._db.run(delete)
+
+    def claim(self, destination: str, holder: str, now: float, ttl: float) -> Deferred[bool]:
+        async def upsert(conn: Any) -> bool:
+            got = await conn.fetchval(
+                "INSERT INTO federation_leases (destination, holder, expires_at)"
+                " VALUES ($1, $2, $3)"
+                " ON CONFLICT (destination) DO UPDATE SET holder = excluded.holder,"
+                " expires_at = excluded.expires_at"
+                " WHERE federation_leases.holder = excluded.holder"
+                " OR federation_leases.expires_at < $4"
+                " RETURNING holder",
+                destination, holder, now + ttl, now,
+            )
+            return bool(got == holder)
+
+        return self._db.run(upsert)
+
+    def release(self, destination: str, holder: str) -> Deferred[None]:
+        async def delete(conn: Any) -> None:
+            await conn.execute(
+                "DELETE FROM federation_leases WHERE destination = $1 AND holder = $2",
+                destination, holder,
+            )
+
+        return self._db.run(delete)

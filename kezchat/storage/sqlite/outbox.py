@@ -79,3 +79,29 @@ class SQLiteOutboxStore:
             conn.execute("DELETE FROM federation_outbox WHERE id = ?", (message_id,))
 
         return self._db.write(delete)
+
+    def claim(self, destination: str, holder: str, now: float, ttl: float) -> Deferred[bool]:
+        def upsert(conn: sqlite3.Connection) -> bool:
+            conn.execute(
+                "INSERT INTO federation_leases (destination, holder, expires_at) VALUES (?, ?, ?)"
+                " ON CONFLICT (destination) DO UPDATE SET holder = excluded.holder,"
+                " expires_at = excluded.expires_at"
+                " WHERE federation_leases.holder = excluded.holder"
+                " OR federation_leases.expires_at < ?",
+                (destination, holder, now + ttl, now),
+            )
+            row = conn.execute(
+                "SELECT holder FROM federation_leases WHERE destination = ?", (destination,)
+            ).fetchone()
+            return row is not None and row[0] == holder
+
+        return self._db.write(upsert)
+
+    def release(self, destination: str, holder: str) -> Deferred[None]:
+        def delete(conn: sqlite3.Connection) -> None:
+            conn.execute(
+                "DELETE FROM federation_leases WHERE destination = ? AND holder = ?",
+                (destination, holder),
+            )
+
+        return self._db.write(delete)

@@ -19,3 +19,12 @@ CREATE INDEX federation_outbox_by_destination ON federation_outbox (destination,
 -- a client's resend (same sender, same key) is queued once
 CREATE UNIQUE INDEX federation_outbox_idempotency
     ON federation_outbox (sender, idempotency_key) WHERE idempotency_key IS NOT NULL;
+
+-- Which server instance delivers to a destination (several instances
+-- share a PostgreSQL database): one at a time, so the queue order holds.
+-- A lease a dead instance held lapses at expires_at.
+CREATE TABLE federation_leases (
+    destination TEXT PRIMARY KEY,
+    holder      TEXT NOT NULL,
+    expires_at  DOUBLE PRECISION NOT NULL
+);
