@@ -695,6 +695,15 @@ def main(argv: list[str] | None = None) -> int:
     handled = 0
     for item in client.stream(state["last_seq"]):
         seq = item["seq"]
+        if item.get("direction") == "out":
+            # the server's copy of an echo we sent: nothing to answer (and
+            # one not even from our key is said, never silently dropped)
+            envelope = item.get("envelope")
+            if not isinstance(envelope, dict) or envelope.get("from") != me.primary:
+                warn(f"message #{seq} is labelled our own sent copy but is not from our key")
+            state["last_seq"] = max(state["last_seq"], seq)
+            save_state(args.state, state)
+            continue
         if trust.is_replay(item.get("envelope")):
             warn(f"message #{seq} is a replay of an earlier envelope: not shown again")
         else:

@@ -52,6 +52,16 @@ class Result:
         [line] = self.lines
         return line
 
+    @property
+    def received(self) -> list[dict[str, Any]]:
+        """
+        The C{listen --json} lines of messages received: without one's own
+        sent copies and receipts either way.
+        """
+        return [
+            m for m in self.lines if m.get("direction") != "out" and m.get("type") != "receipt"
+        ]
+
     def __str__(self) -> str:
         return f"exit {self.code}\n--- stdout\n{self.out}--- stderr\n{self.err}"
 

@@ -29,7 +29,7 @@ from twisted.web.resource import Resource
 from twisted.web.server import NOT_DONE_YET, Request, Site
 
 from kezchat.client.sse import LineTooLong, SSEParser
-from kezchat.e2e import chunked_file, inline_file, seal_envelope, text_message
+from kezchat.e2e import chunked_file, inline_file, receipt, seal_envelope, text_message
 from kezchat.identity.keys import KeyPair
 from kezchat.identity.mnemonic import mnemonic_to_seed
 from tests.clisupport import Cli, CliTestCase, Result, assert_one_line_error
@@ -246,6 +246,89 @@ class RelayAttackTests(HostileWorld):
         self.assertIn("\\u202e", lines[1])
         self.assertIn("[UNVERIFIED]", lines[2])
         self.assertIn("\\x1b[31m", result.err)
+
+
+class SentCopyAttackTests(HostileWorld):
+    async def test_sent_copies_and_receipts_follow_the_trust_rule(self) -> None:
+        """
+        One's own sent copies (C{"direction": "out"}) and receipts are held
+        to the same rule as messages: a copy whose recipient the server
+        relabels, re-keys or writes as a non-handle, one whose signature is
+        corrupted, someone else's envelope dressed up as one's own copy,
+        and a receipt relabelled as a pinned contact's are each shown
+        unverified with the reason, labelled from the pin, never as the
+        server's word; a genuine copy after is normal.
+        """
+        await self.world()
+        bob, mallory, alice = self.keys["bob"], self.keys["mallory"], self.keys["alice"]
+
+        async def bob_sends(text: str) -> dict[str, Any]:
+            envelope = seal_envelope(bob, alice.primary, text_message(text))
+            code, body = await send(self.http, self.chat.url, bob, "bob", "alice", envelope)
+            self.assertEqual(code, 201, body)
+            return envelope
+
+        # bob's inbox holds only his copies, then mallory's receipt: seqs 1..6
+        for text in ("relabelled", "re-keyed", "zero width", "corrupted", "genuine"):
+            await bob_sends(text)
+        code, _ = await send(
+            self.http, self.chat.url, mallory, "mallory", "bob",
+            seal_envelope(mallory, bob.primary, receipt("delivered", ["ab" * 64])),
+        )
+        self.assertEqual(code, 201)
+
+        def retarget(seq: int, to: str, to_primary: str | None = None) -> Any:
+            def rewrite(i: Item) -> list[Item]:
+                if i["seq"] == seq:
+                    i["to"] = to
+                    if to_primary is not None:
+                        i["to_primary"] = to_primary
+                return [i]
+
+            return rewrite
+
+        dressed = {
+            **item(seal_envelope(mallory, alice.primary, text_message("I am bob")), 500,
+                   "bob@kez.lat", bob.primary),
+            "direction": "out", "to": "alice@kez.lat", "to_primary": alice.primary,
+        }
+        self.relay.rewriters += [
+            retarget(1, "mallory@kez.lat"),
+            retarget(2, "mallory@kez.lat", mallory.primary),
+            retarget(3, "alice@kez.lat\u200b"),
+            corrupt_signature(at(4)),
+            lambda i: [i, dressed] if i["seq"] == 5 else [i],
+            relabel("alice@kez.lat", when=at(6)),
+        ]
+        result = await self.bob_relayed.run("listen", "--json", "--timeout", "8")
+        self.assertEqual(result.code, 0, str(result))
+        lines = {line["seq"]: line for line in result.lines}
+        self.assertEqual(sorted(lines), [1, 2, 3, 4, 5, 6, 500], str(result))
+        for seq in (1, 2, 3, 4, 500, 6):
+            self.assertFalse(lines[seq]["verified"], lines[seq])
+            self.assertTrue(lines[seq].get("warning"), lines[seq])
+        for seq in (1, 2, 3, 4, 500):
+            self.assertEqual(lines[seq]["direction"], "out", lines[seq])
+            self.assertNotEqual(lines[seq]["to"], "mallory@kez.lat", lines[seq])
+        self.assertIn("pinned to alice@kez.lat", lines[1]["warning"])
+        self.assertEqual(lines[1]["claimed_to"], "mallory@kez.lat")
+        self.assertIn("another recipient", lines[2]["warning"])
+        self.assertIn("not a handle", lines[3]["warning"])
+        self.assertIn("signature", lines[4]["warning"])
+        self.assertIn("not sent by this key", lines[500]["warning"])
+        # the receipt: mallory's, relabelled as alice: not alice's
+        self.assertEqual(lines[6]["type"], "receipt")
+        self.assertNotEqual(lines[6]["from"], "alice@kez.lat", lines[6])
+        self.assertIn("key changed", lines[6]["warning"])
+        # the genuine copy: bob's own message to alice, labelled by the pin
+        self.assertEqual(
+            (lines[5]["direction"], lines[5]["to"], lines[5]["verified"], lines[5]["text"]),
+            ("out", "alice@kez.lat", True, "genuine"),
+        )
+        self.assertNotIn("warning", lines[5])
+        # nothing new pinned (mallory's receipt pins nobody)
+        self.assertEqual(self.contacts(), {"alice@kez.lat": alice.primary})
+        self.assert_safe(result)
 
 
 class FileTests(HostileWorld):

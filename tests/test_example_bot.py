@@ -28,7 +28,7 @@ from kezchat.identity.jcs import canonical_json
 from kezchat.identity.keys import KeyPair
 from kezchat.relay.auth import body_digest, sign_request
 from kezchat.timeutil import parse_rfc3339
-from tests.hostilerelay import HostileRelay, Replayer, relabel, seal_raw
+from tests.hostilerelay import HostileRelay, Replayer, item, relabel, seal_raw
 from tests.relaysupport import send as relay_send
 from tests.support import http_client, json_of, register, start_server, temp_dir
 
@@ -141,12 +141,14 @@ class BotRunTests(TestCase):
         await send(seal_envelope(KeyPair.generate(), bot_primary, text_message("x")))
         await send(seal_envelope(alice, bot_primary, text_message("three")))
 
-        # second run: the same key (from its state file), resumes after seq 1
+        # second run: the same key (from its state file), resumes after what
+        # it saw (its inbox's seq 2 is the server's copy of its first echo,
+        # which it skips)
         bot = self.start_bot(server.url, state, 3)
         self.assertEqual(await bot.ended, 0, bot.stderr.decode())
         self.assertEqual(bot.lines[0]["primary"], bot_primary)
         received = bot.lines[1:]
-        self.assertEqual([line["seq"] for line in received], [2, 3, 4])
+        self.assertEqual([line["seq"] for line in received], [3, 4, 5])
         self.assertEqual([line["verified"] for line in received], [True, False, True])
         self.assertEqual(received[1]["type"], "unreadable")
         self.assertIn("not the key the server vouched for", received[1]["error"])
@@ -154,7 +156,7 @@ class BotRunTests(TestCase):
         # alice's inbox holds the answers, which the package opens
         auth = sign_request(alice, "GET", "/v1/inbox/alice", ["since=0"], int(reactor.seconds()))
         response = await client.get(f"{server.url}/v1/inbox/alice", headers={"X-KEZ-Auth": auth})
-        items = (await json_of(response))["messages"]
+        items = [m for m in (await json_of(response))["messages"] if m["direction"] == "in"]
         texts = [
             open_envelope(item["envelope"], alice, expected_sender=bot_primary).plaintext["text"]
             for item in items
@@ -184,21 +186,36 @@ class BotRunTests(TestCase):
             self.assertEqual(code, 201, body)
             return int(body["seq"])
 
-        def only(seq: int, rewrite: Any) -> Any:
-            return lambda i: rewrite(i) if i["seq"] == seq else [i]
+        def sig_of(i: dict) -> Any:
+            envelope = i.get("envelope")
+            return envelope.get("sig") if isinstance(envelope, dict) else None
 
-        one = await send(alice, "alice", seal_envelope(alice, bot_primary, text_message("one")))
-        await bot.wait_lines(2)
-        relay.rewriters += [
-            only(one + 1, relabel("alice@kez.lat")),
-            only(one + 2, relabel("alice@kez.lat\u200b")),
-            Replayer(lambda i: i["seq"] == one + 3),
-        ]
+        def only(envelope: dict, rewrite: Any) -> Any:
+            # by envelope, not by seq: the bot's inbox also holds the
+            # sender's copies of its echoes, interleaved as they are sent
+            return lambda i: rewrite(i) if sig_of(i) == envelope["sig"] else [i]
+
+        first = seal_envelope(alice, bot_primary, text_message("one"))
         mine = seal_envelope(mallory, bot_primary, text_message("I am alice"))
-        relabelled = await send(mallory, "mallory", mine)
         other = seal_envelope(mallory, bot_primary, text_message("x"))
+        second = seal_envelope(alice, bot_primary, text_message("two"))
+        dressed = seal_envelope(mallory, bot_primary, text_message("echo: hidden"))
+        relay.rewriters += [
+            only(mine, relabel("alice@kez.lat")),
+            only(other, relabel("alice@kez.lat\u200b")),
+            # after "two", the first item the relay passed ("one") again
+            Replayer(lambda i: sig_of(i) == second["sig"]),
+            # mallory's message dressed up as the bot's own sent copy
+            lambda i: [i, {
+                **item(dressed, i["seq"] + 500, "echobot@kez.lat", bot_primary),
+                "direction": "out", "to": "alice@kez.lat", "to_primary": alice.primary,
+            }] if sig_of(i) == other["sig"] else [i],
+        ]
+        one = await send(alice, "alice", first)
+        await bot.wait_lines(2)
+        relabelled = await send(mallory, "mallory", mine)
         spaced = await send(mallory, "mallory", other)
-        two = await send(alice, "alice", seal_envelope(alice, bot_primary, text_message("two")))
+        two = await send(alice, "alice", second)
         twice = seal_raw(mallory, bot_primary, b'{"type":"text","text":"a","text":"b"}')
         doubled = await send(mallory, "mallory", twice)
         three = await send(alice, "alice", seal_envelope(alice, bot_primary, text_message("three")))
@@ -218,10 +235,12 @@ class BotRunTests(TestCase):
                 ("alice@kez.lat", True, text),
             )
         self.assertIn(b"replay", bot.stderr)
+        self.assertIn(b"not from our key", bot.stderr)
         # answered: the genuine three only
         auth = sign_request(alice, "GET", "/v1/inbox/alice", ["since=0"], int(reactor.seconds()))
         response = await client.get(f"{server.url}/v1/inbox/alice", headers={"X-KEZ-Auth": auth})
-        self.assertEqual(len((await json_of(response))["messages"]), 3)
+        answers = [m for m in (await json_of(response))["messages"] if m["direction"] == "in"]
+        self.assertEqual(len(answers), 3)
         with open(state) as f:
             self.assertEqual(json.load(f)["pins"], {"alice@kez.lat": alice.primary})
 

@@ -13,7 +13,7 @@ from typing import Any
 from twisted.trial.unittest import SkipTest, SynchronousTestCase
 
 from kezchat.client.registration import signed_registration
-from kezchat.e2e import EnvelopeError, open_envelope, seal_envelope
+from kezchat.e2e import EnvelopeError, open_envelope, open_own_envelope, seal_envelope
 from kezchat.e2e.vectors import all_vectors, render, seal_with_ephemeral
 from kezchat.identity.jcs import canonical_json
 from kezchat.identity.keys import KeyPair
@@ -107,6 +107,11 @@ class VectorChecks:
             self.assertEqual(sealed, entry["envelope"])
             opened = open_envelope(entry["envelope"], recipient, expected_sender=sender.primary)
             self.assertEqual(opened.plaintext, entry["plaintext"])
+            # the sender's copy: its own device opens what it sent
+            own = open_own_envelope(
+                entry["envelope"], sender, expected_recipient=recipient.primary
+            )
+            self.assertEqual(own.plaintext, entry["plaintext"])
 
     def test_bad_envelopes(self) -> None:
         for entry in self.vectors["bad_envelopes"]:

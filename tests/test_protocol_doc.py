@@ -324,6 +324,14 @@ class WorkedExampleTests(SynchronousTestCase):
         }
         self.assertEqual(shown["publish"], set(granted["pub"]["allow"]))
         self.assertEqual(shown["subscribe"], set(granted["sub"]["allow"]))
+        as_device = {
+            s.replace("<me>", me).replace("<device>", "laptop")
+            for row in re.findall(r"^\| publish, as a device \| (.*?) \|", table, re.M)
+            for s in re.findall(r"`([^`]+)`", row)
+        }
+        laptop = user_permissions(me, "laptop")
+        self.assertEqual(shown["publish"] | as_device, set(laptop["pub"]["allow"]))
+        self.assertEqual(shown["subscribe"], set(laptop["sub"]["allow"]))
 
     @settings(max_examples=20, deadline=None)
     @given(st.binary(min_size=32, max_size=32))

@@ -49,18 +49,24 @@ class SendAndReadTests(RelayTestCase):
         code, body = await send(self.client, self.url, self.alice, "alice", "bob", envelope)
         self.assertEqual(code, 201)
         self.assertEqual(body["seq"], 1)
+        # alice's inbox holds her own copy at 1, so bob's reply is her 2
         code, body = await send(self.client, self.url, self.bob, "bob@kez.lat", "ALICE", {"r": 1})
-        self.assertEqual((code, body["seq"]), (201, 1))
+        self.assertEqual((code, body["seq"]), (201, 2))
         code, page = await inbox(self.client, self.url, self.bob, "bob")
         self.assertEqual(code, 200)
-        [item] = page["messages"]
+        item, copy = page["messages"]
         self.assertEqual(item["seq"], 1)
         self.assertEqual(item["from"], "alice@kez.lat")
         self.assertEqual(item["from_primary"], self.alice.primary)
+        self.assertEqual(item["direction"], "in")
         self.assertEqual(item["envelope"], envelope)
-        self.assertEqual(page["next"], 1)
+        self.assertEqual((copy["seq"], copy["direction"], copy["to"]), (2, "out", "alice@kez.lat"))
+        self.assertEqual(page["next"], 2)
         code, page = await inbox(self.client, self.url, self.alice, "alice")
-        self.assertEqual(page["messages"][0]["from"], "bob@kez.lat")
+        self.assertEqual(
+            [(m["from"], m["direction"]) for m in page["messages"]],
+            [("alice@kez.lat", "out"), ("bob@kez.lat", "in")],
+        )
 
     async def test_idempotency_key(self) -> None:
         first = await send(self.client, self.url, self.alice, "alice", "bob", idempotency_key="k1")
@@ -398,9 +404,13 @@ class RetentionTests(RelayTestCase):
                 self.client, self.url, self.alice, "alice", "bob", {"i": i, "pad": "y" * 100}
             )
         await send(self.client, self.url, self.alice, "alice", "carol", {"pad": "z" * 1000})
-        # carol's one message is over the cap by itself; bob keeps his newest two
+        # carol's one message is over the cap by itself; bob keeps his newest
+        # two; alice's copies of all five count against her own cap, and
+        # the last (carol's large one) makes the whole of it over
         one = len(json.dumps({"i": 0, "pad": "y" * 100}, separators=(",", ":")))
         await relay.apply_retention(max_age=3600, max_bytes=2 * one + 10)
+        _, page = await inbox(self.client, self.url, self.alice, "alice")
+        self.assertEqual(page["messages"], [])
         _, page = await inbox(self.client, self.url, self.bob, "bob")
         self.assertEqual([m["seq"] for m in page["messages"]], [3, 4])
         _, page = await inbox(self.client, self.url, self.carol, "carol")
@@ -409,7 +419,7 @@ class RetentionTests(RelayTestCase):
         _, page = await inbox(self.client, self.url, self.bob, "bob")
         self.assertEqual(page["messages"], [])
         text = (await (await self.client.get(f"{self.url}/metrics")).content()).decode()
-        self.assertIn('kezchat_retention_dropped_messages_total{reason="quota"} 3.0', text)
+        self.assertIn('kezchat_retention_dropped_messages_total{reason="quota"} 8.0', text)
         self.assertIn('kezchat_retention_dropped_messages_total{reason="age"} 2.0', text)
 
 

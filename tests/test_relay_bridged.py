@@ -62,9 +62,15 @@ class AcceptBridgedTests(TestCase):
         )
         stored = [o for o in outcomes if isinstance(o, Accepted)]
         self.assertEqual([a.seq for a in stored], [1, 2])
+        # each with the sender's copy, announced right after it
         self.assertEqual(
-            [(m.envelope, origin) for m, origin in self.published],
-            [('{"n": 1E15}', Origin.NATS), ('{"n": 2}', Origin.NATS)],
+            [(m.envelope, m.direction, origin) for m, origin in self.published],
+            [
+                ('{"n": 1E15}', "in", Origin.NATS),
+                ('{"n": 1E15}', "out", Origin.NATS),
+                ('{"n": 2}', "in", Origin.NATS),
+                ('{"n": 2}', "out", Origin.NATS),
+            ],
         )
 
     async def test_redelivery_is_stored_once(self) -> None:
@@ -72,7 +78,8 @@ class AcceptBridgedTests(TestCase):
         [again] = await self.relay.accept_bridged([self.bridged(b"{}", "nats:e:7")])
         assert isinstance(first, Accepted) and isinstance(again, Accepted)
         self.assertEqual((again.seq, again.duplicate), (first.seq, True))
-        self.assertEqual(len(self.published), 1)
+        # the message and the sender's copy, once each
+        self.assertEqual([m.direction for m, _ in self.published], ["in", "out"])
 
     async def test_send_limit_shared_with_http(self) -> None:
         outcomes = await self.relay.accept_bridged(

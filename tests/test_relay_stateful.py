@@ -72,6 +72,8 @@ class RelayMachine(RuleBasedStateMachine):
         self.handles = sorted(self.keys)
         #: seqs stored and not yet acknowledged, per handle
         self.stored: dict[str, list[int]] = {h: [] for h in self.handles}
+        #: the last seq given out per inbox (seqs are consecutive)
+        self.last: dict[str, int] = {h: 0 for h in self.handles}
         self.open: list[OpenStream] = []
 
     # -- rules --------------------------------------------------------------
@@ -84,10 +86,18 @@ class RelayMachine(RuleBasedStateMachine):
         envelope = {"x": next(_envelopes)}
         code, body = on_reactor(send, self.client, self.url, self.keys[frm], frm, to, envelope)
         assert code == 201, (code, body)
-        self.stored[to].append(body["seq"])
-        for s in self.open:
-            if s.handle == to:
-                s.expected.append(body["seq"])
+        self.last[to] += 1
+        assert body["seq"] == self.last[to], (body, self.last)
+        # the sender's copy lands in the sender's own inbox next, unless
+        # the message was to the sender itself (then it is there once)
+        owners = [to] if frm == to else [to, frm]
+        if frm != to:
+            self.last[frm] += 1
+        for owner in owners:
+            self.stored[owner].append(self.last[owner])
+            for s in self.open:
+                if s.handle == owner:
+                    s.expected.append(self.last[owner])
 
     @rule(target=streams, who=st.integers(0, 2))
     def open_live(self, who: int) -> OpenStream:

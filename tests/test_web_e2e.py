@@ -422,6 +422,31 @@ class WebAppInChromiumTests(TestCase):
                 await carol.status("live")
                 await carol.open_chat("bob@kez.lat")
                 await carol.expect_message("hi alice\nsecond line")
+                # her own messages, sent from the first browser, are restored
+                # too (the server's copies): as sent, once each
+                restored = carol.page.locator("[data-testid=message][data-dir=out]")
+                await restored.filter(has_text="after the restart").first.wait_for(timeout=WAIT)
+                mine = await restored.all_inner_texts()
+                for text in ("hello bob", "after your reload", "after the restart"):
+                    self.assertEqual(sum(t.startswith(text) for t in mine), 1, (text, mine))
+                # what the second browser sends, the first shows as alice's own,
+                # and each browser shows each of its own messages once
+                await carol.tid("composer").fill("from my second browser")
+                await carol.tid("composer").press("Enter")
+                await bob.open_chat("alice@kez.lat")
+                await bob.expect_message("from my second browser")
+                await alice.open_chat("bob@kez.lat")
+                first = alice.page.locator("[data-testid=message][data-dir=out]")
+                await first.filter(has_text="from my second browser").first.wait_for(timeout=WAIT)
+                for someone, locator in ((alice, first), (carol, restored)):
+                    mine = await locator.all_inner_texts()
+                    for text in ("hello bob", "after the restart", "from my second browser"):
+                        self.assertEqual(
+                            sum(t.startswith(text) for t in mine), 1, (someone.name, text, mine)
+                        )
+                    self.assertEqual(
+                        await someone.tid("warning").count(), 0, someone.name
+                    )
 
                 # -- the server swaps alice's key: bob is warned loudly -------------
                 for someone in (alice, bob, carol):

@@ -19,6 +19,7 @@ from twisted.internet.threads import deferToThread
 from kezchat.cli.chains import default_nats_url, ensure_endpoints, fetch_chain
 from kezchat.cli.context import Context
 from kezchat.cli.errors import EXIT_USAGE, CliError
+from kezchat.cli.restore import restore_history
 from kezchat.cli.secrets import KIND_KEYRING
 from kezchat.client.errors import ServerError
 from kezchat.identity.handles import RESERVED_HANDLES, InvalidHandle, validate_local
@@ -54,6 +55,11 @@ def add_commands(subparsers: Any) -> None:
     )
     p.add_argument("--yes", action="store_true", help="do not ask for confirmation")
     p.add_argument("--nats-url", metavar="URL", help="NATS URL to advertise if missing")
+    p.add_argument(
+        "--no-history",
+        action="store_true",
+        help="do not fetch the messages the server keeps (sent and received)",
+    )
     p.set_defaults(handler=recover)
 
     p = subparsers.add_parser(
@@ -265,9 +271,16 @@ async def recover(ctx: Context, args: Namespace) -> None:
         await ensure_endpoints(ctx, keypair, chain_url, args.nats_url or default_nats_url(server))
     else:
         _no_sigchain(ctx, url)
-    ctx.out.emit(
-        identity_json(account), f"Recovered {account['fqhn']}\nYour KEZ: {account['primary']}"
-    )
+    summary = identity_json(account)
+    human = f"Recovered {account['fqhn']}\nYour KEZ: {account['primary']}"
+    if not getattr(args, "no_history", False):
+        restored = await restore_history(ctx, keypair, account)
+        summary["history"] = restored.json()
+        human += (
+            f"\nRestored {restored.messages} messages"
+            f" ({restored.received} received, {restored.sent} sent, {restored.receipts} receipts)"
+        )
+    ctx.out.emit(summary, human)
 
 
 def _no_sigchain(ctx: Context, url: str) -> None:

@@ -59,6 +59,11 @@ def add_commands(subparsers: Any) -> None:
         metavar="DIR",
         help="write received file attachments into DIR (chunked ones once complete)",
     )
+    p.add_argument(
+        "--no-receipts",
+        action="store_true",
+        help="do not tell senders that their messages were stored here (delivered receipts)",
+    )
     p.set_defaults(handler=listen)
 
     p = subparsers.add_parser(

@@ -359,8 +359,8 @@ async def _offer_from_inbox(ctx: Context, keypair: KeyPair, blake3: str) -> Rece
         messages = page.get("messages") or []
         for item in messages:
             envelope = item.get("envelope")
-            if not isinstance(envelope, dict):
-                continue
+            if not isinstance(envelope, dict) or item.get("direction") == "out":
+                continue  # one's own sent copies offer nothing to fetch
             message = await reader.read(item)
             p = message.plaintext or {}
             if p.get("type") == "file_share" and p.get("blake3") == blake3:

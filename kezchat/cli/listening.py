@@ -24,10 +24,13 @@ from twisted.python.failure import Failure
 
 from kezchat.cli.attachments import FileSaver, PlaintextError, write_new_file
 from kezchat.cli.context import Context
+from kezchat.cli.device import device_name
 from kezchat.cli.errors import EXIT_USAGE, CliError
-from kezchat.cli.messages import Reader, human_line, output_json
+from kezchat.cli.itemkinds import OUT, counts_toward_count, direction_of, read_item, render
+from kezchat.cli.messages import Reader
 from kezchat.cli.natsconnect import nats_connect
 from kezchat.cli.output import visible
+from kezchat.cli.receipts import ReceiptSender
 from kezchat.cli.received import NATS, SSE, message_id
 from kezchat.client.errors import ServerError, Unreachable
 from kezchat.client.sse import Event
@@ -60,12 +63,15 @@ class Listener:
         transport: str,
         count: int | None,
         saver: FileSaver | None = None,
+        receipts: ReceiptSender | None = None,
     ) -> None:
         self.ctx = ctx
         self.reader = reader
         self.transport = transport
         self.remaining = count
         self.saver = saver
+        #: sends C{delivered} receipts for what was stored (C{None}: off)
+        self.receipts = receipts
         self.finished: Deferred[None] = Deferred()
         #: what this home has saved already (see L{load}): message id →
         #: (transport, seq) it came with
@@ -113,20 +119,24 @@ class Listener:
 
         @return: how many of C{items} were consumed — all of them, unless
             C{--count} was reached first (the rest stay unsaved, for the
-            next listen).
+            next listen). C{--count} counts messages received: one's own
+            sent copies and receipts are shown, not counted.
         """
         if self.finished.called:
             return 0
         await self.reader.refresh()
         fresh: list[tuple[dict[str, Any], Any]] = []
-        consumed = 0
+        consumed = counted = 0
         for item in items:
-            if self.remaining is not None and len(fresh) >= self.remaining:
+            if self.remaining is not None and counted >= self.remaining:
                 break
             consumed += 1
             if not self._is_new(item):
                 continue
-            fresh.append((item, await self.reader.read(item)))
+            message = await read_item(self.reader, item)
+            fresh.append((item, message))
+            if counts_toward_count(message):
+                counted += 1
         seqs = [i["seq"] for i in items[:consumed] if isinstance(i.get("seq"), int)]
         upto = max(seqs, default=0)
         if fresh or upto > self.saved_upto:
@@ -134,20 +144,23 @@ class Listener:
                 self.ctx.received.save_many, [i for i, _ in fresh], self.transport, upto
             )
             self.saved_upto = max(self.saved_upto, upto)
+        own = self.reader.account.get("fqhn")
         for _, message in fresh:
             if not message.verified:
                 who = message.sender or message.from_primary or "an unknown sender"
                 self.ctx.out.warn(
                     f"message #{message.seq} from {who} is not verified: {message.warning}"
                 )
-            line, human = output_json(message), human_line(message)
+            line, human = render(message, own)
             saved = await self._save_file(message)
             if saved is not None:
                 line["saved"] = saved
                 human += f" (saved as {saved})"
             self.ctx.out.emit(line, human)
+        if self.receipts is not None and fresh:
+            self.receipts.delivered([message for _, message in fresh])
         if self.remaining is not None:
-            self.remaining -= len(fresh)
+            self.remaining -= counted
             if self.remaining <= 0:
                 self.finish()
         return consumed
@@ -160,6 +173,8 @@ class Listener:
         """
         if self.saver is None or not message.verified or not message.plaintext:
             return None
+        if direction_of(message.item) == OUT:
+            return None  # one's own file, sent from here or another device
         try:
             complete = self.saver.take(message.from_primary, message.plaintext)
         except PlaintextError as e:
@@ -187,6 +202,8 @@ async def _file_saver(ctx: Context, reader: Reader, directory: str) -> FileSaver
     await reader.refresh()
     earlier = []
     for item in await deferToThread(lambda: list(ctx.received.items())):
+        if direction_of(item) == OUT:
+            continue  # one's own files are not pieces to assemble
         message = await reader.read(item)
         if message.verified and message.plaintext and message.from_primary:
             earlier.append((message.from_primary, message.plaintext))
@@ -205,16 +222,21 @@ async def listen(ctx: Context, args: Namespace) -> None:
     keypair = await ctx.keypair()
     reader = Reader(ctx, keypair, account)
     saver = await _file_saver(ctx, reader, args.save_files) if args.save_files else None
-    listener = Listener(ctx, reader, NATS if args.nats else SSE, args.count, saver)
-    await listener.load()
-    ctx.on_interrupt(listener.finish)
-    if args.timeout is not None:
-        timer = ctx.reactor.callLater(args.timeout, listener.finish)
-        ctx.on_close(lambda: timer.cancel() if timer.active() else None)
-    if args.nats:
-        await _listen_nats(ctx, keypair, args.nats, listener)
-    else:
-        await _listen_sse(ctx, keypair, account, listener, args.ack)
+    receipts = None if args.no_receipts else ReceiptSender(ctx, keypair, account)
+    listener = Listener(ctx, reader, NATS if args.nats else SSE, args.count, saver, receipts)
+    try:
+        await listener.load()
+        ctx.on_interrupt(listener.finish)
+        if args.timeout is not None:
+            timer = ctx.reactor.callLater(args.timeout, listener.finish)
+            ctx.on_close(lambda: timer.cancel() if timer.active() else None)
+        if args.nats:
+            await _listen_nats(ctx, keypair, args.nats, listener)
+        else:
+            await _listen_sse(ctx, keypair, account, listener, args.ack)
+    finally:
+        if receipts is not None:
+            await receipts.flush()
 
 
 async def _listen_sse(
@@ -378,12 +400,32 @@ class _Acker:
         await self._ack(quiet=False)
 
 
+async def nats_item(reader: Reader, message: Any) -> dict[str, Any]:
+    """
+    The relay item of a message read from JetStream: a sent copy (on
+    C{kez.inbox.<me>.out.<recipient>}) says so, and whom it went to.
+    """
+    item = {
+        "seq": message.seq,
+        "from": await reader.handle_of(message.from_primary),
+        "from_primary": message.from_primary,
+        "direction": message.direction,
+        "envelope": message.envelope,
+        "created_at": message.created_at,
+    }
+    if message.direction == OUT and message.to_primary is not None:
+        item["to"] = await reader.handle_of(message.to_primary)
+        item["to_primary"] = message.to_primary
+    return item
+
+
 async def _listen_nats(ctx: Context, keypair: KeyPair, url: str, listener: Listener) -> None:
     from kezchat.client.natsclient import fetch_inbox, open_inbox
 
-    nc = await nats_connect(ctx, url, keypair, reconnect=True)
+    device = await deferToThread(device_name, ctx.home)
+    nc = await nats_connect(ctx, url, keypair, reconnect=True, device=device)
     try:
-        sub = await deferred_from_coroutine(open_inbox(nc, keypair))
+        sub = await deferred_from_coroutine(open_inbox(nc, keypair, device))
     except Exception as e:
         raise CliError(f"NATS refused the inbox consumer ({e or type(e).__name__})") from None
     while not listener.finished.called:
@@ -397,16 +439,7 @@ async def _listen_nats(ctx: Context, keypair: KeyPair, url: str, listener: Liste
             ctx.out.info(f"NATS: {e or type(e).__name__}; retrying")
             await _sleep_or_finish(ctx, listener, 1.0)
             continue
-        items = [
-            {
-                "seq": message.seq,
-                "from": await listener.reader.handle_of(message.from_primary),
-                "from_primary": message.from_primary,
-                "envelope": message.envelope,
-                "created_at": message.created_at,
-            }
-            for message in messages
-        ]
+        items = [await nats_item(listener.reader, message) for message in messages]
         consumed = await listener.deliver(items)
         for message in messages[:consumed]:
             await deferred_from_coroutine(message.ack())

@@ -59,6 +59,10 @@ class ReceivedMessage:
     claimed_from: str | None = None
     #: when the server stored it
     created_at: str | None = None
+    #: a sent copy's recipient, as pinned here
+    to: str | None = None
+    #: what the server claimed as a sent copy's recipient
+    claimed_to: str | None = None
 
     @property
     def type(self) -> str | None:
@@ -185,7 +189,10 @@ class Reader:
         """
         self._contacts = await deferToThread(self.ctx.contacts.snapshot)
 
-    def _pinned(self, fqhn: str) -> dict[str, Any] | None:
+    def pinned(self, fqhn: str) -> dict[str, Any] | None:
+        """
+        The contact pinned for the handle C{fqhn}, if any.
+        """
         if self._contacts is None:
             return self.ctx.contacts.get(fqhn)
         return self._contacts.get(fqhn.lower())
@@ -211,12 +218,15 @@ class Reader:
                 self._handles[primary] = record["fqhn"] if record else None
         return self._handles[primary]
 
-    def _pinned_key(self, primary: str) -> dict[str, Any] | None:
+    def pinned_key(self, primary: str) -> dict[str, Any] | None:
+        """
+        The contact the key C{primary} is pinned to, if any.
+        """
         if self._contacts is None:
             return self.ctx.contacts.by_primary(primary)
         return next((c for c in self._contacts.values() if c["primary"] == primary), None)
 
-    async def _first_use(self, fqhn: str, primary: str) -> tuple[str | None, str | None]:
+    async def first_use(self, fqhn: str, primary: str) -> tuple[str | None, str | None]:
         """
         Pin C{fqhn} to C{primary} if the registry names that key for it,
         the key directory vouches for it under that handle (inclusion in a
@@ -280,8 +290,8 @@ class Reader:
             problems.append(f"the server labels the sender {claimed!r}, which is not a handle")
         # 3. the pins, both ways
         key = signer or (envelope.get("from") if isinstance(envelope, dict) else None)
-        by_key = self._pinned_key(key) if isinstance(key, str) else None
-        by_handle = self._pinned(handle) if handle else None
+        by_key = self.pinned_key(key) if isinstance(key, str) else None
+        by_handle = self.pinned(handle) if handle else None
         if by_handle is not None and isinstance(key, str) and by_handle["primary"] != key:
             problems.append(
                 f"key changed: {handle} is pinned to {by_handle['primary']}, this came from"
@@ -294,7 +304,7 @@ class Reader:
         label = by_key["fqhn"] if by_key is not None else None
         # 4. someone new, and everything else holds: pin on first use
         if not problems and label is None and handle and signer:
-            label, why = await self._first_use(handle, signer)
+            label, why = await self.first_use(handle, signer)
             if why is not None:
                 problems.append(why)
         ts = envelope.get("ts") if isinstance(envelope, dict) else None
@@ -328,6 +338,8 @@ async def find_file_share(ctx: Context, blake3: str) -> ReceivedMessage | None:
     await reader.refresh()
     found: ReceivedMessage | None = None
     for item in await deferToThread(lambda: list(ctx.received.items())):
+        if item.get("direction") == "out":
+            continue  # one's own sent copies offer nothing to fetch
         message = await reader.read(item)
         p = message.plaintext or {}
         if p.get("type") == "file_share" and p.get("blake3") == blake3.lower():

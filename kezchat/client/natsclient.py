@@ -5,8 +5,13 @@ The KEZ key is the NATS credential: the client logs in with the primary's
 user nkey (the chat-server's auth callout maps it to the handle), uses the
 reply prefix C{_INBOX_<hex>} its permissions allow, publishes envelopes on
 C{kez.inbox.<recipient>.<own key>} and reads its own inbox through its
-durable JetStream consumer C{inbox_<hex>}, created with the
+durable JetStream consumer, created with the
 C{CONSUMER.CREATE.<stream>.<name>.<filter>} form the permissions grant.
+
+Each device of a user has its own consumer, C{inbox_<hex>_<device>}, so
+that every device gets every message: the client names its device in its
+connection name (C{kez:<device>}), from which the callout grants it that
+consumer. Without a device it reads the one legacy C{inbox_<hex>}.
 """
 
 from __future__ import annotations
@@ -28,8 +33,10 @@ from kezchat.natsbridge.subjects import (
     STREAM,
     consumer_filter,
     consumer_name,
+    device_connection_name,
     inbox_subject,
     parse_inbox_subject,
+    parse_senders_copy_subject,
     reply_prefix,
 )
 
@@ -44,9 +51,13 @@ async def connect_user(
     connect_timeout: float = 5.0,
     reconnect: bool = True,
     on_event: Callable[[str], Awaitable[None] | None] | None = None,
+    device: str | None = None,
 ) -> Any:
     """
     Log in to NATS at C{url} as the owner of C{keypair}.
+
+    @param device: this client's device name (C{[a-z0-9]{1,16}}), which
+        gets it its own durable consumer (see L{open_inbox}).
 
     @param on_event: told C{"disconnected"}, C{"reconnected"} or an error
         text, for a status line.
@@ -73,9 +84,13 @@ async def connect_user(
         await note("reconnected")
 
     nc = NatsClient()
+    extra: dict[str, Any] = {}
+    if device is not None:
+        extra["name"] = device_connection_name(device)
     try:
         await nc.connect(
             url,
+            **extra,
             nkeys_seed_str=NKey(USER, keypair.seed).seed_text,
             inbox_prefix=reply_prefix(keypair.public_hex),
             # nats-py annotates these seconds as int; it takes floats
@@ -123,6 +138,11 @@ class InboxMessage:
     @ivar seq: its JetStream stream sequence.
     @ivar from_primary: the sender, vouched for by the broker (the subject's
         last token is the publisher's own key).
+    @ivar direction: C{"in"}, or C{"out"} for the sender's copy of a message
+        this user sent (from another device, or over HTTP): its subject is
+        C{kez.inbox.<own key>.out.<recipient>}, which only the chat-server
+        may publish on.
+    @ivar to_primary: an C{out} message's recipient.
     """
 
     seq: int
@@ -130,20 +150,24 @@ class InboxMessage:
     envelope: Any
     created_at: str | None
     msg: Any
+    direction: str = "in"
+    to_primary: str | None = None
 
     async def ack(self) -> None:
         await self.msg.ack()
 
 
-async def open_inbox(nc: Any, keypair: KeyPair) -> Any:
+async def open_inbox(nc: Any, keypair: KeyPair, device: str | None = None) -> Any:
     """
     The pull subscription on the user's own durable consumer (created if
-    absent), starting with whatever the stream holds for them.
+    absent), starting with whatever the stream holds for them: the
+    consumer of C{device} (which C{nc} must have connected as), or the
+    legacy one.
     """
     owner = keypair.public_hex
     return await nc.jetstream().pull_subscribe(
         consumer_filter(owner),
-        durable=consumer_name(owner),
+        durable=consumer_name(owner, device),
         stream=STREAM,
         config=ConsumerConfig(ack_policy=AckPolicy.EXPLICIT),
     )
@@ -162,11 +186,19 @@ async def fetch_inbox(sub: Any, batch: int = 64, timeout: float = 5.0) -> list[I
     out = []
     for msg in msgs:
         parsed = parse_inbox_subject(msg.subject)
+        copy = parse_senders_copy_subject(msg.subject)
+        sender_hex: str | None = None
+        direction, to_primary = "in", None
+        if copy is not None:  # kez.inbox.<me>.out.<recipient>: sent by this user
+            sender_hex, direction = copy[0], "out"
+            to_primary = format_primary(bytes.fromhex(copy[1]))
+        elif parsed is not None:  # kez.inbox.<me>.<sender>
+            sender_hex = parsed[1]
         try:
             envelope = json.loads(msg.data)
         except ValueError:
             envelope = None
-        if parsed is None or not isinstance(envelope, dict):
+        if sender_hex is None or not isinstance(envelope, dict):
             await msg.ack()
             continue
         meta = msg.metadata
@@ -174,10 +206,12 @@ async def fetch_inbox(sub: Any, batch: int = 64, timeout: float = 5.0) -> list[I
         out.append(
             InboxMessage(
                 seq=int(meta.sequence.stream),
-                from_primary=format_primary(bytes.fromhex(parsed[1])),
+                from_primary=format_primary(bytes.fromhex(sender_hex)),
                 envelope=envelope,
                 created_at=created,
                 msg=msg,
+                direction=direction,
+                to_primary=to_primary,
             )
         )
     return out

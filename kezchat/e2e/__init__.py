@@ -12,6 +12,7 @@ from kezchat.e2e.envelope import (
     EnvelopeError,
     OpenedEnvelope,
     open_envelope,
+    open_own_envelope,
     seal_envelope,
 )
 from kezchat.e2e.plaintext import (
@@ -24,6 +25,7 @@ from kezchat.e2e.plaintext import (
     file_share,
     inline_file,
     parse_plaintext,
+    receipt,
     text_message,
 )
 
@@ -40,7 +42,9 @@ __all__ = [
     "file_share",
     "inline_file",
     "open_envelope",
+    "open_own_envelope",
     "parse_plaintext",
+    "receipt",
     "seal_envelope",
     "text_message",
 ]

@@ -61,6 +61,9 @@ BAD_SIGNATURE = "bad_signature"
 SENDER_MISMATCH = "sender_mismatch"
 DECRYPT_FAILED = "decrypt_failed"
 BAD_PLAINTEXT = "bad_plaintext"
+#: opening one's own sent envelope: it is addressed to someone else than
+#: the conversation it was filed under
+RECIPIENT_MISMATCH = "recipient_mismatch"
 
 
 class EnvelopeError(ValueError):
@@ -202,7 +205,46 @@ def open_envelope(
         raise EnvelopeError(
             SENDER_MISMATCH, "the envelope is signed by a key other than the sender's pinned key"
         )
-    secrets = derive(recipient, envelope["from"], b64url_decode(envelope["salt"]))
+    return _decrypt(envelope, recipient, envelope["from"])
+
+
+def open_own_envelope(
+    envelope: object, sender: KeyPair, *, expected_recipient: str | None = None
+) -> OpenedEnvelope:
+    """
+    Check and decrypt an envelope C{sender} sealed for someone else: the
+    sender's copy a relay keeps, read back on another of the sender's
+    devices. The X25519 secret is symmetric, so the sender's private key
+    and the recipient's public key give the recipient's secret.
+
+    The envelope must be from C{sender} and carry its valid signature
+    (a server cannot slip a message into the sender's history as sent),
+    and, when C{expected_recipient} is given (the key pinned for the
+    conversation), be addressed to it.
+
+    @raise EnvelopeError: C{malformed}, C{not_for_us} (not from C{sender}),
+        C{bad_signature}, C{recipient_mismatch}, C{decrypt_failed} or
+        C{bad_plaintext}.
+    """
+    envelope = check_shape(envelope)
+    if envelope["from"] != sender.primary:
+        raise EnvelopeError(NOT_FOR_US, "the envelope was not sent by this key")
+    unsigned = {name: value for name, value in envelope.items() if name != "sig"}
+    if not verify_jcs(envelope["from"], unsigned, envelope["sig"]):
+        raise EnvelopeError(BAD_SIGNATURE, "the envelope's signature does not verify")
+    if expected_recipient is not None and envelope["to"] != expected_recipient:
+        raise EnvelopeError(
+            RECIPIENT_MISMATCH, "the envelope is addressed to a key other than the pinned one"
+        )
+    return _decrypt(envelope, sender, envelope["to"])
+
+
+def _decrypt(envelope: dict[str, Any], own: KeyPair, peer_primary: str) -> OpenedEnvelope:
+    """
+    The AEAD and the plaintext's shape, with the secret C{own} shares with
+    C{peer_primary}.
+    """
+    secrets = derive(own, peer_primary, b64url_decode(envelope["salt"]))
     try:
         plain = ChaCha20Poly1305(secrets.key).decrypt(
             secrets.nonce,

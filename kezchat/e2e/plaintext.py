@@ -11,7 +11,11 @@ A plaintext is a JSON object with a C{type}:
     C{{"type": "file_chunk", "file_id", "i", "data"}} (C{i} from 0) of at
     most 80 KiB each, for files up to 10 MiB; they may arrive in any order;
   - C{file_share}: C{{"type": "file_share", "name", "size", "blake3",
-    "ticket", "key"}}, an offer to fetch a file peer to peer.
+    "ticket", "key"}}, an offer to fetch a file peer to peer;
+  - C{receipt}: C{{"type": "receipt", "status": "delivered"|"read",
+    "sigs": [...]}}, naming by their envelope signatures the messages a
+    device has stored (C{delivered}) or shown (C{read}); one receipt
+    covers many messages. A receipt is never a conversation's message.
 
 Binary C{data} is unpadded base64url, like every binary value in KEZ JSON.
 C{blake3} is hex BLAKE3: of the whole file for a chunked file, and of the
@@ -37,6 +41,10 @@ CHUNK_BYTES = 80 * 1024
 MAX_CHUNKED_BYTES = 10 * 1024 * 1024
 MAX_CHUNKS = -(-MAX_CHUNKED_BYTES // CHUNK_BYTES)
 MAX_NAME_CHARS = 255
+RECEIPT_STATUSES = ("delivered", "read")
+#: envelope signatures in one receipt (a receipt stays far below a
+#: message's size cap)
+MAX_RECEIPT_SIGS = 1000
 
 
 class PlaintextError(ValueError):
@@ -112,6 +120,16 @@ def file_share(name: str, size: int, blake3_hex: str, ticket: str, key: str) -> 
         "ticket": ticket,
         "key": key,
     }
+
+
+def receipt(status: str, sigs: list[str]) -> dict[str, Any]:
+    """
+    A receipt for the messages whose envelope signatures are C{sigs}.
+
+    @raise PlaintextError: an unknown status, or no, too many or
+        malformed signatures.
+    """
+    return parse_plaintext({"type": "receipt", "status": status, "sigs": list(sigs)})
 
 
 def _field(plaintext: dict[str, Any], name: str, kind: type | tuple[type, ...]) -> Any:
@@ -191,6 +209,15 @@ def parse_plaintext(plaintext: dict[str, Any]) -> dict[str, Any]:
         _hex(plaintext, "blake3", 64)
         _field(plaintext, "ticket", str)
         _field(plaintext, "key", str)
+    elif kind == "receipt":
+        if _field(plaintext, "status", str) not in RECEIPT_STATUSES:
+            raise PlaintextError('"status" must be "delivered" or "read"')
+        sigs = _field(plaintext, "sigs", list)
+        if not 1 <= len(sigs) <= MAX_RECEIPT_SIGS:
+            raise PlaintextError(f'"sigs" must name 1-{MAX_RECEIPT_SIGS} messages')
+        for sig in sigs:
+            if not isinstance(sig, str) or len(sig) != 128 or sig.strip("0123456789abcdef"):
+                raise PlaintextError('"sigs" must be envelope signatures (128 hex)')
     return plaintext
 
 

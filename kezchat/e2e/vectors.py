@@ -23,7 +23,7 @@ from nacl.bindings import crypto_box, crypto_scalarmult_base
 
 from kezchat.client.registration import registration_payload, sign_registration
 from kezchat.e2e.envelope import derive, header_of, seal_envelope
-from kezchat.e2e.plaintext import chunked_file, file_share, inline_file, text_message
+from kezchat.e2e.plaintext import chunked_file, file_share, inline_file, receipt, text_message
 from kezchat.identity.jcs import canonical_json
 from kezchat.identity.keys import KeyPair, x25519_public_from_primary
 from kezchat.identity.mnemonic import seed_to_mnemonic
@@ -167,6 +167,7 @@ def _plaintexts() -> list[dict[str, Any]]:
         header,
         chunks[1],
         file_share("big.iso", 67108864, "ab" * 32, "ticket-text", "sealed-key-text"),
+        receipt("delivered", ["0f" * 64, "a1" * 64]),
     ]
 
 

@@ -296,7 +296,8 @@ class MemoryTree:
             level, i = parent[0]
             while len(self.levels) <= level:
                 self.levels.append([])
-            assert len(self.levels[level]) == i
+            if len(self.levels[level]) != i:
+                raise ValueError(f"subtree ({level}, {i}) completed out of order")
             self.levels[level].append(parent[1])
         return index
 

@@ -26,7 +26,10 @@ Three flows, each with one owner (SPEC §5, "Bridge"):
    (L{kezchat.natsbridge.interest}), and hand the announcement to their
    local streams. So a message POSTed to one chat-server reaches SSE
    streams held by another, at a cost that does not grow with the number
-   of instances.
+   of instances. A sender's copy is an item of the sender's own inbox, so
+   it is announced on the sender's subject: an instance holding a stream
+   for the sender delivers it there, one holding none hears nothing. Its
+   NATS copy for native clients goes on C{kez.inbox.<S>.out.<R>}.
 
 When NATS is down, only the local delivery happens: HTTP sends and SSE
 keep working on the in-process broker, and nothing here ever blocks or
@@ -50,7 +53,7 @@ from twisted.logger import Logger
 from kezchat import strictjson
 from kezchat.natsbridge.aio import resolve
 from kezchat.natsbridge.interest import Interests, announcement_subject
-from kezchat.natsbridge.subjects import inbox_subject
+from kezchat.natsbridge.subjects import inbox_subject, senders_copy_subject
 from kezchat.relay.broker import Deliver, LocalBroker, Origin, Subscription
 from kezchat.storage.interfaces import StoredMessage
 
@@ -120,7 +123,17 @@ def decode_stored(data: bytes) -> StoredMessage:
         sender_primary=str(fields["sender_primary"]),
         envelope=envelope,
         created_at=float(fields["created_at"]),
+        # an older instance's announcement has no direction: a received item
+        direction="out" if fields.get("direction") == "out" else "in",
+        to=_optional_text(fields.get("to")),
+        to_primary=_optional_text(fields.get("to_primary")),
     )
+
+
+def _optional_text(value: Any) -> str | None:
+    if value is not None and not isinstance(value, str):
+        raise TypeError("expected a string")
+    return value
 
 
 class _BridgedSubscription:
@@ -205,13 +218,15 @@ class NatsBroker:
         """
         Deliver C{message} locally, announce it to the other instances and,
         unless it came from NATS (where it already is), put it on its inbox
-        subject.
+        subject. A sender's copy is never on NATS yet, whatever the
+        original came in on: it always goes to the sender's subject.
         """
         self.local.publish(message, origin=origin)
         if self._queue is None:
             return
+        to_inbox = origin is not Origin.NATS or message.direction == "out"
         try:
-            self._queue.put_nowait((message, origin is not Origin.NATS))
+            self._queue.put_nowait((message, to_inbox))
         except asyncio.QueueFull:
             self._skip("the outbound queue is full")
 
@@ -258,9 +273,14 @@ class NatsBroker:
             headers={INSTANCE_HEADER: self.instance},
         )
         if to_inbox:
-            recipient = await resolve(self._primary_of(message.recipient))
-            recipient_hex = recipient.removeprefix("ed25519:")
-            subject = inbox_subject(recipient_hex, message.sender_primary.removeprefix("ed25519:"))
+            sender_hex = message.sender_primary.removeprefix("ed25519:")
+            if message.direction == "out" and message.to_primary is not None:
+                subject = senders_copy_subject(
+                    sender_hex, message.to_primary.removeprefix("ed25519:")
+                )
+            else:
+                recipient = await resolve(self._primary_of(message.recipient))
+                subject = inbox_subject(recipient.removeprefix("ed25519:"), sender_hex)
             data = message.envelope.encode("utf-8")
             headers = self.marker.headers(subject, message.seq, data)
             headers[INSTANCE_HEADER] = self.instance

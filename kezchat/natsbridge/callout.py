@@ -9,7 +9,10 @@ nonce the server sent it. We check that signature ourselves (nats-server
 does not, for users it does not know), look the key up in the registry,
 and reply with an I{authorization response} JWT signed by the issuer
 account key: either a user JWT confining the client to its own inbox
-(L{kezchat.natsbridge.subjects.user_permissions}) or an error.
+(L{kezchat.natsbridge.subjects.user_permissions}) or an error. A client
+whose connection name is C{kez:<device>} is also granted that device's own
+durable consumer, C{inbox_<hex>_<device>}, so each device of one key reads
+every message.
 
 Facts learned against nats-server 2.15 (SPEC §5): the user JWT's C{sub}
 is the request's C{user_nkey}, a key the server made up for this
@@ -49,7 +52,7 @@ from kezchat.natsbridge.aio import resolve
 from kezchat.natsbridge.errors import NatsSetupError
 from kezchat.natsbridge.flush import flush
 from kezchat.natsbridge.keys import SERVER, USER, NKey, public_key_bytes
-from kezchat.natsbridge.subjects import user_permissions
+from kezchat.natsbridge.subjects import device_of_connection, user_permissions
 
 CALLOUT_SUBJECT = "$SYS.REQ.USER.AUTH"
 CALLOUT_QUEUE = "kezchat.callout"
@@ -153,7 +156,7 @@ class CalloutResponder:
         self._account_json = json.dumps(account)
         self._issuer_json = json.dumps(issuer.public)
         #: owner key → the rendered C{nats} section of its user JWT
-        self._sections: OrderedDict[str, str] = OrderedDict()
+        self._sections: OrderedDict[tuple[str, str | None], str] = OrderedDict()
 
     async def respond(self, token: bytes) -> bytes:
         """
@@ -256,7 +259,8 @@ class CalloutResponder:
             )
         try:
             user_jwt = self._user_jwt(
-                pending.user_nkey, pending.primary, _record_name(record), pending.now
+                pending.user_nkey, pending.primary, _record_name(record), pending.now,
+                _device(pending.request),
             )
             return self._response(
                 pending.user_nkey, pending.server_id, f'"jwt":"{user_jwt}"', pending.now
@@ -296,12 +300,13 @@ class CalloutResponder:
             raise RefusedError("bad nonce signature") from e
         return format_primary(key)
 
-    def _section(self, primary: str) -> str:
+    def _section(self, primary: str, device: str | None = None) -> str:
         """
-        The C{nats} section of a user JWT for C{primary}, rendered once
-        per key (it depends on nothing else).
+        The C{nats} section of a user JWT for C{primary} connecting as
+        C{device}, rendered once per key and device (it depends on
+        nothing else).
         """
-        section = self._sections.get(primary)
+        section = self._sections.get((primary, device))
         if section is None:
             section = _json(
                 {
@@ -309,22 +314,26 @@ class CalloutResponder:
                     "subs": -1,
                     "data": -1,
                     "payload": -1,
-                    **user_permissions(primary.removeprefix("ed25519:")),
+                    **user_permissions(primary.removeprefix("ed25519:"), device),
                     "version": 2,
                 }
             )
-            self._sections[primary] = section
+            self._sections[(primary, device)] = section
             if len(self._sections) > 10_000:
                 self._sections.popitem(last=False)
         return section
 
-    def _user_jwt(self, user_nkey: str, primary: str, name: str | None, now: float) -> str:
+    def _user_jwt(
+        self, user_nkey: str, primary: str, name: str | None, now: float,
+        device: str | None = None,
+    ) -> str:
         # the same claims jwt.encode would make from a dict, rendered from
         # parts: user_nkey and the keys are base32/hex, safe in a string
         name_member = ',"name":' + _json(name) if name else ""
+        section = self._section(primary, device)
         unsigned = (
             f'{{"sub":"{user_nkey}","aud":{self._account_json},"exp":{int(now) + self.ttl},'
-            f'"nats":{self._section(primary)}{name_member},"iss":{self._issuer_json},'
+            f'"nats":{section}{name_member},"iss":{self._issuer_json},'
             f'"iat":{int(now)}}}'
         )
         return jwt.encode_serialised(unsigned.encode("utf-8"), self.issuer)
@@ -340,6 +349,15 @@ class CalloutResponder:
 
 def _json(value: Any) -> str:
     return json.dumps(value, separators=(",", ":"), ensure_ascii=False)
+
+
+def _device(request: dict[str, Any]) -> str | None:
+    """
+    The device the client names in its connection name (C{kez:<device>}),
+    whose own durable consumer it is granted; C{None} for any other name.
+    """
+    opts = request.get("connect_opts")
+    return device_of_connection(opts.get("name")) if isinstance(opts, dict) else None
 
 
 def _client_label(request: dict[str, Any]) -> str:

@@ -16,11 +16,20 @@ from kezchat.timeutil import format_rfc3339
 
 def item_json(message: StoredMessage) -> str:
     """
-    C{{"seq", "from", "from_primary", "envelope", "created_at"}} on one line.
+    C{{"seq", "from", "from_primary", "direction", "envelope",
+    "created_at"}} on one line; an C{out} item (the sender's copy) also
+    carries C{"to"} and C{"to_primary"}.
     """
+    if message.direction == "out":
+        direction = (
+            f'"direction":"out","to":{json.dumps(message.to)},'
+            f'"to_primary":{json.dumps(message.to_primary)},'
+        )
+    else:
+        direction = '"direction":"in",'
     return (
         f'{{"seq":{message.seq},"from":{json.dumps(message.sender)},'
-        f'"from_primary":{json.dumps(message.sender_primary)},'
+        f'"from_primary":{json.dumps(message.sender_primary)},{direction}'
         f'"envelope":{message.envelope},'
         f'"created_at":"{format_rfc3339(message.created_at)}"}}'
     )

@@ -243,6 +243,7 @@ class Relay:
                     created_at=self._clock(),
                     idempotency_key=key,
                     request_hash=request_hash,
+                    recipient_primary=recipient.primary,
                 )
             )
         except IdempotencyConflict:
@@ -254,9 +255,14 @@ class Relay:
         return accepted
 
     def _announce(self, accepted: Accepted, origin: Origin) -> None:
+        """
+        Publish what was stored: the recipient's copy, then the sender's
+        copy (to the sender's own streams and devices).
+        """
         if accepted.message is not None:
             self.metrics.messages_stored.inc()
-            self.broker.publish(accepted.message, origin=origin)
+        for message in accepted.stored():
+            self.broker.publish(message, origin=origin)
 
     async def accept_bridged(
         self, batch: Sequence[BridgedMessage]
@@ -333,6 +339,7 @@ class Relay:
             envelope=strictjson.one_line(item.payload.decode("utf-8").strip(" \t\r\n")),
             created_at=self._clock(),
             idempotency_key=item.idempotency_key,
+            recipient_primary=recipient.primary,
         )
 
     # -- the recipient's side ---------------------------------------------

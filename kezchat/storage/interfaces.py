@@ -94,6 +94,12 @@ class StoredMessage:
     sender_primary: str
     envelope: str
     created_at: float
+    #: C{"in"}: a message C{recipient} received; C{"out"}: the sender's
+    #: copy of a message C{recipient} (the sender) sent to C{to}
+    direction: str = "in"
+    #: an C{out} item's recipient and their key (C{None} on C{in} items)
+    to: str | None = None
+    to_primary: str | None = None
 
 
 @dataclass(frozen=True)
@@ -107,6 +113,28 @@ class NewMessage:
     #: identifies the request an idempotency key is used for (recipient and
     #: envelope); a second use of the key must carry the same
     request_hash: str | None = None
+    #: the recipient's key: when given, the sender's copy is stored too
+    #: (see L{MessageStore.add_message}); a message to oneself has one copy
+    recipient_primary: str | None = None
+
+    @property
+    def keeps_senders_copy(self) -> bool:
+        """
+        Whether storing this message also adds the sender's copy to the
+        sender's own inbox: asked for, and not a message to oneself (which
+        is in the sender's inbox already, once).
+        """
+        return self.recipient_primary is not None and self.recipient != self.sender
+
+    def senders_copy(self, seq: int) -> StoredMessage:
+        """
+        The sender's copy of this message, numbered C{seq} in the sender's
+        own inbox.
+        """
+        return StoredMessage(
+            self.sender, seq, self.sender, self.sender_primary, self.envelope,
+            self.created_at, "out", self.recipient, self.recipient_primary,
+        )
 
 
 @dataclass(frozen=True)
@@ -120,6 +148,14 @@ class Accepted:
     created_at: float
     duplicate: bool
     message: StoredMessage | None
+    #: the sender's copy stored with it (see L{NewMessage.keeps_senders_copy})
+    senders_copy: StoredMessage | None = None
+
+    def stored(self) -> list[StoredMessage]:
+        """
+        What was stored, the recipient's copy first: what is announced.
+        """
+        return [m for m in (self.message, self.senders_copy) if m is not None]
 
 
 @dataclass(frozen=True)
@@ -160,7 +196,12 @@ class MessageStore(Protocol):
         commit, so what it reports survives a crash.
 
         Seqs are per recipient, start at 1 and are consecutive in commit
-        order, whatever number of processes share the store. A key the
+        order, whatever number of processes share the store.
+
+        When C{message.keeps_senders_copy}, the sender's copy
+        (L{NewMessage.senders_copy}: direction C{out}, numbered in the
+        sender's own inbox) is stored in the same transaction: both copies
+        or neither, never one alone. A duplicate stores neither again. A key the
         same sender used before answers the first message's seq with
         C{duplicate} set and stores nothing; it fails with
         L{IdempotencyConflict} when both carry a C{request_hash} and the

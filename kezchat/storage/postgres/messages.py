@@ -27,8 +27,8 @@ from kezchat.storage.postgres import retention
 from kezchat.storage.postgres.database import PostgresDatabase
 
 _ADD = (
-    "SELECT ord, seq, created_at, duplicate, request_hash"
-    " FROM kez_add_messages($1, $2, $3, $4, $5, $6, $7, $8)"
+    "SELECT ord, seq, created_at, duplicate, request_hash, copy_seq"
+    " FROM kez_add_messages($1, $2, $3, $4, $5, $6, $7, $8, $9)"
 )
 
 
@@ -49,6 +49,8 @@ async def _add(conn: Any, messages: list[NewMessage]) -> list[Accepted | Idempot
         [m.created_at for m in messages],
         [m.idempotency_key for m in messages],
         [m.request_hash for m in messages],
+        # the sender's copy is stored for these (schema/006_senders_copy.sql)
+        [m.recipient_primary if m.keeps_senders_copy else None for m in messages],
     )
     outcomes: list[Accepted | IdempotencyConflict] = []
     for new, row in zip(messages, rows, strict=True):
@@ -57,7 +59,9 @@ async def _add(conn: Any, messages: list[NewMessage]) -> list[Accepted | Idempot
             stored = StoredMessage(
                 new.recipient, seq, new.sender, new.sender_primary, new.envelope, new.created_at
             )
-            outcomes.append(Accepted(seq, new.created_at, False, stored))
+            copy_seq = row["copy_seq"]
+            copy = new.senders_copy(copy_seq) if copy_seq is not None else None
+            outcomes.append(Accepted(seq, new.created_at, False, stored, copy))
             continue
         first = row["request_hash"]
         if first is not None and new.request_hash is not None and first != new.request_hash:
@@ -83,10 +87,10 @@ async def _add_all(conn: Any, messages: list[NewMessage]) -> list[Accepted]:
 # budget is returned without its envelope, to say that more follow). The
 # first row always comes, however large, so paging always moves on.
 _PAGE = """
-SELECT seq, sender, sender_primary, created_at, fits,
+SELECT seq, sender, sender_primary, created_at, direction, to_fqhn, to_primary, fits,
        CASE WHEN fits THEN envelope END AS envelope
 FROM (
-    SELECT seq, sender, sender_primary, created_at, envelope,
+    SELECT seq, sender, sender_primary, created_at, direction, to_fqhn, to_primary, envelope,
            (ROW_NUMBER() OVER w = 1 OR SUM(size) OVER w <= $4) AS fits
     FROM messages
     WHERE recipient = $1 AND seq > $2
@@ -111,7 +115,7 @@ async def read_page(
             return messages, True
         messages.append(StoredMessage(
             recipient, row["seq"], row["sender"], row["sender_primary"], row["envelope"],
-            row["created_at"],
+            row["created_at"], row["direction"], row["to_fqhn"], row["to_primary"],
         ))
     return messages, False
 

@@ -23,8 +23,29 @@ from kezchat.storage.sqlite.database import SQLiteDatabase
 def _stored(row: sqlite3.Row) -> StoredMessage:
     return StoredMessage(
         row["recipient"], row["seq"], row["sender"], row["sender_primary"],
-        row["envelope"], row["created_at"],
+        row["envelope"], row["created_at"], row["direction"], row["to_fqhn"],
+        row["to_primary"],
     )
+
+
+def _put(conn: sqlite3.Connection, message: StoredMessage) -> None:
+    conn.execute(
+        "INSERT INTO messages (recipient, seq, sender, sender_primary, envelope, size,"
+        " created_at, direction, to_fqhn, to_primary) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+        (message.recipient, message.seq, message.sender, message.sender_primary,
+         message.envelope, len(message.envelope.encode("utf-8", "surrogatepass")),
+         message.created_at, message.direction, message.to, message.to_primary),
+    )
+
+
+def _next_seq(conn: sqlite3.Connection, owner: str) -> int:
+    (seq,) = conn.execute(
+        "INSERT INTO inbox_counters (recipient, last_seq) VALUES (?, 1)"
+        " ON CONFLICT (recipient) DO UPDATE SET last_seq = last_seq + 1"
+        " RETURNING last_seq",
+        (owner,),
+    ).fetchone()
+    return int(seq)
 
 
 def _insert(conn: sqlite3.Connection, new: NewMessage) -> Accepted:
@@ -38,19 +59,15 @@ def _insert(conn: sqlite3.Connection, new: NewMessage) -> Accepted:
             if first is not None and new.request_hash is not None and first != new.request_hash:
                 raise IdempotencyConflict(new.idempotency_key)
             return Accepted(row["seq"], row["created_at"], True, None)
-    (seq,) = conn.execute(
-        "INSERT INTO inbox_counters (recipient, last_seq) VALUES (?, 1)"
-        " ON CONFLICT (recipient) DO UPDATE SET last_seq = last_seq + 1"
-        " RETURNING last_seq",
-        (new.recipient,),
-    ).fetchone()
-    conn.execute(
-        "INSERT INTO messages"
-        " (recipient, seq, sender, sender_primary, envelope, size, created_at)"
-        " VALUES (?, ?, ?, ?, ?, ?, ?)",
-        (new.recipient, seq, new.sender, new.sender_primary, new.envelope,
-         len(new.envelope.encode("utf-8", "surrogatepass")), new.created_at),
+    seq = _next_seq(conn, new.recipient)
+    stored = StoredMessage(
+        new.recipient, seq, new.sender, new.sender_primary, new.envelope, new.created_at
     )
+    _put(conn, stored)
+    # the sender's copy in the same savepoint: both or neither
+    copy = new.senders_copy(_next_seq(conn, new.sender)) if new.keeps_senders_copy else None
+    if copy is not None:
+        _put(conn, copy)
     if new.idempotency_key is not None:
         conn.execute(
             "INSERT INTO idempotency (sender, key, recipient, seq, created_at, request_hash)"
@@ -58,10 +75,7 @@ def _insert(conn: sqlite3.Connection, new: NewMessage) -> Accepted:
             (new.sender, new.idempotency_key, new.recipient, seq, new.created_at,
              new.request_hash),
         )
-    stored = StoredMessage(
-        new.recipient, seq, new.sender, new.sender_primary, new.envelope, new.created_at
-    )
-    return Accepted(seq, new.created_at, False, stored)
+    return Accepted(seq, new.created_at, False, stored, copy)
 
 
 class SQLiteMessageStore:

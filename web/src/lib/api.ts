@@ -24,6 +24,11 @@ export interface InboxItem {
   from_primary: string;
   envelope: unknown;
   created_at: string;
+  /** `out`: the server's copy of a message this account sent (from any device) */
+  direction?: 'in' | 'out';
+  /** an `out` item's recipient, and their key */
+  to?: string;
+  to_primary?: string;
 }
 
 export class ApiError extends Error {

@@ -12,7 +12,7 @@ import type { FileInbox, Outcome } from './fileinbox';
 import { humanSize, visibleName } from './files';
 import { change, merge, type Change, type History } from './history';
 import { keys, type Put, type Storage } from './storage';
-import { judge, type Verdict } from './trust';
+import { judge, judgeOwn, type Verdict } from './trust';
 import { quote } from './visible';
 import { REFUSED, type Conversation, type Msg } from './types';
 
@@ -61,11 +61,14 @@ export class Inbox {
     const seq = item?.seq;
     if (typeof seq !== 'number' || !Number.isInteger(seq) || seq <= this.cursor) return;
     try {
-      let verdict = judge(this.me, item, this.contacts, (sig) => this.seen.has(sig), this.now());
+      const rule = item.direction === 'out' ? judgeOwn : judge;
+      let verdict = rule(this.me, item, this.contacts, (sig) => this.seen.has(sig), this.now());
       if (verdict.ok && verdict.pinNew && !(await this.confirmed(verdict.handle, verdict.sender))) {
         verdict = {
           ok: false,
-          reason: `A first message labelled ${verdict.handle} is signed by a key the registry does not give ${verdict.handle}. It is not shown, and nothing is pinned.`,
+          reason: verdict.out
+            ? `A message shown as sent by you to ${verdict.handle} is addressed to a key the registry does not give ${verdict.handle}. It is not shown, and nothing is pinned.`
+            : `A first message labelled ${verdict.handle} is signed by a key the registry does not give ${verdict.handle}. It is not shown, and nothing is pinned.`,
           peer: null,
           sig: verdict.sig,
           at: verdict.at,
@@ -109,6 +112,7 @@ export class Inbox {
       opened = merge(change([pin], () => this.contacts.apply(v.handle, v.sender)), this.history.put(base));
     }
     const add = (msg: Msg) => this.history.add(v.sender, msg, {}, base);
+    if (v.out) return merge(opened, this.sentCopy(seq, v, add));
     const p = v.plain;
     let result: Outcome | Change;
     switch (p.type) {
@@ -153,5 +157,25 @@ export class Inbox {
         result = add({ id, dir: 'in', kind: 'warning', text: `${v.handle} sent a kind of message this app does not know (${quote(p.type, 40)}).`, ts: v.at, seq });
     }
     return merge(opened, 'change' in result ? result.change : result);
+  }
+
+  /**
+   * The server's copy of a message this account sent: nothing to do when
+   * this browser sent it (its local copy has the same signature); else
+   * shown as our own sent message in the conversation with its
+   * recipient. File pieces and receipts show nothing.
+   */
+  private sentCopy(seq: number, v: Extract<Verdict, { ok: true }>, add: (msg: Msg) => Change): Change {
+    if ((this.history.model.msgs[v.sender] ?? []).some((m) => m.dir === 'out' && m.sigs?.includes(v.sig))) return change();
+    const id = `out:${seq}`;
+    const p = v.plain;
+    if (p.type === 'text' && typeof p.text === 'string') {
+      return add({ id, dir: 'out', kind: 'text', text: p.text, ts: v.at, status: 'sent', sigs: [v.sig] });
+    }
+    if ((p.type === 'file' || p.type === 'file_share') && typeof p.name === 'string') {
+      const text = `You sent ${visibleName(p.name)} (${humanSize(Number(p.size) || 0)}) from another device.`;
+      return add({ id, dir: 'out', kind: 'note', text, ts: v.at, status: 'sent', sigs: [v.sig] });
+    }
+    return change();
   }
 }

@@ -125,6 +125,10 @@ export class Outbox {
       if (!envelopes) {
         envelopes = await this.envelopes(peer, msg);
         this.sealed.set(id, envelopes);
+        // stored before sending: the server's copy of it, which may come
+        // back on the stream before the answer, is recognised as this one
+        const sigs = [...(this.history.find(peer, id)?.sigs ?? []), envelopes[0].sig];
+        await this.history.commit(this.history.update(peer, id, { sigs }));
       }
       // parts already sent are answered 200 from their idempotency key
       const start = msg.file ? Math.min(msg.file.received, envelopes.length) : 0;

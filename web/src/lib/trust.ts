@@ -9,7 +9,7 @@
  * The handle a message is shown under comes from the pin, never from the
  * item. Pure: the caller stores what the verdict says.
  */
-import { EnvelopeError, checkShape, openBytes } from './crypto/envelope';
+import { EnvelopeError, checkShape, openBytes, openOwnBytes } from './crypto/envelope';
 import { LOCAL_RE } from './crypto/handles';
 import type { KeyPair } from './crypto/keys';
 import { StrictJsonError, strictParse } from './crypto/strictjson';
@@ -37,6 +37,8 @@ export type Verdict =
       /** where it sorts: the envelope's time, never later than the server's or now */
       at: string;
       sig: string;
+      /** the server's copy of a message this account sent: `sender` is then its recipient */
+      out?: boolean;
     }
   | {
       ok: false;
@@ -59,6 +61,9 @@ export interface ItemLike {
   from_primary?: unknown;
   envelope?: unknown;
   created_at?: unknown;
+  direction?: unknown;
+  to?: unknown;
+  to_primary?: unknown;
 }
 
 /** Not UTF-8 is refused, as the Python client does, rather than repaired. */
@@ -144,4 +149,68 @@ export function judge(me: KeyPair, item: ItemLike, contacts: Contacts, seen: (si
     return refuse(`A message from ${pin.handle} was refused: its content is not a JSON object.`, { peer: pin.kind === 'pinned' ? sender : null });
   }
   return { ok: true, sender, handle: pin.handle, pinNew: pin.kind === 'new', plain: plain as Record<string, unknown>, at, sig };
+}
+
+/** The plaintext of verified bytes, or why it is refused. */
+function plaintextOf(bytes: Uint8Array): Record<string, unknown> | string {
+  let plain: unknown;
+  try {
+    plain = strictParse(utf8Strict.decode(bytes));
+  } catch (e) {
+    return e instanceof StrictJsonError ? `its content is ambiguous (${e.message})` : 'its content is not JSON';
+  }
+  if (typeof plain !== 'object' || plain === null || Array.isArray(plain)) return 'its content is not a JSON object';
+  return plain as Record<string, unknown>;
+}
+
+/**
+ * The trust rule for the server's copy of a message this account sent
+ * (`direction: "out"`), from this device or another: the envelope must be
+ * sealed and signed by our own key (opened as its sender), the server's
+ * `from_primary` must be us and its `to_primary` the key the envelope is
+ * addressed to, its `to` a handle, and the pins must agree both ways. The
+ * conversation is the recipient's key, shown under its pinned handle.
+ */
+export function judgeOwn(me: KeyPair, item: ItemLike, contacts: Contacts, seen: (sig: string) => boolean, now = Date.now()): Verdict {
+  const claimed = item.to;
+  let envelope;
+  try {
+    envelope = checkShape(item.envelope);
+  } catch (e) {
+    const at = sortTime(undefined, item.created_at, now);
+    return { ok: false, reason: `A message shown as sent by you to ${quoted(claimed)} is not a valid envelope (${(e as Error).message}). It is not shown.`, peer: null, at };
+  }
+  const at = sortTime(envelope.ts, item.created_at, now);
+  let bytes: Uint8Array;
+  try {
+    bytes = openOwnBytes(me, envelope);
+  } catch (e) {
+    const why = e instanceof EnvelopeError ? e.message : 'it cannot be opened';
+    return { ok: false, reason: `A message shown as sent by you to ${quoted(claimed)} could not be verified: ${why}. It is not shown.`, peer: null, at };
+  }
+  const peer = envelope.to;
+  const sig = envelope.sig;
+  const pinnedAs = contacts.handleOf(peer);
+  const refuse = (reason: string, to: string | null = pinnedAs === undefined ? null : peer): Verdict => ({ ok: false, reason, peer: to, sig, at });
+  const who = pinnedAs ?? `the key ${short(peer)}`;
+  if (seen(sig)) return refuse(`Your message to ${who} arrived again (a replay of one already received). It is shown only once.`);
+  if (item.from_primary !== me.primary) {
+    return refuse(`The server said your message to ${who} came from the key ${quoted(item.from_primary)}. It is not shown.`);
+  }
+  if (!isFqhn(claimed)) return refuse(`The server labelled your message to ${who} as sent to ${quoted(claimed)}, which is not a handle. It is not shown.`);
+  if (item.to_primary !== peer) {
+    return refuse(`The server said your message labelled as sent to ${quoted(claimed)} went to the key ${quoted(item.to_primary)}, but it is addressed to ${who}. It is not shown.`);
+  }
+  const pin = contacts.check(claimed, peer);
+  if (pin.kind === 'relabelled') {
+    return refuse(`The server labelled your message to ${pin.handle} as sent to ${quoted(pin.claimed)}. It is not shown as a normal message.`);
+  }
+  if (pin.kind === 'key_changed') {
+    return refuse(`Your message labelled as sent to ${pin.handle} is addressed to a key that is not the one pinned for ${pin.handle}. It is not shown.`, pin.pinned);
+  }
+  const plain = plaintextOf(bytes);
+  if (typeof plain === 'string') {
+    return refuse(`Your message to ${pin.handle} was refused: ${plain}.`, pin.kind === 'pinned' ? peer : null);
+  }
+  return { ok: true, sender: peer, handle: pin.handle, pinNew: pin.kind === 'new', plain, at, sig, out: true };
 }

@@ -43,6 +43,8 @@ export interface Msg {
   share?: { name: string; size: number; blake3: string; from: string };
   /** a failed send the server never refused: sent again when the link is back */
   transient?: boolean;
+  /** an outgoing message's envelope signatures (its first part, each time it was sealed): the server's copy of it is recognised by them */
+  sigs?: string[];
 }
 
 export interface Conversation {

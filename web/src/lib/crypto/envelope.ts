@@ -128,6 +128,30 @@ export function openBytes(me: KeyPair, value: unknown, expectedSender?: string):
   }
 }
 
+/**
+ * Verify and decrypt an envelope `me` sealed for someone else: the
+ * sender's copy the server keeps, read back (on this or another device).
+ * It must be from `me` and carry `me`'s valid signature, so a server
+ * cannot slip a message into the history as sent; the X25519 secret is
+ * symmetric, so `me`'s private key and the recipient's public key give
+ * the recipient's secret.
+ */
+export function openOwnBytes(me: KeyPair, value: unknown): Uint8Array {
+  const e = checkShape(value);
+  if (e.from !== me.primary) throw new EnvelopeError('not_for_us', 'it was not sent by your key');
+  const { sig, ...unsigned } = e;
+  if (!verifyJcs(e.from, unsigned, sig)) {
+    throw new EnvelopeError('bad_signature', 'the signature does not verify, so it may be forged');
+  }
+  const shared = x25519.getSharedSecret(me.x25519Private(), x25519PublicOf(e.to));
+  const [key, nonce] = keyAndNonce(shared, fromB64url(e.salt));
+  try {
+    return chacha20poly1305(key, nonce, aad(e.v, e.from, e.to, e.ts)).decrypt(fromB64url(e.ct));
+  } catch {
+    throw new EnvelopeError('decrypt_failed', 'the message cannot be decrypted');
+  }
+}
+
 export function open(me: KeyPair, value: unknown, expectedSender?: string): Record<string, unknown> {
   const bytes = openBytes(me, value, expectedSender);
   let plain: unknown;

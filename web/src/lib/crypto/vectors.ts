@@ -124,6 +124,8 @@ function plaintexts(): object[] {
     chunkedHeader('notes.txt', 'text/plain', data, fileId),
     fileChunk(fileId, data, 1),
     fileShare('big.iso', 67108864, 'ab'.repeat(32), 'ticket-text', 'sealed-key-text'),
+    // a delivered receipt (the server cannot tell it from any message)
+    { type: 'receipt', status: 'delivered', sigs: ['0f'.repeat(64), 'a1'.repeat(64)] },
   ];
 }
 
