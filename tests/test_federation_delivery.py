@@ -247,6 +247,28 @@ class DeliveryTests(TwoDomains):
         self.assertEqual(await post("b.example"), "bad_signature")
         self.assertEqual(await post("c.example"), 201)
 
+    async def test_senders_copy(self) -> None:
+        """
+        The sender's copy of a message to another server is in the
+        sender's own inbox at once (stored with the queue entry), as an
+        out item to the remote handle; the message itself reaches bob.
+        """
+        await self.stop("b.example")
+        code, answer = await send(
+            self.client, self.url("a.example"), self.alice, "alice@a.example", "bob@b.example",
+            {"from": self.alice.primary, "to": self.bob.primary, "n": 7},
+        )
+        self.assertEqual(code, 202, answer)
+        _, page = await inbox(self.client, self.url("a.example"), self.alice, "alice")
+        [copy] = page["messages"]
+        self.assertEqual(
+            (copy["direction"], copy["to"], copy["to_primary"], copy["envelope"]["n"]),
+            ("out", "bob@b.example", self.bob.primary, 7),
+        )
+        await self.start("b.example")
+        [got] = await self.received("b.example", self.bob, "bob", 1)
+        self.assertEqual((got["from"], got["envelope"]["n"]), ("alice@a.example", 7))
+
 
 on_postgresql(globals(), DeliveryTests)
 

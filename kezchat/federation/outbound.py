@@ -107,10 +107,19 @@ class Outbound(Service):
         self._leases: dict[str, float] = {}
 
     async def send(
-        self, sender: HandleRecord, to: Handle, envelope_text: str, key: str | None
+        self,
+        sender: HandleRecord,
+        to: Handle,
+        envelope_text: str,
+        key: str | None,
+        recipient_primary: str | None = None,
     ) -> Queued:
         """
         Queue a message for C{to} (a handle of another server).
+
+        @param recipient_primary: the recipient's key (the envelope's
+            C{to}): with it the sender's copy is stored in the same
+            transaction.
 
         @raise KezError: the federation policy's refusal, or
             C{idempotency_conflict}.
@@ -126,6 +135,7 @@ class Outbound(Service):
                     destination=to.server, sender=sender.fqhn, recipient=to.fqhn,
                     envelope=envelope_text, created_at=self._clock(),
                     idempotency_key=key, request_hash=request_hash,
+                    sender_primary=sender.primary, recipient_primary=recipient_primary,
                 ),
                 self._queue_limit,
             )

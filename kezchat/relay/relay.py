@@ -20,6 +20,7 @@ from twisted.logger import Logger
 from kezchat import strictjson
 from kezchat.errors import KezError
 from kezchat.identity.handles import Handle
+from kezchat.identity.keys import InvalidKey, parse_primary
 from kezchat.metrics import Metrics
 from kezchat.registry import Registry
 from kezchat.relay.auth import Authenticator, AuthValue
@@ -52,6 +53,14 @@ if TYPE_CHECKING:
     from kezchat.federation.outbound import Outbound
 
 log = Logger()
+
+
+def _is_primary(value: object) -> bool:
+    try:
+        parse_primary(value)
+    except InvalidKey:
+        return False
+    return True
 
 
 def parse_cursor(value: Any, name: str) -> int:
@@ -190,7 +199,15 @@ class Relay:
             await self.send_limiter.check(sender.fqhn)
             if self.outbound is None:
                 raise KezError("federation_disabled", "this server does not talk to other servers")
-            return await self.outbound.send(sender, remote, envelope_text, key)
+            peer = envelope.get("to")
+            queued = await self.outbound.send(
+                sender, remote, envelope_text, key,
+                recipient_primary=peer if _is_primary(peer) else None,
+            )
+            if queued.copy is not None:
+                self.metrics.messages_stored.inc()
+                self.broker.publish(queued.copy, origin=Origin.HTTP)
+            return queued
         accepted = await self._store(sender, to, envelope_text, key)
         if accepted.duplicate and key is not None and is_implicit(key):
             self.metrics.replays_refused.inc()

@@ -10,6 +10,8 @@ from typing import Protocol
 
 from twisted.internet.defer import Deferred
 
+from kezchat.storage.interfaces import StoredMessage
+
 
 @dataclass(frozen=True)
 class OutboundMessage:
@@ -25,6 +27,18 @@ class OutboundMessage:
     idempotency_key: str | None = None
     request_hash: str | None = None
     id: int | None = None
+    #: when given, the sender's copy (an C{out} item to C{recipient}, whose
+    #: key this is) is added to the sender's inbox in the same transaction
+    sender_primary: str | None = None
+    recipient_primary: str | None = None
+
+    def senders_copy(self, seq: int) -> StoredMessage | None:
+        if self.sender_primary is None or self.recipient_primary is None:
+            return None
+        return StoredMessage(
+            self.sender, seq, self.sender, self.sender_primary, self.envelope,
+            self.created_at, "out", self.recipient, self.recipient_primary,
+        )
 
 
 @dataclass(frozen=True)
@@ -40,6 +54,8 @@ class Queued:
     id: int
     created_at: float
     duplicate: bool
+    #: the sender's copy stored with it (to announce), if any
+    copy: StoredMessage | None = None
 
 
 class QueueFull(Exception):

@@ -4,6 +4,7 @@ The federation outbox on PostgreSQL (L{kezchat.storage.outbox.OutboxStore}).
 
 from __future__ import annotations
 
+from dataclasses import replace
 from typing import Any
 
 from twisted.internet.defer import Deferred
@@ -42,7 +43,24 @@ class PostgresOutboxStore:
                 message.created_at, message.idempotency_key, message.request_hash,
             )
             if row is not None:
-                return Queued(int(row[0]), message.created_at, False)
+                copy = message.senders_copy(0)
+                if copy is not None:
+                    seq = await conn.fetchval(
+                        "INSERT INTO inbox_counters AS c (recipient, last_seq) VALUES ($1, 1)"
+                        " ON CONFLICT (recipient) DO UPDATE SET last_seq = c.last_seq + 1"
+                        " RETURNING last_seq",
+                        message.sender,
+                    )
+                    copy = replace(copy, seq=int(seq))
+                    await conn.execute(
+                        "INSERT INTO messages (recipient, seq, sender, sender_primary, envelope,"
+                        " size, created_at, direction, to_fqhn, to_primary)"
+                        " VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)",
+                        copy.recipient, copy.seq, copy.sender, copy.sender_primary,
+                        copy.envelope, len(copy.envelope.encode("utf-8")), copy.created_at,
+                        copy.direction, copy.to, copy.to_primary,
+                    )
+                return Queued(int(row[0]), message.created_at, False, copy)
             first = await conn.fetchrow(
                 "SELECT id, created_at, request_hash FROM federation_outbox"
                 " WHERE sender = $1 AND idempotency_key = $2",

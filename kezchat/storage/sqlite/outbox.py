@@ -5,12 +5,14 @@ The federation outbox on SQLite (L{kezchat.storage.outbox.OutboxStore}).
 from __future__ import annotations
 
 import sqlite3
+from dataclasses import replace
 
 from twisted.internet.defer import Deferred
 
 from kezchat.storage.interfaces import IdempotencyConflict
 from kezchat.storage.outbox import OutboundMessage, Queued, QueueFull
 from kezchat.storage.sqlite.database import SQLiteDatabase
+from kezchat.storage.sqlite.messages import _next_seq, _put
 
 COLUMNS = (
     "id, destination, sender, recipient, envelope, created_at, idempotency_key, request_hash"
@@ -52,7 +54,11 @@ class SQLiteOutboxStore:
                 (message.destination, message.sender, message.recipient, message.envelope,
                  message.created_at, message.idempotency_key, message.request_hash),
             )
-            return Queued(int(cursor.lastrowid or 0), message.created_at, False)
+            copy = message.senders_copy(0)
+            if copy is not None:
+                copy = replace(copy, seq=_next_seq(conn, message.sender))
+                _put(conn, copy)
+            return Queued(int(cursor.lastrowid or 0), message.created_at, False, copy)
 
         return self._db.write(insert, size=len(message.envelope))
 
