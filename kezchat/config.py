@@ -60,11 +60,27 @@ class ChatConfig:
     nats_stream_max_bytes: int = 1024**3
     #: also accept X-KEZ-Auth signatures that do not name this server
     legacy_auth: bool = True
+    #: C{DOMAIN=URL} overrides of the base URL C{https://DOMAIN} of other servers
+    resolve: tuple[str, ...] = ()
+    #: talk to other servers at all (remote lookups, server-to-server requests)
+    federation: bool = True
+    #: when non-empty, the only other domains this server talks to
+    federation_allow: tuple[str, ...] = ()
+    #: other domains this server never talks to
+    federation_deny: tuple[str, ...] = ()
+    #: messages each other server may deliver here per minute; 0 = off
+    federation_limit: int = 6000
+    #: messages queued for one other server at most; 0 = no cap
+    federation_queue_limit: int = 10000
 
     def __post_init__(self) -> None:
         # the invariants the flags are checked against, for embedders too
-        problem = retention_days_problem(self.retention_days) or retention_bytes_problem(
-            self.retention_bytes
+        from kezchat.federation.resolve import resolve_problem
+
+        problem = (
+            retention_days_problem(self.retention_days)
+            or retention_bytes_problem(self.retention_bytes)
+            or resolve_problem(self.resolve)
         )
         if problem is not None:
             raise ValueError(problem)
@@ -204,6 +220,24 @@ class ChatOptions(TableOptions):
             "also accept request signatures that do not name this server: on or off "
             "(see the kezchat_legacy_auth_requests metric)",
         ),
+        (
+            "federation",
+            "KEZ_CHAT_FEDERATION",
+            "on",
+            "talk to other servers (remote handles, server-to-server requests): on or off",
+        ),
+        (
+            "federation-limit",
+            "KEZ_CHAT_FEDERATION_LIMIT",
+            "6000",
+            "messages each other server may deliver here per minute; 0 = off",
+        ),
+        (
+            "federation-queue-limit",
+            "KEZ_CHAT_FEDERATION_QUEUE_LIMIT",
+            "10000",
+            "messages queued for one other server at most (more get 429); 0 = no cap",
+        ),
     ]
 
     #: repeatable options: (flag, environment variable, default, help)
@@ -220,6 +254,25 @@ class ChatOptions(TableOptions):
             "KEZ_CHAT_TRUSTED_PROXIES",
             [],
             "address or network whose X-Forwarded-For is believed, repeatable",
+        ),
+        (
+            "resolve",
+            "KEZ_CHAT_RESOLVE",
+            [],
+            "DOMAIN=URL: reach server DOMAIN at URL instead of https://DOMAIN, repeatable "
+            "(plain http:// only this way)",
+        ),
+        (
+            "federation-allow",
+            "KEZ_CHAT_FEDERATION_ALLOW",
+            [],
+            "a domain this server talks to, repeatable; when given, no other is",
+        ),
+        (
+            "federation-deny",
+            "KEZ_CHAT_FEDERATION_DENY",
+            [],
+            "a domain this server never talks to, repeatable",
         ),
     ]
 
@@ -244,6 +297,21 @@ class ChatOptions(TableOptions):
 
     opt_trusted_proxy.__doc__ = repeatable[1][3] + " ($KEZ_CHAT_TRUSTED_PROXIES)"
 
+    def opt_resolve(self, value: str) -> None:
+        self["resolve"].append(value)
+
+    opt_resolve.__doc__ = repeatable[2][3] + " ($KEZ_CHAT_RESOLVE)"
+
+    def opt_federation_allow(self, value: str) -> None:
+        self["federation-allow"].append(value)
+
+    opt_federation_allow.__doc__ = repeatable[3][3] + " ($KEZ_CHAT_FEDERATION_ALLOW)"
+
+    def opt_federation_deny(self, value: str) -> None:
+        self["federation-deny"].append(value)
+
+    opt_federation_deny.__doc__ = repeatable[4][3] + " ($KEZ_CHAT_FEDERATION_DENY)"
+
     def postOptions(self) -> None:
         settings = self.settings()
 
@@ -259,6 +327,17 @@ class ChatOptions(TableOptions):
             raise usage.UsageError("--log-format is text or json")
         access_log = parse_switch("access-log", settings["access-log"])
         legacy_auth = parse_switch("legacy-auth", settings["legacy-auth"])
+        federation = parse_switch("federation", settings["federation"])
+        from kezchat.federation.resolve import domain_list, resolve_problem
+
+        problem = resolve_problem(tuple(self["resolve"]))
+        if problem is not None:
+            raise usage.UsageError(problem)
+        try:
+            allow = domain_list("federation-allow", self["federation-allow"])
+            deny = domain_list("federation-deny", self["federation-deny"])
+        except ValueError as e:
+            raise usage.UsageError(str(e)) from None
         check_db_setting(settings["db"] or "")
         allow_env = self.environ.get("KEZ_CHAT_ALLOW_SERVER_CHANGE", "").lower()
         if allow_env not in ("", "0", "no", "false", "1", "yes", "true"):
@@ -301,6 +380,14 @@ class ChatOptions(TableOptions):
             )
             or -1,
             legacy_auth=legacy_auth,
+            resolve=tuple(self["resolve"]),
+            federation=federation,
+            federation_allow=allow,
+            federation_deny=deny,
+            federation_limit=_positive_int("federation-limit", settings["federation-limit"]),
+            federation_queue_limit=_positive_int(
+                "federation-queue-limit", settings["federation-queue-limit"]
+            ),
             allow_server_change=bool(self["allow-server-change"])
             or allow_env in ("1", "yes", "true"),
         )

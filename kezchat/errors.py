@@ -15,6 +15,9 @@ STATUS_BY_CODE: dict[str, int] = {
     "invalid_handle": 400,
     "reserved_handle": 400,
     "wrong_server": 400,
+    # federation: off on this server, or the other domain not allowed
+    "federation_disabled": 400,
+    "federation_refused": 403,
     "stale_timestamp": 401,
     "bad_signature": 401,
     "unauthorized": 401,
@@ -37,6 +40,8 @@ STATUS_BY_CODE: dict[str, int] = {
     "idempotency_conflict": 409,
     "payload_too_large": 413,
     "rate_limited": 429,
+    # another server did not answer, or answered what does not verify
+    "remote_failed": 502,
     "unavailable": 503,
 }
 

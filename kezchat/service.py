@@ -20,7 +20,14 @@ from twisted.logger import Logger
 from twisted.python.failure import Failure
 
 from kezchat.config import REGISTER_LIMIT_WINDOW, SEND_LIMIT_WINDOW, ChatConfig
-from kezchat.http import keylog, manifests, messages
+from kezchat.federation.identity import ServerIdentity
+from kezchat.federation.inbound import Inbound
+from kezchat.federation.metrics import FederationMetrics
+from kezchat.federation.outbound import Outbound
+from kezchat.federation.remote import RemoteServers
+from kezchat.federation.resolve import Resolver
+from kezchat.federation.s2s import ServerVerifier
+from kezchat.http import federation, keylog, manifests, messages
 from kezchat.http.app import ChatResource, KezChatHTTP
 from kezchat.http.clientip import ClientAddress
 from kezchat.keylog.log import KeyLog
@@ -64,6 +71,12 @@ class ChatParts:
     http: KezChatHTTP
     #: the NATS link, when configured
     nats: NatsService | None = None
+    #: this server's own key (federation)
+    identity: ServerIdentity | None = None
+    #: the client for other servers (federation)
+    remote: RemoteServers | None = None
+    #: the queue of messages to other servers and its delivery workers
+    outbound: Outbound | None = None
 
 
 class ChatService(ServerService):
@@ -125,7 +138,23 @@ def build_parts(config: ChatConfig, reactor: IServerReactor) -> ChatParts:
         legacy=config.legacy_auth,
         on_legacy=lambda method: metrics.legacy_auth.labels(method).inc(),
     )
+    identity = ServerIdentity(config.server, storage.keylog.server_seed)
+    remote = RemoteServers(
+        Resolver.from_settings(
+            config.server, config.resolve, enabled=config.federation,
+            allow=config.federation_allow, deny=config.federation_deny,
+        ),
+        reactor, clock,
+    )
+    federation_metrics = FederationMetrics(metrics.registry)
+    outbound = Outbound(
+        storage.outbox, remote, identity, reactor, clock,
+        retention_seconds=config.retention_days * 86400,
+        metrics=federation_metrics,
+        queue_limit=config.federation_queue_limit,
+    )
     relay = Relay(
+        outbound=outbound,
         registry=registry,
         store=store,
         broker=broker,
@@ -149,8 +178,14 @@ def build_parts(config: ChatConfig, reactor: IServerReactor) -> ChatParts:
     web = None
     if os.path.isdir(web_dir):
         web = WebApp(web_dir, connect_sources=[config.sig_base_url] if config.sig_base_url else [])
+    inbound = Inbound(
+        registry, relay, remote, ServerVerifier(config.server, remote.server_key, clock), clock,
+        federation_metrics,
+        limiter(storage, "federation", config.federation_limit, SEND_LIMIT_WINDOW, clock),
+    )
     http = KezChatHTTP(
         web=web,
+        remote_lookup=remote.lookup,
         registry=registry,
         metrics=metrics,
         clock=clock,
@@ -164,11 +199,13 @@ def build_parts(config: ChatConfig, reactor: IServerReactor) -> ChatParts:
             lambda routes: messages.install(routes, relay, hub, client_address),
             lambda routes: manifests.install(routes, mirror, metrics),
             lambda routes: keylog.install(routes, KeyLog(storage.keylog, registry, clock)),
+            lambda routes: federation.install(routes, identity, inbound),
         ],
     )
     return ChatParts(
         config=config, db=db, registry=registry, relay=relay, broker=broker, hub=hub,
-        mirror=mirror, metrics=metrics, http=http, nats=nats,
+        mirror=mirror, metrics=metrics, http=http, nats=nats, identity=identity, remote=remote,
+        outbound=outbound,
     )
 
 
@@ -203,6 +240,9 @@ def makeService(
     warn_without_nats(config)
     service = ChatService(parts, reactor, on_fatal)
     parts.db.setServiceParent(service)
+    if parts.outbound is not None:
+        # starts after the database (resumes its queue), stops before it
+        parts.outbound.setServiceParent(service)
     if parts.nats is not None:
         # starts after the database, stops (drains) after the listeners
         parts.nats.setServiceParent(service)

@@ -17,8 +17,9 @@ from twisted.internet import reactor
 from twisted.internet.defer import Deferred
 from twisted.internet.error import ProcessDone, ProcessTerminated
 from twisted.internet.protocol import ProcessProtocol
-from twisted.trial.unittest import SkipTest, TestCase
+from twisted.trial.unittest import TestCase
 
+from tests.requirements import missing
 from tests.support import deferred_sleep, http_client, json_of
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -42,7 +43,7 @@ def need(tool: str, package: str) -> str:
     """
     path = shutil.which(tool)
     if path is None:
-        raise SkipTest(f"{tool} not found (Debian package {package})")
+        raise missing(f"{tool} not found (Debian package {package})")
     return path
 
 

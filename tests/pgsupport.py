@@ -7,7 +7,10 @@ Debian's C{postgresql} package provides the binaries
 (C{scripts/run-tests} installs it). PostgreSQL refuses to run as root, so
 as root the cluster belongs to the C{postgres} user (C{runuser}). The
 cluster runs with C{fsync=off}: tests check behaviour across processes,
-not the disk, and two shared cores are short of time.
+not the disk, and two shared cores are short of time.  It listens on a
+Unix socket in its own temporary directory and on no TCP port at all, so
+no port is picked, released and raced for; L{PostgresCluster.url} names
+the socket directory (C{?host=/…/sockets}), which asyncpg and libpq read.
 """
 
 from __future__ import annotations
@@ -24,7 +27,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from twisted.trial.unittest import SkipTest
+from tests.requirements import missing
 
 BIN_DIRS = [Path("/usr/lib/postgresql") / v / "bin" for v in ("17", "16", "15")]
 USER = "kez"
@@ -49,7 +52,7 @@ def free_port() -> int:
 
 class PostgresCluster:
     """
-    One PostgreSQL server on loopback, in a temporary directory.
+    One PostgreSQL server on a Unix socket, in a temporary directory.
     """
 
     def __init__(self, bin_dir: Path, settings: dict[str, str] | None = None) -> None:
@@ -58,7 +61,8 @@ class PostgresCluster:
         self.data = self.directory / "data"
         self.sockets = self.directory / "sockets"
         self.log_path = self.directory / "postgres.log"
-        self.port = free_port()
+        # only names the socket file (.s.PGSQL.<port>) in a private directory
+        self.port = 5432
         self.settings = {"fsync": "off", "max_connections": "200", **(settings or {})}
         self._names = itertools.count()
         self.running = False
@@ -88,7 +92,7 @@ class PostgresCluster:
         self.restart()
 
     def _options(self) -> str:
-        options = f"-p {self.port} -k {self.sockets} -c listen_addresses=127.0.0.1"
+        options = f"-p {self.port} -k {self.sockets} -c listen_addresses=''"
         for name, value in self.settings.items():
             options += f" -c {name}={value}"
         return options
@@ -102,7 +106,7 @@ class PostgresCluster:
 
     def restart(self) -> None:
         """
-        Start it again on the same port, after L{crash}.
+        Start it again on the same socket, after L{crash}.
         """
         self._run(
             "pg_ctl", "-D", str(self.data), "-l", str(self.log_path), "-w",
@@ -120,10 +124,11 @@ class PostgresCluster:
         shutil.rmtree(self.directory, ignore_errors=True)
 
     def url(self, dbname: str = "postgres", **query: str) -> str:
-        url = f"postgresql://{USER}@127.0.0.1:{self.port}/{dbname}"
-        if query:
-            url += "?" + "&".join(f"{k}={v}" for k, v in query.items())
-        return url
+        """
+        The URL of C{dbname}: the socket directory as the C{host} parameter.
+        """
+        params = {"host": str(self.sockets), "port": str(self.port), **query}
+        return f"postgresql://{USER}@/{dbname}?" + "&".join(f"{k}={v}" for k, v in params.items())
 
     def new_name(self) -> str:
         return f"t{os.getpid()}_{next(self._names)}_{int(time.time() * 1000) % 100000}"
@@ -160,7 +165,7 @@ def cluster() -> PostgresCluster:
     The test run's cluster, started on first use.
 
     @raise SkipTest: without PostgreSQL binaries or Twisted's asyncio
-        reactor.
+        reactor (a failure instead under C{KEZ_TEST_NO_SKIP=1}).
     """
     global _cluster
     from twisted.internet import reactor
@@ -168,11 +173,11 @@ def cluster() -> PostgresCluster:
     from kezchat.natsbridge.aio import is_asyncio_reactor
 
     if not is_asyncio_reactor(reactor):
-        raise SkipTest("PostgreSQL tests need --reactor=asyncio (asyncpg is asyncio)")
+        raise missing("PostgreSQL tests need --reactor=asyncio (asyncpg is asyncio)")
     if _cluster is None:
         bin_dir = find_bin_dir()
         if bin_dir is None:
-            raise SkipTest("PostgreSQL is not installed (apt-get install postgresql)")
+            raise missing("PostgreSQL is not installed (apt-get install postgresql)")
         started = PostgresCluster(bin_dir)
         started.start()
         atexit.register(started.stop)
@@ -184,9 +189,12 @@ async def fresh_database(case: Any, **query: str) -> str:
     """
     The URL of a new, empty database for C{case} (dropped when it ends).
     """
+    from twisted.internet.threads import deferToThread
+
     from kezchat.natsbridge.aio import deferred_from_coroutine
 
-    pg = cluster()
+    # the first call runs initdb and pg_ctl: off the reactor thread
+    pg = _cluster if _cluster is not None else await deferToThread(cluster)
     name = await deferred_from_coroutine(pg.create_database())
     case.addCleanup(lambda: deferred_from_coroutine(pg.drop_database(name)))
     return pg.url(name, **query)

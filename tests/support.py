@@ -77,6 +77,9 @@ async def start_server(
             db=await fresh_database(case),
             register_limit=0,
             send_limit=0,
+            # a test server never reaches out of loopback for a handle of
+            # another domain (federation tests turn it on and --resolve)
+            federation=False,
         )
     config = replace(config, **overrides)
     service = makeService(config, reactor)

@@ -248,8 +248,8 @@ class NatsCliInteropTests(CliTestCase):
 
     timeout = 150
 
-    def setUp(self) -> None:
-        self.nats = start_nats_server(self)
+    async def setUp(self) -> None:
+        self.nats = await start_nats_server(self)
 
     async def test_native_nats_and_sse_clis_talk(self) -> None:
         await self.start_servers(

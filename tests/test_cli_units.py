@@ -15,7 +15,7 @@ from pathlib import Path
 from hypothesis import given, settings
 from hypothesis import strategies as st
 from twisted.internet.defer import Deferred
-from twisted.trial.unittest import SkipTest, SynchronousTestCase
+from twisted.trial.unittest import SynchronousTestCase
 
 from kezchat.cli.context import Context
 from kezchat.cli.errors import CliError
@@ -27,6 +27,7 @@ from kezchat.cli.pins import ContactBook, KeyChanged
 from kezchat.cli.received import NATS, SSE, ReceivedStore
 from kezchat.e2e import seal_envelope, text_message
 from kezchat.identity.keys import KeyPair
+from tests.requirements import missing
 
 
 def item(seq: int, sig: str | None = None) -> dict:
@@ -225,7 +226,7 @@ class ConsoleScriptTests(SynchronousTestCase):
         """
         script = Path(sys.executable).parent / "kez-chat"
         if not script.exists():
-            raise SkipTest("kez-chat is not installed in this environment (pip install .)")
+            raise missing("kez-chat is not installed in this environment (pip install .)")
         result = subprocess.run(
             [str(script), "--help"], capture_output=True, text=True, timeout=60, check=False
         )

@@ -24,9 +24,10 @@ import tempfile
 
 import yaml
 from twisted.internet.utils import getProcessOutputAndValue
-from twisted.trial.unittest import SkipTest, TestCase
+from twisted.trial.unittest import TestCase
 
 from tests.deploysupport import DEPLOY, ROOT, SERVER_ARGS, free_port, need, twistd
+from tests.requirements import missing
 
 COMPOSE = os.path.join(DEPLOY, "docker-compose.yml")
 ENV_EXAMPLE = os.path.join(DEPLOY, ".env.example")
@@ -409,7 +410,7 @@ class DockerfileTests(TestCase):
         sources = [s for s in self._context_copies() if s.startswith("web/")]
         self.assertIn("web/package-lock.json", sources)
         if not os.path.exists(os.path.join(ROOT, "web", "package.json")):
-            raise SkipTest(
+            raise missing(
                 f"web/ is not in this checkout yet; the Dockerfile copies {sources} from it"
             )
         for source in sources:

@@ -24,6 +24,7 @@ from kezchat.storage.errors import DatabaseUnavailable
 from kezchat.storage.sqlite.database import BUSY_TIMEOUT, SQLiteDatabase
 from tests.crashsupport import free_port, spawn_twistd, until_up
 from tests.relaysupport import inbox, message_request, send
+from tests.requirements import missing
 from tests.sigsupport import start_sig_server
 from tests.support import deferred_sleep, http_client, json_of, register, start_server, temp_dir
 
@@ -265,7 +266,7 @@ class RealDiskFullTests(FaultTestCase):
     async def test_enospc_is_503_and_heals_when_space_is_freed(self) -> None:
         unshare, nsenter = shutil.which("unshare"), shutil.which("nsenter")
         if os.geteuid() != 0 or unshare is None or nsenter is None:
-            self.skipTest("needs root, unshare and nsenter")
+            raise missing("needs root, unshare and nsenter")
         self.client = http_client(self)
         scratch = temp_dir(self)
         port = free_port()

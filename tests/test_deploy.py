@@ -19,7 +19,7 @@ import shutil
 import tempfile
 
 from twisted.internet.utils import getProcessOutputAndValue
-from twisted.trial.unittest import SkipTest, TestCase
+from twisted.trial.unittest import TestCase
 
 from tests.deploysupport import (
     INSTALLED_TWISTD,
@@ -35,6 +35,7 @@ from tests.deploysupport import (
     unit_environment,
     wait_healthy,
 )
+from tests.requirements import missing
 
 SERVICES = ("kezchat", "kezsig")
 UNIT_FILES = [f"{name}.{kind}" for name in SERVICES for kind in ("service", "socket")]
@@ -274,7 +275,7 @@ class EnsureAptTests(TestCase):
 
     async def test_installs_without_services(self) -> None:
         if os.getuid() != 0:
-            raise SkipTest("installs a package: needs root")
+            raise missing("installs a package: needs root")
         dpkg_deb = need("dpkg-deb", "dpkg")
         need("deb-systemd-helper", "init-system-helpers")
         root = self._probe_deb()

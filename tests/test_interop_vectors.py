@@ -10,7 +10,7 @@ import json
 import os
 from typing import Any
 
-from twisted.trial.unittest import SkipTest, SynchronousTestCase
+from twisted.trial.unittest import SynchronousTestCase
 
 from kezchat.client.registration import signed_registration
 from kezchat.e2e import EnvelopeError, open_envelope, open_own_envelope, seal_envelope
@@ -32,6 +32,7 @@ from kezchat.manifests.sealing import b64url_decode, open_content_key
 from kezchat.relay.auth import body_digest, sign_request, signed_text
 from kezchat.sigchain.chain import verify_chain
 from kezchat.sigchain.events import event_hash
+from tests.requirements import missing
 
 INTEROP = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "interop")
 
@@ -89,7 +90,7 @@ class VectorChecks:
     def test_auth_names_the_server(self) -> None:
         entries = self.vectors.get("auth_server")
         if entries is None:
-            raise SkipTest("this vectors file has no server-naming auth entries yet")
+            raise missing("this vectors file has no server-naming auth entries")
         for entry in entries:
             self.assertEqual(entry["signed_text"].split("\n")[:2], [entry["method"], "@kez.lat"])
 
@@ -208,5 +209,5 @@ class WebVectorsTests(VectorChecks, SynchronousTestCase):
     def setUp(self) -> None:
         path = os.path.join(INTEROP, "web-vectors.json")
         if not os.path.exists(path):
-            raise SkipTest("interop/web-vectors.json is written by the web app (npm run vectors)")
+            raise missing("interop/web-vectors.json is written by the web app (npm run vectors)")
         self.vectors = load("web-vectors.json")

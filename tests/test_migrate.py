@@ -26,6 +26,7 @@ from kezchat.sigserver.store import EventRow
 from kezchat.storage.backend import chat_storage, sigchain_storage
 from kezchat.storage.interfaces import HandleRecord, NewMessage, StoredManifest
 from kezchat.storage.migrate import KINDS
+from kezchat.storage.outbox import OutboundMessage
 from tests.pgsupport import fresh_database
 from tests.relaysupport import inbox, send
 from tests.support import http_client, json_of, register, registration, start_server, temp_dir
@@ -98,6 +99,11 @@ class MigrateTests(TestCase):
         await storage.manifests.put_manifest(
             StoredManifest(keys["alice"].primary, bytes(range(256)), "b3", 1.7e9)
         )
+        for i in range(3):  # messages waiting for another server
+            await storage.outbox.enqueue(OutboundMessage(
+                "b.example", "alice@kez.lat", "bob@b.example", f'{{"i":{i}}}', now,
+                f"q{i}" if i else None, f"h{i}" if i else None,
+            ))
         await storage.db.stopService()
         return path, keys
 
@@ -164,6 +170,11 @@ class MigrateTests(TestCase):
         self.assertEqual(len(leaves), 3)
         _, record = await register(client, server.url, "dave")
         self.assertEqual(record["log_index"], 3)
+        # the federation queue carries on after the copied entries
+        queued = await server.parts.outbound._store.enqueue(OutboundMessage(
+            "b.example", "alice@kez.lat", "bob@b.example", "{}", time.time()
+        ))
+        self.assertEqual(queued.id, 4)
 
     async def test_sig_database(self) -> None:
         source = os.path.join(temp_dir(self), "kez-sig.db")

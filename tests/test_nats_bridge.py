@@ -232,7 +232,7 @@ class OutageTests(BridgeTestCase):
         self.assertEqual([i["envelope"]["n"] for i in stream.items()], list(range(11)))
         self.assertEqual((await self.health(client, server.url))["nats"], "down")
 
-        self.nats.start()
+        await self.nats.start_async()
         await eventually(lambda: server.parts.http.nats_status() == "connected", timeout=20)
         self.assertEqual((await self.health(client, server.url))["nats"], "connected")
 
@@ -261,7 +261,7 @@ class OutageTests(BridgeTestCase):
         client = http_client(self)
         self.assertEqual((await self.health(client, server.url))["nats"], "down")
         alice, _ = await register(client, server.url, "alice")
-        self.nats.start()
+        await self.nats.start_async()
         await eventually(lambda: server.parts.http.nats_status() == "connected", timeout=20)
         nc = await nats_(self.connect_user(alice))
         self.assertTrue(nc.is_connected)

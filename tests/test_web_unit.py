@@ -12,8 +12,9 @@ import tempfile
 
 from twisted.internet import reactor
 from twisted.internet.utils import getProcessOutputAndValue
-from twisted.trial.unittest import SkipTest, TestCase
+from twisted.trial.unittest import TestCase
 
+from tests.requirements import missing
 from tests.webdriver import REPO_ROOT
 
 WEB = os.path.join(REPO_ROOT, "web")
@@ -27,7 +28,7 @@ class VitestTests(TestCase):
     async def run_node(self, script: str, *args: str) -> str:
         node = shutil.which("node")
         if node is None or not os.path.exists(script):
-            raise SkipTest("node or web/node_modules is missing (scripts/run-tests runs build-web)")
+            raise missing("node or web/node_modules is missing (scripts/run-tests runs build-web)")
         scratch = tempfile.mkdtemp(prefix="kezchat-vitest-")
         self.addCleanup(shutil.rmtree, scratch, True)
         env = {

@@ -22,7 +22,9 @@ from twisted.internet import reactor
 from twisted.internet.defer import Deferred, ensureDeferred
 from twisted.internet.protocol import ProcessProtocol
 from twisted.python.failure import Failure
-from twisted.trial.unittest import SkipTest, TestCase
+from twisted.trial.unittest import TestCase
+
+from tests.requirements import missing
 
 REPO_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 WEB_DIST = os.path.join(REPO_ROOT, "web", "dist")
@@ -57,13 +59,13 @@ def on_twisted(coro: Coroutine[Any, Any, T]) -> Awaitable[T]:
 
 def require_browser() -> None:
     if not os.path.exists(CHROMIUM):
-        raise SkipTest(f"{CHROMIUM} is missing (scripts/run-tests installs Debian's chromium)")
+        raise missing(f"{CHROMIUM} is missing (scripts/run-tests installs Debian's chromium)")
     if not os.path.isfile(os.path.join(WEB_DIST, "index.html")):
-        raise SkipTest("web/dist is missing (scripts/run-tests runs scripts/build-web)")
+        raise missing("web/dist is missing (scripts/run-tests runs scripts/build-web)")
     try:
         import playwright  # noqa: F401
     except ImportError:
-        raise SkipTest("playwright is not installed (pip install '.[test]')") from None
+        raise missing("playwright is not installed (pip install '.[test]')") from None
 
 
 def scratch_env(case: TestCase) -> dict[str, str]:
@@ -104,6 +106,127 @@ class _Output(ProcessProtocol):
                 AssertionError(f"twistd ended before listening:\n{self.text.decode()[-3000:]}")
             )
         self.ended.callback(None)
+
+
+def _spawn_twistd(argv: list[str]) -> tuple[Any, _Output]:
+    """
+    C{twistd} with C{argv} in a child process, without this run's C{KEZ_*}
+    settings; its output is watched for the port it listens on.
+    """
+    script = f"from twisted.scripts.twistd import run; import sys; sys.argv = {argv!r}; run()"
+    env = {k: v for k, v in os.environ.items() if not k.startswith("KEZ_") and k != "PYTHONPATH"}
+    output = _Output()
+    process = reactor.spawnProcess(
+        output, sys.executable, [sys.executable, "-c", script], env=env, path=REPO_ROOT
+    )
+    return process, output
+
+
+class LoopTwistd:
+    """
+    C{twistd} with C{argv} in a child process run by asyncio's loop, not by
+    the reactor: trial removes the reactor's selectables after every test
+    (its pipes to a reactor-spawned child would be dropped and its end
+    never seen), so a server shared by several tests must live outside
+    them.  C{start} and C{stop} return Deferreds, as L{ChatProcess}'s do;
+    C{start} again after C{stop} listens on the same port.
+    """
+
+    def __init__(self, argv: list[str]) -> None:
+        self.argv = argv
+        self.port = 0
+        self.text = b""
+        self._process: asyncio.subprocess.Process | None = None
+        self._reading: asyncio.Task[None] | None = None
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    def start(self) -> Deferred[None]:
+        return Deferred.fromFuture(asyncio.ensure_future(self._start()))
+
+    def stop(self) -> Deferred[None]:
+        return Deferred.fromFuture(asyncio.ensure_future(self._stop()))
+
+    async def _start(self) -> None:
+        argv = [a.replace("tcp:0:", f"tcp:{self.port}:") for a in self.argv]
+        script = f"from twisted.scripts.twistd import run; import sys; sys.argv = {argv!r}; run()"
+        env = {
+            k: v for k, v in os.environ.items() if not k.startswith("KEZ_") and k != "PYTHONPATH"
+        }
+        self._process = await asyncio.create_subprocess_exec(
+            sys.executable, "-c", script, env=env, cwd=REPO_ROOT,
+            stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.STDOUT,
+        )
+        listening: asyncio.Future[int] = asyncio.get_running_loop().create_future()
+        self._reading = asyncio.ensure_future(self._read(self._process, listening))
+        self.port = await asyncio.wait_for(listening, 60)
+
+    async def _read(
+        self, process: asyncio.subprocess.Process, listening: asyncio.Future[int]
+    ) -> None:
+        assert process.stdout is not None
+        while line := await process.stdout.readline():
+            self.text = (self.text + line)[-20000:]
+            match = re.search(rb"listening on tcp:[^\n]*port=(\d+)", line)
+            if match and not listening.done():
+                listening.set_result(int(match.group(1)))
+        if not listening.done():
+            listening.set_exception(
+                AssertionError(f"twistd ended before listening:\n{self.text.decode()[-3000:]}")
+            )
+
+    def kill(self) -> None:
+        """
+        Kill it if it still runs (at exit, when no test stopped it).
+        """
+        if self._process is not None and self._process.returncode is None:
+            self._process.kill()
+
+    async def _stop(self) -> None:
+        process, self._process = self._process, None
+        if process is None:
+            return
+        if process.returncode is None:
+            process.terminate()
+        await process.wait()
+        if self._reading is not None:
+            await self._reading
+
+
+class LoopChatProcess(LoopTwistd):
+    """
+    L{ChatProcess} run by asyncio's loop (see L{LoopTwistd}).
+    """
+
+    def __init__(self, db: str, sig_url: str | None) -> None:
+        self.db = db
+        super().__init__(
+            [
+                "twistd", "-r", "asyncio", "-n", "--pidfile=", "kezchat",
+                "--listen", "tcp:0:interface=127.0.0.1", "--db", db, "--web-dir", WEB_DIST,
+                *(["--sig-server-url", sig_url] if sig_url else []),
+                "--register-limit", "0", "--send-limit", "0",
+            ]
+        )
+
+
+class LoopSigProcess(LoopTwistd):
+    """
+    C{twistd kezsig} on one SQLite file, run by asyncio's loop.
+    """
+
+    def __init__(self, db: str) -> None:
+        super().__init__(
+            [
+                "twistd", "-r", "asyncio", "-n", "--pidfile=", "kezsig",
+                "--listen", "tcp:0:interface=127.0.0.1", "--db", db,
+            ]
+        )
+
+    def chain_url(self, key_hex: str) -> str:
+        return f"{self.url}/v1/sigchains/ed25519/{key_hex}"
 
 
 @dataclass
@@ -147,14 +270,7 @@ class ChatProcess:
             "--send-limit",
             "0",
         ]
-        script = f"from twisted.scripts.twistd import run; import sys; sys.argv = {argv!r}; run()"
-        env = {
-            k: v for k, v in os.environ.items() if not k.startswith("KEZ_") and k != "PYTHONPATH"
-        }
-        self._output = _Output()
-        self._process = reactor.spawnProcess(
-            self._output, sys.executable, [sys.executable, "-c", script], env=env, path=REPO_ROOT
-        )
+        self._process, self._output = _spawn_twistd(argv)
         self.port = await self._output.listening
 
     async def stop(self) -> None:

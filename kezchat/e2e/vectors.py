@@ -168,6 +168,8 @@ def _plaintexts() -> list[dict[str, Any]]:
         chunks[1],
         file_share("big.iso", 67108864, "ab" * 32, "ticket-text", "sealed-key-text"),
         receipt("delivered", ["0f" * 64, "a1" * 64]),
+        # every plaintext a client sends carries its newest verified key directory head
+        {**text_message("with a head"), "head": {"size": 7, "root": "cd" * 32}},
     ]
 
 

@@ -4,12 +4,16 @@ Routes of the handle registry and WebFinger (SPEC §3.1).
 
 from __future__ import annotations
 
+from collections.abc import Awaitable, Callable
+from typing import Any
+
 from twisted.web.iweb import IRequest
 
 from kezchat.errors import KezError
 from kezchat.http.clientip import ClientAddress
 from kezchat.http.errors import json_response, read_json
 from kezchat.http.routing import Routes
+from kezchat.identity.handles import Handle
 from kezchat.metrics import Metrics
 from kezchat.registry import Registry
 from kezchat.sharedlimit import Limiter
@@ -28,7 +32,13 @@ def install(
     limiter: Limiter,
     client_address: ClientAddress,
     metrics: Metrics,
+    remote: Callable[[Handle], Awaitable[dict[str, Any]]] | None = None,
 ) -> None:
+    """
+    @param remote: answers lookups of handles of other servers
+        (federation); without it they are C{not_found}.
+    """
+
     @routes.route("/v1/register", methods=["POST"], name="register", body_cap=REGISTRATION_CAP)
     async def register(request: IRequest) -> bytes:
         await limiter.check(client_address(request))
@@ -68,6 +78,9 @@ def install(
 
     @routes.route("/v1/u/<path:handle>", methods=["GET"], name="lookup")
     async def lookup(request: IRequest, handle: str) -> bytes:
+        parsed = registry.parse_lookup(handle)
+        if remote is not None and parsed.server != registry.policy.server:
+            return json_response(request, await remote(parsed))
         record = await registry.lookup(handle)
         return json_response(request, registry.record_json(record))
 

@@ -12,6 +12,7 @@ from kezchat.errors import KezError
 from kezchat.http.errors import json_response, parse_json, read_body
 from kezchat.relay.auth import body_digest, parse_auth
 from kezchat.relay.relay import MAX_MESSAGE_BYTES, Relay
+from kezchat.storage.outbox import Queued
 from kezchat.timeutil import format_rfc3339
 
 #: the body cap of C{POST /v1/messages}
@@ -45,6 +46,13 @@ async def send_message(relay: Relay, request: IRequest) -> bytes:
             strictjson.member_texts(raw.decode("utf-8"))["envelope"]
         )
     accepted = await relay.send(sender, body, envelope_text=envelope_text, auth=parse_auth(auth))
+    if isinstance(accepted, Queued):
+        # for another server: queued durably, delivered server to server
+        return json_response(
+            request,
+            {"queued": accepted.id, "created_at": format_rfc3339(accepted.created_at)},
+            200 if accepted.duplicate else 202,
+        )
     return json_response(
         request,
         {"seq": accepted.seq, "created_at": format_rfc3339(accepted.created_at)},

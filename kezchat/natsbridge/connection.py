@@ -201,6 +201,11 @@ class NatsConnection:
             return
         try:
             if nc.is_connected:
+                # nats-py's own drain timeout, inside ours: cancelling drain()
+                # from outside leaves its gathered subscription drains with
+                # an exception nobody retrieves (a CancelledError traceback
+                # printed at exit); its own timeout path retrieves it.
+                nc.options["drain_timeout"] = timeout * 0.8
                 await asyncio.wait_for(nc.drain(), timeout)
         except (TimeoutError, nats.errors.Error, OSError):
             pass

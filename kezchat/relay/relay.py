@@ -13,12 +13,14 @@ import hashlib
 import json
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from twisted.logger import Logger
 
 from kezchat import strictjson
 from kezchat.errors import KezError
+from kezchat.identity.handles import Handle
+from kezchat.identity.keys import InvalidKey, parse_primary
 from kezchat.metrics import Metrics
 from kezchat.registry import Registry
 from kezchat.relay.auth import Authenticator, AuthValue
@@ -33,6 +35,7 @@ from kezchat.storage.interfaces import (
     NewMessage,
     StoredMessage,
 )
+from kezchat.storage.outbox import Queued
 
 #: largest page of C{GET /v1/inbox}
 MAX_PAGE = 500
@@ -46,7 +49,18 @@ MAX_CURSOR = 2**63 - 1
 #: envelope a native client publishes on NATS (it gets no more room)
 MAX_MESSAGE_BYTES = 256 * 1024
 
+if TYPE_CHECKING:
+    from kezchat.federation.outbound import Outbound
+
 log = Logger()
+
+
+def _is_primary(value: object) -> bool:
+    try:
+        parse_primary(value)
+    except InvalidKey:
+        return False
+    return True
 
 
 def parse_cursor(value: Any, name: str) -> int:
@@ -101,6 +115,7 @@ class Relay:
         send_limiter: Limiter,
         metrics: Metrics,
         clock: Callable[[], float],
+        outbound: Outbound | None = None,
     ) -> None:
         self.registry = registry
         self.store = store
@@ -109,6 +124,8 @@ class Relay:
         self.send_limiter = send_limiter
         self.metrics = metrics
         self._clock = clock
+        #: queues messages for handles of other servers (federation)
+        self.outbound = outbound
 
     # -- who is asking ----------------------------------------------------
 
@@ -148,7 +165,7 @@ class Relay:
         *,
         envelope_text: str | None = None,
         auth: AuthValue | None = None,
-    ) -> Accepted:
+    ) -> Accepted | Queued:
         """
         Store the message of a C{POST /v1/messages} body from C{sender}.
 
@@ -177,9 +194,48 @@ class Relay:
             envelope_text = json.dumps(envelope, separators=(",", ":"), ensure_ascii=False)
         if key is None and auth is not None:
             key = implicit_key(auth)
+        remote = self._remote_handle(to)
+        if remote is not None:
+            await self.send_limiter.check(sender.fqhn)
+            if self.outbound is None:
+                raise KezError("federation_disabled", "this server does not talk to other servers")
+            peer = envelope.get("to")
+            queued = await self.outbound.send(
+                sender, remote, envelope_text, key,
+                recipient_primary=peer if _is_primary(peer) else None,
+            )
+            if queued.copy is not None:
+                self.metrics.messages_stored.inc()
+                self.broker.publish(queued.copy, origin=Origin.HTTP)
+            return queued
         accepted = await self._store(sender, to, envelope_text, key)
         if accepted.duplicate and key is not None and is_implicit(key):
             self.metrics.replays_refused.inc()
+        return accepted
+
+    def _remote_handle(self, to: str) -> Handle | None:
+        """
+        C{to} as a handle of another server, or C{None} (a local or an
+        invalid one, which L{_store} refuses as before).
+        """
+        try:
+            handle = self.registry.parse_lookup(to)
+        except KezError:
+            return None
+        return None if handle.server == self.registry.policy.server else handle
+
+    async def accept_remote(self, new: NewMessage) -> Accepted:
+        """
+        Store and announce a message another server delivered (checked by
+        L{kezchat.federation.inbound}).
+        """
+        try:
+            accepted = await self.store.add_message(new)
+        except IdempotencyConflict:
+            raise KezError(
+                "idempotency_conflict", "this delivery id was already used for another message"
+            ) from None
+        self._announce(accepted, Origin.HTTP)
         return accepted
 
     async def _store(

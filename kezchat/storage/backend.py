@@ -13,6 +13,7 @@ from kezchat.storage.database import Database
 from kezchat.storage.dburl import is_postgres_url
 from kezchat.storage.interfaces import KeyLogStore, ManifestStore, MessageStore, RegistryStore
 from kezchat.storage.limits import HitCounter
+from kezchat.storage.outbox import OutboxStore
 
 
 @dataclass(frozen=True)
@@ -32,6 +33,8 @@ class ChatStorage:
     #: where one process owns the database (SQLite), which then counts in
     #: memory: exact there, and it costs no commit per request
     limits: HitCounter | None
+    #: messages queued for other servers (federation)
+    outbox: OutboxStore
 
 
 def chat_storage(
@@ -60,6 +63,7 @@ def chat_storage(
         from kezchat.storage.postgres.keylog import PostgresKeyLogStore
         from kezchat.storage.postgres.keylog import ensure_log_key as pg_log_key
         from kezchat.storage.postgres.limits import PostgresHitCounter
+        from kezchat.storage.postgres.outbox import PostgresOutboxStore
         from kezchat.storage.postgres.settings import PostgresServerDomain
 
         pg_domain = PostgresServerDomain(server, allow_change=allow_server_change)
@@ -75,6 +79,7 @@ def chat_storage(
             pg, PostgresRegistryStore(pg), PostgresMessageStore(pg), PostgresManifestStore(pg),
             PostgresKeyLogStore(pg),
             PostgresHitCounter(pg),
+            PostgresOutboxStore(pg),
         )
     from kezchat.storage.sqlite import (
         SQLiteDatabase,
@@ -83,6 +88,7 @@ def chat_storage(
         SQLiteRegistryStore,
     )
     from kezchat.storage.sqlite.keylog import SQLiteKeyLogStore, ensure_log_key
+    from kezchat.storage.sqlite.outbox import SQLiteOutboxStore
     from kezchat.storage.sqlite.settings import ServerDomain
 
     domain = ServerDomain(server, allow_change=allow_server_change)
@@ -96,7 +102,7 @@ def chat_storage(
     )
     return ChatStorage(
         db, SQLiteRegistryStore(db), SQLiteMessageStore(db), SQLiteManifestStore(db),
-        SQLiteKeyLogStore(db), None,
+        SQLiteKeyLogStore(db), None, SQLiteOutboxStore(db),
     )
 
 

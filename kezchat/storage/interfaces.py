@@ -331,3 +331,9 @@ class KeyLogStore(Protocol):
         """
         The log key's 32-byte Ed25519 seed, created with the database.
         """
+
+    def server_seed(self) -> Deferred[bytes]:
+        """
+        The server key's 32-byte Ed25519 seed, created with the database:
+        what this server signs its requests to other servers with.
+        """

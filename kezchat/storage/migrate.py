@@ -45,6 +45,10 @@ KINDS: dict[str, tuple[str, str, dict[str, list[str]]]] = {
             "settings": ["name", "value"],
             "log_leaves": ["idx", "fqhn", "leaf"],
             "log_nodes": ["level", "idx", "hash"],
+            "federation_outbox": [
+                "id", "destination", "sender", "recipient", "envelope", "created_at",
+                "idempotency_key", "request_hash",
+            ],
         },
     ),
     "kezsig": (
@@ -131,6 +135,12 @@ async def migrate(
                 for table, columns in tables.items():
                     counts[table] = await _copy(conn, pg, table, columns)
                     report(f"{table}: {counts[table]} rows")
+                if "federation_outbox" in tables:
+                    # the ids were copied: new ones continue after them
+                    await pg.execute(
+                        "SELECT setval(pg_get_serial_sequence('federation_outbox', 'id'),"
+                        " COALESCE((SELECT MAX(id) FROM federation_outbox), 0) + 1, false)"
+                    )
                 await incomplete.clear(pg, pg_package)
         finally:
             await pg.close()

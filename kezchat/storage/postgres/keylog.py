@@ -18,7 +18,7 @@ from twisted.internet.defer import Deferred
 from kezchat.keylog.merkle import Node, from_mapping, leaf_hash, left_siblings, new_nodes
 from kezchat.storage.interfaces import LogLeaf
 from kezchat.storage.postgres.database import PostgresDatabase
-from kezchat.storage.sqlite.keylog import LOG_KEY_SETTING
+from kezchat.storage.sqlite.keylog import LOG_KEY_SETTING, SERVER_KEY_SETTING
 
 #: stored subtree hashes by (level, idx) arrays: one index lookup per wanted
 #: node (LATERAL), whatever the planner thinks of the table's size
@@ -60,13 +60,14 @@ async def _read_nodes(conn: Any, wanted: set[Node]) -> dict[Node, bytes]:
 
 async def ensure_log_key(conn: Any) -> None:
     """
-    Create the log key if the database has none yet: the first instance
-    to start wins, the others keep its key.
+    Create the log key and the server key if the database has none yet:
+    the first instance to start wins, the others keep its keys.
     """
-    await conn.execute(
-        "INSERT INTO settings (name, value) VALUES ($1, $2) ON CONFLICT (name) DO NOTHING",
-        LOG_KEY_SETTING, os.urandom(32).hex(),
-    )
+    for name in (LOG_KEY_SETTING, SERVER_KEY_SETTING):
+        await conn.execute(
+            "INSERT INTO settings (name, value) VALUES ($1, $2) ON CONFLICT (name) DO NOTHING",
+            name, os.urandom(32).hex(),
+        )
 
 
 class PostgresKeyLogStore:
@@ -105,12 +106,16 @@ class PostgresKeyLogStore:
         return self._db.run(select)
 
     def signing_seed(self) -> Deferred[bytes]:
+        return self._seed(LOG_KEY_SETTING)
+
+    def server_seed(self) -> Deferred[bytes]:
+        return self._seed(SERVER_KEY_SETTING)
+
+    def _seed(self, name: str) -> Deferred[bytes]:
         async def select(conn: Any) -> bytes:
-            value = await conn.fetchval(
-                "SELECT value FROM settings WHERE name = $1", LOG_KEY_SETTING
-            )
+            value = await conn.fetchval("SELECT value FROM settings WHERE name = $1", name)
             if value is None:
-                raise LookupError("the database has no log key")
+                raise LookupError(f"the database has no {name}")
             return bytes.fromhex(value)
 
         return self._db.run(select)

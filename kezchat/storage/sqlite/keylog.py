@@ -22,6 +22,9 @@ NODE_SQL = "SELECT hash FROM log_nodes WHERE level = ? AND idx = ?"
 
 #: the settings row holding the log key's seed (hex)
 LOG_KEY_SETTING = "log_key"
+#: the settings row holding the server's own key's seed (hex): the key it
+#: proves itself with to other servers (federation)
+SERVER_KEY_SETTING = "server_key"
 
 
 def append_leaf(conn: sqlite3.Connection, fqhn: str, leaf: bytes) -> int:
@@ -55,14 +58,16 @@ def _read_nodes(conn: sqlite3.Connection, wanted: set[Node]) -> dict[Node, bytes
 
 def ensure_log_key(conn: sqlite3.Connection) -> None:
     """
-    Create the log key if the database has none yet (run when it opens).
+    Create the log key and the server key if the database has none yet
+    (run when it opens). Both live in the settings, so a backup carries them.
     """
     conn.execute("BEGIN IMMEDIATE")
     try:
-        conn.execute(
-            "INSERT INTO settings (name, value) VALUES (?, ?) ON CONFLICT (name) DO NOTHING",
-            (LOG_KEY_SETTING, os.urandom(32).hex()),
-        )
+        for name in (LOG_KEY_SETTING, SERVER_KEY_SETTING):
+            conn.execute(
+                "INSERT INTO settings (name, value) VALUES (?, ?) ON CONFLICT (name) DO NOTHING",
+                (name, os.urandom(32).hex()),
+            )
     except BaseException:
         conn.execute("ROLLBACK")
         raise
@@ -107,12 +112,16 @@ class SQLiteKeyLogStore:
         )
 
     def signing_seed(self) -> Deferred[bytes]:
+        return self._seed(LOG_KEY_SETTING)
+
+    def server_seed(self) -> Deferred[bytes]:
+        return self._seed(SERVER_KEY_SETTING)
+
+    def _seed(self, name: str) -> Deferred[bytes]:
         def select(conn: sqlite3.Connection) -> bytes:
-            row = conn.execute(
-                "SELECT value FROM settings WHERE name = ?", (LOG_KEY_SETTING,)
-            ).fetchone()
+            row = conn.execute("SELECT value FROM settings WHERE name = ?", (name,)).fetchone()
             if row is None:
-                raise LookupError("the database has no log key")
+                raise LookupError(f"the database has no {name}")
             return bytes.fromhex(row[0])
 
         return self._db.read(select)

@@ -16,6 +16,8 @@ export interface HandleRecord {
   /** absent when the home server names no sig-server */
   sigchain_url?: string;
   registered_at: string;
+  /** where its registration is in the key directory */
+  log_index?: number;
 }
 
 export interface InboxItem {
@@ -170,3 +172,16 @@ export async function manifest(local: string): Promise<string | null> {
   if (!response.ok) await json(response);
   return response.text();
 }
+
+/** The key directory's routes, answers as parsed JSON: keydir.ts checks every byte of them. */
+export const log = {
+  async head(): Promise<unknown> {
+    return json(await call('/v1/log/head'));
+  },
+  async inclusion(fqhn: string, size: number): Promise<unknown> {
+    return json(await call(`/v1/log/inclusion?handle=${encodeURIComponent(fqhn)}&size=${size}`));
+  },
+  async consistency(first: number, second: number): Promise<unknown> {
+    return json(await call(`/v1/log/consistency?from=${first}&to=${second}`));
+  },
+};

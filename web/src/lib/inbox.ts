@@ -11,6 +11,7 @@ import type { KeyPair } from './crypto/keys';
 import type { FileInbox, Outcome } from './fileinbox';
 import { humanSize, visibleName } from './files';
 import { change, merge, type Change, type History } from './history';
+import { DirectoryError } from './keydir';
 import { keys, type Put, type Storage } from './storage';
 import { judge, judgeOwn, type Verdict } from './trust';
 import { quote } from './visible';
@@ -32,9 +33,15 @@ export class Inbox {
     /**
      * Whether the registry names `primary` as `fqhn`'s key: asked before a
      * first-use pin, so a relay that relabels a stranger's first message
-     * as someone not yet pinned is caught (a lookup that fails is a no)
+     * as someone not yet pinned is caught (a lookup that fails is a no;
+     * a DirectoryError thrown says the key directory does not vouch for it)
      */
     private readonly confirm: (fqhn: string, primary: string) => Promise<boolean>,
+    /**
+     * The loud warning for a plaintext whose `head` disagrees with the key
+     * directory we see (keydir.ts), or null
+     */
+    private readonly gossip: (head: unknown) => Promise<string | null>,
     /** told when the pipeline stops */
     private readonly onFailure: (why: string) => void = () => undefined,
     private readonly now: () => number = Date.now,
@@ -63,17 +70,20 @@ export class Inbox {
     try {
       const rule = item.direction === 'out' ? judgeOwn : judge;
       let verdict = rule(this.me, item, this.contacts, (sig) => this.seen.has(sig), this.now());
-      if (verdict.ok && verdict.pinNew && !(await this.confirmed(verdict.handle, verdict.sender))) {
+      const unconfirmed = verdict.ok && verdict.pinNew ? await this.unconfirmed(verdict.handle, verdict.sender) : null;
+      if (verdict.ok && unconfirmed !== null) {
         verdict = {
           ok: false,
           reason: verdict.out
-            ? `A message shown as sent by you to ${verdict.handle} is addressed to a key the registry does not give ${verdict.handle}. It is not shown, and nothing is pinned.`
-            : `A first message labelled ${verdict.handle} is signed by a key the registry does not give ${verdict.handle}. It is not shown, and nothing is pinned.`,
+            ? `A message shown as sent by you to ${verdict.handle} is addressed to a key ${unconfirmed}. It is not shown, and nothing is pinned.`
+            : `A first message labelled ${verdict.handle} is signed by a key ${unconfirmed}. It is not shown, and nothing is pinned.`,
           peer: null,
           sig: verdict.sig,
           at: verdict.at,
         };
       }
+      // the sender's key directory head, against ours: a split view is warned about on this message
+      const split = verdict.ok && 'head' in verdict.plain ? await this.gossip(verdict.plain.head).catch(() => null) : null;
       const outcome = await this.classify(seq, verdict);
       const puts: Put[] = [[keys.cursor, seq]];
       let remember = () => undefined as void;
@@ -84,17 +94,24 @@ export class Inbox {
       }
       await this.history.commit(merge(outcome, change(puts, remember)));
       this.cursor = seq;
+      if (split !== null && verdict.ok) {
+        const warning: Msg = { id: `in:${seq}:keydir`, dir: 'in', kind: 'warning', text: split, ts: verdict.at, seq };
+        await this.history.commit(this.history.add(verdict.sender, warning));
+      }
     } catch (e) {
       this.failure = `Saving received messages failed (${e instanceof Error ? e.message : String(e)}). Nothing after message ${seq} is shown; reload the page to try again.`;
       this.onFailure(this.failure);
     }
   }
 
-  private async confirmed(fqhn: string, primary: string): Promise<boolean> {
+  /** Null when the first-use pin may go ahead, else why not (the end of a sentence). */
+  private async unconfirmed(fqhn: string, primary: string): Promise<string | null> {
+    const no = `the registry does not give ${fqhn}`;
     try {
-      return await this.confirm(fqhn, primary);
-    } catch {
-      return false;
+      return (await this.confirm(fqhn, primary)) ? null : no;
+    } catch (e) {
+      // the key directory refused it: say why, loudly
+      return e instanceof DirectoryError ? `the key directory does not vouch for under ${fqhn} (${e.message})` : no;
     }
   }
 

@@ -19,7 +19,7 @@ async function setUp() {
   const model: Model = { convs: {}, msgs: {} };
   const history = new History(model, storage);
   await history.commit(history.put(history.fresh(bob.primary, 'bob@kez.lat', '2026-05-25T03:00:00Z')));
-  const outbox = new Outbox(new Signer(alice, 'kez.lat'), 'alice', storage, history);
+  const outbox = new Outbox(new Signer(alice, 'kez.lat'), 'alice', storage, history, () => null);
   return { storage, model, history, outbox };
 }
 
@@ -109,7 +109,7 @@ describe('sending again when the link is back', () => {
     const model: Model = { convs: {}, msgs: {} };
     const again = new History(model, s.storage);
     await again.load();
-    const outbox = new Outbox(new Signer(alice, 'kez.lat'), 'alice', s.storage, again);
+    const outbox = new Outbox(new Signer(alice, 'kez.lat'), 'alice', s.storage, again, () => null);
     vi.stubGlobal('fetch', async () => new Response(JSON.stringify({ seq: 11, created_at: '2026-05-25T03:00:01Z' }), { status: 201 }));
     await outbox.resend();
     expect(model.msgs[bob.primary].map((m) => [m.text, m.status])).toEqual([['refused', 'failed'], ['cut short', 'sent']]);
@@ -127,7 +127,7 @@ describe('sending again when the link is back', () => {
     const model: Model = { convs: {}, msgs: {} };
     const again = new History(model, s.storage);
     await again.load();
-    const outbox = new Outbox(new Signer(alice, 'kez.lat'), 'alice', s.storage, again);
+    const outbox = new Outbox(new Signer(alice, 'kez.lat'), 'alice', s.storage, again, () => null);
     vi.stubGlobal('fetch', async () => new Response('{"error":{"code":"idempotency_conflict","message":"used"}}', { status: 409 }));
     await outbox.resend();
     expect(model.msgs[bob.primary].map((m) => [m.text, m.status])).toEqual([['arrived, answer lost', 'sent']]);

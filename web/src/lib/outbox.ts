@@ -20,6 +20,7 @@ import { seal, type Envelope } from './crypto/envelope';
 import { chunkedHeader, fileChunk, inlineFile, textMessage } from './crypto/plaintext';
 import { INLINE_MAX, chunkCount, safeMime, tooBig, visibleName } from './files';
 import { change, merge, type History } from './history';
+import type { BriefHead } from './keydir';
 import { keys, type Storage } from './storage';
 import type { Signer } from './signer';
 import type { Msg } from './types';
@@ -45,7 +46,15 @@ export class Outbox {
     private readonly handle: string,
     private readonly storage: Storage,
     private readonly history: History,
+    /** what every plaintext carries besides itself: the newest verified key directory head (keydir.ts) */
+    private readonly head: () => BriefHead | null,
   ) {}
+
+  /** `plaintext` with our newest verified head, so the recipient can compare directories. */
+  private stamped<T extends object>(plaintext: T): T & { head?: BriefHead } {
+    const head = this.head();
+    return head === null ? plaintext : { ...plaintext, head };
+  }
 
   async sendText(peer: string, text: string): Promise<void> {
     const msg: Msg = { id: newId(), dir: 'out', kind: 'text', text, ts: new Date().toISOString(), status: 'sending' };
@@ -92,16 +101,16 @@ export class Outbox {
 
   private async envelopes(peer: string, msg: Msg): Promise<Envelope[]> {
     const key = this.signer.key;
-    if (msg.kind === 'text') return [seal(key, peer, textMessage(msg.text))];
+    if (msg.kind === 'text') return [seal(key, peer, this.stamped(textMessage(msg.text)))];
     const f = msg.file!;
     const blob = await this.storage.get<Blob>(f.key);
     if (!blob) throw new Error('the file is no longer in this browser');
     const bytes = new Uint8Array(await blob.arrayBuffer());
     const mime = f.declared ?? f.mime;
-    if (bytes.length <= INLINE_MAX) return [seal(key, peer, inlineFile(f.name, mime, bytes))];
+    if (bytes.length <= INLINE_MAX) return [seal(key, peer, this.stamped(inlineFile(f.name, mime, bytes)))];
     const header = chunkedHeader(f.name, mime, bytes, f.wireId ?? msg.id);
-    const out = [seal(key, peer, header)];
-    for (let i = 0; i < header.n; i++) out.push(seal(key, peer, fileChunk(header.file_id, bytes, i)));
+    const out = [seal(key, peer, this.stamped(header))];
+    for (let i = 0; i < header.n; i++) out.push(seal(key, peer, this.stamped(fileChunk(header.file_id, bytes, i))));
     return out;
   }
 

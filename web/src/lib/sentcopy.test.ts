@@ -80,7 +80,7 @@ describe("the sender's copy in the web app", () => {
       posted.push(JSON.parse(String(init.body)).envelope);
       return new Response(JSON.stringify({ seq: 9, created_at: CREATED }), { status: 201 });
     });
-    const outbox = new Outbox(new Signer(bob, 'kez.lat'), 'bob', b.storage, b.history);
+    const outbox = new Outbox(new Signer(bob, 'kez.lat'), 'bob', b.storage, b.history, () => null);
     await outbox.sendText(alice.primary, 'sent from here');
     expect(posted).toHaveLength(1);
     await b.inbox.enqueue(outItem(posted[0], 2));

@@ -6,6 +6,7 @@
  *   inbox.ts      verify → classify → store (with the cursor) → show
  *   trust.ts      the trust rule for one item (signature, label, pins, replays)
  *   contacts.ts   the pin map, handle → key and key → handle
+ *   keydir.ts     the key directory: no key is pinned unless the log vouches for it
  *   fileinbox.ts  received files, keyed by sender and message
  *   fileurls.ts   object URLs made while shown, revoked after
  *   outbox.ts     sending, every status stored before it is shown
@@ -31,6 +32,7 @@ import { FileInbox } from './fileinbox';
 import { FileUrls } from './fileurls';
 import { History, change, merge } from './history';
 import { Inbox } from './inbox';
+import { DirectoryError, KeyDirectory } from './keydir';
 import { Link, type LinkStatus } from './link';
 import { Notifier, notificationApi } from './notify';
 import { Outbox } from './outbox';
@@ -50,6 +52,12 @@ export interface Prefs {
 }
 
 const PREFS_KEY = 'prefs';
+const DIRECTORY_WARNING_KEY = 'keydir-warning';
+
+/** A key directory failure that says the server's history itself is not one (a banner, not just a refusal). */
+function lasting(e: unknown): e is DirectoryError {
+  return e instanceof DirectoryError && (e.code === 'log_key_changed' || e.code === 'inconsistent' || e.code === 'split_view');
+}
 
 interface Vault {
   sealed: SealedSeed;
@@ -62,6 +70,7 @@ interface Running {
   signer: Signer;
   contacts: Contacts;
   history: History;
+  keydir: KeyDirectory;
   inbox: Inbox;
   outbox: Outbox;
   link: Link;
@@ -79,6 +88,8 @@ export class Session {
   refused = $state<string | null>(null);
   /** why received messages stopped being stored, if they did */
   saveError = $state<string | null>(null);
+  /** the loud, lasting warning that the server shows people different key directories, once seen */
+  directoryWarning = $state<string | null>(null);
   /** true when another tab of this browser already runs the account */
   elsewhere = $state(false);
   active = $state<string | null>(null);
@@ -233,6 +244,7 @@ export class Session {
     this.convs = {};
     this.msgs = {};
     this.saveError = null;
+    this.directoryWarning = null;
     this.prefs = { notifyText: false, notifyDismissed: false };
     await this.storage.wipe();
   }
@@ -307,13 +319,27 @@ export class Session {
     await history.load();
     const files = new FileInbox(this.storage, history);
     await files.load();
-    const confirm = async (fqhn: string, primary: string) => (await api.byPrimary(primary))?.fqhn === fqhn;
-    const inbox = new Inbox(key, this.storage, contacts, history, files, confirm, (why) => {
+    const keydir = new KeyDirectory(api.log, this.storage);
+    await keydir.load();
+    this.directoryWarning = (await this.storage.get<string>(DIRECTORY_WARNING_KEY)) ?? null;
+    // a first message pins its sender only if the registry names that key for that handle and the log vouches for it
+    const confirm = async (fqhn: string, primary: string) => {
+      const record = await api.byPrimary(primary);
+      if (record?.fqhn !== fqhn) return false;
+      await keydir.vouch(record);
+      return true;
+    };
+    const gossip = async (head: unknown) => {
+      const warning = await keydir.compareGossip(head);
+      if (warning !== null) await this.warnDirectory(warning);
+      return warning;
+    };
+    const inbox = new Inbox(key, this.storage, contacts, history, files, confirm, gossip, (why) => {
       this.saveError = why;
       this.run?.link.stop();
     });
     await inbox.load();
-    const outbox = new Outbox(signer, account.handle, this.storage, history);
+    const outbox = new Outbox(signer, account.handle, this.storage, history, () => keydir.brief());
     const link = new Link(signer, account.handle, account.fqhn, {
       deliver: (item) => inbox.enqueue(item),
       cursor: () => inbox.cursor,
@@ -327,7 +353,7 @@ export class Session {
     const expire = () => files.expire().catch((e) => (this.saveError = `Dropping old file pieces failed: ${String(e)}`));
     await expire();
     const expiry = setInterval(() => void expire(), 60 * 60 * 1000);
-    this.run = { key, signer, contacts, history, inbox, outbox, link, expiry };
+    this.run = { key, signer, contacts, history, keydir, inbox, outbox, link, expiry };
     this.locked = false;
     if (!account.chainStarted && this.vault) {
       account.chainStarted = await this.startChain(key, account);
@@ -335,6 +361,17 @@ export class Session {
       await this.storage.set(keys.vault, $state.snapshot(this.vault));
     }
     link.start();
+    // the newest head, so the first message sent carries one; a log that fails its checks is said loudly
+    void keydir.currentHead().then(
+      () => undefined,
+      (e) => (lasting(e) ? this.warnDirectory(e.message) : undefined),
+    );
+  }
+
+  /** Keep the key directory warning (a banner until log-out) and show it. */
+  private async warnDirectory(warning: string): Promise<void> {
+    this.directoryWarning = warning;
+    await this.storage.set(DIRECTORY_WARNING_KEY, warning);
   }
 
   /** Reconnect now (the browser says the network is back). */
@@ -371,6 +408,16 @@ export class Session {
     const other = run.contacts.handleOf(record.primary);
     if (other !== undefined) {
       throw new Error(`The server says ${handle.fqhn} uses the key you pinned for ${other}. It is not trusted: check with them another way.`);
+    }
+    // the server's word is not enough: the key directory must vouch for this key under this handle
+    try {
+      await run.keydir.vouch(record);
+    } catch (e) {
+      if (e instanceof DirectoryError) {
+        if (lasting(e)) await this.warnDirectory(e.message);
+        throw new Error(`${handle.fqhn} was not added: ${e.message}`);
+      }
+      throw e;
     }
     const conv = run.history.fresh(record.primary, record.fqhn, new Date().toISOString());
     await run.history.commit(

@@ -63,7 +63,13 @@ export function item(
 }
 
 /** Bob's receiving side, wired as the app wires it, on a given store. */
-export async function bobInbox(storage: Storage = freshStorage(), now = () => NOW, quota?: number) {
+export async function bobInbox(
+  storage: Storage = freshStorage(),
+  now = () => NOW,
+  quota?: number,
+  /** the key directory's part (keydir.ts), when a test plays it */
+  hooks: { confirm?: (fqhn: string, primary: string) => Promise<boolean>; gossip?: (head: unknown) => Promise<string | null> } = {},
+) {
   const model: Model = { convs: {}, msgs: {} };
   const contacts = new Contacts((await storage.entriesWith<string>('pin:')).map(([k, v]) => [k.slice(4), v]));
   const history = new History(model, storage);
@@ -73,8 +79,9 @@ export async function bobInbox(storage: Storage = freshStorage(), now = () => NO
   const failures: string[] = [];
   // the registry as an honest server keeps it
   const registry: Record<string, string> = { 'alice@kez.lat': alice.primary, 'mallory@kez.lat': mallory.primary };
-  const confirm = async (fqhn: string, primary: string) => registry[fqhn] === primary;
-  const inbox = new Inbox(bob, storage, contacts, history, files, confirm, (why) => failures.push(why), now);
+  const confirm = hooks.confirm ?? (async (fqhn: string, primary: string) => registry[fqhn] === primary);
+  const gossip = hooks.gossip ?? (async () => null);
+  const inbox = new Inbox(bob, storage, contacts, history, files, confirm, gossip, (why) => failures.push(why), now);
   await inbox.load();
   return { storage, model, contacts, history, files, inbox, failures };
 }

@@ -126,6 +126,8 @@ function plaintexts(): object[] {
     fileShare('big.iso', 67108864, 'ab'.repeat(32), 'ticket-text', 'sealed-key-text'),
     // a delivered receipt (the server cannot tell it from any message)
     { type: 'receipt', status: 'delivered', sigs: ['0f'.repeat(64), 'a1'.repeat(64)] },
+    // every plaintext a client sends carries its newest verified key directory head
+    { ...textMessage('with a head'), head: { size: 7, root: 'cd'.repeat(32) } },
   ];
 }
 
