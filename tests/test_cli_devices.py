@@ -164,8 +164,8 @@ class RecoverHistoryTests(CliTestCase):
 class NatsDeviceCliTests(CliTestCase):
     timeout = 150
 
-    def setUp(self) -> None:
-        self.nats = start_nats_server(self)
+    async def setUp(self) -> None:
+        self.nats = await start_nats_server(self)
 
     async def test_two_homes_of_one_key_both_get_every_message(self) -> None:
         await self.start_servers(

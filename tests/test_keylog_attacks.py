@@ -24,16 +24,18 @@ from twisted.trial.unittest import TestCase
 
 from kezchat.cli.context import Context
 from kezchat.cli.home import Home
+from kezchat.cli.main import _complete
 from kezchat.cli.messages import Reader
 from kezchat.cli.output import Output
+from kezchat.client.blocking import BlockingChatClient
 from kezchat.client.http import ChatClient
 from kezchat.client.keydir import DirectoryError, JsonHeadStore, KeyDirectory
-from kezchat.e2e import seal_envelope, text_message
+from kezchat.e2e import open_envelope, seal_envelope, text_message
 from kezchat.identity.jcs import canonical_json
 from kezchat.identity.keys import KeyPair
 from kezchat.keylog.merkle import MemoryTree
 from kezchat.keylog.wire import b64url, sign_head
-from tests.clisupport import CliTestCase, assert_one_line_error
+from tests.clisupport import Cli, CliTestCase, assert_one_line_error
 from tests.hostilerelay import HostileRelay, json_tamper, start_hostile_relay
 from tests.support import http_client, register, registration, start_server, temp_dir
 from tests.test_example_bot import load_bot
@@ -309,6 +311,37 @@ def leaf_root(leaves: list[bytes]) -> str:
     return tree.root().hex()
 
 
+class _Threaded:
+    """
+    L{BlockingChatClient} for a test on the reactor: each call's exchange
+    runs in a thread (it blocks; the server runs on this reactor), its
+    answer awaited here. What L{KeyDirectory} receives is the blocking
+    client's own.
+    """
+
+    def __init__(self, url: str) -> None:
+        self.client = BlockingChatClient(url, timeout=20)
+
+    def __getattr__(self, name: str) -> Any:
+        method = getattr(self.client, name)
+
+        async def call(*args: Any) -> Any:
+            return await deferToThread(lambda: _complete(method(*args)))
+
+        return call
+
+
+class BlockingClientAttackTests(AttackTests):
+    """
+    Every attack above, the log read through the blocking client that
+    C{kez-chat send} uses without a reactor: the same L{KeyDirectory}
+    checks catch each.
+    """
+
+    def client(self, url: str) -> Any:
+        return _Threaded(url)
+
+
 class CliKeyDirectoryTests(CliTestCase):
     """
     C{kez-chat add} and C{send} refuse a key the directory does not vouch
@@ -335,6 +368,64 @@ class CliKeyDirectoryTests(CliTestCase):
         # nothing was pinned; the honest server's answer is accepted
         added = await alice.ok("add", "bob", "--json")
         self.assertEqual(added.json["primary"], bob.account["primary"])
+
+    async def test_send_checks_the_directory_without_a_reactor(self) -> None:
+        """
+        C{send} to someone not pinned yet (run without a reactor, over the
+        blocking client) checks the key directory as C{add} does: a forged
+        head, then a rewritten history, are refused and pin nothing; an
+        honest directory's head is kept in the home and goes into the text.
+        """
+        await self.start_servers()
+        [alice] = await self.registered("alice")
+        http = http_client(self)
+        bob, _ = await register(http, self.chat.url, "bob")
+        await register(http, self.chat.url, "carol")
+        relay = await start_hostile_relay(self, self.chat.url)
+        via = {"KEZ_CHAT_SERVER_URL": relay.url}
+
+        def forged_root(path: str, query: Any, value: Any) -> Any:
+            if path == "/v1/log/head":
+                return {**value, "root": "00" * 32}
+            return None
+
+        relay.tamper = json_tamper(forged_root)
+        result = await alice.run("send", "bob", "hi", env=via)
+        assert_one_line_error(self, result, 1, "KEY DIRECTORY CHECK FAILED", "bad_head")
+        self.assertEqual((await alice.ok("contacts", "--json")).lines, [])
+
+        relay.tamper = None
+        await alice.ok("send", "bob", "hi", env=via)
+        head = json.loads(await (await http.get(f"{self.chat.url}/v1/log/head")).content())
+        self.assertEqual(head["size"], 3)
+        with open(os.path.join(alice.home, "keydir.json")) as f:
+            self.assertEqual(json.load(f)["kez.lat"], head)
+        chat = ChatClient(self.chat.url, reactor)
+        self.addCleanup(chat.close)
+        [item] = (await chat.inbox(bob, "bob@kez.lat"))["messages"]
+        opened = open_envelope(item["envelope"], bob, expected_sender=alice.account["primary"])
+        self.assertEqual(
+            opened.plaintext,
+            {"type": "text", "text": "hi", "head": {"size": 3, "root": head["root"]}},
+        )
+
+        # a history rewritten under the same log key: carol's key swapped,
+        # one more leaf; self-consistent, but it does not extend the kept head
+        conn = sqlite3.connect(self.chat_config.db)
+        seed = conn.execute("SELECT value FROM settings WHERE name = 'log_key'").fetchone()[0]
+        leaves = [bytes(r[0]) for r in conn.execute("SELECT leaf FROM log_leaves ORDER BY idx")]
+        conn.close()
+        forged = [
+            canonical_json(registration(KeyPair.generate(), "carol"))
+            if json.loads(leaf)["payload"]["handle"] == "carol" else leaf
+            for leaf in leaves
+        ]
+        forged.append(canonical_json(registration(KeyPair.generate(), "dave")))
+        relay.tamper = json_tamper(ForgedLog(bytes.fromhex(seed), forged).answer)
+        result = await alice.run("send", "carol", "hi", env=via)
+        assert_one_line_error(self, result, 1, "KEY DIRECTORY CHECK FAILED", "inconsistent")
+        pinned = [c["fqhn"] for c in (await alice.ok("contacts", "--json")).lines]
+        self.assertEqual(pinned, ["bob@kez.lat"])
 
     async def test_audit(self) -> None:
         await self.start_servers()
@@ -386,14 +477,21 @@ class CliKeyDirectoryTests(CliTestCase):
         await carol.ok("send", "alice", "hello from carol", env=via)
         await alice.ok("send", "carol", "hello from alice")
         warning = "THE SERVER IS SHOWING PEOPLE DIFFERENT KEY DIRECTORIES"
-        got = await alice.ok("listen", "--json", "--count", "1", "--timeout", "20")
-        self.assertEqual(got.json["text"], "hello from carol")
-        self.assertIn(warning, got.json["warning"])
+
+        async def received(user: Cli) -> dict[str, Any]:
+            # listen also shows one's own sent copies (direction out)
+            got = await user.ok("listen", "--json", "--count", "1", "--timeout", "20")
+            [message] = [m for m in got.lines if m["direction"] == "in"]
+            return message
+
+        got = await received(alice)
+        self.assertEqual(got["text"], "hello from carol")
+        self.assertIn(warning, got["warning"])
         # (the relay does not stream; carol's kept head is the forged one
         # whichever server she reads her inbox from)
-        got = await carol.ok("listen", "--json", "--count", "1", "--timeout", "20")
-        self.assertEqual(got.json["text"], "hello from alice")
-        self.assertIn(warning, got.json["warning"])
+        got = await received(carol)
+        self.assertEqual(got["text"], "hello from alice")
+        self.assertIn(warning, got["warning"])
 
 
 class BotKeyDirectoryTests(TestCase):

@@ -6,9 +6,13 @@ runs the command's coroutine on Twisted's asyncio reactor, so Twisted
 (treq) and asyncio libraries (nats-py, iroh) share one event loop.
 
 Adding a command group: a module C{kezchat/cli/<group>.py} listed in
-C{main.GROUPS}, with C{add_commands(subparsers)} that adds each command's
-parser (with a C{description}: that is its C{--help}) and sets
-C{handler=} to C{async def handler(ctx, args) -> None}. The handler:
+C{commands.GROUPS}, with C{add_commands(subparsers)} that adds each
+command's parser (with a C{description}: that is its C{--help}) and sets
+C{handler=} to C{async def handler(ctx, args) -> None}; each command also
+gets a line in C{commands.COMMANDS} (name, group, help line), from which
+the parser is built without importing the other groups. Import what a
+handler needs inside it when the group's other commands do not need it.
+The handler:
 
   - reads the account with C{ctx.account()}, unlocks the key with
     C{await ctx.keypair()}, talks to the servers through C{ctx.chat()}

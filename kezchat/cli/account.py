@@ -12,19 +12,18 @@ import getpass
 import secrets
 import sys
 from argparse import Namespace
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from twisted.internet.threads import deferToThread
-
-from kezchat.cli.chains import default_nats_url, ensure_endpoints, fetch_chain
-from kezchat.cli.context import Context
 from kezchat.cli.errors import EXIT_USAGE, CliError
-from kezchat.cli.restore import restore_history
 from kezchat.cli.secrets import KIND_KEYRING
 from kezchat.client.errors import ServerError
-from kezchat.identity.handles import RESERVED_HANDLES, InvalidHandle, validate_local
-from kezchat.identity.keys import KeyPair
-from kezchat.identity.mnemonic import mnemonic_to_seed, seed_to_mnemonic
+
+if TYPE_CHECKING:
+    from kezchat.cli.context import Context
+    from kezchat.identity.keys import KeyPair
+
+# The key's libraries, Twisted, the sigchain and the history restore are
+# imported by the commands that use them, so `whoami` starts without them.
 
 QUIZ_WORDS = 3
 QUIZ_TRIES = 3
@@ -126,6 +125,11 @@ def _ask(prompt: str) -> str:
 
 
 async def register(ctx: Context, args: Namespace) -> None:
+    from kezchat.cli.chains import default_nats_url, ensure_endpoints
+    from kezchat.identity.handles import RESERVED_HANDLES, InvalidHandle, validate_local
+    from kezchat.identity.keys import KeyPair
+    from kezchat.identity.mnemonic import seed_to_mnemonic
+
     text = args.handle.strip()
     local, at, domain = text.lower().partition("@")
     try:
@@ -198,6 +202,8 @@ async def _keep_account(
 
 
 async def _save_secret(ctx: Context, keypair: KeyPair) -> str:
+    from twisted.internet.threads import deferToThread
+
     kind = await deferToThread(ctx.secrets.save, keypair)
     if ctx.secrets.keyring_error:
         ctx.out.warn(
@@ -246,6 +252,11 @@ def _read_words(ctx: Context) -> str:
 
 
 async def recover(ctx: Context, args: Namespace) -> None:
+    from kezchat.cli.chains import default_nats_url, ensure_endpoints, fetch_chain
+    from kezchat.cli.restore import restore_history
+    from kezchat.identity.keys import KeyPair
+    from kezchat.identity.mnemonic import mnemonic_to_seed
+
     url = ctx.server_url()
     words = _read_words(ctx)
     try:

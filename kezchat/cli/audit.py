@@ -12,7 +12,6 @@ from kezchat.cli.context import Context
 from kezchat.cli.errors import CliError
 from kezchat.client.errors import ServerError, Unreachable
 from kezchat.client.keydir import DirectoryError, JsonHeadStore, KeyDirectory
-from kezchat.keylog.audit import Replay
 from kezchat.keylog.wire import WireError, from_b64url
 
 #: the home file keeping the newest verified head per server
@@ -93,6 +92,9 @@ async def gossip_warning(ctx: Context, plaintext: dict[str, Any] | None) -> str 
 
 
 async def audit(ctx: Context, args: Namespace) -> None:
+    # imported here: `send` uses this module for vouch and with_head only
+    from kezchat.keylog.audit import Replay
+
     account = ctx.account()
     server = account["fqhn"].partition("@")[2]
     keydir = directory(ctx, server)

@@ -3,30 +3,38 @@ Chat commands: C{send}, C{send-file} and C{listen} (whose machinery is in
 L{kezchat.cli.listening}).
 
 Sending seals the plaintext for the recipient's pinned key (pinning it on
-first use, after verifying their sigchain) and posts it over HTTP, or
-publishes it over native NATS with C{--nats}.
+first use, once the key directory vouches for it and their sigchain
+verifies), with the newest key-directory head this home verified in it,
+and posts it over HTTP, or publishes it over native NATS with C{--nats}.
 """
 
 from __future__ import annotations
 
 import uuid
 from argparse import Namespace
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from twisted.internet.task import deferLater
-from twisted.internet.threads import deferToThread
-
-from kezchat.cli.attachments import attachment_plaintexts, read_attachment
-from kezchat.cli.audit import with_head
 from kezchat.cli.contacts import lookup_and_pin
-from kezchat.cli.context import Context
 from kezchat.cli.errors import CliError
-from kezchat.cli.listening import listen
-from kezchat.cli.natsconnect import nats_connect
 from kezchat.client.errors import ServerError, Unreachable
-from kezchat.e2e import seal_envelope, text_message
-from kezchat.identity.keys import KeyPair
-from kezchat.natsbridge.aio import deferred_from_coroutine
+
+if TYPE_CHECKING:
+    from kezchat.cli.context import Context
+    from kezchat.identity.keys import KeyPair
+
+# Twisted, the listening machinery, NATS and the attachment code are
+# imported by the commands that use them: `send` runs without a reactor
+# (kezchat.cli.commands) and starts without any of them.
+
+
+async def listen(ctx: Context, args: Namespace) -> None:
+    """
+    L{kezchat.cli.listening.listen}, imported when C{listen} runs (it
+    brings Twisted's stream client, which C{send} does without).
+    """
+    from kezchat.cli.listening import listen as listening
+
+    await listening(ctx, args)
 
 
 def add_commands(subparsers: Any) -> None:
@@ -104,6 +112,9 @@ async def recipient(ctx: Context, text: str) -> dict[str, Any]:
 
 
 async def send(ctx: Context, args: Namespace) -> None:
+    from kezchat.cli.audit import with_head
+    from kezchat.e2e import seal_envelope, text_message
+
     account = ctx.account()
     contact = await recipient(ctx, args.handle)
     keypair = await ctx.keypair()
@@ -116,6 +127,11 @@ async def send(ctx: Context, args: Namespace) -> None:
 
 
 async def send_file(ctx: Context, args: Namespace) -> None:
+    from twisted.internet.threads import deferToThread
+
+    from kezchat.cli.attachments import attachment_plaintexts, read_attachment
+    from kezchat.e2e import seal_envelope
+
     account = ctx.account()
     contact = await recipient(ctx, args.handle)
     name, mime, data = await deferToThread(read_attachment, args.path)
@@ -149,7 +165,7 @@ async def _send_http(
         except Unreachable as e:
             if attempt:
                 raise CliError(f"{e}: the message was not sent; try again later") from None
-            await deferLater(ctx.reactor, 1.0, lambda: None)
+            await ctx.sleep(1.0)
         except ServerError as e:
             raise CliError(_send_problem(e, to)) from None
     raise AssertionError("unreachable")
@@ -170,7 +186,9 @@ def _send_problem(e: ServerError, to: str) -> str:
 async def _send_nats(
     ctx: Context, keypair: KeyPair, url: str, recipient_primary: str, envelope: dict[str, Any]
 ) -> int:
+    from kezchat.cli.natsconnect import nats_connect
     from kezchat.client.natsclient import publish_envelope
+    from kezchat.natsbridge.aio import deferred_from_coroutine
 
     nc = await nats_connect(ctx, url, keypair, reconnect=False)
     try:

@@ -7,16 +7,14 @@ from __future__ import annotations
 
 import time
 from argparse import Namespace
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from kezchat.cli.audit import vouch
-from kezchat.cli.chains import chain_summary, fetch_chain
-from kezchat.cli.context import Context
 from kezchat.cli.errors import CliError
 from kezchat.cli.output import visible
 from kezchat.client.errors import ServerError
-from kezchat.identity.handles import InvalidHandle, parse_handle
-from kezchat.timeutil import format_rfc3339
+
+if TYPE_CHECKING:
+    from kezchat.cli.context import Context
 
 
 def add_commands(subparsers: Any) -> None:
@@ -62,6 +60,13 @@ async def resolve_contact(
     @raise CliError: unknown handle, yourself, unverifiable chain, or a
         changed key (L{kezchat.cli.pins.KeyChanged}) unless C{replace}.
     """
+    # imported here: `contacts` lists the pins without the sigchain's and
+    # the key directory's code
+    from kezchat.cli.audit import vouch
+    from kezchat.cli.chains import chain_summary, fetch_chain
+    from kezchat.identity.handles import InvalidHandle, parse_handle
+    from kezchat.timeutil import format_rfc3339
+
     account = ctx.account()
     home_server = account["fqhn"].partition("@")[2]
     try:

@@ -5,7 +5,9 @@ key, the servers' clients and the local stores.
 
 Expensive or interactive things (unlocking the key, opening HTTP pools)
 happen on first use, so C{whoami} never asks for a passphrase and
-C{--help} never touches the network.
+C{--help} never touches the network. So do the imports behind them
+(Twisted, treq, the key's crypto): a command that only reads the home
+starts without them (L{kezchat.cli.commands}).
 """
 
 from __future__ import annotations
@@ -13,9 +15,7 @@ from __future__ import annotations
 import os
 from argparse import Namespace
 from pathlib import Path
-from typing import Any
-
-from twisted.internet.threads import deferToThread
+from typing import TYPE_CHECKING, Any
 
 from kezchat.cli.errors import CliError
 from kezchat.cli.home import Home, default_home
@@ -23,8 +23,11 @@ from kezchat.cli.output import Output
 from kezchat.cli.pins import ContactBook
 from kezchat.cli.received import ReceivedStore
 from kezchat.cli.secrets import SecretStore
-from kezchat.client.http import DEFAULT_TIMEOUT, ChatClient, SigClient
-from kezchat.identity.keys import KeyPair
+from kezchat.client.answers import DEFAULT_TIMEOUT
+
+if TYPE_CHECKING:
+    from kezchat.client.http import ChatClient, SigClient
+    from kezchat.identity.keys import KeyPair
 
 HOME_ENV = "KEZ_CHAT_HOME"
 SERVER_ENV = "KEZ_CHAT_SERVER_URL"
@@ -121,9 +124,13 @@ class Context:
             account = self.account()
             if account.get("secret") != "keyring":
                 self.secrets.passphrase(confirm=False)  # ask here, on the main thread
-            self._keypair = await deferToThread(
-                self.secrets.load, account["primary"], account.get("secret", "file")
-            )
+            primary, kind = account["primary"], account.get("secret", "file")
+            if self.reactor is None:  # no event loop to keep turning (run_direct)
+                self._keypair = self.secrets.load(primary, kind)
+            else:
+                from twisted.internet.threads import deferToThread
+
+                self._keypair = await deferToThread(self.secrets.load, primary, kind)
         return self._keypair
 
     def set_keypair(self, keypair: KeyPair) -> None:
@@ -163,7 +170,15 @@ class Context:
         if url not in self._chat:
             if not url.startswith(("http://", "https://")):
                 raise CliError(f"the server URL must start with http:// or https://, not {url!r}")
-            client = ChatClient(url, self.reactor, timeout=http_timeout())
+            client: ChatClient
+            if self.reactor is None:  # run_direct: one-shot requests, no event loop
+                from kezchat.client.blocking import BlockingChatClient
+
+                client = BlockingChatClient(url, timeout=http_timeout())  # type: ignore[assignment]
+            else:
+                from kezchat.client.http import ChatClient
+
+                client = ChatClient(url, self.reactor, timeout=http_timeout())
             self._chat[url] = client
             self._closers.append(client.close)
         return self._chat[url]
@@ -173,9 +188,31 @@ class Context:
         The sig-server client (addressed by the chain URLs of records).
         """
         if self._sig is None:
-            self._sig = SigClient(self.reactor, timeout=http_timeout())
-            self._closers.append(self._sig.close)
+            sig: SigClient
+            if self.reactor is None:
+                from kezchat.client.blocking import BlockingSigClient
+
+                sig = BlockingSigClient(timeout=http_timeout())  # type: ignore[assignment]
+            else:
+                from kezchat.client.http import SigClient
+
+                sig = SigClient(self.reactor, timeout=http_timeout())
+            self._sig = sig
+            self._closers.append(sig.close)
         return self._sig
+
+    async def sleep(self, seconds: float) -> None:
+        """
+        Wait C{seconds} (on the reactor, or blocking when there is none).
+        """
+        if self.reactor is None:
+            import time
+
+            time.sleep(seconds)
+        else:
+            from twisted.internet.task import deferLater
+
+            await deferLater(self.reactor, seconds, lambda: None)
 
     def on_interrupt(self, callback: Any) -> None:
         """

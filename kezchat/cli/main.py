@@ -8,6 +8,13 @@ handler(ctx, args)} coroutine. It runs on Twisted's asyncio reactor, so it
 may await Deferreds (treq) directly and asyncio code (nats-py, iroh)
 through L{kezchat.natsbridge.aio.deferred_from_coroutine}.
 
+Start-up is kept short: the parser is built from the table in
+L{kezchat.cli.commands}, importing only the named command's group (none
+for the top-level C{--help}), and a command that only reads the home
+(C{whoami}, C{contacts}) or makes one-shot requests (C{send}, C{audit}) runs
+without installing a reactor at all (L{run_direct}), so none imports
+Twisted or treq.
+
 Exit status: 0 success; 1 an expected failure (L{CliError}, one line on
 stderr saying what to do); 2 a command line that does not parse.
 """
@@ -15,19 +22,17 @@ stderr saying what to do); 2 a command line that does not parse.
 from __future__ import annotations
 
 import argparse
-import asyncio
 import importlib
+import importlib.util
 import sys
-from collections.abc import Sequence
+from collections.abc import Coroutine, Sequence
 from typing import Any
 
+from kezchat.cli.commands import COMMANDS, GROUPS, OPTIONAL_GROUPS, command_word, find
 from kezchat.cli.errors import EXIT_FAILURE, EXIT_USAGE, CliError
 from kezchat.cli.output import visible
 from kezchat.client.errors import ServerError, Unreachable
 
-#: command-group modules, in --help order; missing optional ones are skipped
-GROUPS = ("account", "contacts", "chat", "files", "manifests", "audit")
-OPTIONAL_GROUPS = frozenset({"files", "manifests"})
 #: seconds an interrupted command gets to wind down
 INTERRUPT_GRACE = 5.0
 #: the packages that come with one of kezchat's extras (setup.cfg), not
@@ -59,7 +64,16 @@ def json_flag(parser: argparse.ArgumentParser) -> None:
     )
 
 
-def build_parser() -> Parser:
+def build_parser(argv: Sequence[str] | None = None) -> Parser:
+    """
+    The parser for C{argv}: every group's commands when C{argv} is
+    C{None} (or names a command the table does not know), else only the
+    named command's group, the other commands being listed from the table
+    (L{kezchat.cli.commands}) by name and help line alone.
+    """
+    word = None if argv is None else command_word(argv)
+    chosen = find(word) if word is not None else None
+    everything = argv is None or (word is not None and chosen is None)
     parser = Parser(
         prog="kez-chat",
         description="KEZ chat: end-to-end encrypted chat and file sharing with KEZ keys.",
@@ -79,18 +93,52 @@ def build_parser() -> Parser:
     )
     subparsers = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=Parser)
     subparsers.required = True
+    listed = []
     for name in GROUPS:
-        try:
-            module = importlib.import_module(f"kezchat.cli.{name}")
-        except ModuleNotFoundError as e:
-            if name in OPTIONAL_GROUPS and e.name == f"kezchat.cli.{name}":
-                continue
-            raise
-        module.add_commands(subparsers)
+        if everything or (chosen is not None and chosen.group == name):
+            try:
+                module = importlib.import_module(f"kezchat.cli.{name}")
+            except ModuleNotFoundError as e:
+                if name in OPTIONAL_GROUPS and e.name == f"kezchat.cli.{name}":
+                    continue
+                raise
+            module.add_commands(subparsers)
+        elif name not in OPTIONAL_GROUPS or importlib.util.find_spec(f"kezchat.cli.{name}"):
+            listed.extend(_listed_only(subparsers, name))
     for sub in subparsers.choices.values():
-        if not any("--json" in a.option_strings for a in sub._actions):
+        if sub not in listed and not any("--json" in a.option_strings for a in sub._actions):
             json_flag(sub)
     return parser
+
+
+def _listed_only(subparsers: Any, group: str) -> list[argparse.ArgumentParser]:
+    """
+    Parsers for the commands of C{group} as the top-level help lists them,
+    without their arguments (the group is not imported); L{main} builds
+    the real ones if one of them is chosen after all.
+    """
+    parsers = []
+    for command in COMMANDS:
+        if command.group == group:
+            p = subparsers.add_parser(
+                command.name, aliases=list(command.aliases), help=command.help, add_help=False
+            )
+            p.add_argument("rest", nargs=argparse.REMAINDER, help=argparse.SUPPRESS)
+            p.set_defaults(handler=None)
+            parsers.append(p)
+    return parsers
+
+
+def parse(argv: Sequence[str]) -> argparse.Namespace:
+    """
+    Parse C{argv} with the smallest parser that can (L{build_parser}).
+    """
+    args = build_parser(argv).parse_args(argv)
+    if args.handler is None:
+        # argparse chose another word as the command than command_word
+        # did (an unusual spelling of the options): parse with everything
+        args = build_parser().parse_args(argv)
+    return args
 
 
 def install_reactor() -> Any:
@@ -99,6 +147,8 @@ def install_reactor() -> Any:
     installed already) and return the reactor.
     """
     if "twisted.internet.reactor" not in sys.modules:
+        import asyncio
+
         from twisted.internet import asyncioreactor
 
         loop = asyncio.new_event_loop()
@@ -165,13 +215,49 @@ def run(reactor: Any, args: argparse.Namespace) -> int:
     return 0
 
 
+def run_direct(args: argparse.Namespace) -> int:
+    """
+    Run a command that needs no event loop (L{commands.Command.direct}):
+    its coroutine is driven to the end here, and never waits for anything
+    but blocking calls (local files, L{kezchat.client.blocking}).
+    """
+    import signal
+
+    from kezchat.cli.context import Context
+
+    signal.signal(signal.SIGTERM, _interrupted)  # as on the reactor: exit 130
+    ctx = Context.from_args(None, args)
+    try:
+        _complete(args.handler(ctx, args))
+    finally:
+        _complete(ctx.close())
+    return 0
+
+
+def _interrupted(signum: int, frame: Any) -> None:
+    raise KeyboardInterrupt
+
+
+def _complete(coroutine: Coroutine[Any, Any, Any]) -> Any:
+    try:
+        coroutine.send(None)
+    except StopIteration as done:
+        return done.value
+    coroutine.close()
+    raise RuntimeError("a command run without the reactor waited for something")
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """
     The console script C{kez-chat}.
     """
-    parser = build_parser()
-    args = parser.parse_args(argv)
     try:
+        # inside: building the chosen group's parser imports its module,
+        # which may need a missing extra
+        args = parse(sys.argv[1:] if argv is None else list(argv))
+        command = find(args.command)
+        if command is not None and command.runs_direct(args):
+            return run_direct(args)
         return run(install_reactor(), args)
     except CliError as e:
         sys.stderr.write(f"kez-chat: {visible(e.message)}\n")

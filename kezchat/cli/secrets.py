@@ -16,15 +16,16 @@ import json
 import os
 import sys
 from collections.abc import Callable
-from typing import Any
-
-from cryptography.exceptions import InvalidTag
-from cryptography.hazmat.primitives.ciphers.aead import ChaCha20Poly1305
-from cryptography.hazmat.primitives.kdf.scrypt import Scrypt
+from typing import TYPE_CHECKING, Any
 
 from kezchat.cli.errors import CliError
 from kezchat.cli.home import Home, read_json, write_atomic
-from kezchat.identity.keys import KeyPair
+
+if TYPE_CHECKING:
+    from kezchat.identity.keys import KeyPair
+
+# cryptography, nacl and keyring are imported where they are used: a
+# command that never unlocks the key (whoami, contacts) starts without them
 
 KEYRING_SERVICE = "kez-chat"
 PASSPHRASE_ENV = "KEZ_CHAT_PASSPHRASE"
@@ -57,6 +58,8 @@ def _unb64(text: Any) -> bytes:
 
 
 def derive_key(passphrase: str, salt: bytes, n: int, r: int, p: int) -> bytes:
+    from cryptography.hazmat.primitives.kdf.scrypt import Scrypt
+
     return Scrypt(salt=salt, length=32, n=n, r=r, p=p).derive(passphrase.encode("utf-8"))
 
 
@@ -64,6 +67,8 @@ def seal_seed(seed: bytes, primary: str, passphrase: str) -> dict[str, Any]:
     """
     The encrypted-file document for C{seed}.
     """
+    from cryptography.hazmat.primitives.ciphers.aead import ChaCha20Poly1305
+
     salt, nonce = os.urandom(16), os.urandom(12)
     key = derive_key(passphrase, salt, SCRYPT_N, SCRYPT_R, SCRYPT_P)
     ct = ChaCha20Poly1305(key).encrypt(nonce, seed, primary.encode("ascii"))
@@ -99,6 +104,9 @@ def open_seed(document: Any, passphrase: str) -> bytes:
         primary = document["primary"].encode("ascii")
     except (KeyError, TypeError, AttributeError, UnicodeEncodeError) as e:
         raise ValueError(f"malformed secret file: {e}") from None
+    from cryptography.exceptions import InvalidTag
+    from cryptography.hazmat.primitives.ciphers.aead import ChaCha20Poly1305
+
     key = derive_key(passphrase, salt, n, r, p)
     try:
         return ChaCha20Poly1305(key).decrypt(nonce, ct, primary)
@@ -237,6 +245,8 @@ class SecretStore:
         return keypair
 
     def _load_keyring(self, primary: str) -> KeyPair:
+        from kezchat.identity.keys import KeyPair
+
         backend = self._keyring_backend()
         value = None
         if backend is not None:
@@ -256,6 +266,8 @@ class SecretStore:
             raise CliError("the keyring entry is damaged: run `kez-chat recover`") from None
 
     def _load_file(self) -> KeyPair:
+        from kezchat.identity.keys import KeyPair
+
         document = read_json(self.home.secret_path)
         if document is None:
             raise CliError(

@@ -39,23 +39,20 @@ from twisted.web.client import (
 from twisted.web.http import PotentialDataLoss
 from twisted.web.iweb import UNKNOWN_LENGTH
 
+from kezchat.client.answers import (
+    CHAIN_BODY,
+    DEFAULT_TIMEOUT,
+    INBOX_PAGE,
+    SMALL_BODY,
+    origin,
+    server_error,
+    too_large,
+)
 from kezchat.client.errors import ServerError, Unreachable
 from kezchat.client.registration import signed_registration
 from kezchat.identity.keys import KeyPair
 from kezchat.relay.auth import body_digest, handle_server, sign_request
 from kezchat.sigchain import ChainState, Event, read_document
-
-#: seconds a whole exchange (connect, headers, body) may take before the
-#: server counts as unreachable
-DEFAULT_TIMEOUT = 30.0
-#: the largest body read from an endpoint that answers one small record
-SMALL_BODY = 1024 * 1024
-#: the largest inbox page (at most L{INBOX_PAGE} items of at most a 256 KiB
-#: envelope each, with their JSON around them)
-INBOX_PAGE = 100
-INBOX_BODY = INBOX_PAGE * 300 * 1024
-#: the largest sigchain document read
-CHAIN_BODY = 16 * 1024 * 1024
 
 _TRANSPORT_ERRORS = (
     ConnectError,
@@ -430,36 +427,23 @@ async def read_body(response: Any, limit: int) -> bytes:
     @raise ServerError: C{too_large} when the body (or its announced
         length) is over C{limit}; nothing past the limit is read.
     """
-    too_large = ServerError(
-        response.code, "too_large", f"the server's answer is larger than {limit} bytes"
-    )
+    refused = too_large(response.code, limit)
     reader = _Capped(limit)
     response.deliverBody(reader)
     if response.length is not UNKNOWN_LENGTH and response.length > limit:
         reader.done.addErrback(lambda _: None)  # nothing waits for it: drop the body
         reader.done.cancel()
-        raise too_large
+        raise refused
     try:
         return await reader.done
     except BodyTooLarge:
-        raise too_large from None
+        raise refused from None
 
 
-def _origin(url: str) -> str:
-    scheme, _, rest = url.partition("://")
-    return f"{scheme}://{rest.split('/', 1)[0]}"
+_origin = origin
 
 
 def _server_error(response: Any, body: bytes) -> ServerError:
     retry = response.headers.getRawHeaders(b"retry-after")
     retry_after = retry[0].decode("ascii", "replace") if retry else None
-    try:
-        error = json.loads(body)["error"]
-        return ServerError(response.code, str(error["code"]), str(error["message"]), retry_after)
-    except (ValueError, KeyError, TypeError):
-        return ServerError(
-            response.code,
-            f"http_{response.code}",
-            body[:200].decode("utf-8", "replace") or "no details",
-            retry_after,
-        )
+    return server_error(response.code, body, retry_after)

@@ -57,7 +57,10 @@ class DirectoryError(Exception):
 
 class LogSource(Protocol):
     """
-    The server's log endpoints, as JSON (L{kezchat.client.http.ChatClient}).
+    The server's log endpoints, as JSON: L{kezchat.client.http.ChatClient}
+    on a reactor, or L{kezchat.client.blocking.BlockingChatClient} (whose
+    coroutines never suspend) for a command run without one. The checks
+    below are the same whichever answers.
     """
 
     async def log_head(self) -> Any: ...
