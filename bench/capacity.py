@@ -336,7 +336,11 @@ async def one_population(reactor, args: argparse.Namespace, pattern: Pattern, us
             kinds[kind] = kinds.get(kind, 0) + 1
             envelope = {"i": n, "ct": "x" * size}
             body = json.dumps({"to": names[recipient], "envelope": envelope}).encode()
+            # the recipient's streams get it, and the sender's own streams
+            # get the sender's copy (one item when writing to oneself)
             expected += streams_per_user.get(recipient, 0)
+            if sender != recipient:
+                expected += streams_per_user.get(sender, 0)
             messages.append((sender, body))
         db_before = db_bytes()
         cpu_before = cpu_seconds()
