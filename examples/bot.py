@@ -441,6 +441,10 @@ class Client:
     def send(self, to: str, plaintext: dict[str, Any]) -> int:
         """Encrypt C{plaintext} for C{to}'s key (vouched for by the key directory) and send it."""
         recipient = self.vouched(to)
+        # our newest verified head rides along, so the recipient can tell
+        # whether the server shows us both the same key directory
+        if self.kept_head is not None:
+            plaintext = {**plaintext, "head": {k: self.kept_head[k] for k in ("size", "root")}}
         envelope = seal(self.me, recipient["primary"], plaintext)
         # the same idempotency key on a retry: the message is stored once
         body = json.dumps(

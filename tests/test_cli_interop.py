@@ -238,6 +238,10 @@ class AttachmentTests(CliTestCase):
             assembler.add(chunk)
         self.assertEqual(assembler.assemble(), picture)
         self.assertEqual(opened[0]["mime"], "image/jpeg")
+        # every part carries the key directory head the CLI verified
+        head = await bob.chat.log_head()
+        for part in opened:
+            self.assertEqual(part["head"], {"size": head["size"], "root": head["root"]})
 
 
 class NatsCliInteropTests(CliTestCase):

@@ -157,12 +157,17 @@ class BotRunTests(TestCase):
         auth = sign_request(alice, "GET", "/v1/inbox/alice", ["since=0"], int(reactor.seconds()))
         response = await client.get(f"{server.url}/v1/inbox/alice", headers={"X-KEZ-Auth": auth})
         items = [m for m in (await json_of(response))["messages"] if m["direction"] == "in"]
-        texts = [
-            open_envelope(item["envelope"], alice, expected_sender=bot_primary).plaintext["text"]
+        plaintexts = [
+            open_envelope(item["envelope"], alice, expected_sender=bot_primary).plaintext
             for item in items
         ]
-        self.assertEqual(texts, ["echo: one", "echo: two", "echo: three"])
+        self.assertEqual(
+            [p["text"] for p in plaintexts], ["echo: one", "echo: two", "echo: three"]
+        )
         self.assertEqual({item["from"] for item in items}, {"echobot@kez.lat"})
+        # each answer carries the key directory head the bot verified
+        head = await json_of(await client.get(f"{server.url}/v1/log/head"))
+        self.assertEqual(plaintexts[-1]["head"], {"size": head["size"], "root": head["root"]})
 
 
     async def test_through_a_hostile_relay(self) -> None:

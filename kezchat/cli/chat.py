@@ -130,6 +130,7 @@ async def send_file(ctx: Context, args: Namespace) -> None:
     from twisted.internet.threads import deferToThread
 
     from kezchat.cli.attachments import attachment_plaintexts, read_attachment
+    from kezchat.cli.audit import with_head
     from kezchat.e2e import seal_envelope
 
     account = ctx.account()
@@ -139,7 +140,7 @@ async def send_file(ctx: Context, args: Namespace) -> None:
     plaintexts = attachment_plaintexts(name, mime, data)
     seqs = []
     for plaintext in plaintexts:
-        envelope = seal_envelope(keypair, contact["primary"], plaintext)
+        envelope = seal_envelope(keypair, contact["primary"], with_head(ctx, plaintext))
         seqs.append(await _send_http(ctx, keypair, account["fqhn"], contact["fqhn"], envelope))
     ctx.out.emit(
         {

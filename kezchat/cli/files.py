@@ -22,6 +22,7 @@ from typing import Any
 from twisted.internet.defer import Deferred
 from twisted.internet.threads import deferToThread
 
+from kezchat.cli.audit import with_head
 from kezchat.cli.chat import _send_http, recipient
 from kezchat.cli.context import Context
 from kezchat.cli.errors import EXIT_USAGE, CliError
@@ -299,7 +300,7 @@ async def share(ctx: Context, args: Namespace) -> None:
     plaintext = file_share(
         name, size, digest, node.ticket(), seal_content_key(key, contact["primary"])
     )
-    envelope = seal_envelope(keypair, contact["primary"], plaintext)
+    envelope = seal_envelope(keypair, contact["primary"], with_head(ctx, plaintext))
     await _send_http(ctx, keypair, account["fqhn"], contact["fqhn"], envelope)
     ctx.out.emit(
         {"blake3": digest, "size": size, "name": name},

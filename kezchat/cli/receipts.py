@@ -21,6 +21,7 @@ from typing import Any
 from twisted.internet.defer import Deferred
 from twisted.internet.task import LoopingCall
 
+from kezchat.cli.audit import with_head
 from kezchat.cli.context import Context
 from kezchat.cli.itemkinds import IN, direction_of, is_receipt
 from kezchat.cli.messages import ReceivedMessage
@@ -102,7 +103,8 @@ class ReceiptSender:
         await self._send_due()
 
     async def _send(self, fqhn: str, primary: str, sigs: list[str]) -> None:
-        envelope = seal_envelope(self.keypair, primary, receipt("delivered", sigs))
+        plaintext = with_head(self.ctx, receipt("delivered", sigs))
+        envelope = seal_envelope(self.keypair, primary, plaintext)
         try:
             await self.ctx.chat().send(
                 self.keypair, self.account["fqhn"], fqhn, envelope,
