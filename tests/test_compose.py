@@ -501,14 +501,18 @@ class GuideTests(TestCase):
         self.assertEqual(named - options, set())
 
     def test_metrics(self) -> None:
+        from kezchat.federation.metrics import FederationMetrics
         from kezchat.metrics import Metrics
         from kezchat.sigserver.metrics import SigMetrics
 
+        chat = Metrics()
+        # federation's metrics join the chat-server's registry when it starts
+        FederationMetrics(chat.registry)
         suffixes = {"counter": ["_total"], "gauge": [""],
                     "histogram": ["", "_bucket", "_sum", "_count"]}
         real = {
             family.name + suffix
-            for registry in (Metrics().registry, SigMetrics().registry)
+            for registry in (chat.registry, SigMetrics().registry)
             for family in registry.collect()
             for suffix in suffixes[family.type]
         }
