@@ -173,7 +173,7 @@ class RetentionBytesTests(TestCase):
         # back to before 006: what came after it is undone too
         for column in ("direction", "to_fqhn", "to_primary"):
             conn.execute(f"ALTER TABLE messages DROP COLUMN {column}")
-        for table in ("log_leaves", "log_nodes"):
+        for table in ("log_leaves", "log_nodes", "federation_outbox", "federation_leases"):
             conn.execute(f"DROP TABLE {table}")
         conn.execute("DELETE FROM schema_version WHERE version >= 6")
         conn.close()

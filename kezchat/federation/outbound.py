@@ -257,7 +257,8 @@ class Outbound(Service):
         One delivery attempt; C{True} when the message is done with
         (delivered, refused for good, or past retention) and removed.
         """
-        assert message.id is not None
+        if message.id is None:
+            raise ValueError("only a stored outbound message can be delivered")
         outcome = await self._deliver(message)
         destination = message.destination
         if outcome is None:
@@ -286,7 +287,8 @@ class Outbound(Service):
         """
         C{"delivered"}, a reason it never will be, or C{None} to retry.
         """
-        assert message.id is not None
+        if message.id is None:
+            raise ValueError("only a stored outbound message can be delivered")
         body = delivery_body(message)
         key = await self._identity.key()
         header = s2s.sign(
