@@ -119,24 +119,9 @@ async def read_sent(reader: Reader, item: dict[str, Any]) -> ReceivedMessage:
         problems.append("the recipient has no handle on this server")
     elif handle is None:
         problems.append(f"the server labels the recipient {claimed_to!r}, which is not a handle")
-    # 3. the recipient's pins, both ways
-    key = recipient or to_primary
-    by_key = reader.pinned_key(key) if key else None
-    by_handle = reader.pinned(handle) if handle else None
-    if by_handle is not None and key and by_handle["primary"] != key:
-        problems.append(
-            f"key changed: {handle} is pinned to {by_handle['primary']}, this was sent to {key}"
-        )
-    if by_key is not None and handle is not None and by_key["fqhn"] != handle:
-        problems.append(
-            f"the server says this went to {handle}, but its key is pinned to {by_key['fqhn']}"
-        )
-    label = by_key["fqhn"] if by_key is not None else None
-    # 4. a recipient new here, and everything else holds: confirmed, then pinned
-    if not problems and label is None and handle and recipient:
-        label, why = await reader.first_use(handle, recipient)
-        if why is not None:
-            problems.append(why)
+    # 3. the recipient's pins, both ways; 4. a recipient new here, and
+    # everything else holds: confirmed, then pinned
+    label = await reader.label(handle, recipient or to_primary, recipient, problems, sent=True)
     ts = envelope.get("ts") if isinstance(envelope, dict) else None
     created_at = item.get("created_at")
     return ReceivedMessage(
@@ -183,22 +168,17 @@ async def read_receipt(reader: Reader, item: dict[str, Any]) -> ReceivedMessage:
     elif handle is None:
         problems.append(f"the server labels the sender {claimed!r}, which is not a handle")
     key = signer or (envelope.get("from") if isinstance(envelope, dict) else None)
-    by_key = reader.pinned_key(key) if isinstance(key, str) else None
-    by_handle = reader.pinned(handle) if handle else None
-    if by_key is None and by_handle is None:
+    key = key if isinstance(key, str) else None
+    # the same pin check as a message's, but a receipt never pins anyone
+    label = await reader.label(handle, key, None, problems)
+    if label is None and (handle is None or reader.pinned(handle) is None):
         problems.append("a receipt from a handle not pinned here")
-    if by_handle is not None and isinstance(key, str) and by_handle["primary"] != key:
-        problems.append(f"key changed: {handle} is pinned to {by_handle['primary']}")
-    if by_key is not None and handle is not None and by_key["fqhn"] != handle:
-        problems.append(
-            f"the server says {handle} sent this, but its key is pinned to {by_key['fqhn']}"
-        )
     ts = envelope.get("ts") if isinstance(envelope, dict) else None
     created_at = item.get("created_at")
     return ReceivedMessage(
         seq=item.get("seq"),
-        sender=by_key["fqhn"] if by_key is not None else None,
-        from_primary=key if isinstance(key, str) else from_primary,
+        sender=label,
+        from_primary=key or from_primary,
         ts=clamped_ts(ts, created_at),
         verified=not problems,
         plaintext=plaintext,

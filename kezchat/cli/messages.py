@@ -258,6 +258,35 @@ class Reader:
             self._contacts[pinned["fqhn"].lower()] = pinned
         return pinned["fqhn"], None
 
+    async def label(
+        self, handle: str | None, key: str | None, party: str | None, problems: list[str],
+        *, sent: bool = False,
+    ) -> str | None:
+        """
+        The trust rule's pin step, for a message's sender or (C{sent}) a
+        sent copy's recipient: the pins checked both ways (C{handle} →
+        key and C{key} → handle, each mismatch added to C{problems}); the
+        label shown is the handle pinned for the key, never the server's
+        word; and when nothing is pinned and nothing else is wrong,
+        C{party} (the key the envelope proves) is pinned on first use.
+        """
+        by_key = self.pinned_key(key) if key else None
+        by_handle = self.pinned(handle) if handle else None
+        if by_handle is not None and key and by_handle["primary"] != key:
+            way = "was sent to" if sent else "came from"
+            problems.append(
+                f"key changed: {handle} is pinned to {by_handle['primary']}, this {way} {key}"
+            )
+        if by_key is not None and handle is not None and by_key["fqhn"] != handle:
+            what = f"this went to {handle}" if sent else f"{handle} sent this"
+            problems.append(f"the server says {what}, but its key is pinned to {by_key['fqhn']}")
+        label = by_key["fqhn"] if by_key is not None else None
+        if not problems and label is None and handle and party:
+            label, why = await self.first_use(handle, party)
+            if why is not None:
+                problems.append(why)
+        return label
+
     async def read(self, item: dict[str, Any]) -> ReceivedMessage:
         """
         Verify and decrypt one item; pins its sender on first use (only
@@ -288,25 +317,10 @@ class Reader:
             problems.append("the sender has no handle on this server")
         elif handle is None:
             problems.append(f"the server labels the sender {claimed!r}, which is not a handle")
-        # 3. the pins, both ways
+        # 3. the pins, both ways; 4. someone new, and everything else
+        # holds: pin on first use
         key = signer or (envelope.get("from") if isinstance(envelope, dict) else None)
-        by_key = self.pinned_key(key) if isinstance(key, str) else None
-        by_handle = self.pinned(handle) if handle else None
-        if by_handle is not None and isinstance(key, str) and by_handle["primary"] != key:
-            problems.append(
-                f"key changed: {handle} is pinned to {by_handle['primary']}, this came from"
-                f" {key}"
-            )
-        if by_key is not None and handle is not None and by_key["fqhn"] != handle:
-            problems.append(
-                f"the server says {handle} sent this, but its key is pinned to {by_key['fqhn']}"
-            )
-        label = by_key["fqhn"] if by_key is not None else None
-        # 4. someone new, and everything else holds: pin on first use
-        if not problems and label is None and handle and signer:
-            label, why = await self.first_use(handle, signer)
-            if why is not None:
-                problems.append(why)
+        label = await self.label(handle, key if isinstance(key, str) else None, signer, problems)
         ts = envelope.get("ts") if isinstance(envelope, dict) else None
         created_at = item.get("created_at")
         # 5. the sender's view of the key directory against ours (a
