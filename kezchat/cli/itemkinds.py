@@ -28,13 +28,14 @@ from typing import Any
 from kezchat.cli.messages import (
     Reader,
     ReceivedMessage,
-    canonical_handle,
+    claimed_handle,
     clamped_ts,
     human_line,
+    opened_or_problem,
     output_json,
 )
 from kezchat.cli.output import visible
-from kezchat.e2e import EnvelopeError, PlaintextError, open_own_envelope, parse_plaintext
+from kezchat.e2e import EnvelopeError, open_own_envelope
 from kezchat.e2e.envelope import open_envelope
 
 OUT = "out"
@@ -99,26 +100,15 @@ async def read_sent(reader: Reader, item: dict[str, Any]) -> ReceivedMessage:
     problems: list[str] = []
     plaintext: dict[str, Any] | None = None
     # 1. the envelope, on its own: ours, and to whom
-    recipient: str | None = None
-    try:
-        opened = open_own_envelope(envelope, reader.keypair)
-        recipient = opened.recipient
-        plaintext = opened.plaintext
-        parse_plaintext(plaintext)
-    except EnvelopeError as e:
-        problems.append(f"{e} ({e.code})")
-    except PlaintextError as e:
-        problems.append(f"the plaintext is malformed: {e}")
+    opened = opened_or_problem(open_own_envelope, envelope, reader.keypair, problems)
+    recipient: str | None = opened.recipient if opened is not None else None
+    plaintext = opened.plaintext if opened is not None else None
     # 2. the server's word, checked against it
     if item.get("from_primary") != own:
         problems.append("a sent copy that names another sender")
     if recipient is not None and to_primary is not None and recipient != to_primary:
         problems.append("the server names another recipient than the envelope")
-    handle = canonical_handle(claimed_to)
-    if claimed_to is None:
-        problems.append("the recipient has no handle on this server")
-    elif handle is None:
-        problems.append(f"the server labels the recipient {claimed_to!r}, which is not a handle")
+    handle = claimed_handle(claimed_to, "recipient", problems)
     # 3. the recipient's pins, both ways; 4. a recipient new here, and
     # everything else holds: confirmed, then pinned
     label = await reader.label(handle, recipient or to_primary, recipient, problems, sent=True)
@@ -151,22 +141,12 @@ async def read_receipt(reader: Reader, item: dict[str, Any]) -> ReceivedMessage:
     claimed = item.get("from")
     problems: list[str] = []
     plaintext: dict[str, Any] | None = None
-    signer: str | None = None
-    try:
-        opened = open_envelope(envelope, reader.keypair)
-        signer = opened.sender
-        plaintext = parse_plaintext(opened.plaintext)
-    except EnvelopeError as e:
-        problems.append(f"{e} ({e.code})")
-    except PlaintextError as e:
-        problems.append(f"the receipt is malformed: {e}")
+    opened = opened_or_problem(open_envelope, envelope, reader.keypair, problems, "receipt")
+    signer: str | None = opened.sender if opened is not None else None
+    plaintext = opened.plaintext if opened is not None else None
     if isinstance(envelope, dict) and envelope.get("from") != from_primary:
         problems.append("the envelope's sender is not the key the server vouched for")
-    handle = canonical_handle(claimed)
-    if claimed is None:
-        problems.append("the sender has no handle on this server")
-    elif handle is None:
-        problems.append(f"the server labels the sender {claimed!r}, which is not a handle")
+    handle = claimed_handle(claimed, "sender", problems)
     key = signer or (envelope.get("from") if isinstance(envelope, dict) else None)
     key = key if isinstance(key, str) else None
     # the same pin check as a message's, but a receipt never pins anyone

@@ -26,6 +26,7 @@ nothing is pinned on its strength.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -132,6 +133,43 @@ def human_line(message: ReceivedMessage) -> str:
     else:
         body = "(could not be read)"
     return f"[{visible(message.seq)}] {who}{mark}: {body}"
+
+
+def opened_or_problem(
+    open_: Callable[[Any, KeyPair], Any],
+    envelope: Any,
+    keypair: KeyPair,
+    problems: list[str],
+    what: str = "plaintext",
+) -> Any:
+    """
+    Step 1 of the trust rule for any item: the envelope on its own,
+    opened with C{open_} and its plaintext checked. The opened envelope,
+    or C{None} with the reason added to C{problems}.
+    """
+    try:
+        opened = open_(envelope, keypair)
+        parse_plaintext(opened.plaintext)
+    except EnvelopeError as e:
+        problems.append(f"{e} ({e.code})")
+    except PlaintextError as e:
+        problems.append(f"the {what} is malformed: {e}")
+    else:
+        return opened
+    return None
+
+
+def claimed_handle(claimed: object, role: str, problems: list[str]) -> str | None:
+    """
+    The server's C{from} (or C{to}) as a canonical handle, or C{None} with
+    the reason added to C{problems}: it must be a handle, whole.
+    """
+    handle = canonical_handle(claimed)
+    if claimed is None:
+        problems.append(f"the {role} has no handle on this server")
+    elif handle is None:
+        problems.append(f"the server labels the {role} {claimed!r}, which is not a handle")
+    return handle
 
 
 def canonical_handle(value: object) -> str | None:
@@ -299,24 +337,13 @@ class Reader:
         problems: list[str] = []
         plaintext: dict[str, Any] | None = None
         # 1. the envelope, on its own: who signed it, and what it says
-        signer: str | None = None
-        try:
-            opened = open_envelope(envelope, self.keypair)
-            signer = opened.sender
-            plaintext = opened.plaintext
-            parse_plaintext(plaintext)
-        except EnvelopeError as e:
-            problems.append(f"{e} ({e.code})")
-        except PlaintextError as e:
-            problems.append(f"the plaintext is malformed: {e}")
+        opened = opened_or_problem(open_envelope, envelope, self.keypair, problems)
+        signer: str | None = opened.sender if opened is not None else None
+        plaintext = opened.plaintext if opened is not None else None
         # 2. the server's word, checked against it
         if isinstance(envelope, dict) and envelope.get("from") != from_primary:
             problems.append("the envelope's sender is not the key the server vouched for")
-        handle = canonical_handle(claimed)
-        if claimed is None:
-            problems.append("the sender has no handle on this server")
-        elif handle is None:
-            problems.append(f"the server labels the sender {claimed!r}, which is not a handle")
+        handle = claimed_handle(claimed, "sender", problems)
         # 3. the pins, both ways; 4. someone new, and everything else
         # holds: pin on first use
         key = signer or (envelope.get("from") if isinstance(envelope, dict) else None)
