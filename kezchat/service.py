@@ -37,7 +37,7 @@ from kezchat.mirror import ManifestMirror
 from kezchat.reactor import IServerReactor, global_reactor
 from kezchat.registry import Registry, RegistryPolicy
 from kezchat.relay.auth import Authenticator
-from kezchat.relay.broker import Broker, LocalBroker
+from kezchat.relay.broker import Broker, LocalBroker, Origin
 from kezchat.relay.relay import Relay
 from kezchat.relay.sse import StreamHub
 from kezchat.sharedlimit import InProcessLimiter, Limiter, SharedLimiter
@@ -153,6 +153,7 @@ def build_parts(config: ChatConfig, reactor: IServerReactor) -> ChatParts:
         metrics=federation_metrics,
         queue_limit=config.federation_queue_limit,
     )
+    outbound.announce = lambda notice: broker.publish(notice, origin=Origin.HTTP)
     relay = Relay(
         outbound=outbound,
         registry=registry,

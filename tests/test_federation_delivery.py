@@ -269,6 +269,50 @@ class DeliveryTests(TwoDomains):
         [got] = await self.received("b.example", self.bob, "bob", 1)
         self.assertEqual((got["from"], got["envelope"]["n"]), ("alice@a.example", 7))
 
+    async def undeliverable(self, count: int) -> list[Any]:
+        """alice's inbox once it holds C{count} items."""
+        return await self.received("a.example", self.alice, "alice", count)
+
+    async def test_refused_for_good_is_marked_undeliverable(self) -> None:
+        """
+        A message the destination refuses for good (no such handle there)
+        is given up at once: alice's copy is marked undeliverable and a
+        notice with the same envelope follows it in her inbox.
+        """
+        code, answer = await send(
+            self.client, self.url("a.example"), self.alice, "alice@a.example",
+            "nobody@b.example", {"from": self.alice.primary, "to": self.bob.primary, "n": 3},
+        )
+        self.assertEqual(code, 202, answer)
+        copy, notice = await self.undeliverable(2)
+        self.assertEqual(
+            [(m["direction"], m["to"], m.get("undeliverable"), m["envelope"]["n"])
+             for m in (copy, notice)],
+            [("out", "nobody@b.example", True, 3)] * 2,
+        )
+        self.assertGreater(notice["seq"], copy["seq"])
+
+    async def test_given_up_after_the_retention_period(self) -> None:
+        """
+        b.example never comes back: after the retention period alice's
+        copy is marked undeliverable and the notice added.
+        """
+        await self.stop("b.example")
+        await self.stop("a.example")
+        await self.start("a.example", retention_days=3 / 86400)
+        code, answer = await send(
+            self.client, self.url("a.example"), self.alice, "alice@a.example",
+            "bob@b.example", {"from": self.alice.primary, "to": self.bob.primary, "n": 1},
+        )
+        self.assertEqual(code, 202, answer)
+        [copy] = (await inbox(self.client, self.url("a.example"), self.alice, "alice"))[1][
+            "messages"]
+        self.assertNotIn("undeliverable", copy)
+        items = await self.undeliverable(2)
+        self.assertEqual(
+            [(m["envelope"]["n"], m.get("undeliverable", False)) for m in items],
+            [(1, True), (1, True)],
+        )
 
 on_postgresql(globals(), DeliveryTests)
 

@@ -35,7 +35,7 @@ from kezchat.federation.identity import ServerIdentity
 from kezchat.federation.metrics import FederationMetrics
 from kezchat.federation.remote import RemoteServers
 from kezchat.identity.handles import Handle
-from kezchat.storage.interfaces import HandleRecord, IdempotencyConflict
+from kezchat.storage.interfaces import HandleRecord, IdempotencyConflict, StoredMessage
 from kezchat.storage.outbox import OutboundMessage, OutboxStore, Queued, QueueFull
 
 log = Logger()
@@ -105,6 +105,9 @@ class Outbound(Service):
         #: this instance's name on delivery leases, and the leases it holds
         self._holder = uuid.uuid4().hex
         self._leases: dict[str, float] = {}
+        #: publishes the notice of a message given up to the sender's
+        #: streams (set once the broker exists)
+        self.announce: Callable[[StoredMessage], None] | None = None
 
     async def send(
         self,
@@ -255,7 +258,8 @@ class Outbound(Service):
     async def _attempt(self, message: OutboundMessage) -> bool:
         """
         One delivery attempt; C{True} when the message is done with
-        (delivered, refused for good, or past retention) and removed.
+        (delivered, or refused for good or past retention and so given up:
+        L{_give_up}) and removed.
         """
         if message.id is None:
             raise ValueError("only a stored outbound message can be delivered")
@@ -267,11 +271,7 @@ class Outbound(Service):
                 return False
             outcome = "expired"
         if outcome != "delivered":
-            self._metrics.dropped.labels(destination).inc()
-            log.warn(
-                "federation: message {id} from {sender} to {recipient} dropped ({why})",
-                id=message.id, sender=message.sender, recipient=message.recipient, why=outcome,
-            )
+            return await self._give_up(message, outcome)
         else:
             self._metrics.delivered.labels(destination).inc()
             self._metrics.latency.labels(destination).observe(
@@ -281,6 +281,25 @@ class Outbound(Service):
             await self._store.remove(message.id)
         except Exception:
             return False  # delivered again later: the destination stores it once
+        return True
+
+    async def _give_up(self, message: OutboundMessage, why: str) -> bool:
+        """
+        Forget a message that will never be delivered, marking the
+        sender's copy undeliverable and announcing the notice to the
+        sender's streams and devices.
+        """
+        try:
+            notice = await self._store.give_up(message, self._clock())
+        except Exception:
+            return False  # given up on the next attempt
+        self._metrics.dropped.labels(message.destination).inc()
+        log.warn(
+            "federation: message {id} from {sender} to {recipient} undeliverable ({why})",
+            id=message.id, sender=message.sender, recipient=message.recipient, why=why,
+        )
+        if notice is not None and self.announce is not None:
+            self.announce(notice)
         return True
 
     async def _deliver(self, message: OutboundMessage) -> str | None:

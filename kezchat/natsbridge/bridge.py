@@ -127,6 +127,7 @@ def decode_stored(data: bytes) -> StoredMessage:
         direction="out" if fields.get("direction") == "out" else "in",
         to=_optional_text(fields.get("to")),
         to_primary=_optional_text(fields.get("to_primary")),
+        undeliverable=fields.get("undeliverable") is True,
     )
 
 

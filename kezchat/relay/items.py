@@ -18,12 +18,14 @@ def item_json(message: StoredMessage) -> str:
     """
     C{{"seq", "from", "from_primary", "direction", "envelope",
     "created_at"}} on one line; an C{out} item (the sender's copy) also
-    carries C{"to"} and C{"to_primary"}.
+    carries C{"to"} and C{"to_primary"}, and C{"undeliverable": true}
+    when another server never took it.
     """
     if message.direction == "out":
         direction = (
             f'"direction":"out","to":{json.dumps(message.to)},'
             f'"to_primary":{json.dumps(message.to_primary)},'
+            + ('"undeliverable":true,' if message.undeliverable else "")
         )
     else:
         direction = '"direction":"in",'

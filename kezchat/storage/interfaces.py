@@ -100,6 +100,9 @@ class StoredMessage:
     #: an C{out} item's recipient and their key (C{None} on C{in} items)
     to: str | None = None
     to_primary: str | None = None
+    #: an C{out} item of a message another server never took (given up
+    #: after the retention period; see L{kezchat.federation.outbound})
+    undeliverable: bool = False
 
 
 @dataclass(frozen=True)

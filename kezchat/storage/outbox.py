@@ -88,6 +88,15 @@ class OutboxStore(Protocol):
         Forget a message: delivered, or refused for good.
         """
 
+    def give_up(self, message: OutboundMessage, now: float) -> Deferred[StoredMessage | None]:
+        """
+        Forget a message that will never be delivered, and say so to its
+        sender, in one transaction: the sender's copy is marked
+        undeliverable and a notice (an C{out} item with the same envelope,
+        marked, numbered now) is added to the sender's inbox. The notice,
+        to announce, or C{None} when the sender's copy is gone already.
+        """
+
     def claim(self, destination: str, holder: str, now: float, ttl: float) -> Deferred[bool]:
         """
         Take or renew the lease to deliver to C{destination} until

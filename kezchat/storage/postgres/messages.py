@@ -87,10 +87,12 @@ async def _add_all(conn: Any, messages: list[NewMessage]) -> list[Accepted]:
 # budget is returned without its envelope, to say that more follow). The
 # first row always comes, however large, so paging always moves on.
 _PAGE = """
-SELECT seq, sender, sender_primary, created_at, direction, to_fqhn, to_primary, fits,
+SELECT seq, sender, sender_primary, created_at, direction, to_fqhn, to_primary, undeliverable,
+       fits,
        CASE WHEN fits THEN envelope END AS envelope
 FROM (
-    SELECT seq, sender, sender_primary, created_at, direction, to_fqhn, to_primary, envelope,
+    SELECT seq, sender, sender_primary, created_at, direction, to_fqhn, to_primary,
+           undeliverable, envelope,
            (ROW_NUMBER() OVER w = 1 OR SUM(size) OVER w <= $4) AS fits
     FROM messages
     WHERE recipient = $1 AND seq > $2
@@ -116,6 +118,7 @@ async def read_page(
         messages.append(StoredMessage(
             recipient, row["seq"], row["sender"], row["sender_primary"], row["envelope"],
             row["created_at"], row["direction"], row["to_fqhn"], row["to_primary"],
+            row["undeliverable"],
         ))
     return messages, False
 

@@ -9,7 +9,7 @@ from typing import Any
 
 from twisted.internet.defer import Deferred
 
-from kezchat.storage.interfaces import IdempotencyConflict
+from kezchat.storage.interfaces import IdempotencyConflict, StoredMessage
 from kezchat.storage.outbox import OutboundMessage, Queued, QueueFull
 from kezchat.storage.postgres.database import PostgresDatabase
 from kezchat.storage.sqlite.outbox import COLUMNS
@@ -95,6 +95,41 @@ class PostgresOutboxStore:
             await conn.execute("DELETE FROM federation_outbox WHERE id = $1", message_id)
 
         return self._db.run(delete)
+
+    def give_up(self, message: OutboundMessage, now: float) -> Deferred[StoredMessage | None]:
+        async def mark(conn: Any) -> StoredMessage | None:
+            await conn.execute("DELETE FROM federation_outbox WHERE id = $1", message.id)
+            row = await conn.fetchrow(
+                "UPDATE messages SET undeliverable = TRUE WHERE (recipient, seq) = ("
+                " SELECT recipient, seq FROM messages WHERE recipient = $1"
+                " AND direction = 'out' AND to_fqhn = $2 AND envelope = $3"
+                " AND NOT undeliverable ORDER BY seq LIMIT 1)"
+                " RETURNING sender_primary, to_primary",
+                message.sender, message.recipient, message.envelope,
+            )
+            if row is None:
+                return None
+            seq = await conn.fetchval(
+                "INSERT INTO inbox_counters AS c (recipient, last_seq) VALUES ($1, 1)"
+                " ON CONFLICT (recipient) DO UPDATE SET last_seq = c.last_seq + 1"
+                " RETURNING last_seq",
+                message.sender,
+            )
+            notice = StoredMessage(
+                message.sender, int(seq), message.sender, row[0], message.envelope, now,
+                "out", message.recipient, row[1], undeliverable=True,
+            )
+            await conn.execute(
+                "INSERT INTO messages (recipient, seq, sender, sender_primary, envelope,"
+                " size, created_at, direction, to_fqhn, to_primary, undeliverable)"
+                " VALUES ($1, $2, $3, $4, $5, $6, $7, 'out', $8, $9, TRUE)",
+                notice.recipient, notice.seq, notice.sender, notice.sender_primary,
+                notice.envelope, len(notice.envelope.encode("utf-8")), notice.created_at,
+                notice.to, notice.to_primary,
+            )
+            return notice
+
+        return self._db.transaction(mark, size=len(message.envelope))
 
     def claim(self, destination: str, holder: str, now: float, ttl: float) -> Deferred[bool]:
         async def upsert(conn: Any) -> bool:

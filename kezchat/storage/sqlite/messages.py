@@ -24,17 +24,19 @@ def _stored(row: sqlite3.Row) -> StoredMessage:
     return StoredMessage(
         row["recipient"], row["seq"], row["sender"], row["sender_primary"],
         row["envelope"], row["created_at"], row["direction"], row["to_fqhn"],
-        row["to_primary"],
+        row["to_primary"], bool(row["undeliverable"]),
     )
 
 
 def _put(conn: sqlite3.Connection, message: StoredMessage) -> None:
     conn.execute(
         "INSERT INTO messages (recipient, seq, sender, sender_primary, envelope, size,"
-        " created_at, direction, to_fqhn, to_primary) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+        " created_at, direction, to_fqhn, to_primary, undeliverable)"
+        " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
         (message.recipient, message.seq, message.sender, message.sender_primary,
          message.envelope, len(message.envelope.encode("utf-8", "surrogatepass")),
-         message.created_at, message.direction, message.to, message.to_primary),
+         message.created_at, message.direction, message.to, message.to_primary,
+         int(message.undeliverable)),
     )
 
 

@@ -9,7 +9,7 @@ from dataclasses import replace
 
 from twisted.internet.defer import Deferred
 
-from kezchat.storage.interfaces import IdempotencyConflict
+from kezchat.storage.interfaces import IdempotencyConflict, StoredMessage
 from kezchat.storage.outbox import OutboundMessage, Queued, QueueFull
 from kezchat.storage.sqlite.database import SQLiteDatabase
 from kezchat.storage.sqlite.messages import _next_seq, _put
@@ -85,6 +85,30 @@ class SQLiteOutboxStore:
             conn.execute("DELETE FROM federation_outbox WHERE id = ?", (message_id,))
 
         return self._db.write(delete)
+
+    def give_up(self, message: OutboundMessage, now: float) -> Deferred[StoredMessage | None]:
+        def mark(conn: sqlite3.Connection) -> StoredMessage | None:
+            conn.execute("DELETE FROM federation_outbox WHERE id = ?", (message.id,))
+            row = conn.execute(
+                "SELECT seq, sender_primary, to_primary FROM messages WHERE recipient = ?"
+                " AND direction = 'out' AND to_fqhn = ? AND envelope = ? AND undeliverable = 0"
+                " ORDER BY seq LIMIT 1",
+                (message.sender, message.recipient, message.envelope),
+            ).fetchone()
+            if row is None:
+                return None
+            conn.execute(
+                "UPDATE messages SET undeliverable = 1 WHERE recipient = ? AND seq = ?",
+                (message.sender, row[0]),
+            )
+            notice = StoredMessage(
+                message.sender, _next_seq(conn, message.sender), message.sender, row[1],
+                message.envelope, now, "out", message.recipient, row[2], undeliverable=True,
+            )
+            _put(conn, notice)
+            return notice
+
+        return self._db.write(mark, size=len(message.envelope))
 
     def claim(self, destination: str, holder: str, now: float, ttl: float) -> Deferred[bool]:
         def upsert(conn: sqlite3.Connection) -> bool:
