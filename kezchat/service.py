@@ -186,7 +186,7 @@ def build_parts(config: ChatConfig, reactor: IServerReactor) -> ChatParts:
     )
     http = KezChatHTTP(
         web=web,
-        remote_lookup=remote.lookup,
+        remote=remote,
         registry=registry,
         metrics=metrics,
         clock=clock,
@@ -199,7 +199,9 @@ def build_parts(config: ChatConfig, reactor: IServerReactor) -> ChatParts:
         extensions=[
             lambda routes: messages.install(routes, relay, hub, client_address),
             lambda routes: manifests.install(routes, mirror, metrics),
-            lambda routes: keylog.install(routes, KeyLog(storage.keylog, registry, clock)),
+            lambda routes: keylog.install(
+                routes, KeyLog(storage.keylog, registry, clock), remote, config.server
+            ),
             lambda routes: federation.install(routes, identity, inbound),
         ],
     )

@@ -157,6 +157,71 @@ class RemoteLookupTests(TestCase):
         code, answer = await self.lookup(a, "bob@c.example")
         self.assertEqual((code, answer["error"]["code"]), (502, "remote_failed"))
 
+    async def by_primary(self, server: RunningServer, primary: str, domain: str) -> Any:
+        response = await self.client.get(
+            f"{server.url}/v1/by-primary/{quote(primary)}?server={domain}"
+        )
+        return response.code, await json_of(response)
+
+    async def test_by_primary_answered_from_the_other_server(self) -> None:
+        """
+        C{GET /v1/by-primary/<key>?server=b.example} on a.example answers
+        from b.example with the same checkable proof as C{/v1/u}; an
+        unknown key is C{not_found} (twice: the second from the negative
+        cache); C{server=} naming a.example itself is the local lookup.
+        """
+        a = await start_domain(self, "a.example", resolve=resolving(b_example=self.b))
+        code, answer = await self.by_primary(a, self.bob_key.primary, "b.example")
+        self.assertEqual(code, 200, answer)
+        directory = answer.pop("directory")
+        self.assertEqual(answer, self.bob)
+        await KeyDirectory(
+            "b.example", _Answers(directory["head"], directory["inclusion"]), _NoHeads()
+        ).vouch(answer)
+        stranger = KeyPair.generate().primary
+        for _ in range(2):
+            code, answer = await self.by_primary(a, stranger, "b.example")
+            self.assertEqual((code, answer["error"]["code"]), (404, "not_found"))
+        _, alice = await register(self.client, a.url, "alice", server="a.example")
+        code, local = await self.by_primary(a, alice["primary"], "a.example")
+        self.assertEqual((code, local), (200, alice))
+        code, answer = await self.by_primary(a, self.bob_key.primary, "not a domain")
+        self.assertEqual((code, answer["error"]["code"]), (400, "bad_request"))
+
+    async def test_by_primary_of_a_domain_serving_another_is_refused(self) -> None:
+        a = await start_domain(self, "a.example", resolve=(f"c.example={self.b.url}",))
+        code, answer = await self.by_primary(a, self.bob_key.primary, "c.example")
+        self.assertEqual((code, answer["error"]["code"]), (502, "remote_failed"))
+
+    async def test_by_primary_with_federation_off(self) -> None:
+        a = await start_domain(
+            self, "a.example", resolve=resolving(b_example=self.b), federation=False
+        )
+        code, answer = await self.by_primary(a, self.bob_key.primary, "b.example")
+        self.assertEqual((code, answer["error"]["code"]), (400, "federation_disabled"))
+
+    async def test_consistency_of_the_other_servers_log(self) -> None:
+        """
+        A client that kept an older head of b.example checks a newer one
+        with a consistency proof asked of a.example
+        (C{/v1/log/consistency?server=b.example}), which is b.example's.
+        """
+        a = await start_domain(self, "a.example", resolve=resolving(b_example=self.b))
+        old = await json_of(await self.client.get(f"{self.b.url}/v1/log/head"))
+        await register(self.client, self.b.url, "carol", server="b.example")
+        new = await json_of(await self.client.get(f"{self.b.url}/v1/log/head"))
+        path = f"/v1/log/consistency?from={old['size']}&to={new['size']}"
+        via_a = await json_of(await self.client.get(f"{a.url}{path}&server=b.example"))
+        direct = await json_of(await self.client.get(f"{self.b.url}{path}"))
+        self.assertEqual(via_a, direct)
+        from kezchat.keylog import merkle
+        from kezchat.keylog.wire import path_from_json
+
+        merkle.verify_consistency(
+            old["size"], new["size"], path_from_json(via_a["path"]),
+            parse_head(old).root, parse_head(new).root,
+        )
+
     async def test_tls_is_verified(self) -> None:
         """
         An HTTPS server whose certificate the platform does not trust is

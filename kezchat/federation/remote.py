@@ -193,20 +193,80 @@ class RemoteServers:
             raise
         if record.get("fqhn") != handle.fqhn:
             raise KezError("remote_failed", f"{handle.server} answered for another handle")
-        head = await self._get(handle.server, "/v1/log/head")
+        answer = await self._vouched(handle.server, record)
+        self._records.put(handle.fqhn, answer, RECORD_TTL)
+        return answer
+
+    async def by_primary(self, domain: str, primary: str) -> dict[str, Any]:
+        """
+        The record C{domain} binds to C{primary} (C{GET /v1/by-primary/<key>
+        ?server=<domain>}), with the same attached, checked proof as
+        L{lookup} and kept as long.
+
+        @raise KezError: as L{lookup}; C{bad_request} for a malformed key.
+        """
+        domain = domain.lower()
+        self.resolver.check(domain)
+        try:
+            parse_primary(primary)
+        except InvalidKey:
+            raise KezError("bad_request", "expected ed25519:<64 lowercase hex>") from None
+        name = f"{primary}@{domain}"
+        cached = self._records.get(name)
+        if cached is not None:
+            return cached
+        if self._records.get("!" + name) is not None:
+            raise KezError("not_found", f"no handle of {domain} is bound to this key")
+        try:
+            record = await self._get(domain, f"/v1/by-primary/{quote(primary)}")
+        except KezError as e:
+            if e.code == "not_found":
+                self._records.put("!" + name, {}, NEGATIVE_TTL)
+                raise KezError(
+                    "not_found", f"no handle of {domain} is bound to this key"
+                ) from None
+            raise
+        fqhn = record.get("fqhn")
+        if (
+            record.get("primary") != primary
+            or not isinstance(fqhn, str)
+            or fqhn.rpartition("@")[2] != domain
+        ):
+            raise KezError("remote_failed", f"{domain} answered for another key or domain")
+        answer = await self._vouched(domain, record)
+        self._records.put(name, answer, RECORD_TTL)
+        return answer
+
+    async def _vouched(self, domain: str, record: dict[str, Any]) -> dict[str, Any]:
+        """
+        C{record} (of C{domain}) with C{domain}'s head and inclusion proof
+        attached, after checking them.
+        """
+        head = await self._get(domain, "/v1/log/head")
         size = head.get("size")
         inclusion = await self._get(
-            handle.server, f"/v1/log/inclusion?handle={quote(handle.fqhn)}&size={size}"
+            domain, f"/v1/log/inclusion?handle={quote(str(record.get('fqhn')))}&size={size}"
         )
-        directory = KeyDirectory(handle.server, _Answers(head, inclusion), _NoHeads())
+        directory = KeyDirectory(domain, _Answers(head, inclusion), _NoHeads())
         try:
             await directory.vouch(record)
         except DirectoryError as e:
             raise KezError(
-                "remote_failed", f"{handle.server}'s key directory does not vouch for it: {e}"
+                "remote_failed", f"{domain}'s key directory does not vouch for it: {e}"
             ) from None
-        answer = {**record, "directory": {"head": head, "inclusion": inclusion}}
-        self._records.put(handle.fqhn, answer, RECORD_TTL)
+        return {**record, "directory": {"head": head, "inclusion": inclusion}}
+
+    async def consistency(self, domain: str, first: int, second: int) -> dict[str, Any]:
+        """
+        C{domain}'s consistency proof between two of its heads, passed on
+        as it is (C{GET /v1/log/consistency?server=<domain>}): a client
+        that kept an older head of C{domain} checks it against the newer
+        one attached to a lookup.
+        """
+        self.resolver.check(domain)
+        answer: dict[str, Any] = await self._get(
+            domain.lower(), f"/v1/log/consistency?from={first}&to={second}"
+        )
         return answer
 
     def close(self) -> Any:

@@ -8,9 +8,8 @@ the domain objects.
 
 from __future__ import annotations
 
-from collections.abc import Awaitable, Callable
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any
 
 from twisted.internet.interfaces import IReactorTime
 from twisted.web.iweb import IRequest
@@ -19,10 +18,10 @@ from twisted.web.server import NOT_DONE_YET
 from kezchat.errors import KezError
 from kezchat.http import meta, registry
 from kezchat.http.clientip import ClientAddress
+from kezchat.http.remotes import RemoteDirectory
 from kezchat.http.request import KezSite
 from kezchat.http.resource import ApiResource
 from kezchat.http.routing import Routes
-from kezchat.identity.handles import Handle
 from kezchat.metrics import Metrics
 from kezchat.registry import Registry
 from kezchat.sharedlimit import Limiter
@@ -50,13 +49,13 @@ class KezChatHTTP:
     #: extra route installers: callables taking the L{Routes}
     extensions: list[Callable[[Routes], None]] = field(default_factory=list)
     #: answers lookups of other servers' handles (federation)
-    remote_lookup: Callable[[Handle], Awaitable[dict[str, Any]]] | None = None
+    remote: RemoteDirectory | None = None
 
     def __post_init__(self) -> None:
         self.routes = Routes(self.metrics)
         registry.install(
             self.routes, self.registry, self.register_limiter, self.client_address, self.metrics,
-            self.remote_lookup,
+            self.remote,
         )
         meta.install(
             self.routes, self.registry.policy.server, self.metrics, self.nats_status,

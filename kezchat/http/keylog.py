@@ -4,6 +4,7 @@ Routes of the key directory (the registry's transparency log).
     GET /v1/log/head                         the signed tree head
     GET /v1/log/inclusion?handle=&size=      a registration's inclusion proof
     GET /v1/log/consistency?from=&to=        a consistency proof between two sizes
+        (&server=<domain>: another domain's, asked of it; federation)
     GET /v1/log/entries?start=&count=        leaves, at most 1000
 """
 
@@ -13,6 +14,7 @@ from twisted.web.iweb import IRequest
 
 from kezchat.errors import KezError
 from kezchat.http.errors import json_response
+from kezchat.http.remotes import RemoteDirectory, other_server
 from kezchat.http.routing import Routes
 from kezchat.keylog.log import KeyLog, parse_index
 
@@ -33,7 +35,15 @@ def _arg(request: IRequest, name: str) -> str | None:
         raise KezError("bad_request", f"{name} is not UTF-8") from None
 
 
-def install(routes: Routes, log: KeyLog) -> None:
+def install(
+    routes: Routes, log: KeyLog, remote: RemoteDirectory | None = None, own: str = ""
+) -> None:
+    """
+    @param remote: answers C{consistency?server=<other domain>} from that
+        domain (federation); without it such a request is C{not_found}.
+    @param own: this server's domain (C{server=<own>} is a local request).
+    """
+
     @routes.route("/v1/log/head", methods=["GET"], name="log_head")
     async def head(request: IRequest) -> bytes:
         return json_response(request, await log.head())
@@ -50,6 +60,11 @@ def install(routes: Routes, log: KeyLog) -> None:
     async def consistency(request: IRequest) -> bytes:
         first = parse_index(_arg(request, "from"), "from")
         second = parse_index(_arg(request, "to"), "to")
+        domain = other_server(request, own)
+        if domain is not None:
+            if remote is None:
+                raise KezError("not_found", "this server does not ask other servers' logs")
+            return json_response(request, await remote.consistency(domain, first, second))
         return json_response(request, await log.consistency(first, second))
 
     @routes.route("/v1/log/entries", methods=["GET"], name="log_entries")

@@ -4,16 +4,13 @@ Routes of the handle registry and WebFinger (SPEC §3.1).
 
 from __future__ import annotations
 
-from collections.abc import Awaitable, Callable
-from typing import Any
-
 from twisted.web.iweb import IRequest
 
 from kezchat.errors import KezError
 from kezchat.http.clientip import ClientAddress
 from kezchat.http.errors import json_response, read_json
+from kezchat.http.remotes import RemoteDirectory, other_server
 from kezchat.http.routing import Routes
-from kezchat.identity.handles import Handle
 from kezchat.metrics import Metrics
 from kezchat.registry import Registry
 from kezchat.sharedlimit import Limiter
@@ -32,10 +29,10 @@ def install(
     limiter: Limiter,
     client_address: ClientAddress,
     metrics: Metrics,
-    remote: Callable[[Handle], Awaitable[dict[str, Any]]] | None = None,
+    remote: RemoteDirectory | None = None,
 ) -> None:
     """
-    @param remote: answers lookups of handles of other servers
+    @param remote: answers lookups of handles and keys of other servers
         (federation); without it they are C{not_found}.
     """
 
@@ -80,12 +77,17 @@ def install(
     async def lookup(request: IRequest, handle: str) -> bytes:
         parsed = registry.parse_lookup(handle)
         if remote is not None and parsed.server != registry.policy.server:
-            return json_response(request, await remote(parsed))
+            return json_response(request, await remote.lookup(parsed))
         record = await registry.lookup(handle)
         return json_response(request, registry.record_json(record))
 
     @routes.route("/v1/by-primary/<path:primary>", methods=["GET"], name="by_primary")
     async def by_primary(request: IRequest, primary: str) -> bytes:
+        domain = other_server(request, registry.policy.server)
+        if domain is not None:
+            if remote is None:
+                raise KezError("not_found", "this server does not look up other servers' keys")
+            return json_response(request, await remote.by_primary(domain, primary))
         record = await registry.by_primary(primary)
         return json_response(request, registry.record_json(record))
 
