@@ -11,7 +11,7 @@ from typing import Any
 from kezchat.cli.context import Context
 from kezchat.cli.errors import CliError
 from kezchat.client.errors import ServerError, Unreachable
-from kezchat.client.keydir import DirectoryError, JsonHeadStore, KeyDirectory
+from kezchat.client.keydir import AttachedProof, DirectoryError, JsonHeadStore, KeyDirectory
 from kezchat.keylog.wire import WireError, from_b64url
 
 #: the home file keeping the newest verified head per server
@@ -32,13 +32,27 @@ def add_commands(subparsers: Any) -> None:
     p.set_defaults(handler=audit)
 
 
-def directory(ctx: Context, server: str) -> KeyDirectory:
+def directory(ctx: Context, server: str, attached: Any = None) -> KeyDirectory:
     """
-    The key directory of our chat-server (domain C{server}), its heads kept
-    in the home.
+    The key directory of domain C{server}, its heads kept in the home
+    (one per domain). Our own server's is asked directly; another
+    domain's comes through our server (SPEC §11.5): the head and proof
+    C{attached} to its record, consistency proofs asked with
+    C{server=<domain>}, and that domain's log key kept from its first head
+    like our own server's.
     """
     ctx.home.ensure()
-    return KeyDirectory(server, ctx.chat(), JsonHeadStore(ctx.home.path(HEADS_FILE)))
+    store = JsonHeadStore(ctx.home.path(HEADS_FILE))
+    if server == own_server(ctx):
+        return KeyDirectory(server, ctx.chat(), store)
+    return KeyDirectory(server, AttachedProof(server, attached, ctx.chat()), store)
+
+
+def own_server(ctx: Context) -> str:
+    """
+    The domain of this home's account.
+    """
+    return str(ctx.account()["fqhn"]).partition("@")[2]
 
 
 def _loud(e: DirectoryError) -> CliError:
@@ -53,7 +67,7 @@ async def vouch(ctx: Context, record: dict[str, Any]) -> None:
     """
     server = str(record.get("fqhn", "")).partition("@")[2]
     try:
-        await directory(ctx, server).vouch(record)
+        await directory(ctx, server, record.get("directory")).vouch(record)
     except DirectoryError as e:
         raise _loud(e) from None
     except ServerError as e:
@@ -74,16 +88,23 @@ def with_head(ctx: Context, plaintext: dict[str, Any]) -> dict[str, Any]:
     return plaintext if kept is None else {**plaintext, "head": kept.brief()}
 
 
-async def gossip_warning(ctx: Context, plaintext: dict[str, Any] | None) -> str | None:
+async def gossip_warning(
+    ctx: Context, plaintext: dict[str, Any] | None, sender: str | None = None
+) -> str | None:
     """
     The loud warning for a received plaintext whose C{head} disagrees with
-    the key directory we see, or C{None}.
+    the key directory we see, or C{None}. A sender of another domain
+    gossips its own server's head: it is compared with the head we kept of
+    that domain (if any), never with our server's.
+
+    @param sender: the pinned handle of the sender, if known.
     """
     if not plaintext or "head" not in plaintext:
         return None
-    server = ctx.account()["fqhn"].partition("@")[2]
+    own = own_server(ctx)
+    server = sender.partition("@")[2] if sender and "@" in sender else own
     try:
-        await directory(ctx, server).compare_gossip(plaintext["head"])
+        await directory(ctx, server).compare_gossip(plaintext["head"], catch_up=server == own)
     except DirectoryError as e:
         return f"THE SERVER IS SHOWING PEOPLE DIFFERENT KEY DIRECTORIES ({e.code}): {e.message}"
     except (ServerError, Unreachable):

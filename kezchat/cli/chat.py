@@ -119,10 +119,18 @@ async def send(ctx: Context, args: Namespace) -> None:
     contact = await recipient(ctx, args.handle)
     keypair = await ctx.keypair()
     envelope = seal_envelope(keypair, contact["primary"], with_head(ctx, text_message(args.text)))
+    seq: int | None
     if args.nats:
         seq = await _send_nats(ctx, keypair, args.nats, contact["primary"], envelope)
     else:
         seq = await _send_http(ctx, keypair, account["fqhn"], contact["fqhn"], envelope)
+    if seq is None:
+        ctx.out.emit(
+            {"to": contact["fqhn"], "queued": True},
+            f"Queued for {contact['fqhn']}: our server delivers it to"
+            f" {contact['fqhn'].partition('@')[2]}.",
+        )
+        return
     ctx.out.emit({"to": contact["fqhn"], "seq": seq}, f"Sent to {contact['fqhn']} (#{seq}).")
 
 
@@ -142,26 +150,35 @@ async def send_file(ctx: Context, args: Namespace) -> None:
     for plaintext in plaintexts:
         envelope = seal_envelope(keypair, contact["primary"], with_head(ctx, plaintext))
         seqs.append(await _send_http(ctx, keypair, account["fqhn"], contact["fqhn"], envelope))
+    queued = seqs[0] is None
     ctx.out.emit(
         {
             "to": contact["fqhn"],
-            "seq": seqs[0],
+            **({"queued": True} if queued else {"seq": seqs[0]}),
             "name": name,
             "size": len(data),
             "mode": plaintexts[0]["mode"],
             "messages": len(seqs),
         },
-        f"Sent {name} ({len(data)} bytes, {len(seqs)} message(s)) to {contact['fqhn']}.",
+        f"{'Queued' if queued else 'Sent'} {name} ({len(data)} bytes, {len(seqs)} message(s))"
+        f" {'for' if queued else 'to'} {contact['fqhn']}.",
     )
 
 
 async def _send_http(
     ctx: Context, keypair: KeyPair, sender: str, to: str, envelope: dict[str, Any]
-) -> int:
+) -> int | None:
+    """
+    Send one message; its seq in the recipient's inbox, or C{None} when
+    the recipient is of another server and our server queued it for
+    delivery there (202 C{queued}: not an error).
+    """
     key = uuid.uuid4().hex
     for attempt in range(2):  # one retry, same idempotency key: never sent twice
         try:
             result = await ctx.chat().send(keypair, sender, to, envelope, idempotency_key=key)
+            if "seq" not in result and "queued" in result:
+                return None
             return int(result["seq"])
         except Unreachable as e:
             if attempt:

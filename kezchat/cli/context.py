@@ -31,6 +31,7 @@ if TYPE_CHECKING:
 
 HOME_ENV = "KEZ_CHAT_HOME"
 SERVER_ENV = "KEZ_CHAT_SERVER_URL"
+RESOLVE_ENV = "KEZ_CHAT_RESOLVE"
 #: seconds one HTTP exchange may take in all (default L{DEFAULT_TIMEOUT})
 TIMEOUT_ENV = "KEZ_CHAT_HTTP_TIMEOUT"
 
@@ -50,6 +51,23 @@ def http_timeout() -> float:
     if not 0 < value <= 3600:
         raise CliError(f"{TIMEOUT_ENV} must be a number of seconds from 0 to 3600")
     return value
+
+
+def resolve_overrides(given: list[str] | None) -> dict[str, str]:
+    """
+    C{--resolve DOMAIN=URL} values (else C{KEZ_CHAT_RESOLVE}, space-separated)
+    as C{{domain: base URL}}, with the server's rules
+    (L{kezchat.federation.resolve}).
+
+    @raise CliError: one is not C{DOMAIN=http(s)://host[:port][/path]}.
+    """
+    from kezchat.federation.resolve import Resolver
+
+    entries = given if given else os.environ.get(RESOLVE_ENV, "").split()
+    try:
+        return dict(Resolver.from_settings("", entries).overrides)
+    except ValueError as e:
+        raise CliError(str(e)) from None
 
 
 class Context:
@@ -72,6 +90,7 @@ class Context:
         home: Home,
         secrets: SecretStore | None = None,
         server_url: str | None = None,
+        resolve: dict[str, str] | None = None,
     ) -> None:
         self.reactor = reactor
         self.args = args
@@ -81,6 +100,8 @@ class Context:
         self.contacts = ContactBook(home)
         self.received = ReceivedStore(home)
         self._server_url = server_url
+        #: C{--resolve}: base URLs of domains that are not at https://<domain>
+        self._resolve = resolve or {}
         self._keypair: KeyPair | None = None
         self._chat: dict[str, ChatClient] = {}
         self._sig: SigClient | None = None
@@ -97,6 +118,7 @@ class Context:
             Output(bool(args.json)),
             Home(Path(root).expanduser()),
             server_url=server.rstrip("/") if server else None,
+            resolve=resolve_overrides(getattr(args, "resolve", None)),
         )
 
     # -- the account ------------------------------------------------------
@@ -145,18 +167,31 @@ class Context:
         """
         return self._server_url
 
+    def domain_url(self, domain: str) -> str:
+        """
+        Where C{domain}'s chat server is: its C{--resolve} URL, else
+        C{https://<domain>} (never plain http unless C{--resolve} says so).
+        """
+        domain = domain.strip().lower()
+        return self._resolve.get(domain, f"https://{domain}")
+
     def server_url(self, handle: str | None = None) -> str:
         """
         The chat-server base URL: C{--server}/C{KEZ_CHAT_SERVER_URL}, else
-        the account's, else C{https://<domain of handle>}.
+        the C{--resolve} URL of the account's domain, else the account's,
+        else where the domain of C{handle} is (L{domain_url}).
         """
         if self._server_url:
             return self._server_url
         account = self.home.account()
-        if account is not None and account.get("server_url"):
-            return str(account["server_url"])
+        if account is not None:
+            domain = str(account.get("fqhn", "")).partition("@")[2]
+            if domain in self._resolve:
+                return self._resolve[domain]
+            if account.get("server_url"):
+                return str(account["server_url"])
         if handle and "@" in handle:
-            return f"https://{handle.partition('@')[2].strip().lower()}"
+            return self.domain_url(handle.partition("@")[2])
         raise CliError(
             f"which chat server? give --server URL (or set {SERVER_ENV}),"
             " or a qualified handle such as alice@example.org"

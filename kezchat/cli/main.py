@@ -89,6 +89,14 @@ def build_parser(argv: Sequence[str] | None = None) -> Parser:
         help="chat-server base URL (env KEZ_CHAT_SERVER_URL; default https://<handle's domain>)",
     )
     parser.add_argument(
+        "--resolve",
+        metavar="DOMAIN=URL",
+        action="append",
+        help="the chat server of DOMAIN is at URL, not https://DOMAIN (repeatable; env"
+        " KEZ_CHAT_RESOLVE, space-separated; for private networks and tests: plain http only"
+        " when given here)",
+    )
+    parser.add_argument(
         "--json", action="store_true", help="print one JSON object per line on stdout"
     )
     subparsers = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=Parser)

@@ -278,4 +278,4 @@ def _server_of(ctx: Context, owner: dict[str, Any]) -> str:
     account = ctx.account()
     if owner["fqhn"].partition("@")[2] == account["fqhn"].partition("@")[2]:
         return ctx.server_url()
-    return f"https://{owner['fqhn'].partition('@')[2]}"
+    return ctx.domain_url(owner["fqhn"].partition("@")[2])

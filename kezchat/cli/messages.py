@@ -352,7 +352,7 @@ class Reader:
         created_at = item.get("created_at")
         # 5. the sender's view of the key directory against ours (a
         # warning, not a flaw of this message)
-        split = await gossip_warning(self.ctx, plaintext) if not problems else None
+        split = await gossip_warning(self.ctx, plaintext, label) if not problems else None
         return ReceivedMessage(
             seq=item.get("seq"),
             sender=label,

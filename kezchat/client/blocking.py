@@ -241,8 +241,11 @@ class BlockingChatClient(_Blocking):
     async def log_inclusion(self, handle: str, size: int) -> Any:
         return self._json("GET", self._query("/v1/log/inclusion", handle=handle, size=size))
 
-    async def log_consistency(self, first: int, second: int) -> Any:
-        return self._json("GET", self._query("/v1/log/consistency", {"from": first, "to": second}))
+    async def log_consistency(self, first: int, second: int, server: str | None = None) -> Any:
+        params: dict[str, object] = {"from": first, "to": second}
+        if server is not None:
+            params["server"] = server
+        return self._json("GET", self._query("/v1/log/consistency", params))
 
     async def log_entries(self, start: int, count: int) -> Any:
         return self._json("GET", self._query("/v1/log/entries", start=start, count=count))
@@ -262,7 +265,8 @@ class BlockingChatClient(_Blocking):
         idempotency_key: str | None = None,
     ) -> dict[str, Any]:
         """
-        C{POST /v1/messages} as C{sender}; returns C{{"seq", "created_at"}}.
+        C{POST /v1/messages} as C{sender}; returns C{{"seq", "created_at"}},
+        or C{{"queued", "created_at"}} (202) for a handle of another server.
         """
         from kezchat.relay.auth import body_digest, handle_server, sign_request
 
@@ -281,7 +285,7 @@ class BlockingChatClient(_Blocking):
                 "X-KEZ-Sender": sender,
                 "X-KEZ-Auth": auth,
             },
-            expect=(200, 201),
+            expect=(200, 201, 202),
         )
 
 

@@ -197,9 +197,14 @@ class ChatClient(_Base):
         )
         return body
 
-    async def by_primary(self, primary: str) -> dict[str, Any] | None:
+    async def by_primary(self, primary: str, server: str | None = None) -> dict[str, Any] | None:
+        """
+        @param server: another domain that binds the key (federation: the
+            home server asks it).
+        """
         _, body = await self._json(
-            "GET", self.url(f"/v1/by-primary/{quote(primary, safe=':')}"), expect=(200, 404)
+            "GET", self.url(f"/v1/by-primary/{quote(primary, safe=':')}"), expect=(200, 404),
+            params={"server": server} if server else None,
         )
         return body
 
@@ -227,10 +232,15 @@ class ChatClient(_Base):
         )
         return body
 
-    async def log_consistency(self, first: int, second: int) -> Any:
-        _, body = await self._json(
-            "GET", self.url("/v1/log/consistency"), params={"from": str(first), "to": str(second)}
-        )
+    async def log_consistency(self, first: int, second: int, server: str | None = None) -> Any:
+        """
+        @param server: another domain whose log is meant (federation: the
+            home server asks it).
+        """
+        params = {"from": str(first), "to": str(second)}
+        if server is not None:
+            params["server"] = server
+        _, body = await self._json("GET", self.url("/v1/log/consistency"), params=params)
         return body
 
     async def log_entries(self, start: int, count: int) -> Any:
@@ -250,7 +260,8 @@ class ChatClient(_Base):
         idempotency_key: str | None = None,
     ) -> dict[str, Any]:
         """
-        C{POST /v1/messages} as C{sender}; returns C{{"seq", "created_at"}}.
+        C{POST /v1/messages} as C{sender}; returns C{{"seq", "created_at"}},
+        or C{{"queued", "created_at"}} (202) for a handle of another server.
         """
         message: dict[str, Any] = {"to": to, "envelope": envelope}
         if idempotency_key is not None:
@@ -268,7 +279,7 @@ class ChatClient(_Base):
                 "X-KEZ-Sender": sender,
                 "X-KEZ-Auth": auth,
             },
-            expect=(200, 201),
+            expect=(200, 201, 202),
         )
         return body
 

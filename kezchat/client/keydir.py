@@ -70,6 +70,38 @@ class LogSource(Protocol):
     async def log_consistency(self, first: int, second: int) -> Any: ...
 
 
+class AttachedProof:
+    """
+    The log of another domain, as the home server passes it on (SPEC
+    §11.5): the head and inclusion proof attached to a remote record
+    (C{"directory": {"head", "inclusion"}}), and consistency proofs asked
+    of the home server with C{server=<domain>}. The head carries that
+    domain's own log key, which the client keeps (under the domain) and
+    holds every later head to, exactly as for its own server.
+    """
+
+    def __init__(self, domain: str, directory: Any, home: Any) -> None:
+        """
+        @param home: the home server's client (its C{log_consistency}
+            takes C{server=}).
+        """
+        if not isinstance(directory, dict):
+            directory = {}
+        self._domain = domain
+        self._head = directory.get("head")
+        self._inclusion = directory.get("inclusion")
+        self._home = home
+
+    async def log_head(self) -> Any:
+        return self._head
+
+    async def log_inclusion(self, handle: str, size: int) -> Any:
+        return self._inclusion
+
+    async def log_consistency(self, first: int, second: int) -> Any:
+        return await self._home.log_consistency(first, second, server=self._domain)
+
+
 class HeadStore(Protocol):
     """
     Where a client keeps the newest head it verified, per server.
@@ -241,12 +273,15 @@ class KeyDirectory:
             ) from None
         return head
 
-    async def compare_gossip(self, value: object) -> None:
+    async def compare_gossip(self, value: object, catch_up: bool = True) -> None:
         """
         Check a head a peer put in a message (C{{"size", "root"}}) against
         ours: the same size must have the same root, and whichever is
         larger must extend the other (asked of our server, checked here).
 
+        @param catch_up: fetch the current head first when the peer's is
+            larger (not for another domain's log, whose head comes only
+            attached to a lookup: the consistency proof alone is checked).
         @raise DirectoryError: C{split_view} when they disagree.
         """
         try:
@@ -256,7 +291,7 @@ class KeyDirectory:
         ours = self.kept()
         if ours is None:
             return
-        if size > ours.size:
+        if size > ours.size and catch_up:
             # a peer ahead of us: catch up first (checked against ours)
             ours = await self.current_head()
         if size == ours.size:
