@@ -35,6 +35,7 @@ from kezchat.cli.messages import (
     output_json,
 )
 from kezchat.cli.output import visible
+from kezchat.cli.received import is_undeliverable
 from kezchat.e2e import EnvelopeError, open_own_envelope
 from kezchat.e2e.envelope import open_envelope
 
@@ -213,4 +214,8 @@ def render(message: ReceivedMessage, own_fqhn: str | None) -> tuple[dict[str, An
     elif direction == OUT:
         _, _, body = human.partition(": ")
         human = f"[{visible(message.seq)}] you → {to}{mark}: {body}"
+    if direction == OUT and is_undeliverable(message.item):
+        line["undeliverable"] = True
+        domain = visible(str(line["to"] or "?").rpartition("@")[2])
+        human += f" — NOT DELIVERED: {domain} never took this message"
     return line, human

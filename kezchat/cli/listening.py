@@ -31,7 +31,7 @@ from kezchat.cli.messages import Reader
 from kezchat.cli.natsconnect import nats_connect
 from kezchat.cli.output import visible
 from kezchat.cli.receipts import ReceiptSender
-from kezchat.cli.received import NATS, SSE, message_id
+from kezchat.cli.received import NATS, SSE, UNDELIVERABLE, message_id
 from kezchat.client.errors import ServerError, Unreachable
 from kezchat.client.sse import Event
 from kezchat.client.stream import open_stream
@@ -100,6 +100,8 @@ class Listener:
             self.seen[key] = (self.transport, item.get("seq"))
             return True
         via, seq = prior
+        if key.startswith(UNDELIVERABLE):
+            return False  # the marked copy and the server's notice: said once
         if via == self.transport and seq != item.get("seq") and not key.startswith(via + ":"):
             self.ctx.out.warn(
                 f"message #{visible(item.get('seq'))} repeats message #{visible(seq)} (the same"

@@ -27,14 +27,30 @@ NATS = "nats"
 MAX_SEEN = 100_000
 
 
+#: the prefix of an undeliverable sent copy's id (L{message_id})
+UNDELIVERABLE = "undeliverable:"
+
+
+def is_undeliverable(item: dict[str, Any]) -> bool:
+    """
+    Whether C{item} is a sent copy another server never took.
+    """
+    return item.get("direction") == "out" and item.get("undeliverable") is True
+
+
 def message_id(item: dict[str, Any]) -> str:
     """
     What identifies one message across transports: its envelope signature
-    (the relay seq and the JetStream seq of one message differ).
+    (the relay seq and the JetStream seq of one message differ). A sent
+    copy marked undeliverable (and the server's notice that repeats it,
+    SPEC §11.5) is another item than the copy as first sent: it is shown
+    once more, to say the message never arrived.
     """
     envelope = item.get("envelope")
     sig = envelope.get("sig") if isinstance(envelope, dict) else None
     if isinstance(sig, str) and sig:
+        if is_undeliverable(item):
+            return UNDELIVERABLE + sig
         return sig
     return f"{item.get('via', SSE)}:{item.get('seq')}"
 
