@@ -31,6 +31,8 @@ export interface InboxItem {
   /** an `out` item's recipient, and their key */
   to?: string;
   to_primary?: string;
+  /** on an `out` item: another server never took this message (SPEC §11.5; the server's notice repeats the item) */
+  undeliverable?: boolean;
 }
 
 export class ApiError extends Error {
@@ -88,8 +90,10 @@ export async function checkRegister(handle: string): Promise<RegisterCheck> {
   return json(await call(`/v1/register/check?handle=${encodeURIComponent(handle)}`));
 }
 
-export async function byPrimary(primary: string): Promise<HandleRecord | null> {
-  const response = await call(`/v1/by-primary/${encodeURIComponent(primary)}`);
+/** `server`: another domain that binds the key (federation: our server asks it and attaches its proof). */
+export async function byPrimary(primary: string, server?: string): Promise<HandleRecord | null> {
+  const query = server ? `?server=${encodeURIComponent(server)}` : '';
+  const response = await call(`/v1/by-primary/${encodeURIComponent(primary)}${query}`);
   if (response.status === 404) return null;
   return json(response);
 }
@@ -181,7 +185,9 @@ export const log = {
   async inclusion(fqhn: string, size: number): Promise<unknown> {
     return json(await call(`/v1/log/inclusion?handle=${encodeURIComponent(fqhn)}&size=${size}`));
   },
-  async consistency(first: number, second: number): Promise<unknown> {
-    return json(await call(`/v1/log/consistency?from=${first}&to=${second}`));
+  /** `server`: another domain's log (federation: our server asks it). */
+  async consistency(first: number, second: number, server?: string): Promise<unknown> {
+    const query = server ? `&server=${encodeURIComponent(server)}` : '';
+    return json(await call(`/v1/log/consistency?from=${first}&to=${second}${query}`));
   },
 };

@@ -41,7 +41,7 @@ export class Inbox {
      * The loud warning for a plaintext whose `head` disagrees with the key
      * directory we see (keydir.ts), or null
      */
-    private readonly gossip: (head: unknown) => Promise<string | null>,
+    private readonly gossip: (head: unknown, peer?: string) => Promise<string | null>,
     /** told when the pipeline stops */
     private readonly onFailure: (why: string) => void = () => undefined,
     private readonly now: () => number = Date.now,
@@ -69,7 +69,9 @@ export class Inbox {
     if (typeof seq !== 'number' || !Number.isInteger(seq) || seq <= this.cursor) return;
     try {
       const rule = item.direction === 'out' ? judgeOwn : judge;
-      let verdict = rule(this.me, item, this.contacts, (sig) => this.seen.has(sig), this.now());
+      // another server never took a message we sent: the marked copy (and the server's notice repeating it) is no replay
+      const undeliverable = item.direction === 'out' && item.undeliverable === true;
+      let verdict = rule(this.me, item, this.contacts, (sig) => !undeliverable && this.seen.has(sig), this.now());
       const unconfirmed = verdict.ok && verdict.pinNew ? await this.unconfirmed(verdict.handle, verdict.sender) : null;
       if (verdict.ok && unconfirmed !== null) {
         verdict = {
@@ -83,8 +85,8 @@ export class Inbox {
         };
       }
       // the sender's key directory head, against ours: a split view is warned about on this message
-      const split = verdict.ok && 'head' in verdict.plain ? await this.gossip(verdict.plain.head).catch(() => null) : null;
-      const outcome = await this.classify(seq, verdict);
+      const split = verdict.ok && 'head' in verdict.plain ? await this.gossip(verdict.plain.head, verdict.handle).catch(() => null) : null;
+      const outcome = await this.classify(seq, verdict, undeliverable);
       const puts: Put[] = [[keys.cursor, seq]];
       let remember = () => undefined as void;
       if (verdict.sig !== undefined && !this.seen.has(verdict.sig)) {
@@ -115,7 +117,7 @@ export class Inbox {
     }
   }
 
-  private async classify(seq: number, v: Verdict): Promise<Change> {
+  private async classify(seq: number, v: Verdict, undeliverable = false): Promise<Change> {
     const id = `in:${seq}`;
     if (!v.ok) {
       const msg: Msg = { id, dir: 'in', kind: 'warning', text: v.reason, ts: v.at, seq };
@@ -129,7 +131,7 @@ export class Inbox {
       opened = merge(change([pin], () => this.contacts.apply(v.handle, v.sender)), this.history.put(base));
     }
     const add = (msg: Msg) => this.history.add(v.sender, msg, {}, base);
-    if (v.out) return merge(opened, this.sentCopy(seq, v, add));
+    if (v.out) return merge(opened, this.sentCopy(seq, v, add, undeliverable));
     const p = v.plain;
     let result: Outcome | Change;
     switch (p.type) {
@@ -182,16 +184,21 @@ export class Inbox {
    * shown as our own sent message in the conversation with its
    * recipient. File pieces and receipts show nothing.
    */
-  private sentCopy(seq: number, v: Extract<Verdict, { ok: true }>, add: (msg: Msg) => Change): Change {
-    if ((this.history.model.msgs[v.sender] ?? []).some((m) => m.dir === 'out' && m.sigs?.includes(v.sig))) return change();
+  private sentCopy(seq: number, v: Extract<Verdict, { ok: true }>, add: (msg: Msg) => Change, undeliverable = false): Change {
+    const peer = v.handle.slice(v.handle.lastIndexOf('@') + 1);
+    const failed: Partial<Msg> = undeliverable
+      ? { status: 'failed', undeliverable: true, transient: false, error: `not delivered: ${peer} never took this message` }
+      : {};
+    const shown = (this.history.model.msgs[v.sender] ?? []).find((m) => m.dir === 'out' && m.sigs?.includes(v.sig));
+    if (shown !== undefined) return undeliverable && !shown.undeliverable ? this.history.update(v.sender, shown.id, failed) : change();
     const id = `out:${seq}`;
     const p = v.plain;
     if (p.type === 'text' && typeof p.text === 'string') {
-      return add({ id, dir: 'out', kind: 'text', text: p.text, ts: v.at, status: 'sent', sigs: [v.sig] });
+      return add({ id, dir: 'out', kind: 'text', text: p.text, ts: v.at, status: 'sent', sigs: [v.sig], ...failed });
     }
     if ((p.type === 'file' || p.type === 'file_share') && typeof p.name === 'string') {
       const text = `You sent ${visibleName(p.name)} (${humanSize(Number(p.size) || 0)}) from another device.`;
-      return add({ id, dir: 'out', kind: 'note', text, ts: v.at, status: 'sent', sigs: [v.sig] });
+      return add({ id, dir: 'out', kind: 'note', text, ts: v.at, status: 'sent', sigs: [v.sig], ...failed });
     }
     return change();
   }

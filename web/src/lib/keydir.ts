@@ -77,11 +77,13 @@ export class KeyDirectory {
   constructor(
     private readonly source: LogSource,
     private readonly storage: Storage,
+    /** where the head is kept: another domain's is kept under its own name */
+    private readonly headKey: string = HEAD_KEY,
   ) {}
 
   /** Read the kept head (a damaged record counts as none). */
   async load(): Promise<void> {
-    const value = await this.storage.get<unknown>(HEAD_KEY);
+    const value = await this.storage.get<unknown>(this.headKey);
     try {
       this.head = value === undefined ? null : parseHead(value);
     } catch {
@@ -120,7 +122,7 @@ export class KeyDirectory {
     const kept = this.head;
     if (kept !== null) await this.checkAgainst(kept, head);
     if (kept === null || head.size > kept.size) {
-      await this.storage.set(HEAD_KEY, head);
+      await this.storage.set(this.headKey, head);
       this.head = head;
     }
     return head;
@@ -180,7 +182,7 @@ export class KeyDirectory {
    * (the proof asked of our server, checked here). Returns the loud
    * warning, or null when they agree or cannot be compared yet.
    */
-  compareGossip(value: unknown): Promise<string | null> {
+  compareGossip(value: unknown, catchUp = true): Promise<string | null> {
     return this.serial(async () => {
       const peer = parseBrief(value);
       let ours = this.head;
@@ -188,7 +190,7 @@ export class KeyDirectory {
       const split = `${SPLIT_WARNING}: a key directory this person saw (size ${peer.size}) does not match the one the server shows you. Keys looked up now may not be theirs.`;
       try {
         // a peer ahead of us: catch up first (checked against ours)
-        if (peer.size > ours.size) ours = await this.refresh();
+        if (peer.size > ours.size && catchUp) ours = await this.refresh();
       } catch (e) {
         if (e instanceof DirectoryError) return `${split} (${e.message})`;
         return null;
@@ -214,5 +216,67 @@ export class KeyDirectory {
         return split;
       }
     });
+  }
+}
+
+/** A record of another domain as our server passes it on: with that domain's head and inclusion proof attached. */
+export interface RemoteRecord {
+  fqhn: string;
+  primary: string;
+  log_index?: unknown;
+  directory?: { head?: unknown; inclusion?: unknown };
+}
+
+/**
+ * Every key directory the app checks: our server's, and each other
+ * domain's (SPEC §11.5). Another domain's log comes through our server:
+ * the head and inclusion proof attached to its record, consistency proofs
+ * asked with `server=<domain>`. Its log key is kept from its first head
+ * (under `loghead:<domain>`) and every later head is held to it, exactly
+ * as for our own server. A peer of another domain gossips its own
+ * server's head: it is compared with the head kept of that domain.
+ */
+export class Directories {
+  private remote = new Map<string, { dir: KeyDirectory; attached: RemoteRecord['directory'] }>();
+
+  constructor(
+    readonly own: KeyDirectory,
+    private readonly ownDomain: string,
+    private readonly storage: Storage,
+    private readonly consistency: (first: number, second: number, server: string) => Promise<unknown>,
+  ) {}
+
+  private async of(domain: string): Promise<{ dir: KeyDirectory; attached: RemoteRecord['directory'] }> {
+    let entry = this.remote.get(domain);
+    if (entry === undefined) {
+      const slot: { dir: KeyDirectory | null; attached: RemoteRecord['directory'] } = { dir: null, attached: undefined };
+      const source: LogSource = {
+        head: async () => slot.attached?.head,
+        inclusion: async () => slot.attached?.inclusion,
+        consistency: (first, second) => this.consistency(first, second, domain),
+      };
+      slot.dir = new KeyDirectory(source, this.storage, `${HEAD_KEY}:${domain}`);
+      await slot.dir.load();
+      entry = slot as { dir: KeyDirectory; attached: RemoteRecord['directory'] };
+      this.remote.set(domain, entry);
+    }
+    return entry;
+  }
+
+  /** Vouch for a record of any domain (KeyDirectory.vouch). */
+  async vouch(record: RemoteRecord): Promise<Head> {
+    const domain = record.fqhn.slice(record.fqhn.lastIndexOf('@') + 1);
+    if (domain === this.ownDomain) return this.own.vouch(record);
+    const entry = await this.of(domain);
+    entry.attached = record.directory;
+    return entry.dir.vouch(record);
+  }
+
+  /** Compare a peer's gossiped head with the directory of the peer's domain (KeyDirectory.compareGossip). */
+  async compareGossip(value: unknown, peer: string | undefined): Promise<string | null> {
+    const domain = peer === undefined ? this.ownDomain : peer.slice(peer.lastIndexOf('@') + 1);
+    if (domain === this.ownDomain) return this.own.compareGossip(value);
+    if (!this.remote.has(domain) && (await this.storage.get<unknown>(`${HEAD_KEY}:${domain}`)) === undefined) return null;
+    return (await this.of(domain)).dir.compareGossip(value, false);
   }
 }

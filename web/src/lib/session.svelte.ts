@@ -32,7 +32,7 @@ import { FileInbox } from './fileinbox';
 import { FileUrls } from './fileurls';
 import { History, change, merge } from './history';
 import { Inbox } from './inbox';
-import { DirectoryError, KeyDirectory } from './keydir';
+import { Directories, DirectoryError, KeyDirectory } from './keydir';
 import { Link, type LinkStatus } from './link';
 import { Notifier, notificationApi } from './notify';
 import { Outbox } from './outbox';
@@ -71,6 +71,8 @@ interface Running {
   contacts: Contacts;
   history: History;
   keydir: KeyDirectory;
+  /** ours and other domains' (federation) */
+  directories: Directories;
   inbox: Inbox;
   outbox: Outbox;
   link: Link;
@@ -321,16 +323,18 @@ export class Session {
     await files.load();
     const keydir = new KeyDirectory(api.log, this.storage);
     await keydir.load();
+    const directories = new Directories(keydir, account.server, this.storage, (a, b, server) => api.log.consistency(a, b, server));
     this.directoryWarning = (await this.storage.get<string>(DIRECTORY_WARNING_KEY)) ?? null;
     // a first message pins its sender only if the registry names that key for that handle and the log vouches for it
     const confirm = async (fqhn: string, primary: string) => {
-      const record = await api.byPrimary(primary);
+      const domain = fqhn.slice(fqhn.lastIndexOf('@') + 1);
+      const record = await api.byPrimary(primary, domain === account.server ? undefined : domain);
       if (record?.fqhn !== fqhn) return false;
-      await keydir.vouch(record);
+      await directories.vouch(record);
       return true;
     };
-    const gossip = async (head: unknown) => {
-      const warning = await keydir.compareGossip(head);
+    const gossip = async (head: unknown, peer?: string) => {
+      const warning = await directories.compareGossip(head, peer);
       if (warning !== null) await this.warnDirectory(warning);
       return warning;
     };
@@ -353,7 +357,7 @@ export class Session {
     const expire = () => files.expire().catch((e) => (this.saveError = `Dropping old file pieces failed: ${String(e)}`));
     await expire();
     const expiry = setInterval(() => void expire(), 60 * 60 * 1000);
-    this.run = { key, signer, contacts, history, keydir, inbox, outbox, link, expiry };
+    this.run = { key, signer, contacts, history, keydir, directories, inbox, outbox, link, expiry };
     this.locked = false;
     if (!account.chainStarted && this.vault) {
       account.chainStarted = await this.startChain(key, account);
@@ -394,14 +398,13 @@ export class Session {
     if (handle.fqhn === account.fqhn) {
       throw new Error("That's you! Ask someone for their KEZ (like alice@" + account.server + '), or open a second browser and create another account.');
     }
-    if (handle.server !== account.server) {
-      throw new Error(`${handle.fqhn} lives on another server; this app reaches people on ${account.server} only.`);
-    }
+    const remote = handle.server !== account.server;
     const pinned = run.contacts.keyOf(handle.fqhn);
     if (pinned !== undefined) return pinned;
     // asking first keeps an unknown name from logging a 404 in the console
-    const check = await api.checkRegister(handle.local);
-    const record = check.available ? null : await api.lookup(handle.local);
+    // (another domain's handle is looked up through our server, which asks that domain)
+    const check = remote ? null : await api.checkRegister(handle.local);
+    const record = check?.available ? null : await api.lookup(remote ? handle.fqhn : handle.local);
     if (record === null || record.fqhn !== handle.fqhn) {
       throw new Error(`Nobody is registered as ${handle.fqhn}. Check the spelling, or ask them for their KEZ.`);
     }
@@ -411,7 +414,7 @@ export class Session {
     }
     // the server's word is not enough: the key directory must vouch for this key under this handle
     try {
-      await run.keydir.vouch(record);
+      await run.directories.vouch(record);
     } catch (e) {
       if (e instanceof DirectoryError) {
         if (lasting(e)) await this.warnDirectory(e.message);

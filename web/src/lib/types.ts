@@ -45,6 +45,8 @@ export interface Msg {
   transient?: boolean;
   /** an outgoing message's envelope signatures (its first part, each time it was sealed): the server's copy of it is recognised by them */
   sigs?: string[];
+  /** an outgoing message another server never took (given up by our server after the retention period) */
+  undeliverable?: boolean;
 }
 
 export interface Conversation {
