@@ -84,8 +84,8 @@ export class Inbox {
           at: verdict.at,
         };
       }
-      // the sender's key directory head, against ours: a split view is warned about on this message
-      const split = verdict.ok && 'head' in verdict.plain ? await this.gossip(verdict.plain.head, verdict.handle).catch(() => null) : null;
+      // the sender's key directory head, against ours (of the sender's domain; our own copies carry our server's): a split view is warned about on this message
+      const split = verdict.ok && 'head' in verdict.plain ? await this.gossip(verdict.plain.head, item.direction === 'out' ? undefined : verdict.handle).catch(() => null) : null;
       const outcome = await this.classify(seq, verdict, undeliverable);
       const puts: Put[] = [[keys.cursor, seq]];
       let remember = () => undefined as void;

@@ -1,0 +1,169 @@
+"""
+The web app across servers, in real Chromium: alice on a.example's web
+app and bob on b.example's (two C{twistd kezchat} processes of different
+domains on loopback, resolving each other with C{--resolve}) chat both
+ways. Each starts or receives the chat by the full remote handle, the
+key is pinned only once the other domain's log (through the home server)
+vouches for it, and the sidebar shows the domain that is not one's own.
+Then a message to carol@c.example, whose server is gone for good, is
+given up by a.example after its (short) retention period: alice's
+out-bubble says C{failed}, marked undeliverable.
+"""
+
+from __future__ import annotations
+
+import os
+from typing import Any
+
+from twisted.internet.defer import ensureDeferred, gatherResults
+from twisted.trial.unittest import TestCase
+
+from kezchat.identity.keys import KeyPair
+from kezchat.identity.mnemonic import seed_to_mnemonic
+from tests.chatprocess import ChatProcess
+from tests.support import deferred_sleep, http_client, register
+from tests.test_web_e2e import DESKTOP, WAIT, Person
+from tests.webdriver import (
+    CHROMIUM,
+    CHROMIUM_ARGS,
+    CSP_PROBE,
+    WEB_DIST,
+    PageWatch,
+    on_asyncio,
+    on_twisted,
+    require_browser,
+    scratch_env,
+)
+
+PASSPHRASE = "correct horse battery"
+#: a.example gives a message up after this many seconds
+RETENTION = 6
+
+
+class FederatedWebAppTests(TestCase):
+    timeout = 300
+
+    async def test_alice_on_a_and_bob_on_b(self) -> None:
+        require_browser()
+        self.client = http_client(self)
+        domains = ("a.example", "b.example", "c.example")
+        servers: dict[str, ChatProcess] = {}
+        for domain in domains:
+            workdir = os.path.abspath(self.mktemp())
+            os.makedirs(workdir)
+            servers[domain] = ChatProcess(
+                ["--server", domain, "--db", os.path.join(workdir, "chat.db"),
+                 "--web-dir", WEB_DIST], workdir,
+            )
+        for domain, process in servers.items():
+            process.args += [
+                arg for other, peer in servers.items() if other != domain
+                for arg in ("--resolve", f"{other}={peer.url}")
+            ]
+        servers["a.example"].args += ["--retention-days", str(RETENTION / 86400)]
+        for process in servers.values():
+            process.start()
+            self.addCleanup(process.stop)
+        await gatherResults([ensureDeferred(self.until_ready(p)) for p in servers.values()])
+        self.keys: dict[str, KeyPair] = {}
+        for name, domain in (("alice", "a.example"), ("bob", "b.example"),
+                             ("carol", "c.example")):
+            self.keys[name], _ = await register(
+                self.client, servers[domain].url, name, server=domain
+            )
+        self.servers = servers
+        await on_asyncio(self.scenario(scratch_env(self)))
+
+    async def until_ready(self, process: ChatProcess) -> None:
+        for _ in range(600):
+            if not process.running:
+                break
+            try:
+                response = await self.client.get(f"{process.url}/")
+                await response.content()
+                if response.code == 200:
+                    return
+            except Exception:
+                pass
+            await deferred_sleep(0.1)
+        raise AssertionError(f"server did not come up:\n{process.output[-4000:]}")
+
+    async def stop(self, domain: str) -> None:
+        await self.servers[domain].stop()
+
+    async def scenario(self, env: dict[str, str]) -> None:
+        from playwright.async_api import async_playwright
+
+        async with async_playwright() as p:
+            browser = await p.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS, env=env)
+
+            async def login(name: str, domain: str) -> Person:
+                context = await browser.new_context(viewport=DESKTOP)
+                await context.add_init_script(CSP_PROBE)
+                page = await context.new_page()
+                watch = PageWatch(name)
+                watch.attach(page)
+                someone = Person(name, context, page, watch)
+                await page.goto(self.servers[domain].url + "/#/login")
+                await someone.tid("login-mnemonic").fill(seed_to_mnemonic(self.keys[name].seed))
+                await someone.tid("passphrase").fill(PASSPHRASE)
+                await someone.tid("login").click()
+                await someone.tid("your-handle").filter(has_text=f"{name}@{domain}").wait_for(
+                    timeout=WAIT
+                )
+                await someone.status("live")
+                return someone
+
+            def conversation(someone: Person, fqhn: str) -> Any:
+                return someone.page.locator(f"[data-testid=conversation][data-handle='{fqhn}']")
+
+            async def start(someone: Person, fqhn: str) -> None:
+                await someone.tid("new-chat").fill(fqhn)
+                await someone.tid("new-chat-start").click()
+                await someone.tid("thread-title").filter(has_text=fqhn).wait_for(timeout=WAIT)
+
+            async def say(someone: Person, text: str) -> Any:
+                await someone.tid("composer").fill(text)
+                await someone.tid("composer").press("Enter")
+                bubble = someone.tid("message").filter(has_text=text)
+                await (
+                    bubble.locator("[data-testid=message-status]").filter(has_text="sent")
+                    .wait_for(timeout=WAIT)
+                )
+                return bubble
+
+            try:
+                alice = await login("alice", "a.example")
+                bob = await login("bob", "b.example")
+                # alice starts the chat by bob's full handle, through her server
+                await start(alice, "bob@b.example")
+                await say(alice, "hello bob, from a.example")
+                # bob's app pins alice on first use, once a.example's log vouches
+                await conversation(bob, "alice@a.example").wait_for(timeout=WAIT)
+                self.assertIn(
+                    "alice@a.example", await conversation(bob, "alice@a.example").inner_text()
+                )
+                await bob.open_chat("alice@a.example")
+                await bob.expect_message("hello bob, from a.example")
+                await say(bob, "hi alice, from b.example")
+                await alice.expect_message("hi alice, from b.example")
+                self.assertIn(
+                    "bob@b.example", await conversation(alice, "bob@b.example").inner_text()
+                )
+                self.assertEqual(await alice.tid("warning").all_inner_texts(), [])
+                self.assertEqual(await bob.tid("warning").all_inner_texts(), [])
+
+                # carol's server goes away for good: a.example gives the message up
+                await start(alice, "carol@c.example")
+                await on_twisted(self.stop("c.example"))
+                bubble = await say(alice, "are you there, carol?")
+                await (
+                    bubble.locator("[data-testid=message-status]").filter(has_text="failed")
+                    .wait_for(timeout=WAIT + RETENTION * 6000)
+                )
+                self.assertEqual(await bubble.get_by_test_id("undeliverable").count(), 1)
+                self.assertIn("never took", await bubble.get_by_test_id("failed-reason")
+                              .inner_text())
+            finally:
+                await browser.close()
+
