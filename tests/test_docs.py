@@ -168,3 +168,49 @@ class ReadmeBotCommandTests(TestCase):
         self.addCleanup(stop)
         await bot.wait_lines(1)
         self.assertEqual(bot.lines[0]["ready"], "echobot@kez.lat")
+
+
+class FederationDocsTests(SynchronousTestCase):
+    """
+    The federation chapters name the flags, answers and log lines the
+    code has.
+    """
+
+    def setUp(self) -> None:
+        self.protocol = " ".join(
+            section((DOCS / "protocol.md").read_text(), "14. Federation").split()
+        )
+        self.operations = " ".join(
+            section((DOCS / "operations.md").read_text(), "Federation").split()
+        )
+
+    def test_cli_resolve(self) -> None:
+        from kezchat.cli.context import RESOLVE_ENV
+        from kezchat.cli.main import build_parser
+
+        self.assertEqual(RESOLVE_ENV, "KEZ_CHAT_RESOLVE")
+        args = build_parser(["send", "x", "y"]).parse_args(
+            ["--resolve", "a.example=http://127.0.0.1:1", "send", "bob@b.example", "hi"]
+        )
+        self.assertEqual(args.resolve, ["a.example=http://127.0.0.1:1"])
+        for text in ("`--resolve DOMAIN=URL`", "`KEZ_CHAT_RESOLVE`", "Queued for bob@b.example",
+                     '`{"to": "bob@b.example", "queued": true}`'):
+            self.assertIn(text, self.protocol)
+        self.assertIn("`kez-chat` takes the same `--resolve`", self.operations)
+
+    def test_undeliverable(self) -> None:
+        import inspect
+
+        from kezchat.cli import itemkinds
+        from kezchat.federation import outbound
+
+        self.assertIn("never took this message", inspect.getsource(itemkinds.render))
+        self.assertIn("NOT DELIVERED: <domain> never took this message", self.protocol)
+        self.assertIn('data-testid="undeliverable"', self.protocol)
+        self.assertIn("undeliverable ({why})", inspect.getsource(outbound.Outbound._give_up))
+        self.assertIn("`federation: message … undeliverable (<why>)`", self.operations)
+
+    def test_remote_queries(self) -> None:
+        for text in ("GET /v1/by-primary/ed25519:<hex>?server=a.example",
+                     "GET /v1/log/consistency?from=<kept size>&to=<new size>&server=b.example"):
+            self.assertIn(text, self.protocol)

@@ -40,8 +40,10 @@ from kezchat.manifests.sealing import b64url_decode, b64url_encode
 from kezchat.natsbridge.keys import USER, NKey
 from kezchat.natsbridge.subjects import user_permissions
 from kezchat.relay.auth import body_digest, sign_request, signed_text
+from kezchat.relay.items import item_json
 from kezchat.sigchain import bodies
 from kezchat.sigchain.events import event_hash, next_event
+from kezchat.storage.interfaces import StoredMessage
 
 DOC = Path(__file__).resolve().parent.parent / "docs" / "protocol.md"
 
@@ -190,6 +192,11 @@ EXAMPLES: dict[str, Callable[[dict[str, str]], str]] = {
     "s2s-header": lambda _: s2s.HEADER + ": " + s2s.sign(
         ALICE, "a.example", "b.example", "POST", "/v1/federation/messages", b"", UNIX_TS
     ),
+    "undeliverable-item": lambda _: pretty(json.loads(item_json(StoredMessage(
+        "alice@a.example", 9, "alice@a.example", ALICE.primary,
+        json.dumps(_envelope(), separators=(",", ":")), UNIX_TS + 30 * 86400, "out",
+        "bob@b.example", BOB.primary, undeliverable=True,
+    )))),
     "keylog-consistency": lambda _: pretty({
         "path": next(p["path"] for p in _log()["consistency"] if (p["from"], p["to"]) == (1, 2)),
     }),
