@@ -15,7 +15,7 @@ import { KeyPair } from './crypto/keys';
 import { MerkleTree, signHead } from './crypto/merkle';
 import { registration } from './crypto/registration';
 import { History, type Model } from './history';
-import { DirectoryError, HEAD_KEY, KeyDirectory, SPLIT_WARNING, type LogSource } from './keydir';
+import { Directories, DirectoryError, HEAD_KEY, KeyDirectory, SPLIT_WARNING, type LogSource } from './keydir';
 import { Outbox } from './outbox';
 import { Signer } from './signer';
 import { alice, bob, bobInbox, freshStorage, item, vectors } from './testkit';
@@ -296,5 +296,67 @@ describe('the head in the app', () => {
     // a sender the log vouches for is pinned
     await b.inbox.enqueue(item(forgedKey, 'ben@kez.lat', { type: 'text', text: 'hi' }));
     expect(b.contacts.keyOf('ben@kez.lat')).toBe(forgedKey.primary);
+  });
+});
+
+describe("another domain's key directory (federation)", () => {
+  // the vectors' log plays the other domain (kez.lat); ours is a.example
+  async function attached(log: Log, handle: string) {
+    return { ...log.record(handle), directory: { head: await log.head(), inclusion: await log.inclusion(handle, log.tree.size) } };
+  }
+
+  async function directories(remote: Log, storage: Storage = freshStorage()) {
+    // our own server's log: one registration of a.example's
+    const ours = new Log([jcs(registration(KeyPair.generate(), 'zoe', 'a.example', V.ts))]);
+    const own = await directory(ours, storage);
+    const asked: string[] = [];
+    const dirs = new Directories(own, 'a.example', storage, async (first, second, server) => {
+      asked.push(`${server} ${first} ${second}`);
+      return remote.consistency(first, second);
+    });
+    return { dirs, ours, asked, storage };
+  }
+
+  it("vouches with the attached head and proof, keeps that domain's head apart, and checks growth through our server", async () => {
+    const small = new Log(GENUINE.slice(0, 3));
+    const { dirs, ours, storage } = await directories(small);
+    await dirs.vouch(await attached(small, 'ana'));
+    expect(((await storage.get(`${HEAD_KEY}:${V.server}`)) as { size: number }).size).toBe(3);
+    expect(await storage.get(HEAD_KEY)).toBeUndefined();
+    expect(ours.calls).toEqual([]);
+    const full = new Log(GENUINE);
+    const grown = await directories(full, storage);
+    await grown.dirs.vouch(await attached(full, 'ben'));
+    expect(grown.asked).toEqual([`${V.server} 3 ${GENUINE.length}`]);
+    expect(((await storage.get(`${HEAD_KEY}:${V.server}`)) as { size: number }).size).toBe(GENUINE.length);
+  });
+
+  it("refuses a record without its domain's proof, a substituted key, and a log key that changes", async () => {
+    const log = new Log(GENUINE);
+    const { dirs, storage } = await directories(log);
+    expect((await refused(dirs as never as KeyDirectory, log.record('ana'))).code).toBe('bad_head');
+    const swapped = { ...(await attached(log, 'ben')), primary: KeyPair.generate().primary };
+    expect((await refused(dirs as never as KeyDirectory, swapped)).code).toBe('wrong_leaf');
+    await dirs.vouch(await attached(log, 'ana'));
+    const other = new Log(GENUINE, new Uint8Array(32).fill(7));
+    const again = await directories(other, storage);
+    expect((await refused(again.dirs as never as KeyDirectory, await attached(other, 'ben'))).code).toBe('log_key_changed');
+  });
+
+  it("compares a remote peer's gossip with the head kept of the peer's domain, never with ours", async () => {
+    const log = new Log(GENUINE);
+    const { dirs } = await directories(log);
+    const brief = { size: GENUINE.length, root: toHex(log.tree.root()) };
+    // nothing kept of that domain yet: nothing to compare
+    expect(await dirs.compareGossip(brief, `ben@${V.server}`)).toBeNull();
+    await dirs.vouch(await attached(log, 'ana'));
+    expect(await dirs.compareGossip(brief, `ben@${V.server}`)).toBeNull();
+    const split = await dirs.compareGossip({ size: GENUINE.length, root: '00'.repeat(32) }, `ben@${V.server}`);
+    expect(split).toContain(SPLIT_WARNING);
+    // the other domain's first head: consistent with its log, a split against ours
+    const first = { size: 1, root: toHex(new Log(GENUINE.slice(0, 1)).tree.root()) };
+    expect(await dirs.compareGossip(first, `ben@${V.server}`)).toBeNull();
+    await dirs.own.currentHead();
+    expect(await dirs.compareGossip(first, 'zoe@a.example')).toContain(SPLIT_WARNING);
   });
 });

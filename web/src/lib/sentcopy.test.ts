@@ -144,4 +144,32 @@ describe("the sender's copy in the web app", () => {
     expect(b.contacts.keyOf(A)).toBe(alice.primary);
     expect(b.contacts.keyOf(M)).toBe(mallory.primary);
   });
+
+  it('a copy marked undeliverable (and the server\'s notice repeating it) marks the sent message failed, once, with no replay warning', async () => {
+    const b = await bobInbox();
+    await b.inbox.enqueue(item(alice, A, textMessage('hi bob'), { seq: 1, ts: '2026-05-25T03:00:01Z' }));
+    const envelope = sent('are you there?');
+    await b.inbox.enqueue(outItem(envelope, 2));
+    expect(b.model.msgs[alice.primary][1].status).toBe('sent');
+    await b.inbox.enqueue({ ...outItem(envelope, 3), undeliverable: true });
+    const msgs = b.model.msgs[alice.primary];
+    expect(shown(b.model, alice.primary)).toEqual([
+      ['in', 'text', 'hi bob'],
+      ['out', 'text', 'are you there?'],
+    ]);
+    expect([msgs[1].status, msgs[1].undeliverable, msgs[1].transient]).toEqual(['failed', true, false]);
+    expect(msgs[1].error).toContain('kez.lat never took this message');
+    expect(shown(b.model, REFUSED)).toEqual([]);
+    // history read again from the start on a fresh log-in: the marked copy alone says it
+    const fresh = await bobInbox();
+    await fresh.inbox.enqueue(item(alice, A, textMessage('hi bob'), { seq: 1, ts: '2026-05-25T03:00:01Z' }));
+    await fresh.inbox.enqueue({ ...outItem(envelope, 2), undeliverable: true });
+    await fresh.inbox.enqueue({ ...outItem(envelope, 3), undeliverable: true });
+    expect(shown(fresh.model, alice.primary)).toEqual([
+      ['in', 'text', 'hi bob'],
+      ['out', 'text', 'are you there?'],
+    ]);
+    expect(fresh.model.msgs[alice.primary][1].status).toBe('failed');
+    expect(shown(fresh.model, REFUSED)).toEqual([]);
+  });
 });
