@@ -150,6 +150,20 @@ class FederatedWebAppTests(TestCase):
                 self.assertIn(
                     "bob@b.example", await conversation(alice, "bob@b.example").inner_text()
                 )
+                # bob's identity page, answered from b.example through a.example
+                await alice.tid("identity-link").click()
+                await alice.page.get_by_role("heading", name="bob@b.example").wait_for(
+                    timeout=WAIT
+                )
+                # the record came (bob's server has no sig-server), not "no handle"
+                await alice.tid("no-sigchain").wait_for(timeout=WAIT)
+                self.assertEqual(
+                    await alice.page.get_by_text("has no handle on this server").count(), 0
+                )
+                await alice.page.go_back()
+                await alice.tid("thread-title").filter(has_text="bob@b.example").wait_for(
+                    timeout=WAIT
+                )
                 self.assertEqual(await alice.tid("warning").all_inner_texts(), [])
                 self.assertEqual(await bob.tid("warning").all_inner_texts(), [])
 

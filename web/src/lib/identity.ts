@@ -33,8 +33,9 @@ function live(events: ChainEvent[]): ChainEvent[] {
   return events.filter((e) => !revoked.has(e.seq));
 }
 
-export async function loadIdentity(primary: string, reader: string): Promise<Identity> {
-  const record = await api.byPrimary(primary);
+/** `server`: the contact's domain when it is not ours (federation: our server asks that domain). */
+export async function loadIdentity(primary: string, reader: string, server?: string): Promise<Identity> {
+  const record = await api.byPrimary(primary, server);
   const out: Identity = { record, events: [], problems: [], noSigchain: false, claims: [], endpoints: [], shared: null, sharedProblem: null };
   if (!record) return out;
   if (!record.sigchain_url) {
@@ -52,6 +53,10 @@ export async function loadIdentity(primary: string, reader: string): Promise<Ide
   const pointer = [...kept].reverse().find((e) => e.type === 'set_shared_files');
   // only a manifest the sigchain vouches for is worth fetching
   if (!pointer) return out;
+  if (server) {
+    out.sharedProblem = 'shared-files lists of people on other servers are not fetched here yet';
+    return out;
+  }
   const text = await api.manifest(record.handle);
   if (text === null) {
     out.sharedProblem = 'the sigchain names a shared-files list, but the server does not have it';
