@@ -226,6 +226,11 @@ class NatsBroker:
         if self._queue is None:
             return
         to_inbox = origin is not Origin.NATS or message.direction == "out"
+        if message.undeliverable:
+            # the notice that another server never took a message repeats
+            # its envelope, which a native client would take for a replay:
+            # native clients read the mark from the inbox over HTTP
+            to_inbox = False
         try:
             self._queue.put_nowait((message, to_inbox))
         except asyncio.QueueFull:
