@@ -61,9 +61,12 @@ def resolve_overrides(given: list[str] | None) -> dict[str, str]:
 
     @raise CliError: one is not C{DOMAIN=http(s)://host[:port][/path]}.
     """
+    entries = given if given else os.environ.get(RESOLVE_ENV, "").split()
+    if not entries:
+        return {}
+    # imported only now: it brings the key code, which `whoami` never needs
     from kezchat.federation.resolve import Resolver
 
-    entries = given if given else os.environ.get(RESOLVE_ENV, "").split()
     try:
         return dict(Resolver.from_settings("", entries).overrides)
     except ValueError as e:
