@@ -176,3 +176,23 @@ class FederatedCli(TestCase):
             [(i["direction"], i["to"], i.get("undeliverable", False)) for i in items],
             [("out", "carol@c.example", False), ("out", "carol@c.example", True)],
         )
+
+
+class ResolveFlagTests(TestCase):
+    timeout = 60
+
+    async def test_a_bad_value_is_one_clear_line(self) -> None:
+        from tests.clisupport import assert_one_line_error
+
+        env = base_env("")
+        del env["KEZ_CHAT_SERVER_URL"]
+        cli = Cli(os.path.abspath(self.mktemp()), env)
+        for args, env_value in (
+            (("--resolve", "a.example", "whoami"), None),
+            (("--resolve", "a.example=ftp://127.0.0.1:1", "whoami"), None),
+            (("whoami",), "a.example=nowhere"),
+        ):
+            result = await cli.run(
+                *args, env={"KEZ_CHAT_RESOLVE": env_value} if env_value else None
+            )
+            assert_one_line_error(self, result, 1, "--resolve")
