@@ -177,7 +177,7 @@ def build_parts(config: ChatConfig, reactor: IServerReactor) -> ChatParts:
     web_dir = config.web_dir or packaged_web_dir()
     web = None
     if os.path.isdir(web_dir):
-        web = WebApp(web_dir, connect_sources=[config.sig_base_url] if config.sig_base_url else [])
+        web = WebApp(web_dir, connect_sources=connect_sources(config))
     inbound = Inbound(
         registry, relay, remote, ServerVerifier(config.server, remote.server_key, clock), clock,
         federation_metrics,
@@ -195,6 +195,7 @@ def build_parts(config: ChatConfig, reactor: IServerReactor) -> ChatParts:
         client_address=client_address,
         db_health=db.health,
         nats_status=nats.status if nats is not None else (lambda: "disabled"),
+        nats_ws_url=config.nats_ws_url if nats is not None else None,
         extensions=[
             lambda routes: messages.install(routes, relay, hub, client_address),
             lambda routes: manifests.install(routes, mirror, metrics),
@@ -207,6 +208,17 @@ def build_parts(config: ChatConfig, reactor: IServerReactor) -> ChatParts:
         mirror=mirror, metrics=metrics, http=http, nats=nats, identity=identity, remote=remote,
         outbound=outbound,
     )
+
+
+def connect_sources(config: ChatConfig) -> list[str]:
+    """
+    What the web app may connect to besides its own origin: the sig-server,
+    and the NATS WebSocket it is told about (only when NATS is configured).
+    """
+    sources = [config.sig_base_url] if config.sig_base_url else []
+    if config.nats_url and config.nats_ws_url:
+        sources.append(config.nats_ws_url)
+    return sources
 
 
 def limiter(

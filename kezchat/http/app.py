@@ -44,6 +44,8 @@ class KezChatHTTP:
     register_limiter: Limiter
     client_address: ClientAddress = field(default_factory=ClientAddress)
     nats_status: Callable[[], str] = lambda: "disabled"
+    #: the NATS WebSocket URL healthz advertises to the web app, if any
+    nats_ws_url: str | None = None
     #: C{"ok"} or C{"degraded"} (L{kezchat.storage.sqlite.SQLiteDatabase.health})
     db_health: Callable[[], str] = lambda: "ok"
     web: WebApp | None = None
@@ -60,7 +62,7 @@ class KezChatHTTP:
         )
         meta.install(
             self.routes, self.registry.policy.server, self.metrics, self.nats_status,
-            self.db_health,
+            self.db_health, self.nats_ws_url,
         )
         for extend in self.extensions:
             extend(self.routes)

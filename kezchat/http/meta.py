@@ -20,10 +20,15 @@ def install(
     metrics: Metrics,
     nats_status: Callable[[], str],
     db_health: Callable[[], str] = lambda: "ok",
+    nats_ws_url: str | None = None,
 ) -> None:
+    # where browsers reach NATS over WebSocket: the web app's live transport
+    # when present, SSE otherwise (and whenever that URL does not answer)
+    extra = {} if nats_ws_url is None else {"nats_ws": nats_ws_url}
+
     @routes.route("/v1/healthz", methods=["GET"], name="healthz")
     def healthz(request: IRequest) -> bytes:
-        body = {"server": server, "version": __version__, "nats": nats_status()}
+        body = {"server": server, "version": __version__, "nats": nats_status(), **extra}
         return health_response(request, db_health(), body)
 
     install_metrics(routes, metrics)

@@ -14,7 +14,7 @@ import { utf8 } from './crypto/bytes';
 afterEach(() => vi.unstubAllGlobals());
 
 function fakeSource() {
-  return { close: () => undefined, addEventListener: () => undefined, onopen: null, onerror: null };
+  return { close: () => undefined, addEventListener: () => undefined, onopen: null, onerror: null, readyState: 0 };
 }
 
 describe('the link', () => {
@@ -55,5 +55,7 @@ describe('the link', () => {
     expect(signed).toEqual(['named', 'old', 'old']);
     expect(signer.named).toBe(false);
     expect(urls[0]).toContain('since=2');
+    // signed with exp, so the browser's own reconnects can reuse it for hours
+    expect(urls[0]).toMatch(/&exp=\d+&/);
   });
 });
