@@ -173,13 +173,16 @@ export class Link {
     const url = await options.url().catch(() => null);
     if (chooseTransport(url, this.natsRetryAt, this.now()) !== 'nats' || !url) return false;
     this.connectingNats = true;
+    let feed0: NatsFeed | null = null;
     try {
       const key: KeyPair = this.signer.key;
       const feed = await (options.open ?? openNats)(url, key, options.device, {
         arrived: (arrival) => this.arrived(arrival),
         down: () => this.natsDown(),
         up: () => this.natsBack(),
+        ended: () => this.natsEnded(feed0),
       });
+      feed0 = feed;
       if (!this.running) {
         void feed.close();
         return false;
@@ -231,6 +234,15 @@ export class Link {
     if (!this.running) return;
     this.natsUp = false;
     if (!this.source && !this.retryTimer) void this.catchUp();
+  }
+
+  /** The NATS client gave up: SSE carries on, and NATS is tried again later. */
+  private natsEnded(feed: NatsFeed | null): void {
+    if (feed !== null && this.nats !== feed) return;
+    this.nats = null;
+    this.natsRetryAt = this.now() + NATS_RETRY_MS;
+    this.scheduleNatsRetry();
+    this.natsDown();
   }
 
   /**

@@ -36,6 +36,8 @@ export interface NatsEvents {
   down(): void;
   /** the connection is back */
   up(): void;
+  /** the connection ended for good (not by close()) */
+  ended(): void;
 }
 
 export interface NatsFeed {
@@ -75,6 +77,8 @@ export const openNats: OpenNats = async (url, key, device, events) => {
     reconnect: true,
     maxReconnectAttempts: -1,
     reconnectTimeWait: 1000,
+    // after a broker restart the callout may refuse for a moment: keep trying (SSE stands in meanwhile)
+    ignoreAuthErrorAbort: true,
     pingInterval: 15_000,
   });
   let messages: ConsumerMessages | null = null;
@@ -110,6 +114,9 @@ export const openNats: OpenNats = async (url, key, device, events) => {
       m.ack();
     }
   })().catch(() => undefined);
+  void nc.closed().then(() => {
+    if (!closed) events.ended();
+  });
   void (async () => {
     for await (const s of nc.status()) {
       if (s.type === 'disconnect') events.down();
