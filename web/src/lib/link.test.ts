@@ -103,7 +103,7 @@ function harness(nats: ConstructorParameters<typeof Link>[5] = null) {
   }, (url) => {
     const source = new ScriptedSource(url);
     state.sources.push(source);
-    return source;
+    return source as unknown as EventSource;
   }, nats);
   return { link, state };
 }
