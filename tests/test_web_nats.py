@@ -29,7 +29,6 @@ from twisted.trial.unittest import TestCase
 
 from kezchat.client.natsclient import connect_user, publish_envelope
 from kezchat.e2e import seal_envelope, text_message
-from kezchat.identity.keys import KeyPair
 from kezchat.natsbridge.aio import is_asyncio_reactor
 from kezchat.natsbridge.subjects import STREAM, consumer_filter, consumer_name
 from kezchat.sigchain import load_chain
@@ -300,7 +299,8 @@ class WebNatsTests(WebAppSteps, TestCase):
                 # still the one EventSource: the browser reconnected it by itself
                 self.assertEqual(await bob.page.evaluate("window.eventSourceUrls"), urls)
                 texts = await bob.tid("message").all_inner_texts()
-                for text in ("before the restart", "while the browser reconnects", "after the restart"):
+                sent = ("before the restart", "while the browser reconnects", "after the restart")
+                for text in sent:
                     self.assertEqual(sum(text in t for t in texts), 1, texts)
                 self.assertEqual(bob.watch.problems, [])
             finally:
