@@ -187,6 +187,7 @@ class WebNatsTests(WebAppSteps, TestCase):
         finally:
             await native.close()
         await bob.expect_message("hello from a native client")
+        self.shots = await bob.shot("transport-nats")
 
         # the broker dies: SSE stands in, and what is sent meanwhile arrives
         bob.watch.allowed.append(broker_down)
@@ -244,6 +245,7 @@ class WebNatsTests(WebAppSteps, TestCase):
         await self.http_text(to, "on SSE after a reload")
         await bob.open_chat("alice@kez.lat")
         await bob.expect_message("on SSE after a reload")
+        self.shots += await bob.shot("transport-sse")
         self.assertEqual(bob.watch.problems, [])
 
     async def _get(self, url: str) -> str:

@@ -17,7 +17,7 @@
 import * as api from './api';
 import { ApiError, type InboxItem } from './api';
 import type { KeyPair } from './crypto/keys';
-import { openNats, type Arrival, type NatsFeed, type OpenNats } from './natslive';
+import type { Arrival, NatsFeed, OpenNats } from './natslive';
 import type { Signer } from './signer';
 import { NATS_RETRY_MS, chooseTransport, resignDelay, streamExpiry, type Transport } from './transport';
 
@@ -176,7 +176,9 @@ export class Link {
     let feed0: NatsFeed | null = null;
     try {
       const key: KeyPair = this.signer.key;
-      const feed = await (options.open ?? openNats)(url, key, options.device, {
+      // the NATS client is loaded only when a server has NATS for it (it doubles the app's size)
+      const open = options.open ?? (await import('./natslive')).openNats;
+      const feed = await open(url, key, options.device, {
         arrived: (arrival) => this.arrived(arrival),
         down: () => this.natsDown(),
         up: () => this.natsBack(),
