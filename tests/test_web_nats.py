@@ -14,14 +14,19 @@ while the broker is down starts on SSE. The account's sigchain starts
 with the NATS endpoint and verifies.
 
 Without NATS: the app holds one stock EventSource, signed with C{exp},
-across a kezchat restart (the browser reconnects it by itself).
+across a kezchat restart more than a minute after signing (the page's
+clock is set 50 s back before it signs): the browser reconnects it by
+itself, and the app makes no second one.
 """
 
 from __future__ import annotations
 
+import asyncio
 import json
 import os
+import time
 from typing import Any
+from urllib.parse import unquote
 
 import nats
 from twisted.internet import reactor
@@ -253,15 +258,14 @@ class WebNatsTests(WebAppSteps, TestCase):
         return (await response.content()).decode()
 
     async def _sleep(self, seconds: float) -> None:
-        import asyncio
-
         await asyncio.sleep(seconds)
 
     async def test_one_eventsource_across_a_restart(self) -> None:
         """
         Without NATS the app opens one EventSource on a URL signed with
-        C{exp} and keeps it: across a kezchat restart the browser itself
-        reconnects (Last-Event-ID), and nothing is lost.
+        C{exp} and keeps it: across a kezchat restart more than a minute
+        after signing, the browser itself reconnects (Last-Event-ID), and
+        nothing is lost.
         """
         require_browser()
         chat = ChatProcess(db=os.path.join(temp_dir(self), "chat.db"), sig_url=None)
@@ -284,12 +288,23 @@ class WebNatsTests(WebAppSteps, TestCase):
                 await bob.status("live")
                 await self.transport(bob, "sse")
                 to = (await bob.tid("your-kez").inner_text()).strip()
+                # the page's clock 50 s behind: the stream URL it signs on
+                # unlocking is over a minute old by the time of the restart
+                await bob.page.reload()
+                await bob.page.clock.set_system_time(time.time() - 50)
+                await bob.tid("passphrase").fill(PASSPHRASE)
+                await bob.tid("unlock").click()
+                await bob.status("live")
                 await self.http_text(to, "before the restart")
                 await bob.open_chat("alice@kez.lat")
                 await bob.expect_message("before the restart")
                 urls = await bob.page.evaluate("window.eventSourceUrls")
                 self.assertEqual(len(urls), 1, urls)
                 self.assertRegex(urls[0], r"[?&]exp=\d+&")
+                signed_at = int(unquote(urls[0].split("auth=")[1].split("&")[0]).split(":")[0])
+                self.assertLess(signed_at, time.time() - 40)
+                while time.time() - signed_at < 65:
+                    await asyncio.sleep(1)
 
                 bob.watch.allowed.append(broker_down)
                 await on_twisted(self.chat.restart())
@@ -304,6 +319,8 @@ class WebNatsTests(WebAppSteps, TestCase):
                 sent = ("before the restart", "while the browser reconnects", "after the restart")
                 for text in sent:
                     self.assertEqual(sum(text in t for t in texts), 1, texts)
+                # the browser's own reconnect came more than a minute after signing
+                self.assertGreater(time.time() - signed_at, 60)
                 self.assertEqual(bob.watch.problems, [])
             finally:
                 await browser.close()
