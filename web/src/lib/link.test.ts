@@ -175,6 +175,23 @@ describe('NATS', () => {
     expect(calls.closed).toBe(1);
   });
 
+  it('asks the chat-server itself while on NATS: its outage is "reconnecting", its return "live"', async () => {
+    const answers = ['ok', 'down', 'ok'];
+    vi.stubGlobal('fetch', async () => {
+      if ((answers.shift() ?? 'ok') === 'down') throw new TypeError('connection refused');
+      return new Response(JSON.stringify({ messages: [], next: 0 }), { status: 200 });
+    });
+    const { open } = fakeNats();
+    const { link, state } = harness({ url: async () => 'ws://127.0.0.1:1', device: 'webtest', open });
+    link.start();
+    await vi.waitFor(() => expect(state.statuses).toContain('reconnecting'));
+    await vi.waitFor(() => expect(state.statuses.at(-1)).toBe('live'), { timeout: 5000 });
+    // each change once: "live" again is what resends failed messages
+    expect(state.statuses).toEqual(['connecting', 'reconnecting', 'live']);
+    expect(state.transports).toEqual(['nats']);
+    link.stop();
+  });
+
   it('falls back to SSE when the broker cannot be reached, and when none is advertised', async () => {
     emptyInbox();
     const { calls, open } = fakeNats(true);

@@ -30,6 +30,9 @@ const CLOSED = 2;
 /** how long an arrival waits for its message to be stored (a native client's message is stored by the chat-server first) */
 const COVER_TRIES = 20;
 const COVER_WAIT_MS = 250;
+/** on NATS, how often the chat-server is asked (and, after a failure, asked again) */
+const NATS_CHECK_MS = 15_000;
+const NATS_RECHECK_MS = 2_000;
 /** signatures of recently delivered items remembered (to match NATS arrivals) */
 const RECENT_SIGS = 2048;
 
@@ -71,6 +74,8 @@ export class Link {
   /** catch-ups run one at a time */
   private pulling: Promise<void> = Promise.resolve();
   private recent = new Set<string>();
+  private current: LinkStatus | null = null;
+  private checkTimer: ReturnType<typeof setTimeout> | null = null;
 
   constructor(
     private readonly signer: Signer,
@@ -84,19 +89,28 @@ export class Link {
 
   start(): void {
     this.running = true;
-    this.hooks.status('connecting');
+    this.current = null;
+    this.setStatus('connecting');
     void this.catchUp();
   }
 
   stop(): void {
     this.running = false;
     this.closeSource();
+    this.stopChecks();
     for (const timer of [this.retryTimer, this.natsTimer]) if (timer) clearTimeout(timer);
     this.retryTimer = this.natsTimer = null;
     const nats = this.nats;
     this.nats = null;
     this.natsUp = false;
     void nats?.close();
+  }
+
+  /** Status changes only: "live" again is what sends failed messages out again. */
+  private setStatus(status: LinkStatus): void {
+    if (status === this.current) return;
+    this.current = status;
+    this.hooks.status(status);
   }
 
   /** Reconnect now (the browser says the network is back). */
@@ -220,21 +234,42 @@ export class Link {
     this.retryTimer = null;
     this.failures = 0;
     this.hooks.transport?.('nats');
+    this.check();
+  }
+
+  /**
+   * While NATS carries the messages, the chat-server itself is asked now
+   * and then (one catch-up): its restart is then seen as "reconnecting"
+   * and its return as "live" (which sends what failed meanwhile), and
+   * anything the broker never carried (sent while it was down) is read.
+   */
+  private check(): void {
+    this.stopChecks();
     this.pull().then(
       () => {
-        if (this.natsUp) this.hooks.status('live');
+        if (!this.natsUp) return;
+        this.setStatus('live');
+        this.checkTimer = setTimeout(() => this.check(), NATS_CHECK_MS);
       },
       (e) => {
+        if (!this.natsUp) return;
         this.explain(e);
-        this.hooks.status('reconnecting');
+        this.setStatus('reconnecting');
+        this.checkTimer = setTimeout(() => this.check(), NATS_RECHECK_MS);
       },
     );
+  }
+
+  private stopChecks(): void {
+    if (this.checkTimer) clearTimeout(this.checkTimer);
+    this.checkTimer = null;
   }
 
   /** NATS dropped (its client reconnects by itself): SSE carries the messages meanwhile. */
   private natsDown(): void {
     if (!this.running) return;
     this.natsUp = false;
+    this.stopChecks();
     if (!this.source && !this.retryTimer) void this.catchUp();
   }
 
@@ -257,10 +292,10 @@ export class Link {
       if (this.covered(arrival)) return;
       try {
         await this.pull();
-        if (this.natsUp) this.hooks.status('live');
+        if (this.natsUp) this.setStatus('live');
       } catch (e) {
         this.explain(e);
-        this.hooks.status('reconnecting');
+        this.setStatus('reconnecting');
       }
       if (this.covered(arrival)) return;
       await sleep(COVER_WAIT_MS);
@@ -288,7 +323,7 @@ export class Link {
     this.source = source;
     this.hooks.transport?.('sse');
     source.onopen = () => {
-      this.hooks.status('live');
+      this.setStatus('live');
       this.failures = 0;
     };
     source.addEventListener('message', (event) => {
@@ -304,7 +339,7 @@ export class Link {
       if (this.source !== source) return;
       if (source.readyState !== undefined && source.readyState !== CLOSED) {
         // the browser reconnects by itself, with Last-Event-ID
-        this.hooks.status('reconnecting');
+        this.setStatus('reconnecting');
         return;
       }
       // the browser gave up (the server refused the stream): catch up and sign anew
@@ -319,7 +354,7 @@ export class Link {
 
   private scheduleReconnect(): void {
     if (!this.running) return;
-    this.hooks.status('reconnecting');
+    this.setStatus('reconnecting');
     if (this.retryTimer) clearTimeout(this.retryTimer);
     const delay = Math.min(500 * 2 ** this.failures, RETRY_MAX_MS);
     this.failures += 1;
