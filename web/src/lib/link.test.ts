@@ -163,6 +163,17 @@ describe('NATS', () => {
     expect(state.sources).toHaveLength(0);
     await calls.events!.arrived({ sig: 'aa', storedSeq: null });
     expect(state.got).toEqual([1]);
+    // not an envelope (nothing will be stored for it): one catch-up, then acknowledged
+    let asked = 0;
+    vi.stubGlobal('fetch', async () => {
+      asked += 1;
+      return new Response(JSON.stringify({ messages: [], next: 1 }), { status: 200 });
+    });
+    await calls.events!.arrived({ sig: null, storedSeq: null });
+    expect(asked).toBe(1);
+    // stored with a seq already behind the cursor: nothing to ask
+    await calls.events!.arrived({ sig: null, storedSeq: 1 });
+    expect(asked).toBe(1);
     // the broker drops: SSE stands in from the cursor; back: SSE closed, NATS again
     calls.events!.down();
     await vi.waitFor(() => expect(state.sources).toHaveLength(1));
