@@ -113,7 +113,7 @@ class ChatServer:
     async def start(self) -> None:
         from twisted.internet.protocol import ProcessProtocol
 
-        from bench.rawhttp import wait_until
+        from kezchat.testing.rawhttp import wait_until
 
         server = self
 
@@ -223,7 +223,7 @@ class Watch:
     async def _probe(self) -> None:
         from twisted.internet.task import deferLater
 
-        from bench.rawhttp import connect_many
+        from kezchat.testing.rawhttp import connect_many
 
         raw = b"GET /v1/healthz HTTP/1.1\r\nHost: bench\r\n\r\n"
         pool = None
@@ -270,7 +270,7 @@ class Client:
 
     async def register(self, pool, handle: str):
         from kezchat.identity.keys import KeyPair
-        from kezchat.registry import REGISTRATION_TAG, REGISTRATION_TYPE
+        from kezchat.protocol.registration import REGISTRATION_TAG, REGISTRATION_TYPE
         from kezchat.timeutil import format_rfc3339
 
         key = KeyPair.generate()
@@ -287,7 +287,7 @@ class Client:
 
     @staticmethod
     def message(key, sender: str, to: str, i: int, size: int) -> bytes:
-        from kezchat.relay.auth import body_digest, sign_request
+        from kezchat.protocol.auth import body_digest, sign_request
 
         body = json.dumps({"to": to, "envelope": {"i": i, "ct": "x" * size}}).encode()
         auth = sign_request(key, "POST", "/v1/messages", [body_digest(body)], int(time.time()))
@@ -295,7 +295,7 @@ class Client:
 
     @staticmethod
     def stream(key, handle: str, last_event_id: int | None = None) -> bytes:
-        from kezchat.relay.auth import sign_request
+        from kezchat.protocol.auth import sign_request
 
         auth = sign_request(key, "GET", f"/v1/inbox/{handle}/stream", [], int(time.time()))
         extra = f"Last-Event-ID: {last_event_id}\r\n" if last_event_id is not None else ""
@@ -304,7 +304,7 @@ class Client:
 
     @staticmethod
     def inbox(key, handle: str, since: int, limit: int) -> bytes:
-        from kezchat.relay.auth import sign_request
+        from kezchat.protocol.auth import sign_request
 
         auth = sign_request(key, "GET", f"/v1/inbox/{handle}", [f"since={since}"],
                             int(time.time()))
@@ -401,7 +401,7 @@ async def resume_attack(reactor, server: ChatServer, args) -> tuple[str, ...]:
     from twisted.internet.defer import gatherResults
     from twisted.internet.task import deferLater
 
-    from bench.rawhttp import connect_many
+    from kezchat.testing.rawhttp import connect_many
 
     client = Client(reactor, server)
     pool = await connect_many(reactor, "127.0.0.1", server.port, 8)
@@ -453,7 +453,7 @@ async def fanout_attack(reactor, server: ChatServer, args) -> tuple[str, ...]:
     from twisted.internet.defer import gatherResults
     from twisted.internet.task import deferLater
 
-    from bench.rawhttp import connect_many
+    from kezchat.testing.rawhttp import connect_many
 
     client = Client(reactor, server)
     pool = await connect_many(reactor, "127.0.0.1", server.port, 2)

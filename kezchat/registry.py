@@ -27,11 +27,10 @@ from kezchat.identity.handles import (
 )
 from kezchat.identity.jcs import canonical_json
 from kezchat.identity.keys import SIGNATURE_ALG, InvalidKey, parse_primary, verify_jcs
+from kezchat.protocol.registration import REGISTRATION_TAG, REGISTRATION_TYPE
 from kezchat.storage.interfaces import HandleRecord, HandleTaken, PrimaryTaken, RegistryStore
 from kezchat.timeutil import format_rfc3339, parse_rfc3339
 
-REGISTRATION_TAG = "handle_registration"
-REGISTRATION_TYPE = "kez.chat.handle_registration"
 REGISTRATION_SKEW = 300.0
 #: records remembered in memory; a binding never changes once made
 CACHE_SIZE = 65536

@@ -23,10 +23,10 @@ from twisted.web.test.requesthelper import DummyChannel
 from kezchat.config import ChatConfig
 from kezchat.errors import KezError
 from kezchat.http.request import KezSite
+from kezchat.http.sse import PING, EventStream, Phase, StreamHub
 from kezchat.metrics import Metrics
 from kezchat.ratelimit import RateLimiter
 from kezchat.relay.broker import LocalBroker
-from kezchat.relay.sse import PING, EventStream, Phase, StreamHub
 from kezchat.service import makeService
 from kezchat.storage.interfaces import NewMessage, Page, StoredMessage
 from tests.support import temp_dir

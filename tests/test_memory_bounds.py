@@ -126,7 +126,7 @@ class ResumeAttackRSSTests(TestCase):
         self.addCleanup(lambda: ensureDeferred(server.stop()))
         await server.start()
         client = Client(reactor, server)
-        from bench.rawhttp import connect_many
+        from kezchat.testing.rawhttp import connect_many
 
         pool = await connect_many(reactor, "127.0.0.1", server.port, 8)
         victim = await client.register(pool, "victim")

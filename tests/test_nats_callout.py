@@ -14,23 +14,23 @@ from typing import Any
 import nats.errors
 from nats.js.api import AckPolicy, ConsumerConfig
 
+from kezchat.compat.aio import deferred_from_coroutine
 from kezchat.identity.keys import KeyPair
 from kezchat.identity.nkeys import primary_to_user_nkey
 from kezchat.natsbridge import jwt
-from kezchat.natsbridge.aio import deferred_from_coroutine
 from kezchat.natsbridge.callout import CALLOUT_SUBJECT, CalloutResponder, CalloutSubscription
 from kezchat.natsbridge.flush import flush
-from kezchat.natsbridge.keys import ACCOUNT, SERVER, USER, NKey
 from kezchat.natsbridge.stream import ensure_inbox_stream
-from kezchat.natsbridge.subjects import (
+from kezchat.protocol.natskeys import ACCOUNT, SERVER, USER, NKey
+from kezchat.protocol.subjects import (
     STREAM,
     consumer_filter,
     consumer_name,
     inbox_subject,
     user_permissions,
 )
+from kezchat.testing.requirements import missing
 from tests.natssupport import NatsTestCase, asyncio_test
-from tests.requirements import missing
 
 
 class Registry:

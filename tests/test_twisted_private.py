@@ -1,7 +1,7 @@
 """
-The twisted.web internals kezchat relies on (L{kezchat.http.twistedprivate})
+The twisted.web internals kezchat relies on (L{kezchat.compat.twistedprivate})
 still behave as it assumes. If one of these fails after a Twisted upgrade,
-fix C{kezchat/http/twistedprivate.py}: the body caps or the error shape of
+fix C{kezchat/compat/twistedprivate.py}: the body caps or the error shape of
 malformed requests are broken.
 """
 
@@ -13,7 +13,7 @@ from twisted.trial.unittest import SynchronousTestCase
 from twisted.web.http import HTTPChannel
 from twisted.web.server import Request, Site
 
-from kezchat.http.twistedprivate import (
+from kezchat.compat.twistedprivate import (
     BAD_REQUEST_HOOK,
     BadRequestHook,
     nothing_queued,

@@ -35,8 +35,8 @@ from kezchat.cli.received import NATS, SSE, message_id
 from kezchat.client.errors import ServerError, Unreachable
 from kezchat.client.sse import Event
 from kezchat.client.stream import open_stream
+from kezchat.compat.aio import deferred_from_coroutine
 from kezchat.identity.keys import KeyPair
-from kezchat.natsbridge.aio import deferred_from_coroutine
 
 #: seconds without a byte (the server pings every 15 s) before reconnecting
 STREAM_SILENCE = 45.0

@@ -12,7 +12,7 @@ and nowhere else. Twisted has no public API for any of them:
  - whether a TCP transport still has bytes queued for writing
    (C{FileDescriptor.dataBuffer}, C{offset}, C{_tempDataLen}) and whether
    a request's client has gone (C{Request._disconnected}): an SSE event may
-   go straight into the socket (L{kezchat.relay.framewriter}) only when
+   go straight into the socket (L{kezchat.http.framewriter}) only when
    nothing is queued ahead of it.
 
 C{tests/test_twisted_private.py} checks them against the installed

@@ -24,7 +24,7 @@ from collections.abc import Callable
 from twisted.internet import tcp
 from twisted.web.server import Request
 
-from kezchat.http.twistedprivate import nothing_queued, request_gone
+from kezchat.compat.twistedprivate import nothing_queued, request_gone
 
 Write = Callable[[bytes], None]
 

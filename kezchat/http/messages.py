@@ -15,10 +15,10 @@ from kezchat.http.errors import json_bytes, json_response
 from kezchat.http.fastpath import FastRoute
 from kezchat.http.routing import Routes
 from kezchat.http.send import MESSAGE_CAP, send_message
-from kezchat.relay.auth import parse_expiry
+from kezchat.http.sse import StreamHub
+from kezchat.protocol.auth import parse_expiry
 from kezchat.relay.items import inbox_page
 from kezchat.relay.relay import DEFAULT_PAGE, Relay, parse_cursor
-from kezchat.relay.sse import StreamHub
 
 __all__ = ["MESSAGE_CAP", "install"]
 

@@ -10,7 +10,7 @@ from twisted.web.iweb import IRequest
 from kezchat import strictjson
 from kezchat.errors import KezError
 from kezchat.http.errors import json_response, parse_json, read_body
-from kezchat.relay.auth import body_digest, parse_auth
+from kezchat.protocol.auth import body_digest, parse_auth
 from kezchat.relay.relay import MAX_MESSAGE_BYTES, Relay
 from kezchat.storage.outbox import Queued
 from kezchat.timeutil import format_rfc3339

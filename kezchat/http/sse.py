@@ -48,9 +48,9 @@ from twisted.web.server import Request
 from zope.interface import implementer
 
 from kezchat.errors import KezError
+from kezchat.http.framewriter import frame_writer
 from kezchat.metrics import Metrics
 from kezchat.relay.broker import Broker, Subscription
-from kezchat.relay.framewriter import frame_writer
 from kezchat.relay.items import event_size, sse_event
 from kezchat.relay.relay import MAX_PAGE
 from kezchat.storage.interfaces import MessageStore, Page, StoredMessage

@@ -51,9 +51,9 @@ from twisted.internet.defer import Deferred
 from twisted.logger import Logger
 
 from kezchat import strictjson
-from kezchat.natsbridge.aio import resolve
+from kezchat.compat.aio import resolve
 from kezchat.natsbridge.interest import Interests, announcement_subject
-from kezchat.natsbridge.subjects import inbox_subject, senders_copy_subject
+from kezchat.protocol.subjects import inbox_subject, senders_copy_subject
 from kezchat.relay.broker import Deliver, LocalBroker, Origin, Subscription
 from kezchat.storage.interfaces import StoredMessage
 

@@ -9,7 +9,7 @@ nonce the server sent it. We check that signature ourselves (nats-server
 does not, for users it does not know), look the key up in the registry,
 and reply with an I{authorization response} JWT signed by the issuer
 account key: either a user JWT confining the client to its own inbox
-(L{kezchat.natsbridge.subjects.user_permissions}) or an error. A client
+(L{kezchat.protocol.subjects.user_permissions}) or an error. A client
 whose connection name is C{kez:<device>} is also granted that device's own
 durable consumer, C{inbox_<hex>_<device>}, so each device of one key reads
 every message.
@@ -46,13 +46,13 @@ from twisted.internet.defer import Deferred
 from twisted.logger import Logger
 from twisted.python.failure import Failure
 
+from kezchat.compat.aio import resolve
 from kezchat.identity.keys import InvalidKey, format_primary
 from kezchat.natsbridge import jwt
-from kezchat.natsbridge.aio import resolve
 from kezchat.natsbridge.errors import NatsSetupError
 from kezchat.natsbridge.flush import flush
-from kezchat.natsbridge.keys import SERVER, USER, NKey, public_key_bytes
-from kezchat.natsbridge.subjects import device_of_connection, user_permissions
+from kezchat.protocol.natskeys import SERVER, USER, NKey, public_key_bytes
+from kezchat.protocol.subjects import device_of_connection, user_permissions
 
 CALLOUT_SUBJECT = "$SYS.REQ.USER.AUTH"
 CALLOUT_QUEUE = "kezchat.callout"

@@ -23,7 +23,7 @@ import nats
 import nats.errors
 from twisted.logger import Logger
 
-from kezchat.natsbridge.keys import NKey
+from kezchat.protocol.natskeys import NKey
 
 OnConnect = Callable[[Any], Awaitable[None]]
 

@@ -18,12 +18,12 @@ from twisted.internet.defer import CancelledError, Deferred
 from twisted.logger import Logger
 from twisted.python.failure import Failure
 
-from kezchat.natsbridge.aio import deferred_from_coroutine, require_asyncio_reactor
+from kezchat.compat.aio import deferred_from_coroutine, require_asyncio_reactor
 from kezchat.natsbridge.callout import CalloutResponder, CalloutSubscription, Lookup
 from kezchat.natsbridge.connection import NatsConnection
 from kezchat.natsbridge.errors import NatsSetupError
-from kezchat.natsbridge.keys import ACCOUNT, USER, read_seed_file
 from kezchat.natsbridge.stream import StreamLimits, ensure_inbox_stream
+from kezchat.protocol.natskeys import ACCOUNT, USER, read_seed_file
 
 if TYPE_CHECKING:
     from kezchat.config import ChatConfig
@@ -139,7 +139,7 @@ def build_nats_service(
     """
     The NATS service for a L{kezchat.config.ChatConfig} with a C{nats_url}.
 
-    @raise kezchat.natsbridge.aio.WrongReactorError: unless C{reactor} is
+    @raise kezchat.compat.aio.WrongReactorError: unless C{reactor} is
         the asyncio reactor.
     @raise kezchat.natsbridge.errors.NatsSetupError: for a missing or
         wrong seed file (and the wrong reactor).

@@ -22,8 +22,8 @@ from kezchat.errors import KezError
 from kezchat.identity.handles import Handle
 from kezchat.identity.keys import InvalidKey, parse_primary
 from kezchat.metrics import Metrics
+from kezchat.protocol.auth import Authenticator, AuthValue
 from kezchat.registry import Registry
-from kezchat.relay.auth import Authenticator, AuthValue
 from kezchat.relay.broker import Broker, Origin
 from kezchat.relay.replay import REPLAY_WINDOW, implicit_key, is_implicit
 from kezchat.sharedlimit import Limiter

@@ -17,7 +17,7 @@ accepted, so the retention sweep forgets them after L{REPLAY_WINDOW}.
 
 from __future__ import annotations
 
-from kezchat.relay.auth import AUTH_SKEW, AuthValue
+from kezchat.protocol.auth import AUTH_SKEW, AuthValue
 
 #: the prefix of a key derived from a signature
 PREFIX = "sig:"

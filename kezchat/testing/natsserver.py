@@ -32,7 +32,7 @@ from twisted.internet.defer import Deferred, ensureDeferred
 from twisted.internet.interfaces import IReactorTime
 from twisted.internet.task import deferLater
 
-from kezchat.natsbridge.keys import ACCOUNT, USER, NKey
+from kezchat.protocol.natskeys import ACCOUNT, USER, NKey
 
 ROOT = Path(__file__).resolve().parent.parent
 DEPLOY_CONF = ROOT / "deploy" / "nats.conf"
@@ -124,7 +124,7 @@ class NatsServer:
         if reactor is None:
             from twisted.internet import reactor as default
 
-            reactor = default  # type: ignore[assignment]
+            reactor = default
         assert reactor is not None
         clock: IReactorTime = reactor
         self._spawn()

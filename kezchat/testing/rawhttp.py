@@ -14,7 +14,8 @@ from collections import deque
 
 from twisted.internet.defer import Deferred, gatherResults
 from twisted.internet.endpoints import TCP4ClientEndpoint, connectProtocol
-from twisted.internet.protocol import Protocol
+from twisted.internet.protocol import Protocol, connectionDone
+from twisted.python.failure import Failure
 
 
 class Connection(Protocol):
@@ -29,6 +30,7 @@ class Connection(Protocol):
     def request(self, raw: bytes) -> Deferred:
         d: Deferred = Deferred()
         self._waiting.append(d)
+        assert self.transport is not None
         self.transport.write(raw)
         return d
 
@@ -86,7 +88,8 @@ class Pool:
 
     async def close(self) -> None:
         for conn in self.connections:
-            conn.transport.loseConnection()
+            if conn.transport is not None:
+                conn.transport.loseConnection()
 
 
 async def connect_many(reactor, host: str, port: int, count: int) -> Pool:
@@ -102,7 +105,8 @@ async def wait_until(reactor, host: str, port: int, timeout: float = 30.0) -> No
     while True:
         try:
             conn = await connectProtocol(TCP4ClientEndpoint(reactor, host, port), Protocol())
-            conn.transport.loseConnection()
+            if conn.transport is not None:
+                conn.transport.loseConnection()
             return
         except Exception:
             if time.monotonic() > deadline:
@@ -130,6 +134,7 @@ class Stream(Protocol):
         self.sent_at[stamp] = time.perf_counter()
 
     def connectionMade(self) -> None:
+        assert self.transport is not None
         self.transport.write(self._raw)
 
     def dataReceived(self, data: bytes) -> None:
@@ -153,7 +158,7 @@ class Stream(Protocol):
                     if sent is not None:
                         self.latencies.append(now - sent)
 
-    def connectionLost(self, reason) -> None:
+    def connectionLost(self, reason: Failure = connectionDone) -> None:
         self.open = False
         if not self.ready.called:
             self.ready.errback(reason)
