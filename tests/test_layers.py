@@ -160,3 +160,19 @@ class LayerTests(SynchronousTestCase):
                 if target.startswith("twisted.web") and target not in layers.DOMAIN_TWISTED_WEB:
                     found.append(f"{path.relative_to(ROOT)}:{line} {name} -> {target}")
         self.assertEqual(found, [])
+
+
+class SharedFixtureTests(SynchronousTestCase):
+    def test_tests_and_benches_share_only_kezchat_testing(self) -> None:
+        """
+        C{tests/} and C{bench/} do not import each other: what both need
+        is in L{kezchat.testing}.
+        """
+        found = []
+        for folder, other in (("tests", "bench"), ("bench", "tests")):
+            for path in sorted((ROOT / folder).rglob("*.py")):
+                name = module_name(path)
+                for line, target in imports(name, path):
+                    if target == other or target.startswith(other + "."):
+                        found.append(f"{path.relative_to(ROOT)}:{line} -> {target}")
+        self.assertEqual(found, [])
