@@ -12,13 +12,16 @@ import shutil
 import sys
 import tempfile
 import time
-from typing import Any
+from typing import Any, TypeVar
 
 from twisted.internet.defer import Deferred
 from twisted.internet.protocol import Protocol, connectionDone
 from twisted.python.failure import Failure
 
+from kezchat.identity.keys import KeyPair
 from kezchat.testing.natsserver import free_port
+
+P = TypeVar("P", bound=Protocol)
 
 
 class ChatServer:
@@ -27,7 +30,7 @@ class ChatServer:
     database, with the fd limit raised.
     """
 
-    def __init__(self, reactor, source: str, env: dict[str, str] | None = None) -> None:
+    def __init__(self, reactor: Any, source: str, env: dict[str, str] | None = None) -> None:
         self.reactor = reactor
         self.env = env or {}
         self.source = os.path.abspath(source)
@@ -49,7 +52,7 @@ class ChatServer:
 
             errReceived = outReceived
 
-            def processEnded(self, reason) -> None:
+            def processEnded(self, reason: Failure) -> None:
                 server.process = None
 
         launcher = (
@@ -114,11 +117,11 @@ class Client:
     Registered users and their signed requests, as raw HTTP bytes.
     """
 
-    def __init__(self, reactor, server: ChatServer) -> None:
+    def __init__(self, reactor: Any, server: ChatServer) -> None:
         self.reactor = reactor
         self.server = server
 
-    async def register(self, pool, handle: str):
+    async def register(self, pool: Any, handle: str) -> KeyPair:
         from kezchat.identity.keys import KeyPair
         from kezchat.protocol.registration import REGISTRATION_TAG, REGISTRATION_TYPE
         from kezchat.timeutil import format_rfc3339
@@ -136,7 +139,7 @@ class Client:
         return key
 
     @staticmethod
-    def message(key, sender: str, to: str, i: int, size: int) -> bytes:
+    def message(key: KeyPair, sender: str, to: str, i: int, size: int) -> bytes:
         from kezchat.protocol.auth import body_digest, sign_request
 
         body = json.dumps({"to": to, "envelope": {"i": i, "ct": "x" * size}}).encode()
@@ -144,7 +147,7 @@ class Client:
         return post(b"/v1/messages", body, {"X-KEZ-Sender": sender, "X-KEZ-Auth": auth})
 
     @staticmethod
-    def stream(key, handle: str, last_event_id: int | None = None) -> bytes:
+    def stream(key: KeyPair, handle: str, last_event_id: int | None = None) -> bytes:
         from kezchat.protocol.auth import sign_request
 
         auth = sign_request(key, "GET", f"/v1/inbox/{handle}/stream", [], int(time.time()))
@@ -153,7 +156,7 @@ class Client:
                 f"Accept: text/event-stream\r\n{extra}\r\n").encode()
 
     @staticmethod
-    def inbox(key, handle: str, since: int, limit: int) -> bytes:
+    def inbox(key: KeyPair, handle: str, since: int, limit: int) -> bytes:
         from kezchat.protocol.auth import sign_request
 
         auth = sign_request(key, "GET", f"/v1/inbox/{handle}", [f"since={since}"],
@@ -227,7 +230,7 @@ class Holder(Protocol):
             return 0
 
 
-async def connect(reactor, port: int, protocol):
+async def connect(reactor: Any, port: int, protocol: P) -> P:
     from twisted.internet.endpoints import TCP4ClientEndpoint, connectProtocol
 
     return await connectProtocol(TCP4ClientEndpoint(reactor, "127.0.0.1", port), protocol)
