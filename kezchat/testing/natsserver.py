@@ -34,7 +34,8 @@ from twisted.internet.task import deferLater
 
 from kezchat.protocol.natskeys import ACCOUNT, USER, NKey
 
-ROOT = Path(__file__).resolve().parent.parent
+#: the checkout (the deploy/ configuration nats-server runs with is there)
+ROOT = Path(__file__).resolve().parents[2]
 DEPLOY_CONF = ROOT / "deploy" / "nats.conf"
 LOCAL_CONF = ROOT / "deploy" / "nats-local.conf"
 #: how often a start looks for the ports file
