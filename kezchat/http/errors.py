@@ -10,6 +10,7 @@ from twisted.web.iweb import IRequest
 
 from kezchat.errors import KezError, json_body
 from kezchat.http.request import DEFAULT_BODY_CAP
+from kezchat.http.routedata import route_data
 from kezchat.strictjson import parse_json
 
 
@@ -53,7 +54,8 @@ def read_body(request: IRequest, cap: int | None = None) -> bytes:
     someone else's C{Site}.
     """
     if cap is None:
-        cap = getattr(request, "kez_body_cap", DEFAULT_BODY_CAP)
+        declared = route_data(request).body_cap
+        cap = DEFAULT_BODY_CAP if declared is None else declared
     content = request.content
     content.seek(0, 2)
     if content.tell() > cap:

@@ -13,6 +13,7 @@ from kezchat.errors import KezError
 from kezchat.http.clientip import ClientAddress
 from kezchat.http.errors import json_bytes, json_response
 from kezchat.http.fastpath import FastRoute
+from kezchat.http.routedata import route_data
 from kezchat.http.routing import Routes
 from kezchat.http.send import MESSAGE_CAP, send_message
 from kezchat.http.sse import StreamHub
@@ -100,7 +101,7 @@ def install(
         owner = await relay.authenticate(
             h, auth, "GET", f"/v1/inbox/{h}/stream", expires=expires
         )
-        request.kez_streaming = True  # type: ignore[attr-defined]
+        route_data(request).streaming = True
         return await hub.open(
             cast(Request, request), owner.fqhn, resume, client_address(request)
         )

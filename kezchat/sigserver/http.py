@@ -31,6 +31,7 @@ from kezchat.http.meta import health_response, install_metrics
 from kezchat.http.openapi import install_openapi
 from kezchat.http.request import KezSite
 from kezchat.http.resource import ApiResource
+from kezchat.http.routedata import route_data
 from kezchat.http.routing import Routes
 from kezchat.sigchain.wire import JSONL_MEDIA_TYPE
 from kezchat.sigserver.metrics import SigMetrics
@@ -101,7 +102,7 @@ class SigResource(ApiResource):
     def dispatch(self, request: IRequest) -> bytes | int:
         request.setHeader(b"access-control-allow-origin", b"*")
         if request.method == b"OPTIONS":
-            request.kez_route = "preflight"  # type: ignore[attr-defined]
+            route_data(request).route = "preflight"
             for name, value in _CORS.items():
                 request.setHeader(name, value)
             request.setResponseCode(204)
