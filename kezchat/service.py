@@ -334,13 +334,14 @@ def _nats_service(
     NATS (SPEC §5): the callout answers from the registry, the bridge joins
     the relay to NATS, healthz reports the link.
     """
+    from kezchat.natsbridge.callout import registry_lookup
     from kezchat.natsbridge.ingest import Ingest
     from kezchat.natsbridge.service import build_nats_service
     from kezchat.natsbridge.stream import StreamLimits
 
     return build_nats_service(
         config,
-        registry.find_primary,
+        registry_lookup(registry),
         reactor,
         bridges=[broker, Ingest(relay, broker.marker)],
         stream_limits=StreamLimits(
