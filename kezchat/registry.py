@@ -296,17 +296,10 @@ class Registry:
     def cached_primary(self, primary: str) -> HandleRecord | None:
         """
         The record bound to C{primary} if this registry has it in memory,
-        else C{None} (unregistered, or not cached: ask L{fetch_primary}).
+        else C{None} (unregistered, or not cached: ask L{find_primary}).
         Synchronous: the NATS callout answers a returning client with it.
         """
         return self._by_primary.get(primary)
-
-    async def fetch_primary(self, primary: str) -> HandleRecord | None:
-        """
-        The record bound to C{primary}, or C{None}, from the cache or the
-        store.
-        """
-        return await self._cached(self._by_primary, primary, self.store.by_primary)
 
     def find_primary(self, primary: str) -> Deferred[HandleRecord | None]:
         """

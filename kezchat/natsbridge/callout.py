@@ -43,8 +43,10 @@ from typing import Any, Protocol, cast
 from nacl.bindings import crypto_sign_open
 from nacl.exceptions import BadSignatureError
 from nacl.exceptions import ValueError as NaclValueError
+from twisted.internet.defer import Deferred
 from twisted.logger import Logger
 
+from kezchat.compat.aio import resolve
 from kezchat.identity.keys import InvalidKey, format_primary
 from kezchat.natsbridge import jwt
 from kezchat.natsbridge.errors import NatsSetupError
@@ -60,7 +62,7 @@ class Lookup(Protocol):
     """
     The callout's view of the registry: primary (C{"ed25519:<hex>"}) →
     record, or C{None} when unregistered. L{kezchat.registry.Registry}
-    is one (its C{cached_primary} and C{fetch_primary}, adapted by
+    is one (its C{cached_primary} and C{find_primary}, adapted by
     L{registry_lookup}).
     """
 
@@ -70,9 +72,11 @@ class Lookup(Protocol):
         unregistered or not cached, L{fetch} decides.
         """
 
-    def fetch(self, primary: str) -> Awaitable[Any | None]:
+    def fetch(self, primary: str) -> Deferred[Any | None] | Awaitable[Any | None]:
         """
-        The record, or C{None} when unregistered, however long it takes.
+        The record, or C{None} when unregistered, however long it takes:
+        a Deferred (Twisted code, such as the registry's) or an asyncio
+        awaitable.
         """
 
 
@@ -83,7 +87,7 @@ class FunctionLookup:
     """
 
     cached: Callable[[str], Any | None]
-    fetch: Callable[[str], Awaitable[Any | None]]
+    fetch: Callable[[str], Deferred[Any | None] | Awaitable[Any | None]]
 
 
 def registry_lookup(registry: Any) -> Lookup:
@@ -91,7 +95,7 @@ def registry_lookup(registry: Any) -> Lookup:
     The L{Lookup} of a L{kezchat.registry.Registry}: its record cache by
     primary, then its store.
     """
-    return FunctionLookup(registry.cached_primary, registry.fetch_primary)
+    return FunctionLookup(registry.cached_primary, registry.find_primary)
 
 
 # A user nkey as nats-server makes one for each connection: "U" then the
@@ -231,7 +235,7 @@ class CalloutResponder:
             return self._internal_error(user_nkey, server_id, now)
         return _Pending(request, user_nkey, server_id, now, primary)
 
-    def complete(self, pending: _Pending) -> bytes | Awaitable[Any]:
+    def complete(self, pending: _Pending) -> bytes | Deferred[Any] | Awaitable[Any]:
         """
         Ask the registry's cache: the reply, if the record is there;
         else the fetch to wait for, to hand to L{finish}. Never raises.
@@ -252,7 +256,7 @@ class CalloutResponder:
         try:
             if answer is None:
                 answer = self.lookup.fetch(pending.primary)
-            record = await answer
+            record = await resolve(answer)
         except asyncio.CancelledError:
             raise
         except Exception:
