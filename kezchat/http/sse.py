@@ -92,6 +92,92 @@ _TRANSITIONS = {
 }
 
 
+class Input(enum.Enum):
+    """
+    What can happen to a stream (besides flow control, which only decides
+    whether what is written goes out now or is queued).
+    """
+
+    #: the broker delivers a live message
+    DELIVER = "deliver"
+    #: the hub found the inbox ahead of the last event sent
+    BEHIND = "behind"
+    #: a backlog page was read from the store
+    PAGE_READ = "page read"
+    #: reading a backlog page failed
+    PAGE_FAILED = "page failed"
+    #: the transport takes writes again
+    RESUMED = "resumed"
+    #: the client went away, could not keep up, or the server stops
+    RELEASED = "released"
+
+
+class Do(enum.Enum):
+    """
+    What a stream does with an L{Input}, by its L{Phase}: L{BEHAVIOUR}.
+    """
+
+    #: write the message (or, if seqs skip one, hold it and catch up;
+    #: one already sent is dropped)
+    SEND = "send"
+    #: keep the message aside until the replay is written
+    HOLD = "hold"
+    #: read the backlog after the last event sent (-> READING)
+    CATCH_UP = "catch up"
+    #: write the page as fast as the client reads it (-> REPLAYING)
+    REPLAY = "replay"
+    #: write more of the page being replayed
+    PUMP = "pump"
+    #: cut the connection: a reconnect resumes without a gap
+    DISCONNECT = "disconnect"
+    #: let go of everything (-> CLOSED)
+    RELEASE = "release"
+    #: nothing: the input does not concern this phase
+    IGNORE = "ignore"
+    #: cannot happen (only one page is read at a time, and only while
+    #: READING); raises, rather than corrupting the order of events
+    IMPOSSIBLE = "impossible"
+
+
+#: the whole behaviour of a stream: for each phase, what each input does.
+#: L{EventStream} looks every decision up here; C{tests/test_clocked.py}
+#: drives each of the 24 pairs.
+BEHAVIOUR: dict[Phase, dict[Input, Do]] = {
+    Phase.LIVE: {
+        Input.DELIVER: Do.SEND,
+        Input.BEHIND: Do.CATCH_UP,
+        Input.PAGE_READ: Do.IMPOSSIBLE,
+        Input.PAGE_FAILED: Do.IMPOSSIBLE,
+        Input.RESUMED: Do.IGNORE,
+        Input.RELEASED: Do.RELEASE,
+    },
+    Phase.READING: {
+        Input.DELIVER: Do.HOLD,
+        Input.BEHIND: Do.IGNORE,
+        Input.PAGE_READ: Do.REPLAY,
+        Input.PAGE_FAILED: Do.DISCONNECT,
+        Input.RESUMED: Do.IGNORE,
+        Input.RELEASED: Do.RELEASE,
+    },
+    Phase.REPLAYING: {
+        Input.DELIVER: Do.HOLD,
+        Input.BEHIND: Do.IGNORE,
+        Input.PAGE_READ: Do.IMPOSSIBLE,
+        Input.PAGE_FAILED: Do.IMPOSSIBLE,
+        Input.RESUMED: Do.PUMP,
+        Input.RELEASED: Do.RELEASE,
+    },
+    Phase.CLOSED: {
+        Input.DELIVER: Do.IGNORE,
+        Input.BEHIND: Do.IGNORE,
+        Input.PAGE_READ: Do.IGNORE,
+        Input.PAGE_FAILED: Do.IGNORE,
+        Input.RESUMED: Do.IGNORE,
+        Input.RELEASED: Do.IGNORE,
+    },
+}
+
+
 @implementer(IPushProducer)
 class EventStream:
     """
@@ -155,6 +241,15 @@ class EventStream:
         self._write_out: Callable[[bytes], None] = request.write
         self.done: Deferred[bytes] = Deferred(lambda _: self._release())
 
+    def _decide(self, happened: Input) -> Do:
+        """
+        What to do about C{happened} now (L{BEHAVIOUR}).
+        """
+        do = BEHAVIOUR[self.phase][happened]
+        if do is Do.IMPOSSIBLE:
+            raise RuntimeError(f"a stream cannot take {happened.name} while {self.phase.name}")
+        return do
+
     def _enter(self, phase: Phase) -> None:
         if phase not in _TRANSITIONS[self.phase]:
             raise RuntimeError(f"stream cannot go from {self.phase.name} to {phase.name}")
@@ -194,7 +289,7 @@ class EventStream:
         Let go of everything: the subscription, what is held and queued,
         the producer registration. Safe to call more than once.
         """
-        if self.closed:
+        if self._decide(Input.RELEASED) is Do.IGNORE:
             return
         self._enter(Phase.CLOSED)
         if self._subscription is not None:
@@ -223,10 +318,11 @@ class EventStream:
     # -- messages ---------------------------------------------------------
 
     def deliver(self, message: StoredMessage) -> None:
-        if self.phase in (Phase.READING, Phase.REPLAYING):
+        do = self._decide(Input.DELIVER)
+        if do is Do.HOLD:
             self._hold(message)
             return
-        if self.phase is not Phase.LIVE:
+        if do is not Do.SEND:
             return
         if self.last_sent is not None:
             if message.seq <= self.last_sent:
@@ -243,7 +339,7 @@ class EventStream:
         behind it and not already catching up.
         """
         if (
-            self.phase is Phase.LIVE
+            self._decide(Input.BEHIND) is Do.CATCH_UP
             and self._subscription is not None
             and self.last_sent is not None
             and latest > self.last_sent
@@ -307,7 +403,7 @@ class EventStream:
         d.addCallbacks(self._fetched, self._catch_up_failed)
 
     def _fetched(self, page: Page) -> None:
-        if self.closed:
+        if self._decide(Input.PAGE_READ) is not Do.REPLAY:
             return
         self._enter(Phase.REPLAYING)
         self._backlog = deque(page.messages)
@@ -338,7 +434,7 @@ class EventStream:
             self.deliver(message)
 
     def _catch_up_failed(self, failure: Failure) -> None:
-        if self.closed:
+        if self._decide(Input.PAGE_FAILED) is not Do.DISCONNECT:
             return
         log.failure("reading the backlog of {recipient} failed", failure, recipient=self.recipient)
         # better a reconnect (which resumes) than a silent gap
@@ -359,7 +455,7 @@ class EventStream:
             self._queue.clear()
             self._buffered -= len(data)
             self._request.write(data)
-        if self.phase is Phase.REPLAYING:
+        if self._decide(Input.RESUMED) is Do.PUMP:
             # the rest of the page, or the next one if the last write of
             # a page is what paused us
             self._pump()
