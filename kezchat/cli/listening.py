@@ -26,6 +26,7 @@ from kezchat.cli.attachments import FileSaver, PlaintextError, write_new_file
 from kezchat.cli.context import Context
 from kezchat.cli.device import device_name
 from kezchat.cli.errors import EXIT_USAGE, CliError
+from kezchat.cli.home import Account
 from kezchat.cli.itemkinds import OUT, counts_toward_count, direction_of, read_item, render
 from kezchat.cli.messages import Reader
 from kezchat.cli.natsconnect import nats_connect
@@ -240,7 +241,7 @@ async def listen(ctx: Context, args: Namespace) -> None:
 
 
 async def _listen_sse(
-    ctx: Context, keypair: KeyPair, account: dict[str, Any], listener: Listener, ack: bool
+    ctx: Context, keypair: KeyPair, account: Account, listener: Listener, ack: bool
 ) -> None:
     chat = ctx.chat()
     queue: DeferredQueue[dict[str, Any] | None] = DeferredQueue()
