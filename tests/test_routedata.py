@@ -6,6 +6,7 @@ use, gone with its request.
 from __future__ import annotations
 
 import gc
+import weakref
 
 from twisted.trial.unittest import SynchronousTestCase
 from twisted.web.test.requesthelper import DummyRequest
@@ -26,8 +27,10 @@ class RouteDataTests(SynchronousTestCase):
 
     def test_goes_with_its_request(self) -> None:
         request = DummyRequest([b""])
-        route_data(request).body_cap = 10
-        before = len(_TABLE)
-        del request
+        data = route_data(request)
+        data.body_cap = 10
+        kept = weakref.ref(data)
+        self.assertIn(request, _TABLE)
+        del request, data
         gc.collect()
-        self.assertEqual(len(_TABLE), before - 1)
+        self.assertIsNone(kept())
