@@ -30,16 +30,16 @@ from kezchat.federation.s2s import ServerVerifier
 from kezchat.http import federation, keylog, manifests, messages
 from kezchat.http.app import ChatResource, KezChatHTTP
 from kezchat.http.clientip import ClientAddress
+from kezchat.http.sse import StreamHub
 from kezchat.keylog.log import KeyLog
 from kezchat.listening import ServerService
 from kezchat.metrics import Metrics
 from kezchat.mirror import ManifestMirror
+from kezchat.protocol.auth import Authenticator
 from kezchat.reactor import IServerReactor, global_reactor
 from kezchat.registry import Registry, RegistryPolicy
-from kezchat.relay.auth import Authenticator
 from kezchat.relay.broker import Broker, LocalBroker
 from kezchat.relay.relay import Relay
-from kezchat.relay.sse import StreamHub
 from kezchat.sharedlimit import InProcessLimiter, Limiter, SharedLimiter
 from kezchat.storage.backend import ChatStorage, chat_storage
 from kezchat.storage.database import Database
@@ -318,13 +318,13 @@ def _nats_broker(config: ChatConfig, registry: Registry, reactor: IServerReactor
     on our own inbox publications is keyed from our NATS seed: every
     instance has it, no client does.
 
-    @raise kezchat.natsbridge.aio.WrongReactorError: if the reactor is not
+    @raise kezchat.compat.aio.WrongReactorError: if the reactor is not
         the asyncio one — at once, rather than as a hang later.
     """
-    from kezchat.natsbridge.aio import require_asyncio_reactor
+    from kezchat.compat.aio import require_asyncio_reactor
     from kezchat.natsbridge.bridge import NatsBroker, StoredMarker
-    from kezchat.natsbridge.keys import USER, read_seed_file
     from kezchat.natsbridge.service import require_seeds
+    from kezchat.protocol.natskeys import USER, read_seed_file
 
     require_asyncio_reactor(reactor)
     _url, seed_file, _issuer_file = require_seeds(config)
@@ -346,13 +346,14 @@ def _nats_service(
     NATS (SPEC §5): the callout answers from the registry, the bridge joins
     the relay to NATS, healthz reports the link.
     """
+    from kezchat.natsbridge.callout import registry_lookup
     from kezchat.natsbridge.ingest import Ingest
     from kezchat.natsbridge.service import build_nats_service
     from kezchat.natsbridge.stream import StreamLimits
 
     return build_nats_service(
         config,
-        registry.find_primary,
+        registry_lookup(registry),
         reactor,
         bridges=[broker, Ingest(relay, broker.marker)],
         stream_limits=StreamLimits(

@@ -207,3 +207,27 @@ class ReadmeBotCommandTests(TestCase):
         self.addCleanup(stop)
         await bot.wait_lines(1)
         self.assertEqual(bot.lines[0]["ready"], "echobot@kez.lat")
+
+
+class ArchitectureFloorsTests(SynchronousTestCase):
+    def test_floor_table_is_the_layer_table(self) -> None:
+        """
+        docs/architecture.md's floor table says what L{kezchat.layers}
+        says (which tests/test_layers.py holds the code to): each floor,
+        its height and what it may import.
+        """
+        from kezchat import layers
+
+        text = (DOCS / "architecture.md").read_text()
+        order = [floor.name for floor in layers.FLOORS]
+        for floor in layers.FLOORS:
+            match = re.search(
+                rf"(?m)^\| {floor.name} \| (\d+) \| .* \| ([^|]+) \|$", text
+            )
+            assert match is not None, floor.name
+            self.assertEqual(int(match.group(1)), floor.height, floor.name)
+            may = match.group(2).strip()
+            named = [] if may == "—" else [name.strip() for name in may.split(",")]
+            self.assertEqual(
+                named, sorted(floor.may_import, key=order.index), floor.name
+            )

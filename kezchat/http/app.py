@@ -21,6 +21,7 @@ from kezchat.http import meta, registry
 from kezchat.http.clientip import ClientAddress
 from kezchat.http.request import KezSite
 from kezchat.http.resource import ApiResource
+from kezchat.http.routedata import route_data
 from kezchat.http.routing import Routes
 from kezchat.identity.handles import Handle
 from kezchat.metrics import Metrics
@@ -102,7 +103,7 @@ class ChatResource(ApiResource):
     def dispatch(self, request: IRequest) -> bytes | int:
         first = request.postpath[0] if request.postpath else b""
         if self._http.web is not None and first not in API_SEGMENTS:
-            request.kez_route = "web"  # type: ignore[attr-defined]
+            route_data(request).route = "web"
             try:
                 return self._http.web.render(request)
             except KezError as e:

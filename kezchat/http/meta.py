@@ -8,8 +8,9 @@ from collections.abc import Callable, Mapping
 
 from twisted.web.iweb import IRequest
 
-from kezchat import __version__, openapi
+from kezchat import __version__
 from kezchat.http.errors import json_response
+from kezchat.http.openapi import install_openapi
 from kezchat.http.routing import Routes
 from kezchat.metrics import HTTPMetrics, Metrics
 
@@ -32,7 +33,7 @@ def install(
         return health_response(request, db_health(), body)
 
     install_metrics(routes, metrics)
-    openapi.install(routes, "kezchat")
+    install_openapi(routes, "kezchat")
 
 
 def health_response(request: IRequest, db: str, body: Mapping[str, object]) -> bytes:
