@@ -186,10 +186,10 @@ async def one_population(reactor, args: argparse.Namespace, pattern: Pattern, us
     from twisted.internet.protocol import ProcessProtocol
     from twisted.internet.task import deferLater
 
-    from bench.rawhttp import connect_many, open_streams, wait_until
-    from kezchat.client.registration import signed_registration
     from kezchat.identity.keys import KeyPair
-    from kezchat.relay.auth import body_digest, sign_request
+    from kezchat.protocol.auth import body_digest, sign_request
+    from kezchat.protocol.registration import signed_registration
+    from kezchat.testing.rawhttp import connect_many, open_streams, wait_until
 
     rng = random.Random(users)
     workdir = tempfile.mkdtemp(prefix="kezchat-capacity-")

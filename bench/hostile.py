@@ -26,17 +26,15 @@ a connection of its own, idle and during the attack.
 from __future__ import annotations
 
 import argparse
-import json
 import os
-import shutil
 import sys
-import tempfile
 import time
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, os.path.dirname(HERE))
 
-from bench.relay import free_port, percentile  # noqa: E402
+from bench.relay import percentile  # noqa: E402
+from kezchat.testing.hostile import ChatServer, Client, Holder, connect  # noqa: E402
 
 MESSAGE = 250 * 1024
 
@@ -95,91 +93,6 @@ async def run_all(reactor, args, rows) -> None:
             await server.stop()
 
 
-class ChatServer:
-    """
-    `twistd -r asyncio -n kezchat` in a process of its own, on a fresh
-    database, with the fd limit raised.
-    """
-
-    def __init__(self, reactor, source: str, env: dict[str, str] | None = None) -> None:
-        self.reactor = reactor
-        self.env = env or {}
-        self.source = os.path.abspath(source)
-        self.workdir = tempfile.mkdtemp(prefix="kezchat-hostile-")
-        self.port = free_port()
-        self.process = None
-        self.output = b""
-
-    async def start(self) -> None:
-        from twisted.internet.protocol import ProcessProtocol
-
-        from bench.rawhttp import wait_until
-
-        server = self
-
-        class Output(ProcessProtocol):
-            def outReceived(self, data: bytes) -> None:
-                server.output = (server.output + data)[-65536:]
-
-            errReceived = outReceived
-
-            def processEnded(self, reason) -> None:
-                server.process = None
-
-        launcher = (
-            "import resource, sys\n"
-            "soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)\n"
-            "resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))\n"
-            "from twisted.scripts.twistd import run\n"
-            "sys.argv = ['twistd'] + sys.argv[1:]\n"
-            "run()\n"
-        )
-        self.process = self.reactor.spawnProcess(
-            Output(), sys.executable,
-            [sys.executable, "-c", launcher, "-r", "asyncio", "-n", "--pidfile=", "kezchat",
-             "--listen", f"tcp:{self.port}:interface=127.0.0.1:backlog=4096",
-             "--db", os.path.join(self.workdir, "bench.db"),
-             "--send-limit", "0", "--register-limit", "0"],
-            env={**os.environ, **self.env, "PYTHONPATH": self.source},
-            path=self.workdir,
-        )
-        self.pid = self.process.pid
-        await wait_until(self.reactor, "127.0.0.1", self.port)
-
-    async def stop(self) -> None:
-        from twisted.internet.task import deferLater
-
-        if self.process is not None:
-            self.process.signalProcess("TERM")
-            for _ in range(100):
-                if self.process is None:
-                    break
-                await deferLater(self.reactor, 0.1, lambda: None)
-            if self.process is not None:
-                self.process.signalProcess("KILL")
-        shutil.rmtree(self.workdir, ignore_errors=True)
-
-    def status(self, field: str) -> int:
-        try:
-            with open(f"/proc/{self.pid}/status") as f:
-                for line in f:
-                    if line.startswith(field + ":"):
-                        return int(line.split()[1])
-        except OSError:
-            pass
-        return 0
-
-    def rss_kib(self) -> int:
-        return self.status("VmRSS")
-
-    def reset_peak(self) -> None:
-        try:
-            with open(f"/proc/{self.pid}/clear_refs", "w") as f:
-                f.write("5")
-        except OSError:
-            pass
-
-
 class Watch:
     """
     Samples the server's RSS and probes healthz while an attack runs.
@@ -223,7 +136,7 @@ class Watch:
     async def _probe(self) -> None:
         from twisted.internet.task import deferLater
 
-        from bench.rawhttp import connect_many
+        from kezchat.testing.rawhttp import connect_many
 
         raw = b"GET /v1/healthz HTTP/1.1\r\nHost: bench\r\n\r\n"
         pool = None
@@ -256,138 +169,6 @@ def mib(kib: int) -> str:
     return f"{kib / 1024:.0f} MiB"
 
 
-# -- signing ---------------------------------------------------------------------------
-
-
-class Client:
-    """
-    Registered users and their signed requests, as raw HTTP bytes.
-    """
-
-    def __init__(self, reactor, server: ChatServer) -> None:
-        self.reactor = reactor
-        self.server = server
-
-    async def register(self, pool, handle: str):
-        from kezchat.identity.keys import KeyPair
-        from kezchat.registry import REGISTRATION_TAG, REGISTRATION_TYPE
-        from kezchat.timeutil import format_rfc3339
-
-        key = KeyPair.generate()
-        payload = {"type": REGISTRATION_TYPE, "version": 1, "handle": handle,
-                   "primary": key.primary, "server": "kez.lat",
-                   "created_at": format_rfc3339(time.time())}
-        body = json.dumps({"kez": REGISTRATION_TAG, "payload": payload,
-                           "signature": {"alg": "ed25519-sha512-jcs", "key": key.primary,
-                                         "sig": key.sign_jcs(payload)}}).encode()
-        status, answer = await pool.request(post(b"/v1/register", body, {}))
-        if status != 201:
-            raise RuntimeError(f"registering {handle}: {status} {answer[:200]!r}")
-        return key
-
-    @staticmethod
-    def message(key, sender: str, to: str, i: int, size: int) -> bytes:
-        from kezchat.relay.auth import body_digest, sign_request
-
-        body = json.dumps({"to": to, "envelope": {"i": i, "ct": "x" * size}}).encode()
-        auth = sign_request(key, "POST", "/v1/messages", [body_digest(body)], int(time.time()))
-        return post(b"/v1/messages", body, {"X-KEZ-Sender": sender, "X-KEZ-Auth": auth})
-
-    @staticmethod
-    def stream(key, handle: str, last_event_id: int | None = None) -> bytes:
-        from kezchat.relay.auth import sign_request
-
-        auth = sign_request(key, "GET", f"/v1/inbox/{handle}/stream", [], int(time.time()))
-        extra = f"Last-Event-ID: {last_event_id}\r\n" if last_event_id is not None else ""
-        return (f"GET /v1/inbox/{handle}/stream?auth={auth} HTTP/1.1\r\nHost: bench\r\n"
-                f"Accept: text/event-stream\r\n{extra}\r\n").encode()
-
-    @staticmethod
-    def inbox(key, handle: str, since: int, limit: int) -> bytes:
-        from kezchat.relay.auth import sign_request
-
-        auth = sign_request(key, "GET", f"/v1/inbox/{handle}", [f"since={since}"],
-                            int(time.time()))
-        return (f"GET /v1/inbox/{handle}?since={since}&limit={limit} HTTP/1.1\r\n"
-                f"Host: bench\r\nX-KEZ-Auth: {auth}\r\n\r\n").encode()
-
-
-def post(path: bytes, body: bytes, headers: dict[str, str]) -> bytes:
-    head = b"".join(f"{k}: {v}\r\n".encode() for k, v in headers.items())
-    return (b"POST " + path + b" HTTP/1.1\r\nHost: bench\r\nContent-Type: application/json"
-            b"\r\nContent-Length: " + str(len(body)).encode() + b"\r\n" + head + b"\r\n" + body)
-
-
-# -- raw connections the attacks hold --------------------------------------------------
-
-
-def _holder_class():
-    from twisted.internet.defer import Deferred
-    from twisted.internet.protocol import Protocol
-
-    class Holder(Protocol):
-        """
-        Sends a request, then reads nothing (C{read=False}) or reads and
-        counts what comes; C{done} fires when a response with a
-        Content-Length is complete or the connection ends.
-        """
-
-        def __init__(self, raw: bytes, read: bool = True) -> None:
-            self.raw = raw
-            self.read = read
-            self.received = 0
-            self.head = b""
-            self.expected: int | None = None
-            self.closed = False
-            self.first: Deferred = Deferred()
-            self.done: Deferred = Deferred()
-
-        def connectionMade(self) -> None:
-            self.transport.write(self.raw)
-            if not self.read:
-                self.transport.pauseProducing()
-
-        def dataReceived(self, data: bytes) -> None:
-            self.received += len(data)
-            if self.expected is None and len(self.head) < 16384:
-                self.head += data[:16384]
-                end = self.head.find(b"\r\n\r\n")
-                if end >= 0:
-                    self.expected = -1
-                    for line in self.head[:end].split(b"\r\n")[1:]:
-                        name, _, value = line.partition(b":")
-                        if name.strip().lower() == b"content-length":
-                            self.expected = end + 4 + int(value)
-            if not self.first.called:
-                self.first.callback(self)
-            if self.expected is not None and 0 <= self.expected <= self.received:
-                self._finish()
-
-        def connectionLost(self, reason) -> None:
-            self.closed = True
-            if not self.first.called:
-                self.first.callback(self)
-            self._finish()
-
-        def _finish(self) -> None:
-            if not self.done.called:
-                self.done.callback(self)
-
-        def status(self) -> int:
-            try:
-                return int(self.head.split(b" ", 2)[1])
-            except (IndexError, ValueError):
-                return 0
-
-    return Holder
-
-
-async def connect(reactor, port: int, protocol):
-    from twisted.internet.endpoints import TCP4ClientEndpoint, connectProtocol
-
-    return await connectProtocol(TCP4ClientEndpoint(reactor, "127.0.0.1", port), protocol)
-
-
 # -- the attacks -----------------------------------------------------------------------
 
 
@@ -401,7 +182,7 @@ async def resume_attack(reactor, server: ChatServer, args) -> tuple[str, ...]:
     from twisted.internet.defer import gatherResults
     from twisted.internet.task import deferLater
 
-    from bench.rawhttp import connect_many
+    from kezchat.testing.rawhttp import connect_many
 
     client = Client(reactor, server)
     pool = await connect_many(reactor, "127.0.0.1", server.port, 8)
@@ -415,7 +196,6 @@ async def resume_attack(reactor, server: ChatServer, args) -> tuple[str, ...]:
     calm = await idle(reactor, server)
     idle_rss = server.rss_kib()
 
-    Holder = _holder_class()
     streams = []
     for _ in range(10):
         streams.append(await connect(reactor, server.port,
@@ -453,7 +233,7 @@ async def fanout_attack(reactor, server: ChatServer, args) -> tuple[str, ...]:
     from twisted.internet.defer import gatherResults
     from twisted.internet.task import deferLater
 
-    from bench.rawhttp import connect_many
+    from kezchat.testing.rawhttp import connect_many
 
     client = Client(reactor, server)
     pool = await connect_many(reactor, "127.0.0.1", server.port, 2)
@@ -462,7 +242,6 @@ async def fanout_attack(reactor, server: ChatServer, args) -> tuple[str, ...]:
     calm = await idle(reactor, server)
     idle_rss = server.rss_kib()
 
-    Holder = _holder_class()
     streams = []
     for start in range(0, args.fan_streams, 100):
         batch = [Holder(client.stream(target, "target")) for _ in
@@ -504,7 +283,6 @@ async def slowloris_attack(reactor, server: ChatServer, args) -> tuple[str, ...]
 
     calm = await idle(reactor, server)
     idle_rss = server.rss_kib()
-    Holder = _holder_class()
     conns = []
     for _ in range(args.slowloris):
         conns.append(await connect(reactor, server.port,

@@ -39,10 +39,10 @@ async def one_setup(
     from twisted.internet.defer import Deferred
     from twisted.internet.protocol import ProcessProtocol
 
-    from bench.rawhttp import connect_many, wait_until
-    from kezchat.client.registration import signed_registration
     from kezchat.identity.keys import KeyPair
-    from kezchat.relay.auth import body_digest, sign_request
+    from kezchat.protocol.auth import body_digest, sign_request
+    from kezchat.protocol.registration import signed_registration
+    from kezchat.testing.rawhttp import connect_many, wait_until
 
     class Server(ProcessProtocol):
         def __init__(self) -> None:
@@ -124,8 +124,8 @@ async def one_setup(
 
 
 async def benchmark(reactor, args: argparse.Namespace) -> None:
-    from kezchat.natsbridge.aio import deferred_from_coroutine
-    from tests.pgsupport import PostgresCluster, find_bin_dir
+    from kezchat.compat.aio import deferred_from_coroutine
+    from kezchat.testing.pgsupport import PostgresCluster, find_bin_dir
 
     workdir = tempfile.mkdtemp(prefix="kezchat-limits-")
     pg = None

@@ -36,8 +36,8 @@ sys.path.insert(0, str(ROOT))
 
 from kezchat.identity.keys import KeyPair  # noqa: E402
 from kezchat.identity.nkeys import primary_to_user_nkey  # noqa: E402
-from kezchat.natsbridge.keys import USER, NKey  # noqa: E402
-from tests.natsserver import NatsServer, find_nats_server, free_port  # noqa: E402
+from kezchat.protocol.natskeys import USER, NKey  # noqa: E402
+from kezchat.testing.natsserver import NatsServer, find_nats_server, free_port  # noqa: E402
 
 STATIC_CONF = """
 port: {port}
@@ -145,15 +145,19 @@ RESPONDER = """
 import asyncio, sys
 sys.path.insert(0, {root!r})
 import nats
-from twisted.internet.defer import succeed
-from kezchat.natsbridge.callout import CalloutResponder, CalloutSubscription
-from kezchat.natsbridge.keys import ACCOUNT, USER, read_seed_file
+from kezchat.natsbridge.callout import CalloutResponder, CalloutSubscription, FunctionLookup
+from kezchat.protocol.natskeys import ACCOUNT, USER, read_seed_file
 
 primaries = set(open({primaries!r}).read().split())
 
-def lookup(primary):
-    # as the registry answers from its cache (Registry.find_primary)
-    return succeed({{"fqhn": "bench@kez.lat"}} if primary in primaries else None)
+def cached(primary):
+    # as the registry answers from its cache (Registry.cached_primary)
+    return {{"fqhn": "bench@kez.lat"}} if primary in primaries else None
+
+async def fetch(primary):
+    return cached(primary)
+
+lookup = FunctionLookup(cached, fetch)
 
 async def main():
     nc = await nats.connect({url!r}, nkeys_seed_str=read_seed_file({seed!r}, USER).seed_text)

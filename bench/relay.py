@@ -44,7 +44,7 @@ def stream_request(key: KeyPair, handle: str) -> bytes:
     """
     The raw request that opens C{handle}'s SSE stream, signed now by C{key}.
     """
-    from kezchat.relay.auth import sign_request
+    from kezchat.protocol.auth import sign_request
 
     auth = sign_request(key, "GET", f"/v1/inbox/{handle}/stream", [], int(time.time()))
     return (f"GET /v1/inbox/{handle}/stream?auth={auth} HTTP/1.1\r\nHost: bench\r\n"
@@ -141,10 +141,10 @@ async def chat_benchmarks(reactor, args: argparse.Namespace, floor: dict) -> Non
     from twisted.internet.defer import Deferred
     from twisted.internet.protocol import ProcessProtocol
 
-    from bench.rawhttp import connect_many, open_streams, wait_until
-    from kezchat.client.registration import signed_registration
     from kezchat.identity.keys import KeyPair
-    from kezchat.relay.auth import body_digest, sign_request
+    from kezchat.protocol.auth import body_digest, sign_request
+    from kezchat.protocol.registration import signed_registration
+    from kezchat.testing.rawhttp import connect_many, open_streams, wait_until
 
     workdir = tempfile.mkdtemp(prefix="kezchat-bench-")
     port = free_port()
@@ -545,8 +545,8 @@ async def fan_out(reactor, args, port, registration, stream_request, message,
 
     from twisted.internet.task import deferLater
 
-    from bench.rawhttp import connect_many
     from kezchat.identity.keys import KeyPair
+    from kezchat.testing.rawhttp import connect_many
 
     async def receive(conn):
         while not conn.poll():

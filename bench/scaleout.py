@@ -11,7 +11,7 @@ Everything runs on loopback and stops by itself: a throwaway PostgreSQL
 cluster (Debian's postgresql package, durable settings: fsync and
 synchronous_commit on), a nats-server from deploy/nats.conf, and
 `twistd -r asyncio -n kezchat` processes. The load comes from this
-process through bench/rawhttp.py, requests signed before the clock
+process through kezchat/testing/rawhttp.py, requests signed before the clock
 starts and spread round-robin over every instance's connections, as a
 load balancer without sticky sessions would; each recipient's SSE stream
 sits on one instance, so with several instances most messages cross
@@ -167,10 +167,10 @@ async def one_setup(reactor, args, label: str, count: int, db_args, extra: list[
                     code: str = ROOT) -> list[tuple[str, ...]]:
     from twisted.internet.task import deferLater
 
-    from bench.rawhttp import Pool, connect_many, open_streams
-    from kezchat.client.registration import signed_registration
     from kezchat.identity.keys import KeyPair
-    from kezchat.relay.auth import body_digest, sign_request
+    from kezchat.protocol.auth import body_digest, sign_request
+    from kezchat.protocol.registration import signed_registration
+    from kezchat.testing.rawhttp import Pool, connect_many, open_streams
 
     instances = Instances(reactor, count, db_args, extra, workdir, code)
     try:
@@ -318,7 +318,7 @@ async def run_setup(reactor, args, setup: str, code: str, pg, nats, nats_args: l
     """
     The rows of one setup, its instances running the code in C{code}.
     """
-    from kezchat.natsbridge.aio import deferred_from_coroutine
+    from kezchat.compat.aio import deferred_from_coroutine
 
     run = f"{setup}-{next(RUNS)}"  # a fresh database per run
     with_nats = setup in ("sqlite+nats", "pg1", "pg2", "pg3")
@@ -348,8 +348,8 @@ async def run_setup(reactor, args, setup: str, code: str, pg, nats, nats_args: l
 
 
 async def benchmark(reactor, args: argparse.Namespace) -> None:
-    from tests.natsserver import NatsServer
-    from tests.pgsupport import PostgresCluster, find_bin_dir
+    from kezchat.testing.natsserver import NatsServer
+    from kezchat.testing.pgsupport import PostgresCluster, find_bin_dir
 
     workdir = tempfile.mkdtemp(prefix="kezchat-scaleout-")
     bin_dir = find_bin_dir()

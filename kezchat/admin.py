@@ -34,7 +34,7 @@ from pathlib import Path
 from twisted.python import usage
 
 from kezchat import __version__
-from kezchat.natsbridge.keys import ACCOUNT, USER, NKey, write_seed_file
+from kezchat.protocol.natskeys import ACCOUNT, USER, NKey, write_seed_file
 from kezchat.storage.sqlite.backup import BackupError, backup_database, backup_to_stream
 
 ISSUER_FILE = "issuer.seed"

@@ -11,6 +11,7 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass
 from ipaddress import ip_network
+from urllib.parse import urlsplit
 
 from twisted.python import usage
 
@@ -39,6 +40,10 @@ class ChatConfig:
     web_dir: str | None = None
     nats_url: str | None = None
     nats_seed: str | None = None
+    #: the NATS WebSocket URL browsers connect to (C{ws://} or C{wss://}),
+    #: advertised in healthz as C{nats_ws} when NATS is configured; unset:
+    #: the web app stays on SSE
+    nats_ws_url: str | None = None
     callout_issuer_seed: str | None = None
     retention_days: float = 30.0
     retention_bytes: int = 256 * 1024 * 1024
@@ -126,6 +131,22 @@ def retention_bytes_problem(size: int) -> str | None:
     return None
 
 
+def nats_ws_url_problem(url: str | None) -> str | None:
+    """
+    Why C{url} cannot be advertised as the NATS WebSocket URL, or C{None}:
+    browsers take only C{ws://} and C{wss://} URLs with a host, and the
+    URL goes into healthz and the web app's content security policy as is.
+    """
+    if not url:
+        return None
+    parsed = urlsplit(url)
+    if parsed.scheme not in ("ws", "wss") or not parsed.hostname:
+        return f"--nats-ws-url {url!r} is not a ws:// or wss:// URL with a host"
+    if any(c in url for c in " ;,'\"") or parsed.query or parsed.fragment:
+        return f"--nats-ws-url {url!r} may not contain spaces, quotes, ; , ? or #"
+    return None
+
+
 def _positive_int(name: str, value: str | None) -> int:
     try:
         number = int(value or "")
@@ -168,6 +189,12 @@ class ChatOptions(TableOptions):
         ("web-dir", "KEZ_CHAT_WEB_DIR", None, "directory of the built web app [the packaged one]"),
         ("nats-url", "NATS_URL", None, "NATS server URL; unset: no NATS"),
         ("nats-seed", "KEZ_CHAT_NATS_SEED", None, "file: the callout service's user nkey seed"),
+        (
+            "nats-ws-url",
+            "KEZ_CHAT_NATS_WS_URL",
+            None,
+            "NATS WebSocket URL the web app connects to (ws:// or wss://); unset: SSE only",
+        ),
         (
             "callout-issuer-seed",
             "KEZ_CHAT_CALLOUT_ISSUER_SEED",
@@ -339,6 +366,9 @@ class ChatOptions(TableOptions):
         except ValueError as e:
             raise usage.UsageError(str(e)) from None
         check_db_setting(settings["db"] or "")
+        problem = nats_ws_url_problem(settings["nats-ws-url"])
+        if problem is not None:
+            raise usage.UsageError(problem)
         allow_env = self.environ.get("KEZ_CHAT_ALLOW_SERVER_CHANGE", "").lower()
         if allow_env not in ("", "0", "no", "false", "1", "yes", "true"):
             raise usage.UsageError("KEZ_CHAT_ALLOW_SERVER_CHANGE is yes or no")
@@ -363,6 +393,7 @@ class ChatOptions(TableOptions):
             web_dir=settings["web-dir"],
             nats_url=settings["nats-url"],
             nats_seed=settings["nats-seed"],
+            nats_ws_url=settings["nats-ws-url"] or None,
             callout_issuer_seed=settings["callout-issuer-seed"],
             retention_days=retention_days,
             retention_bytes=retention_bytes,

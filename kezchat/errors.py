@@ -85,3 +85,14 @@ def json_body(value: object) -> bytes:
     C{value} as compact UTF-8 JSON, the form of every JSON response body.
     """
     return json.dumps(value, separators=(",", ":"), ensure_ascii=False).encode("utf-8")
+
+
+class NatsSetupError(Exception):
+    """
+    NATS is configured but cannot work as configured: wrong reactor,
+    missing or wrong seed files. Raised when the service is built, so that
+    C{twistd} stops with the message instead of running half a server.
+    (Defined on the ground floor because the asyncio bridge and the NATS
+    key files, both below C{kezchat.natsbridge}, raise it too;
+    C{kezchat.natsbridge.errors} names it for its users.)
+    """

@@ -27,11 +27,10 @@ from kezchat.identity.handles import (
 )
 from kezchat.identity.jcs import canonical_json
 from kezchat.identity.keys import SIGNATURE_ALG, InvalidKey, parse_primary, verify_jcs
+from kezchat.protocol.registration import REGISTRATION_TAG, REGISTRATION_TYPE
 from kezchat.storage.interfaces import HandleRecord, HandleTaken, PrimaryTaken, RegistryStore
 from kezchat.timeutil import format_rfc3339, parse_rfc3339
 
-REGISTRATION_TAG = "handle_registration"
-REGISTRATION_TYPE = "kez.chat.handle_registration"
 REGISTRATION_SKEW = 300.0
 #: records remembered in memory; a binding never changes once made
 CACHE_SIZE = 65536
@@ -293,6 +292,14 @@ class Registry:
         if record is None:
             raise KezError("not_found", "no handle is bound to this key")
         return record
+
+    def cached_primary(self, primary: str) -> HandleRecord | None:
+        """
+        The record bound to C{primary} if this registry has it in memory,
+        else C{None} (unregistered, or not cached: ask L{find_primary}).
+        Synchronous: the NATS callout answers a returning client with it.
+        """
+        return self._by_primary.get(primary)
 
     def find_primary(self, primary: str) -> Deferred[HandleRecord | None]:
         """

@@ -30,16 +30,16 @@ from kezchat.federation.s2s import ServerVerifier
 from kezchat.http import federation, keylog, manifests, messages
 from kezchat.http.app import ChatResource, KezChatHTTP
 from kezchat.http.clientip import ClientAddress
+from kezchat.http.sse import StreamHub
 from kezchat.keylog.log import KeyLog
 from kezchat.listening import ServerService
 from kezchat.metrics import Metrics
 from kezchat.mirror import ManifestMirror
+from kezchat.protocol.auth import Authenticator
 from kezchat.reactor import IServerReactor, global_reactor
 from kezchat.registry import Registry, RegistryPolicy
-from kezchat.relay.auth import Authenticator
 from kezchat.relay.broker import Broker, LocalBroker, Origin
 from kezchat.relay.relay import Relay
-from kezchat.relay.sse import StreamHub
 from kezchat.sharedlimit import InProcessLimiter, Limiter, SharedLimiter
 from kezchat.storage.backend import ChatStorage, chat_storage
 from kezchat.storage.database import Database
@@ -178,7 +178,7 @@ def build_parts(config: ChatConfig, reactor: IServerReactor) -> ChatParts:
     web_dir = config.web_dir or packaged_web_dir()
     web = None
     if os.path.isdir(web_dir):
-        web = WebApp(web_dir, connect_sources=[config.sig_base_url] if config.sig_base_url else [])
+        web = WebApp(web_dir, connect_sources=connect_sources(config))
     inbound = Inbound(
         registry, relay, remote, ServerVerifier(config.server, remote.server_key, clock), clock,
         federation_metrics,
@@ -196,6 +196,7 @@ def build_parts(config: ChatConfig, reactor: IServerReactor) -> ChatParts:
         client_address=client_address,
         db_health=db.health,
         nats_status=nats.status if nats is not None else (lambda: "disabled"),
+        nats_ws_url=config.nats_ws_url if nats is not None else None,
         extensions=[
             lambda routes: messages.install(routes, relay, hub, client_address),
             lambda routes: manifests.install(routes, mirror, metrics),
@@ -210,6 +211,17 @@ def build_parts(config: ChatConfig, reactor: IServerReactor) -> ChatParts:
         mirror=mirror, metrics=metrics, http=http, nats=nats, identity=identity, remote=remote,
         outbound=outbound,
     )
+
+
+def connect_sources(config: ChatConfig) -> list[str]:
+    """
+    What the web app may connect to besides its own origin: the sig-server,
+    and the NATS WebSocket it is told about (only when NATS is configured).
+    """
+    sources = [config.sig_base_url] if config.sig_base_url else []
+    if config.nats_url and config.nats_ws_url:
+        sources.append(config.nats_ws_url)
+    return sources
 
 
 def limiter(
@@ -309,13 +321,13 @@ def _nats_broker(config: ChatConfig, registry: Registry, reactor: IServerReactor
     on our own inbox publications is keyed from our NATS seed: every
     instance has it, no client does.
 
-    @raise kezchat.natsbridge.aio.WrongReactorError: if the reactor is not
+    @raise kezchat.compat.aio.WrongReactorError: if the reactor is not
         the asyncio one — at once, rather than as a hang later.
     """
-    from kezchat.natsbridge.aio import require_asyncio_reactor
+    from kezchat.compat.aio import require_asyncio_reactor
     from kezchat.natsbridge.bridge import NatsBroker, StoredMarker
-    from kezchat.natsbridge.keys import USER, read_seed_file
     from kezchat.natsbridge.service import require_seeds
+    from kezchat.protocol.natskeys import USER, read_seed_file
 
     require_asyncio_reactor(reactor)
     _url, seed_file, _issuer_file = require_seeds(config)
@@ -337,13 +349,14 @@ def _nats_service(
     NATS (SPEC §5): the callout answers from the registry, the bridge joins
     the relay to NATS, healthz reports the link.
     """
+    from kezchat.natsbridge.callout import registry_lookup
     from kezchat.natsbridge.ingest import Ingest
     from kezchat.natsbridge.service import build_nats_service
     from kezchat.natsbridge.stream import StreamLimits
 
     return build_nats_service(
         config,
-        registry.find_primary,
+        registry_lookup(registry),
         reactor,
         bridges=[broker, Ingest(relay, broker.marker)],
         stream_limits=StreamLimits(

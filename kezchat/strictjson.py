@@ -18,6 +18,8 @@ import re
 from collections.abc import Callable
 from typing import Any
 
+from kezchat.errors import KezError
+
 # Far deeper than any KEZ document, far shallower than the interpreter's
 # recursion limit.
 MAX_DEPTH = 64
@@ -141,3 +143,14 @@ def one_line(text: str) -> str:
     if "\n" not in text and "\r" not in text:
         return text
     return _STRING_OR_SPACE.sub(lambda m: m.group(1) or "", text)
+
+
+def parse_json(raw: bytes) -> Any:
+    """
+    Decode a JSON request body strictly (L{loads}), or refuse it with
+    C{bad_request}: the one parse of a body, for any transport.
+    """
+    try:
+        return loads(raw)
+    except JSONError as e:
+        raise KezError("bad_request", f"the body is not valid JSON: {e}"[:200]) from None

@@ -4,7 +4,7 @@ Running one test suite against both storage backends.
 A suite is written once against whatever C{--db} L{tests.support} hands
 it; L{on_postgresql} adds, next to each given case, a subclass that runs
 the very same tests with C{db_backend = "postgresql"} (a fresh database in
-the test run's throwaway cluster, L{tests.pgsupport}).
+the test run's throwaway cluster, L{kezchat.testing.pgsupport}).
 """
 
 from __future__ import annotations

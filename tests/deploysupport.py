@@ -19,7 +19,7 @@ from twisted.internet.error import ProcessDone, ProcessTerminated
 from twisted.internet.protocol import ProcessProtocol
 from twisted.trial.unittest import TestCase
 
-from tests.requirements import missing
+from kezchat.testing.requirements import missing
 from tests.support import deferred_sleep, http_client, json_of
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))

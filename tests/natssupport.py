@@ -18,12 +18,12 @@ import nats
 from twisted.internet.defer import Deferred
 from twisted.trial import unittest
 
+from kezchat.compat.aio import deferred_from_coroutine, is_asyncio_reactor
 from kezchat.identity.keys import KeyPair
-from kezchat.natsbridge.aio import deferred_from_coroutine, is_asyncio_reactor
-from kezchat.natsbridge.keys import USER, NKey
-from kezchat.natsbridge.subjects import reply_prefix
-from tests.natsserver import NatsServer, find_nats_server
-from tests.requirements import missing
+from kezchat.protocol.natskeys import USER, NKey
+from kezchat.protocol.subjects import reply_prefix
+from kezchat.testing.natsserver import NatsServer, find_nats_server
+from kezchat.testing.requirements import missing
 
 ASYNCIO_ONLY = "nats-py needs Twisted's asyncio reactor: run trial --reactor=asyncio"
 

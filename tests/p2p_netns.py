@@ -20,17 +20,17 @@ from twisted.internet.utils import getProcessValue
 from twisted.trial.unittest import SkipTest, TestCase
 
 from kezchat.client.http import ChatClient
+from kezchat.compat.aio import deferred_from_coroutine
 from kezchat.e2e import file_share, seal_envelope
 from kezchat.identity.keys import KeyPair
 from kezchat.manifests.sealing import new_content_key, seal_content_key
-from kezchat.natsbridge.aio import deferred_from_coroutine
 from kezchat.p2p.crypt import CHUNK, FileEncryptor, ciphertext_digest
 from kezchat.p2p.irohnode import IrohNode
 from kezchat.p2p.transfer import SENDING, Download, FetchError, FileServer, Offer, fetch
 from kezchat.p2p.transport import TransportError
+from kezchat.testing.requirements import missing
 from tests.clisupport import Cli, CliTestCase, Result, Running, assert_one_line_error
 from tests.p2psupport import loopback_only, until
-from tests.requirements import missing
 from tests.support import http_client, register, temp_dir
 
 MiB = 1 << 20

@@ -33,9 +33,9 @@ from typing import Any
 from twisted.internet.utils import getProcessOutputAndValue
 from twisted.trial.unittest import TestCase
 
+from kezchat.testing.natsserver import find_nats_server
+from kezchat.testing.requirements import missing
 from tests.deploysupport import DEPLOY, ROOT, free_port, need
-from tests.natsserver import find_nats_server
-from tests.requirements import missing
 from tests.support import deferred_sleep, http_client, json_of
 
 COMPOSE = os.path.join(DEPLOY, "docker-compose.yml")

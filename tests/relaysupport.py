@@ -18,7 +18,7 @@ from twisted.web.http_headers import Headers
 
 from kezchat.client.sse import Event, SSEParser
 from kezchat.identity.keys import KeyPair
-from kezchat.relay.auth import body_digest, sign_request
+from kezchat.protocol.auth import body_digest, sign_request
 
 
 def now() -> int:

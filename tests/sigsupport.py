@@ -40,7 +40,7 @@ async def start_sig_server(case: TestCase, **overrides: Any) -> RunningSigServer
     it stops when the test ends.
     """
     if getattr(case, "db_backend", "sqlite") == "postgresql":
-        from tests.pgsupport import fresh_database
+        from kezchat.testing.pgsupport import fresh_database
 
         db = await fresh_database(case)
     else:

@@ -18,9 +18,9 @@ from twisted.internet.defer import Deferred
 from twisted.trial.unittest import TestCase
 from twisted.web.client import Agent, HTTPConnectionPool
 
-from kezchat.client.registration import registration_payload, sign_registration
 from kezchat.config import ChatConfig
 from kezchat.identity.keys import KeyPair
+from kezchat.protocol.registration import registration_payload, sign_registration
 from kezchat.service import ChatService, makeService
 from kezchat.timeutil import format_rfc3339
 
@@ -47,7 +47,7 @@ async def fresh_database(case: TestCase) -> str:
     C{db_backend = "postgresql"} (see L{tests.backends}).
     """
     if getattr(case, "db_backend", "sqlite") == "postgresql":
-        from tests.pgsupport import fresh_database as fresh_postgres
+        from kezchat.testing.pgsupport import fresh_database as fresh_postgres
 
         return await fresh_postgres(case)
     return os.path.join(temp_dir(case), "kez-chat.db")

@@ -13,7 +13,7 @@ from pathlib import Path
 from twisted.trial import unittest
 
 from kezchat.admin import main
-from kezchat.natsbridge.keys import ACCOUNT, USER, SeedError, read_seed_file
+from kezchat.protocol.natskeys import ACCOUNT, USER, SeedError, read_seed_file
 
 
 class NatsKeysTests(unittest.TestCase):

@@ -21,7 +21,7 @@ from twisted.internet import reactor
 from twisted.internet.defer import DeferredSemaphore, gatherResults
 from twisted.trial.unittest import TestCase
 
-from kezchat.natsbridge.aio import deferred_from_coroutine
+from kezchat.compat.aio import deferred_from_coroutine
 from kezchat.storage.backend import ChatStorage, chat_storage
 from kezchat.storage.errors import DatabaseUnavailable
 from kezchat.storage.gate import JOB_OVERHEAD
@@ -136,7 +136,7 @@ class PoolTimeoutTests(StorageCase):
 
     async def test_no_free_connection_is_busy(self) -> None:
         from kezchat.storage.postgres import PostgresDatabase
-        from tests.pgsupport import fresh_database as fresh_postgres
+        from kezchat.testing.pgsupport import fresh_database as fresh_postgres
 
         db = PostgresDatabase(
             await fresh_postgres(self, pool_min_size="1", pool_max_size="1"), reactor,

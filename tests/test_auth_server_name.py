@@ -22,7 +22,7 @@ from kezchat.config import ChatOptions
 from kezchat.errors import KezError
 from kezchat.identity.keys import KeyPair
 from kezchat.manifests import build_manifest, manifest_bytes
-from kezchat.relay.auth import Authenticator, body_digest, handle_server, sign_request
+from kezchat.protocol.auth import Authenticator, body_digest, handle_server, sign_request
 from tests.clisupport import CliTestCase
 from tests.relaysupport import open_stream
 from tests.sigsupport import examples
@@ -76,7 +76,7 @@ class AuthenticatorTests(SynchronousTestCase):
         self.assertEqual(self.legacy_seen, ["DELETE"])
 
     def test_signed_text(self) -> None:
-        from kezchat.relay.auth import signed_text
+        from kezchat.protocol.auth import signed_text
 
         self.assertEqual(
             signed_text("POST", "/v1/messages", ["ab"], 5, "kez.lat"),

@@ -22,7 +22,7 @@ from twisted.trial.unittest import TestCase
 from kezchat.admin import main
 from kezchat.identity.jcs import canonical_json
 from kezchat.identity.keys import KeyPair
-from kezchat.relay.auth import body_digest, sign_request
+from kezchat.protocol.auth import body_digest, sign_request
 from kezchat.sigchain import bodies, next_event
 from tests.deploysupport import ROOT, SERVER_ARGS, free_port, spawn, twistd, wait_healthy
 from tests.support import deferred_sleep, http_client, json_of, register, temp_dir

@@ -41,7 +41,7 @@ from twisted.trial.unittest import TestCase
 from kezchat.errors import STATUS_BY_CODE
 from kezchat.identity.handles import RESERVED_HANDLES
 from kezchat.identity.keys import KeyPair
-from kezchat.registry import REGISTRATION_TAG, REGISTRATION_TYPE
+from kezchat.protocol.registration import REGISTRATION_TAG, REGISTRATION_TYPE
 from kezchat.timeutil import format_rfc3339
 from tests.support import http_client, register, start_server
 from tests.test_identity import GRAMMAR, near_handles

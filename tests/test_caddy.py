@@ -19,11 +19,11 @@ from typing import Any
 from twisted.internet import reactor
 from twisted.web.client import Agent, HTTPConnectionPool
 
+from kezchat.compat.aio import deferred_from_coroutine
 from kezchat.config import ChatConfig
 from kezchat.identity.keys import KeyPair
-from kezchat.natsbridge.aio import deferred_from_coroutine
 from kezchat.natsbridge.flush import flush
-from kezchat.natsbridge.subjects import consumer_filter
+from kezchat.protocol.subjects import consumer_filter
 from tests.deploysupport import DEPLOY, free_port, need, spawn, wait_healthy
 from tests.natssupport import NatsTestCase
 from tests.relaysupport import open_stream, send

@@ -24,7 +24,7 @@ from kezchat.e2e import PlaintextError, parse_plaintext, receipt, seal_envelope
 from kezchat.e2e.plaintext import MAX_RECEIPT_SIGS
 from kezchat.identity.keys import KeyPair
 from kezchat.identity.mnemonic import mnemonic_to_seed
-from kezchat.natsbridge.subjects import check_device
+from kezchat.protocol.subjects import check_device
 from tests.clisupport import Cli, CliTestCase
 from tests.natssupport import start_nats_server
 from tests.relaysupport import send

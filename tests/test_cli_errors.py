@@ -12,8 +12,8 @@ from twisted.internet.defer import ensureDeferred, gatherResults
 
 from kezchat.identity.keys import KeyPair
 from kezchat.identity.mnemonic import seed_to_mnemonic
+from kezchat.testing.natsserver import free_port
 from tests.clisupport import CliTestCase, Result, assert_one_line_error
-from tests.natsserver import free_port
 
 
 async def together(*calls: Any) -> list[Result]:

@@ -28,8 +28,8 @@ from kezchat.e2e import (
 )
 from kezchat.identity.keys import KeyPair
 from kezchat.sigchain import bodies, next_event
+from kezchat.testing.natsserver import free_port
 from tests.clisupport import CliTestCase, assert_one_line_error
-from tests.natsserver import free_port
 from tests.natssupport import start_nats_server
 from tests.support import deferred_sleep, temp_dir
 

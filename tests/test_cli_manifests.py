@@ -14,7 +14,7 @@ from typing import Any
 from kezchat.identity.keys import KeyPair
 from kezchat.identity.mnemonic import mnemonic_to_seed
 from kezchat.manifests import build_manifest, manifest_bytes, public_entry
-from kezchat.relay.auth import body_digest, sign_request
+from kezchat.protocol.auth import body_digest, sign_request
 from tests.clisupport import Cli, CliTestCase, assert_one_line_error
 from tests.support import http_client, temp_dir
 

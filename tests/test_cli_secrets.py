@@ -27,7 +27,7 @@ from kezchat.cli.secrets import (
 )
 from kezchat.identity.keys import KeyPair
 from kezchat.identity.mnemonic import mnemonic_to_seed, seed_to_mnemonic
-from kezchat.natsbridge.keys import USER, NKey
+from kezchat.protocol.natskeys import USER, NKey
 from tests.clisupport import CliTestCase
 
 

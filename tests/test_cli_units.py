@@ -27,7 +27,7 @@ from kezchat.cli.pins import ContactBook, KeyChanged
 from kezchat.cli.received import NATS, SSE, ReceivedStore
 from kezchat.e2e import seal_envelope, text_message
 from kezchat.identity.keys import KeyPair
-from tests.requirements import missing
+from kezchat.testing.requirements import missing
 
 
 def item(seq: int, sig: str | None = None) -> dict:

@@ -15,6 +15,7 @@ from twisted.internet import reactor
 from twisted.internet.defer import Deferred, succeed
 from twisted.internet.task import Clock
 from twisted.internet.testing import StringTransport
+from twisted.python.failure import Failure
 from twisted.trial.unittest import SynchronousTestCase, TestCase
 from twisted.web.resource import Resource
 from twisted.web.server import Request
@@ -23,10 +24,10 @@ from twisted.web.test.requesthelper import DummyChannel
 from kezchat.config import ChatConfig
 from kezchat.errors import KezError
 from kezchat.http.request import KezSite
+from kezchat.http.sse import BEHAVIOUR, PING, Do, EventStream, Input, Phase, StreamHub
 from kezchat.metrics import Metrics
 from kezchat.ratelimit import RateLimiter
 from kezchat.relay.broker import LocalBroker
-from kezchat.relay.sse import PING, EventStream, Phase, StreamHub
 from kezchat.service import makeService
 from kezchat.storage.interfaces import NewMessage, Page, StoredMessage
 from tests.support import temp_dir
@@ -135,6 +136,113 @@ class StreamClockTests(SynchronousTestCase):
         self.assertEqual(self.stream.phase, Phase.CLOSED)
         self.stream.stopProducing()  # again: nothing happens
         self.assertEqual(len(self.hub), 0)
+
+
+class PagedInbox:
+    """
+    A store whose backlog reads wait until the test answers them.
+    """
+
+    def __init__(self) -> None:
+        self.reads: list[Deferred[Page]] = []
+
+    def last_seqs(self, recipients: list[str]) -> Deferred[dict[str, int]]:
+        return succeed({})
+
+    def messages_page(
+        self, recipient: str, since: int, limit: int, max_bytes: int
+    ) -> Deferred[Page]:
+        d: Deferred[Page] = Deferred()
+        self.reads.append(d)
+        return d
+
+
+class BehaviourTests(SynchronousTestCase):
+    """
+    Every (phase, input) pair of L{BEHAVIOUR}, on a real stream: brought
+    to the phase, given the input, it does what the table says.
+    """
+
+    def test_table_is_complete(self) -> None:
+        self.assertEqual(set(BEHAVIOUR), set(Phase))
+        for phase, row in BEHAVIOUR.items():
+            self.assertEqual(set(row), set(Input), phase)
+        self.assertEqual(set(BEHAVIOUR[Phase.CLOSED].values()), {Do.IGNORE})
+
+    def stream_in(self, phase: Phase) -> tuple[EventStream, PagedInbox, DummyChannel, Metrics]:
+        """
+        A stream resumed after seq 0, brought to C{phase}.
+        """
+        clock, store, metrics = Clock(), PagedInbox(), Metrics()
+        hub = StreamHub(
+            LocalBroker(), store, metrics, clock.seconds, clock,  # type: ignore[arg-type]
+            max_queued_bytes=1 << 20,
+        )
+        channel = DummyChannel()
+        channel.transport = DummyChannel.SSL()
+        request = Request(channel)
+        request.method, request.clientproto, request.uri = b"GET", b"HTTP/1.1", b"/s"
+        hub.open(request, BOB, 0)
+        [(stream, _)] = channel.transport.producers
+        self.assertEqual(stream.phase, Phase.READING)
+        if phase is Phase.REPLAYING:
+            stream.pauseProducing()
+            store.reads.pop().callback(Page([message(1), message(2)], more=False))
+        elif phase in (Phase.LIVE, Phase.CLOSED):
+            store.reads.pop().callback(Page([], more=False))
+            if phase is Phase.CLOSED:
+                stream.stopProducing()
+        self.assertEqual(stream.phase, phase)
+        return stream, store, channel, metrics
+
+    def give(self, stream: EventStream, store: PagedInbox, happened: Input) -> None:
+        if happened is Input.DELIVER:
+            stream.deliver(message(1))
+        elif happened is Input.BEHIND:
+            stream.maybe_behind(5)
+        elif happened is Input.PAGE_READ:
+            if store.reads:
+                store.reads.pop().callback(Page([message(1)], more=False))
+            else:
+                stream._fetched(Page([message(1)], more=False))
+        elif happened is Input.PAGE_FAILED:
+            failure = Failure(OSError("disk"))
+            if store.reads:
+                store.reads.pop().errback(failure)
+            else:
+                stream._catch_up_failed(failure)
+        elif happened is Input.RESUMED:
+            stream.resumeProducing()
+        else:
+            stream.stopProducing()
+
+    def test_every_pair(self) -> None:
+        for phase in Phase:
+            for happened in Input:
+                with self.subTest(phase=phase.name, input=happened.name):
+                    self.check(phase, happened, BEHAVIOUR[phase][happened])
+
+    def check(self, phase: Phase, happened: Input, do: Do) -> None:
+        stream, store, channel, metrics = self.stream_in(phase)
+        before = channel.transport.written.getvalue()
+        if do is Do.IMPOSSIBLE:
+            self.assertRaises(RuntimeError, self.give, stream, store, happened)
+            return
+        self.give(stream, store, happened)
+        self.flushLoggedErrors(OSError)
+        new = channel.transport.written.getvalue()[len(before):]
+        cut = metrics.slow_consumer_disconnects._value.get()
+        after = {
+            Do.SEND: Phase.LIVE, Do.HOLD: phase, Do.CATCH_UP: Phase.READING,
+            # the page is written at once (not paused), and the stream is live
+            Do.REPLAY: Phase.LIVE, Do.PUMP: Phase.LIVE, Do.DISCONNECT: Phase.CLOSED,
+            Do.RELEASE: Phase.CLOSED, Do.IGNORE: phase,
+        }[do]
+        self.assertEqual(stream.phase, after)
+        self.assertEqual(b"id: 1\n" in new, do in (Do.SEND, Do.PUMP, Do.REPLAY), new)
+        self.assertEqual(cut, 1 if do is Do.DISCONNECT else 0)
+        # held aside, to be written once the replay is
+        self.assertEqual(len(stream._held), 1 if do is Do.HOLD else 0)
 
 
 class RateLimitClockTests(SynchronousTestCase):

@@ -26,8 +26,8 @@ import yaml
 from twisted.internet.utils import getProcessOutputAndValue
 from twisted.trial.unittest import TestCase
 
+from kezchat.testing.requirements import missing
 from tests.deploysupport import DEPLOY, ROOT, SERVER_ARGS, free_port, need, twistd
-from tests.requirements import missing
 
 COMPOSE = os.path.join(DEPLOY, "docker-compose.yml")
 ENV_EXAMPLE = os.path.join(DEPLOY, ".env.example")

@@ -22,9 +22,9 @@ from kezchat.identity.keys import KeyPair
 from kezchat.sigchain import bodies, next_event
 from kezchat.storage.errors import DatabaseUnavailable
 from kezchat.storage.sqlite.database import BUSY_TIMEOUT, SQLiteDatabase
+from kezchat.testing.requirements import missing
 from tests.crashsupport import free_port, spawn_twistd, until_up
 from tests.relaysupport import inbox, message_request, send
-from tests.requirements import missing
 from tests.sigsupport import start_sig_server
 from tests.support import deferred_sleep, http_client, json_of, register, start_server, temp_dir
 

@@ -21,6 +21,7 @@ import tempfile
 from twisted.internet.utils import getProcessOutputAndValue
 from twisted.trial.unittest import TestCase
 
+from kezchat.testing.requirements import missing
 from tests.deploysupport import (
     INSTALLED_TWISTD,
     NO_NATS_SERVER_ARGS,
@@ -35,7 +36,6 @@ from tests.deploysupport import (
     unit_environment,
     wait_healthy,
 )
-from tests.requirements import missing
 
 SERVICES = ("kezchat", "kezsig")
 UNIT_FILES = [f"{name}.{kind}" for name in SERVICES for kind in ("service", "socket")]

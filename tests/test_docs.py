@@ -80,7 +80,8 @@ class HealthzExampleTests(TestCase):
     async def test_example_names_every_field(self) -> None:
         """
         docs/operations.md's healthz example has every field a real
-        server answers (and C{"nats"}, which a server without NATS omits).
+        server answers (and C{"nats"}, which a server without NATS omits,
+        and C{"nats_ws"}, which only one with NATS and C{--nats-ws-url} sends).
         """
         text = (DOCS / "operations.md").read_text()
         match = re.search(r"curl \S+/v1/healthz\n\s*# (\{.*\})", text)
@@ -90,7 +91,7 @@ class HealthzExampleTests(TestCase):
         response = await http_client(self).get(f"{server.url}/v1/healthz")
         real = await json_of(response)
         self.assertIn("db", example)
-        self.assertEqual(set(example), set(real) | {"nats"})
+        self.assertEqual(set(example), set(real) | {"nats", "nats_ws"})
 
 
 class ArchitectureTests(SynchronousTestCase):
@@ -121,6 +122,44 @@ class ReadmeNatsRecipeTests(SynchronousTestCase):
         self.assertRegex(conf, r"(?m)^host: 127\.0\.0\.1$")
         websocket = conf[conf.index("websocket {") :]
         self.assertRegex(websocket, r"(?m)^\s+host: 127\.0\.0\.1$")
+
+
+class TransportDocsTests(SynchronousTestCase):
+    """
+    The docs agree about the web app's transports: NATS over WebSocket
+    when the server advertises it, SSE otherwise; none says "SSE only" or
+    sends the web app to nats.ws.
+    """
+
+    def test_the_docs_agree(self) -> None:
+        readme = " ".join(README.read_text().split())
+        operations = " ".join((DOCS / "operations.md").read_text().split())
+        architecture = " ".join((DOCS / "architecture.md").read_text().split())
+        protocol = (DOCS / "protocol.md").read_text()
+        for name, text in (("README", readme), ("operations", operations)):
+            self.assertNotIn("SSE only", text, name)
+            self.assertNotIn("web app uses nats.ws", text, name)
+            self.assertIn("KEZ_CHAT_NATS_WS_URL", text, name)
+        self.assertIn("`--nats-ws-url`", readme)
+        self.assertIn("NATS over WebSocket", readme)
+        self.assertIn("natslive.ts", architecture)
+        nats = " ".join(section(protocol, "10. NATS for native clients").split())
+        self.assertIn('"nats_ws"', nats)
+        self.assertIn("@nats-io/nats-core", nats)
+        self.assertIn("inbox_${me}_${device}", nats)
+
+    def test_stock_eventsource_example(self) -> None:
+        """
+        The long-lived stream section shows a stock EventSource on a URL
+        signed with C{exp}, and no reconnect code around it.
+        """
+        protocol = (DOCS / "protocol.md").read_text()
+        part = protocol[protocol.index("### Long-lived stream URLs, for standard clients") :]
+        example = part[part.index("```js") : part.index("```", part.index("```js") + 5)]
+        self.assertIn("new EventSource(", example)
+        self.assertIn("&exp=${exp}", example)
+        self.assertIn("12 * 3600", example)
+        self.assertNotIn("onerror", example)
 
 
 class JetStreamNoteTests(SynchronousTestCase):
@@ -214,3 +253,27 @@ class FederationDocsTests(SynchronousTestCase):
         for text in ("GET /v1/by-primary/ed25519:<hex>?server=a.example",
                      "GET /v1/log/consistency?from=<kept size>&to=<new size>&server=b.example"):
             self.assertIn(text, self.protocol)
+
+
+class ArchitectureFloorsTests(SynchronousTestCase):
+    def test_floor_table_is_the_layer_table(self) -> None:
+        """
+        docs/architecture.md's floor table says what L{kezchat.layers}
+        says (which tests/test_layers.py holds the code to): each floor,
+        its height and what it may import.
+        """
+        from kezchat import layers
+
+        text = (DOCS / "architecture.md").read_text()
+        order = [floor.name for floor in layers.FLOORS]
+        for floor in layers.FLOORS:
+            match = re.search(
+                rf"(?m)^\| {floor.name} \| (\d+) \| .* \| ([^|]+) \|$", text
+            )
+            assert match is not None, floor.name
+            self.assertEqual(int(match.group(1)), floor.height, floor.name)
+            may = match.group(2).strip()
+            named = [] if may == "—" else [name.strip() for name in may.split(",")]
+            self.assertEqual(
+                named, sorted(floor.may_import, key=order.index), floor.name
+            )

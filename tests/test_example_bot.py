@@ -26,7 +26,7 @@ from twisted.trial.unittest import SynchronousTestCase, TestCase
 from kezchat.e2e import open_envelope, seal_envelope, text_message
 from kezchat.identity.jcs import canonical_json
 from kezchat.identity.keys import KeyPair
-from kezchat.relay.auth import body_digest, sign_request
+from kezchat.protocol.auth import body_digest, sign_request
 from kezchat.timeutil import parse_rfc3339
 from tests.hostilerelay import HostileRelay, Replayer, item, relabel, seal_raw
 from tests.relaysupport import send as relay_send

@@ -1,7 +1,7 @@
 """
 The hot paths beside Klein, over real sockets: C{POST /v1/messages} served
 by L{kezchat.http.fastpath}, and SSE events written straight to the
-socket by L{kezchat.relay.framewriter}.
+socket by L{kezchat.http.framewriter}.
 """
 
 from __future__ import annotations
@@ -14,7 +14,7 @@ from twisted.internet import reactor
 from twisted.internet.task import deferLater
 from twisted.trial.unittest import TestCase
 
-from kezchat.relay.auth import body_digest, sign_request
+from kezchat.protocol.auth import body_digest, sign_request
 from tests.relaysupport import message_request, now, send, stream_auth
 from tests.support import http_client, json_of, register, start_server
 

@@ -12,7 +12,6 @@ from typing import Any
 
 from twisted.trial.unittest import SynchronousTestCase
 
-from kezchat.client.registration import signed_registration
 from kezchat.e2e import EnvelopeError, open_envelope, open_own_envelope, seal_envelope
 from kezchat.e2e.vectors import all_vectors, render, seal_with_ephemeral
 from kezchat.identity.jcs import canonical_json
@@ -29,10 +28,11 @@ from kezchat.keylog.merkle import (
 from kezchat.keylog.wire import b64url, parse_head, parse_leaf, sign_head
 from kezchat.manifests.blob import manifest_blake3, verify_manifest
 from kezchat.manifests.sealing import b64url_decode, open_content_key
-from kezchat.relay.auth import body_digest, sign_request, signed_text
+from kezchat.protocol.auth import body_digest, sign_request, signed_text
+from kezchat.protocol.registration import signed_registration
 from kezchat.sigchain.chain import verify_chain
 from kezchat.sigchain.events import event_hash
-from tests.requirements import missing
+from kezchat.testing.requirements import missing
 
 INTEROP = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "interop")
 

@@ -12,9 +12,9 @@ from typing import Any
 
 from twisted.trial.unittest import TestCase
 
+from kezchat.compat.aio import deferred_from_coroutine
 from kezchat.identity.jcs import canonical_json
 from kezchat.identity.keys import KeyPair
-from kezchat.natsbridge.aio import deferred_from_coroutine
 from tests.backends import on_postgresql
 from tests.support import http_client, json_of, register, registration, start_server, temp_dir
 from tests.test_migrate import admin

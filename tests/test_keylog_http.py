@@ -19,11 +19,11 @@ from hypothesis import strategies as st
 from twisted.internet.defer import ensureDeferred, gatherResults
 from twisted.trial.unittest import TestCase
 
+from kezchat.compat.aio import deferred_from_coroutine
 from kezchat.identity.jcs import canonical_json
 from kezchat.identity.keys import KeyPair
 from kezchat.keylog import merkle
 from kezchat.keylog.wire import parse_head
-from kezchat.natsbridge.aio import deferred_from_coroutine
 from kezchat.storage.sqlite.keylog import NODE_SQL
 from kezchat.storage.sqlite.schema import upgrade
 from tests.backends import on_postgresql
@@ -264,7 +264,7 @@ class QueryPlanTests(TestCase):
         from kezchat.storage.dburl import pool_settings
         from kezchat.storage.postgres.keylog import NODES_SQL
         from kezchat.storage.postgres.schema import upgrade as pg_upgrade
-        from tests.pgsupport import fresh_database
+        from kezchat.testing.pgsupport import fresh_database
 
         url = await fresh_database(self)
 

@@ -20,7 +20,7 @@ from kezchat.manifests import (
     private_entry,
     public_entry,
 )
-from kezchat.relay.auth import body_digest, sign_request
+from kezchat.protocol.auth import body_digest, sign_request
 from tests.backends import on_postgresql
 from tests.sigsupport import examples, json_values
 from tests.support import http_client, json_of, register, start_server

@@ -12,8 +12,8 @@ from twisted.internet import reactor
 from twisted.internet.defer import Deferred, ensureDeferred, gatherResults
 from twisted.trial.unittest import TestCase
 
-from bench.hostile import ChatServer, Client, _holder_class, connect
 from kezchat.relay.relay import INBOX_PAGE_BYTES
+from kezchat.testing.hostile import ChatServer, Client, Holder, connect
 from tests.relaysupport import inbox, open_stream, send
 from tests.support import deferred_sleep, http_client, register, start_server
 
@@ -126,7 +126,7 @@ class ResumeAttackRSSTests(TestCase):
         self.addCleanup(lambda: ensureDeferred(server.stop()))
         await server.start()
         client = Client(reactor, server)
-        from bench.rawhttp import connect_many
+        from kezchat.testing.rawhttp import connect_many
 
         pool = await connect_many(reactor, "127.0.0.1", server.port, 8)
         victim = await client.register(pool, "victim")
@@ -140,7 +140,6 @@ class ResumeAttackRSSTests(TestCase):
         await deferred_sleep(1.0)
         idle = server.rss_kib()
         server.reset_peak()
-        Holder = _holder_class()
         streams = [
             await connect(reactor, server.port, Holder(client.stream(victim, "victim", 0), False))
             for _ in range(10)

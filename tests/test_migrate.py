@@ -17,17 +17,18 @@ from twisted.internet import reactor
 from twisted.internet.utils import getProcessOutputAndValue
 from twisted.trial.unittest import TestCase
 
+from kezchat.compat.aio import deferred_from_coroutine
 from kezchat.config import ChatConfig
 from kezchat.identity.jcs import canonical_json
 from kezchat.identity.keys import KeyPair
 from kezchat.keylog.merkle import MemoryTree
-from kezchat.natsbridge.aio import deferred_from_coroutine
+from kezchat.sigserver.storage import sigchain_storage
 from kezchat.sigserver.store import EventRow
-from kezchat.storage.backend import chat_storage, sigchain_storage
+from kezchat.storage.backend import chat_storage
 from kezchat.storage.interfaces import HandleRecord, NewMessage, StoredManifest
 from kezchat.storage.migrate import KINDS
 from kezchat.storage.outbox import OutboundMessage
-from tests.pgsupport import fresh_database
+from kezchat.testing.pgsupport import fresh_database
 from tests.relaysupport import inbox, send
 from tests.support import http_client, json_of, register, registration, start_server, temp_dir
 

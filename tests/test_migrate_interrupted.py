@@ -14,12 +14,12 @@ from __future__ import annotations
 from twisted.internet import reactor
 from twisted.trial.unittest import TestCase
 
-from kezchat.natsbridge.aio import deferred_from_coroutine
+from kezchat.compat.aio import deferred_from_coroutine
 from kezchat.startup import StartupError
 from kezchat.storage.backend import chat_storage
 from kezchat.storage.migrate import migrate
+from kezchat.testing.pgsupport import fresh_database
 from tests import test_migrate
-from tests.pgsupport import fresh_database
 
 
 class Killed(Exception):

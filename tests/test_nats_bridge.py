@@ -17,11 +17,11 @@ from nats.js.api import AckPolicy, ConsumerConfig
 from twisted.internet.task import Clock
 from twisted.trial import unittest
 
+from kezchat.compat.aio import WrongReactorError, deferred_from_coroutine
 from kezchat.config import ChatConfig
 from kezchat.identity.keys import KeyPair
-from kezchat.natsbridge.aio import WrongReactorError, deferred_from_coroutine
 from kezchat.natsbridge.flush import flush
-from kezchat.natsbridge.subjects import STREAM, consumer_filter, consumer_name, inbox_subject
+from kezchat.protocol.subjects import STREAM, consumer_filter, consumer_name, inbox_subject
 from kezchat.service import makeService
 from tests.natssupport import NatsTestCase
 from tests.relaysupport import inbox, open_stream, send

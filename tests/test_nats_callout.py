@@ -14,28 +14,35 @@ from typing import Any
 import nats.errors
 from nats.js.api import AckPolicy, ConsumerConfig
 
+from kezchat.compat.aio import deferred_from_coroutine
 from kezchat.identity.keys import KeyPair
 from kezchat.identity.nkeys import primary_to_user_nkey
 from kezchat.natsbridge import jwt
-from kezchat.natsbridge.aio import deferred_from_coroutine
-from kezchat.natsbridge.callout import CALLOUT_SUBJECT, CalloutResponder, CalloutSubscription
+from kezchat.natsbridge.callout import (
+    CALLOUT_SUBJECT,
+    CalloutResponder,
+    CalloutSubscription,
+    FunctionLookup,
+)
 from kezchat.natsbridge.flush import flush
-from kezchat.natsbridge.keys import ACCOUNT, SERVER, USER, NKey
 from kezchat.natsbridge.stream import ensure_inbox_stream
-from kezchat.natsbridge.subjects import (
+from kezchat.protocol.natskeys import ACCOUNT, SERVER, USER, NKey
+from kezchat.protocol.subjects import (
     STREAM,
     consumer_filter,
     consumer_name,
     inbox_subject,
     user_permissions,
 )
+from kezchat.testing.requirements import missing
 from tests.natssupport import NatsTestCase, asyncio_test
-from tests.requirements import missing
 
 
 class Registry:
     """
-    The callout's whole view of the registry: primary → record or None.
+    The callout's whole view of the registry (a L{callout.Lookup}):
+    primary → record or None, from a cache (empty unless a test fills it)
+    or fetched.
     """
 
     def __init__(self, *keypairs: KeyPair) -> None:
@@ -43,9 +50,13 @@ class Registry:
             kp.primary: {"fqhn": f"user{i}@kez.test", "primary": kp.primary}
             for i, kp in enumerate(keypairs)
         }
+        self.cache: dict[str, dict[str, str]] = {}
         self.calls: list[str] = []
 
-    async def lookup(self, primary: str) -> dict[str, str] | None:
+    def cached(self, primary: str) -> dict[str, str] | None:
+        return self.cache.get(primary)
+
+    async def fetch(self, primary: str) -> dict[str, str] | None:
         self.calls.append(primary)
         return self.records.get(primary)
 
@@ -73,7 +84,7 @@ class CalloutTestCase(NatsTestCase):
 
     async def start_callout(self, *keypairs: KeyPair, **kwargs: Any) -> Registry:
         registry = Registry(*keypairs)
-        self.responder = CalloutResponder(self.nats.issuer, registry.lookup, **kwargs)
+        self.responder = CalloutResponder(self.nats.issuer, registry, **kwargs)
         self.service = await self.connect_service()
         self.callout = CalloutSubscription(self.responder)
         await self.callout.start(self.service)
@@ -125,25 +136,29 @@ class CalloutTests(CalloutTestCase):
     @asyncio_test
     async def test_lookup_answered_at_once(self) -> None:
         """
-        A lookup whose Deferred has already fired (the registry answering
-        from its cache) is used at once: admitted, refused as unknown, or,
-        for a failed one, refused as "registry unavailable" with the
-        failure logged; the responder keeps serving.
+        A cached record is used at once, without a fetch: admitted; an
+        uncached key is fetched (and refused as unknown); a cache that
+        fails refuses as "registry unavailable" with the failure logged;
+        the responder keeps serving.
         """
-        from twisted.internet.defer import fail, succeed
-
         alice, mallory = KeyPair.generate(), KeyPair.generate()
         registry = await self.start_callout(alice)
-        self.responder.lookup = lambda p: succeed(registry.records.get(p))
+        registry.cache = dict(registry.records)
         nc = await self.user(alice)
         self.assertTrue(nc.is_connected)
+        self.assertEqual(registry.calls, [])
         with self.assertRaises(nats.errors.Error):
             await self.user(mallory)
-        self.responder.lookup = lambda p: fail(OSError("database is locked"))
+        self.assertEqual(registry.calls, [mallory.primary])
+
+        def broken(primary: str) -> None:
+            raise OSError("database is locked")
+
+        self.responder.lookup = FunctionLookup(broken, registry.fetch)
         with self.assertRaises(nats.errors.Error):
             await self.user(alice)
         self.assertEqual(len(self.flushLoggedErrors(OSError)), 1)
-        self.responder.lookup = lambda p: succeed(registry.records.get(p))
+        self.responder.lookup = registry
         self.assertTrue((await self.user(alice)).is_connected)
 
     @asyncio_test
@@ -203,26 +218,33 @@ class CalloutTests(CalloutTestCase):
         async def broken(primary: str) -> None:
             raise OSError("database is locked")
 
-        self.responder.lookup = broken
+        self.responder.lookup = FunctionLookup(registry.cached, broken)
         with self.assertRaises(nats.errors.Error):
             await self.user(alice)
         self.assertEqual(len(self.flushLoggedErrors(OSError)), 1)
-        self.responder.lookup = registry.lookup
+        self.responder.lookup = registry
         nc = await self.user(alice)
         self.assertTrue(nc.is_connected)
 
     @asyncio_test
-    async def test_synchronous_and_deferred_lookups(self) -> None:
+    async def test_cached_and_fetched_lookups(self) -> None:
         """
-        The lookup may answer with a plain value or a Deferred.
+        A record may come from the cache (never fetched then) or from the
+        fetch.
         """
-        from twisted.internet.defer import succeed
-
         alice = KeyPair.generate()
-        registry = await self.start_callout()
-        self.responder.lookup = lambda p: registry.records.get(p) if p != alice.primary else {}
+        await self.start_callout()
+        record = {"fqhn": "alice@kez.test"}
+
+        async def never(primary: str) -> None:
+            raise AssertionError("a cached record was fetched")
+
+        async def fetched(primary: str) -> dict[str, str]:
+            return record
+
+        self.responder.lookup = FunctionLookup(lambda p: record, never)
         self.assertTrue((await self.user(alice)).is_connected)
-        self.responder.lookup = lambda p: succeed({"fqhn": "alice@kez.test"})
+        self.responder.lookup = FunctionLookup(lambda p: None, fetched)
         self.assertTrue((await self.user(alice)).is_connected)
 
     @asyncio_test

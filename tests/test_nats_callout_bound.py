@@ -11,6 +11,7 @@ import asyncio
 import nats.errors
 
 from kezchat.identity.keys import KeyPair
+from kezchat.natsbridge.callout import FunctionLookup
 from tests.natssupport import asyncio_test
 from tests.test_nats_callout import CalloutTestCase
 
@@ -29,7 +30,7 @@ class CalloutBoundTests(CalloutTestCase):
             await release.wait()
             return registry.records.get(primary)
 
-        self.responder.lookup = slow
+        self.responder.lookup = FunctionLookup(registry.cached, slow)
         waiting = [asyncio.ensure_future(self.user(k)) for k in keys[:2]]
         self.addCleanup(release.set)
         for _ in range(200):

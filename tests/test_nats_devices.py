@@ -21,7 +21,7 @@ from nats.js.api import AckPolicy, ConsumerConfig
 from twisted.trial.unittest import SynchronousTestCase
 
 from kezchat.client.natsclient import connect_user, fetch_inbox, open_inbox, publish_envelope
-from kezchat.natsbridge.subjects import (
+from kezchat.protocol.subjects import (
     STREAM,
     check_device,
     consumer_filter,

@@ -12,9 +12,9 @@ from pathlib import Path
 
 from twisted.trial import unittest
 
-from kezchat.natsbridge.aio import deferred_from_coroutine
+from kezchat.compat.aio import deferred_from_coroutine
 from kezchat.natsbridge.errors import NatsSetupError
-from tests.natsserver import DEPLOY_CONF, LOCAL_CONF, NatsServer
+from kezchat.testing.natsserver import DEPLOY_CONF, LOCAL_CONF, NatsServer
 from tests.natssupport import start_nats_server
 from tests.support import deferred_sleep, http_client, register, start_server
 from tests.test_nats_bridge import BridgeTestCase, eventually

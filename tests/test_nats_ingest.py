@@ -14,7 +14,7 @@ from typing import Any
 
 import nats.errors
 
-from kezchat.natsbridge.subjects import STREAM, inbox_subject
+from kezchat.protocol.subjects import STREAM, inbox_subject
 from tests.relaysupport import inbox_auth
 from tests.support import deferred_sleep, http_client, register, start_server
 from tests.test_nats_bridge import BridgeTestCase, eventually, nats_

@@ -209,3 +209,42 @@ class StreamRaceTests(BridgeTestCase):
 
 # two instances sharing one PostgreSQL database, as deployed
 on_postgresql(globals(), StreamRaceTests)
+
+
+class RecipientKeyTests(BridgeTestCase):
+    @asyncio_test
+    async def test_stored_key_names_the_inbox_subject(self) -> None:
+        """
+        A message stored with its recipient's key (as the relay stores
+        every message it accepts) goes on that key's inbox subject without
+        the broker asking for the key again; one stored without it is
+        looked up.
+        """
+        asked: list[str] = []
+        bob = "b" * 64
+
+        def primary_of(fqhn: str) -> str:
+            asked.append(fqhn)
+            return "ed25519:" + bob
+
+        broker = NatsBroker(primary_of, StoredMarker(b"seed"))
+        await broker.start(await self.connect_service())
+        self.addCleanup(lambda: asyncio.ensure_future(broker.stop()))
+        listener = await self.connect_service()
+        got: list[Any] = []
+
+        async def on_inbox(msg: Any) -> None:
+            got.append(msg.subject)
+
+        await listener.subscribe("kez.inbox.>", cb=on_inbox)
+        await flush(listener)
+        carol = "c" * 64
+        known = replace(message("carol@kez.lat", 1), recipient_primary="ed25519:" + carol)
+        broker.publish(known, origin=Origin.HTTP)
+        await until(lambda: got, what="the known key's inbox message")
+        self.assertEqual(got, [f"kez.inbox.{carol}.{A}"])
+        self.assertEqual(asked, [])
+        broker.publish(message("bob@kez.lat", 1), origin=Origin.HTTP)
+        await until(lambda: len(got) == 2, what="the looked-up key's inbox message")
+        self.assertEqual(got[1], f"kez.inbox.{bob}.{A}")
+        self.assertEqual(asked, ["bob@kez.lat"])

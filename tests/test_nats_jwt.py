@@ -14,7 +14,7 @@ import json
 from twisted.trial import unittest
 
 from kezchat.natsbridge import jwt
-from kezchat.natsbridge.keys import ACCOUNT, SERVER, USER, NKey
+from kezchat.protocol.natskeys import ACCOUNT, SERVER, USER, NKey
 
 
 def _part(token: str, index: int) -> dict:

@@ -11,7 +11,7 @@ from typing import Any
 from twisted.trial import unittest
 
 from kezchat.natsbridge.bridge import NatsBroker, StoredMarker, decode_stored, encode_stored
-from kezchat.natsbridge.subjects import (
+from kezchat.protocol.subjects import (
     consumer_filter,
     consumer_name,
     inbox_subject,

@@ -18,8 +18,8 @@ import tempfile
 from twisted.internet.utils import getProcessOutputAndValue
 from twisted.trial.unittest import TestCase
 
+from kezchat.testing.requirements import missing
 from tests.clisupport import ROOT, CliTestCase, assert_one_line_error
-from tests.requirements import missing
 from tests.support import temp_dir
 
 INNER = "tests.p2p_netns"

@@ -24,10 +24,10 @@ from twisted.trial.unittest import TestCase
 from twisted.web.client import Agent, BrowserLikePolicyForHTTPS
 
 from kezchat.client.natsclient import connect_user, fetch_inbox, open_inbox, publish_envelope
+from kezchat.compat.aio import deferred_from_coroutine
 from kezchat.identity.keys import KeyPair
-from kezchat.natsbridge.aio import deferred_from_coroutine
-from kezchat.natsbridge.keys import USER, NKey
-from kezchat.natsbridge.subjects import reply_prefix
+from kezchat.protocol.natskeys import USER, NKey
+from kezchat.protocol.subjects import reply_prefix
 from tests.deploysupport import ROOT
 from tests.podmansupport import CommandFailed, Engine, Stack, engine
 from tests.relaysupport import inbox, open_stream, send

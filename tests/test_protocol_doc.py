@@ -23,7 +23,6 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from twisted.trial.unittest import SynchronousTestCase
 
-from kezchat.client.registration import registration_payload, sign_registration
 from kezchat.e2e import inline_file, open_envelope, seal_envelope, text_message
 from kezchat.e2e.envelope import derive, header_of
 from kezchat.errors import STATUS_BY_CODE
@@ -37,9 +36,10 @@ from kezchat.keylog.vectors import example_log
 from kezchat.keylog.wire import from_b64url, parse_head, parse_leaf
 from kezchat.manifests import build_manifest, manifest_blake3, manifest_bytes, public_entry
 from kezchat.manifests.sealing import b64url_decode, b64url_encode
-from kezchat.natsbridge.keys import USER, NKey
-from kezchat.natsbridge.subjects import user_permissions
-from kezchat.relay.auth import body_digest, sign_request, signed_text
+from kezchat.protocol.auth import body_digest, sign_request, signed_text
+from kezchat.protocol.natskeys import USER, NKey
+from kezchat.protocol.registration import registration_payload, sign_registration
+from kezchat.protocol.subjects import user_permissions
 from kezchat.relay.items import item_json
 from kezchat.sigchain import bodies
 from kezchat.sigchain.events import event_hash, next_event

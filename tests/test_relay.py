@@ -12,7 +12,7 @@ from twisted.trial.unittest import TestCase
 from twisted.web.iweb import UNKNOWN_LENGTH, IBodyProducer
 from zope.interface import implementer
 
-from kezchat.relay.auth import body_digest, sign_request
+from kezchat.protocol.auth import body_digest, sign_request
 from kezchat.storage.interfaces import NewMessage
 from tests.backends import on_postgresql
 from tests.relaysupport import (

@@ -10,7 +10,8 @@ from twisted.trial.unittest import TestCase
 
 from kezchat.errors import KezError
 from kezchat.relay.broker import Origin
-from kezchat.relay.relay import MAX_MESSAGE_BYTES, BridgedMessage
+from kezchat.relay.relay import BridgedMessage
+from kezchat.relay.sendrequest import MAX_MESSAGE_BYTES
 from kezchat.storage.interfaces import Accepted, StoredMessage
 from tests.support import http_client, register, start_server
 

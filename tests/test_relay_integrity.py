@@ -14,7 +14,7 @@ from twisted.logger import formatEvent, globalLogPublisher
 from twisted.trial.unittest import SynchronousTestCase, TestCase
 
 from kezchat import strictjson
-from kezchat.relay.auth import body_digest, sign_request
+from kezchat.protocol.auth import body_digest, sign_request
 from tests.backends import on_postgresql
 from tests.relaysupport import (
     inbox,

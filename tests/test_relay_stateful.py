@@ -129,7 +129,7 @@ class RelayMachine(RuleBasedStateMachine):
 
     @rule(who=st.integers(0, 2), keep=st.integers(0, 3))
     def acknowledge(self, who: int, keep: int) -> None:
-        from kezchat.relay.auth import sign_request
+        from kezchat.protocol.auth import sign_request
         from tests.relaysupport import now
 
         handle = self.handles[who]

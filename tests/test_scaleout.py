@@ -17,15 +17,15 @@ import nats
 from twisted.internet.defer import DeferredSemaphore, ensureDeferred, gatherResults
 from twisted.trial import unittest
 
+from kezchat.compat.aio import deferred_from_coroutine
 from kezchat.identity.keys import KeyPair
-from kezchat.natsbridge.aio import deferred_from_coroutine
-from kezchat.natsbridge.subjects import inbox_subject, reply_prefix
+from kezchat.protocol.subjects import inbox_subject, reply_prefix
+from kezchat.testing.natsserver import NatsServer, find_nats_server
+from kezchat.testing.pgsupport import fresh_database
+from kezchat.testing.requirements import missing
 from tests.chatprocess import ChatProcess
-from tests.natsserver import NatsServer, find_nats_server
 from tests.natssupport import user_seed
-from tests.pgsupport import fresh_database
 from tests.relaysupport import SSEStream, inbox, open_stream, send
-from tests.requirements import missing
 from tests.support import deferred_sleep, http_client, json_of, registration
 
 USERS = 6

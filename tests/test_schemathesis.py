@@ -19,7 +19,7 @@ from kezchat import openapi
 from kezchat.identity.jcs import canonical_json
 from kezchat.identity.keys import KeyPair
 from kezchat.manifests import build_manifest, manifest_bytes, public_entry
-from kezchat.relay.auth import body_digest, sign_request
+from kezchat.protocol.auth import body_digest, sign_request
 from kezchat.sigchain import bodies, next_event
 from tests.apifuzz import Report, fuzz, transport
 from tests.sigsupport import start_sig_server

@@ -17,6 +17,7 @@ import nats.errors
 from twisted.internet.defer import gatherResults
 from twisted.trial.unittest import SynchronousTestCase, TestCase
 
+from kezchat.compat.aio import deferred_from_coroutine
 from kezchat.e2e import (
     EnvelopeError,
     open_envelope,
@@ -25,10 +26,9 @@ from kezchat.e2e import (
     text_message,
 )
 from kezchat.identity.keys import KeyPair
-from kezchat.natsbridge.aio import deferred_from_coroutine
 from kezchat.natsbridge.bridge import NatsBroker, StoredMarker, decode_stored, encode_stored
 from kezchat.natsbridge.flush import flush
-from kezchat.natsbridge.subjects import consumer_filter, inbox_subject, senders_copy_subject
+from kezchat.protocol.subjects import consumer_filter, inbox_subject, senders_copy_subject
 from kezchat.relay.broker import Origin
 from kezchat.storage.interfaces import NewMessage, StoredMessage
 from tests.backends import on_postgresql

@@ -21,7 +21,7 @@ from kezchat.manifests import (
     read_manifest,
     shared_files_body,
 )
-from kezchat.relay.auth import body_digest, sign_request
+from kezchat.protocol.auth import body_digest, sign_request
 from kezchat.sigchain import bodies, next_event, read_document
 from tests.sigsupport import start_sig_server
 from tests.support import http_client, json_of, register, start_server

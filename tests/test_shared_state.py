@@ -18,8 +18,8 @@ from twisted.trial import unittest
 from kezchat.identity.keys import KeyPair
 from kezchat.storage.backend import chat_storage
 from kezchat.storage.limits import Hit
+from kezchat.testing.pgsupport import fresh_database
 from tests.chatprocess import ChatProcess
-from tests.pgsupport import fresh_database
 from tests.relaysupport import inbox, message_request, send
 from tests.support import deferred_sleep, http_client, json_of, registration
 

@@ -26,8 +26,8 @@ from kezchat.config import ChatConfig
 from kezchat.service import makeService
 from kezchat.startup import StartupError
 from kezchat.storage.errors import DatabaseUnavailable
+from kezchat.testing.requirements import missing
 from tests.crashsupport import ROOT, Run, twistd
-from tests.requirements import missing
 from tests.support import deferred_sleep, temp_dir
 
 #: runs of each failing start-up, all at once

@@ -19,13 +19,14 @@ from twisted.internet.threads import deferToThread
 from twisted.python import usage
 from twisted.trial.unittest import SynchronousTestCase, TestCase
 
+from kezchat.compat.aio import deferred_from_coroutine
 from kezchat.config import ChatConfig, ChatOptions
-from kezchat.natsbridge.aio import deferred_from_coroutine
 from kezchat.sigchain.errors import ChainError
 from kezchat.sigserver.config import SigOptions
+from kezchat.sigserver.storage import sigchain_storage
 from kezchat.sigserver.store import EventRow
 from kezchat.startup import StartupError
-from kezchat.storage.backend import ChatStorage, chat_storage, sigchain_storage
+from kezchat.storage.backend import ChatStorage, chat_storage
 from kezchat.storage.dburl import is_postgres_url, pool_settings, redacted
 from kezchat.storage.interfaces import (
     HandleRecord,
@@ -282,7 +283,7 @@ class SchemaTests(StorageTestCase):
         if self.db_backend == "sqlite":
             self.setting = "/nonexistent-dir/kez-chat.db"
         else:
-            from tests.pgsupport import free_port
+            from kezchat.testing.pgsupport import free_port
 
             self.setting = f"postgresql://kez:secret@127.0.0.1:{free_port()}/nothing"
         storage = chat_storage(self.setting, reactor)
@@ -305,7 +306,7 @@ class SchemaTests(StorageTestCase):
             return
         import asyncpg
 
-        from kezchat.natsbridge.aio import deferred_from_coroutine
+        from kezchat.compat.aio import deferred_from_coroutine
 
         async def bump() -> None:
             conn = await asyncpg.connect(self.setting)
@@ -422,7 +423,7 @@ class PostgresOnlyTests(StorageTestCase):
         not a hang) and healthz says degraded; once it is back, the same
         server carries on, nothing restarted.
         """
-        from tests.pgsupport import PostgresCluster, cluster
+        from kezchat.testing.pgsupport import PostgresCluster, cluster
 
         own = PostgresCluster(cluster().bin_dir)
         await deferToThread(own.start)

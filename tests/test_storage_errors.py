@@ -17,9 +17,9 @@ from dataclasses import replace
 
 from twisted.trial.unittest import TestCase
 
-from kezchat.natsbridge.aio import deferred_from_coroutine
+from kezchat.compat.aio import deferred_from_coroutine
 from kezchat.natsbridge.ingest import BRIDGE_CONSUMER
-from kezchat.natsbridge.subjects import STREAM, inbox_subject
+from kezchat.protocol.subjects import STREAM, inbox_subject
 from kezchat.relay.relay import BridgedMessage
 from kezchat.storage.errors import DatabaseUnavailable
 from tests.backends import on_postgresql

@@ -17,7 +17,7 @@ from twisted.trial.unittest import TestCase
 
 from kezchat.client.http import ChatClient
 from kezchat.identity.keys import KeyPair
-from kezchat.relay.auth import MAX_STREAM_WINDOW, sign_request
+from kezchat.protocol.auth import MAX_STREAM_WINDOW, sign_request
 from tests.relaysupport import open_stream, send
 from tests.support import (
     deferred_sleep,

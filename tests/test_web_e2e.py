@@ -45,7 +45,7 @@ from kezchat.manifests import (
     public_entry,
     shared_files_body,
 )
-from kezchat.relay.auth import body_digest, sign_request
+from kezchat.protocol.auth import body_digest, sign_request
 from kezchat.sigchain.events import next_event
 from kezchat.timeutil import format_rfc3339
 from tests.support import http_client, json_of, register, temp_dir

@@ -38,7 +38,7 @@ from twisted.trial.unittest import TestCase
 from kezchat.e2e import chunked_file, seal_envelope, text_message
 from kezchat.identity.keys import KeyPair
 from kezchat.manifests.sealing import b64url_encode
-from kezchat.relay.auth import body_digest, sign_request
+from kezchat.protocol.auth import body_digest, sign_request
 from tests.hostilerelay import HostileRelay, Item, corrupt_signature, relabel, seal_raw
 from tests.support import http_client, json_of, register, temp_dir
 from tests.test_web_e2e import DESKTOP, WAIT, Person, png

@@ -33,7 +33,7 @@ from kezchat.e2e import open_envelope, seal_envelope, text_message
 from kezchat.identity.jcs import canonical_json
 from kezchat.identity.keys import KeyPair
 from kezchat.identity.mnemonic import seed_to_mnemonic
-from kezchat.relay.auth import body_digest, sign_request
+from kezchat.protocol.auth import body_digest, sign_request
 from tests.hostilerelay import HostileRelay, json_tamper, relabel
 from tests.support import http_client, json_of, register, registration, temp_dir
 from tests.test_keylog_attacks import ForgedLog

@@ -14,7 +14,7 @@ from twisted.internet import reactor
 from twisted.internet.utils import getProcessOutputAndValue
 from twisted.trial.unittest import TestCase
 
-from tests.requirements import missing
+from kezchat.testing.requirements import missing
 from tests.webdriver import REPO_ROOT
 
 WEB = os.path.join(REPO_ROOT, "web")

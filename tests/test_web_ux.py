@@ -27,7 +27,7 @@ from twisted.trial.unittest import TestCase
 from kezchat.e2e import seal_envelope, text_message
 from kezchat.e2e.plaintext import file_share
 from kezchat.identity.keys import KeyPair
-from kezchat.relay.auth import body_digest, sign_request
+from kezchat.protocol.auth import body_digest, sign_request
 from kezchat.timeutil import format_rfc3339
 from tests.support import http_client, register, temp_dir
 from tests.test_web_e2e import DESKTOP, PASSPHRASE, PHONE, WAIT, Person, png

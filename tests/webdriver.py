@@ -24,7 +24,7 @@ from twisted.internet.protocol import ProcessProtocol
 from twisted.python.failure import Failure
 from twisted.trial.unittest import TestCase
 
-from tests.requirements import missing
+from kezchat.testing.requirements import missing
 
 REPO_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 WEB_DIST = os.path.join(REPO_ROOT, "web", "dist")
@@ -242,6 +242,8 @@ class ChatProcess:
     port: int = 0
     #: registrations allowed per address and window (0: no limit)
     register_limit: int = 0
+    #: more kezchat options (e.g. NATS)
+    extra: list[str] = field(default_factory=list)
     _process: Any = None
     _output: _Output | None = None
     log: list[bytes] = field(default_factory=list)
@@ -269,6 +271,7 @@ class ChatProcess:
             str(self.register_limit),
             "--send-limit",
             "0",
+            *self.extra,
         ]
         self._process, self._output = _spawn_twistd(argv)
         self.port = await self._output.listening

@@ -17,7 +17,7 @@ The handler:
   - reads the account with C{ctx.account()}, unlocks the key with
     C{await ctx.keypair()}, talks to the servers through C{ctx.chat()}
     and C{ctx.sig()} (L{kezchat.client.http}), and to asyncio code through
-    L{kezchat.natsbridge.aio.deferred_from_coroutine};
+    L{kezchat.compat.aio.deferred_from_coroutine};
   - reports results with C{ctx.out.emit(obj, human_text)} (one JSON line
     under C{--json}), progress and warnings on stderr (C{ctx.out.info},
     C{ctx.out.warn});

@@ -15,6 +15,7 @@ from argparse import Namespace
 from typing import TYPE_CHECKING, Any
 
 from kezchat.cli.errors import EXIT_USAGE, CliError
+from kezchat.cli.home import Account
 from kezchat.cli.secrets import KIND_KEYRING
 from kezchat.client.errors import ServerError
 
@@ -67,7 +68,7 @@ def add_commands(subparsers: Any) -> None:
     p.set_defaults(handler=whoami)
 
 
-def identity_json(account: dict[str, Any]) -> dict[str, Any]:
+def identity_json(account: Account) -> dict[str, Any]:
     return {"handle": account["handle"], "fqhn": account["fqhn"], "primary": account["primary"]}
 
 
@@ -182,13 +183,13 @@ async def register(ctx: Context, args: Namespace) -> None:
 
 async def _keep_account(
     ctx: Context, keypair: KeyPair, record: dict[str, Any], url: str
-) -> dict[str, Any]:
+) -> Account:
     """
     Save the secret, then the account of C{record} (the server's record of
     the handle) in the home, and make C{keypair} the session's key.
     """
     kind = await _save_secret(ctx, keypair)
-    account = {
+    account: Account = {
         "handle": record["handle"],
         "fqhn": record["fqhn"],
         "primary": record["primary"],

@@ -13,7 +13,7 @@ from kezchat.cli.context import Context
 from kezchat.cli.errors import CliError
 from kezchat.client.errors import ServerError, Unreachable
 from kezchat.identity.keys import KeyPair
-from kezchat.natsbridge.subjects import INBOX_ROOT
+from kezchat.protocol.subjects import INBOX_ROOT
 from kezchat.sigchain import ChainError, ChainState, bodies, load_chain, next_event
 
 NATS_ENV = "KEZ_CHAT_NATS_URL"

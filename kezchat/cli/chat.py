@@ -206,7 +206,7 @@ async def _send_nats(
 ) -> int:
     from kezchat.cli.natsconnect import nats_connect
     from kezchat.client.natsclient import publish_envelope
-    from kezchat.natsbridge.aio import deferred_from_coroutine
+    from kezchat.compat.aio import deferred_from_coroutine
 
     nc = await nats_connect(ctx, url, keypair, reconnect=False)
     try:

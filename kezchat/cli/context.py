@@ -18,7 +18,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from kezchat.cli.errors import CliError
-from kezchat.cli.home import Home, default_home
+from kezchat.cli.home import Account, Home, default_home
 from kezchat.cli.output import Output
 from kezchat.cli.pins import ContactBook
 from kezchat.cli.received import ReceivedStore
@@ -126,7 +126,7 @@ class Context:
 
     # -- the account ------------------------------------------------------
 
-    def account(self) -> dict[str, Any]:
+    def account(self) -> Account:
         """
         The account of this home: C{handle}, C{fqhn}, C{primary},
         C{server_url}, C{sigchain_url}, C{secret}.

@@ -16,7 +16,7 @@ import string
 
 from kezchat.cli.errors import CliError
 from kezchat.cli.home import Home, read_json, write_json
-from kezchat.natsbridge.subjects import check_device
+from kezchat.protocol.subjects import check_device
 
 DEVICE_FILE = "device.json"
 #: characters and length of a picked name (36^10: two homes never collide)

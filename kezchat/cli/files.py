@@ -30,6 +30,7 @@ from kezchat.cli.messages import Reader, ReceivedMessage, find_file_share
 from kezchat.cli.offers import OfferBook
 from kezchat.cli.output import visible
 from kezchat.client.errors import ClientError
+from kezchat.compat.aio import deferred_from_coroutine
 from kezchat.e2e import file_share, seal_envelope
 from kezchat.identity.keys import KeyPair
 from kezchat.manifests.sealing import (
@@ -38,7 +39,6 @@ from kezchat.manifests.sealing import (
     open_content_key,
     seal_content_key,
 )
-from kezchat.natsbridge.aio import deferred_from_coroutine
 from kezchat.p2p.crypt import ciphertext_digest
 from kezchat.p2p.transfer import Download, FetchError, FileServer, Offer, fetch
 from kezchat.p2p.transport import Node, TransportError

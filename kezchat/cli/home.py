@@ -13,11 +13,42 @@ import json
 import os
 import sys
 from pathlib import Path
-from typing import Any
+from typing import Any, TypedDict
 
 from kezchat.cli.errors import CliError
 
 APP_NAME = "kez-chat"
+
+
+class Account(TypedDict):
+    """
+    The account a home holds (C{account.json}), as L{Home.account} reads
+    it: one type for what every command takes from it.
+    """
+
+    #: the handle's local part, and the handle whole (C{alice@kez.lat})
+    handle: str
+    fqhn: str
+    #: the account's key, C{"ed25519:<hex>"}
+    primary: str
+    #: the chat-server it is registered on
+    server_url: str
+    #: where its sigchain is kept (C{None}: the server named none)
+    sigchain_url: str | None
+    #: where the key is kept: C{"file"} or C{"keyring"}
+    secret: str
+
+
+def sigchain_of(account: Account) -> str:
+    """
+    The account's sigchain URL.
+
+    @raise CliError: its server named no sig-server.
+    """
+    url = account["sigchain_url"]
+    if url is None:
+        raise CliError(f"{account['fqhn']}'s server names no sig-server: it keeps no sigchain")
+    return url
 
 
 def default_home() -> Path:
@@ -132,9 +163,10 @@ class Home:
             raise CliError(f"cannot create the home directory {self.root}: {e.strerror}") from None
         return self.root
 
-    def account(self) -> dict[str, Any] | None:
-        return read_json(self.account_path)
+    def account(self) -> Account | None:
+        account: Account | None = read_json(self.account_path)
+        return account
 
-    def save_account(self, account: dict[str, Any]) -> None:
+    def save_account(self, account: Account) -> None:
         self.ensure()
         write_json(self.account_path, account)

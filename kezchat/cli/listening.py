@@ -26,6 +26,7 @@ from kezchat.cli.attachments import FileSaver, PlaintextError, write_new_file
 from kezchat.cli.context import Context
 from kezchat.cli.device import device_name
 from kezchat.cli.errors import EXIT_USAGE, CliError
+from kezchat.cli.home import Account
 from kezchat.cli.itemkinds import OUT, counts_toward_count, direction_of, read_item, render
 from kezchat.cli.messages import Reader
 from kezchat.cli.natsconnect import nats_connect
@@ -34,9 +35,9 @@ from kezchat.cli.receipts import ReceiptSender
 from kezchat.cli.received import NATS, SSE, UNDELIVERABLE, message_id
 from kezchat.client.errors import ServerError, Unreachable
 from kezchat.client.sse import Event
-from kezchat.client.stream import open_stream
+from kezchat.client.stream import StreamConnection, open_stream
+from kezchat.compat.aio import deferred_from_coroutine
 from kezchat.identity.keys import KeyPair
-from kezchat.natsbridge.aio import deferred_from_coroutine
 
 #: seconds without a byte (the server pings every 15 s) before reconnecting
 STREAM_SILENCE = 45.0
@@ -73,6 +74,9 @@ class Listener:
         #: sends C{delivered} receipts for what was stored (C{None}: off)
         self.receipts = receipts
         self.finished: Deferred[None] = Deferred()
+        #: who waits for something else or the finish (L{until}): told
+        #: of the finish, and forgotten once they stop waiting
+        self._waiting: set[Deferred[None]] = set()
         #: what this home has saved already (see L{load}): message id →
         #: (transport, seq) it came with
         self.seen: dict[str, tuple[str, Any]] = {}
@@ -112,6 +116,32 @@ class Listener:
     def finish(self) -> None:
         if not self.finished.called:
             self.finished.callback(None)
+        for waiter in list(self._waiting):
+            if not waiter.called:
+                waiter.callback(None)
+
+    async def until(self, event: Deferred[Any]) -> None:
+        """
+        Wait until C{event} fires or this listener finishes, whichever is
+        first (without consuming C{event}'s result). Nothing stays behind
+        on C{finished}: a reconnecting stream waits here once per
+        connection, for as long as C{listen} runs.
+        """
+        if self.finished.called:
+            return
+        waiter: Deferred[None] = Deferred()
+
+        def fire(result: Any) -> Any:
+            if not waiter.called:
+                waiter.callback(None)
+            return result
+
+        event.addBoth(fire)
+        self._waiting.add(waiter)
+        try:
+            await waiter
+        finally:
+            self._waiting.discard(waiter)
 
     async def deliver(self, items: list[dict[str, Any]]) -> int:
         """
@@ -242,31 +272,58 @@ async def listen(ctx: Context, args: Namespace) -> None:
 
 
 async def _listen_sse(
-    ctx: Context, keypair: KeyPair, account: dict[str, Any], listener: Listener, ack: bool
+    ctx: Context, keypair: KeyPair, account: Account, listener: Listener, ack: bool
 ) -> None:
-    chat = ctx.chat()
-    queue: DeferredQueue[dict[str, Any] | None] = DeferredQueue()
-    state: dict[str, Any] = {
-        "last": listener.saved_upto,
-        "connected": False,
-        "connection": None,
-    }
+    acker = _Acker(ctx, keypair, account["fqhn"], listener) if ack else None
+    await _SseLink(ctx, keypair, account["fqhn"], listener, acker).run()
 
-    def on_event(event: Event) -> None:
+
+class _SseLink:
+    """
+    C{listen} over SSE: one stream at a time, resumed after the last seq
+    seen, reconnected with back-off until the listener finishes; what
+    arrives is queued for the listener, which saves it in batches, and the
+    stream is paused while too much waits.
+    """
+
+    def __init__(
+        self, ctx: Context, keypair: KeyPair, fqhn: str, listener: Listener, acker: _Acker | None
+    ) -> None:
+        self.ctx = ctx
+        self.keypair = keypair
+        self.fqhn = fqhn
+        self.listener = listener
+        self.acker = acker
+        #: the newest seq received: where a reconnection resumes
+        self.last = listener.saved_upto
+        #: a stream was open once: later failures are reconnected, not fatal
+        self.connected = False
+        #: the stream open now, if any
+        self.connection: StreamConnection | None = None
+        self.queue: DeferredQueue[dict[str, Any] | None] = DeferredQueue()
+        #: the pause before the next attempt: doubled while the server is
+        #: unreachable, back to the first once a stream is open
+        self.delay = RECONNECT_FIRST
+
+    def on_event(self, event: Event) -> None:
         if event.event != "message":
             return
         try:
             item = json.loads(event.data)
         except ValueError:
-            ctx.out.warn(f"the server sent an unreadable event (id {event.id}); skipped")
+            self.ctx.out.warn(f"the server sent an unreadable event (id {event.id}); skipped")
             return
         if isinstance(item, dict) and isinstance(item.get("seq"), int):
-            state["last"] = max(state["last"], item["seq"])
-            queue.put(item)
-            if len(queue.pending) >= QUEUE_HIGH and state["connection"] is not None:
-                state["connection"].pause()  # the server holds the rest meanwhile
+            self.last = max(self.last, item["seq"])
+            self.queue.put(item)
+            if len(self.queue.pending) >= QUEUE_HIGH and self.connection is not None:
+                self.connection.pause()  # the server holds the rest meanwhile
 
-    async def consume() -> None:
+    async def consume(self) -> None:
+        """
+        Hand what arrives to the listener in batches, until the end mark.
+        """
+        queue, listener = self.queue, self.listener
         while not listener.finished.called:
             first = await queue.get()
             if first is None:
@@ -278,67 +335,91 @@ async def _listen_sse(
                     end = True
                     break
                 batch.append(item)
-            connection = state["connection"]
-            if connection is not None and len(queue.pending) < QUEUE_LOW:
-                connection.resume()
+            if self.connection is not None and len(queue.pending) < QUEUE_LOW:
+                self.connection.resume()
             await listener.deliver(batch)
             if end:
                 return
 
-    consumer = Deferred.fromCoroutine(consume())
-    def consumer_failed(failure: Failure) -> Failure:
-        listener.finish()
-        return failure
+    async def run(self) -> None:
+        consumer = Deferred.fromCoroutine(self.consume())
 
-    consumer.addErrback(consumer_failed)
-    acker = _Acker(ctx, keypair, account["fqhn"], listener) if ack else None
-    delay = RECONNECT_FIRST
-    try:
-        while not listener.finished.called:
-            try:
-                connection = await open_stream(
-                    chat.stream_agent,
-                    chat.stream_url(keypair, account["fqhn"]),
-                    on_event,
-                    last_event_id=state["last"],
-                )
-            except Unreachable as e:
-                if not state["connected"]:
-                    raise CliError(
-                        f"{e}: is the chat server running? check --server / KEZ_CHAT_SERVER_URL"
-                    ) from None
-                await _sleep_or_finish(ctx, listener, delay)
-                delay = min(delay * 2, RECONNECT_MAX)
-                continue
-            except ServerError as e:
-                if state["connected"] and e.status >= 500:
-                    await _sleep_or_finish(ctx, listener, delay)
+        def consumer_failed(failure: Failure) -> Failure:
+            self.listener.finish()
+            return failure
+
+        consumer.addErrback(consumer_failed)
+        try:
+            while not self.listener.finished.called:
+                connection = await self.open()
+                if connection is None:
                     continue
-                raise CliError(f"the server refused the stream: {e.message} ({e.code})") from None
-            if state["connected"]:
-                ctx.out.info("reconnected")
-            state["connected"] = True
-            state["connection"] = connection
-            delay = RECONNECT_FIRST
-            watchdog = LoopingCall(_check_silence, ctx, connection)
-            watchdog.clock = ctx.reactor
-            watchdog.start(5.0, now=False)
-            try:
-                await _first(connection.ended, listener.finished)
-            finally:
-                watchdog.stop()
-            if listener.finished.called:
-                await connection.close()
-                break
-            if connection.error is not None:
-                ctx.out.warn(f"{connection.error}; dropped the stream, reconnecting")
-            ctx.out.info("connection lost; reconnecting")
-            await _sleep_or_finish(ctx, listener, min(connection.retry or delay, delay))
-    finally:
-        queue.put(None)
-        await consumer
-        if acker is not None:
-            await acker.flush()
+                if not await self.hold(connection):
+                    break
+                await _sleep_or_finish(
+                    self.ctx, self.listener, min(connection.retry or self.delay, self.delay)
+                )
+        finally:
+            self.queue.put(None)
+            await consumer
+            if self.acker is not None:
+                await self.acker.flush()
+
+    async def open(self) -> StreamConnection | None:
+        """
+        Open the stream after L{last}: the connection, or C{None} after
+        waiting L{delay} when the server cannot be reached for now.
+
+        @raise CliError: the first connection failed, or the server
+            refused the stream.
+        """
+        chat = self.ctx.chat()
+        try:
+            connection = await open_stream(
+                chat.stream_agent,
+                chat.stream_url(self.keypair, self.fqhn),
+                self.on_event,
+                last_event_id=self.last,
+            )
+        except Unreachable as e:
+            if not self.connected:
+                raise CliError(
+                    f"{e}: is the chat server running? check --server / KEZ_CHAT_SERVER_URL"
+                ) from None
+            await _sleep_or_finish(self.ctx, self.listener, self.delay)
+            self.delay = min(self.delay * 2, RECONNECT_MAX)
+            return None
+        except ServerError as e:
+            if self.connected and e.status >= 500:
+                await _sleep_or_finish(self.ctx, self.listener, self.delay)
+                return None
+            raise CliError(f"the server refused the stream: {e.message} ({e.code})") from None
+        if self.connected:
+            self.ctx.out.info("reconnected")
+        self.connected = True
+        self.connection = connection
+        self.delay = RECONNECT_FIRST
+        return connection
+
+    async def hold(self, connection: StreamConnection) -> bool:
+        """
+        Keep C{connection} until it ends or the listener finishes, cutting
+        it when the server falls silent. Whether to reconnect.
+        """
+        watchdog = LoopingCall(_check_silence, self.ctx, connection)
+        watchdog.clock = self.ctx.reactor
+        watchdog.start(5.0, now=False)
+        try:
+            await self.listener.until(connection.ended)
+        finally:
+            watchdog.stop()
+        if self.listener.finished.called:
+            await connection.close()
+            return False
+        if connection.error is not None:
+            self.ctx.out.warn(f"{connection.error}; dropped the stream, reconnecting")
+        self.ctx.out.info("connection lost; reconnecting")
+        return True
 
 
 def _check_silence(ctx: Context, connection: Any) -> None:
@@ -346,24 +427,8 @@ def _check_silence(ctx: Context, connection: Any) -> None:
         connection.close()
 
 
-async def _first(*ds: Deferred[Any]) -> None:
-    """
-    Wait until any of C{ds} has fired (without consuming their results).
-    """
-    waiter: Deferred[None] = Deferred()
-
-    def fire(result: Any) -> Any:
-        if not waiter.called:
-            waiter.callback(None)
-        return result
-
-    for d in ds:
-        d.addBoth(fire)
-    await waiter
-
-
 async def _sleep_or_finish(ctx: Context, listener: Listener, seconds: float) -> None:
-    await _first(deferLater(ctx.reactor, seconds, lambda: None), listener.finished)
+    await listener.until(deferLater(ctx.reactor, seconds, lambda: None))
 
 
 class _Acker:

@@ -6,7 +6,7 @@ Each command group is a module of this package with C{add_commands(
 subparsers)}; each command's parser sets C{handler=} to an C{async def
 handler(ctx, args)} coroutine. It runs on Twisted's asyncio reactor, so it
 may await Deferreds (treq) directly and asyncio code (nats-py, iroh)
-through L{kezchat.natsbridge.aio.deferred_from_coroutine}.
+through L{kezchat.compat.aio.deferred_from_coroutine}.
 
 Start-up is kept short: the parser is built from the table in
 L{kezchat.cli.commands}, importing only the named command's group (none

@@ -31,6 +31,7 @@ from kezchat.cli.chat import recipient
 from kezchat.cli.contacts import lookup_and_pin
 from kezchat.cli.context import Context
 from kezchat.cli.errors import CliError
+from kezchat.cli.home import Account, sigchain_of
 from kezchat.cli.output import visible as visible_text
 from kezchat.client.errors import ServerError, Unreachable
 from kezchat.identity.handles import InvalidHandle, parse_handle
@@ -92,7 +93,7 @@ def _describe(path: str, key: bytes) -> dict[str, Any]:
 
 
 async def _current_entries(
-    ctx: Context, account: dict[str, Any], events: list[Any], state: Any
+    ctx: Context, account: Account, events: list[Any], state: Any
 ) -> list[dict[str, Any]]:
     """
     The entries of the manifest our chain commits to now (none if none).
@@ -128,7 +129,7 @@ async def publish_files(ctx: Context, args: Namespace) -> None:
         paths.append(os.path.abspath(path))
     keypair = await ctx.keypair()
     readers = [(await recipient(ctx, h))["primary"] for h in args.private_to]
-    state, events = await fetch_chain(ctx, account["sigchain_url"], account["primary"])
+    state, events = await fetch_chain(ctx, sigchain_of(account), account["primary"])
     entries = [] if args.replace else await _current_entries(ctx, account, events, state)
 
     added_at = format_rfc3339(time.time())
@@ -178,7 +179,7 @@ async def publish_files(ctx: Context, args: Namespace) -> None:
 
 
 async def _publish(
-    ctx: Context, keypair: KeyPair, account: dict[str, Any], events: list[Any], blob: bytes
+    ctx: Context, keypair: KeyPair, account: Account, events: list[Any], blob: bytes
 ) -> None:
     """
     Mirror the blob, then commit to it in the chain.
@@ -193,7 +194,7 @@ async def _publish(
         raise CliError(f"the server refused the manifest: {e.message} ({e.code})") from None
     event = next_event(keypair, events, bodies.SET_SHARED_FILES, shared_files_body(blob, url))
     try:
-        await ctx.sig().append(account["sigchain_url"], event)
+        await ctx.sig().append(sigchain_of(account), event)
     except Unreachable as e:
         raise CliError(
             f"{e}: the manifest is on the server but your sigchain does not point at it yet;"
@@ -213,7 +214,7 @@ async def _owner(ctx: Context, text: str) -> dict[str, Any]:
     except InvalidHandle as e:
         raise CliError(f"{text!r} is not a handle: {e}") from None
     if handle.fqhn == account["fqhn"]:
-        return account
+        return dict(account)
     return await lookup_and_pin(ctx, text)
 
 

@@ -35,6 +35,7 @@ from twisted.internet.threads import deferToThread
 from kezchat.cli.audit import gossip_warning
 from kezchat.cli.context import Context
 from kezchat.cli.errors import CliError
+from kezchat.cli.home import Account
 from kezchat.cli.output import visible
 from kezchat.client.errors import ClientError
 from kezchat.e2e import EnvelopeError, PlaintextError, open_envelope, parse_plaintext
@@ -211,7 +212,7 @@ class Reader:
     Turns stored relay items into L{ReceivedMessage}s for one account.
     """
 
-    def __init__(self, ctx: Context, keypair: KeyPair, account: dict[str, Any]) -> None:
+    def __init__(self, ctx: Context, keypair: KeyPair, account: Account) -> None:
         self.ctx = ctx
         self.keypair = keypair
         self.account = account

@@ -14,8 +14,8 @@ from kezchat.cli.context import Context
 from kezchat.cli.device import device_name
 from kezchat.cli.errors import CliError
 from kezchat.client.errors import ServerError, Unreachable
+from kezchat.compat.aio import deferred_from_coroutine
 from kezchat.identity.keys import KeyPair
-from kezchat.natsbridge.aio import deferred_from_coroutine
 
 
 async def nats_connect(

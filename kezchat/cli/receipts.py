@@ -16,13 +16,13 @@ stored either way.
 from __future__ import annotations
 
 import uuid
-from typing import Any
 
 from twisted.internet.defer import Deferred
 from twisted.internet.task import LoopingCall
 
 from kezchat.cli.audit import with_head
 from kezchat.cli.context import Context
+from kezchat.cli.home import Account
 from kezchat.cli.itemkinds import IN, direction_of, is_receipt
 from kezchat.cli.messages import ReceivedMessage
 from kezchat.client.errors import ServerError, Unreachable
@@ -56,7 +56,7 @@ class ReceiptSender:
     """
 
     def __init__(
-        self, ctx: Context, keypair: KeyPair, account: dict[str, Any], every: float = 1.0
+        self, ctx: Context, keypair: KeyPair, account: Account, every: float = 1.0
     ) -> None:
         self.ctx = ctx
         self.keypair = keypair

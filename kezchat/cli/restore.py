@@ -22,6 +22,7 @@ from twisted.internet.threads import deferToThread
 
 from kezchat.cli.context import Context
 from kezchat.cli.errors import CliError
+from kezchat.cli.home import Account
 from kezchat.cli.itemkinds import OUT, direction_of, is_receipt, read_item
 from kezchat.cli.messages import Reader
 from kezchat.cli.received import SSE, message_id
@@ -57,7 +58,7 @@ class Restored:
         }
 
 
-async def restore_history(ctx: Context, keypair: KeyPair, account: dict[str, Any]) -> Restored:
+async def restore_history(ctx: Context, keypair: KeyPair, account: Account) -> Restored:
     """
     Fetch and save the whole retained history of C{account}, in order.
 

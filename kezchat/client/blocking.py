@@ -268,7 +268,7 @@ class BlockingChatClient(_Blocking):
         C{POST /v1/messages} as C{sender}; returns C{{"seq", "created_at"}},
         or C{{"queued", "created_at"}} (202) for a handle of another server.
         """
-        from kezchat.relay.auth import body_digest, handle_server, sign_request
+        from kezchat.protocol.auth import body_digest, handle_server, sign_request
 
         message: dict[str, Any] = {"to": to, "envelope": envelope}
         if idempotency_key is not None:

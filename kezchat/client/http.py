@@ -32,11 +32,11 @@ from twisted.python.failure import Failure
 from twisted.web.client import (
     Agent,
     HTTPConnectionPool,
+    PotentialDataLoss,
     ResponseDone,
     ResponseFailed,
     ResponseNeverReceived,
 )
-from twisted.web.http import PotentialDataLoss
 from twisted.web.iweb import UNKNOWN_LENGTH
 
 from kezchat.client.answers import (
@@ -49,9 +49,9 @@ from kezchat.client.answers import (
     too_large,
 )
 from kezchat.client.errors import ServerError, Unreachable
-from kezchat.client.registration import signed_registration
 from kezchat.identity.keys import KeyPair
-from kezchat.relay.auth import body_digest, handle_server, sign_request
+from kezchat.protocol.auth import body_digest, handle_server, sign_request
+from kezchat.protocol.registration import signed_registration
 from kezchat.sigchain import ChainState, Event, read_document
 
 _TRANSPORT_ERRORS = (

@@ -28,8 +28,8 @@ from nats.js.api import AckPolicy, ConsumerConfig
 
 from kezchat.client.errors import ServerError, Unreachable
 from kezchat.identity.keys import KeyPair, format_primary
-from kezchat.natsbridge.keys import USER, NKey
-from kezchat.natsbridge.subjects import (
+from kezchat.protocol.natskeys import USER, NKey
+from kezchat.protocol.subjects import (
     STREAM,
     consumer_filter,
     consumer_name,

@@ -21,7 +21,6 @@ from typing import Any
 from cryptography.hazmat.primitives.ciphers.aead import ChaCha20Poly1305
 from nacl.bindings import crypto_box, crypto_scalarmult_base
 
-from kezchat.client.registration import registration_payload, sign_registration
 from kezchat.e2e.envelope import derive, header_of, seal_envelope
 from kezchat.e2e.plaintext import chunked_file, file_share, inline_file, receipt, text_message
 from kezchat.identity.jcs import canonical_json
@@ -32,7 +31,8 @@ from kezchat.keylog.vectors import keylog_vectors
 from kezchat.manifests.blob import build_manifest, manifest_blake3, manifest_bytes
 from kezchat.manifests.entries import public_entry
 from kezchat.manifests.sealing import b64url_encode
-from kezchat.relay.auth import body_digest, sign_request, signed_text
+from kezchat.protocol.auth import body_digest, sign_request, signed_text
+from kezchat.protocol.registration import registration_payload, sign_registration
 from kezchat.sigchain import bodies
 from kezchat.sigchain.events import event_hash, next_event
 

@@ -23,12 +23,12 @@ from kezchat.federation.metrics import FederationMetrics
 from kezchat.federation.outbound import DELIVERY_PATH
 from kezchat.federation.remote import RemoteServers
 from kezchat.federation.s2s import ServerVerifier
-from kezchat.http.errors import parse_json
 from kezchat.identity.handles import InvalidHandle, parse_handle
 from kezchat.registry import Registry
 from kezchat.relay.relay import MAX_CURSOR, Relay
 from kezchat.sharedlimit import Limiter
 from kezchat.storage.interfaces import Accepted, NewMessage
+from kezchat.strictjson import parse_json
 
 
 class Inbound:

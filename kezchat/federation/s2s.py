@@ -18,7 +18,7 @@ and sending C{X-KEZ-Server-Auth: <from domain>:<unix seconds>:<sig hex>}.
 Naming the target server means a request signed for one server is refused
 by every other; naming the path and the body means it cannot be moved to
 another endpoint or given another body; the time bounds replays to the
-same window as client signatures (L{kezchat.relay.auth.AUTH_SKEW}).
+same window as client signatures (L{kezchat.protocol.auth.AUTH_SKEW}).
 """
 
 from __future__ import annotations
@@ -30,7 +30,7 @@ from dataclasses import dataclass
 from kezchat.errors import KezError
 from kezchat.identity.handles import SERVER_RE
 from kezchat.identity.keys import KeyPair, verify_bytes
-from kezchat.relay.auth import AUTH_SKEW, body_digest
+from kezchat.protocol.auth import AUTH_SKEW, body_digest
 
 #: the request header carrying a server's signature
 HEADER = "X-KEZ-Server-Auth"

@@ -21,6 +21,7 @@ from kezchat.http.clientip import ClientAddress
 from kezchat.http.remotes import RemoteDirectory
 from kezchat.http.request import KezSite
 from kezchat.http.resource import ApiResource
+from kezchat.http.routedata import route_data
 from kezchat.http.routing import Routes
 from kezchat.metrics import Metrics
 from kezchat.registry import Registry
@@ -43,6 +44,8 @@ class KezChatHTTP:
     register_limiter: Limiter
     client_address: ClientAddress = field(default_factory=ClientAddress)
     nats_status: Callable[[], str] = lambda: "disabled"
+    #: the NATS WebSocket URL healthz advertises to the web app, if any
+    nats_ws_url: str | None = None
     #: C{"ok"} or C{"degraded"} (L{kezchat.storage.sqlite.SQLiteDatabase.health})
     db_health: Callable[[], str] = lambda: "ok"
     web: WebApp | None = None
@@ -59,7 +62,7 @@ class KezChatHTTP:
         )
         meta.install(
             self.routes, self.registry.policy.server, self.metrics, self.nats_status,
-            self.db_health,
+            self.db_health, self.nats_ws_url,
         )
         for extend in self.extensions:
             extend(self.routes)
@@ -99,7 +102,7 @@ class ChatResource(ApiResource):
     def dispatch(self, request: IRequest) -> bytes | int:
         first = request.postpath[0] if request.postpath else b""
         if self._http.web is not None and first not in API_SEGMENTS:
-            request.kez_route = "web"  # type: ignore[attr-defined]
+            route_data(request).route = "web"
             try:
                 return self._http.web.render(request)
             except KezError as e:

@@ -8,9 +8,10 @@ from typing import Any
 
 from twisted.web.iweb import IRequest
 
-from kezchat import strictjson
 from kezchat.errors import KezError, json_body
 from kezchat.http.request import DEFAULT_BODY_CAP
+from kezchat.http.routedata import route_data
+from kezchat.strictjson import parse_json
 
 
 def json_bytes(
@@ -53,24 +54,14 @@ def read_body(request: IRequest, cap: int | None = None) -> bytes:
     someone else's C{Site}.
     """
     if cap is None:
-        cap = getattr(request, "kez_body_cap", DEFAULT_BODY_CAP)
+        declared = route_data(request).body_cap
+        cap = DEFAULT_BODY_CAP if declared is None else declared
     content = request.content
     content.seek(0, 2)
     if content.tell() > cap:
         raise KezError("payload_too_large", f"the request body is larger than {cap} bytes")
     content.seek(0)
     return content.read()
-
-
-def parse_json(raw: bytes) -> Any:
-    """
-    Decode a JSON body strictly (L{kezchat.strictjson}): UTF-8, no
-    duplicate keys, no NaN/Infinity, no lone surrogates, bounded nesting.
-    """
-    try:
-        return strictjson.loads(raw)
-    except strictjson.JSONError as e:
-        raise KezError("bad_request", f"the body is not valid JSON: {e}"[:200]) from None
 
 
 def read_json(request: IRequest, cap: int | None = None) -> Any:

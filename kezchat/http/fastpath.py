@@ -26,6 +26,8 @@ from twisted.python.failure import Failure
 from twisted.web.iweb import IRequest
 from twisted.web.server import NOT_DONE_YET, Request
 
+from kezchat.http.routedata import route_data
+
 log = Logger()
 
 Handler = Callable[[IRequest], Coroutine[Any, Any, bytes]]
@@ -49,7 +51,7 @@ class FastRoute:
         self._render_failure = render_failure
 
     def render(self, request: IRequest) -> int:
-        request.kez_route = self.name  # type: ignore[attr-defined]
+        route_data(request).route = self.name
         # what Klein does with a matched route: the path is consumed
         request.prepath.extend(request.postpath)
         request.postpath = []

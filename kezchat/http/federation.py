@@ -15,7 +15,7 @@ from kezchat.federation.outbound import DELIVERY_PATH
 from kezchat.federation.s2s import HEADER
 from kezchat.http.errors import json_response, read_body
 from kezchat.http.routing import Routes
-from kezchat.relay.relay import MAX_MESSAGE_BYTES
+from kezchat.relay.sendrequest import MAX_MESSAGE_BYTES
 
 #: a delivery: one message (the cap of POST /v1/messages) and its addressing
 DELIVERY_CAP = MAX_MESSAGE_BYTES + 4096

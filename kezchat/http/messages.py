@@ -13,12 +13,13 @@ from kezchat.errors import KezError
 from kezchat.http.clientip import ClientAddress
 from kezchat.http.errors import json_bytes, json_response
 from kezchat.http.fastpath import FastRoute
+from kezchat.http.routedata import route_data
 from kezchat.http.routing import Routes
 from kezchat.http.send import MESSAGE_CAP, send_message
-from kezchat.relay.auth import parse_expiry
+from kezchat.http.sse import StreamHub
+from kezchat.protocol.auth import parse_expiry
 from kezchat.relay.items import inbox_page
 from kezchat.relay.relay import DEFAULT_PAGE, Relay, parse_cursor
-from kezchat.relay.sse import StreamHub
 
 __all__ = ["MESSAGE_CAP", "install"]
 
@@ -100,7 +101,7 @@ def install(
         owner = await relay.authenticate(
             h, auth, "GET", f"/v1/inbox/{h}/stream", expires=expires
         )
-        request.kez_streaming = True  # type: ignore[attr-defined]
+        route_data(request).streaming = True
         return await hub.open(
             cast(Request, request), owner.fqhn, resume, client_address(request)
         )

@@ -8,8 +8,9 @@ from collections.abc import Callable, Mapping
 
 from twisted.web.iweb import IRequest
 
-from kezchat import __version__, openapi
+from kezchat import __version__
 from kezchat.http.errors import json_response
+from kezchat.http.openapi import install_openapi
 from kezchat.http.routing import Routes
 from kezchat.metrics import HTTPMetrics, Metrics
 
@@ -20,14 +21,19 @@ def install(
     metrics: Metrics,
     nats_status: Callable[[], str],
     db_health: Callable[[], str] = lambda: "ok",
+    nats_ws_url: str | None = None,
 ) -> None:
+    # where browsers reach NATS over WebSocket: the web app's live transport
+    # when present, SSE otherwise (and whenever that URL does not answer)
+    extra = {} if nats_ws_url is None else {"nats_ws": nats_ws_url}
+
     @routes.route("/v1/healthz", methods=["GET"], name="healthz")
     def healthz(request: IRequest) -> bytes:
-        body = {"server": server, "version": __version__, "nats": nats_status()}
+        body = {"server": server, "version": __version__, "nats": nats_status(), **extra}
         return health_response(request, db_health(), body)
 
     install_metrics(routes, metrics)
-    openapi.install(routes, "kezchat")
+    install_openapi(routes, "kezchat")
 
 
 def health_response(request: IRequest, db: str, body: Mapping[str, object]) -> bytes:

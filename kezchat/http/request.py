@@ -24,8 +24,8 @@ from twisted.web.http import combinedLogFormatter
 from twisted.web.resource import IResource
 from twisted.web.server import Request, Site
 
+from kezchat.compat.twistedprivate import BadRequestHook, request_line_path
 from kezchat.errors import KezError
-from kezchat.http.twistedprivate import BadRequestHook, request_line_path
 
 DEFAULT_BODY_CAP = 64 * 1024
 TOO_SLOW = KezError("request_timeout", "the request took too long to arrive")

@@ -16,6 +16,7 @@ from twisted.web.resource import Resource
 from twisted.web.server import Request
 
 from kezchat.errors import KezError
+from kezchat.http.routedata import route_data
 from kezchat.http.routing import Routes
 
 
@@ -58,9 +59,10 @@ class ApiResource(Resource):
         return cast("bytes | int", self._klein.render(request))
 
     def _finished(self, _: object, request: IRequest, started: float) -> None:
-        route = getattr(request, "kez_route", "unmatched")
+        data = route_data(request)
+        route = data.route
         method = request.method.decode("latin-1")
         code = cast(Request, request).code
         self._metrics.requests.labels(route, method, str(code)).inc()
-        if not getattr(request, "kez_streaming", False):
+        if not data.streaming:
             self._metrics.latency.labels(route).observe(self._clock() - started)

@@ -20,6 +20,7 @@ from kezchat.errors import KezError
 from kezchat.http.errors import error_response, json_response
 from kezchat.http.fastpath import FastRoutes
 from kezchat.http.request import DEFAULT_BODY_CAP
+from kezchat.http.routedata import route_data
 from kezchat.metrics import HTTPMetrics
 from kezchat.storage.errors import DatabaseUnavailable, Rejected
 
@@ -72,8 +73,8 @@ class Routes:
 
         def register(handler: Handler) -> Handler:
             def named(request: IRequest, **kw: Any) -> Any:
-                request.kez_route = name  # type: ignore[attr-defined]
-                request.kez_body_cap = cap  # type: ignore[attr-defined]
+                data = route_data(request)
+                data.route, data.body_cap = name, cap
                 return handler(request, **kw)
 
             named.__name__ = f"{name}:{'/'.join(methods)}"

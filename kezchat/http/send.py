@@ -7,11 +7,11 @@ from __future__ import annotations
 
 from twisted.web.iweb import IRequest
 
-from kezchat import strictjson
 from kezchat.errors import KezError
-from kezchat.http.errors import json_response, parse_json, read_body
-from kezchat.relay.auth import body_digest, parse_auth
-from kezchat.relay.relay import MAX_MESSAGE_BYTES, Relay
+from kezchat.http.errors import json_response, read_body
+from kezchat.protocol.auth import body_digest, parse_auth
+from kezchat.relay.relay import Relay
+from kezchat.relay.sendrequest import MAX_MESSAGE_BYTES, from_body
 from kezchat.storage.outbox import Queued
 from kezchat.timeutil import format_rfc3339
 
@@ -38,14 +38,7 @@ async def send_message(relay: Relay, request: IRequest) -> bytes:
         [body_digest(raw)],
         unknown="unauthorized",
     )
-    body = parse_json(raw)
-    envelope_text = None
-    if isinstance(body, dict) and isinstance(body.get("envelope"), dict):
-        # the envelope is relayed as the client wrote it (one line)
-        envelope_text = strictjson.one_line(
-            strictjson.member_texts(raw.decode("utf-8"))["envelope"]
-        )
-    accepted = await relay.send(sender, body, envelope_text=envelope_text, auth=parse_auth(auth))
+    accepted = await relay.send(sender, from_body(raw, parse_auth(auth)))
     if isinstance(accepted, Queued):
         # for another server: queued durably, delivered server to server
         return json_response(

@@ -9,11 +9,11 @@ from __future__ import annotations
 
 from typing import Any
 
-from kezchat.client.registration import signed_registration
 from kezchat.identity.jcs import canonical_json
 from kezchat.identity.keys import KeyPair
 from kezchat.keylog.merkle import MemoryTree, leaf_hash
 from kezchat.keylog.wire import b64url, sign_head
+from kezchat.protocol.registration import signed_registration
 
 #: the example log's key (never a real server's)
 LOG_SEED = bytes(range(64, 96))

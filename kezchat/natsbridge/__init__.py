@@ -8,6 +8,6 @@ HTTP relay and NATS into one message fabric, and the JetStream stream that
 holds messages for clients who are offline.
 
 nats-py is an asyncio library; kezchat runs it on Twisted's asyncio reactor
-(one process, one event loop). L{kezchat.natsbridge.aio} holds the few
+(one process, one event loop). L{kezchat.compat.aio} holds the few
 conversions between the two worlds.
 """

@@ -45,15 +45,15 @@ import json
 import uuid
 from collections.abc import Awaitable, Callable
 from dataclasses import asdict
-from typing import Any
+from typing import Any, cast
 
 from twisted.internet.defer import Deferred
 from twisted.logger import Logger
 
 from kezchat import strictjson
-from kezchat.natsbridge.aio import resolve
+from kezchat.compat.aio import resolve
 from kezchat.natsbridge.interest import Interests, announcement_subject
-from kezchat.natsbridge.subjects import inbox_subject, senders_copy_subject
+from kezchat.protocol.subjects import inbox_subject, senders_copy_subject
 from kezchat.relay.broker import Deliver, LocalBroker, Origin, Subscription
 from kezchat.storage.interfaces import StoredMessage
 
@@ -285,7 +285,11 @@ class NatsBroker:
                     sender_hex, message.to_primary.removeprefix("ed25519:")
                 )
             else:
-                recipient = await resolve(self._primary_of(message.recipient))
+                # the relay knew the key when it stored the message; only a
+                # message stored without it costs a lookup
+                recipient = message.recipient_primary
+                if recipient is None:
+                    recipient = cast(str, await resolve(self._primary_of(message.recipient)))
                 subject = inbox_subject(recipient.removeprefix("ed25519:"), sender_hex)
             data = message.envelope.encode("utf-8")
             headers = self.marker.headers(subject, message.seq, data)

@@ -9,7 +9,7 @@ nonce the server sent it. We check that signature ourselves (nats-server
 does not, for users it does not know), look the key up in the registry,
 and reply with an I{authorization response} JWT signed by the issuer
 account key: either a user JWT confining the client to its own inbox
-(L{kezchat.natsbridge.subjects.user_permissions}) or an error. A client
+(L{kezchat.protocol.subjects.user_permissions}) or an error. A client
 whose connection name is C{kez:<device>} is also granted that device's own
 durable consumer, C{inbox_<hex>_<device>}, so each device of one key reads
 every message.
@@ -37,30 +37,65 @@ import re
 import time
 from collections import OrderedDict
 from collections.abc import Awaitable, Callable, Mapping
-from typing import Any, cast
+from dataclasses import dataclass
+from typing import Any, Protocol, cast
 
 from nacl.bindings import crypto_sign_open
 from nacl.exceptions import BadSignatureError
 from nacl.exceptions import ValueError as NaclValueError
 from twisted.internet.defer import Deferred
 from twisted.logger import Logger
-from twisted.python.failure import Failure
 
+from kezchat.compat.aio import resolve
 from kezchat.identity.keys import InvalidKey, format_primary
 from kezchat.natsbridge import jwt
-from kezchat.natsbridge.aio import resolve
 from kezchat.natsbridge.errors import NatsSetupError
 from kezchat.natsbridge.flush import flush
-from kezchat.natsbridge.keys import SERVER, USER, NKey, public_key_bytes
-from kezchat.natsbridge.subjects import device_of_connection, user_permissions
+from kezchat.protocol.natskeys import SERVER, USER, NKey, public_key_bytes
+from kezchat.protocol.subjects import device_of_connection, user_permissions
 
 CALLOUT_SUBJECT = "$SYS.REQ.USER.AUTH"
 CALLOUT_QUEUE = "kezchat.callout"
 REQUEST_AUDIENCE = "nats-authorization-request"
 
-# primary ("ed25519:<hex>") -> registry record, or None when unregistered.
-# The result may be a Deferred, an awaitable or a plain value.
-Lookup = Callable[[str], "Deferred[Any] | Awaitable[Any] | Any"]
+class Lookup(Protocol):
+    """
+    The callout's view of the registry: primary (C{"ed25519:<hex>"}) →
+    record, or C{None} when unregistered. L{kezchat.registry.Registry}
+    is one (its C{cached_primary} and C{find_primary}, adapted by
+    L{registry_lookup}).
+    """
+
+    def cached(self, primary: str) -> Any | None:
+        """
+        The record if it is known at once (in memory), else C{None}:
+        unregistered or not cached, L{fetch} decides.
+        """
+
+    def fetch(self, primary: str) -> Deferred[Any | None] | Awaitable[Any | None]:
+        """
+        The record, or C{None} when unregistered, however long it takes:
+        a Deferred (Twisted code, such as the registry's) or an asyncio
+        awaitable.
+        """
+
+
+@dataclass(frozen=True)
+class FunctionLookup:
+    """
+    A L{Lookup} from two functions.
+    """
+
+    cached: Callable[[str], Any | None]
+    fetch: Callable[[str], Deferred[Any | None] | Awaitable[Any | None]]
+
+
+def registry_lookup(registry: Any) -> Lookup:
+    """
+    The L{Lookup} of a L{kezchat.registry.Registry}: its record cache by
+    primary, then its store.
+    """
+    return FunctionLookup(registry.cached_primary, registry.find_primary)
 
 
 # A user nkey as nats-server makes one for each connection: "U" then the
@@ -128,9 +163,8 @@ class CalloutResponder:
     authorization must cost, and little else should.
 
     @param issuer: the account key nats-server trusts (C{auth_callout.issuer}).
-    @param lookup: primary → registry record or C{None}; an answer that is
-        there at once (a plain value, a Deferred that has fired, as the
-        registry's cache gives) is used without waiting.
+    @param lookup: primary → registry record or C{None}; a cached record
+        (L{Lookup.cached}) is used without waiting, else it is fetched.
     @param account: the account users are placed in (C{KEZ} in
         C{deploy/nats.conf}).
     @param ttl: lifetime of a user JWT in seconds. When it runs out
@@ -201,24 +235,17 @@ class CalloutResponder:
             return self._internal_error(user_nkey, server_id, now)
         return _Pending(request, user_nkey, server_id, now, primary)
 
-    def complete(self, pending: _Pending) -> bytes | Awaitable[Any]:
+    def complete(self, pending: _Pending) -> bytes | Deferred[Any] | Awaitable[Any]:
         """
-        Ask the registry: the reply, if its answer is there at once (a
-        plain value, or a Deferred that has already fired); else what to
-        wait for, to hand to L{finish}. Never raises.
+        Ask the registry's cache: the reply, if the record is there;
+        else the fetch to wait for, to hand to L{finish}. Never raises.
         """
         try:
-            answer = self.lookup(pending.primary)
+            record = self.lookup.cached(pending.primary)
         except Exception:
             return self._lookup_failed(pending)
-        if isinstance(answer, Deferred):
-            if not answer.called or isinstance(answer.result, (Deferred, Failure)):
-                return answer
-            record = answer.result
-        elif inspect.isawaitable(answer):
-            return answer
-        else:
-            record = answer
+        if record is None:
+            return self.lookup.fetch(pending.primary)
         return self._decide(pending, record)
 
     async def finish(self, pending: _Pending, answer: Any = None) -> bytes:
@@ -228,7 +255,7 @@ class CalloutResponder:
         """
         try:
             if answer is None:
-                answer = self.lookup(pending.primary)
+                answer = self.lookup.fetch(pending.primary)
             record = await resolve(answer)
         except asyncio.CancelledError:
             raise

@@ -16,14 +16,14 @@ failed steps are retried on the next reconnection and on a timer.
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Sequence
 from typing import Any
 
 import nats
 import nats.errors
 from twisted.logger import Logger
 
-from kezchat.natsbridge.keys import NKey
+from kezchat.protocol.natskeys import NKey
 
 OnConnect = Callable[[Any], Awaitable[None]]
 
@@ -53,6 +53,8 @@ class NatsConnection:
         connect_timeout: float = 2.0,
         retry_interval: float = 5.0,
         on_dropped: Callable[[], None] = lambda: None,
+        on_connect: Sequence[OnConnect] = (),
+        on_reconnect: Sequence[OnConnect] = (),
     ) -> None:
         """
         @param on_dropped: told of each message nats-py drops because a
@@ -67,8 +69,10 @@ class NatsConnection:
         self.retry_interval = retry_interval
         self.on_dropped = on_dropped
         self.nc: Any = None
-        self.on_connect: list[OnConnect] = []
-        self.on_reconnect: list[OnConnect] = []
+        #: given whole at construction and never changed: what runs on
+        #: this connection is known from the moment it exists
+        self.on_connect: tuple[OnConnect, ...] = tuple(on_connect)
+        self.on_reconnect: tuple[OnConnect, ...] = tuple(on_reconnect)
         self._down_logged = False
         #: the start-up hooks (callout subscription, stream, bridges) ran
         self._started = False
@@ -134,7 +138,7 @@ class NatsConnection:
         self._down_logged = False
         self.log.info("Connected to NATS at {url}", url=self.url)
         async with self._hooks_lock:
-            self._failed = await self._run_hooks(self.on_connect, nc)
+            self._failed = await self._run_hooks(list(self.on_connect), nc)
         self._started = True
         self._retry_later()
 
@@ -250,5 +254,5 @@ class NatsConnection:
         self.log.info("Reconnected to NATS at {url}", url=self.url)
         if not self._started:
             return  # run() has the start-up hooks still to go
-        await self._retry_failed(self.on_reconnect)
+        await self._retry_failed(list(self.on_reconnect))
         self._retry_later()

@@ -1,11 +1,8 @@
 """
-The one exception family an operator sees when NATS is set up wrongly.
+The one exception family an operator sees when NATS is set up wrongly
+(defined in L{kezchat.errors}, which the floors below NATS can import).
 """
 
+from kezchat.errors import NatsSetupError
 
-class NatsSetupError(Exception):
-    """
-    NATS is configured but cannot work as configured: wrong reactor,
-    missing or wrong seed files. Raised when the service is built, so that
-    C{twistd} stops with the message instead of running half a server.
-    """
+__all__ = ["NatsSetupError"]

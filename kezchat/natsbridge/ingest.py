@@ -34,10 +34,10 @@ from nats.js.api import AckPolicy, ConsumerConfig, DeliverPolicy
 from twisted.internet.defer import Deferred
 from twisted.logger import Logger
 
+from kezchat.compat.aio import resolve
 from kezchat.errors import KezError
-from kezchat.natsbridge.aio import resolve
 from kezchat.natsbridge.bridge import StoredMarker
-from kezchat.natsbridge.subjects import ALL_INBOXES, STREAM, parse_inbox_subject
+from kezchat.protocol.subjects import ALL_INBOXES, STREAM, parse_inbox_subject
 from kezchat.relay.relay import BridgedMessage, Relay
 from kezchat.storage.errors import IdempotencyConflict, Rejected
 from kezchat.storage.interfaces import Accepted

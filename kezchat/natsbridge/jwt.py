@@ -29,7 +29,7 @@ from nacl.exceptions import BadSignatureError
 from nacl.exceptions import ValueError as NaclValueError
 
 from kezchat.identity.keys import InvalidKey
-from kezchat.natsbridge.keys import NKey, public_key_bytes
+from kezchat.protocol.natskeys import NKey, public_key_bytes
 
 HEADER = {"typ": "JWT", "alg": "ed25519-nkey"}
 _ENCODED_HEADER = base64.urlsafe_b64encode(

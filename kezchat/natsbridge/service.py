@@ -18,12 +18,12 @@ from twisted.internet.defer import CancelledError, Deferred
 from twisted.logger import Logger
 from twisted.python.failure import Failure
 
-from kezchat.natsbridge.aio import deferred_from_coroutine, require_asyncio_reactor
+from kezchat.compat.aio import deferred_from_coroutine, require_asyncio_reactor
 from kezchat.natsbridge.callout import CalloutResponder, CalloutSubscription, Lookup
-from kezchat.natsbridge.connection import NatsConnection
+from kezchat.natsbridge.connection import NatsConnection, OnConnect
 from kezchat.natsbridge.errors import NatsSetupError
-from kezchat.natsbridge.keys import ACCOUNT, USER, read_seed_file
 from kezchat.natsbridge.stream import StreamLimits, ensure_inbox_stream
+from kezchat.protocol.natskeys import ACCOUNT, USER, read_seed_file
 
 if TYPE_CHECKING:
     from kezchat.config import ChatConfig
@@ -51,25 +51,20 @@ class NatsService(Service):
     def __init__(
         self,
         connection: NatsConnection,
-        responder: CalloutResponder,
-        stream_limits: StreamLimits | None = None,
+        callout: CalloutSubscription,
         bridges: Sequence[Bridge] = (),
-        callout: CalloutSubscription | None = None,
     ) -> None:
         """
-        @param callout: serves C{responder}; by default with the default
-            bounds and no metrics.
+        @param connection: made with what runs on it (L{nats_hooks}): this
+            service starts and stops it, and stops C{callout} and
+            C{bridges} in order, but changes nothing of it.
         """
         self.connection = connection
-        self.callout = callout or CalloutSubscription(responder)
-        self.stream_limits = stream_limits or StreamLimits()
+        self.callout = callout
         self.bridges = tuple(bridges)
         self._running: Deferred[None] | None = None
         #: seconds each shutdown step may take
         self.stop_timeout = 5.0
-        connection.on_connect += [self._ensure_stream, self.callout.start]
-        connection.on_connect += [bridge.start for bridge in self.bridges]
-        connection.on_reconnect.append(self._ensure_stream)
 
     def status(self) -> str:
         """
@@ -101,14 +96,33 @@ class NatsService(Service):
                 self.log.warn("{step} did not finish in time; going on", step=step)
         await self.connection.close(self.stop_timeout)
 
-    async def _ensure_stream(self, nc: Any) -> None:
-        """
-        Create C{KEZ_INBOX} if the broker lacks it. Required: without it
-        native clients' offline messages and the bridge's intake are gone,
-        so a failure (JetStream off, say) keeps NATS reported down and is
-        retried (see L{NatsConnection}).
-        """
-        await ensure_inbox_stream(nc.jetstream(timeout=5), self.stream_limits)
+
+
+class InboxStream:
+    """
+    The start-up step that creates C{KEZ_INBOX} if the broker lacks it.
+    Required: without it native clients' offline messages and the
+    bridge's intake are gone, so a failure (JetStream off, say) keeps NATS
+    reported down and is retried (see L{NatsConnection}); it runs again
+    after each reconnection (the broker may have lost it).
+    """
+
+    def __init__(self, limits: StreamLimits | None = None) -> None:
+        self.limits = limits or StreamLimits()
+
+    async def ensure(self, nc: Any) -> None:
+        await ensure_inbox_stream(nc.jetstream(timeout=5), self.limits)
+
+
+def nats_hooks(
+    callout: CalloutSubscription, bridges: Sequence[Bridge], stream: InboxStream
+) -> tuple[tuple[OnConnect, ...], tuple[OnConnect, ...]]:
+    """
+    What runs on the chat-server's connection, as L{NatsConnection}'s
+    C{on_connect} and C{on_reconnect}: the stream, the callout
+    subscription, then the bridges; the stream again on reconnection.
+    """
+    return (stream.ensure, callout.start, *(bridge.start for bridge in bridges)), (stream.ensure,)
 
 
 def require_seeds(config: ChatConfig) -> tuple[str, str, str]:
@@ -139,7 +153,7 @@ def build_nats_service(
     """
     The NATS service for a L{kezchat.config.ChatConfig} with a C{nats_url}.
 
-    @raise kezchat.natsbridge.aio.WrongReactorError: unless C{reactor} is
+    @raise kezchat.compat.aio.WrongReactorError: unless C{reactor} is
         the asyncio reactor.
     @raise kezchat.natsbridge.errors.NatsSetupError: for a missing or
         wrong seed file (and the wrong reactor).
@@ -148,10 +162,6 @@ def build_nats_service(
     url, seed_file, issuer_file = require_seeds(config)
     seed = read_seed_file(seed_file, USER)
     issuer = read_seed_file(issuer_file, ACCOUNT)
-    connection = NatsConnection(
-        url, seed, name=f"kezchat {config.server}",
-        on_dropped=metrics.nats_dropped.inc if metrics is not None else lambda: None,
-    )
     # the registry caches what it answers: a connect storm (mostly
     # reconnections) costs the database nothing
     responder = CalloutResponder(issuer, lookup)
@@ -159,4 +169,10 @@ def build_nats_service(
         responder,
         on_busy=metrics.nats_callout_busy.inc if metrics is not None else lambda: None,
     )
-    return NatsService(connection, responder, stream_limits, bridges, callout)
+    on_connect, on_reconnect = nats_hooks(callout, bridges, InboxStream(stream_limits))
+    connection = NatsConnection(
+        url, seed, name=f"kezchat {config.server}",
+        on_dropped=metrics.nats_dropped.inc if metrics is not None else lambda: None,
+        on_connect=on_connect, on_reconnect=on_reconnect,
+    )
+    return NatsService(connection, callout, bridges)

@@ -4,7 +4,7 @@ The JetStream stream that keeps messages for recipients who are offline.
 Stream C{KEZ_INBOX} captures every C{kez.inbox.>} message. A client that
 was away reads what it missed through its own durable consumer
 (C{inbox_<hex>}, filtered on C{kez.inbox.<hex>.>}; see
-L{kezchat.natsbridge.subjects.user_permissions} for why it can touch no
+L{kezchat.protocol.subjects.user_permissions} for why it can touch no
 other). The chat-server creates the stream when it is absent and leaves an
 existing one alone: an operator may have tuned it.
 """
@@ -18,7 +18,7 @@ from nats.js.api import DiscardPolicy, RetentionPolicy, StorageType, StreamConfi
 from nats.js.errors import NotFoundError
 from twisted.logger import Logger
 
-from kezchat.natsbridge.subjects import ALL_INBOXES, STREAM
+from kezchat.protocol.subjects import ALL_INBOXES, STREAM
 
 log = Logger()
 

@@ -25,9 +25,10 @@ import asyncio
 import os
 import time
 from collections import deque
-from collections.abc import Callable, Iterator
+from collections.abc import Awaitable, Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
+from typing import Any
 
 from twisted.logger import Logger
 
@@ -118,7 +119,7 @@ class Download:
     ticket: str
 
 
-async def _within(awaitable, seconds: float):
+async def _within(awaitable: Awaitable[Any], seconds: float) -> Any:
     """
     Await C{awaitable} for at most C{seconds} (no extra task per call: this
     runs once per piece).

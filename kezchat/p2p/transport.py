@@ -9,7 +9,7 @@ binding that changes shape is one module's problem.
 Everything here is asyncio coroutines: the bindings are asyncio-native,
 and the client runs on Twisted's asyncio reactor, so one event loop
 carries both.  Twisted code calls in through
-L{kezchat.natsbridge.aio.deferred_from_coroutine}.
+L{kezchat.compat.aio.deferred_from_coroutine}.
 """
 
 from __future__ import annotations

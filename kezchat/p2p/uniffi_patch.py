@@ -26,6 +26,7 @@ import hashlib
 import inspect
 import warnings
 from importlib import metadata
+from typing import Any
 
 #: the only bindings this patch was checked against (setup.cfg pins it)
 IROH_VERSION = "1.2.0"
@@ -88,7 +89,7 @@ def _source(
     return (ctypes.c_char * view.nbytes).from_buffer(view), view.nbytes
 
 
-def _write(self, value) -> None:
+def _write(self: Any, value: Any) -> None:
     """
     Copy C{value} into the buffer in one C{memmove}.
     """

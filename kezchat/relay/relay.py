@@ -10,22 +10,25 @@ still be lost.
 from __future__ import annotations
 
 import hashlib
-import json
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
+from twisted.internet.defer import Deferred
 from twisted.logger import Logger
 
-from kezchat import strictjson
 from kezchat.errors import KezError
 from kezchat.identity.handles import Handle
 from kezchat.identity.keys import InvalidKey, parse_primary
 from kezchat.metrics import Metrics
+from kezchat.protocol.auth import Authenticator
 from kezchat.registry import Registry
-from kezchat.relay.auth import Authenticator, AuthValue
 from kezchat.relay.broker import Broker, Origin
-from kezchat.relay.replay import REPLAY_WINDOW, implicit_key, is_implicit
+from kezchat.relay.replay import REPLAY_WINDOW, is_implicit
+from kezchat.relay.sendrequest import (
+    SendRequest,
+    from_published,
+)
 from kezchat.sharedlimit import Limiter
 from kezchat.storage.interfaces import (
     Accepted,
@@ -42,12 +45,8 @@ MAX_PAGE = 500
 DEFAULT_PAGE = 100
 #: bytes of envelopes in one C{GET /v1/inbox} page (past its first message)
 INBOX_PAGE_BYTES = 4 * 1024 * 1024
-MAX_IDEMPOTENCY_KEY = 64
 #: cursors are SQLite integers
 MAX_CURSOR = 2**63 - 1
-#: bytes of one message: the cap on a C{POST /v1/messages} body, and on an
-#: envelope a native client publishes on NATS (it gets no more room)
-MAX_MESSAGE_BYTES = 256 * 1024
 
 if TYPE_CHECKING:
     from kezchat.federation.outbound import Outbound
@@ -158,57 +157,28 @@ class Relay:
 
     # -- sending ----------------------------------------------------------
 
-    async def send(
-        self,
-        sender: HandleRecord,
-        body: Any,
-        *,
-        envelope_text: str | None = None,
-        auth: AuthValue | None = None,
-    ) -> Accepted | Queued:
+    async def send(self, sender: HandleRecord, request: SendRequest) -> Accepted | Queued:
         """
-        Store the message of a C{POST /v1/messages} body from C{sender}.
-
-        @param envelope_text: the envelope's JSON text exactly as the client
-            sent it; it is what is stored and relayed (byte for byte, on one
-            line). Without it the parsed envelope is serialised compactly.
-        @param auth: the request's verified C{X-KEZ-Auth}: without an
-            C{idempotency_key}, the signature is the key (L{implicit_key}),
-            so a second request with the same signature, to any instance,
-            is a replay answered with the first one's seq and not stored
-            again.
+        Store the message C{sender} (authenticated) sends: to a handle of
+        this server, or queued for another server's (federation).
         """
-        if not isinstance(body, dict):
-            raise KezError("bad_request", "the body must be a JSON object")
-        to, envelope = body.get("to"), body.get("envelope")
-        key = body.get("idempotency_key")
-        if not isinstance(to, str):
-            raise KezError("bad_request", '"to" must be a handle')
-        if not isinstance(envelope, dict):
-            raise KezError("bad_request", '"envelope" must be a JSON object')
-        if key is not None and (
-            not isinstance(key, str) or not 0 < len(key) <= MAX_IDEMPOTENCY_KEY
-        ):
-            raise KezError("bad_request", '"idempotency_key" must be 1-64 characters')
-        if envelope_text is None:
-            envelope_text = json.dumps(envelope, separators=(",", ":"), ensure_ascii=False)
-        if key is None and auth is not None:
-            key = implicit_key(auth)
-        remote = self._remote_handle(to)
+        remote = None if request.to_key else self._remote_handle(request.to)
         if remote is not None:
             await self.send_limiter.check(sender.fqhn)
             if self.outbound is None:
                 raise KezError("federation_disabled", "this server does not talk to other servers")
-            peer = envelope.get("to")
+            peer = request.envelope_to
             queued = await self.outbound.send(
-                sender, remote, envelope_text, key,
+                sender, remote, request.envelope, request.idempotency_key,
                 recipient_primary=peer if _is_primary(peer) else None,
             )
             if queued.copy is not None:
                 self.metrics.messages_stored.inc()
                 self.broker.publish(queued.copy, origin=Origin.HTTP)
             return queued
-        accepted = await self._store(sender, to, envelope_text, key)
+        new = await self._check(sender, request)
+        accepted = await self._commit(new, Origin.HTTP)
+        key = request.idempotency_key
         if accepted.duplicate and key is not None and is_implicit(key):
             self.metrics.replays_refused.inc()
         return accepted
@@ -238,37 +208,56 @@ class Relay:
         self._announce(accepted, Origin.HTTP)
         return accepted
 
-    async def _store(
-        self, sender: HandleRecord, to: str, envelope_text: str, key: str | None
-    ) -> Accepted:
+    async def _check(self, sender: HandleRecord, request: SendRequest) -> NewMessage:
+        """
+        Every check of a message to a handle of this server, whichever
+        transport brought it: the sender's send limit, then a registered
+        recipient. The message to store.
+
+        @raise KezError: C{rate_limited}, C{unknown_recipient}.
+        """
         await self.send_limiter.check(sender.fqhn)
-        try:
-            recipient = await self.registry.lookup(to)
-        except KezError:
-            raise KezError("unknown_recipient", f"{to!r} is not registered here") from None
+        recipient = await self._recipient(request)
         request_hash = None
-        if key is not None:
-            digest = hashlib.sha256(recipient.fqhn.encode() + b"\n" + envelope_text.encode())
-            request_hash = digest.hexdigest()
-        try:
-            accepted = await self.store.add_message(
-                NewMessage(
-                    recipient=recipient.fqhn,
-                    sender=sender.fqhn,
-                    sender_primary=sender.primary,
-                    envelope=envelope_text,
-                    created_at=self._clock(),
-                    idempotency_key=key,
-                    request_hash=request_hash,
-                    recipient_primary=recipient.primary,
-                )
+        if request.idempotency_key is not None:
+            digest = hashlib.sha256(
+                recipient.fqhn.encode() + b"\n" + request.envelope.encode()
             )
+            request_hash = digest.hexdigest()
+        return NewMessage(
+            recipient=recipient.fqhn,
+            sender=sender.fqhn,
+            sender_primary=sender.primary,
+            envelope=request.envelope,
+            created_at=self._clock(),
+            idempotency_key=request.idempotency_key,
+            request_hash=request_hash,
+            recipient_primary=recipient.primary,
+        )
+
+    async def _recipient(self, request: SendRequest) -> HandleRecord:
+        if request.to_key:
+            found = await self.registry.find_primary(request.to)
+            if found is None:
+                raise KezError("unknown_recipient", "unregistered recipient")
+            return found
+        try:
+            return await self.registry.lookup(request.to)
+        except KezError:
+            raise KezError("unknown_recipient", f"{request.to!r} is not registered here") from None
+
+    async def _commit(self, new: NewMessage, origin: Origin) -> Accepted:
+        """
+        Store C{new} and announce what was stored.
+        """
+        try:
+            accepted = await self.store.add_message(new)
         except IdempotencyConflict:
             raise KezError(
                 "idempotency_conflict",
                 "this idempotency_key was already used for a different message",
             ) from None
-        self._announce(accepted, Origin.HTTP)
+        self._announce(accepted, origin)
         return accepted
 
     def _announce(self, accepted: Accepted, origin: Origin) -> None:
@@ -305,59 +294,25 @@ class Relay:
         # nothing stored and unannounced behind it
         for item in batch:
             try:
-                new = await self._check_bridged(item)
+                request = from_published(item.recipient_primary, item.payload, item.idempotency_key)
+                sender = await self.registry.find_primary(item.sender_primary)
+                if sender is None:
+                    raise KezError("unknown_recipient", "unregistered recipient or sender")
+                new = await self._check(sender, request)
             except KezError as e:
                 outcomes.append(e)
                 continue
             passed.append((len(outcomes), new))
             outcomes.append(None)  # settled below
-        pending = [(index, self.store.add_message(new)) for index, new in passed]
-        for index, stored in pending:
+        # stored together: one group commit takes them all
+        pending = [(index, Deferred.fromCoroutine(self._commit(new, Origin.NATS)))
+                   for index, new in passed]
+        for index, committing in pending:
             try:
-                accepted = await stored
+                outcomes[index] = await committing
             except Exception as e:
                 outcomes[index] = e
-                continue
-            self._announce(accepted, Origin.NATS)
-            outcomes[index] = accepted
         return [outcome for outcome in outcomes if outcome is not None]
-
-    async def _check_bridged(self, item: BridgedMessage) -> NewMessage:
-        """
-        The message to store for C{item}.
-
-        @raise KezError: C{payload_too_large}, C{bad_request} (not a strict
-            JSON object), C{unknown_recipient} (recipient or sender not
-            registered) or C{rate_limited}.
-        """
-        if len(item.payload) > MAX_MESSAGE_BYTES:
-            raise KezError("payload_too_large", "envelope too large")
-        try:
-            envelope = strictjson.loads(item.payload)
-        except strictjson.JSONError as e:
-            raise KezError("bad_request", f"payload is not strict JSON: {e}") from None
-        if not isinstance(envelope, dict):
-            raise KezError("bad_request", "payload is not a JSON object")
-        recipient = await self.registry.find_primary(item.recipient_primary)
-        sender = await self.registry.find_primary(item.sender_primary)
-        if recipient is None or sender is None:
-            raise KezError("unknown_recipient", "unregistered recipient or sender")
-        try:
-            await self.send_limiter.check(sender.fqhn)
-        except KezError as e:
-            raise KezError(
-                "rate_limited", f"{sender.fqhn} is over the send limit",
-                retry_after=e.retry_after,
-            ) from None
-        return NewMessage(
-            recipient=recipient.fqhn,
-            sender=sender.fqhn,
-            sender_primary=sender.primary,
-            envelope=strictjson.one_line(item.payload.decode("utf-8").strip(" \t\r\n")),
-            created_at=self._clock(),
-            idempotency_key=item.idempotency_key,
-            recipient_primary=recipient.primary,
-        )
 
     # -- the recipient's side ---------------------------------------------
 

@@ -10,14 +10,14 @@ the number of processes): a replay then finds it and is answered with the
 first send's seq (200), storing nothing.
 
 Such keys are longer than any key a client may choose (at most
-L{kezchat.relay.relay.MAX_IDEMPOTENCY_KEY} characters), so the two never
+L{kezchat.relay.sendrequest.MAX_IDEMPOTENCY_KEY} characters), so the two never
 meet; and they are only needed while the signature could still be
 accepted, so the retention sweep forgets them after L{REPLAY_WINDOW}.
 """
 
 from __future__ import annotations
 
-from kezchat.relay.auth import AUTH_SKEW, AuthValue
+from kezchat.protocol.auth import AUTH_SKEW, AuthValue
 
 #: the prefix of a key derived from a signature
 PREFIX = "sig:"

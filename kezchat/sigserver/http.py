@@ -24,12 +24,14 @@ from collections.abc import Callable
 from twisted.internet.interfaces import IReactorTime
 from twisted.web.iweb import IRequest
 
-from kezchat import __version__, openapi
+from kezchat import __version__
 from kezchat.errors import KezError
 from kezchat.http.errors import json_response, read_json
 from kezchat.http.meta import health_response, install_metrics
+from kezchat.http.openapi import install_openapi
 from kezchat.http.request import KezSite
 from kezchat.http.resource import ApiResource
+from kezchat.http.routedata import route_data
 from kezchat.http.routing import Routes
 from kezchat.sigchain.wire import JSONL_MEDIA_TYPE
 from kezchat.sigserver.metrics import SigMetrics
@@ -67,7 +69,7 @@ def install(
         return health_response(request, db_health(), {"service": "kezsig", "version": __version__})
 
     install_metrics(routes, metrics)
-    openapi.install(routes, "kezsig")
+    install_openapi(routes, "kezsig")
 
     @routes.route("/v1/sigchains/ed25519/<key_hex>", methods=["GET"], name="sigchain")
     async def chain(request: IRequest, key_hex: str) -> bytes:
@@ -100,7 +102,7 @@ class SigResource(ApiResource):
     def dispatch(self, request: IRequest) -> bytes | int:
         request.setHeader(b"access-control-allow-origin", b"*")
         if request.method == b"OPTIONS":
-            request.kez_route = "preflight"  # type: ignore[attr-defined]
+            route_data(request).route = "preflight"
             for name, value in _CORS.items():
                 request.setHeader(name, value)
             request.setResponseCode(204)

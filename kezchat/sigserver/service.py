@@ -19,7 +19,7 @@ from kezchat.sigserver.config import SigConfig
 from kezchat.sigserver.http import SigResource, build_resource, build_site
 from kezchat.sigserver.metrics import SigMetrics
 from kezchat.sigserver.sigchains import Sigchains
-from kezchat.storage.backend import sigchain_storage
+from kezchat.sigserver.storage import sigchain_storage
 from kezchat.storage.database import Database
 
 log = Logger()

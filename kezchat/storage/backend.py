@@ -105,26 +105,3 @@ def chat_storage(
         SQLiteKeyLogStore(db), None, SQLiteOutboxStore(db),
     )
 
-
-def sigchain_storage(
-    setting: str, reactor: Any, *, on_write_failure: Callable[[str], None] = lambda cause: None
-) -> tuple[Database, Any]:
-    """
-    kezsig's database service and sigchain store for C{--db setting}.
-    """
-    if is_postgres_url(setting):
-        from kezchat.sigserver.postgres import SCHEMA_PACKAGE, PostgresSigchainStore
-        from kezchat.storage.postgres import PostgresDatabase
-
-        pg = PostgresDatabase(
-            setting, reactor, schema_package=SCHEMA_PACKAGE, on_write_failure=on_write_failure
-        )
-        return pg, PostgresSigchainStore(pg)
-    from kezchat.sigserver.store import SCHEMA_PACKAGE as SQLITE_SCHEMA
-    from kezchat.sigserver.store import SQLiteSigchainStore
-    from kezchat.storage.sqlite import SQLiteDatabase
-
-    db = SQLiteDatabase(
-        setting, reactor, schema_package=SQLITE_SCHEMA, on_write_failure=on_write_failure
-    )
-    return db, SQLiteSigchainStore(db)

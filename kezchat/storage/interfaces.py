@@ -12,7 +12,7 @@ with a driver's own exception.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Protocol
 
 from twisted.internet.defer import Deferred
@@ -103,6 +103,12 @@ class StoredMessage:
     #: an C{out} item of a message another server never took (given up
     #: after the retention period; see L{kezchat.federation.outbound})
     undeliverable: bool = False
+    #: the key of C{recipient} (the inbox's owner), when the message was
+    #: just stored by someone who knew it (the relay looked the recipient
+    #: up to accept it): the NATS broker names the recipient's subject
+    #: with it rather than asking the registry again. C{None} on items read
+    #: back from storage; not part of a message's identity.
+    recipient_primary: str | None = field(default=None, compare=False)
 
 
 @dataclass(frozen=True)
@@ -137,6 +143,7 @@ class NewMessage:
         return StoredMessage(
             self.sender, seq, self.sender, self.sender_primary, self.envelope,
             self.created_at, "out", self.recipient, self.recipient_primary,
+            recipient_primary=self.sender_primary,
         )
 
 

@@ -38,6 +38,7 @@ class OutboundMessage:
         return StoredMessage(
             self.sender, seq, self.sender, self.sender_primary, self.envelope,
             self.created_at, "out", self.recipient, self.recipient_primary,
+            recipient_primary=self.sender_primary,
         )
 
 

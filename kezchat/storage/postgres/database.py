@@ -26,7 +26,7 @@ from twisted.application.service import Service
 from twisted.internet.defer import Deferred, fail, succeed
 from twisted.logger import Logger
 
-from kezchat.natsbridge.aio import deferred_from_coroutine, is_asyncio_reactor
+from kezchat.compat.aio import deferred_from_coroutine, is_asyncio_reactor
 from kezchat.startup import StartupError
 from kezchat.storage.dburl import is_postgres_url, pool_settings, redacted
 from kezchat.storage.errors import DatabaseClosed, DatabaseUnavailable, Rejected

@@ -57,7 +57,8 @@ async def _add(conn: Any, messages: list[NewMessage]) -> list[Accepted | Idempot
         seq, duplicate = row["seq"], row["duplicate"]
         if not duplicate:
             stored = StoredMessage(
-                new.recipient, seq, new.sender, new.sender_primary, new.envelope, new.created_at
+                new.recipient, seq, new.sender, new.sender_primary, new.envelope, new.created_at,
+                recipient_primary=new.recipient_primary,
             )
             copy_seq = row["copy_seq"]
             copy = new.senders_copy(copy_seq) if copy_seq is not None else None

@@ -63,7 +63,8 @@ def _insert(conn: sqlite3.Connection, new: NewMessage) -> Accepted:
             return Accepted(row["seq"], row["created_at"], True, None)
     seq = _next_seq(conn, new.recipient)
     stored = StoredMessage(
-        new.recipient, seq, new.sender, new.sender_primary, new.envelope, new.created_at
+        new.recipient, seq, new.sender, new.sender_primary, new.envelope, new.created_at,
+        recipient_primary=new.recipient_primary,
     )
     _put(conn, stored)
     # the sender's copy in the same savepoint: both or neither

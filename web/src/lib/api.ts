@@ -67,7 +67,8 @@ async function json<T>(response: Response): Promise<T> {
   return body as T;
 }
 
-export async function healthz(): Promise<{ server: string; version: string }> {
+/** `nats_ws`: where the browser reaches NATS over WebSocket, when the server has it. */
+export async function healthz(): Promise<{ server: string; version: string; nats?: string; nats_ws?: string }> {
   return json(await call('/v1/healthz'));
 }
 
@@ -148,9 +149,13 @@ export async function acknowledge(signer: Signer, local: string, upto: number): 
   );
 }
 
-/** A freshly signed stream URL (the signature is good for 60 s). */
-export function streamUrl(signer: Signer, local: string, since: number): string {
-  return `/v1/inbox/${local}/stream?auth=${encodeURIComponent(streamAuth(signer.key, local, signer.signedFor))}&since=${since}`;
+/**
+ * A freshly signed stream URL: good for 60 s, or until `exp` (unix
+ * seconds) when given — long enough for the browser's own reconnects.
+ */
+export function streamUrl(signer: Signer, local: string, since: number, exp?: number): string {
+  const auth = encodeURIComponent(streamAuth(signer.key, local, signer.signedFor, undefined, exp));
+  return `/v1/inbox/${local}/stream?auth=${auth}${exp === undefined ? '' : `&exp=${exp}`}&since=${since}`;
 }
 
 export async function chain(url: string): Promise<ChainEvent[]> {

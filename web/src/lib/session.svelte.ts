@@ -28,20 +28,22 @@ import { registration } from './crypto/registration';
 import { nextEvent } from './crypto/sigchain';
 import { nowRfc3339 } from './crypto/time';
 import { openSeed, sealSeed, type SealedSeed } from './crypto/vault';
+import { startingEndpoints } from './endpoints';
 import { FileInbox } from './fileinbox';
 import { FileUrls } from './fileurls';
 import { History, change, merge } from './history';
 import { Inbox } from './inbox';
 import { Directories, DirectoryError, KeyDirectory } from './keydir';
-import { Link, type LinkStatus } from './link';
+import { Link, type LinkStatus, type Transport } from './link';
 import { Notifier, notificationApi } from './notify';
 import { Outbox } from './outbox';
 import { trustNewKey } from './repin';
 import { Signer } from './signer';
 import { Storage, keys } from './storage';
+import { deviceName } from './transport';
 import type { Account, Conversation, Msg } from './types';
 
-export type { LinkStatus };
+export type { LinkStatus, Transport };
 
 /** Choices the person made in Settings (kept in this browser, wiped on log-out). */
 export interface Prefs {
@@ -52,6 +54,15 @@ export interface Prefs {
 }
 
 const PREFS_KEY = 'prefs';
+
+/** localStorage, or null where the browser refuses it. */
+function browserStorage(): globalThis.Storage | null {
+  try {
+    return globalThis.localStorage ?? null;
+  } catch {
+    return null;
+  }
+}
 const DIRECTORY_WARNING_KEY = 'keydir-warning';
 
 /** A key directory failure that says the server's history itself is not one (a banner, not just a refusal). */
@@ -86,6 +97,8 @@ export class Session {
   convs = $state<Record<string, Conversation>>({});
   msgs = $state<Record<string, Msg[]>>({});
   status = $state<LinkStatus>('connecting');
+  /** which transport carries live messages: NATS over WebSocket or SSE */
+  transport = $state<Transport | null>(null);
   /** why the server refuses this account (its key or handle is gone), if it does */
   refused = $state<string | null>(null);
   /** why received messages stopped being stored, if they did */
@@ -258,15 +271,19 @@ export class Session {
     await this.storage.set(keys.vault, this.vault);
   }
 
-  /** First event of the sigchain: where this account can be reached. */
+  /** First events of the sigchain: where this account can be reached (NATS first, when the server has it). */
   private async startChain(key: KeyPair, account: Account): Promise<boolean> {
     // a home server without a sig-server publishes no sigchain: nothing to start
     if (!account.sigchainUrl) return true;
     try {
       const events = await api.chain(account.sigchainUrl);
       if (events.length === 0) {
-        const body = { id: 'chat-https', protocol: 'https', url: location.origin, inbox: account.fqhn };
-        await api.appendEvent(account.sigchainUrl, nextEvent(key, [], 'add_endpoint', body, nowRfc3339()));
+        const natsWs = await api.healthz().then((h) => h.nats_ws ?? null, () => null);
+        for (const body of startingEndpoints(key.publicHex, location.origin, account.fqhn, natsWs)) {
+          const event = nextEvent(key, events, 'add_endpoint', body, nowRfc3339());
+          await api.appendEvent(account.sigchainUrl, event);
+          events.push(event);
+        }
       }
       return true;
     } catch {
@@ -353,6 +370,11 @@ export class Session {
         if (s === 'live') void outbox.resend();
       },
       refused: (why) => (this.refused = why),
+      transport: (t) => (this.transport = t),
+    }, undefined, {
+      // asked on every connect: NATS when the server advertises a WebSocket for it
+      url: async () => (await api.healthz()).nats_ws ?? null,
+      device: deviceName(browserStorage()),
     });
     const expire = () => files.expire().catch((e) => (this.saveError = `Dropping old file pieces failed: ${String(e)}`));
     await expire();

@@ -37,9 +37,14 @@ export function inboxAuth(key: KeyPair, local: string, since: number, server: Si
   return signRequest(key, 'GET', `/v1/inbox/${local}`, [`since=${since}`], ts, server);
 }
 
-/** The `auth=` query value for the SSE stream. */
-export function streamAuth(key: KeyPair, local: string, server: SignedFor = null, ts = nowSeconds()): string {
-  return signRequest(key, 'GET', `/v1/inbox/${local}/stream`, [], ts, server);
+/**
+ * The `auth=` query value for the SSE stream. With `exp` (unix seconds, at
+ * most 24 h after `ts`) the signature covers `exp=<exp>` and the URL stays
+ * good until then, so the browser's EventSource can reconnect with it by
+ * itself (SPEC §11.4); without, it is good for 60 s.
+ */
+export function streamAuth(key: KeyPair, local: string, server: SignedFor = null, ts = nowSeconds(), exp?: number): string {
+  return signRequest(key, 'GET', `/v1/inbox/${local}/stream`, exp === undefined ? [] : [`exp=${exp}`], ts, server);
 }
 
 export function deleteAuth(key: KeyPair, local: string, upto: number, server: SignedFor = null, ts = nowSeconds()): string {

@@ -1,5 +1,6 @@
 """
-Building the signed body of C{POST /v1/register}, as every client sends it.
+The registration document (C{POST /v1/register}): its constants, which
+the registry checks, and building its signed body, as every client sends it.
 """
 
 from __future__ import annotations
@@ -8,8 +9,10 @@ import time
 from typing import Any
 
 from kezchat.identity.keys import SIGNATURE_ALG, KeyPair
-from kezchat.registry import REGISTRATION_TAG, REGISTRATION_TYPE
 from kezchat.timeutil import format_rfc3339
+
+REGISTRATION_TAG = "handle_registration"
+REGISTRATION_TYPE = "kez.chat.handle_registration"
 
 
 def registration_payload(

@@ -18,7 +18,7 @@ from typing import Any, TypeVar
 from twisted.internet.defer import CancelledError, Deferred
 from twisted.python.failure import Failure
 
-from kezchat.natsbridge.errors import NatsSetupError
+from kezchat.errors import NatsSetupError
 
 T = TypeVar("T")
 

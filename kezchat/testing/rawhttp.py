@@ -11,10 +11,13 @@ from __future__ import annotations
 import json
 import time
 from collections import deque
+from collections.abc import Callable
+from typing import Any
 
 from twisted.internet.defer import Deferred, gatherResults
 from twisted.internet.endpoints import TCP4ClientEndpoint, connectProtocol
-from twisted.internet.protocol import Protocol
+from twisted.internet.protocol import Protocol, connectionDone
+from twisted.python.failure import Failure
 
 
 class Connection(Protocol):
@@ -29,6 +32,7 @@ class Connection(Protocol):
     def request(self, raw: bytes) -> Deferred:
         d: Deferred = Deferred()
         self._waiting.append(d)
+        assert self.transport is not None
         self.transport.write(raw)
         return d
 
@@ -57,14 +61,18 @@ class Pool:
         self.connections = connections
         self._next = 0
 
-    def request(self, raw: bytes, stamp=None, on_send=None) -> Deferred:
+    def request(
+        self, raw: bytes, stamp: Any = None, on_send: Callable[[Any], object] | None = None
+    ) -> Deferred:
         conn = self.connections[self._next % len(self.connections)]
         self._next += 1
         if on_send is not None:
             on_send(stamp)
         return conn.request(raw)
 
-    async def blast(self, bodies: list[bytes], on_send) -> list[int]:
+    async def blast(
+        self, bodies: list[bytes], on_send: Callable[[Any], object]
+    ) -> list[int]:
         """
         Send every body as fast as responses come back, one in flight per
         connection.
@@ -86,23 +94,25 @@ class Pool:
 
     async def close(self) -> None:
         for conn in self.connections:
-            conn.transport.loseConnection()
+            if conn.transport is not None:
+                conn.transport.loseConnection()
 
 
-async def connect_many(reactor, host: str, port: int, count: int) -> Pool:
+async def connect_many(reactor: Any, host: str, port: int, count: int) -> Pool:
     endpoint = TCP4ClientEndpoint(reactor, host, port)
     connections = [await connectProtocol(endpoint, Connection()) for _ in range(count)]
     return Pool(connections)
 
 
-async def wait_until(reactor, host: str, port: int, timeout: float = 30.0) -> None:
+async def wait_until(reactor: Any, host: str, port: int, timeout: float = 30.0) -> None:
     from twisted.internet.task import deferLater
 
     deadline = time.monotonic() + timeout
     while True:
         try:
             conn = await connectProtocol(TCP4ClientEndpoint(reactor, host, port), Protocol())
-            conn.transport.loseConnection()
+            if conn.transport is not None:
+                conn.transport.loseConnection()
             return
         except Exception:
             if time.monotonic() > deadline:
@@ -126,10 +136,11 @@ class Stream(Protocol):
         self.delivered = 0
         self.sent_at: dict = {}
 
-    def mark_sent(self, stamp) -> None:
+    def mark_sent(self, stamp: Any) -> None:
         self.sent_at[stamp] = time.perf_counter()
 
     def connectionMade(self) -> None:
+        assert self.transport is not None
         self.transport.write(self._raw)
 
     def dataReceived(self, data: bytes) -> None:
@@ -153,7 +164,7 @@ class Stream(Protocol):
                     if sent is not None:
                         self.latencies.append(now - sent)
 
-    def connectionLost(self, reason) -> None:
+    def connectionLost(self, reason: Failure = connectionDone) -> None:
         self.open = False
         if not self.ready.called:
             self.ready.errback(reason)
@@ -163,7 +174,7 @@ class Stream(Protocol):
             self.transport.loseConnection()
 
 
-async def open_streams(reactor, host: str, port: int, requests: list[bytes],
+async def open_streams(reactor: Any, host: str, port: int, requests: list[bytes],
                        batch: int = 100) -> list[Stream]:
     endpoint = TCP4ClientEndpoint(reactor, host, port)
     streams: list[Stream] = []

@@ -12,8 +12,12 @@ and nowhere else. Twisted has no public API for any of them:
  - whether a TCP transport still has bytes queued for writing
    (C{FileDescriptor.dataBuffer}, C{offset}, C{_tempDataLen}) and whether
    a request's client has gone (C{Request._disconnected}): an SSE event may
-   go straight into the socket (L{kezchat.relay.framewriter}) only when
-   nothing is queued ahead of it.
+   go straight into the socket (L{kezchat.http.framewriter}) only when
+   nothing is queued ahead of it;
+ - the undocumented state the frame writer reads and keeps up to date
+   around such a write: a request's C{chunked}, C{startedWriting} and
+   C{sentLength}, its channel's C{transport}, and a C{tcp.Connection}'s
+   C{socket} (L{direct_socket}, L{count_written}).
 
 C{tests/test_twisted_private.py} checks them against the installed
 Twisted, so an upgrade that changes them fails loudly there rather than
@@ -22,6 +26,9 @@ silently in production.
 
 from __future__ import annotations
 
+import socket
+
+from twisted.internet import tcp
 from twisted.web.http import HTTPChannel
 
 #: the hook L{BadRequestHook} overrides
@@ -73,3 +80,29 @@ def request_gone(request: object) -> bool:
     Whether the client of C{request} has disconnected.
     """
     return bool(getattr(request, "_disconnected", True))
+
+
+def direct_socket(request: object) -> tuple[socket.socket, tcp.Connection] | None:
+    """
+    The socket and TCP transport under C{request} when an event may be
+    written straight into that socket as a chunk of its response: a plain
+    TCP connection (not TLS), a chunked (HTTP/1.1) response whose headers
+    are written. C{None} otherwise.
+    """
+    transport = getattr(getattr(request, "channel", None), "transport", None)
+    if (
+        not isinstance(transport, tcp.Connection)
+        or not getattr(request, "chunked", False)
+        or not getattr(request, "startedWriting", False)
+    ):
+        return None
+    return transport.socket, transport
+
+
+def count_written(request: object, length: int) -> None:
+    """
+    Account C{length} body bytes written past C{Request.write}, as
+    C{Request.write} itself would (C{Request.sentLength}, which the access
+    log reports).
+    """
+    request.sentLength += length  # type: ignore[attr-defined]

@@ -21,10 +21,14 @@ from __future__ import annotations
 
 from collections.abc import Callable
 
-from twisted.internet import tcp
 from twisted.web.server import Request
 
-from kezchat.http.twistedprivate import nothing_queued, request_gone
+from kezchat.compat.twistedprivate import (
+    count_written,
+    direct_socket,
+    nothing_queued,
+    request_gone,
+)
 
 Write = Callable[[bytes], None]
 
@@ -58,14 +62,10 @@ def frame_writer(request: Request) -> Write:
     have written its headers already (a stream writes its preamble
     first): straight to the socket when it can, else C{request.write}.
     """
-    transport = getattr(request.channel, "transport", None)
-    if (
-        not isinstance(transport, tcp.Connection)
-        or not getattr(request, "chunked", False)
-        or not getattr(request, "startedWriting", False)
-    ):
+    direct = direct_socket(request)
+    if direct is None:
         return request.write
-    sock = transport.socket
+    sock, transport = direct
 
     def write(data: bytes) -> None:
         if request.finished or request_gone(request) or not nothing_queued(transport) or not data:
@@ -82,7 +82,7 @@ def frame_writer(request: Request) -> Write:
             # let the transport find out about the connection the usual way
             request.write(data)
             return
-        request.sentLength += len(data)
+        count_written(request, len(data))
         if sent < len(frame):
             transport.write(frame[sent:])
 

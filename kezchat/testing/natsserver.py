@@ -32,9 +32,10 @@ from twisted.internet.defer import Deferred, ensureDeferred
 from twisted.internet.interfaces import IReactorTime
 from twisted.internet.task import deferLater
 
-from kezchat.natsbridge.keys import ACCOUNT, USER, NKey
+from kezchat.protocol.natskeys import ACCOUNT, USER, NKey
 
-ROOT = Path(__file__).resolve().parent.parent
+#: the checkout (the deploy/ configuration nats-server runs with is there)
+ROOT = Path(__file__).resolve().parents[2]
 DEPLOY_CONF = ROOT / "deploy" / "nats.conf"
 LOCAL_CONF = ROOT / "deploy" / "nats-local.conf"
 #: how often a start looks for the ports file
@@ -124,7 +125,7 @@ class NatsServer:
         if reactor is None:
             from twisted.internet import reactor as default
 
-            reactor = default  # type: ignore[assignment]
+            reactor = default
         assert reactor is not None
         clock: IReactorTime = reactor
         self._spawn()

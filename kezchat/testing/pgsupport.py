@@ -27,7 +27,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from tests.requirements import missing
+from kezchat.testing.requirements import missing
 
 BIN_DIRS = [Path("/usr/lib/postgresql") / v / "bin" for v in ("17", "16", "15")]
 USER = "kez"
@@ -170,7 +170,7 @@ def cluster() -> PostgresCluster:
     global _cluster
     from twisted.internet import reactor
 
-    from kezchat.natsbridge.aio import is_asyncio_reactor
+    from kezchat.compat.aio import is_asyncio_reactor
 
     if not is_asyncio_reactor(reactor):
         raise missing("PostgreSQL tests need --reactor=asyncio (asyncpg is asyncio)")
@@ -191,7 +191,7 @@ async def fresh_database(case: Any, **query: str) -> str:
     """
     from twisted.internet.threads import deferToThread
 
-    from kezchat.natsbridge.aio import deferred_from_coroutine
+    from kezchat.compat.aio import deferred_from_coroutine
 
     # the first call runs initdb and pg_ctl: off the reactor thread
     pg = _cluster if _cluster is not None else await deferToThread(cluster)

@@ -18,8 +18,8 @@ from pathlib import Path
 import nkeys
 from nacl.signing import SigningKey
 
+from kezchat.errors import NatsSetupError
 from kezchat.identity.nkeys import decode_public, encode_public
-from kezchat.natsbridge.errors import NatsSetupError
 
 ACCOUNT = nkeys.PREFIX_BYTE_ACCOUNT
 USER = nkeys.PREFIX_BYTE_USER

@@ -34,7 +34,6 @@ The guarantees, and how they are kept:
 
 from __future__ import annotations
 
-import enum
 from collections import deque
 from collections.abc import Callable
 
@@ -48,9 +47,10 @@ from twisted.web.server import Request
 from zope.interface import implementer
 
 from kezchat.errors import KezError
+from kezchat.http.framewriter import frame_writer
+from kezchat.http.streamstate import BEHAVIOUR, TRANSITIONS, Do, Input, Phase
 from kezchat.metrics import Metrics
 from kezchat.relay.broker import Broker, Subscription
-from kezchat.relay.framewriter import frame_writer
 from kezchat.relay.items import event_size, sse_event
 from kezchat.relay.relay import MAX_PAGE
 from kezchat.storage.interfaces import MessageStore, Page, StoredMessage
@@ -59,37 +59,6 @@ log = Logger()
 
 PING = b": ping\n\n"
 PREAMBLE = b"retry: 3000\n\n"
-
-
-class Phase(enum.Enum):
-    """
-    Where a stream is in its life. Flow control (paused or not) is the
-    other, independent half of its state: see L{EventStream}.
-
-    Transitions::
-
-        start ──> LIVE ──(gap in seqs)──> READING ──> REPLAYING ──> LIVE
-          └───────(resume)──────────────────^  ^──(more)──┘
-        any ──(client gone, slow, shutdown)──> CLOSED
-    """
-
-    #: live messages are written as they are delivered
-    LIVE = "live"
-    #: a backlog page is being read from the store; live messages are held
-    READING = "reading"
-    #: the page is being written, as fast as the client reads; live
-    #: messages are held
-    REPLAYING = "replaying"
-    #: released: nothing more is written or held
-    CLOSED = "closed"
-
-
-_TRANSITIONS = {
-    Phase.LIVE: {Phase.READING, Phase.CLOSED},
-    Phase.READING: {Phase.REPLAYING, Phase.CLOSED},
-    Phase.REPLAYING: {Phase.READING, Phase.LIVE, Phase.CLOSED},
-    Phase.CLOSED: set(),
-}
 
 
 @implementer(IPushProducer)
@@ -155,8 +124,17 @@ class EventStream:
         self._write_out: Callable[[bytes], None] = request.write
         self.done: Deferred[bytes] = Deferred(lambda _: self._release())
 
+    def _decide(self, happened: Input) -> Do:
+        """
+        What to do about C{happened} now (L{BEHAVIOUR}).
+        """
+        do = BEHAVIOUR[self.phase][happened]
+        if do is Do.IMPOSSIBLE:
+            raise RuntimeError(f"a stream cannot take {happened.name} while {self.phase.name}")
+        return do
+
     def _enter(self, phase: Phase) -> None:
-        if phase not in _TRANSITIONS[self.phase]:
+        if phase not in TRANSITIONS[self.phase]:
             raise RuntimeError(f"stream cannot go from {self.phase.name} to {phase.name}")
         self.phase = phase
 
@@ -194,7 +172,7 @@ class EventStream:
         Let go of everything: the subscription, what is held and queued,
         the producer registration. Safe to call more than once.
         """
-        if self.closed:
+        if self._decide(Input.RELEASED) is Do.IGNORE:
             return
         self._enter(Phase.CLOSED)
         if self._subscription is not None:
@@ -223,10 +201,11 @@ class EventStream:
     # -- messages ---------------------------------------------------------
 
     def deliver(self, message: StoredMessage) -> None:
-        if self.phase in (Phase.READING, Phase.REPLAYING):
+        do = self._decide(Input.DELIVER)
+        if do is Do.HOLD:
             self._hold(message)
             return
-        if self.phase is not Phase.LIVE:
+        if do is not Do.SEND:
             return
         if self.last_sent is not None:
             if message.seq <= self.last_sent:
@@ -243,7 +222,7 @@ class EventStream:
         behind it and not already catching up.
         """
         if (
-            self.phase is Phase.LIVE
+            self._decide(Input.BEHIND) is Do.CATCH_UP
             and self._subscription is not None
             and self.last_sent is not None
             and latest > self.last_sent
@@ -307,7 +286,7 @@ class EventStream:
         d.addCallbacks(self._fetched, self._catch_up_failed)
 
     def _fetched(self, page: Page) -> None:
-        if self.closed:
+        if self._decide(Input.PAGE_READ) is not Do.REPLAY:
             return
         self._enter(Phase.REPLAYING)
         self._backlog = deque(page.messages)
@@ -338,7 +317,7 @@ class EventStream:
             self.deliver(message)
 
     def _catch_up_failed(self, failure: Failure) -> None:
-        if self.closed:
+        if self._decide(Input.PAGE_FAILED) is not Do.DISCONNECT:
             return
         log.failure("reading the backlog of {recipient} failed", failure, recipient=self.recipient)
         # better a reconnect (which resumes) than a silent gap
@@ -359,7 +338,7 @@ class EventStream:
             self._queue.clear()
             self._buffered -= len(data)
             self._request.write(data)
-        if self.phase is Phase.REPLAYING:
+        if self._decide(Input.RESUMED) is Do.PUMP:
             # the rest of the page, or the next one if the last write of
             # a page is what paused us
             self._pump()
