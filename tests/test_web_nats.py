@@ -33,14 +33,14 @@ from twisted.internet import reactor
 from twisted.trial.unittest import TestCase
 
 from kezchat.client.natsclient import connect_user, publish_envelope
+from kezchat.compat.aio import is_asyncio_reactor
 from kezchat.e2e import seal_envelope, text_message
-from kezchat.natsbridge.aio import is_asyncio_reactor
-from kezchat.natsbridge.subjects import STREAM, consumer_filter, consumer_name
+from kezchat.protocol.subjects import STREAM, consumer_filter, consumer_name
 from kezchat.sigchain import load_chain
-from tests.natsserver import NatsServer, find_nats_server
+from kezchat.testing.natsserver import NatsServer, find_nats_server
+from kezchat.testing.requirements import missing
 from tests.natssupport import ASYNCIO_ONLY
 from tests.relaysupport import send
-from tests.requirements import missing
 from tests.sigsupport import start_sig_server
 from tests.support import http_client, json_of, register, temp_dir
 from tests.test_web_e2e import DESKTOP, PASSPHRASE, WAIT, Person, WebAppSteps
