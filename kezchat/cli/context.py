@@ -57,7 +57,7 @@ def resolve_overrides(given: list[str] | None) -> dict[str, str]:
     """
     C{--resolve DOMAIN=URL} values (else C{KEZ_CHAT_RESOLVE}, space-separated)
     as C{{domain: base URL}}, with the server's rules
-    (L{kezchat.federation.resolve}).
+    (L{kezchat.protocol.resolve}).
 
     @raise CliError: one is not C{DOMAIN=http(s)://host[:port][/path]}.
     """
@@ -65,10 +65,10 @@ def resolve_overrides(given: list[str] | None) -> dict[str, str]:
     if not entries:
         return {}
     # imported only now: it brings the key code, which `whoami` never needs
-    from kezchat.federation.resolve import Resolver
+    from kezchat.protocol.resolve import parse_overrides
 
     try:
-        return dict(Resolver.from_settings("", entries).overrides)
+        return parse_overrides(entries)
     except ValueError as e:
         raise CliError(str(e)) from None
 

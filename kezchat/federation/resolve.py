@@ -12,27 +12,10 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
-from urllib.parse import urlsplit
 
 from kezchat.errors import KezError
 from kezchat.identity.handles import SERVER_RE
-
-
-def _override(entry: str) -> tuple[str, str]:
-    """
-    One C{DOMAIN=URL} as (domain, base URL without trailing slash).
-
-    @raise ValueError: it is not one.
-    """
-    domain, sep, url = entry.partition("=")
-    domain = domain.strip().lower()
-    url = url.strip().rstrip("/")
-    if not sep or not SERVER_RE.fullmatch(domain):
-        raise ValueError(f"--resolve {entry!r} is not DOMAIN=URL")
-    parts = urlsplit(url)
-    if parts.scheme not in ("http", "https") or not parts.netloc or parts.query or parts.fragment:
-        raise ValueError(f"--resolve {entry!r}: the URL must be http(s)://host[:port][/path]")
-    return domain, url
+from kezchat.protocol.resolve import parse_override
 
 
 def resolve_problem(entries: Iterable[str]) -> str | None:
@@ -41,7 +24,7 @@ def resolve_problem(entries: Iterable[str]) -> str | None:
     """
     try:
         for entry in entries:
-            _override(entry)
+            parse_override(entry)
     except ValueError as e:
         return str(e)
     return None
@@ -87,7 +70,7 @@ class Resolver:
     ) -> Resolver:
         return cls(
             own,
-            dict(_override(entry) for entry in resolve),
+            dict(parse_override(entry) for entry in resolve),
             enabled,
             frozenset(d.lower() for d in allow),
             frozenset(d.lower() for d in deny),
