@@ -101,6 +101,8 @@ export class History {
    * `base` is the conversation when it is new in this same change.
    */
   add(peer: string, msg: Msg, extra: Partial<Conversation> = {}, base?: Conversation): Change {
+    // received: unread until shown (here, or on another device: receipts.ts)
+    if (msg.dir === 'in' && msg.read === undefined) msg.read = peer !== REFUSED && this.watching(peer);
     const puts: Put[] = [[keys.msg(peer, msg.id), plain(msg)]];
     let conv: Conversation | undefined;
     const current = base ?? this.model.convs[peer];
@@ -111,7 +113,7 @@ export class History {
         conv.lastText = preview(msg);
         conv.lastOut = msg.dir === 'out';
       }
-      if (msg.dir === 'in' && !this.watching(peer)) conv.unread += 1;
+      if (msg.dir === 'in' && !msg.read) conv.unread += 1;
       puts.push([keys.conv(peer), conv]);
     }
     return change(puts, () => {
@@ -160,7 +162,7 @@ export class History {
     }, dels);
   }
 
-  /** Mark a conversation read (the person opened it). */
+  /** Mark a conversation read (the person opened it); receipts.ts `readHere` also marks each message. */
   read(peer: string): Change {
     const conv = this.model.convs[peer];
     if (!conv || conv.unread === 0) return change();

@@ -21,6 +21,8 @@ export interface LinkHooks {
   status: (status: LinkStatus) => void;
   /** a sentence when the server refuses this key, null when it accepts it again */
   refused: (why: string | null) => void;
+  /** a page of the catch-up is in: `last` is the inbox's latest seq when the server says (restore progress); an empty page ends it */
+  paged?: (count: number, last: number | undefined) => void;
 }
 
 type Source = Pick<EventSource, 'close' | 'addEventListener'> & { onopen: unknown; onerror: unknown };
@@ -64,7 +66,7 @@ export class Link {
    * One page of the inbox. A server from before the named signing form
    * answers 401 to it: then the older form is tried once and kept.
    */
-  private async page(since: number): Promise<{ messages: InboxItem[] }> {
+  private async page(since: number): Promise<{ messages: InboxItem[]; last?: number }> {
     try {
       return await api.inbox(this.signer, this.local, since);
     } catch (e) {
@@ -84,6 +86,7 @@ export class Link {
       for (;;) {
         if (!this.running) return;
         const page = await this.page(this.hooks.cursor());
+        this.hooks.paged?.(page.messages.length, page.last);
         for (const item of page.messages) await this.hooks.deliver(item);
         if (page.messages.length === 0) break;
       }

@@ -25,7 +25,8 @@ export interface FileInfo {
   blake3?: string;
 }
 
-export type MsgStatus = 'sending' | 'sent' | 'failed';
+/** an out-message's state: `delivered` and `read` come from the peer's receipts (receipts.ts) */
+export type MsgStatus = 'sending' | 'sent' | 'delivered' | 'read' | 'failed';
 
 export interface Msg {
   id: string;
@@ -45,6 +46,10 @@ export interface Msg {
   transient?: boolean;
   /** an outgoing message's envelope signatures (its first part, each time it was sealed): the server's copy of it is recognised by them */
   sigs?: string[];
+  /** a received message: false while no device of this account has shown it (the unread count) */
+  read?: boolean;
+  /** a received message: the strongest receipt a device of this account sent for it */
+  told?: 'delivered' | 'read';
 }
 
 export interface Conversation {
