@@ -72,6 +72,20 @@ function told(current: ReceiptStatus | undefined, next: ReceiptStatus): ReceiptS
  */
 export type SigOf = (msg: Msg) => string | undefined;
 
+/**
+ * Of `sigs` (messages from `peer`), those no device of this account has
+ * receipted with `status` yet: one pass over the conversation.
+ */
+export function untold(history: History, peer: string, status: ReceiptStatus, sigs: readonly string[], sigOf: SigOf): string[] {
+  const done = new Set<string>();
+  for (const m of history.model.msgs[peer] ?? []) {
+    if (m.dir !== 'in' || m.told === undefined || (status === 'read' && m.told !== 'read')) continue;
+    const sig = sigOf(m);
+    if (sig !== undefined) done.add(sig);
+  }
+  return sigs.filter((s) => !done.has(s));
+}
+
 /** A peer's receipt: our messages to that peer that it names move on. */
 export function fromPeer(history: History, peer: string, status: ReceiptStatus, sigs: readonly string[]): Change {
   const named = new Set(sigs);
@@ -155,8 +169,8 @@ export class ReceiptQueue {
   constructor(
     /** seal and send one receipt */
     private readonly send: (peer: string, status: ReceiptStatus, sigs: string[]) => Promise<void>,
-    /** whether a signature still needs this receipt when the batch goes (another device may have sent it meanwhile) */
-    private readonly needed: (peer: string, status: ReceiptStatus, sig: string) => boolean = () => true,
+    /** of a batch's signatures, those that still need this receipt when it goes (another device may have sent it meanwhile) */
+    private readonly needed: (peer: string, status: ReceiptStatus, sigs: string[]) => string[] = (_p, _s, sigs) => sigs,
     private readonly delay = 400,
   ) {}
 
@@ -217,7 +231,7 @@ export class ReceiptQueue {
       const space = key.indexOf(' ');
       const status = key.slice(0, space) as ReceiptStatus;
       const peer = key.slice(space + 1);
-      const sigs = [...set].filter((s) => this.needed(peer, status, s));
+      const sigs = this.needed(peer, status, [...set]);
       for (let i = 0; i < sigs.length; i += MAX_RECEIPT_SIGS) {
         const part = sigs.slice(i, i + MAX_RECEIPT_SIGS);
         try {

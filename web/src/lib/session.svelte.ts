@@ -38,7 +38,7 @@ import { DirectoryError, KeyDirectory } from './keydir';
 import { Link, type LinkStatus } from './link';
 import { Notifier, notificationApi } from './notify';
 import { Outbox } from './outbox';
-import { ReceiptQueue, readHere } from './receipts';
+import { ReceiptQueue, readHere, untold } from './receipts';
 import { RestoreProgress, type Progress } from './restore';
 import { trustNewKey } from './repin';
 import { Signer } from './signer';
@@ -356,10 +356,7 @@ export class Session {
     // a receipt goes only where no device of ours sent it already
     const receipts = new ReceiptQueue(
       (peer, status, sigs) => outbox.sendReceipt(peer, status, sigs),
-      (peer, status, sig) => {
-        const told = inbox.messageOf(peer, sig)?.told;
-        return status === 'read' ? told !== 'read' : told === undefined;
-      },
+      (peer, status, sigs) => untold(history, peer, status, sigs, inbox.sigOf),
     );
     inbox.hooks = {
       received: (peer, sig, read) => {
