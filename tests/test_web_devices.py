@@ -58,11 +58,13 @@ ALICE = "alice@kez.lat"
 LONG_TASKS = """
 window.__longest = 0;
 window.__longTasks = 0;
+window.__tasks = [];
 try {
   new PerformanceObserver((list) => {
     for (const e of list.getEntries()) {
       window.__longTasks += 1;
       window.__longest = Math.max(window.__longest, e.duration);
+      window.__tasks.push([Math.round(e.startTime), Math.round(e.duration)]);
     }
   }).observe({ type: 'longtask', buffered: true });
 } catch (e) {}
@@ -333,6 +335,7 @@ class SeveralDevicesInChromiumTests(CliTestCase):
                 progress = fresh.tid("restore-progress")
                 counting = re.compile(r"^Restoring [\d,]+ of [\d,]+$")
                 await progress.filter(has_text=counting).wait_for(timeout=WAIT)
+                seen_at = await fresh.page.evaluate("performance.now()")
                 text = await progress.inner_text()
                 self.assertRegex(text, rf"of {total + 1:,}$")
                 await fresh.shot("devices-restoring")
@@ -343,6 +346,8 @@ class SeveralDevicesInChromiumTests(CliTestCase):
                 await fresh.status("live")
                 longest = await fresh.page.evaluate("window.__longest")
                 long_tasks = await fresh.page.evaluate("window.__longTasks")
+                tasks = await fresh.page.evaluate("window.__tasks")
+                print("long tasks [start ms, ms], progress first seen at", round(seen_at), tasks)
                 log.msg(
                     f"restore of {total + 1} items: {took:.1f} s;"
                     f" longest main-thread task {longest:.0f} ms ({long_tasks} over 50 ms)"

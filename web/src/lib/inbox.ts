@@ -233,7 +233,7 @@ export class Inbox {
    * recipient. File pieces and receipts show nothing.
    */
   private sentCopy(seq: number, v: Extract<Verdict, { ok: true }>, add: (msg: Msg) => Change): Change {
-    if ((this.history.model.msgs[v.sender] ?? []).some((m) => m.dir === 'out' && m.sigs?.includes(v.sig))) return change();
+    if (this.history.sentWithSig(v.sender, v.sig)) return change();
     const id = `out:${seq}`;
     const p = v.plain;
     if (p.type === 'text' && typeof p.text === 'string') {

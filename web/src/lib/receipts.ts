@@ -88,10 +88,12 @@ export function untold(history: History, peer: string, status: ReceiptStatus, si
 
 /** A peer's receipt: our messages to that peer that it names move on. */
 export function fromPeer(history: History, peer: string, status: ReceiptStatus, sigs: readonly string[]): Change {
-  const named = new Set(sigs);
   const changes: Change[] = [];
-  for (const m of history.model.msgs[peer] ?? []) {
-    if (m.dir !== 'out' || !m.sigs?.some((s) => named.has(s))) continue;
+  const done = new Set<string>();
+  for (const sig of sigs) {
+    const m = history.sentWithSig(peer, sig);
+    if (m === undefined || done.has(m.id)) continue;
+    done.add(m.id);
     const next = raised(m.status, status);
     if (next !== m.status) changes.push(history.update(peer, m.id, { status: next, error: undefined, transient: false }));
   }
