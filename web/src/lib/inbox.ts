@@ -124,7 +124,8 @@ export class Inbox {
         const shown = this.history.find(verdict.sender, `in:${seq}`);
         if (shown?.dir === 'in' && shown.kind !== 'warning') this.hooks.received(verdict.sender, verdict.sig, shown.read === true);
       }
-      if (split !== null && verdict.ok) {
+      // a receipt shows nothing, not even this: the lasting banner says it
+      if (split !== null && verdict.ok && verdict.plain.type !== 'receipt') {
         const warning: Msg = { id: `in:${seq}:keydir`, dir: 'in', kind: 'warning', text: split, ts: verdict.at, seq };
         await this.history.commit(this.history.add(verdict.sender, warning));
       }

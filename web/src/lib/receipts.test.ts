@@ -81,6 +81,23 @@ describe('receipts from a peer', () => {
     expect(b.inbox.cursor).toBe(1);
   });
 
+  it("a receipt's key directory head is compared (the banner), but it adds no warning message", async () => {
+    const compared: unknown[] = [];
+    const b = await bobInbox(undefined, undefined, undefined, {
+      gossip: async (head) => {
+        compared.push(head);
+        return 'the server is showing people different key directories';
+      },
+    });
+    const mine = copyOf(seal(bob, alice.primary, textMessage('hi')), 1);
+    await b.inbox.enqueue(mine);
+    const head = { size: 3, root: 'ab'.repeat(32) };
+    await b.inbox.enqueue(item(alice, A, { ...receipt('read', [sigOf(mine)]), head }, { seq: 2 }));
+    expect(compared).toEqual([head]);
+    expect(statuses(b)).toEqual(['read']);
+    expect(b.model.msgs[alice.primary].filter((m) => m.kind === 'warning')).toEqual([]);
+  });
+
   it('a malformed receipt from a pinned peer is a warning that is not unread', async () => {
     const b = await bobInbox();
     await b.inbox.enqueue(item(alice, A, textMessage('hi'), { seq: 1 }));
