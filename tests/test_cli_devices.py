@@ -128,7 +128,8 @@ class ReadStateTests(CliTestCase):
         Bob's two homes count alice's two messages unread; reading them on
         one sends alice one read receipt naming both, and the other home
         (once its listen has the server's copy of that receipt) counts
-        none unread. With --no-receipts the mark stays in its home.
+        none unread. With --no-receipts alice is told nothing, and bob's
+        other home learns it from a note to bob himself.
         """
         await self.start_servers()
         alice, bob = await self.registered("alice", "bob")
@@ -156,7 +157,7 @@ class ReadStateTests(CliTestCase):
         self.assertEqual((await laptop.ok("unread", "--json")).lines[0]["unread"], 2)
         await laptop.ok("listen", "--json", "--timeout", "2", "--no-receipts")
         self.assertEqual((await laptop.ok("unread", "--json")).out, "")
-        # --no-receipts: read here, told nobody
+        # --no-receipts: alice is told nothing
         await alice.ok("send", "bob", "three")
         await laptop.ok("listen", "--json", "--count", "1", "--timeout", "20", "--no-receipts")
         [three] = (await laptop.ok("read", "alice", "--json", "--no-receipts")).lines
@@ -164,11 +165,18 @@ class ReadStateTests(CliTestCase):
         self.assertEqual((await laptop.ok("unread", "--json")).out, "")
         later = (await alice.ok("listen", "--json", "--timeout", "2")).lines
         self.assertEqual([m for m in later if m["type"] == "receipt"], [])
+        # bob's other home learns it from the laptop's note to itself
         await bob.ok("listen", "--json", "--count", "1", "--timeout", "20", "--no-receipts")
         self.assertEqual(
             (await bob.ok("unread", "--json")).lines, [{"fqhn": "alice@kez.lat", "unread": 1}]
         )
         self.assertIn("1 unread", (await bob.ok("unread")).out)
+        notes = (await bob.ok("listen", "--json", "--timeout", "2", "--no-receipts")).lines
+        self.assertEqual(
+            [(m["type"], m["status"], m["from"], m["verified"]) for m in notes],
+            [("receipt", "read", "bob@kez.lat", True)],
+        )
+        self.assertEqual((await bob.ok("unread", "--json")).out, "")
 
 
 class RecoverHistoryTests(CliTestCase):

@@ -13,7 +13,8 @@ her CLI.
     receipt); reading in the CLI clears it in both browsers;
   - statuses: a reply shows C{sent}, then C{delivered} and C{read} as
     alice's CLI stores and reads it, on both browsers;
-  - read receipts off (Settings): alice gets no read receipt;
+  - read receipts off (Settings): alice gets no read receipt, and bob's
+    other browser still learns the read state (a note to himself);
   - a fresh log-in from the words restores the whole retained history,
     both directions and the read state, with "Restoring n of N", and a
     message sent meanwhile arrives. The restore's time and the longest
@@ -290,9 +291,12 @@ class SeveralDevicesInChromiumTests(CliTestCase):
         await cli(alice, "listen", "--json", "--timeout", "2")  # what came before
         await cli(alice, "send", "bob", "fourth")
         await d.unread(two, 1)
+        await d.unread(one, 1)
         await two.open_chat(ALICE)
         await two.expect_message("fourth")
         await d.unread(two, 0)
+        # the other browser still learns it (a note to bob himself)
+        await d.unread(one, 0)
         # delivered (the browsers stored it), never read
         await two.page.wait_for_timeout(1500)  # receipts go out batched
         lines = (await cli(alice, "listen", "--json", "--timeout", "3")).lines

@@ -111,7 +111,7 @@ def add_commands(subparsers: Any) -> None:
     p.add_argument(
         "--no-receipts",
         action="store_true",
-        help="mark them read here only: send no read receipt (your other devices keep them unread)",
+        help="do not tell HANDLE (your other devices still learn it, from a note to yourself)",
     )
     p.set_defaults(handler=read)
 

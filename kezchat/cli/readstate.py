@@ -8,12 +8,16 @@ sender a C{read} receipt, and the server keeps the account's own copy of
 that receipt (C{direction: "out"}), which every other device reads. So
 the read state here is computed from what C{listen} (or C{recover})
 saved: every verified message received, less those named by a verified
-C{read} receipt this account sent (from any device), less those marked
-read here (C{read.jsonl}, for receipts not yet come back, or not sent:
-C{--no-receipts}).
+C{read} receipt this account sent (from any device, to the sender or to
+itself), less those marked read here (C{read.jsonl}, for receipts not yet
+come back).
 
 C{read HANDLE} shows the unread messages from HANDLE, marks them read and
-sends HANDLE one read receipt naming them (unless C{--no-receipts}).
+sends HANDLE one read receipt naming them. With C{--no-receipts} HANDLE is
+told nothing: the read receipt goes to this account itself instead (the
+server keeps a message to oneself once, in one's own inbox), so the
+account's other devices still learn the read state, as the web app does
+with read receipts off.
 Only messages C{listen} has saved count: run it first for the newest.
 """
 
@@ -114,7 +118,8 @@ async def conversations(
         if is_receipt(message):
             plaintext = message.plaintext or {}
             sigs = plaintext.get("sigs")
-            ours = direction_of(item) != IN
+            # ours: the server's copy of one we sent, or a note to ourselves
+            ours = direction_of(item) != IN or message.from_primary == keypair.primary
             if ours and plaintext.get("status") == "read" and isinstance(sigs, list):
                 read.update(s for s in sigs if isinstance(s, str))
             continue
@@ -165,6 +170,12 @@ async def read(ctx: Context, args: Namespace) -> None:
         return
     sigs = [sig for sig, _ in due]
     await deferToThread(mark_here, ctx.home, sigs)
-    if not args.no_receipts and conv is not None:
+    if conv is None:
+        return
+    if args.no_receipts:
+        # the sender is not told; our other devices are, by a note to ourselves
+        own = account["fqhn"]
+        await send_receipt(ctx, keypair, account, own, keypair.primary, "read", sigs)
+    else:
         await send_receipt(ctx, keypair, account, conv.fqhn, conv.primary, "read", sigs)
 

@@ -13,7 +13,7 @@ import { humanSize, visibleName } from './files';
 import { change, merge, type Change, type History } from './history';
 import { DirectoryError } from './keydir';
 import { keys, type Put, type Storage } from './storage';
-import { fromPeer, fromSelf, parseReceipt } from './receipts';
+import { fromOwnNote, fromPeer, fromSelf, parseReceipt } from './receipts';
 import { judge, judgeOwn, type Verdict } from './trust';
 import { quote } from './visible';
 import { REFUSED, type Conversation, type Msg } from './types';
@@ -96,7 +96,9 @@ export class Inbox {
     try {
       const rule = item.direction === 'out' ? judgeOwn : judge;
       let verdict = rule(this.me, item, this.contacts, (sig) => this.seen.has(sig), this.now());
-      const unconfirmed = verdict.ok && verdict.pinNew ? await this.unconfirmed(verdict.handle, verdict.sender) : null;
+      // (a note to ourselves pins nobody: nothing to confirm)
+      const unconfirmed =
+        verdict.ok && verdict.pinNew && verdict.sender !== this.me.primary ? await this.unconfirmed(verdict.handle, verdict.sender) : null;
       if (verdict.ok && unconfirmed !== null) {
         verdict = {
           ok: false,
@@ -216,8 +218,10 @@ export class Inbox {
    * is ignored (not even a warning: it shows nothing and changes nothing).
    */
   private receipt(seq: number, v: Extract<Verdict, { ok: true }>): Change {
-    if (v.pinNew) return change();
     const r = parseReceipt(v.plain);
+    // to ourselves, signed by our own key: read state from a device whose read receipts are off
+    if (!v.out && v.sender === this.me.primary) return r?.status === 'read' ? fromOwnNote(this.history, r.sigs, this.sigOf) : change();
+    if (v.pinNew) return change();
     if (r === null) {
       const text = v.out
         ? `A receipt you sent to ${v.handle} is malformed. It is ignored.`

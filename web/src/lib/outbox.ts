@@ -188,6 +188,12 @@ export class Outbox {
     await api.send(this.signer, this.handle, conv.fqhn, envelope, `receipt:${newId()}`);
   }
 
+  /** A read receipt to this account itself (read receipts off: only our own devices learn it). */
+  async sendReadNote(sigs: string[]): Promise<void> {
+    const envelope = seal(this.signer.key, this.signer.key.primary, this.stamped(receipt('read', sigs)));
+    await api.send(this.signer, this.handle, this.handle, envelope, `receipt:${newId()}`);
+  }
+
   clear(): void {
     this.sealed.clear();
   }

@@ -154,6 +154,27 @@ describe('read state across devices', () => {
     expect(untold(b.history, alice.primary, 'read', both, b.inbox.sigOf)).toEqual(both);
   });
 
+  it('read receipts off: a read note to ourselves reads the messages on every device, pins nobody, tells no one', async () => {
+    const b = await bobInbox();
+    const m1 = item(alice, A, textMessage('one'), { seq: 1 });
+    const m2 = item(mallory, M, textMessage('two'), { seq: 2 });
+    await b.inbox.enqueue(m1);
+    await b.inbox.enqueue(m2);
+    expect([unread(b), unread(b, mallory.primary)]).toEqual([1, 1]);
+    await b.inbox.enqueue(item(bob, 'bob@kez.lat', receipt('read', [sigOf(m1), sigOf(m2)]), { seq: 3 }));
+    expect([unread(b), unread(b, mallory.primary)]).toEqual([0, 0]);
+    expect(b.contacts.keyOf('bob@kez.lat')).toBeUndefined();
+    expect(Object.keys(b.model.convs).sort()).toEqual([alice.primary, mallory.primary].sort());
+    expect(b.model.msgs[REFUSED] ?? []).toEqual([]);
+    // the peer was not told: a read receipt is still due if read receipts come back on
+    expect(b.inbox.messageOf(alice.primary, sigOf(m1))?.told).toBeUndefined();
+    // a note signed by someone else but addressed as ours changes nothing
+    await b.inbox.enqueue(item(alice, A, textMessage('three'), { seq: 4 }));
+    const m3 = b.inbox.sigOf(b.model.msgs[alice.primary].at(-1)!)!;
+    await b.inbox.enqueue(item(mallory, 'bob@kez.lat', receipt('read', [m3]), { seq: 5 }));
+    expect(unread(b)).toBe(1);
+  });
+
   it('a delivered receipt from another device marks messages told, not read', async () => {
     const b = await bobInbox();
     const m1 = item(alice, A, textMessage('one'), { seq: 1 });

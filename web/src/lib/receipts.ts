@@ -24,6 +24,14 @@ import type { Msg, MsgStatus } from './types';
 
 export type ReceiptStatus = 'delivered' | 'read';
 
+/**
+ * Where a read receipt goes when read receipts are off: to this account
+ * itself. The server keeps a message to oneself once, in one's own inbox,
+ * so every device of the account reads it and the read state still
+ * agrees everywhere; the peer is told nothing.
+ */
+export const SELF = 'self';
+
 /** At most this many signatures in one receipt (as the Python client). */
 export const MAX_RECEIPT_SIGS = 1000;
 
@@ -117,6 +125,26 @@ export function fromSelf(history: History, peer: string, status: ReceiptStatus, 
     if (Object.keys(changes).length) marked.set(m.id, changes);
   }
   return markMany(history, peer, marked);
+}
+
+/**
+ * A read receipt this account sent itself (read receipts off): the
+ * messages it names are read, in whichever conversation they are; no
+ * peer was told, so nothing is marked told.
+ */
+export function fromOwnNote(history: History, sigs: readonly string[], sigOf: SigOf): Change {
+  const named = new Set(sigs);
+  const changes: Change[] = [];
+  for (const peer of Object.keys(history.model.convs)) {
+    const marked = new Map<string, Partial<Msg>>();
+    for (const m of history.model.msgs[peer] ?? []) {
+      if (m.dir !== 'in' || m.read !== false) continue;
+      const sig = sigOf(m);
+      if (sig !== undefined && named.has(sig)) marked.set(m.id, { read: true });
+    }
+    changes.push(markMany(history, peer, marked));
+  }
+  return merge(...changes);
 }
 
 /**

@@ -38,7 +38,7 @@ import { DirectoryError, KeyDirectory } from './keydir';
 import { Link, type LinkStatus } from './link';
 import { Notifier, notificationApi } from './notify';
 import { Outbox } from './outbox';
-import { ReceiptQueue, readHere, untold } from './receipts';
+import { ReceiptQueue, SELF, readHere, untold } from './receipts';
 import { RestoreProgress, type Progress } from './restore';
 import { trustNewKey } from './repin';
 import { Signer } from './signer';
@@ -355,13 +355,13 @@ export class Session {
     const outbox = new Outbox(signer, account.handle, this.storage, history, () => keydir.brief());
     // a receipt goes only where no device of ours sent it already
     const receipts = new ReceiptQueue(
-      (peer, status, sigs) => outbox.sendReceipt(peer, status, sigs),
+      (peer, status, sigs) => (peer === SELF ? outbox.sendReadNote(sigs) : outbox.sendReceipt(peer, status, sigs)),
       (peer, status, sigs) => untold(history, peer, status, sigs, inbox.sigOf),
     );
     inbox.hooks = {
       received: (peer, sig, read) => {
         receipts.add(peer, 'delivered', [sig]);
-        if (read && this.prefs.readReceipts) receipts.add(peer, 'read', [sig]);
+        if (read) receipts.add(this.prefs.readReceipts ? peer : SELF, 'read', [sig]);
       },
     };
     const progress = new RestoreProgress((p) => {
@@ -483,9 +483,7 @@ export class Session {
     const { change, sigs } = readHere(run.history, primary, run.inbox.sigOf);
     void run.history
       .commit(change)
-      .then(() => {
-        if (this.prefs.readReceipts) run.receipts.add(primary, 'read', sigs);
-      })
+      .then(() => run.receipts.add(this.prefs.readReceipts ? primary : SELF, 'read', sigs))
       .catch((e) => (this.saveError = String(e)));
   }
 
