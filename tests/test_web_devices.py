@@ -360,13 +360,11 @@ class SeveralDevicesInChromiumTests(CliTestCase):
                 longest = await fresh.page.evaluate("window.__longest")
                 long_tasks = await fresh.page.evaluate("window.__longTasks")
                 tasks = await fresh.page.evaluate("window.__tasks")
-                print("long tasks [start ms, ms], progress first seen at", round(seen_at), tasks)
+                log.msg(f"long tasks [start, ms] (restore seen at {round(seen_at)} ms): {tasks}")
                 log.msg(
                     f"restore of {total + 1} items: {took:.1f} s;"
                     f" longest main-thread task {longest:.0f} ms ({long_tasks} over 50 ms)"
                 )
-                print(f"\nrestore of {total + 1} items: {took:.1f} s; longest main-thread task"
-                      f" {longest:.0f} ms ({long_tasks} over 50 ms)")
                 # both directions, every message; the ten read elsewhere are read here
                 await d.unread(fresh, len(received) + 1 - 10)
                 await fresh.open_chat(ALICE)

@@ -9,7 +9,7 @@ import { describe, expect, it } from 'vitest';
 import type { InboxItem } from './api';
 import { seal, type Envelope } from './crypto/envelope';
 import { textMessage } from './crypto/plaintext';
-import { ReceiptQueue, parseReceipt, raised, readHere, receipt, untold } from './receipts';
+import { MAX_RECEIPT_SIGS, ReceiptQueue, parseReceipt, raised, readHere, receipt, untold } from './receipts';
 import { RestoreProgress, restoreText } from './restore';
 import { CREATED, alice, bob, bobInbox, item, mallory } from './testkit';
 import { REFUSED, type Msg } from './types';
@@ -243,13 +243,20 @@ describe('receipts going out', () => {
     expect(sent).toEqual([[s(1), s(2)]]);
   });
 
-  it('split above 1000 signatures', async () => {
+  it('split above 250 signatures (or as told, never above 1000)', async () => {
     const sent: number[] = [];
+    const many = Array.from({ length: 1500 }, (_, i) => i.toString(16).padStart(128, '0'));
     const q = new ReceiptQueue(async (_p, _st, sigs) => void sent.push(sigs.length), undefined, 10_000);
-    q.add('p', 'read', Array.from({ length: 1500 }, (_, i) => i.toString(16).padStart(128, '0')));
+    q.add('p', 'read', many);
     await q.flush();
-    q.clear();
+    expect(sent).toEqual([250, 250, 250, 250, 250, 250]);
+    sent.length = 0;
+    const big = new ReceiptQueue(async (_p, _st, sigs) => void sent.push(sigs.length), undefined, 10_000, MAX_RECEIPT_SIGS);
+    big.add('p', 'read', many);
+    await big.flush();
     expect(sent).toEqual([1000, 500]);
+    q.clear();
+    big.clear();
   });
 });
 
