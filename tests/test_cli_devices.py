@@ -15,7 +15,7 @@ import os
 from pathlib import Path
 from typing import Any
 
-from hypothesis import given
+from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from twisted.internet.defer import ensureDeferred, gatherResults
 from twisted.trial.unittest import SynchronousTestCase
@@ -120,6 +120,63 @@ class SentCopyAndReceiptTests(CliTestCase):
         # and bob, with --no-receipts, sent none: alice's inbox holds her
         # copy and mallory's receipt only
         self.assertEqual(len(saved_items(alice)), 2)
+
+
+class ReadStateTests(CliTestCase):
+    async def test_read_state_reaches_every_home_of_the_key(self) -> None:
+        """
+        Bob's two homes count alice's two messages unread; reading them on
+        one sends alice one read receipt naming both, and the other home
+        (once its listen has the server's copy of that receipt) counts
+        none unread. With --no-receipts alice is told nothing, and bob's
+        other home learns it from a note to bob himself.
+        """
+        await self.start_servers()
+        alice, bob = await self.registered("alice", "bob")
+        laptop = self.user("bob-laptop")
+        await laptop.ok("recover", "--yes", "--json", stdin=bob.mnemonic.encode())
+        await alice.ok("send", "bob", "one")
+        await alice.ok("send", "bob", "two")
+        for home in (bob, laptop):
+            await home.ok("listen", "--json", "--count", "2", "--timeout", "20", "--no-receipts")
+            unread = (await home.ok("unread", "--json")).lines
+            self.assertEqual(unread, [{"fqhn": "alice@kez.lat", "unread": 2}])
+        shown = (await bob.ok("read", "alice", "--json")).lines
+        self.assertEqual([m["text"] for m in shown], ["one", "two"])
+        self.assertEqual((await bob.ok("unread", "--json")).out, "")
+        self.assertEqual((await bob.ok("read", "alice", "--json")).out, "")
+        sigs = [item["envelope"]["sig"] for item in saved_items(bob)]
+        receipts = [
+            m for m in (await alice.ok("listen", "--json", "--timeout", "2")).lines
+            if m["type"] == "receipt"
+        ]
+        self.assertEqual(
+            [(m["status"], m["sigs"], m["verified"]) for m in receipts], [("read", sigs, True)]
+        )
+        # the laptop reads the server's copy of bob's receipt: nothing unread there either
+        self.assertEqual((await laptop.ok("unread", "--json")).lines[0]["unread"], 2)
+        await laptop.ok("listen", "--json", "--timeout", "2", "--no-receipts")
+        self.assertEqual((await laptop.ok("unread", "--json")).out, "")
+        # --no-receipts: alice is told nothing
+        await alice.ok("send", "bob", "three")
+        await laptop.ok("listen", "--json", "--count", "1", "--timeout", "20", "--no-receipts")
+        [three] = (await laptop.ok("read", "alice", "--json", "--no-receipts")).lines
+        self.assertEqual(three["text"], "three")
+        self.assertEqual((await laptop.ok("unread", "--json")).out, "")
+        later = (await alice.ok("listen", "--json", "--timeout", "2")).lines
+        self.assertEqual([m for m in later if m["type"] == "receipt"], [])
+        # bob's other home learns it from the laptop's note to itself
+        await bob.ok("listen", "--json", "--count", "1", "--timeout", "20", "--no-receipts")
+        self.assertEqual(
+            (await bob.ok("unread", "--json")).lines, [{"fqhn": "alice@kez.lat", "unread": 1}]
+        )
+        self.assertIn("1 unread", (await bob.ok("unread")).out)
+        notes = (await bob.ok("listen", "--json", "--timeout", "2", "--no-receipts")).lines
+        self.assertEqual(
+            [(m["type"], m["status"], m["from"], m["verified"]) for m in notes],
+            [("receipt", "read", "bob@kez.lat", True)],
+        )
+        self.assertEqual((await bob.ok("unread", "--json")).out, "")
 
 
 class RecoverHistoryTests(CliTestCase):
@@ -248,6 +305,8 @@ class ReceiptPlaintextTests(SynchronousTestCase):
             with self.assertRaises(PlaintextError, msg=repr(bad)):
                 parse_plaintext(bad)
 
+    # generating 130-character texts is slow on a loaded 2-core machine
+    @settings(deadline=None, suppress_health_check=[HealthCheck.too_slow])
     @given(
         st.dictionaries(
             st.sampled_from(["status", "sigs", "extra"]),

@@ -89,8 +89,10 @@ class SendAndReadTests(RelayTestCase):
         _, page = await inbox(self.client, self.url, self.bob, "bob", since=2, limit=3)
         self.assertEqual([m["seq"] for m in page["messages"]], [3, 4, 5])
         self.assertEqual(page["next"], 5)
+        # "last": how far the inbox goes, so a restore can say "5 of 7"
+        self.assertEqual(page["last"], 7)
         _, page = await inbox(self.client, self.url, self.bob, "bob", since=7)
-        self.assertEqual(page, {"messages": [], "next": 7})
+        self.assertEqual(page, {"messages": [], "next": 7, "last": 7})
         auth = sign_request(self.bob, "DELETE", "/v1/inbox/bob", ["upto=4"], now())
         response = await self.client.delete(
             f"{self.url}/v1/inbox/bob", params={"upto": "4"}, headers={"X-KEZ-Auth": auth}

@@ -124,6 +124,9 @@ class SendersCopyTests(SendersCopyTestCase):
             [(m["seq"], m["direction"], m.get("to")) for m in bob],
             [(1, "in", None), (2, "out", "alice@kez.lat")],
         )
+        # "last": how far each inbox goes, counting both directions
+        code, page = await inbox(self.client, self.url, self.bob, "bob", since=1, limit=1)
+        self.assertEqual((code, page["next"], page["last"]), (200, 2, 2))
 
     async def test_the_sender_opens_its_own_copy(self) -> None:
         envelope = seal_envelope(self.alice, self.bob.primary, text_message("hi bob"))

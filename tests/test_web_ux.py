@@ -30,7 +30,7 @@ from kezchat.identity.keys import KeyPair
 from kezchat.protocol.auth import body_digest, sign_request
 from kezchat.timeutil import format_rfc3339
 from tests.support import http_client, register, temp_dir
-from tests.test_web_e2e import DESKTOP, PASSPHRASE, PHONE, WAIT, Person, png
+from tests.test_web_e2e import DESKTOP, PASSPHRASE, PHONE, SENT, WAIT, Person, png
 from tests.webdriver import (
     CHROMIUM,
     CHROMIUM_ARGS,
@@ -448,7 +448,7 @@ class WebUxTests(TestCase):
         # back: it goes out by itself, no click
         await on_twisted(f.chat.start())
         await alice.status("live")
-        await failed.get_by_test_id("message-status").filter(has_text="sent").wait_for(timeout=WAIT)
+        await failed.get_by_test_id("message-status").filter(has_text=SENT).wait_for(timeout=WAIT)
         await alice.tid("connection-banner").wait_for(state="detached", timeout=WAIT)
         await bob.status("live")
         await bob.expect_message("sent while the server was down")
@@ -540,7 +540,7 @@ class WebUxTests(TestCase):
             )
             await (
                 alice.tid("message-status")
-                .filter(has_text="sent")
+                .filter(has_text=SENT)
                 .nth(13 + i)
                 .wait_for(timeout=WAIT)
             )

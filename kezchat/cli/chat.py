@@ -1,6 +1,7 @@
 """
-Chat commands: C{send}, C{send-file} and C{listen} (whose machinery is in
-L{kezchat.cli.listening}).
+Chat commands: C{send}, C{send-file}, C{listen} (whose machinery is in
+L{kezchat.cli.listening}), and C{unread} / C{read} (read state, in
+L{kezchat.cli.readstate}).
 
 Sending seals the plaintext for the recipient's pinned key (pinning it on
 first use, once the key directory vouches for it and their sigchain
@@ -35,6 +36,24 @@ async def listen(ctx: Context, args: Namespace) -> None:
     from kezchat.cli.listening import listen as listening
 
     await listening(ctx, args)
+
+
+async def unread(ctx: Context, args: Namespace) -> None:
+    """
+    L{kezchat.cli.readstate.unread}, imported when it runs.
+    """
+    from kezchat.cli.readstate import unread as counting
+
+    await counting(ctx, args)
+
+
+async def read(ctx: Context, args: Namespace) -> None:
+    """
+    L{kezchat.cli.readstate.read}, imported when it runs.
+    """
+    from kezchat.cli.readstate import read as reading
+
+    await reading(ctx, args)
 
 
 def add_commands(subparsers: Any) -> None:
@@ -73,6 +92,28 @@ def add_commands(subparsers: Any) -> None:
         help="do not tell senders that their messages were stored here (delivered receipts)",
     )
     p.set_defaults(handler=listen)
+
+    p = subparsers.add_parser(
+        "unread",
+        help="count unread messages per contact",
+        description="One line per contact with messages no device of yours has read"
+        " (among those `listen` saved here).",
+    )
+    p.set_defaults(handler=unread)
+
+    p = subparsers.add_parser(
+        "read",
+        help="show unread messages from a contact and mark them read",
+        description="Show the unread messages from HANDLE, mark them read on all your devices"
+        " and tell HANDLE with a read receipt (unless --no-receipts).",
+    )
+    p.add_argument("handle", metavar="HANDLE")
+    p.add_argument(
+        "--no-receipts",
+        action="store_true",
+        help="do not tell HANDLE (your other devices still learn it, from a note to yourself)",
+    )
+    p.set_defaults(handler=read)
 
     p = subparsers.add_parser(
         "send-file",

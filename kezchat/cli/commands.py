@@ -61,6 +61,8 @@ COMMANDS = (
     Command("contacts", "contacts", "list pinned contacts", direct=True),
     Command("send", "chat", "send a text message", direct=True, reactor_for=("nats",)),
     Command("listen", "chat", "receive messages"),
+    Command("unread", "chat", "count unread messages per contact"),
+    Command("read", "chat", "show unread messages from a contact and mark them read"),
     Command("send-file", "chat", "send a file (up to 10 MiB) inside messages"),
     Command("share", "files", "offer a file to a contact, peer to peer"),
     Command("serve", "files", "serve the files you offered, until they are fetched"),

@@ -150,10 +150,17 @@ async def read_receipt(reader: Reader, item: dict[str, Any]) -> ReceivedMessage:
     handle = claimed_handle(claimed, "sender", problems)
     key = signer or (envelope.get("from") if isinstance(envelope, dict) else None)
     key = key if isinstance(key, str) else None
-    # the same pin check as a message's, but a receipt never pins anyone
-    label = await reader.label(handle, key, None, problems)
-    if label is None and (handle is None or reader.pinned(handle) is None):
-        problems.append("a receipt from a handle not pinned here")
+    own = reader.keypair.primary
+    label: str | None
+    if signer is not None and signer == own and from_primary == own:
+        # a note to ourselves (read receipts off on one of our devices):
+        # signed by our own key, labelled by our own account, pins nobody
+        label = reader.account.get("fqhn")
+    else:
+        # the same pin check as a message's, but a receipt never pins anyone
+        label = await reader.label(handle, key, None, problems)
+        if label is None and (handle is None or reader.pinned(handle) is None):
+            problems.append("a receipt from a handle not pinned here")
     ts = envelope.get("ts") if isinstance(envelope, dict) else None
     created_at = item.get("created_at")
     return ReceivedMessage(

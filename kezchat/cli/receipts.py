@@ -103,14 +103,33 @@ class ReceiptSender:
         await self._send_due()
 
     async def _send(self, fqhn: str, primary: str, sigs: list[str]) -> None:
-        plaintext = with_head(self.ctx, receipt("delivered", sigs))
-        envelope = seal_envelope(self.keypair, primary, plaintext)
+        ctx, keypair, account = self.ctx, self.keypair, self.account
+        if await send_receipt(ctx, keypair, account, fqhn, primary, "delivered", sigs):
+            self.sent += 1
+
+
+async def send_receipt(
+    ctx: Context,
+    keypair: KeyPair,
+    account: dict[str, Any],
+    fqhn: str,
+    primary: str,
+    status: str,
+    sigs: list[str],
+) -> bool:
+    """
+    Send C{fqhn} (pinned as C{primary}) receipts of C{status} naming
+    C{sigs}, in as few receipts as the limit allows; a failure is a
+    warning (False), never an error: the messages are stored either way.
+    """
+    for start in range(0, len(sigs), MAX_RECEIPT_SIGS):
+        plaintext = with_head(ctx, receipt(status, sigs[start : start + MAX_RECEIPT_SIGS]))
+        envelope = seal_envelope(keypair, primary, plaintext)
         try:
-            await self.ctx.chat().send(
-                self.keypair, self.account["fqhn"], fqhn, envelope,
-                idempotency_key=uuid.uuid4().hex,
+            await ctx.chat().send(
+                keypair, account["fqhn"], fqhn, envelope, idempotency_key=uuid.uuid4().hex
             )
         except (Unreachable, ServerError) as e:
-            self.ctx.out.warn(f"could not send a delivered receipt to {fqhn}: {e}")
-            return
-        self.sent += 1
+            ctx.out.warn(f"could not send a {status} receipt to {fqhn}: {e}")
+            return False
+    return True

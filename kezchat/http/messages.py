@@ -67,9 +67,12 @@ def install(
             h, request.getHeader(b"x-kez-auth"), "GET", f"/v1/inbox/{h}", [f"since={since}"]
         )
         messages = await relay.inbox(owner, since, limit)
+        # read after the page: "last" is never below the page's own seqs
+        last = await relay.last_seq(owner)
         # a page stops at its limit or at INBOX_PAGE_BYTES of envelopes,
-        # whichever comes first; "next" is where the client goes on
-        return json_bytes(request, inbox_page(messages, since))
+        # whichever comes first; "next" is where the client goes on, and
+        # "last" says how far the inbox goes (restore progress)
+        return json_bytes(request, inbox_page(messages, since, last))
 
     @routes.route("/v1/inbox/<h>", methods=["DELETE"], name="acknowledge")
     async def acknowledge(request: IRequest, h: str) -> bytes:

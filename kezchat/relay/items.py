@@ -79,10 +79,11 @@ def event_size(message: StoredMessage) -> int:
     return len(message.envelope) + 256
 
 
-def inbox_page(messages: list[StoredMessage], since: int) -> bytes:
+def inbox_page(messages: list[StoredMessage], since: int, last: int | None = None) -> bytes:
     """
     The body of C{GET /v1/inbox/<h>}, joined once from encoded items (a
-    page may be megabytes: no intermediate copy of the whole).
+    page may be megabytes: no intermediate copy of the whole). C{last}, the
+    latest seq given out in the inbox, is added when known.
     """
     next_seq = messages[-1].seq if messages else since
     parts = [b'{"messages":[']
@@ -90,5 +91,8 @@ def inbox_page(messages: list[StoredMessage], since: int) -> bytes:
         if i:
             parts.append(b",")
         parts.append(item_json(message).encode())
-    parts.append(b'],"next":%d}' % next_seq)
+    parts.append(b'],"next":%d' % next_seq)
+    if last is not None:
+        parts.append(b',"last":%d' % max(last, next_seq))
+    parts.append(b"}")
     return b"".join(parts)

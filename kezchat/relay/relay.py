@@ -332,6 +332,15 @@ class Relay:
         page = await self.store.messages_page(owner.fqhn, since, limit, INBOX_PAGE_BYTES)
         return page.messages
 
+    async def last_seq(self, owner: HandleRecord) -> int:
+        """
+        The latest seq given out in C{owner}'s inbox (0 for none): seqs
+        are consecutive per inbox, so a client restoring its history knows
+        how many items at most are still to come (C{last - since}).
+        """
+        last = await self.store.last_seqs([owner.fqhn])
+        return last.get(owner.fqhn, 0)
+
     async def acknowledge(self, owner: HandleRecord, upto: int) -> int:
         """
         Delete C{owner}'s messages up to and including seq C{upto}: the

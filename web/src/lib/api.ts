@@ -131,7 +131,7 @@ export async function inbox(
   local: string,
   since: number,
   limit = 200,
-): Promise<{ messages: InboxItem[]; next: number }> {
+): Promise<{ messages: InboxItem[]; next: number; last?: number }> {
   return json(
     await call(`/v1/inbox/${local}?since=${since}&limit=${limit}`, {
       headers: { 'x-kez-auth': inboxAuth(signer.key, local, since, signer.signedFor) },

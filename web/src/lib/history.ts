@@ -44,6 +44,14 @@ function preview(msg: Msg): string {
 }
 
 export class History {
+  /**
+   * Each conversation's messages by id, and its sent messages by envelope
+   * signature, kept with the model (a scan of a long conversation per
+   * item made a restore of thousands of messages quadratic).
+   */
+  private ids = new Map<string, Map<string, Msg>>();
+  private outSigs = new Map<string, Map<string, Msg>>();
+
   constructor(
     readonly model: Model,
     private readonly storage: Storage,
@@ -76,10 +84,36 @@ export class History {
     if (interrupted.length) await this.storage.write(interrupted);
     this.model.convs = convs;
     this.model.msgs = msgs;
+    this.reindex();
+  }
+
+  /** Index every conversation again (after the model's lists were replaced). */
+  private reindex(): void {
+    this.ids.clear();
+    this.outSigs.clear();
+    for (const [peer, list] of Object.entries(this.model.msgs)) for (const m of list) this.indexed(peer, m);
+  }
+
+  /** Index `m` (as the model holds it: the object a find must return). */
+  private indexed(peer: string, m: Msg): void {
+    let ids = this.ids.get(peer);
+    if (!ids) this.ids.set(peer, (ids = new Map()));
+    ids.set(m.id, m);
+    if (m.dir === 'out' && m.sigs) {
+      let sigs = this.outSigs.get(peer);
+      if (!sigs) this.outSigs.set(peer, (sigs = new Map()));
+      for (const sig of m.sigs) sigs.set(sig, m);
+    }
   }
 
   find(peer: string, id: string): Msg | undefined {
-    return this.model.msgs[peer]?.find((m) => m.id === id);
+    return this.ids.get(peer)?.get(id);
+  }
+
+  /** Our sent message to `peer` whose envelope (any sealing of its first part) has `sig`. */
+  sentWithSig(peer: string, sig: string): Msg | undefined {
+    const m = this.outSigs.get(peer)?.get(sig);
+    return m !== undefined && m.sigs?.includes(sig) ? m : undefined;
   }
 
   /** A new conversation with `primary`, shown as the pinned `fqhn` (not yet stored). */
@@ -101,6 +135,8 @@ export class History {
    * `base` is the conversation when it is new in this same change.
    */
   add(peer: string, msg: Msg, extra: Partial<Conversation> = {}, base?: Conversation): Change {
+    // received: unread until shown (here, or on another device: receipts.ts)
+    if (msg.dir === 'in' && msg.read === undefined) msg.read = peer !== REFUSED && this.watching(peer);
     const puts: Put[] = [[keys.msg(peer, msg.id), plain(msg)]];
     let conv: Conversation | undefined;
     const current = base ?? this.model.convs[peer];
@@ -111,7 +147,7 @@ export class History {
         conv.lastText = preview(msg);
         conv.lastOut = msg.dir === 'out';
       }
-      if (msg.dir === 'in' && !this.watching(peer)) conv.unread += 1;
+      if (msg.dir === 'in' && !msg.read) conv.unread += 1;
       puts.push([keys.conv(peer), conv]);
     }
     return change(puts, () => {
@@ -119,10 +155,11 @@ export class History {
       // read back: with a reactive model this is the tracked array
       const list = this.model.msgs[peer];
       if (conv) this.model.convs[peer] = conv;
-      if (list.some((m) => m.id === msg.id)) return;
+      if (this.find(peer, msg.id)) return;
       let i = list.length;
       while (i > 0 && list[i - 1].ts > msg.ts) i -= 1;
       list.splice(i, 0, msg);
+      this.indexed(peer, list[i]);
       if (conv && msg.dir === 'in') this.arrived(peer, msg);
     });
   }
@@ -134,7 +171,10 @@ export class History {
     const next: Msg = { ...plain(msg), ...plain(changes) };
     return change([[keys.msg(peer, id), next]], () => {
       const shown = this.find(peer, id);
-      if (shown) Object.assign(shown, next);
+      if (shown) {
+        Object.assign(shown, next);
+        if (changes.sigs) this.indexed(peer, shown);
+      }
     });
   }
 
@@ -157,10 +197,11 @@ export class History {
       this.model.msgs[next] = [...moved, note];
       delete this.model.convs[old];
       delete this.model.msgs[old];
+      this.reindex();
     }, dels);
   }
 
-  /** Mark a conversation read (the person opened it). */
+  /** Mark a conversation read (the person opened it); receipts.ts `readHere` also marks each message. */
   read(peer: string): Change {
     const conv = this.model.convs[peer];
     if (!conv || conv.unread === 0) return change();

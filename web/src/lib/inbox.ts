@@ -13,15 +13,26 @@ import { humanSize, visibleName } from './files';
 import { change, merge, type Change, type History } from './history';
 import { DirectoryError } from './keydir';
 import { keys, type Put, type Storage } from './storage';
+import { fromOwnNote, fromPeer, fromSelf, parseReceipt } from './receipts';
 import { judge, judgeOwn, type Verdict } from './trust';
 import { quote } from './visible';
 import { REFUSED, type Conversation, type Msg } from './types';
+
+/** What the inbox tells the app besides storing (receipts.ts). */
+export interface InboxHooks {
+  /** a message from `peer` was stored here, with its envelope signature; `read`: shown as it came */
+  received(peer: string, sig: string, read: boolean): void;
+}
 
 export class Inbox {
   cursor = 0;
   /** why the pipeline stopped, when it did */
   failure: string | null = null;
+  hooks: InboxHooks = { received: () => undefined };
   private seen = new Set<string>();
+  /** the envelope signature of each item stored, by seq, and back (receipts name messages by it) */
+  private sigBySeq = new Map<number, string>();
+  private seqBySig = new Map<string, number>();
   private queue: Promise<void> = Promise.resolve();
 
   constructor(
@@ -49,7 +60,22 @@ export class Inbox {
 
   async load(): Promise<void> {
     this.cursor = (await this.storage.get<number>(keys.cursor)) ?? 0;
-    for (const key of await this.storage.keysWith('sig:')) this.seen.add(key.slice(4));
+    for (const [key, seq] of await this.storage.entriesWith<number>('sig:')) this.remember(key.slice(4), seq);
+  }
+
+  private remember(sig: string, seq: number): void {
+    this.seen.add(sig);
+    this.sigBySeq.set(seq, sig);
+    this.seqBySig.set(sig, seq);
+  }
+
+  /** The envelope signature of a received message (receipts name it by that). */
+  sigOf = (msg: Msg): string | undefined => (msg.dir === 'in' && msg.seq !== undefined ? this.sigBySeq.get(msg.seq) : undefined);
+
+  /** The received message of `peer`'s conversation that has this signature. */
+  messageOf(peer: string, sig: string): Msg | undefined {
+    const seq = this.seqBySig.get(sig);
+    return seq === undefined ? undefined : this.history.find(peer, `in:${seq}`);
   }
 
   /** Queue an item; the returned promise settles when it (and all before it) are handled. */
@@ -72,7 +98,9 @@ export class Inbox {
       // another server never took a message we sent: the marked copy (and the server's notice repeating it) is no replay
       const undeliverable = item.direction === 'out' && item.undeliverable === true;
       let verdict = rule(this.me, item, this.contacts, (sig) => !undeliverable && this.seen.has(sig), this.now());
-      const unconfirmed = verdict.ok && verdict.pinNew ? await this.unconfirmed(verdict.handle, verdict.sender) : null;
+      // (a note to ourselves pins nobody: nothing to confirm)
+      const unconfirmed =
+        verdict.ok && verdict.pinNew && verdict.sender !== this.me.primary ? await this.unconfirmed(verdict.handle, verdict.sender) : null;
       if (verdict.ok && unconfirmed !== null) {
         verdict = {
           ok: false,
@@ -92,11 +120,16 @@ export class Inbox {
       if (verdict.sig !== undefined && !this.seen.has(verdict.sig)) {
         const sig = verdict.sig;
         puts.push([keys.sig(sig), seq]);
-        remember = () => void this.seen.add(sig);
+        remember = () => this.remember(sig, seq);
       }
       await this.history.commit(merge(outcome, change(puts, remember)));
       this.cursor = seq;
-      if (split !== null && verdict.ok) {
+      if (verdict.ok && !verdict.out && verdict.plain.type !== 'receipt') {
+        const shown = this.history.find(verdict.sender, `in:${seq}`);
+        if (shown?.dir === 'in' && shown.kind !== 'warning') this.hooks.received(verdict.sender, verdict.sig, shown.read === true);
+      }
+      // a receipt shows nothing, not even this: the lasting banner says it
+      if (split !== null && verdict.ok && verdict.plain.type !== 'receipt') {
         const warning: Msg = { id: `in:${seq}:keydir`, dir: 'in', kind: 'warning', text: split, ts: verdict.at, seq };
         await this.history.commit(this.history.add(verdict.sender, warning));
       }
@@ -123,6 +156,8 @@ export class Inbox {
       const msg: Msg = { id, dir: 'in', kind: 'warning', text: v.reason, ts: v.at, seq };
       return this.history.add(v.peer ?? REFUSED, msg, v.keyChanged ? { keyChanged: v.keyChanged, newKey: v.newKey } : {});
     }
+    // a receipt is never a message: it pins nobody and opens no conversation
+    if (v.plain.type === 'receipt') return this.receipt(seq, v);
     let opened = change();
     let base: Conversation | undefined;
     if (v.pinNew) {
@@ -179,6 +214,26 @@ export class Inbox {
   }
 
   /**
+   * A verified receipt: from a pinned peer it moves our messages to that
+   * peer on; as the server's copy of one this account sent (from any
+   * device), it carries our read state here. From anyone not pinned it
+   * is ignored (not even a warning: it shows nothing and changes nothing).
+   */
+  private receipt(seq: number, v: Extract<Verdict, { ok: true }>): Change {
+    const r = parseReceipt(v.plain);
+    // to ourselves, signed by our own key: read state from a device whose read receipts are off
+    if (!v.out && v.sender === this.me.primary) return r?.status === 'read' ? fromOwnNote(this.history, r.sigs, this.sigOf) : change();
+    if (v.pinNew) return change();
+    if (r === null) {
+      const text = v.out
+        ? `A receipt you sent to ${v.handle} is malformed. It is ignored.`
+        : `A receipt from ${v.handle} is malformed. It is ignored.`;
+      return this.history.add(v.sender, { id: `in:${seq}`, dir: 'in', kind: 'warning', text, ts: v.at, seq, read: true });
+    }
+    return v.out ? fromSelf(this.history, v.sender, r.status, r.sigs, this.sigOf) : fromPeer(this.history, v.sender, r.status, r.sigs);
+  }
+
+  /**
    * The server's copy of a message this account sent: nothing to do when
    * this browser sent it (its local copy has the same signature); else
    * shown as our own sent message in the conversation with its
@@ -189,7 +244,7 @@ export class Inbox {
     const failed: Partial<Msg> = undeliverable
       ? { status: 'failed', undeliverable: true, transient: false, error: `not delivered: ${peer} never took this message` }
       : {};
-    const shown = (this.history.model.msgs[v.sender] ?? []).find((m) => m.dir === 'out' && m.sigs?.includes(v.sig));
+    const shown = this.history.sentWithSig(v.sender, v.sig);
     if (shown !== undefined) return undeliverable && !shown.undeliverable ? this.history.update(v.sender, shown.id, failed) : change();
     const id = `out:${seq}`;
     const p = v.plain;

@@ -46,6 +46,8 @@ export interface LinkHooks {
   refused: (why: string | null) => void;
   /** which transport carries live messages now */
   transport?: (transport: Transport) => void;
+  /** a page of the catch-up is in: `last` is the inbox's latest seq when the server says (restore progress); an empty page ends it */
+  paged?: (count: number, last: number | undefined) => void;
 }
 
 /** What the link needs for NATS: where (asked each time it connects), as which device. */
@@ -124,7 +126,7 @@ export class Link {
    * One page of the inbox. A server from before the named signing form
    * answers 401 to it: then the older form is tried once and kept.
    */
-  private async page(since: number): Promise<{ messages: InboxItem[] }> {
+  private async page(since: number): Promise<{ messages: InboxItem[]; last?: number }> {
     try {
       return await api.inbox(this.signer, this.local, since);
     } catch (e) {
@@ -154,6 +156,7 @@ export class Link {
       for (;;) {
         if (!this.running) return;
         const page = await this.page(this.hooks.cursor());
+        this.hooks.paged?.(page.messages.length, page.last);
         for (const item of page.messages) await this.deliver(item);
         if (page.messages.length === 0) return;
       }

@@ -23,6 +23,7 @@ import { change, merge, type History } from './history';
 import type { BriefHead } from './keydir';
 import { keys, type Storage } from './storage';
 import type { Signer } from './signer';
+import { raised, receipt, type ReceiptStatus } from './receipts';
 import type { Msg } from './types';
 
 /** A failure that may pass when the server is back (not a refusal of the message itself). */
@@ -149,7 +150,9 @@ export class Outbox {
           await this.history.commit(this.history.update(peer, id, { seq, file: { ...msg.file, received: i + 1 } }));
         }
       }
-      const done: Partial<Msg> = { status: 'sent', seq };
+      // a receipt may have come in before the answer: never back to `sent`
+      const now = this.history.find(peer, id)?.status;
+      const done: Partial<Msg> = { status: now === 'delivered' || now === 'read' ? raised(now, 'delivered') : 'sent', seq };
       if (msg.file) done.file = { ...msg.file, received: msg.file.n };
       await this.history.commit(this.history.update(peer, id, done));
       this.sealed.delete(id);
@@ -172,6 +175,23 @@ export class Outbox {
       if (e instanceof ApiError && e.code === 'idempotency_conflict') return null;
       throw e;
     }
+  }
+
+  /**
+   * One receipt to `peer` (receipts.ts batches them). It is not stored
+   * here: it shows nothing, and a lost one is only a status not moving on.
+   */
+  async sendReceipt(peer: string, status: ReceiptStatus, sigs: string[]): Promise<void> {
+    const conv = this.history.model.convs[peer];
+    if (!conv) return;
+    const envelope = seal(this.signer.key, peer, this.stamped(receipt(status, sigs)));
+    await api.send(this.signer, this.handle, conv.fqhn, envelope, `receipt:${newId()}`);
+  }
+
+  /** A read receipt to this account itself (read receipts off: only our own devices learn it). */
+  async sendReadNote(sigs: string[]): Promise<void> {
+    const envelope = seal(this.signer.key, this.signer.key.primary, this.stamped(receipt('read', sigs)));
+    await api.send(this.signer, this.handle, this.handle, envelope, `receipt:${newId()}`);
   }
 
   clear(): void {

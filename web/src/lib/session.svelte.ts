@@ -10,6 +10,8 @@
  *   fileinbox.ts  received files, keyed by sender and message
  *   fileurls.ts   object URLs made while shown, revoked after
  *   outbox.ts     sending, every status stored before it is shown
+ *   receipts.ts   delivered/read receipts, and read state across devices
+ *   restore.ts    the progress of a long catch-up (a log-in from the words)
  *   history.ts    conversations and messages, one record each
  *   storage.ts    the IndexedDB store
  *   notify.ts     browser notifications for arriving messages
@@ -37,6 +39,8 @@ import { Directories, DirectoryError, KeyDirectory } from './keydir';
 import { Link, type LinkStatus, type Transport } from './link';
 import { Notifier, notificationApi } from './notify';
 import { Outbox } from './outbox';
+import { ReceiptQueue, SELF, readHere, untold } from './receipts';
+import { RestoreProgress, type Progress } from './restore';
 import { trustNewKey } from './repin';
 import { Signer } from './signer';
 import { Storage, keys } from './storage';
@@ -51,7 +55,11 @@ export interface Prefs {
   notifyText: boolean;
   /** the person said "not now" to notifications */
   notifyDismissed: boolean;
+  /** tell senders when their messages were read (delivered receipts go either way) */
+  readReceipts: boolean;
 }
+
+const DEFAULT_PREFS: Prefs = { notifyText: false, notifyDismissed: false, readReceipts: true };
 
 const PREFS_KEY = 'prefs';
 
@@ -86,6 +94,7 @@ interface Running {
   directories: Directories;
   inbox: Inbox;
   outbox: Outbox;
+  receipts: ReceiptQueue;
   link: Link;
   expiry: ReturnType<typeof setInterval>;
 }
@@ -108,7 +117,9 @@ export class Session {
   /** true when another tab of this browser already runs the account */
   elsewhere = $state(false);
   active = $state<string | null>(null);
-  prefs = $state<Prefs>({ notifyText: false, notifyDismissed: false });
+  prefs = $state<Prefs>({ ...DEFAULT_PREFS });
+  /** a long catch-up (a log-in from the words) under way: how far it is */
+  restoring = $state<Progress | null>(null);
   /** the browser's notification permission, or null when it has none */
   notifyPermission = $state<NotificationPermission | null>(notificationApi()?.permission ?? null);
 
@@ -253,6 +264,7 @@ export class Session {
       run.link.stop();
       clearInterval(run.expiry);
       run.outbox.clear();
+      run.receipts.clear();
       await run.inbox.settled();
     }
     this.files.releaseAll();
@@ -260,7 +272,8 @@ export class Session {
     this.msgs = {};
     this.saveError = null;
     this.directoryWarning = null;
-    this.prefs = { notifyText: false, notifyDismissed: false };
+    this.prefs = { ...DEFAULT_PREFS };
+    this.restoring = null;
     await this.storage.wipe();
   }
 
@@ -361,16 +374,35 @@ export class Session {
     });
     await inbox.load();
     const outbox = new Outbox(signer, account.handle, this.storage, history, () => keydir.brief());
+    // a receipt goes only where no device of ours sent it already
+    const receipts = new ReceiptQueue(
+      (peer, status, sigs) => (peer === SELF ? outbox.sendReadNote(sigs) : outbox.sendReceipt(peer, status, sigs)),
+      (peer, status, sigs) => untold(history, peer, status, sigs, inbox.sigOf),
+    );
+    inbox.hooks = {
+      received: (peer, sig, read) => {
+        receipts.add(peer, 'delivered', [sig]);
+        if (read) receipts.add(this.prefs.readReceipts ? peer : SELF, 'read', [sig]);
+      },
+    };
+    const progress = new RestoreProgress((p) => {
+      this.restoring = p;
+      receipts.hold(p !== null);
+    });
     const link = new Link(signer, account.handle, account.fqhn, {
-      deliver: (item) => inbox.enqueue(item),
+      deliver: (item) => inbox.enqueue(item).then(() => progress.stored(inbox.cursor)),
       cursor: () => inbox.cursor,
       status: (s) => {
         this.status = s;
         // the server is back: what failed to go out while it was away goes now
-        if (s === 'live') void outbox.resend();
+        if (s === 'live') {
+          void outbox.resend();
+          receipts.kick();
+        }
       },
       refused: (why) => (this.refused = why),
       transport: (t) => (this.transport = t),
+      paged: (count, last) => progress.paged(count, last, inbox.cursor),
     }, undefined, {
       // asked on every connect: NATS when the server advertises a WebSocket for it
       url: async () => (await api.healthz()).nats_ws ?? null,
@@ -379,7 +411,7 @@ export class Session {
     const expire = () => files.expire().catch((e) => (this.saveError = `Dropping old file pieces failed: ${String(e)}`));
     await expire();
     const expiry = setInterval(() => void expire(), 60 * 60 * 1000);
-    this.run = { key, signer, contacts, history, keydir, directories, inbox, outbox, link, expiry };
+    this.run = { key, signer, contacts, history, keydir, directories, inbox, outbox, receipts, link, expiry };
     this.locked = false;
     if (!account.chainStarted && this.vault) {
       account.chainStarted = await this.startChain(key, account);
@@ -463,9 +495,21 @@ export class Session {
     return next;
   }
 
+  /**
+   * Show a conversation (null: none). While the page is visible its
+   * messages are read: here, on the account's other devices (through the
+   * server's copy of the read receipt), and for the sender unless read
+   * receipts are off.
+   */
   open(primary: string | null): void {
     this.active = primary;
-    if (primary && this.run) void this.run.history.commit(this.run.history.read(primary)).catch((e) => (this.saveError = String(e)));
+    const run = this.run;
+    if (!primary || !run || document.hidden) return;
+    const { change, sigs } = readHere(run.history, primary, run.inbox.sigOf);
+    void run.history
+      .commit(change)
+      .then(() => run.receipts.add(this.prefs.readReceipts ? primary : SELF, 'read', sigs))
+      .catch((e) => (this.saveError = String(e)));
   }
 
   // ---- sending --------------------------------------------------------------

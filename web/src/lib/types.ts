@@ -25,7 +25,8 @@ export interface FileInfo {
   blake3?: string;
 }
 
-export type MsgStatus = 'sending' | 'sent' | 'failed';
+/** an out-message's state: `delivered` and `read` come from the peer's receipts (receipts.ts) */
+export type MsgStatus = 'sending' | 'sent' | 'delivered' | 'read' | 'failed';
 
 export interface Msg {
   id: string;
@@ -47,6 +48,10 @@ export interface Msg {
   sigs?: string[];
   /** an outgoing message another server never took (given up by our server after the retention period) */
   undeliverable?: boolean;
+  /** a received message: false while no device of this account has shown it (the unread count) */
+  read?: boolean;
+  /** a received message: the strongest receipt a device of this account sent for it */
+  told?: 'delivered' | 'read';
 }
 
 export interface Conversation {
