@@ -27,13 +27,12 @@ import json
 import os
 from argparse import Namespace
 from dataclasses import dataclass, field
-from typing import Any
 
 from twisted.internet.threads import deferToThread
 
 from kezchat.cli.context import Context
 from kezchat.cli.errors import CliError
-from kezchat.cli.home import Home
+from kezchat.cli.home import Account, Home
 from kezchat.cli.itemkinds import IN, direction_of, is_receipt, read_item, render
 from kezchat.cli.messages import Reader, ReceivedMessage
 from kezchat.identity.keys import KeyPair
@@ -100,7 +99,7 @@ def _sig(message: ReceivedMessage) -> str | None:
 
 
 async def conversations(
-    ctx: Context, keypair: KeyPair, account: dict[str, Any]
+    ctx: Context, keypair: KeyPair, account: Account
 ) -> dict[str, Conversation]:
     """
     Every contact's received messages with this account's read state, by

@@ -111,7 +111,7 @@ class ReceiptSender:
 async def send_receipt(
     ctx: Context,
     keypair: KeyPair,
-    account: dict[str, Any],
+    account: Account,
     fqhn: str,
     primary: str,
     status: str,
