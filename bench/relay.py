@@ -340,7 +340,7 @@ async def chat_benchmarks(reactor, args: argparse.Namespace, floor: dict) -> Non
                     from twisted.internet.task import deferLater
 
                     await deferLater(reactor, delay, lambda: None)
-                pending.append(pool.request(raw, stamp=i, on_send=listener.mark_sent))
+                pending.append(pool.request(raw, stamp=first + i, on_send=listener.mark_sent))
             for d in pending:
                 await d
             await wait_delivered(reactor, listener, delivered_before + count)
@@ -383,7 +383,7 @@ async def chat_benchmarks(reactor, args: argparse.Namespace, floor: dict) -> Non
             server_cpu, client_cpu = cpu_seconds(), own_cpu_seconds()
             threads = thread_cpu_seconds()
             start = time.perf_counter()
-            results = await pool.blast(bodies, listener.mark_sent)
+            results = await pool.blast(bodies, lambda i: listener.mark_sent(first + i))
             stored_at = time.perf_counter()
             await wait_delivered(reactor, listener, delivered_before + count)
             finished = time.perf_counter()
