@@ -29,6 +29,7 @@ Everything runs on loopback and stops by itself.
 from __future__ import annotations
 
 import argparse
+import base64
 import json
 import os
 import random
@@ -103,6 +104,11 @@ def main() -> None:
                         help="comma-separated instance counts (pg only): the population is"
                              " registered once, then measured with each count in turn")
     parser.add_argument("--pool", type=int, default=10, help="PostgreSQL pool per instance")
+    parser.add_argument("--pg-dir", help="reuse a running throwaway cluster (the directory"
+                        " tests.pgsupport made) instead of starting one")
+    parser.add_argument("--pg-database", help="with --pg-dir: a database whose --users users"
+                        " this bench registered already (keys and names are deterministic):"
+                        " skips registering them again")
     args = parser.parse_args()
     if args.server_reactor is None:
         args.server_reactor = "asyncio" if args.backend == "pg" else "epoll"
@@ -184,8 +190,15 @@ class Backing:
         workdir = tempfile.mkdtemp(prefix="kezchat-capacity-backing-")
         pg = PostgresCluster(bin_dir, settings={"fsync": "on", "synchronous_commit": "on",
                                                 "max_connections": "100"})
+        if args.pg_dir:
+            shutil.rmtree(pg.directory, ignore_errors=True)
+            pg.directory = Path(args.pg_dir)
+            pg.data, pg.sockets = pg.directory / "data", pg.directory / "sockets"
+            pg.log_path = pg.directory / "postgres.log"
+            pg.running = True
+        else:
+            pg.start()
         nats = NatsServer(Path(workdir) / "nats")
-        pg.start()
         nats.start()
         return cls(pg, nats, workdir)
 
@@ -400,9 +413,13 @@ async def one_population(reactor, args: argparse.Namespace, pattern: Pattern, us
 
     rng = random.Random(users)
     workdir = tempfile.mkdtemp(prefix="kezchat-capacity-")
+    reused = False
     if backing.pg is None:
         db = os.path.join(workdir, "capacity.db")
         db_arg, pg_name = db, None
+    elif args.pg_database:
+        pg_name, reused = args.pg_database, True
+        db_arg = backing.pg.url(pg_name, pool_max_size=str(args.pool))
     else:
         pg_name = await deferred_from_coroutine(
             backing.pg.create_database(f"capacity_{users}_{int(time.time())}"))
@@ -453,9 +470,8 @@ async def one_population(reactor, args: argparse.Namespace, pattern: Pattern, us
                     connections += (await connect_many(
                         reactor, "127.0.0.1", instances.ports[n % count], 1)).connections
                 pool = Pool(connections)
-                probe = await connect_many(reactor, "127.0.0.1", instances.ports[0], 1)
 
-                if number == 0:
+                if number == 0 and not reused:
                     # -- the population: every user registered for real
                     t0 = time.monotonic()
                     queue = list(range(users))
@@ -476,8 +492,11 @@ async def one_population(reactor, args: argparse.Namespace, pattern: Pattern, us
                     took = time.monotonic() - t0
                     print(f"{users:,} users registered in {took:.0f} s"
                           f" ({users / took:.0f}/s)", file=sys.stderr)
+                if number == 0:
                     registered_bytes = await db_bytes()
-
+                # opened now: an idle keep-alive connection is cut after
+                # 60 s, and registering 100,000 users takes minutes
+                probe = await connect_many(reactor, "127.0.0.1", instances.ports[0], 1)
                 row = await measure(
                     reactor, args, pattern, users, rng, keys, names, instances, pool, probe,
                     backing, db_bytes, post, health_raw)
@@ -552,11 +571,15 @@ async def measure(reactor, args, pattern: Pattern, users: int, rng: random.Rando
     total = max(1, int(rate * args.seconds))
     messages = []
     expected = 0
+    noise = base64.b64encode(
+        os.urandom(pattern.attachment_kib * 1024 * 3 // 4 + 3)).decode()
     for n in range(total):
         sender = rng.choice(online)
         recipient = rng.randrange(users)
         _kind, size = envelope_size(pattern, rng)
-        envelope = {"i": n, "ct": "x" * size}
+        # ciphertext does not compress (PostgreSQL compresses large
+        # values: a run of "x" would cost it almost nothing on disk)
+        envelope = {"i": n, "ct": noise[:size]}
         body = json.dumps({"to": names[recipient], "envelope": envelope}).encode()
         # the recipient's streams get it, and the sender's own streams
         # get the sender's copy (one item when writing to oneself)

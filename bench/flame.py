@@ -76,6 +76,29 @@ def summary(stacks: Counter[tuple[str, ...]], top: int = 15) -> list[str]:
     return lines
 
 
+def folded(stacks: Counter[tuple[str, ...]]) -> str:
+    """
+    The stacks again as collapsed lines, frames shortened (no line numbers,
+    short paths) and merged: a few KiB, small enough to keep in git.
+    """
+    merged: Counter[str] = Counter()
+    for stack, n in stacks.items():
+        frames = [short(f) for f in stack]
+        # the same few frames start every stack (twistd's start-up, the
+        # reactor's loop): keep the stack from the reactor's poll down
+        for i, frame in enumerate(frames):
+            if frame.startswith(("mainLoop ", "ReactorBase.mainLoop ")):
+                frames = frames[i + 1:]
+                break
+        merged[";".join(frames)] += n
+    total = sum(merged.values())
+    # stacks below 0.1 % of the samples are noise at this sample count
+    kept = {k: n for k, n in merged.items() if n * 1000 >= total}
+    lines = [f"{stack} {n}\n" for stack, n in sorted(kept.items())]
+    lines.append(f"(stacks under 0.1 %) {total - sum(kept.values())}\n")
+    return "".join(lines)
+
+
 def svg(stacks: Counter[tuple[str, ...]], title: str, width: int = 1400) -> str:
     """
     An icicle-style flame graph: the root at the top, each frame as wide

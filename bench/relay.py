@@ -247,7 +247,7 @@ async def chat_benchmarks(reactor, args: argparse.Namespace, floor: dict) -> Non
             return
         from twisted.internet.task import deferLater
 
-        from bench.flame import read_stacks, svg
+        from bench.flame import folded, read_stacks, svg
         from bench.flame import summary as flame_summary
 
         os.makedirs(args.profile_dir, exist_ok=True)
@@ -270,6 +270,8 @@ async def chat_benchmarks(reactor, args: argparse.Namespace, floor: dict) -> Non
                 return
             with open(stem + ".svg", "w") as f:
                 f.write(svg(stacks, f"kezchat server ({args.server_reactor}): {name}"))
+            with open(stem + ".folded", "w") as f:
+                f.write(folded(stacks))
             summary["profiles"][name] = flame_summary(stacks, 12)
 
     try:
