@@ -812,6 +812,8 @@ def main() -> None:
     parser.add_argument("--repeat", type=int, default=1, help="with --reactors: runs of each,"
                         " alternating reactors")
     parser.add_argument("--summary-json", help=argparse.SUPPRESS)
+    parser.add_argument("--compare-source", metavar="DIR", help="with --reactors: after each"
+                        " run of this checkout, the same run with the server from DIR")
     parser.add_argument("--source", help="run the server from this checkout's kezchat (its"
                         " PYTHONPATH), e.g. an older commit's `git archive`, to compare")
     parser.add_argument("--profile-dir", help="py-spy every row of the server (collapsed stacks"
@@ -855,7 +857,7 @@ def compare_reactors(args: argparse.Namespace) -> None:
     for a in passed:  # everything but --reactors/--repeat and their values
         if skip and not a.startswith("--"):
             continue
-        skip = a in ("--reactors", "--repeat")
+        skip = a in ("--reactors", "--repeat", "--compare-source")
         if not skip:
             child.append(a)
     runs = []
@@ -863,17 +865,20 @@ def compare_reactors(args: argparse.Namespace) -> None:
     try:
         for n in range(args.repeat):
             for reactor_name in args.reactors:
-                out = os.path.join(workdir, f"{reactor_name}-{n}.json")
-                started = time.monotonic()
-                load_before = os.getloadavg()[0]
-                subprocess.run([sys.executable, os.path.abspath(__file__), *child,
-                                "--server-reactor", reactor_name, "--summary-json", out],
-                               check=True)
-                with open(out) as f:
-                    found = json.load(f)
-                found["load"] = (load_before, os.getloadavg()[0])
-                found["seconds"] = time.monotonic() - started
-                runs.append(found)
+                for source in [None, *([args.compare_source] if args.compare_source else [])]:
+                    out = os.path.join(workdir, f"{reactor_name}-{n}-{len(runs)}.json")
+                    started = time.monotonic()
+                    load_before = os.getloadavg()[0]
+                    extra = ["--source", source] if source else []
+                    subprocess.run([sys.executable, os.path.abspath(__file__), *child, *extra,
+                                    "--server-reactor", reactor_name, "--summary-json", out],
+                                   check=True)
+                    with open(out) as f:
+                        found = json.load(f)
+                    found["load"] = (load_before, os.getloadavg()[0])
+                    found["seconds"] = time.monotonic() - started
+                    found["source"] = os.path.basename(os.path.normpath(source)) if source else ""
+                    runs.append(found)
     finally:
         shutil.rmtree(workdir, ignore_errors=True)
     print_targets(runs)
@@ -887,7 +892,9 @@ def print_targets(runs: list[dict]) -> None:
     header = ("run", "measure", "kezchat", "same-run baseline", "ratio", "target", "")
     rows = []
     for n, run in enumerate(runs, 1):
-        name = f"{n} {run['reactor']} (load {run['load'][0]:.1f}→{run['load'][1]:.1f})"
+        source = f" [{run['source']}]" if run.get("source") else ""
+        name = (f"{n} {run['reactor']}{source}"
+                f" (load {run['load'][0]:.1f}→{run['load'][1]:.1f})")
         first = next((r for r in run.get("rates", []) if r["rate"] == 100), None)
         if first is not None:
             ratio = first["p50"] / first["floor_p50"]
