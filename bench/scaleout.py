@@ -34,7 +34,7 @@ HERE = os.path.dirname(os.path.abspath(__file__))
 ROOT = os.path.dirname(HERE)
 sys.path.insert(0, ROOT)
 
-from bench.relay import free_port, percentile, stream_request  # noqa: E402
+from bench.relay import SERVER, free_port, percentile, stream_request  # noqa: E402
 
 RUNS = itertools.count()
 
@@ -199,7 +199,7 @@ async def one_setup(reactor, args, label: str, count: int, db_args, extra: list[
             to = recipients[i % len(recipients)][1]
             body = json.dumps({"to": to, "envelope": {"i": i, "ct": "x" * args.payload}}).encode()
             auth = sign_request(sender, "POST", "/v1/messages", [body_digest(body)],
-                                int(time.time()))
+                                int(time.time()), SERVER)
             return post(b"/v1/messages", body, {"X-KEZ-Sender": "sender", "X-KEZ-Auth": auth})
 
         # each recipient's stream on one instance, round-robin

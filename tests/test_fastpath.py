@@ -170,3 +170,29 @@ class FastPathTests(TestCase):
         self.assertTrue(body.startswith(b"retry: 3000\n\n"), body[:40])
         self.assertNotIn(b"transfer-encoding", data.partition(b"\r\n\r\n")[0].lower())
         self.assertEqual(re.findall(rb"^id: (\d+)$", body, re.M), [b"1", b"2", b"3"])
+
+    async def test_pings_keep_their_place_among_events(self) -> None:
+        """
+        A ping goes out the way events do (straight to the socket when
+        nothing is queued, else behind what is): with a reader that does
+        not read, so that later writes queue, a tick between the 50th and
+        the 51st event puts one well-formed ping exactly there.
+        """
+        sock = await self._raw_stream(b"HTTP/1.1", rcvbuf=4096)
+        await self._read_until(sock, lambda data: b"retry: 3000" in data)
+        hub = self.server.parts.hub
+        for i in range(100):
+            if i == 50:
+                hub._tick()
+            code, _ = await send(
+                self.client, self.url, self.alice, "alice", "bob", {"i": i, "pad": "x" * 2048}
+            )
+            self.assertEqual(code, 201)
+        data = await self._read_until(sock, lambda data: data.count(b"\nevent: message\n") >= 100)
+        text = _dechunk(data.partition(b"\r\n\r\n")[2])
+        self.assertEqual(text.count(b": ping\n\n"), 1)
+        before, _, after = text.partition(b": ping\n\n")
+        self.assertEqual(re.findall(rb"^id: (\d+)$", before, re.M)[-1], b"50")
+        self.assertEqual(re.findall(rb"^id: (\d+)$", after, re.M)[0], b"51")
+        ids = [int(m) for m in re.findall(rb"^id: (\d+)$", text, re.M)]
+        self.assertEqual(ids, list(range(1, 101)))

@@ -64,15 +64,20 @@ def nothing_queued(transport: object) -> bool:
     Whether C{transport} (a C{FileDescriptor}) is connected, writable and
     has no bytes waiting to be written.
     """
-    data = getattr(transport, "dataBuffer", None)
-    return (
-        bool(getattr(transport, "connected", False))
-        and not getattr(transport, "disconnecting", True)
-        and not getattr(transport, "_writeDisconnected", True)
-        and getattr(transport, "_tempDataLen", 1) == 0
-        and isinstance(data, bytes)
-        and len(data) == getattr(transport, "offset", -1)
-    )
+    # plain attribute reads (a missing one answers "no"): this runs once
+    # per stream for every event a fan-out writes
+    try:
+        data = transport.dataBuffer  # type: ignore[attr-defined]
+        return bool(
+            transport.connected  # type: ignore[attr-defined]
+            and not transport.disconnecting  # type: ignore[attr-defined]
+            and not transport._writeDisconnected  # type: ignore[attr-defined]
+            and transport._tempDataLen == 0  # type: ignore[attr-defined]
+            and isinstance(data, bytes)
+            and len(data) == transport.offset  # type: ignore[attr-defined]
+        )
+    except AttributeError:
+        return False
 
 
 def request_gone(request: object) -> bool:

@@ -350,7 +350,11 @@ class EventStream:
 
     def tick(self, now: float) -> None:
         if self.paused_at is None:
-            self._request.write(PING)
+            # the same straight-to-the-socket write as an event: one tick
+            # pings every open stream in one turn of the reactor, and the
+            # transport's path adds two epoll_ctl calls and a later turn
+            # to each send
+            self._write(PING)
         elif now - self.paused_at > self._hub.max_paused_seconds:
             self.disconnect()
 

@@ -49,8 +49,20 @@ class RenderCache:
         self.max_bytes = max_bytes
         self.size = 0
         self._events: OrderedDict[StoredMessage, bytes] = OrderedDict()
+        #: the message asked for last and its event: a fan-out asks for
+        #: the same message object once per stream, and hashing a
+        #: StoredMessage (every field) per stream was most of the lookup
+        self._last: tuple[StoredMessage | None, bytes] = (None, b"")
 
     def __call__(self, message: StoredMessage) -> bytes:
+        last, event = self._last
+        if message is last:
+            return event
+        event = self._render(message)
+        self._last = (message, event)
+        return event
+
+    def _render(self, message: StoredMessage) -> bytes:
         # keyed by the whole message, as the old lru_cache was: servers
         # sharing this process (tests, embedders) may reuse (recipient, seq)
         key = message
