@@ -405,11 +405,11 @@ async def one_population(reactor, args: argparse.Namespace, pattern: Pattern, us
     from twisted.internet.defer import gatherResults
     from twisted.internet.task import deferLater
 
-    from kezchat.testing.rawhttp import Pool, connect_many, wait_until
     from bench.scaleout import wait_healthy
-    from kezchat.protocol.registration import signed_registration
-    from kezchat.identity.keys import KeyPair
     from kezchat.compat.aio import deferred_from_coroutine
+    from kezchat.identity.keys import KeyPair
+    from kezchat.protocol.registration import signed_registration
+    from kezchat.testing.rawhttp import Pool, connect_many, wait_until
 
     rng = random.Random(users)
     workdir = tempfile.mkdtemp(prefix="kezchat-capacity-")
@@ -526,8 +526,8 @@ async def measure(reactor, args, pattern: Pattern, users: int, rng: random.Rando
     from twisted.internet.defer import gatherResults
     from twisted.internet.task import deferLater
 
-    from kezchat.testing.rawhttp import open_streams
     from kezchat.protocol.auth import body_digest, sign_request
+    from kezchat.testing.rawhttp import open_streams
 
     async def healthz_series(seconds: float) -> list[float]:
         latencies = []
