@@ -33,7 +33,7 @@ from twisted.internet.utils import getProcessOutputAndValue
 from twisted.python.failure import Failure
 from twisted.trial.unittest import SynchronousTestCase, TestCase
 
-from kezchat.config import ChatOptions
+from kezchat.server.config import ChatOptions
 from tests.support import http_client, json_of
 
 REPO_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))

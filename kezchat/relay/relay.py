@@ -24,12 +24,12 @@ from kezchat.metrics import Metrics
 from kezchat.protocol.auth import Authenticator
 from kezchat.registry import Registry
 from kezchat.relay.broker import Broker, Origin
+from kezchat.relay.limits import Limiter
 from kezchat.relay.replay import REPLAY_WINDOW, is_implicit
 from kezchat.relay.sendrequest import (
     SendRequest,
     from_published,
 )
-from kezchat.sharedlimit import Limiter
 from kezchat.storage.interfaces import (
     Accepted,
     HandleRecord,
