@@ -62,7 +62,7 @@ RUN /opt/kezchat/bin/pip wheel --no-deps --wheel-dir /wheels --no-build-isolatio
 # (from /, so Python imports the installed package, not /src's sources);
 # and write Twisted's plugin cache now: at run time the venv is read-only
 WORKDIR /
-RUN /opt/kezchat/bin/python -c "import os, kezchat.webapp as w; \
+RUN /opt/kezchat/bin/python -c "import os, kezchat.http.webapp as w; \
 assert w.__file__.startswith('/opt/kezchat/'), w.__file__; \
 assert os.path.isfile(os.path.join(w.packaged_web_dir(), 'index.html')), 'no web app in the wheel'" \
  && /opt/kezchat/bin/python -c "from twisted.plugin import IPlugin, getPlugins; list(getPlugins(IPlugin))"

@@ -3,7 +3,7 @@ Packaging hook: the wheel carries the built web app.
 
 Everything else about the distribution is in setup.cfg. Building a wheel
 copies C{web/dist} (the Vite build) into the package as C{kezchat/web/},
-where L{kezchat.webapp.packaged_web_dir} finds it, so an installed wheel
+where L{kezchat.http.webapp.packaged_web_dir} finds it, so an installed wheel
 serves the UI with no Node at run time. When C{web/dist} is missing the
 build runs C{scripts/build-web} first (which needs Node and npm); when it
 exists (a Docker stage built it, say) nothing but a copy happens.

@@ -34,7 +34,7 @@ from twisted.internet.protocol import ProcessProtocol  # noqa: E402
 from twisted.web.client import Agent, HTTPConnectionPool  # noqa: E402
 
 from kezchat.identity.keys import KeyPair  # noqa: E402
-from kezchat.registry import REGISTRATION_TAG, REGISTRATION_TYPE  # noqa: E402
+from kezchat.protocol.registration import REGISTRATION_TAG, REGISTRATION_TYPE  # noqa: E402
 from kezchat.timeutil import format_rfc3339  # noqa: E402
 
 

@@ -8,6 +8,13 @@ it: an import from a floor to one it may not use (in practice, one above
 it) fails the suite. A module is placed by the longest prefix of its
 dotted name that the table names.
 
+The folders follow the floors: the top-level modules of C{kezchat} are the
+ground's helpers, and every other floor is its packages (C{server/} is the
+composition, C{tools/} the operator tools). The exceptions are named here
+by their longer prefixes: C{sigserver/}, the second server, keeps its own
+floors together in one folder, and C{keylog/log} and C{natsbridge/service}
+stand above the rest of their packages.
+
 Nothing imports this module at run time; it is the map, not the house.
 """
 
@@ -48,11 +55,8 @@ FLOORS: tuple[Floor, ...] = (
             "kezchat.metrics",
             "kezchat.sigserver.metrics",
             "kezchat.reactor",
-            "kezchat.options",
             "kezchat.startup",
             "kezchat.tempfiles",
-            "kezchat.gctuning",
-            "kezchat.logs",
             "kezchat.ratelimit",
             "kezchat.layers",
         ),
@@ -96,8 +100,6 @@ FLOORS: tuple[Floor, ...] = (
         (
             "kezchat.registry",
             "kezchat.relay",
-            "kezchat.mirror",
-            "kezchat.sharedlimit",
             "kezchat.federation",
             "kezchat.keylog.log",
             "kezchat.sigserver.sigchains",
@@ -109,7 +111,7 @@ FLOORS: tuple[Floor, ...] = (
     Floor(
         "transports",
         5,
-        ("kezchat.http", "kezchat.natsbridge", "kezchat.webapp", "kezchat.sigserver.http"),
+        ("kezchat.http", "kezchat.natsbridge", "kezchat.sigserver.http"),
         _WIRE | {"clients", "storage", "domain"},
         "HTTP (Klein routes, SSE) and NATS in front of the domain",
     ),
@@ -117,11 +119,8 @@ FLOORS: tuple[Floor, ...] = (
         "composition",
         6,
         (
-            "kezchat.service",
-            "kezchat.config",
-            "kezchat.listening",
+            "kezchat.server",
             "kezchat.natsbridge.service",
-            "kezchat.tap",
             "kezchat.sigserver",
         ),
         _WIRE | {"clients", "storage", "domain", "transports"},
@@ -130,12 +129,7 @@ FLOORS: tuple[Floor, ...] = (
     Floor(
         "tools",
         7,
-        (
-            "kezchat.admin",
-            "kezchat.keylog.dbaudit",
-            "kezchat.storage.migrate",
-            "kezchat.storage.sqlite.backup",
-        ),
+        ("kezchat.tools",),
         _WIRE | {"clients", "storage", "domain", "transports", "composition"},
         "operator commands run beside a server (kezchat-admin, migration, backup, audits)",
     ),

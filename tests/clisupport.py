@@ -25,8 +25,8 @@ from twisted.python import log
 from twisted.python.failure import Failure
 from twisted.trial.unittest import TestCase
 
-from kezchat.config import ChatConfig
-from kezchat.service import makeService
+from kezchat.server.config import ChatConfig
+from kezchat.server.service import makeService
 from tests.sigsupport import start_sig_server
 from tests.support import RunningServer, deferred_sleep, temp_dir
 

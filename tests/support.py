@@ -18,10 +18,10 @@ from twisted.internet.defer import Deferred
 from twisted.trial.unittest import TestCase
 from twisted.web.client import Agent, HTTPConnectionPool
 
-from kezchat.config import ChatConfig
 from kezchat.identity.keys import KeyPair
 from kezchat.protocol.registration import registration_payload, sign_registration
-from kezchat.service import ChatService, makeService
+from kezchat.server.config import ChatConfig
+from kezchat.server.service import ChatService, makeService
 from kezchat.timeutil import format_rfc3339
 
 

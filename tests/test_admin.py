@@ -12,8 +12,8 @@ from pathlib import Path
 
 from twisted.trial import unittest
 
-from kezchat.admin import main
 from kezchat.protocol.natskeys import ACCOUNT, USER, SeedError, read_seed_file
+from kezchat.tools.admin import main
 
 
 class NatsKeysTests(unittest.TestCase):

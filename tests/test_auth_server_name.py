@@ -18,11 +18,11 @@ from twisted.trial.unittest import SynchronousTestCase, TestCase
 from twisted.web.http_headers import Headers
 
 from kezchat.client.http import ChatClient
-from kezchat.config import ChatOptions
 from kezchat.errors import KezError
 from kezchat.identity.keys import KeyPair
 from kezchat.manifests import build_manifest, manifest_bytes
 from kezchat.protocol.auth import Authenticator, body_digest, handle_server, sign_request
+from kezchat.server.config import ChatOptions
 from tests.clisupport import CliTestCase
 from tests.relaysupport import open_stream
 from tests.sigsupport import examples

@@ -19,11 +19,11 @@ from twisted.internet.defer import Deferred, gatherResults
 from twisted.internet.utils import getProcessOutputAndValue
 from twisted.trial.unittest import TestCase
 
-from kezchat.admin import main
 from kezchat.identity.jcs import canonical_json
 from kezchat.identity.keys import KeyPair
 from kezchat.protocol.auth import body_digest, sign_request
 from kezchat.sigchain import bodies, next_event
+from kezchat.tools.admin import main
 from tests.deploysupport import ROOT, SERVER_ARGS, free_port, spawn, twistd, wait_healthy
 from tests.support import deferred_sleep, http_client, json_of, register, temp_dir
 
@@ -46,7 +46,7 @@ def pragma(path: str, name: str) -> object:
 
 async def admin_backup(*argv: str) -> tuple[int, bytes, str]:
     out, err, code = await getProcessOutputAndValue(
-        sys.executable, ["-m", "kezchat.admin", "backup", *argv],
+        sys.executable, ["-m", "kezchat.tools.admin", "backup", *argv],
         env={**os.environ, "PYTHONPATH": ROOT},
     )
     return code, out, err.decode()

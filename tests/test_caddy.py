@@ -20,10 +20,10 @@ from twisted.internet import reactor
 from twisted.web.client import Agent, HTTPConnectionPool
 
 from kezchat.compat.aio import deferred_from_coroutine
-from kezchat.config import ChatConfig
 from kezchat.identity.keys import KeyPair
 from kezchat.natsbridge.flush import flush
 from kezchat.protocol.subjects import consumer_filter
+from kezchat.server.config import ChatConfig
 from tests.deploysupport import DEPLOY, free_port, need, spawn, wait_healthy
 from tests.natssupport import NatsTestCase
 from tests.relaysupport import open_stream, send

@@ -21,14 +21,14 @@ from twisted.web.resource import Resource
 from twisted.web.server import Request
 from twisted.web.test.requesthelper import DummyChannel
 
-from kezchat.config import ChatConfig
 from kezchat.errors import KezError
 from kezchat.http.request import KezSite
 from kezchat.http.sse import BEHAVIOUR, PING, Do, EventStream, Input, Phase, StreamHub
 from kezchat.metrics import Metrics
 from kezchat.ratelimit import RateLimiter
 from kezchat.relay.broker import LocalBroker
-from kezchat.service import makeService
+from kezchat.server.config import ChatConfig
+from kezchat.server.service import makeService
 from kezchat.storage.interfaces import NewMessage, Page, StoredMessage
 from tests.support import temp_dir
 

@@ -531,7 +531,7 @@ class GuideTests(TestCase):
         self.assertEqual(missing, set())
 
     def test_admin_commands(self) -> None:
-        from kezchat.admin import AdminOptions
+        from kezchat.tools.admin import AdminOptions
 
         commands = {name for name, *_ in AdminOptions.subCommands}
         named = set(re.findall(r"kezchat-admin ([a-z][\w-]*)", self.guide))

@@ -15,9 +15,9 @@ from twisted.web.resource import Resource
 from twisted.web.server import Site
 from twisted.web.static import Data
 
-from kezchat.config import ChatConfig
 from kezchat.identity.keys import KeyPair
-from kezchat.service import makeService
+from kezchat.server.config import ChatConfig
+from kezchat.server.service import makeService
 from tests.support import http_client, json_of, register, registration, temp_dir
 
 

@@ -21,7 +21,6 @@ from twisted.trial.unittest import TestCase
 from twisted.web.client import BrowserLikePolicyForHTTPS
 
 from kezchat.client.keydir import KeyDirectory
-from kezchat.config import ChatConfig, ChatOptions
 from kezchat.errors import KezError
 from kezchat.federation import s2s
 from kezchat.federation.remote import RemoteServers, _Answers, _NoHeads
@@ -29,6 +28,7 @@ from kezchat.federation.resolve import Resolver
 from kezchat.identity.handles import Handle
 from kezchat.identity.keys import KeyPair, verify_bytes
 from kezchat.keylog.wire import parse_head
+from kezchat.server.config import ChatConfig, ChatOptions
 from tests.backends import on_postgresql
 from tests.support import (
     RunningServer,

@@ -17,10 +17,10 @@ from typing import Any
 from twisted.internet import reactor
 from twisted.trial.unittest import TestCase
 
-from kezchat.config import ChatConfig
 from kezchat.federation import s2s
 from kezchat.federation.outbound import DELIVERY_PATH
 from kezchat.identity.keys import KeyPair
+from kezchat.server.config import ChatConfig
 from tests.backends import on_postgresql
 from tests.chatprocess import free_port
 from tests.relaysupport import inbox, send

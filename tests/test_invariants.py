@@ -19,10 +19,10 @@ from twisted.internet import reactor
 from twisted.python.usage import UsageError
 from twisted.trial.unittest import SynchronousTestCase, TestCase
 
-from kezchat.config import ChatConfig, ChatOptions
 from kezchat.identity.keys import KeyPair
 from kezchat.manifests.errors import ManifestError
 from kezchat.protocol.auth import body_digest, sign_request
+from kezchat.server.config import ChatConfig, ChatOptions
 from kezchat.sigchain import bodies, next_event
 from kezchat.sigchain.errors import ChainError
 from kezchat.sigserver import sigchains as sigchains_module

@@ -111,6 +111,23 @@ class LayerTableTests(SynchronousTestCase):
         self.assertEqual(layers.floor_of("kezchat").name, "ground")
         self.assertRaises(LookupError, layers.floor_of, "twisted.web")
 
+    def test_folders_show_the_floors(self) -> None:
+        """
+        The tree reads as the floors: a module directly in C{kezchat/} is
+        a ground helper, named as one in the table (any other floor is a
+        package), and the composition and the operator tools are their own
+        packages.
+        """
+        ground = layers.BY_NAME["ground"].modules
+        top = sorted(path.stem for path in PACKAGE.glob("*.py") if path.stem != "__init__")
+        self.assertEqual([name for name in top if f"kezchat.{name}" not in ground], [])
+        for package, floor in [
+            ("server", "composition"), ("tools", "tools"), ("registry", "domain"),
+        ]:
+            for path in sorted((PACKAGE / package).glob("*.py")):
+                name = module_name(path)
+                self.assertEqual(layers.floor_of(name).name, floor, name)
+
 
 class LayerTests(SynchronousTestCase):
     def test_no_import_climbs(self) -> None:

@@ -212,7 +212,7 @@ class ReplayUnderTrafficTests(TestCase):
 
 class ConfigTests(TestCase):
     def test_caps_from_flags_and_environment(self) -> None:
-        from kezchat.config import ChatOptions
+        from kezchat.server.config import ChatOptions
 
         options = ChatOptions(
             {"KEZ_CHAT_MAX_STREAMS_PER_HANDLE": "4", "KEZ_CHAT_NATS_STREAM_MAX_BYTES": "1000"}

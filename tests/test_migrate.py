@@ -18,17 +18,17 @@ from twisted.internet.utils import getProcessOutputAndValue
 from twisted.trial.unittest import TestCase
 
 from kezchat.compat.aio import deferred_from_coroutine
-from kezchat.config import ChatConfig
 from kezchat.identity.jcs import canonical_json
 from kezchat.identity.keys import KeyPair
 from kezchat.keylog.merkle import MemoryTree
+from kezchat.server.config import ChatConfig
 from kezchat.sigserver.storage import sigchain_storage
 from kezchat.sigserver.store import EventRow
 from kezchat.storage.backend import chat_storage
 from kezchat.storage.interfaces import HandleRecord, NewMessage, StoredManifest
-from kezchat.storage.migrate import KINDS
 from kezchat.storage.outbox import OutboundMessage
 from kezchat.testing.pgsupport import fresh_database
+from kezchat.tools.migrate import KINDS
 from tests.relaysupport import inbox, send
 from tests.support import http_client, json_of, register, registration, start_server, temp_dir
 
@@ -38,7 +38,7 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 async def admin(*argv: str) -> tuple[int, str]:
     out, err, code = await getProcessOutputAndValue(
         sys.executable,
-        ["-m", "kezchat.admin", *argv],
+        ["-m", "kezchat.tools.admin", *argv],
         env={**os.environ, "PYTHONPATH": ROOT},
         path=ROOT,
         reactor=reactor,

@@ -17,8 +17,8 @@ from twisted.trial.unittest import TestCase
 from kezchat.compat.aio import deferred_from_coroutine
 from kezchat.startup import StartupError
 from kezchat.storage.backend import chat_storage
-from kezchat.storage.migrate import migrate
 from kezchat.testing.pgsupport import fresh_database
+from kezchat.tools.migrate import migrate
 from tests import test_migrate
 
 

@@ -18,11 +18,11 @@ from twisted.internet.task import Clock
 from twisted.trial import unittest
 
 from kezchat.compat.aio import WrongReactorError, deferred_from_coroutine
-from kezchat.config import ChatConfig
 from kezchat.identity.keys import KeyPair
 from kezchat.natsbridge.flush import flush
 from kezchat.protocol.subjects import STREAM, consumer_filter, consumer_name, inbox_subject
-from kezchat.service import makeService
+from kezchat.server.config import ChatConfig
+from kezchat.server.service import makeService
 from tests.natssupport import NatsTestCase
 from tests.relaysupport import inbox, open_stream, send
 from tests.support import deferred_sleep, http_client, json_of, register, start_server, temp_dir

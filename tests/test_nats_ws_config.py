@@ -10,8 +10,8 @@ from __future__ import annotations
 from twisted.python import usage
 from twisted.trial.unittest import SynchronousTestCase, TestCase
 
-from kezchat.config import ChatConfig, ChatOptions, nats_ws_url_problem
-from kezchat.service import connect_sources
+from kezchat.server.config import ChatConfig, ChatOptions, nats_ws_url_problem
+from kezchat.server.service import connect_sources
 from tests.support import http_client, json_of, start_server
 
 

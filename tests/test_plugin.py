@@ -33,7 +33,7 @@ from twisted.internet.utils import getProcessOutputAndValue
 from twisted.python.failure import Failure
 from twisted.trial.unittest import SynchronousTestCase, TestCase
 
-from kezchat.config import ChatOptions
+from kezchat.server.config import ChatOptions
 from tests.support import http_client, json_of
 
 REPO_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -159,6 +159,26 @@ class InstalledPluginTests(TestCase):
         self.assertIn("kezchat/web/index.html", names)
         self.assertTrue(any(re.fullmatch(r"kezchat/web/assets/index-.+\.js", n) for n in names))
 
+    async def test_installed_copy_finds_its_web_app(self) -> None:
+        """
+        The installed package serves the web app the wheel carries: the
+        module that looks for it (in C{kezchat/http/}) finds it at the top
+        of the package, where the build put it.
+        """
+        _, target = await installed()
+        cwd = tempfile.mkdtemp(prefix="kezchat-cwd-")
+        self.addCleanup(shutil.rmtree, cwd, True)
+        probe = (
+            f"import sys, os; sys.path.insert(0, {target!r}); "
+            "import kezchat.http.webapp as w; print(w.__file__); "
+            "print(os.path.isfile(os.path.join(w.packaged_web_dir(), 'index.html')))"
+        )
+        out, err, code = await run(["-c", probe], cwd=cwd)
+        self.assertEqual(code, 0, err.decode()[-3000:])
+        module_file, found = out.decode().split()
+        self.assertTrue(module_file.startswith(target), module_file)
+        self.assertEqual(found, "True")
+
     async def test_twistd_help_lists_every_option(self) -> None:
         _, target = await installed()
         cwd = tempfile.mkdtemp(prefix="kezchat-cwd-")
@@ -202,7 +222,7 @@ class InstalledPluginTests(TestCase):
         source = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
         sources = {
             os.path.join(source, "twisted", "plugins", "kezchat.py"),
-            os.path.join(source, "kezchat", "tap.py"),
+            os.path.join(source, "kezchat", "server", "tap.py"),
         }
         for found in (plugin_file, tap_file):
             self.assertNotIn(os.path.realpath(found), {os.path.realpath(p) for p in sources})

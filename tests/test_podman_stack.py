@@ -76,7 +76,7 @@ class ImageTests(TestCase):
         eng = await engine(self)
         facts = await eng.podman(
             "run", "--rm", "--network", "none", "--entrypoint", "python", eng.image, "-c",
-            "import os, importlib.util as u, kezchat.webapp as w;"
+            "import os, importlib.util as u, kezchat.http.webapp as w;"
             "print(os.getuid(), os.getgid());"
             "print(os.path.isfile(os.path.join(w.packaged_web_dir(), 'index.html')));"
             "print(sorted(m for m in ('iroh', 'keyring', 'tqdm', 'pip') if u.find_spec(m)))",

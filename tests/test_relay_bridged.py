@@ -1,7 +1,9 @@
 """
-L{Relay.accept_bridged}: messages native clients publish on NATS go
-through the relay's own rules, the ones C{POST /v1/messages} obeys. The
-NATS wire itself is covered by C{test_nats_ingest} and C{test_nats_bridge}.
+L{Relay.accept_bridged}: messages native clients publish on NATS, read by
+the ingest into L{SendRequest}s (L{from_published}, whose own refusals
+C{test_sendrequest} covers), go through the relay's own rules, the ones
+C{POST /v1/messages} obeys. The NATS wire itself is covered by
+C{test_nats_ingest} and C{test_nats_bridge}.
 """
 
 from __future__ import annotations
@@ -10,8 +12,7 @@ from twisted.trial.unittest import TestCase
 
 from kezchat.errors import KezError
 from kezchat.relay.broker import Origin
-from kezchat.relay.relay import BridgedMessage
-from kezchat.relay.sendrequest import MAX_MESSAGE_BYTES
+from kezchat.relay.sendrequest import SendRequest, from_body, from_published
 from kezchat.storage.interfaces import Accepted, StoredMessage
 from tests.support import http_client, register, start_server
 
@@ -35,12 +36,11 @@ class AcceptBridgedTests(TestCase):
 
         broker.publish = spy  # type: ignore[method-assign]
 
-    def bridged(self, payload: bytes, key: str, sender: str | None = None) -> BridgedMessage:
-        return BridgedMessage(
-            recipient_primary=self.bob.primary,
-            sender_primary=sender or self.alice.primary,
-            payload=payload,
-            idempotency_key=key,
+    def bridged(
+        self, payload: bytes, key: str, sender: str | None = None, to: str | None = None
+    ) -> SendRequest:
+        return from_published(
+            to or self.bob.primary, sender or self.alice.primary, payload, key
         )
 
     async def test_same_rules_one_by_one(self) -> None:
@@ -48,19 +48,15 @@ class AcceptBridgedTests(TestCase):
         In one batch: good messages are stored and announced as from NATS;
         each bad one is refused with the code HTTP would give, alone.
         """
+        nobody = "ed25519:" + "0" * 64
         outcomes = await self.relay.accept_bridged([
             self.bridged(b'{"n": 1E15}', "k1"),
-            self.bridged(b'{"x": NaN}', "k2"),
-            self.bridged(b"[1]", "k3"),
-            self.bridged(b'{"p":"' + b"x" * MAX_MESSAGE_BYTES + b'"}', "k4"),
-            self.bridged(b"{}", "k5", sender="ed25519:" + "0" * 64),
-            self.bridged(b'{"n": 2}', "k6"),
+            self.bridged(b"{}", "k5", sender=nobody),
+            self.bridged(b"{}", "k6", to=nobody),
+            self.bridged(b'{"n": 2}', "k7"),
         ])
         codes = [o.code if isinstance(o, KezError) else None for o in outcomes]
-        self.assertEqual(
-            codes,
-            [None, "bad_request", "bad_request", "payload_too_large", "unknown_recipient", None],
-        )
+        self.assertEqual(codes, [None, "unknown_recipient", "unknown_recipient", None])
         stored = [o for o in outcomes if isinstance(o, Accepted)]
         self.assertEqual([a.seq for a in stored], [1, 2])
         # each with the sender's copy, announced right after it
@@ -88,3 +84,14 @@ class AcceptBridgedTests(TestCase):
         )
         codes = [o.code if isinstance(o, KezError) else None for o in outcomes]
         self.assertEqual(codes, [None, None, None, "rate_limited"])
+
+    async def test_sender_named_by_the_transport(self) -> None:
+        """
+        A request whose sender the relay has not authenticated and no
+        transport vouched for (one read off an HTTP body) is no bridged
+        message: the batch is refused whole, nothing stored.
+        """
+        unvouched = from_body(b'{"to": "bob", "envelope": {}}')
+        with self.assertRaises(ValueError):
+            await self.relay.accept_bridged([self.bridged(b"{}", "k1"), unvouched])
+        self.assertEqual(self.published, [])

@@ -18,6 +18,7 @@ from kezchat.relay.sendrequest import (
 )
 
 KEY = "ed25519:" + "b" * 64
+SENDER = "ed25519:" + "a" * 64
 
 
 class FromBodyTests(SynchronousTestCase):
@@ -33,6 +34,7 @@ class FromBodyTests(SynchronousTestCase):
         self.assertEqual(request.idempotency_key, implicit_key(auth))
         self.assertEqual(request.envelope_to, KEY)
         self.assertFalse(request.to_key)
+        self.assertIsNone(request.sender_key)  # the relay authenticates it
 
     def test_bad_bodies(self) -> None:
         for raw in [
@@ -48,8 +50,10 @@ class FromBodyTests(SynchronousTestCase):
 
 class FromPublishedTests(SynchronousTestCase):
     def test_recipient_by_key(self) -> None:
-        request = from_published(KEY, b' {"v": 1}\r\n', "nats:e:1")
-        self.assertEqual(request, SendRequest(KEY, '{"v": 1}', "nats:e:1", to_key=True))
+        request = from_published(KEY, SENDER, b' {"v": 1}\r\n', "nats:e:1")
+        self.assertEqual(
+            request, SendRequest(KEY, '{"v": 1}', "nats:e:1", to_key=True, sender_key=SENDER)
+        )
 
     def test_refused(self) -> None:
         for payload, code in [
@@ -59,5 +63,5 @@ class FromPublishedTests(SynchronousTestCase):
             (b'{"x": "' + b"y" * MAX_MESSAGE_BYTES + b'"}', "payload_too_large"),
         ]:
             with self.assertRaises(KezError) as caught:
-                from_published(KEY, payload, "k")
+                from_published(KEY, SENDER, payload, "k")
             self.assertEqual(caught.exception.code, code)

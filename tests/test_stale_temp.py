@@ -15,7 +15,7 @@ from twisted.trial.unittest import TestCase
 
 from kezchat import tempfiles
 from kezchat.p2p.transfer import _Sink
-from kezchat.storage.sqlite.backup import backup_database
+from kezchat.tools.backup import backup_database
 from tests.support import temp_dir
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))

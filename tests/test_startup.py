@@ -22,8 +22,8 @@ from twisted.internet import reactor
 from twisted.internet.defer import Deferred, gatherResults
 from twisted.trial.unittest import TestCase
 
-from kezchat.config import ChatConfig
-from kezchat.service import makeService
+from kezchat.server.config import ChatConfig
+from kezchat.server.service import makeService
 from kezchat.startup import StartupError
 from kezchat.storage.errors import DatabaseUnavailable
 from kezchat.testing.requirements import missing

@@ -20,7 +20,7 @@ from twisted.python import usage
 from twisted.trial.unittest import SynchronousTestCase, TestCase
 
 from kezchat.compat.aio import deferred_from_coroutine
-from kezchat.config import ChatConfig, ChatOptions
+from kezchat.server.config import ChatConfig, ChatOptions
 from kezchat.sigchain.errors import ChainError
 from kezchat.sigserver.config import SigOptions
 from kezchat.sigserver.storage import sigchain_storage

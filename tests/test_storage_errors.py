@@ -20,7 +20,7 @@ from twisted.trial.unittest import TestCase
 from kezchat.compat.aio import deferred_from_coroutine
 from kezchat.natsbridge.ingest import BRIDGE_CONSUMER
 from kezchat.protocol.subjects import STREAM, inbox_subject
-from kezchat.relay.relay import BridgedMessage
+from kezchat.relay.sendrequest import from_published
 from kezchat.storage.errors import DatabaseUnavailable
 from tests.backends import on_postgresql
 from tests.relaysupport import inbox, send
@@ -129,8 +129,8 @@ class BridgedBatchTests(TestCase):
         # before the second message's look-up, would fill it
         gate.max_jobs = 1
         batch = [
-            BridgedMessage(bob.primary, alice.primary, b'{"n":1}', "nats:e:1"),
-            BridgedMessage(bob.primary, "ed25519:" + "7" * 64, b'{"n":2}', "nats:e:2"),
+            from_published(bob.primary, alice.primary, b'{"n":1}', "nats:e:1"),
+            from_published(bob.primary, "ed25519:" + "7" * 64, b'{"n":2}', "nats:e:2"),
         ]
         try:
             await relay.accept_bridged(batch)

@@ -25,8 +25,8 @@ from kezchat.federation.remote import RemoteServers
 from kezchat.federation.s2s import ServerVerifier
 from kezchat.identity.handles import InvalidHandle, parse_handle
 from kezchat.registry import Registry
+from kezchat.relay.limits import Limiter
 from kezchat.relay.relay import MAX_CURSOR, Relay
-from kezchat.sharedlimit import Limiter
 from kezchat.storage.interfaces import Accepted, NewMessage
 from kezchat.strictjson import parse_json
 

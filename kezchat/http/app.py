@@ -23,10 +23,10 @@ from kezchat.http.request import KezSite
 from kezchat.http.resource import ApiResource
 from kezchat.http.routedata import route_data
 from kezchat.http.routing import Routes
+from kezchat.http.webapp import WebApp
 from kezchat.metrics import Metrics
 from kezchat.registry import Registry
-from kezchat.sharedlimit import Limiter
-from kezchat.webapp import WebApp
+from kezchat.relay.limits import Limiter
 
 #: first path segments served by the API, never by the web app fallback
 API_SEGMENTS = frozenset({b"v1", b".well-known", b"metrics"})
@@ -35,7 +35,7 @@ API_SEGMENTS = frozenset({b"v1", b".well-known", b"metrics"})
 @dataclass
 class KezChatHTTP:
     """
-    The parts the HTTP layer calls. Built by L{kezchat.service}.
+    The parts the HTTP layer calls. Built by L{kezchat.server.service}.
     """
 
     registry: Registry

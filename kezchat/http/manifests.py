@@ -13,7 +13,7 @@ from kezchat.http.errors import json_response, read_body
 from kezchat.http.routing import Routes
 from kezchat.manifests import MAX_MANIFEST_BYTES
 from kezchat.metrics import Metrics
-from kezchat.mirror import ManifestMirror
+from kezchat.registry.mirror import ManifestMirror
 
 MANIFEST_CAP = MAX_MANIFEST_BYTES
 

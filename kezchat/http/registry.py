@@ -13,7 +13,7 @@ from kezchat.http.remotes import RemoteDirectory, other_server
 from kezchat.http.routing import Routes
 from kezchat.metrics import Metrics
 from kezchat.registry import Registry
-from kezchat.sharedlimit import Limiter
+from kezchat.relay.limits import Limiter
 
 REGISTRATION_CAP = 64 * 1024
 #: what a registration pre-check answers as "not available" (anything

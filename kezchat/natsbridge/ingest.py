@@ -14,13 +14,16 @@ the HTTP API would have carried. Messages the chat-server put there itself
 (a C{Kez-Stored} mark that verifies, see L{StoredMarker}) are already
 stored and are only acknowledged.
 
-Native messages are held to the rules of HTTP, which live in one place,
-L{Relay.accept_bridged}: the same strict JSON parser (no NaN, no lone
-surrogates, no duplicate keys), the same size cap, the same per-sender
-send limit. Each message is judged and stored on its own: a bad one is
-terminated (C{term}: never redelivered), logged and counted, and never
-takes the rest of its batch down with it; only a failure of the database
-itself leaves messages unacknowledged for redelivery.
+Native messages are held to the rules of HTTP. Like the HTTP route, the
+ingest reads each message into a L{SendRequest} (L{from_published}: the
+same strict JSON parser, no NaN, no lone surrogates, no duplicate keys;
+the same size cap) and hands it to the relay, whose one acceptance path
+(L{Relay.accept_bridged}, sharing L{Relay.send}'s checks) applies the same
+per-sender send limit and registered parties. Each message is judged
+and stored on its own: a bad one is terminated (C{term}: never
+redelivered), logged and counted, and never takes the rest of its batch
+down with it; only a failure of the database itself leaves messages
+unacknowledged for redelivery.
 """
 
 from __future__ import annotations
@@ -38,7 +41,8 @@ from kezchat.compat.aio import resolve
 from kezchat.errors import KezError
 from kezchat.natsbridge.bridge import StoredMarker
 from kezchat.protocol.subjects import ALL_INBOXES, STREAM, parse_inbox_subject
-from kezchat.relay.relay import BridgedMessage, Relay
+from kezchat.relay.relay import Relay
+from kezchat.relay.sendrequest import SendRequest, from_published
 from kezchat.storage.errors import IdempotencyConflict, Rejected
 from kezchat.storage.interfaces import Accepted
 
@@ -135,10 +139,10 @@ class Ingest:
 
     async def _store(self, messages: list[Any], epoch: str) -> None:
         """
-        Hand the batch to the relay; acknowledge or terminate each message
-        by its own outcome.
+        Read each message into a L{SendRequest}, hand those to the relay;
+        acknowledge or terminate each message by its own outcome.
         """
-        taken: list[tuple[Any, BridgedMessage]] = []
+        taken: list[tuple[Any, SendRequest]] = []
         for msg in messages:
             if self.marker.is_marked(msg.subject, msg.headers, msg.data):
                 await _quietly(msg.ack())  # our own: already stored
@@ -148,21 +152,24 @@ class Ingest:
                 await self._terminate(msg, "not an inbox subject", "subject")
                 continue
             recipient_hex, sender_hex = keys
-            bridged = BridgedMessage(
-                recipient_primary=f"ed25519:{recipient_hex}",
-                sender_primary=f"ed25519:{sender_hex}",
-                payload=msg.data,
-                idempotency_key=f"nats:{epoch}:{msg.metadata.sequence.stream}",
-            )
-            taken.append((msg, bridged))
+            try:
+                request = from_published(
+                    f"ed25519:{recipient_hex}",
+                    f"ed25519:{sender_hex}",
+                    msg.data,
+                    f"nats:{epoch}:{msg.metadata.sequence.stream}",
+                )
+            except KezError as e:
+                await self._refuse(msg, e)
+                continue
+            taken.append((msg, request))
         if not taken:
             return
-        accepting = Deferred.fromCoroutine(self.relay.accept_bridged([b for _, b in taken]))
+        accepting = Deferred.fromCoroutine(self.relay.accept_bridged([r for _, r in taken]))
         outcomes: list[Accepted | Exception] = await resolve(accepting)
         for (msg, _), outcome in zip(taken, outcomes, strict=True):
             if isinstance(outcome, KezError):
-                label = DROP_LABELS.get(outcome.code, outcome.code)
-                await self._terminate(msg, outcome.message, label)
+                await self._refuse(msg, outcome)
             elif isinstance(outcome, MESSAGE_FAULTS):
                 await self._terminate(msg, f"refused by the store: {outcome!r}"[:200], "store")
             elif isinstance(outcome, Exception):
@@ -174,6 +181,14 @@ class Ingest:
                 await _quietly(msg.nak(delay=self.retry_wait))
             else:
                 await _quietly(msg.ack())
+
+    async def _refuse(self, msg: Any, error: KezError) -> None:
+        """
+        Terminate C{msg} for the reason C{POST /v1/messages} would refuse
+        it with, whether the ingest read it (size, JSON) or the relay
+        judged it (limit, parties).
+        """
+        await self._terminate(msg, error.message, DROP_LABELS.get(error.code, error.code))
 
     async def _terminate(self, msg: Any, reason: str, label: str) -> None:
         """

@@ -26,8 +26,8 @@ from kezchat.natsbridge.stream import StreamLimits, ensure_inbox_stream
 from kezchat.protocol.natskeys import ACCOUNT, USER, read_seed_file
 
 if TYPE_CHECKING:
-    from kezchat.config import ChatConfig
     from kezchat.metrics import Metrics
+    from kezchat.server.config import ChatConfig
 
 
 class Bridge(Protocol):
@@ -151,7 +151,7 @@ def build_nats_service(
     metrics: Metrics | None = None,
 ) -> NatsService:
     """
-    The NATS service for a L{kezchat.config.ChatConfig} with a C{nats_url}.
+    The NATS service for a L{kezchat.server.config.ChatConfig} with a C{nats_url}.
 
     @raise kezchat.compat.aio.WrongReactorError: unless C{reactor} is
         the asyncio reactor.

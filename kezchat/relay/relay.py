@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import hashlib
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from twisted.internet.defer import Deferred
@@ -24,12 +23,9 @@ from kezchat.metrics import Metrics
 from kezchat.protocol.auth import Authenticator
 from kezchat.registry import Registry
 from kezchat.relay.broker import Broker, Origin
+from kezchat.relay.limits import Limiter
 from kezchat.relay.replay import REPLAY_WINDOW, is_implicit
-from kezchat.relay.sendrequest import (
-    SendRequest,
-    from_published,
-)
-from kezchat.sharedlimit import Limiter
+from kezchat.relay.sendrequest import SendRequest
 from kezchat.storage.interfaces import (
     Accepted,
     HandleRecord,
@@ -78,25 +74,6 @@ def parse_cursor(value: Any, name: str) -> int:
     if number > MAX_CURSOR:
         raise KezError("bad_request", f"{name} is too large")
     return number
-
-
-@dataclass(frozen=True)
-class BridgedMessage:
-    """
-    A message a native client published on NATS, as the bridge took it.
-
-    @ivar recipient_primary: the recipient's key, from the subject.
-    @ivar sender_primary: the sender's key, from the subject (the broker's
-        permissions vouch for it).
-    @ivar payload: the envelope's bytes exactly as published.
-    @ivar idempotency_key: names this publication for good, so that a
-        redelivery is never stored twice.
-    """
-
-    recipient_primary: str
-    sender_primary: str
-    payload: bytes
-    idempotency_key: str
 
 
 class Relay:
@@ -271,31 +248,42 @@ class Relay:
             self.broker.publish(message, origin=origin)
 
     async def accept_bridged(
-        self, batch: Sequence[BridgedMessage]
+        self, batch: Sequence[SendRequest]
     ) -> list[Accepted | Exception]:
         """
         Store messages native clients published on NATS, under the rules
-        of C{POST /v1/messages}: the same size cap, the same strict JSON,
-        registered sender and recipient, the same per-sender send limit.
-        What is stored is announced (but not put back on NATS).
+        of C{POST /v1/messages}: the NATS ingest built each L{SendRequest}
+        (L{kezchat.relay.sendrequest.from_published}: the same size cap,
+        the same strict JSON), and here the same checks as
+        L{send}'s follow: registered sender and recipient, the same
+        per-sender send limit. What is stored is announced (but not put
+        back on NATS).
 
         Each message is judged on its own, so one bad message never takes
         its batch down; the ones that pass are stored together (one group
         commit takes them all).
 
+        @param batch: requests whose C{sender_key} the transport vouches
+            for (the subject each was published on).
         @return: for each message in order, its L{Accepted} (C{duplicate}
             for a redelivery), the L{KezError} that refused it, or the
             store's exception.
+        @raise ValueError: a request names no C{sender_key} (nothing is
+            stored).
         """
+        senders: list[str] = []
+        for request in batch:
+            if request.sender_key is None:
+                raise ValueError("a bridged request must name its sender's key")
+            senders.append(request.sender_key)
         outcomes: list[Accepted | Exception | None] = []
         passed: list[tuple[int, NewMessage]] = []
         # every message is judged before any is written: a check that
         # fails the whole call (the registry unreachable) then leaves
         # nothing stored and unannounced behind it
-        for item in batch:
+        for request, sender_key in zip(batch, senders, strict=True):
             try:
-                request = from_published(item.recipient_primary, item.payload, item.idempotency_key)
-                sender = await self.registry.find_primary(item.sender_primary)
+                sender = await self.registry.find_primary(sender_key)
                 if sender is None:
                     raise KezError("unknown_recipient", "unregistered recipient or sender")
                 new = await self._check(sender, request)

@@ -3,7 +3,9 @@ A message to send, as a transport read it: L{SendRequest}, built by the
 HTTP route (L{from_body}, a C{POST /v1/messages} body) and by the NATS
 ingest (L{from_published}, an envelope a native client published), and
 accepted by the relay along one path (L{kezchat.relay.relay.Relay.send}
-and C{accept_bridged} share their checks and their store step).
+and C{accept_bridged} take a L{SendRequest} and share their checks and
+their store step). A transport refuses what it cannot parse itself, with
+the same codes, before the relay sees anything.
 
 Each builder parses its input once and checks its shape; what needs the
 registry or the database (who the recipient is, the send limit) is the
@@ -39,6 +41,10 @@ class SendRequest:
     @ivar envelope_to: the envelope's own C{"to"} when it is a key (the
         recipient's key, for a message to another server's handle).
     @ivar to_key: C{to} is a key, not a handle.
+    @ivar sender_key: the sender's key C{"ed25519:<hex>"} when the
+        transport vouches for it (NATS: the subject, under the broker's
+        permissions); C{None} when the relay authenticates the sender
+        itself (HTTP: the request's signature).
     """
 
     to: str
@@ -46,6 +52,7 @@ class SendRequest:
     idempotency_key: str | None = None
     envelope_to: str | None = None
     to_key: bool = False
+    sender_key: str | None = None
 
 
 def from_body(raw: bytes, auth: AuthValue | None = None) -> SendRequest:
@@ -79,11 +86,13 @@ def from_body(raw: bytes, auth: AuthValue | None = None) -> SendRequest:
     return SendRequest(to, text, key, peer if isinstance(peer, str) else None)
 
 
-def from_published(recipient_primary: str, payload: bytes, idempotency_key: str) -> SendRequest:
+def from_published(
+    recipient_primary: str, sender_primary: str, payload: bytes, idempotency_key: str
+) -> SendRequest:
     """
-    The request of an envelope C{payload} a native client published to
-    C{recipient_primary}'s inbox subject: at most L{MAX_MESSAGE_BYTES},
-    a strict JSON object.
+    The request of an envelope C{payload} that C{sender_primary} published
+    to C{recipient_primary}'s inbox subject (both keys from the subject):
+    at most L{MAX_MESSAGE_BYTES}, a strict JSON object.
 
     @raise KezError: C{payload_too_large} or C{bad_request}.
     """
@@ -96,4 +105,6 @@ def from_published(recipient_primary: str, payload: bytes, idempotency_key: str)
     if not isinstance(envelope, dict):
         raise KezError("bad_request", "payload is not a JSON object")
     text = strictjson.one_line(payload.decode("utf-8").strip(" \t\r\n"))
-    return SendRequest(recipient_primary, text, idempotency_key, to_key=True)
+    return SendRequest(
+        recipient_primary, text, idempotency_key, to_key=True, sender_key=sender_primary
+    )

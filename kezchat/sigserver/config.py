@@ -4,7 +4,7 @@ variables (SPEC §4), kept in one table because operators script against
 the names.
 
 This module imports nothing but Twisted's option parser (and
-L{kezchat.options}, which imports nothing else): twistd loads it
+L{kezchat.server.options}, which imports nothing else): twistd loads it
 to print C{--help} before any reactor is chosen.
 """
 
@@ -14,7 +14,7 @@ from dataclasses import dataclass
 
 from twisted.python import usage
 
-from kezchat.options import TableOptions, parameters, parse_switch
+from kezchat.server.options import TableOptions, parameters, parse_switch
 from kezchat.storage.dburl import check_db_setting
 
 DEFAULT_LISTEN = ("tcp:7878",)

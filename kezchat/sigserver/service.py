@@ -13,8 +13,8 @@ from functools import partial
 from twisted.internet.threads import deferToThreadPool
 from twisted.logger import Logger
 
-from kezchat.listening import ServerService
 from kezchat.reactor import IServerReactor, global_reactor
+from kezchat.server.listening import ServerService
 from kezchat.sigserver.config import SigConfig
 from kezchat.sigserver.http import SigResource, build_resource, build_site
 from kezchat.sigserver.metrics import SigMetrics
@@ -76,7 +76,7 @@ def makeService(
 ) -> SigService:
     """
     Build the sig-server service from C{config}; C{on_fatal} as for
-    L{kezchat.listening.ServerService}.
+    L{kezchat.server.listening.ServerService}.
 
     @raise kezchat.startup.StartupError: a C{--listen} value is unusable.
     """

@@ -1,6 +1,6 @@
 """
 Rate-limit counters kept in the database, so that every server process
-sharing it counts against one budget (L{kezchat.sharedlimit}).
+sharing it counts against one budget (L{kezchat.relay.limits}).
 """
 
 from __future__ import annotations

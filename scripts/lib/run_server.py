@@ -33,7 +33,7 @@ from types import FrameType
 
 from twisted.python import usage
 
-from kezchat.config import ChatOptions
+from kezchat.server.config import ChatOptions
 from kezchat.storage.dburl import is_postgres_url, redacted
 
 DEFAULT_LISTEN = "tcp:6969:interface=127.0.0.1"

@@ -8,7 +8,7 @@ from twisted.application.service import ServiceMaker
 
 kezchat = ServiceMaker(
     "KEZ chat home server",
-    "kezchat.tap",
+    "kezchat.server.tap",
     "KEZ chat: handle registry, WebFinger, message relay (HTTP + SSE), web app, NATS callout",
     "kezchat",
 )

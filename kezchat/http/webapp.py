@@ -37,9 +37,12 @@ class Asset:
 
 def packaged_web_dir() -> str:
     """
-    Where the package keeps its built web app.
+    Where the package keeps its built web app: C{kezchat/web/}, beside
+    the top of the package (where C{setup.py} copies C{web/dist}), not
+    beside this module.
     """
-    return os.path.join(os.path.dirname(os.path.abspath(__file__)), "web")
+    package = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    return os.path.join(package, "web")
 
 
 def load_assets(directory: str) -> dict[str, Asset]:

@@ -16,7 +16,7 @@ from kezchat.errors import KezError
 from kezchat.manifests import ManifestError, manifest_blake3, verify_manifest
 from kezchat.manifests.errors import MALFORMED, TOO_LARGE
 from kezchat.protocol.auth import Authenticator, body_digest
-from kezchat.registry import Registry
+from kezchat.registry.handles import Registry
 from kezchat.storage.interfaces import ManifestStore, StoredManifest
 
 

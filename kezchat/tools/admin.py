@@ -11,7 +11,7 @@ halves as the environment assignments C{deploy/nats.conf} reads.
     kezchat-admin backup --db FILE --out FILE|-
 
 copies a SQLite database (the chat-server's or the sig-server's) while the
-server runs, with SQLite's online backup (L{kezchat.storage.sqlite.backup}).
+server runs, with SQLite's online backup (L{kezchat.tools.backup}).
 
     kezchat-admin migrate --from kez-chat.db --to postgresql://...
 
@@ -22,7 +22,7 @@ PostgreSQL database, for running several instances (docs/scaling.md).
 
 replays the key directory from the database: every leaf's signature, every
 handle and key once, the stored subtree hashes, and the root the server
-signs equal to the root of all the leaves (L{kezchat.keylog.dbaudit}).
+signs equal to the root of all the leaves (L{kezchat.tools.dbaudit}).
 """
 
 from __future__ import annotations
@@ -35,7 +35,7 @@ from twisted.python import usage
 
 from kezchat import __version__
 from kezchat.protocol.natskeys import ACCOUNT, USER, NKey, write_seed_file
-from kezchat.storage.sqlite.backup import BackupError, backup_database, backup_to_stream
+from kezchat.tools.backup import BackupError, backup_database, backup_to_stream
 
 ISSUER_FILE = "issuer.seed"
 CALLOUT_FILE = "callout.seed"
@@ -213,7 +213,7 @@ def run_migrate(source: str, target: str) -> int:
     """
     import asyncio
 
-    from kezchat.storage.migrate import MigrationError, migrate
+    from kezchat.tools.migrate import MigrationError, migrate
 
     try:
         copied = asyncio.run(migrate(source, target, report=print))
@@ -234,8 +234,8 @@ def log_verify(db: str, as_json: bool) -> int:
     import asyncio
     import json
 
-    from kezchat.keylog.dbaudit import audit_postgres, audit_sqlite
     from kezchat.storage.dburl import is_postgres_url
+    from kezchat.tools.dbaudit import audit_postgres, audit_sqlite
 
     try:
         if is_postgres_url(db):

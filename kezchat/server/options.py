@@ -2,7 +2,7 @@
 Table-driven C{twistd} options: each setting is one row naming its flag,
 its environment variable, its default and its help, because operators
 script against those names (systemd units, compose files). Both servers'
-options (L{kezchat.config.ChatOptions}, L{kezchat.sigserver.config.SigOptions})
+options (L{kezchat.server.config.ChatOptions}, L{kezchat.sigserver.config.SigOptions})
 are built this way.
 
 This module imports nothing but Twisted's option parser: twistd loads the

@@ -19,7 +19,6 @@ from twisted.internet.defer import Deferred, ensureDeferred
 from twisted.logger import Logger
 from twisted.python.failure import Failure
 
-from kezchat.config import REGISTER_LIMIT_WINDOW, SEND_LIMIT_WINDOW, ChatConfig
 from kezchat.federation.identity import ServerIdentity
 from kezchat.federation.inbound import Inbound
 from kezchat.federation.metrics import FederationMetrics
@@ -31,20 +30,21 @@ from kezchat.http import federation, keylog, manifests, messages
 from kezchat.http.app import ChatResource, KezChatHTTP
 from kezchat.http.clientip import ClientAddress
 from kezchat.http.sse import StreamHub
+from kezchat.http.webapp import WebApp, packaged_web_dir
 from kezchat.keylog.log import KeyLog
-from kezchat.listening import ServerService
 from kezchat.metrics import Metrics
-from kezchat.mirror import ManifestMirror
 from kezchat.protocol.auth import Authenticator
 from kezchat.reactor import IServerReactor, global_reactor
 from kezchat.registry import Registry, RegistryPolicy
+from kezchat.registry.mirror import ManifestMirror
 from kezchat.relay.broker import Broker, LocalBroker, Origin
+from kezchat.relay.limits import InProcessLimiter, Limiter, SharedLimiter
 from kezchat.relay.relay import Relay
-from kezchat.sharedlimit import InProcessLimiter, Limiter, SharedLimiter
+from kezchat.server.config import REGISTER_LIMIT_WINDOW, SEND_LIMIT_WINDOW, ChatConfig
+from kezchat.server.listening import ServerService
 from kezchat.storage.backend import ChatStorage, chat_storage
 from kezchat.storage.database import Database
 from kezchat.storage.errors import DatabaseUnavailable
-from kezchat.webapp import WebApp, packaged_web_dir
 
 if TYPE_CHECKING:
     from kezchat.natsbridge.bridge import NatsBroker
@@ -246,7 +246,7 @@ def makeService(
 
     @param on_fatal: told (one line) when the server cannot work: its
         database does not open, a listener cannot listen. See
-        L{kezchat.listening.ServerService}.
+        L{kezchat.server.listening.ServerService}.
     @raise kezchat.startup.StartupError: a C{--listen} value is unusable.
     """
     if reactor is None:

@@ -16,7 +16,7 @@ from urllib.parse import urlsplit
 from twisted.python import usage
 
 from kezchat.identity.handles import SERVER_RE
-from kezchat.options import TableOptions, parameters, parse_switch
+from kezchat.server.options import TableOptions, parameters, parse_switch
 from kezchat.storage.dburl import check_db_setting
 
 #: seconds over which C{send_limit} and C{register_limit} count (their
@@ -427,4 +427,4 @@ class ChatOptions(TableOptions):
             # twistd reads its "logger" option when it builds its log
             # observer, which happens after option parsing: setting it here
             # is the supported way for a plugin to choose the log format.
-            parent["logger"] = parent.get("logger") or "kezchat.logs.json_observer"
+            parent["logger"] = parent.get("logger") or "kezchat.server.logs.json_observer"

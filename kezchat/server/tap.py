@@ -6,16 +6,16 @@ from __future__ import annotations
 
 from twisted.application.service import IService
 
-from kezchat.config import ChatOptions as Options
+from kezchat.server.config import ChatOptions as Options
 
 __all__ = ["Options", "makeService"]
 
 
 def makeService(options: Options) -> IService:
-    from kezchat.gctuning import tune_for_serving
     from kezchat.natsbridge.errors import NatsSetupError
     from kezchat.reactor import global_reactor
-    from kezchat.service import makeService as make_chat_service
+    from kezchat.server.gctuning import tune_for_serving
+    from kezchat.server.service import makeService as make_chat_service
     from kezchat.startup import ExitOnFatal, StartupError
 
     reactor = global_reactor()
