@@ -173,7 +173,7 @@ class RetentionBytesTests(TestCase):
             " created_at) VALUES ('bob', 1, 'alice', 'k', ?, 3, 0)", ('"éé"',)
         )
         # back to before 006: what came after it is undone too
-        for column in ("direction", "to_fqhn", "to_primary"):
+        for column in ("direction", "to_fqhn", "to_primary", "undeliverable"):
             conn.execute(f"ALTER TABLE messages DROP COLUMN {column}")
         for table in ("log_leaves", "log_nodes", "federation_outbox", "federation_leases"):
             conn.execute(f"DROP TABLE {table}")
