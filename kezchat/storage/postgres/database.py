@@ -282,7 +282,7 @@ class PostgresDatabase(Service):
     def _submit(
         self,
         fn: Callable[..., Awaitable[T]],
-        args: tuple,
+        args: tuple[Any, ...],
         transaction: bool,
         size: int,
         admitted: bool,
@@ -295,7 +295,9 @@ class PostgresDatabase(Service):
             size, lambda: deferred_from_coroutine(self._call(fn, args, transaction))
         )
 
-    async def _call(self, fn: Callable[..., Awaitable[T]], args: tuple, transaction: bool) -> T:
+    async def _call(
+        self, fn: Callable[..., Awaitable[T]], args: tuple[Any, ...], transaction: bool
+    ) -> T:
         ready = self._ready
         if ready is None:
             raise DatabaseClosed("the database is not running")

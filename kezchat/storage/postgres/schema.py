@@ -40,7 +40,9 @@ async def current_version(conn: Any, table: str = "schema_version") -> int:
         " version INTEGER PRIMARY KEY, name TEXT NOT NULL,"
         " applied_at TIMESTAMPTZ NOT NULL DEFAULT now())"
     )
-    return await conn.fetchval(f"SELECT COALESCE(MAX(version), 0) FROM {table}")
+    # asyncpg is untyped (fetchval gives Any); COALESCE(MAX(...), 0) is an integer
+    version: int = await conn.fetchval(f"SELECT COALESCE(MAX(version), 0) FROM {table}")
+    return version
 
 
 async def upgrade(conn: Any, package: str = "kezchat.storage.postgres") -> int:

@@ -21,11 +21,12 @@ healing shows even when nobody writes.
 
 from __future__ import annotations
 
+import enum
 import queue
 import sqlite3
 import threading
 from collections.abc import Callable
-from typing import Any, TypeVar
+from typing import Any, Final, TypeVar
 
 from twisted.application.service import Service
 from twisted.internet.defer import Deferred, fail, succeed
@@ -40,7 +41,23 @@ from kezchat.storage.gate import AdmissionGate
 from kezchat.storage.sqlite.schema import upgrade
 
 T = TypeVar("T")
-_STOP = object()
+
+
+class _Stop(enum.Enum):
+    """
+    The writer's stop signal on the job queue: an enum member rather than a
+    bare object() so that C{job is _STOP} tells the type checker which it is.
+    """
+
+    STOP = enum.auto()
+
+
+_STOP: Final = _Stop.STOP
+#: one queued write: the function, its arguments, the Deferred to fire
+_Job = tuple[Callable[..., Any], tuple[Any, ...], Deferred[Any]]
+#: one answered write: its Deferred, True/False (ok/failed) or None (undone
+#: by a fault of the database), and the result or Failure
+_Outcome = tuple[Deferred[Any], bool | None, Any]
 
 #: seconds a connection waits for another one's lock before failing with
 #: "busy": long enough for another process's ordinary commit, short enough
@@ -166,7 +183,7 @@ class SQLiteDatabase(Service):
         self._busy_timeout = busy_timeout
         self._on_open = on_open
         self._on_write_failure = on_write_failure
-        self._jobs: queue.SimpleQueue = queue.SimpleQueue()
+        self._jobs: queue.SimpleQueue[_Job | _Stop] = queue.SimpleQueue()
         #: held while deciding whether the writer takes jobs, so no job is
         #: queued behind a writer that has already drained its queue
         self._queue_lock = threading.Lock()
@@ -318,7 +335,7 @@ class SQLiteDatabase(Service):
             size, lambda: self._enqueue(fn, args).addErrback(self._count_failure)
         )
 
-    def _enqueue(self, fn: Callable[..., T], args: tuple) -> Deferred[T]:
+    def _enqueue(self, fn: Callable[..., T], args: tuple[Any, ...]) -> Deferred[T]:
         with self._queue_lock:
             if self._closed or not self._accepting:
                 return fail(DatabaseClosed() if self._closed else self._refusal)
@@ -363,7 +380,7 @@ class SQLiteDatabase(Service):
             raise
         return conn
 
-    def _read_job(self, fn: Callable[..., T], args: tuple) -> T:
+    def _read_job(self, fn: Callable[..., T], args: tuple[Any, ...]) -> T:
         conn = getattr(self._reader_local, "conn", None)
         try:
             if conn is None:
@@ -399,7 +416,7 @@ class SQLiteDatabase(Service):
         refusal: DatabaseUnavailable | None = None
         conn: sqlite3.Connection | None = None
         #: jobs taken off the queue and not yet answered
-        in_hand: list = []
+        in_hand: list[_Job] = []
         try:
             try:
                 conn = self._open_writer()
@@ -497,8 +514,8 @@ class SQLiteDatabase(Service):
             self._restart = self._reactor.callLater(PROBE_INTERVAL, self._start_writer)
 
     def _run_guarded(
-        self, conn: sqlite3.Connection | None, batch: list
-    ) -> tuple[sqlite3.Connection | None, list, str | None]:
+        self, conn: sqlite3.Connection | None, batch: list[_Job]
+    ) -> tuple[sqlite3.Connection | None, list[_Outcome], str | None]:
         """
         Run one batch, whatever happens: returns the connection to use next
         (C{None} to reopen), each job's outcome, and the cause if the
@@ -509,7 +526,9 @@ class SQLiteDatabase(Service):
                 conn = self._open_writer()
             except Exception as e:
                 refused = unavailable(e, fault_cause(e) or "cannot_open")
-                failed = [(d, False, Failure(refused)) for _fn, _args, d in batch]
+                failed: list[_Outcome] = [
+                    (d, False, Failure(refused)) for _fn, _args, d in batch
+                ]
                 return None, failed, refused.cause
         error: DatabaseUnavailable | None
         try:
@@ -524,9 +543,11 @@ class SQLiteDatabase(Service):
                       error=error.message)
         conn = self._rollback(conn)
         failure = Failure(error)
-        failed = [(d, ok, result) if ok is False else (d, False, failure)
-                  for d, ok, result in outcomes]
-        return conn, failed, error.cause
+        all_failed: list[_Outcome] = [
+            (d, ok, result) if ok is False else (d, False, failure)
+            for d, ok, result in outcomes
+        ]
+        return conn, all_failed, error.cause
 
     def _rollback(self, conn: sqlite3.Connection) -> sqlite3.Connection | None:
         """
@@ -546,16 +567,16 @@ class SQLiteDatabase(Service):
             return None
 
     def _run_batch(
-        self, conn: sqlite3.Connection, batch: list
-    ) -> tuple[list, DatabaseUnavailable | None]:
+        self, conn: sqlite3.Connection, batch: list[_Job]
+    ) -> tuple[list[_Outcome], DatabaseUnavailable | None]:
         """
         The batch in one transaction. On a fault of the database, the
         outcomes so far (jobs that failed on their own keep their error;
         the rest are marked C{None}) and the fault; the caller rolls back.
         """
-        outcomes: list = []
+        outcomes: list[_Outcome] = []
 
-        def faulted(e: BaseException) -> tuple[list, DatabaseUnavailable]:
+        def faulted(e: BaseException) -> tuple[list[_Outcome], DatabaseUnavailable]:
             done = {id(d) for d, _ok, _r in outcomes}
             rest = [(d, None, None) for _fn, _args, d in batch if id(d) not in done]
             return outcomes + rest, unavailable(e)
@@ -603,7 +624,7 @@ class SQLiteDatabase(Service):
         self.batched_writes += len(batch)
         return outcomes, None
 
-    def _deliver(self, outcomes: list, cause: str | None = None) -> None:
+    def _deliver(self, outcomes: list[_Outcome], cause: str | None = None) -> None:
         if cause is None:
             if self._degraded is not None:
                 self.log.info("the database {path} works again", path=self.path)

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import sqlite3
 from dataclasses import replace
+from typing import Any
 
 from twisted.internet.defer import Deferred
 
@@ -19,7 +20,7 @@ COLUMNS = (
 )
 
 
-def _message(row: tuple) -> OutboundMessage:
+def _message(row: tuple[Any, ...]) -> OutboundMessage:
     return OutboundMessage(
         id=row[0], destination=row[1], sender=row[2], recipient=row[3], envelope=row[4],
         created_at=row[5], idempotency_key=row[6], request_hash=row[7],

@@ -28,7 +28,9 @@ CHUNK = 500
 CLIENT_KEY_MAX = 64
 
 
-def _delete_messages(conn: sqlite3.Connection, where: str, args: tuple, limit: int) -> list[int]:
+def _delete_messages(
+    conn: sqlite3.Connection, where: str, args: tuple[Any, ...], limit: int
+) -> list[int]:
     rows = conn.execute(
         "DELETE FROM messages WHERE (recipient, seq) IN"
         f" (SELECT recipient, seq FROM messages WHERE {where} LIMIT ?) RETURNING size",
@@ -37,7 +39,7 @@ def _delete_messages(conn: sqlite3.Connection, where: str, args: tuple, limit: i
     return [row[0] for row in rows]
 
 
-def _delete_keys(conn: sqlite3.Connection, where: str, args: tuple, limit: int) -> int:
+def _delete_keys(conn: sqlite3.Connection, where: str, args: tuple[Any, ...], limit: int) -> int:
     return conn.execute(
         "DELETE FROM idempotency WHERE (sender, key) IN"
         f" (SELECT sender, key FROM idempotency WHERE {where} LIMIT ?)",
