@@ -196,6 +196,8 @@ class _Blocking:
         raise server_error(status, answer, retry_after)
 
     def _json(self, method: str, url: str, **kwargs: Any) -> Any:
+        # The answer is parsed JSON, so Any; callers that promise a shape
+        # declare it on a local (``answer: dict[str, Any]``), as the API documents.
         status, body = self._request(method, url, **kwargs)
         if status == 404 and 404 in kwargs.get("expect", ()):
             return None
@@ -229,9 +231,10 @@ class BlockingChatClient(_Blocking):
         """
         The record of C{handle} (bare or qualified), or C{None} if unknown.
         """
-        return self._json(
+        answer: dict[str, Any] | None = self._json(
             "GET", self.url(f"/v1/u/{quote(handle, safe='@')}"), expect=(200, 404)
         )
+        return answer
 
     # -- key directory (a L{kezchat.client.keydir.LogSource}) ---------------
 
@@ -276,7 +279,7 @@ class BlockingChatClient(_Blocking):
         raw = json.dumps(message, separators=(",", ":")).encode("utf-8")
         digest, ts = body_digest(raw), int(self.clock())
         auth = sign_request(key, "POST", "/v1/messages", [digest], ts, handle_server(sender))
-        return self._json(
+        answer: dict[str, Any] = self._json(
             "POST",
             self.url("/v1/messages"),
             body=raw,
@@ -287,6 +290,7 @@ class BlockingChatClient(_Blocking):
             },
             expect=(200, 201, 202),
         )
+        return answer
 
 
 class BlockingSigClient(_Blocking):

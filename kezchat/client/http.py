@@ -32,11 +32,11 @@ from twisted.python.failure import Failure
 from twisted.web.client import (
     Agent,
     HTTPConnectionPool,
-    PotentialDataLoss,
     ResponseDone,
     ResponseFailed,
     ResponseNeverReceived,
 )
+from twisted.web.http import PotentialDataLoss
 from twisted.web.iweb import UNKNOWN_LENGTH
 
 from kezchat.client.answers import (
@@ -149,6 +149,8 @@ class _Base:
         raise _server_error(response, body)
 
     async def _json(self, method: str, url: str, **kwargs: Any) -> tuple[int, Any]:
+        # The answer is parsed JSON, so Any; each caller declares its body
+        # (``body: dict[str, Any]``) as the shape the API documents for it.
         status, body, _ = await self._request(method, url, **kwargs)
         if status == 404 and 404 in kwargs.get("expect", ()):
             return status, None
@@ -185,6 +187,7 @@ class ChatClient(_Base):
     # -- registry -------------------------------------------------------
 
     async def healthz(self) -> dict[str, Any]:
+        body: dict[str, Any]
         _, body = await self._json("GET", self.url("/v1/healthz"))
         return body
 
@@ -192,6 +195,7 @@ class ChatClient(_Base):
         """
         The record of C{handle} (bare or qualified), or C{None} if unknown.
         """
+        body: dict[str, Any] | None
         _, body = await self._json(
             "GET", self.url(f"/v1/u/{quote(handle, safe='@')}"), expect=(200, 404)
         )
@@ -202,6 +206,7 @@ class ChatClient(_Base):
         @param server: another domain that binds the key (federation: the
             home server asks it).
         """
+        body: dict[str, Any] | None
         _, body = await self._json(
             "GET", self.url(f"/v1/by-primary/{quote(primary, safe=':')}"), expect=(200, 404),
             params={"server": server} if server else None,
@@ -212,6 +217,7 @@ class ChatClient(_Base):
         """
         Register the bare C{handle} on this server (domain C{server}).
         """
+        body: dict[str, Any]
         _, body = await self._json(
             "POST",
             self.url("/v1/register"),
@@ -270,6 +276,7 @@ class ChatClient(_Base):
         auth = sign_request(
             key, "POST", "/v1/messages", [body_digest(raw)], self._ts(), handle_server(sender)
         )
+        body: dict[str, Any]
         _, body = await self._json(
             "POST",
             self.url("/v1/messages"),
@@ -293,6 +300,7 @@ class ChatClient(_Base):
         auth = sign_request(
             key, "GET", f"/v1/inbox/{h}", [f"since={since}"], self._ts(), handle_server(handle)
         )
+        body: dict[str, Any]
         _, body = await self._json(
             "GET",
             self.url(f"/v1/inbox/{h}"),
@@ -337,6 +345,7 @@ class ChatClient(_Base):
         auth = sign_request(
             key, "PUT", f"/v1/manifests/{h}", [body_digest(blob)], self._ts(), handle_server(handle)
         )
+        body: dict[str, Any]
         _, body = await self._json(
             "PUT",
             self.url(f"/v1/manifests/{h}"),
@@ -384,6 +393,7 @@ class SigClient(_Base):
         """
         Append one signed event (201, or 200 when it is already there).
         """
+        body: dict[str, Any]
         _, body = await self._json(
             "POST", chain_url.rstrip("/") + "/events", json=event, expect=(200, 201)
         )

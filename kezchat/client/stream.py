@@ -20,10 +20,10 @@ from twisted.python.failure import Failure
 from twisted.web.client import Agent
 from twisted.web.http_headers import Headers
 
+from kezchat.client.answers import SMALL_BODY
 from kezchat.client.errors import ServerError, Unreachable
 from kezchat.client.http import (
     _TRANSPORT_ERRORS,
-    SMALL_BODY,
     _origin,
     _server_error,
     describe_failure,

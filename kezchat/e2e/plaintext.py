@@ -30,7 +30,7 @@ from __future__ import annotations
 
 import os
 from collections.abc import Iterator
-from typing import Any
+from typing import Any, TypeVar
 
 import blake3
 
@@ -132,7 +132,10 @@ def receipt(status: str, sigs: list[str]) -> dict[str, Any]:
     return parse_plaintext({"type": "receipt", "status": status, "sigs": list(sigs)})
 
 
-def _field(plaintext: dict[str, Any], name: str, kind: type | tuple[type, ...]) -> Any:
+V = TypeVar("V")
+
+
+def _field(plaintext: dict[str, Any], name: str, kind: type[V]) -> V:
     value = plaintext.get(name)
     if not isinstance(value, kind) or isinstance(value, bool):
         raise PlaintextError(f'"{name}" is missing or of the wrong type')
@@ -240,7 +243,9 @@ class ChunkAssembler:
 
     @property
     def complete(self) -> bool:
-        return len(self._chunks) == self.header["n"]
+        # the header is JSON, its "n" checked to be an int by parse_plaintext
+        total: int = self.header["n"]
+        return len(self._chunks) == total
 
     def add(self, chunk: dict[str, Any]) -> None:
         parse_plaintext(chunk)
