@@ -4,7 +4,7 @@ JSON bodies in and out, and the SPEC §3 error shape.
 
 from __future__ import annotations
 
-from typing import Any
+from typing import IO, Any
 
 from twisted.web.iweb import IRequest
 
@@ -56,7 +56,8 @@ def read_body(request: IRequest, cap: int | None = None) -> bytes:
     if cap is None:
         declared = route_data(request).body_cap
         cap = DEFAULT_BODY_CAP if declared is None else declared
-    content = request.content
+    # IRequest.content is a zope Attribute (Any); Twisted makes it a binary file
+    content: IO[bytes] = request.content
     content.seek(0, 2)
     if content.tell() > cap:
         raise KezError("payload_too_large", f"the request body is larger than {cap} bytes")

@@ -24,7 +24,8 @@ def _arg(request: IRequest, name: str) -> str | None:
     The one value of query parameter C{name}, or C{None}; given twice or
     not UTF-8 is a C{bad_request}.
     """
-    values = request.args.get(name.encode()) or []
+    # IRequest.args is a zope Attribute (Any); Twisted fills it with lists of bytes
+    values: list[bytes] = request.args.get(name.encode()) or []
     if len(values) > 1:
         raise KezError("bad_request", f"give {name} once")
     if not values:

@@ -25,7 +25,8 @@ __all__ = ["MESSAGE_CAP", "install"]
 
 
 def _arg(request: IRequest, name: bytes) -> bytes | None:
-    values = request.args.get(name)
+    # IRequest.args is a zope Attribute (Any); Twisted fills it with lists of bytes
+    values: list[bytes] | None = request.args.get(name)
     if not values:
         return None
     if len(values) > 1:

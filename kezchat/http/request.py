@@ -92,7 +92,9 @@ def redacting_log_formatter(timestamp: str, request: Request) -> str:
     """
     Twisted's combined log format, with credentials taken out of the URI.
     """
-    return combinedLogFormatter(timestamp, _RedactedRequest(request))
+    # combinedLogFormatter is unannotated upstream; it returns the log line
+    line: str = combinedLogFormatter(timestamp, _RedactedRequest(request))
+    return line
 
 
 class KezChannel(BadRequestHook):

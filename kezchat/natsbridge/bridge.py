@@ -104,9 +104,9 @@ def encode_stored(message: StoredMessage) -> bytes:
     past the broker's max_payload.
     """
     fields = asdict(message)
-    envelope = fields.pop("envelope")
+    del fields["envelope"]
     head = json.dumps(fields, separators=(",", ":"), ensure_ascii=False)
-    return (head[:-1] + ',"envelope":' + envelope + "}").encode()
+    return (head[:-1] + ',"envelope":' + message.envelope + "}").encode()
 
 
 def decode_stored(data: bytes) -> StoredMessage:

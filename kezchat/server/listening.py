@@ -130,7 +130,9 @@ def parse_endpoint(reactor: IServerReactor, description: str) -> IStreamServerEn
     @raise StartupError: with one line saying what is wrong and what to do.
     """
     try:
-        return serverFromString(reactor, description)
+        # serverFromString is unannotated upstream; it returns this interface
+        endpoint: IStreamServerEndpoint = serverFromString(reactor, description)
+        return endpoint
     except Exception as e:
         if description.startswith("systemd:") and isinstance(e, (IndexError, KeyError)):
             reason = "systemd passed no such socket (is the .socket unit running?)"

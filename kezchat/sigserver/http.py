@@ -48,7 +48,8 @@ _CORS = {
 
 
 def _wants_jsonl(request: IRequest) -> bool:
-    formats = request.args.get(b"format")
+    # IRequest.args is a zope Attribute (Any); Twisted fills it with lists of bytes
+    formats: list[bytes] | None = request.args.get(b"format")
     if formats:
         if formats != [b"jsonl"] and formats != [b"json"]:
             raise KezError("bad_request", "format is json or jsonl")

@@ -136,7 +136,9 @@ class Sigchains:
         """
         primary = primary_of(key_hex)
         texts = await self._store.events(primary)
-        return await self._offload(_render, primary, texts, jsonl)
+        # Offload is Callable[..., Deferred[Any]]: _render's bytes come back as Any
+        rendered: bytes = await self._offload(_render, primary, texts, jsonl)
+        return rendered
 
     async def append(self, key_hex: str, body: object) -> Appended:
         """
