@@ -71,7 +71,9 @@ class NKey:
 
     @property
     def seed_text(self) -> str:
-        return nkeys.encode_seed(self.seed, self.prefix).decode("ascii")
+        # nkeys is untyped; encode_seed gives the seed's bytes
+        encoded: bytes = nkeys.encode_seed(self.seed, self.prefix)
+        return encoded.decode("ascii")
 
     @cached_property
     def _signing_key(self) -> SigningKey:

@@ -188,8 +188,8 @@ class Holder(Protocol):
         self.head = b""
         self.expected: int | None = None
         self.closed = False
-        self.first: Deferred = Deferred()
-        self.done: Deferred = Deferred()
+        self.first: Deferred[Holder] = Deferred()
+        self.done: Deferred[Holder] = Deferred()
 
     def connectionMade(self) -> None:
         assert self.transport is not None
@@ -233,6 +233,8 @@ class Holder(Protocol):
 async def connect(reactor: Any, port: int, protocol: P) -> P:
     from twisted.internet.endpoints import TCP4ClientEndpoint, connectProtocol
 
-    return await connectProtocol(TCP4ClientEndpoint(reactor, "127.0.0.1", port), protocol)
+    # connectProtocol is unannotated upstream; it fires with the protocol given
+    connected: P = await connectProtocol(TCP4ClientEndpoint(reactor, "127.0.0.1", port), protocol)
+    return connected
 
 

@@ -57,7 +57,9 @@ def find_nats_server() -> str | None:
 def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
+        # typeshed types socket addresses as Any; AF_INET's is (host, port)
+        port: int = s.getsockname()[1]
+        return port
 
 
 class NatsServer:

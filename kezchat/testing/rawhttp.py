@@ -27,10 +27,10 @@ class Connection(Protocol):
 
     def __init__(self) -> None:
         self._buffer = b""
-        self._waiting: deque = deque()
+        self._waiting: deque[Deferred[tuple[int, bytes]]] = deque()
 
-    def request(self, raw: bytes) -> Deferred:
-        d: Deferred = Deferred()
+    def request(self, raw: bytes) -> Deferred[tuple[int, bytes]]:
+        d: Deferred[tuple[int, bytes]] = Deferred()
         self._waiting.append(d)
         assert self.transport is not None
         self.transport.write(raw)
@@ -63,7 +63,7 @@ class Pool:
 
     def request(
         self, raw: bytes, stamp: Any = None, on_send: Callable[[Any], object] | None = None
-    ) -> Deferred:
+    ) -> Deferred[tuple[int, bytes]]:
         conn = self.connections[self._next % len(self.connections)]
         self._next += 1
         if on_send is not None:
@@ -131,10 +131,11 @@ class Stream(Protocol):
         self._raw = raw
         self._buffer = b""
         self.open = False
-        self.ready: Deferred = Deferred()
+        self.ready: Deferred[Stream] = Deferred()
         self.latencies: list[float] = []
         self.delivered = 0
-        self.sent_at: dict = {}
+        #: send time by stamp (the envelope's C{i})
+        self.sent_at: dict[Any, float] = {}
 
     def mark_sent(self, stamp: Any) -> None:
         self.sent_at[stamp] = time.perf_counter()
