@@ -17,7 +17,7 @@ her CLI.
     other browser still learns the read state (a note to himself);
   - a fresh log-in from the words restores the whole retained history,
     both directions and the read state, with "Restoring n of N", and a
-    message sent meanwhile arrives. The restore's time and the longest
+    message sent meanwhile shows before the restore is done. The restore's time and the longest
     main-thread task are logged (C{KEZ_RESTORE_MESSAGES} scales it).
 """
 
@@ -352,8 +352,24 @@ class SeveralDevicesInChromiumTests(CliTestCase):
                 text = await progress.inner_text()
                 self.assertRegex(text, rf"of {total + 1:,}$")
                 await fresh.shot("devices-restoring")
-                # the app keeps working meanwhile: a message sent now arrives after the history
+                # the app keeps working meanwhile: a message sent now shows
+                # before the restore is done (the live stream opened at once)
                 await self.post(alice_key, "alice", bob_key, text_message("while restoring"))
+                restoring_then = await fresh.page.wait_for_function(
+                    """() => {
+                      const shown = [...document.querySelectorAll(
+                        '[data-testid=conversation-preview]')]
+                        .some((p) => p.textContent.includes('while restoring'));
+                      if (!shown) return null;
+                      return !!document.querySelector('[data-testid=restore-progress]');
+                    }""",
+                    timeout=max(WAIT, total * 100),
+                )
+                self.assertTrue(
+                    await restoring_then.json_value(),
+                    "the message sent mid-restore showed only after the restore",
+                )
+                await fresh.shot("devices-new-message-while-restoring")
                 await progress.wait_for(state="detached", timeout=max(WAIT, total * 100))
                 took = time.monotonic() - started
                 await fresh.status("live")
