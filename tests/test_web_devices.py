@@ -117,17 +117,24 @@ class Devices:
         """
         Wait until the list shows C{count} unread for C{handle} (0: no badge).
         """
+        from playwright.async_api import TimeoutError as PlaywrightTimeout
+
         await self.conversation(someone, handle).wait_for(timeout=WAIT)
-        await someone.page.wait_for_function(
-            """([handle, n]) => {
-              const c = document.querySelector(
-                `[data-testid=conversation][data-handle='${handle}']`);
-              const badge = c && c.querySelector('[data-testid=unread-count]');
-              return c && (badge ? badge.textContent.trim() === String(n) : n === 0);
-            }""",
-            arg=[handle, count],
-            timeout=WAIT,
-        )
+        try:
+            await someone.page.wait_for_function(
+                """([handle, n]) => {
+                  const c = document.querySelector(
+                    `[data-testid=conversation][data-handle='${handle}']`);
+                  const badge = c && c.querySelector('[data-testid=unread-count]');
+                  return c && (badge ? badge.textContent.trim() === String(n) : n === 0);
+                }""",
+                arg=[handle, count],
+                timeout=WAIT,
+            )
+        except PlaywrightTimeout:
+            badge = self.conversation(someone, handle).locator("[data-testid=unread-count]")
+            shown = await badge.inner_text() if await badge.count() else "no badge"
+            raise AssertionError(f"{handle}: {shown} unread shown, not {count}") from None
 
     async def status_of(self, someone: Person, text: str, status: str) -> None:
         await (
@@ -361,12 +368,14 @@ class SeveralDevicesInChromiumTests(CliTestCase):
                         '[data-testid=conversation-preview]')]
                         .some((p) => p.textContent.includes('while restoring'));
                       if (!shown) return null;
-                      return !!document.querySelector('[data-testid=restore-progress]');
+                      return document.querySelector('[data-testid=restore-progress]')
+                        ? 'during' : 'after';
                     }""",
                     timeout=max(WAIT, total * 100),
                 )
-                self.assertTrue(
+                self.assertEqual(
                     await restoring_then.json_value(),
+                    "during",
                     "the message sent mid-restore showed only after the restore",
                 )
                 await fresh.shot("devices-new-message-while-restoring")
