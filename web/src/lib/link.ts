@@ -17,7 +17,8 @@
  * A restore stays usable for new messages: when the first page of a
  * catch-up says there is more to come (its `last` is beyond the page), an
  * SSE stream opens at once from `last`, so what arrives from then on is
- * not stuck behind the backlog. While any catch-up runs, a stream item is
+ * not stuck behind the backlog. Until a catch-up has met the inbox's end
+ * (while it runs, and after it failed until one succeeds), a stream item is
  * handed over `early` (the inbox shows it ahead of the cursor only when
  * order cannot change it, inbox.ts) and kept; once the catch-up ends, the
  * kept items are handed over again in seq order, so none that had to wait
@@ -88,7 +89,13 @@ export class Link {
   private recent = new Set<string>();
   private current: LinkStatus | null = null;
   private checkTimer: ReturnType<typeof setTimeout> | null = null;
-  /** catch-ups running now, and the stream items that came meanwhile */
+  /**
+   * Whether the cursor has met the inbox's end since the last catch-up
+   * began (a catch-up that failed leaves it false): until then every
+   * stream item is early, and kept
+   */
+  private caughtUp = false;
+  /** catch-ups running now, and the stream items that came before the cursor caught up */
   private pulls = 0;
   private held: InboxItem[] = [];
 
@@ -104,6 +111,7 @@ export class Link {
 
   start(): void {
     this.running = true;
+    this.caughtUp = false;
     this.current = null;
     this.setStatus('connecting');
     void this.catchUp();
@@ -167,6 +175,7 @@ export class Link {
   private pull(): Promise<void> {
     const run = this.pulling.then(async () => {
       this.pulls += 1;
+      this.caughtUp = false;
       try {
         for (;;) {
           if (!this.running) return;
@@ -174,11 +183,14 @@ export class Link {
           this.hooks.paged?.(page.messages.length, page.last);
           this.streamEarly(page.messages, page.last);
           for (const item of page.messages) await this.deliver(item);
-          if (page.messages.length === 0) return;
+          if (page.messages.length === 0) {
+            this.caughtUp = true;
+            return;
+          }
         }
       } finally {
         this.pulls -= 1;
-        if (this.pulls === 0) await this.handHeld();
+        if (this.pulls === 0 && this.caughtUp) await this.handHeld();
       }
     });
     this.pulling = run.catch(() => undefined);
@@ -372,8 +384,8 @@ export class Link {
       } catch {
         return; // a frame that is not JSON is not a message
       }
-      if (this.pulls > 0 && typeof item?.seq === 'number') {
-        // a catch-up runs: shown now if it can be, handed over again in its turn
+      if (!this.caughtUp && typeof item?.seq === 'number') {
+        // the cursor is behind (a catch-up runs, or failed and is due again): shown now if it can be, handed over again in its turn
         this.held.push(item);
         void this.deliver(item, true);
       } else void this.deliver(item);
