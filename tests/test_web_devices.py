@@ -17,7 +17,7 @@ her CLI.
     other browser still learns the read state (a note to himself);
   - a fresh log-in from the words restores the whole retained history,
     both directions and the read state, with "Restoring n of N", and a
-    message sent meanwhile arrives. The restore's time and the longest
+    message sent meanwhile shows before the restore is done. The restore's time and the longest
     main-thread task are logged (C{KEZ_RESTORE_MESSAGES} scales it).
 """
 
@@ -117,17 +117,24 @@ class Devices:
         """
         Wait until the list shows C{count} unread for C{handle} (0: no badge).
         """
+        from playwright.async_api import TimeoutError as PlaywrightTimeout
+
         await self.conversation(someone, handle).wait_for(timeout=WAIT)
-        await someone.page.wait_for_function(
-            """([handle, n]) => {
-              const c = document.querySelector(
-                `[data-testid=conversation][data-handle='${handle}']`);
-              const badge = c && c.querySelector('[data-testid=unread-count]');
-              return c && (badge ? badge.textContent.trim() === String(n) : n === 0);
-            }""",
-            arg=[handle, count],
-            timeout=WAIT,
-        )
+        try:
+            await someone.page.wait_for_function(
+                """([handle, n]) => {
+                  const c = document.querySelector(
+                    `[data-testid=conversation][data-handle='${handle}']`);
+                  const badge = c && c.querySelector('[data-testid=unread-count]');
+                  return c && (badge ? badge.textContent.trim() === String(n) : n === 0);
+                }""",
+                arg=[handle, count],
+                timeout=WAIT,
+            )
+        except PlaywrightTimeout:
+            badge = self.conversation(someone, handle).locator("[data-testid=unread-count]")
+            shown = await badge.inner_text() if await badge.count() else "no badge"
+            raise AssertionError(f"{handle}: {shown} unread shown, not {count}") from None
 
     async def status_of(self, someone: Person, text: str, status: str) -> None:
         await (
@@ -352,8 +359,27 @@ class SeveralDevicesInChromiumTests(CliTestCase):
                 text = await progress.inner_text()
                 self.assertRegex(text, rf"of {total + 1:,}$")
                 await fresh.shot("devices-restoring")
-                # the app keeps working meanwhile: a message sent now arrives after the history
+                # the app keeps working meanwhile: a message sent now shows
+                # before the restore is done (the live stream opened at once)
                 await self.post(alice_key, "alice", bob_key, text_message("while restoring"))
+                # (not merely in the last moment before the banner goes: with
+                # most of the backlog still to come)
+                restoring_then = await fresh.page.wait_for_function(
+                    """() => {
+                      const shown = [...document.querySelectorAll(
+                        '[data-testid=conversation-preview]')]
+                        .some((p) => p.textContent.includes('while restoring'));
+                      if (!shown) return null;
+                      const p = document.querySelector('[data-testid=restore-progress]');
+                      return p ? [Number(p.dataset.done), Number(p.dataset.total)] : 'after';
+                    }""",
+                    timeout=max(WAIT, total * 100),
+                )
+                then = await restoring_then.json_value()
+                self.assertNotEqual(then, "after", "the message sent mid-restore showed after it")
+                done, of = then
+                self.assertLess(done, of - 50, f"shown only at {done} of {of}")
+                await fresh.shot("devices-new-message-while-restoring")
                 await progress.wait_for(state="detached", timeout=max(WAIT, total * 100))
                 took = time.monotonic() - started
                 await fresh.status("live")

@@ -43,7 +43,7 @@ from tests.natssupport import ASYNCIO_ONLY
 from tests.relaysupport import send
 from tests.sigsupport import start_sig_server
 from tests.support import http_client, json_of, register, temp_dir
-from tests.test_web_e2e import DESKTOP, PASSPHRASE, WAIT, Person, WebAppSteps
+from tests.test_web_e2e import DESKTOP, PASSPHRASE, PHONE, WAIT, Person, WebAppSteps
 from tests.webdriver import (
     CHROMIUM,
     CHROMIUM_ARGS,
@@ -87,6 +87,20 @@ class WebNatsTests(WebAppSteps, TestCase):
             arg=text,
             timeout=timeout,
         )
+
+    async def transport_on_phone(self, someone: Person, text: str) -> None:
+        """
+        At phone width (no sidebar in a conversation) the header still
+        says the transport, visibly.
+        """
+        await someone.page.set_viewport_size(PHONE)
+        try:
+            badge = someone.tid("transport-phone")
+            await badge.wait_for(state="visible", timeout=WAIT)
+            self.assertEqual(await badge.inner_text(), text)
+            self.assertFalse(await someone.tid("transport").is_visible())
+        finally:
+            await someone.page.set_viewport_size(DESKTOP)
 
     async def person(self, browser: Any, name: str, probe: str = "") -> Person:
         context = await browser.new_context(viewport=DESKTOP)
@@ -193,6 +207,7 @@ class WebNatsTests(WebAppSteps, TestCase):
             await native.close()
         await bob.expect_message("hello from a native client")
         self.shots = await bob.shot("transport-nats")
+        await self.transport_on_phone(bob, "nats")
 
         # the broker dies: SSE stands in, and what is sent meanwhile arrives
         bob.watch.allowed.append(broker_down)
@@ -251,6 +266,7 @@ class WebNatsTests(WebAppSteps, TestCase):
         await bob.open_chat("alice@kez.lat")
         await bob.expect_message("on SSE after a reload")
         self.shots += await bob.shot("transport-sse")
+        await self.transport_on_phone(bob, "sse")
         self.assertEqual(bob.watch.problems, [])
         # the callout's grants were enough for everything the browser did
         self.assertNotIn("Violation", self.broker.log())

@@ -220,3 +220,71 @@ describe('the inbox pipeline', () => {
     expect(shown(b.model, alice.primary)).toEqual([['text', 'once']]);
   });
 });
+
+describe('early items (a live message during a restore)', () => {
+  it('a text from a pinned sender ahead of the cursor shows at once; the cursor moves only in seq order; shown once', async () => {
+    const b = await bobInbox(freshStorage());
+    await b.inbox.enqueue(item(alice, A, textMessage('old one'), { seq: 1 }));
+    const live = item(alice, A, textMessage('live'), { seq: 4 });
+    await b.inbox.enqueue(live, true);
+    expect(shown(b.model, alice.primary).map((m) => m[1])).toEqual(['old one', 'live']);
+    expect(b.inbox.cursor).toBe(1);
+    expect(await b.storage.get<number>(keys.cursor)).toBe(1);
+    // the same item early again (the stream's reconnect) changes nothing
+    await b.inbox.enqueue(live, true);
+    // the catch-up reaches it: stored already, so only the cursor moves, and no replay warning
+    await b.inbox.enqueue(item(alice, A, textMessage('old two'), { seq: 2 }));
+    await b.inbox.enqueue(item(alice, A, textMessage('old three'), { seq: 3 }));
+    await b.inbox.enqueue(live);
+    expect(b.inbox.cursor).toBe(4);
+    expect(await b.storage.get<number>(keys.cursor)).toBe(4);
+    const texts = shown(b.model, alice.primary);
+    expect(texts.filter((m) => m[1] === 'live')).toHaveLength(1);
+    expect(texts.filter((m) => m[0] === 'warning')).toEqual([]);
+    expect(texts).toHaveLength(4);
+  });
+
+  it('shown early before a reload, it is recognised as stored after it (no replay warning, shown once)', async () => {
+    const storage = freshStorage();
+    const b = await bobInbox(storage);
+    await b.inbox.enqueue(item(alice, A, textMessage('old'), { seq: 1, ts: '2026-05-25T03:01:00Z', createdAt: '2026-05-25T03:01:00Z' }));
+    const live = item(alice, A, textMessage('live'), { seq: 3, ts: '2026-05-25T03:03:00Z', createdAt: '2026-05-25T03:03:00Z' });
+    await b.inbox.enqueue(live, true);
+    const again = await bobInbox(storage);
+    expect(again.inbox.cursor).toBe(1);
+    await again.inbox.enqueue(item(alice, A, textMessage('middle'), { seq: 2, ts: '2026-05-25T03:02:00Z', createdAt: '2026-05-25T03:02:00Z' }));
+    await again.inbox.enqueue(live);
+    expect(again.inbox.cursor).toBe(3);
+    expect(shown(again.model, alice.primary)).toEqual([
+      ['text', 'old'],
+      ['text', 'middle'],
+      ['text', 'live'],
+    ]);
+  });
+
+  it('what order could change waits for its turn: a first message (a pin) ahead of the cursor is not shown early', async () => {
+    const b = await bobInbox(freshStorage());
+    const first = item(alice, A, textMessage('hello'), { seq: 5 });
+    await b.inbox.enqueue(first, true);
+    expect(b.model.convs[alice.primary]).toBeUndefined();
+    expect(b.contacts.keyOf(A)).toBeUndefined();
+    expect(b.inbox.cursor).toBe(0);
+    // in its turn it pins and shows, once
+    await b.inbox.enqueue(first);
+    expect(shown(b.model, alice.primary)).toEqual([['text', 'hello']]);
+    expect(b.inbox.cursor).toBe(5);
+  });
+
+  it('a forged early item shows nothing early; in its turn it is the usual warning', async () => {
+    const b = await bobInbox(freshStorage());
+    await b.inbox.enqueue(item(alice, A, textMessage('old'), { seq: 1 }));
+    const good = item(alice, A, textMessage('real'), { seq: 2 });
+    const forged = { ...good, envelope: { ...(good.envelope as object), sig: 'ab'.repeat(64) } };
+    await b.inbox.enqueue(forged, true);
+    expect(shown(b.model, alice.primary)).toEqual([['text', 'old']]);
+    expect(shown(b.model, REFUSED)).toEqual([]);
+    await b.inbox.enqueue(forged);
+    expect(shown(b.model, REFUSED).map((m) => m[0])).toEqual(['warning']);
+    expect(b.inbox.cursor).toBe(2);
+  });
+});

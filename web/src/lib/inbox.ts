@@ -4,6 +4,18 @@
  * shown. The saved cursor therefore always means "everything up to here
  * is stored here". If storing fails, the pipeline stops and says so: the
  * cursor stays put, and the next start reads the item again.
+ *
+ * Early items (a restore still paging while the live stream brings a new
+ * message): a live item may be enqueued `early`, ahead of the cursor. It
+ * is shown at once only when order cannot change what it means: a
+ * verified text from a sender already pinned, under that sender's key.
+ * It is stored (with its signature, by seq) but the cursor does not move;
+ * when the catch-up reaches its seq, that seq is recognised as stored
+ * (its signature is stored under that very seq, which also holds across a
+ * reload) and only the cursor moves. Anything else ahead of the cursor is
+ * left for the catch-up, in seq order. So the cursor still means
+ * "everything up to here is stored", nothing is shown twice, and trust
+ * decisions (pins, key changes, replays) still happen in seq order.
  */
 import type { InboxItem } from './api';
 import type { Contacts } from './contacts';
@@ -34,6 +46,8 @@ export class Inbox {
   private sigBySeq = new Map<number, string>();
   private seqBySig = new Map<string, number>();
   private queue: Promise<void> = Promise.resolve();
+  /** seqs above the cursor stored early (see the module's docstring) */
+  private early = new Set<number>();
 
   constructor(
     private readonly me: KeyPair,
@@ -78,9 +92,12 @@ export class Inbox {
     return seq === undefined ? undefined : this.history.find(peer, `in:${seq}`);
   }
 
-  /** Queue an item; the returned promise settles when it (and all before it) are handled. */
-  enqueue(item: InboxItem): Promise<void> {
-    this.queue = this.queue.then(() => this.ingest(item));
+  /**
+   * Queue an item; the returned promise settles when it (and all before it)
+   * are handled. `early`: a live item that may be ahead of the cursor.
+   */
+  enqueue(item: InboxItem, early = false): Promise<void> {
+    this.queue = this.queue.then(() => this.ingest(item, early));
     return this.queue;
   }
 
@@ -89,10 +106,29 @@ export class Inbox {
     return this.queue;
   }
 
-  private async ingest(item: InboxItem): Promise<void> {
+  /** Whether the item at `seq` is stored already: shown early, in this run or before a reload. */
+  private storedEarly(item: InboxItem, seq: number): boolean {
+    if (this.early.has(seq)) return true;
+    const sig = (item?.envelope as { sig?: unknown } | null)?.sig;
+    return typeof sig === 'string' && this.seqBySig.get(sig) === seq;
+  }
+
+  private async ingest(item: InboxItem, early = false): Promise<void> {
     if (this.failure !== null) return;
     const seq = item?.seq;
     if (typeof seq !== 'number' || !Number.isInteger(seq) || seq <= this.cursor) return;
+    if (this.storedEarly(item, seq)) {
+      if (early) return;
+      // its turn: it is stored, only the cursor moves
+      try {
+        await this.history.commit(change([[keys.cursor, seq]]));
+        this.cursor = seq;
+        this.early.delete(seq);
+      } catch (e) {
+        this.stop(e, seq);
+      }
+      return;
+    }
     try {
       const rule = item.direction === 'out' ? judgeOwn : judge;
       // another server never took a message we sent: the marked copy (and the server's notice repeating it) is no replay
@@ -113,9 +149,11 @@ export class Inbox {
         };
       }
       // the sender's key directory head, against ours (of the sender's domain; our own copies carry our server's): a split view is warned about on this message
+      // ahead of the cursor, only what order cannot change is shown now; the rest waits for its turn
+      if (early && !(verdict.ok && !verdict.out && !verdict.pinNew && verdict.plain.type === 'text' && typeof verdict.plain.text === 'string' && unconfirmed === null)) return;
       const split = verdict.ok && 'head' in verdict.plain ? await this.gossip(verdict.plain.head, item.direction === 'out' ? undefined : verdict.handle).catch(() => null) : null;
       const outcome = await this.classify(seq, verdict, undeliverable);
-      const puts: Put[] = [[keys.cursor, seq]];
+      const puts: Put[] = early ? [] : [[keys.cursor, seq]];
       let remember = () => undefined as void;
       if (verdict.sig !== undefined && !this.seen.has(verdict.sig)) {
         const sig = verdict.sig;
@@ -123,7 +161,8 @@ export class Inbox {
         remember = () => this.remember(sig, seq);
       }
       await this.history.commit(merge(outcome, change(puts, remember)));
-      this.cursor = seq;
+      if (early) this.early.add(seq);
+      else this.cursor = seq;
       if (verdict.ok && !verdict.out && verdict.plain.type !== 'receipt') {
         const shown = this.history.find(verdict.sender, `in:${seq}`);
         if (shown?.dir === 'in' && shown.kind !== 'warning') this.hooks.received(verdict.sender, verdict.sig, shown.read === true);
@@ -134,9 +173,13 @@ export class Inbox {
         await this.history.commit(this.history.add(verdict.sender, warning));
       }
     } catch (e) {
-      this.failure = `Saving received messages failed (${e instanceof Error ? e.message : String(e)}). Nothing after message ${seq} is shown; reload the page to try again.`;
-      this.onFailure(this.failure);
+      this.stop(e, seq);
     }
+  }
+
+  private stop(e: unknown, seq: number): void {
+    this.failure = `Saving received messages failed (${e instanceof Error ? e.message : String(e)}). Nothing after message ${seq} is shown; reload the page to try again.`;
+    this.onFailure(this.failure);
   }
 
   /** Null when the first-use pin may go ahead, else why not (the end of a sentence). */

@@ -221,3 +221,63 @@ describe('NATS', () => {
     second.link.stop();
   });
 });
+
+describe('a restore stays usable for new messages', () => {
+  it('a long catch-up opens the stream at once from `last`; its items come early, then again in their turn', async () => {
+    // three pages: the first says the inbox goes up to 5
+    const pages = [
+      [{ seq: 1 }, { seq: 2 }],
+      [{ seq: 3 }, { seq: 4 }, { seq: 5 }],
+      [{ seq: 6 }],
+      [],
+    ] as InboxItem[][];
+    vi.stubGlobal('fetch', async () => new Response(JSON.stringify({ messages: pages.shift() ?? [], next: 0, last: 5 }), { status: 200 }));
+    let cursor = 0;
+    const got: string[] = [];
+    const sources: ScriptedSource[] = [];
+    let release: () => void = () => undefined;
+    const gate = new Promise<void>((resolve) => (release = resolve));
+    const link = new Link(new Signer(alice, 'kez.lat'), 'alice', 'alice@kez.lat', {
+      deliver: async (item, early) => {
+        got.push(`${item.seq}${early ? ' early' : ''}`);
+        if (early) return;
+        // the backlog is slow: the catch-up waits here on its third item
+        if (item.seq === 3) await gate;
+        cursor = item.seq;
+      },
+      cursor: () => cursor,
+      status: () => undefined,
+      refused: () => undefined,
+    }, (url) => {
+      const source = new ScriptedSource(url);
+      sources.push(source);
+      return source as unknown as EventSource;
+    });
+    link.start();
+    await vi.waitFor(() => expect(sources).toHaveLength(1));
+    // opened from the inbox's latest seq, not from the cursor (the backlog is the catch-up's)
+    expect(sources[0].url).toContain('since=5');
+    // a new message mid-restore is handed over at once, ahead of the backlog
+    sources[0].emit({ seq: 6 });
+    await vi.waitFor(() => expect(got).toContain('6 early'));
+    expect(got).toEqual(['1', '2', '3', '6 early']);
+    release();
+    // the catch-up reads it in its turn, and the stream's copy is handed over once more after it (seq <= cursor then: nothing)
+    await vi.waitFor(() => expect(got).toHaveLength(8));
+    expect(got).toEqual(['1', '2', '3', '6 early', '4', '5', '6', '6']);
+    // the stream stays the one opened early: no second one
+    expect(sources).toHaveLength(1);
+    link.stop();
+  });
+
+  it('a short catch-up opens the stream only after it, from the cursor', async () => {
+    const pages = [[{ seq: 1 }, { seq: 2 }], []] as InboxItem[][];
+    vi.stubGlobal('fetch', async () => new Response(JSON.stringify({ messages: pages.shift() ?? [], next: 0, last: 2 }), { status: 200 }));
+    const { link, state } = harness();
+    link.start();
+    await vi.waitFor(() => expect(state.sources).toHaveLength(1));
+    expect(state.got).toEqual([1, 2]);
+    expect(state.sources[0].url).toContain('since=2');
+    link.stop();
+  });
+});

@@ -13,6 +13,17 @@
  *    which the browser itself reconnects with Last-Event-ID across server
  *    restarts. A new one is made only when the browser gives up on it (the
  *    server refused it) or before its `exp` comes.
+ *
+ * A restore stays usable for new messages: when the first page of a
+ * catch-up says there is more to come (its `last` is beyond the page), an
+ * SSE stream opens at once from `last`, so what arrives from then on is
+ * not stuck behind the backlog. Until a catch-up has met the inbox's end
+ * (while it runs, and after it failed until one succeeds), a stream item is
+ * handed over `early` (the inbox shows it ahead of the cursor only when
+ * order cannot change it, inbox.ts) and kept; once the catch-up ends, the
+ * kept items are handed over again in seq order, so none that had to wait
+ * its turn is lost to a race with the catch-up's last page. The cursor
+ * itself still only moves in seq order.
  */
 import * as api from './api';
 import { ApiError, type InboxItem } from './api';
@@ -37,8 +48,8 @@ const NATS_RECHECK_MS = 2_000;
 const RECENT_SIGS = 2048;
 
 export interface LinkHooks {
-  /** take an item; resolves once it is stored (or refused and stored as a warning) */
-  deliver: (item: InboxItem) => Promise<void>;
+  /** take an item; resolves once it is stored (or refused and stored as a warning); `early`: a live item during a catch-up */
+  deliver: (item: InboxItem, early?: boolean) => Promise<void>;
   /** the stored cursor */
   cursor: () => number;
   status: (status: LinkStatus) => void;
@@ -78,6 +89,15 @@ export class Link {
   private recent = new Set<string>();
   private current: LinkStatus | null = null;
   private checkTimer: ReturnType<typeof setTimeout> | null = null;
+  /**
+   * Whether the cursor has met the inbox's end since the last catch-up
+   * began (a catch-up that failed leaves it false): until then every
+   * stream item is early, and kept
+   */
+  private caughtUp = false;
+  /** catch-ups running now, and the stream items that came before the cursor caught up */
+  private pulls = 0;
+  private held: InboxItem[] = [];
 
   constructor(
     private readonly signer: Signer,
@@ -91,6 +111,7 @@ export class Link {
 
   start(): void {
     this.running = true;
+    this.caughtUp = false;
     this.current = null;
     this.setStatus('connecting');
     void this.catchUp();
@@ -141,8 +162,8 @@ export class Link {
     }
   }
 
-  private async deliver(item: InboxItem): Promise<void> {
-    await this.hooks.deliver(item);
+  private async deliver(item: InboxItem, early = false): Promise<void> {
+    await this.hooks.deliver(item, early);
     const sig = (item?.envelope as { sig?: unknown } | null)?.sig;
     if (typeof sig === 'string') {
       this.recent.add(sig);
@@ -153,16 +174,41 @@ export class Link {
   /** Every stored page from the cursor on, one catch-up at a time. */
   private pull(): Promise<void> {
     const run = this.pulling.then(async () => {
-      for (;;) {
-        if (!this.running) return;
-        const page = await this.page(this.hooks.cursor());
-        this.hooks.paged?.(page.messages.length, page.last);
-        for (const item of page.messages) await this.deliver(item);
-        if (page.messages.length === 0) return;
+      this.pulls += 1;
+      this.caughtUp = false;
+      try {
+        for (;;) {
+          if (!this.running) return;
+          const page = await this.page(this.hooks.cursor());
+          this.hooks.paged?.(page.messages.length, page.last);
+          this.streamEarly(page.messages, page.last);
+          for (const item of page.messages) await this.deliver(item);
+          if (page.messages.length === 0) {
+            this.caughtUp = true;
+            return;
+          }
+        }
+      } finally {
+        this.pulls -= 1;
+        if (this.pulls === 0 && this.caughtUp) await this.handHeld();
       }
     });
     this.pulling = run.catch(() => undefined);
     return run;
+  }
+
+  /** A long catch-up: the live stream opens now, from the inbox's latest seq. */
+  private streamEarly(messages: InboxItem[], last: number | undefined): void {
+    const seq = messages.at(-1)?.seq;
+    if (this.source || this.natsUp || !this.running || typeof last !== 'number' || typeof seq !== 'number' || last <= seq) return;
+    this.openStream(last);
+  }
+
+  /** The stream items that came during a catch-up, in seq order, now in their turn. */
+  private async handHeld(): Promise<void> {
+    const held = this.held.sort((a, b) => a.seq - b.seq);
+    this.held = [];
+    for (const item of held) if (this.running) await this.deliver(item);
   }
 
   private async catchUp(): Promise<void> {
@@ -180,7 +226,7 @@ export class Link {
   /** NATS when the server has it and it answers; else SSE. */
   private async openLive(): Promise<void> {
     if (this.natsOptions && !this.nats && (await this.tryNats())) return;
-    if (!this.running || this.natsUp) return;
+    if (!this.running || this.natsUp || this.source) return;
     this.openStream();
   }
 
@@ -319,12 +365,12 @@ export class Link {
     this.resignTimer = null;
   }
 
-  private openStream(): void {
+  private openStream(since: number = this.hooks.cursor()): void {
     if (!this.running) return;
     this.closeSource();
     // signed with exp: the browser's own reconnects (Last-Event-ID) reuse this URL for hours
     const exp = streamExpiry(Math.floor(this.now() / 1000));
-    const source = this.openSource(api.streamUrl(this.signer, this.local, this.hooks.cursor(), exp));
+    const source = this.openSource(api.streamUrl(this.signer, this.local, since, exp));
     this.source = source;
     this.hooks.transport?.('sse');
     source.onopen = () => {
@@ -338,7 +384,11 @@ export class Link {
       } catch {
         return; // a frame that is not JSON is not a message
       }
-      void this.deliver(item);
+      if (!this.caughtUp && typeof item?.seq === 'number') {
+        // the cursor is behind (a catch-up runs, or failed and is due again): shown now if it can be, handed over again in its turn
+        this.held.push(item);
+        void this.deliver(item, true);
+      } else void this.deliver(item);
     });
     source.onerror = () => {
       if (this.source !== source) return;

@@ -390,7 +390,7 @@ export class Session {
       receipts.hold(p !== null);
     });
     const link = new Link(signer, account.handle, account.fqhn, {
-      deliver: (item) => inbox.enqueue(item).then(() => progress.stored(inbox.cursor)),
+      deliver: (item, early) => inbox.enqueue(item, early).then(() => progress.stored(inbox.cursor)),
       cursor: () => inbox.cursor,
       status: (s) => {
         this.status = s;
