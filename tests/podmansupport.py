@@ -211,6 +211,8 @@ class Stack:
             "CADDY_HTTP_PUBLISH": f"127.0.0.1:{free_port()}",
             "CADDY_HTTPS_PUBLISH": f"127.0.0.1:{self.https_port}",
             "PUBLIC_HOST": "localhost",
+            # as .env.example sets it: the tls profile's Caddy serves it
+            "KEZ_CHAT_NATS_WS_URL": f"wss://localhost:{self.https_port}/nats",
             **(overrides or {}),
         }
         self.directory = tempfile.mkdtemp(prefix=f"{self.project}-")
