@@ -11,10 +11,14 @@ import sys
 from pathlib import Path
 from typing import Any
 
+from treq.client import HTTPClient
 from twisted.internet import reactor
 from twisted.internet.defer import Deferred
 from twisted.internet.protocol import ProcessProtocol
 from twisted.python.failure import Failure
+from twisted.trial.unittest import TestCase
+
+from tests.support import deferred_sleep
 
 ROOT = Path(__file__).resolve().parent.parent
 LAUNCHER = (
@@ -122,3 +126,47 @@ class ChatProcess:
             return result
 
         return ended.addBoth(cancel)
+
+
+def domain_process(case: TestCase, domain: str, *args: str) -> ChatProcess:
+    """
+    A (not yet started) process serving C{domain}, with its own database
+    in a fresh directory of C{case}: the federation tests run several of
+    these side by side.
+    """
+    workdir = os.path.abspath(case.mktemp())
+    os.makedirs(workdir)
+    return ChatProcess(["--server", domain, "--db", os.path.join(workdir, "chat.db"), *args],
+                       workdir)
+
+
+def resolve_each_other(processes: dict[str, ChatProcess]) -> None:
+    """
+    Tell each of C{processes} (by domain) where every other one is, with
+    C{--resolve}, as an operator wiring servers on loopback would.
+    """
+    for domain, process in processes.items():
+        process.args += [
+            arg for other, peer in processes.items() if other != domain
+            for arg in ("--resolve", f"{other}={peer.url}")
+        ]
+
+
+async def until_ready(client: HTTPClient, process: ChatProcess, path: str = "/v1/healthz",
+                      tries: int = 600) -> None:
+    """
+    Poll C{path} every 0.1 s until it answers 200; fail with the process's
+    output if it exits first or never answers.
+    """
+    for _ in range(tries):
+        if not process.running:
+            break
+        try:
+            response = await client.get(f"{process.url}{path}")
+            await response.content()
+            if response.code == 200:
+                return
+        except Exception:
+            pass
+        await deferred_sleep(0.1)
+    raise AssertionError(f"server did not come up:\n{process.output[-4000:]}")

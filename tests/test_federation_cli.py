@@ -15,7 +15,7 @@ from typing import Any
 from twisted.internet.defer import ensureDeferred, gatherResults
 from twisted.trial.unittest import TestCase
 
-from tests.chatprocess import ChatProcess
+from tests.chatprocess import ChatProcess, domain_process, resolve_each_other, until_ready
 from tests.clisupport import Cli, base_env
 from tests.support import deferred_sleep, http_client, json_of
 
@@ -31,36 +31,15 @@ class FederatedCli(TestCase):
         One process per domain, each resolving all the others; C{extra}
         (keyword C{a_example}) adds arguments to one of them.
         """
-        processes = {}
-        for domain in domains:
-            workdir = os.path.abspath(self.mktemp())
-            os.makedirs(workdir)
-            processes[domain] = ChatProcess(
-                ["--server", domain, "--db", os.path.join(workdir, "chat.db")], workdir
-            )
+        processes = {domain: domain_process(self, domain) for domain in domains}
+        resolve_each_other(processes)
         for domain, process in processes.items():
-            for other, peer in processes.items():
-                if other != domain:
-                    process.args += ["--resolve", f"{other}={peer.url}"]
             process.args += extra.get(domain.replace(".", "_"), [])
             process.start()
             self.addCleanup(process.stop)
-        await gatherResults([ensureDeferred(self.until_ready(p)) for p in processes.values()])
+        await gatherResults([ensureDeferred(until_ready(self.client, p))
+                             for p in processes.values()])
         return processes
-
-    async def until_ready(self, process: ChatProcess) -> None:
-        for _ in range(600):
-            if not process.running:
-                break
-            try:
-                response = await self.client.get(f"{process.url}/v1/healthz")
-                await response.content()
-                if response.code == 200:
-                    return
-            except Exception:
-                pass
-            await deferred_sleep(0.1)
-        raise AssertionError(f"server did not come up:\n{process.output[-4000:]}")
 
     async def user(self, fqhn: str, home: ChatProcess, how: str = "flag") -> Cli:
         """

@@ -15,7 +15,7 @@ from twisted.trial.unittest import TestCase
 
 from kezchat.client.keydir import KeyDirectory
 from kezchat.federation.remote import _Answers, _NoHeads
-from tests.chatprocess import ChatProcess
+from tests.chatprocess import ChatProcess, domain_process, until_ready
 from tests.relaysupport import inbox, send
 from tests.support import deferred_sleep, http_client, json_of, register
 
@@ -27,12 +27,7 @@ class TwoDomainsTests(TestCase):
         self.client = http_client(self)
 
     async def start(self, domain: str, *args: str) -> ChatProcess:
-        workdir = os.path.abspath(self.mktemp())
-        os.makedirs(workdir)
-        process = ChatProcess(["--server", domain, "--db", os.path.join(workdir, "chat.db")],
-                              workdir)
-        process.args += list(args)
-        return process
+        return domain_process(self, domain, *args)
 
     def launch(self, process: ChatProcess, env: dict[str, str] | None = None) -> None:
         if env:
@@ -51,18 +46,7 @@ class TwoDomainsTests(TestCase):
         self.addCleanup(process.stop)
 
     async def until_ready(self, process: ChatProcess) -> None:
-        for _ in range(400):
-            if not process.running:
-                break
-            try:
-                response = await self.client.get(f"{process.url}/v1/healthz")
-                await response.content()
-                if response.code == 200:
-                    return
-            except Exception:
-                pass
-            await deferred_sleep(0.1)
-        raise AssertionError(f"server did not come up:\n{process.output[-4000:]}")
+        await until_ready(self.client, process, tries=400)
 
     async def lookup(self, process: ChatProcess, handle: str) -> tuple[int, Any]:
         response = await self.client.get(f"{process.url}/v1/u/{handle}")
