@@ -11,8 +11,10 @@ import json
 import os
 import shutil
 import time
+from collections.abc import Awaitable, Callable
 from typing import Any
 
+from treq.client import HTTPClient
 from twisted.internet import reactor
 from twisted.internet.defer import Deferred
 from twisted.internet.protocol import ProcessProtocol
@@ -32,9 +34,8 @@ from tests.support import (
     temp_dir,
 )
 from tests.webdriver import (
-    CHROMIUM,
-    CHROMIUM_ARGS,
     ChatProcess,
+    launch_chromium,
     on_asyncio,
     require_browser,
     scratch_env,
@@ -46,6 +47,35 @@ def stream_auth(
 ) -> str:
     fields = [] if exp is None else [f"exp={exp}"]
     return sign_request(key, "GET", f"/v1/inbox/{h}/stream", fields, ts, server)
+
+
+async def restartable_stream(
+    case: TestCase,
+) -> tuple[ChatProcess, HTTPClient, Callable[[int], Awaitable[int]], str, float]:
+    """
+    A chat process that can be restarted on its port, with alice and bob
+    registered; C{post(n)} has bob send alice C{{"n": n}} and gives its
+    seq; the URL is alice's stream, signed (at the time returned last)
+    90 s ago with an C{exp} an hour away. Both restart tests start from exactly this.
+    """
+    chat = ChatProcess(db=os.path.join(temp_dir(case), "chat.db"), sig_url=None)
+    case.addCleanup(chat.kill)
+    await chat.start()
+    case.addCleanup(chat.stop)
+    client = http_client(case)
+    alice, _ = await register(client, chat.url, "alice")
+    bob, _ = await register(client, chat.url, "bob")
+
+    async def post(n: int) -> int:
+        status, body = await send(client, chat.url, bob, "bob", "alice", {"n": n})
+        case.assertEqual(status, 201, body)
+        return int(body["seq"])
+
+    signed_at = time.time() - 90
+    python_client = ChatClient(chat.url, reactor, clock=lambda: signed_at)
+    case.addCleanup(python_client.close)
+    url = python_client.stream_url(alice, "alice@kez.lat", expires=int(time.time()) + 3600)
+    return chat, client, post, url, signed_at
 
 
 class StreamExpiryTests(TestCase):
@@ -185,23 +215,7 @@ class StockEventSourceTests(TestCase):
 
     async def test_eventsource_across_a_restart(self) -> None:
         require_browser()
-        chat = ChatProcess(db=os.path.join(temp_dir(self), "chat.db"), sig_url=None)
-        self.addCleanup(chat.kill)
-        await chat.start()
-        self.addCleanup(chat.stop)
-        client = http_client(self)
-        alice, _ = await register(client, chat.url, "alice")
-        bob, _ = await register(client, chat.url, "bob")
-
-        async def post(n: int) -> int:
-            status, body = await send(client, chat.url, bob, "bob", "alice", {"n": n})
-            self.assertEqual(status, 201, body)
-            return int(body["seq"])
-
-        signed_at = time.time() - 90
-        python_client = ChatClient(chat.url, reactor, clock=lambda: signed_at)
-        self.addCleanup(python_client.close)
-        url = python_client.stream_url(alice, "alice@kez.lat", expires=int(time.time()) + 3600)
+        chat, client, post, url, signed_at = await restartable_stream(self)
         # the same auth without exp is already too old to use
         response = await client.get(url.split("&exp=")[0])
         self.assertEqual(response.code, 401)
@@ -212,11 +226,7 @@ class StockEventSourceTests(TestCase):
 
         playwright = await on_asyncio(async_playwright().start())
         self.addCleanup(lambda: on_asyncio(playwright.stop()))
-        browser = await on_asyncio(
-            playwright.chromium.launch(
-                executable_path=CHROMIUM, args=CHROMIUM_ARGS, env=scratch_env(self)
-            )
-        )
+        browser = await on_asyncio(launch_chromium(playwright, scratch_env(self)))
         self.addCleanup(lambda: on_asyncio(browser.close()))
         page = await on_asyncio(browser.new_page())
         # any same-origin page will do: the stream is opened by the script
@@ -307,23 +317,7 @@ class NodeEventSourceTests(TestCase):
         node = shutil.which("node")
         if node is None or not os.path.isdir(os.path.join(WEB, "node_modules", "eventsource")):
             raise SkipTest("needs node and web/node_modules/eventsource (npm ci in web/)")
-        chat = ChatProcess(db=os.path.join(temp_dir(self), "chat.db"), sig_url=None)
-        self.addCleanup(chat.kill)
-        await chat.start()
-        self.addCleanup(chat.stop)
-        client = http_client(self)
-        alice, _ = await register(client, chat.url, "alice")
-        bob, _ = await register(client, chat.url, "bob")
-
-        async def post(n: int) -> int:
-            status, body = await send(client, chat.url, bob, "bob", "alice", {"n": n})
-            self.assertEqual(status, 201, body)
-            return int(body["seq"])
-
-        signed_at = time.time() - 90
-        python_client = ChatClient(chat.url, reactor, clock=lambda: signed_at)
-        self.addCleanup(python_client.close)
-        url = python_client.stream_url(alice, "alice@kez.lat", expires=int(time.time()) + 3600)
+        chat, _, post, url, signed_at = await restartable_stream(self)
         sent = [await post(1), await post(2)]
 
         out = _Lines()
