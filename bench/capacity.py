@@ -331,38 +331,16 @@ class Instances:
 
     def __init__(self, reactor, args: argparse.Namespace, count: int, db_arg: str,
                  extra: list[str], workdir: str) -> None:
-        from twisted.internet.defer import Deferred
-        from twisted.internet.protocol import ProcessProtocol
+        from kezchat.testing.processes import TailOutput, spawn_twistd
 
-        class Server(ProcessProtocol):
-            def __init__(self) -> None:
-                self.output = b""
-                self.ended: Deferred = Deferred()
-
-            def processEnded(self, reason: object) -> None:
-                self.ended.callback(None)
-
-            def outReceived(self, data: bytes) -> None:
-                self.output = (self.output + data)[-65536:]
-
-            errReceived = outReceived
-
-        launcher = (
-            "import resource, sys\n"
-            "soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)\n"
-            "resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))\n"
-            "from twisted.scripts.twistd import run\n"
-            "sys.argv = ['twistd'] + sys.argv[1:]\n"
-            "run()\n"
-        )
         self.ports = [free_port() for _ in range(count)]
-        self.servers = [Server() for _ in range(count)]
+        self.servers = [TailOutput() for _ in range(count)]
         self.processes = [
-            reactor.spawnProcess(
+            spawn_twistd(
+                reactor,
                 server,
-                sys.executable,
                 [
-                    sys.executable, "-c", launcher, "-r", args.server_reactor, "-n",
+                    "-r", args.server_reactor, "-n",
                     "--pidfile=", "kezchat",
                     "--listen", f"tcp:{port}:interface=127.0.0.1:backlog=4096",
                     "--db", db_arg, "--send-limit", "0", "--register-limit", "0",

@@ -36,41 +36,23 @@ from bench.relay import free_port  # noqa: E402
 async def one_setup(
     reactor, args: argparse.Namespace, root: str, db: str, limit: int
 ) -> tuple[float, ...]:
-    from twisted.internet.defer import Deferred
-    from twisted.internet.protocol import ProcessProtocol
-
     from kezchat.identity.keys import KeyPair
     from kezchat.protocol.auth import body_digest, sign_request
     from kezchat.protocol.registration import signed_registration
+    from kezchat.testing.processes import TailOutput, spawn_twistd, twistd_launcher
     from kezchat.testing.rawhttp import connect_many, wait_until
 
-    class Server(ProcessProtocol):
-        def __init__(self) -> None:
-            self.output = b""
-            self.ended: Deferred = Deferred()
-
-        def processEnded(self, reason: object) -> None:
-            self.ended.callback(None)
-
-        def outReceived(self, data: bytes) -> None:
-            self.output = (self.output + data)[-65536:]
-
-        errReceived = outReceived
-
     port = free_port()
-    server = Server()
-    launcher = (
-        "import sys\nfrom twisted.scripts.twistd import run\n"
-        "sys.argv = ['twistd'] + sys.argv[1:]\nrun()\n"
-    )
-    process = reactor.spawnProcess(
-        server, sys.executable,
-        [sys.executable, "-c", launcher, "-r", "asyncio", "-n", "--pidfile=", "kezchat",
+    server = TailOutput()
+    process = spawn_twistd(
+        reactor, server,
+        ["-r", "asyncio", "-n", "--pidfile=", "kezchat",
          "--listen", f"tcp:{port}:interface=127.0.0.1:backlog=1024",
          "--db", db, "--send-limit", str(limit), "--register-limit", "0",
          "--access-log", "off"],
         env={**os.environ, "PYTHONPATH": root},
         path=tempfile.mkdtemp(prefix="kezchat-limits-"),
+        launcher=twistd_launcher(raise_fd_limit=False),
     )
 
     def cpu_seconds() -> float:

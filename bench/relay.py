@@ -146,51 +146,23 @@ def run_twisted(args: argparse.Namespace, floor: dict) -> None:
 
 
 async def chat_benchmarks(reactor, args: argparse.Namespace, floor: dict) -> None:
-    from twisted.internet.defer import Deferred
     from twisted.internet.protocol import ProcessProtocol
 
     from kezchat.identity.keys import KeyPair
     from kezchat.protocol.auth import body_digest, sign_request
     from kezchat.protocol.registration import signed_registration
+    from kezchat.testing.processes import TailOutput, spawn_twistd, twistd_launcher
     from kezchat.testing.rawhttp import connect_many, open_streams, wait_until
 
     workdir = tempfile.mkdtemp(prefix="kezchat-bench-")
     port = free_port()
 
-    class Server(ProcessProtocol):
-        """
-        Keeps the tail of the server's log (for errors) and drops the
-        rest cheaply: the access log is a line per request.
-        """
-
-        def __init__(self) -> None:
-            self.output = b""
-            self.ended: Deferred = Deferred()
-
-        def processEnded(self, reason: object) -> None:
-            self.ended.callback(None)
-
-        def outReceived(self, data: bytes) -> None:
-            self.output = (self.output + data)[-65536:]
-
-        errReceived = outReceived
-
-    server = Server()
-    launcher = (
-        "import resource, sys\n"
-        "soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)\n"
-        "resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))\n"
-
-
-        + (TRACER if args.trace else "") +
-        "from twisted.scripts.twistd import run\n"
-        "sys.argv = ['twistd'] + sys.argv[1:]\n"
-        "run()\n"
-    )
+    server = TailOutput()
+    launcher = twistd_launcher(prelude=TRACER if args.trace else "")
     trace_path = os.path.join(workdir, "trace.json")
-    process = reactor.spawnProcess(
-        server, sys.executable,
-        [sys.executable, "-c", launcher, "-r", args.server_reactor, "-n", "--pidfile=", "kezchat",
+    process = spawn_twistd(
+        reactor, server,
+        ["-r", args.server_reactor, "-n", "--pidfile=", "kezchat",
          "--listen", f"tcp:{port}:interface=127.0.0.1:backlog=4096",
          "--db", os.path.join(workdir, "bench.db"),
          "--send-limit", "0", "--register-limit", "0",
@@ -201,6 +173,7 @@ async def chat_benchmarks(reactor, args: argparse.Namespace, floor: dict) -> Non
         env={**os.environ, "PYTHONPATH": args.source or os.path.dirname(HERE),
              "KEZ_BENCH_TRACE": trace_path},
         path=workdir,
+        launcher=launcher,
     )
 
     def cpu_seconds() -> float:
@@ -252,7 +225,7 @@ async def chat_benchmarks(reactor, args: argparse.Namespace, floor: dict) -> Non
 
         os.makedirs(args.profile_dir, exist_ok=True)
         stem = os.path.join(args.profile_dir, f"{args.server_reactor}-{name}")
-        spy = Server()
+        spy = TailOutput()
         sampler = reactor.spawnProcess(
             spy, py_spy(), ["py-spy", "record", "--nonblocking", "-r", str(args.profile_rate),
                             "-o", stem + ".txt", "-f", "raw", "--pid", str(process.pid)],

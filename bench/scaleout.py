@@ -38,15 +38,6 @@ from bench.relay import SERVER, free_port, percentile, stream_request  # noqa: E
 
 RUNS = itertools.count()
 
-LAUNCHER = (
-    "import resource, sys\n"
-    "soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)\n"
-    "resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))\n"
-    "from twisted.scripts.twistd import run\n"
-    "sys.argv = ['twistd'] + sys.argv[1:]\n"
-    "run()\n"
-)
-
 
 def run_twisted(args: argparse.Namespace) -> None:
     # asyncpg (creating the databases) is asyncio, as in the servers
@@ -107,24 +98,15 @@ class Instances:
 
     def __init__(self, reactor, count: int, db_args, extra: list[str], workdir: str,
                  code: str = ROOT) -> None:
-        from twisted.internet.protocol import ProcessProtocol
-
-        class Output(ProcessProtocol):
-            def __init__(self) -> None:
-                self.output = b""
-
-            def outReceived(self, data: bytes) -> None:
-                self.output = (self.output + data)[-65536:]
-
-            errReceived = outReceived
+        from kezchat.testing.processes import TailOutput, spawn_twistd
 
         self.ports = [free_port() for _ in range(count)]
-        self.outputs = [Output() for _ in range(count)]
+        self.outputs = [TailOutput() for _ in range(count)]
         self.processes = []
         for n, (port, output) in enumerate(zip(self.ports, self.outputs, strict=True)):
-            self.processes.append(reactor.spawnProcess(
-                output, sys.executable,
-                [sys.executable, "-c", LAUNCHER, "-r", "asyncio", "-n", "--pidfile=", "kezchat",
+            self.processes.append(spawn_twistd(
+                reactor, output,
+                ["-r", "asyncio", "-n", "--pidfile=", "kezchat",
                  "--listen", f"tcp:{port}:interface=127.0.0.1:backlog=4096",
                  *db_args(n), "--send-limit", "0", "--register-limit", "0", *extra],
                 env={**os.environ, "PYTHONPATH": code},

@@ -9,7 +9,6 @@ from __future__ import annotations
 import json
 import os
 import shutil
-import sys
 import tempfile
 import time
 from typing import Any, TypeVar
@@ -42,6 +41,7 @@ class ChatServer:
     async def start(self) -> None:
         from twisted.internet.protocol import ProcessProtocol
 
+        from kezchat.testing.processes import spawn_twistd
         from kezchat.testing.rawhttp import wait_until
 
         server = self
@@ -55,17 +55,9 @@ class ChatServer:
             def processEnded(self, reason: Failure) -> None:
                 server.process = None
 
-        launcher = (
-            "import resource, sys\n"
-            "soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)\n"
-            "resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))\n"
-            "from twisted.scripts.twistd import run\n"
-            "sys.argv = ['twistd'] + sys.argv[1:]\n"
-            "run()\n"
-        )
-        self.process = self.reactor.spawnProcess(
-            Output(), sys.executable,
-            [sys.executable, "-c", launcher, "-r", "asyncio", "-n", "--pidfile=", "kezchat",
+        self.process = spawn_twistd(
+            self.reactor, Output(),
+            ["-r", "asyncio", "-n", "--pidfile=", "kezchat",
              "--listen", f"tcp:{self.port}:interface=127.0.0.1:backlog=4096",
              "--db", os.path.join(self.workdir, "bench.db"),
              "--send-limit", "0", "--register-limit", "0"],
