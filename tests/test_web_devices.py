@@ -42,15 +42,13 @@ from tests.relaysupport import send
 from tests.support import deferred_sleep, http_client
 from tests.test_web_e2e import DESKTOP, PASSPHRASE, WAIT, Person
 from tests.webdriver import (
-    CHROMIUM,
-    CHROMIUM_ARGS,
-    CSP_PROBE,
     WEB_DIST,
-    PageWatch,
+    launch_chromium,
     on_asyncio,
     on_twisted,
     require_browser,
     scratch_env,
+    watched_page,
 )
 
 ALICE = "alice@kez.lat"
@@ -92,15 +90,11 @@ class Devices:
         self.people: list[Person] = []
 
     async def login(self, name: str, words: str, live: bool = True) -> Person:
-        context = await self.browser.new_context(viewport=DESKTOP)
-        await context.add_init_script(CSP_PROBE)
-        await context.add_init_script(LONG_TASKS)
-        page = await context.new_page()
-        watch = PageWatch(name)
-        watch.attach(page)
-        someone = Person(name, context, page, watch)
+        someone = Person(name, *await watched_page(
+            self.browser, name, LONG_TASKS, viewport=DESKTOP
+        ))
         self.people.append(someone)
-        await page.goto(self.url + "/#/login")
+        await someone.page.goto(self.url + "/#/login")
         await someone.tid("login-mnemonic").fill(words)
         await someone.tid("passphrase").fill(PASSPHRASE)
         await someone.tid("login").click()
@@ -206,9 +200,7 @@ class SeveralDevicesInChromiumTests(CliTestCase):
 
         try:
             async with async_playwright() as p:
-                browser = await p.chromium.launch(
-                    executable_path=CHROMIUM, args=CHROMIUM_ARGS, env=env
-                )
+                browser = await launch_chromium(p, env)
                 d = Devices(browser, self.chat.url)
                 try:
                     await self.story(d, alice, bob, cli)
@@ -347,7 +339,7 @@ class SeveralDevicesInChromiumTests(CliTestCase):
         sent = total - len(received)
 
         async with async_playwright() as p:
-            browser = await p.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS, env=env)
+            browser = await launch_chromium(p, env)
             d = Devices(browser, self.chat.url)
             try:
                 started = time.monotonic()

@@ -51,17 +51,16 @@ from kezchat.sigchain.events import next_event
 from kezchat.timeutil import format_rfc3339
 from tests.support import http_client, json_of, register, temp_dir
 from tests.webdriver import (
-    CHROMIUM,
-    CHROMIUM_ARGS,
-    CSP_PROBE,
     ChatProcess,
     LoopChatProcess,
     LoopSigProcess,
     PageWatch,
+    launch_chromium,
     on_asyncio,
     on_twisted,
     require_browser,
     scratch_env,
+    watched_page,
 )
 
 PASSPHRASE = "correct horse battery"
@@ -176,12 +175,9 @@ class Story:
         self.failed: str | None = None
 
     async def person(self, name: str) -> Person:
-        context = await self.browser.new_context(viewport=DESKTOP, accept_downloads=True)
-        await context.add_init_script(CSP_PROBE)
-        page = await context.new_page()
-        watch = PageWatch(name)
-        watch.attach(page)
-        someone = Person(name, context, page, watch)
+        someone = Person(name, *await watched_page(
+            self.browser, name, viewport=DESKTOP, accept_downloads=True
+        ))
         self.people.append(someone)
         return someone
 
@@ -384,9 +380,7 @@ class BrowserStoryTests(WebAppSteps, TestCase):
 
         async def launch() -> tuple[Any, Any]:
             playwright = await async_playwright().start()
-            browser = await playwright.chromium.launch(
-                executable_path=CHROMIUM, args=CHROMIUM_ARGS, env=env
-            )
+            browser = await launch_chromium(playwright, env)
             return playwright, browser
 
         playwright, browser = await on_asyncio(launch())
@@ -972,16 +966,11 @@ class WebAppInChromiumTests(WebAppSteps, TestCase):
         from playwright.async_api import async_playwright
 
         async with async_playwright() as p:
-            browser = await p.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS, env=env)
+            browser = await launch_chromium(p, env)
             try:
                 people = []
                 for name in ("dora", "emil"):
-                    context = await browser.new_context(viewport=DESKTOP)
-                    await context.add_init_script(CSP_PROBE)
-                    page = await context.new_page()
-                    watch = PageWatch(name)
-                    watch.attach(page)
-                    someone = Person(name, context, page, watch)
+                    someone = Person(name, *await watched_page(browser, name, viewport=DESKTOP))
                     await self.create_account(someone, chat, None)
                     await someone.status("live")
                     people.append(someone)
@@ -1025,7 +1014,7 @@ class WebAppInChromiumTests(WebAppSteps, TestCase):
         from playwright.async_api import async_playwright
 
         async with async_playwright() as p:
-            browser = await p.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS, env=env)
+            browser = await launch_chromium(p, env)
             try:
                 context = await browser.new_context(viewport=DESKTOP)
                 page = await context.new_page()

@@ -12,7 +12,6 @@ out-bubble says C{failed}, marked undeliverable.
 
 from __future__ import annotations
 
-import os
 from typing import Any
 
 from twisted.internet.defer import ensureDeferred, gatherResults
@@ -20,19 +19,17 @@ from twisted.trial.unittest import TestCase
 
 from kezchat.identity.keys import KeyPair
 from kezchat.identity.mnemonic import seed_to_mnemonic
-from tests.chatprocess import ChatProcess
-from tests.support import deferred_sleep, http_client, register
+from tests.chatprocess import ChatProcess, domain_process, resolve_each_other, until_ready
+from tests.support import http_client, register
 from tests.test_web_e2e import DESKTOP, WAIT, Person
 from tests.webdriver import (
-    CHROMIUM,
-    CHROMIUM_ARGS,
-    CSP_PROBE,
     WEB_DIST,
-    PageWatch,
+    launch_chromium,
     on_asyncio,
     on_twisted,
     require_browser,
     scratch_env,
+    watched_page,
 )
 
 PASSPHRASE = "correct horse battery"
@@ -47,19 +44,9 @@ class FederatedWebAppTests(TestCase):
         require_browser()
         self.client = http_client(self)
         domains = ("a.example", "b.example", "c.example")
-        servers: dict[str, ChatProcess] = {}
-        for domain in domains:
-            workdir = os.path.abspath(self.mktemp())
-            os.makedirs(workdir)
-            servers[domain] = ChatProcess(
-                ["--server", domain, "--db", os.path.join(workdir, "chat.db"),
-                 "--web-dir", WEB_DIST], workdir,
-            )
-        for domain, process in servers.items():
-            process.args += [
-                arg for other, peer in servers.items() if other != domain
-                for arg in ("--resolve", f"{other}={peer.url}")
-            ]
+        servers = {domain: domain_process(self, domain, "--web-dir", WEB_DIST)
+                   for domain in domains}
+        resolve_each_other(servers)
         servers["a.example"].args += ["--retention-days", str(RETENTION / 86400)]
         for process in servers.values():
             process.start()
@@ -75,18 +62,7 @@ class FederatedWebAppTests(TestCase):
         await on_asyncio(self.scenario(scratch_env(self)))
 
     async def until_ready(self, process: ChatProcess) -> None:
-        for _ in range(600):
-            if not process.running:
-                break
-            try:
-                response = await self.client.get(f"{process.url}/")
-                await response.content()
-                if response.code == 200:
-                    return
-            except Exception:
-                pass
-            await deferred_sleep(0.1)
-        raise AssertionError(f"server did not come up:\n{process.output[-4000:]}")
+        await until_ready(self.client, process, "/")
 
     async def stop(self, domain: str) -> None:
         await self.servers[domain].stop()
@@ -95,16 +71,11 @@ class FederatedWebAppTests(TestCase):
         from playwright.async_api import async_playwright
 
         async with async_playwright() as p:
-            browser = await p.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS, env=env)
+            browser = await launch_chromium(p, env)
 
             async def login(name: str, domain: str) -> Person:
-                context = await browser.new_context(viewport=DESKTOP)
-                await context.add_init_script(CSP_PROBE)
-                page = await context.new_page()
-                watch = PageWatch(name)
-                watch.attach(page)
-                someone = Person(name, context, page, watch)
-                await page.goto(self.servers[domain].url + "/#/login")
+                someone = Person(name, *await watched_page(browser, name, viewport=DESKTOP))
+                await someone.page.goto(self.servers[domain].url + "/#/login")
                 await someone.tid("login-mnemonic").fill(seed_to_mnemonic(self.keys[name].seed))
                 await someone.tid("passphrase").fill(PASSPHRASE)
                 await someone.tid("login").click()

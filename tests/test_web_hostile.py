@@ -44,15 +44,13 @@ from tests.hostilerelay import HostileRelay, Item, corrupt_signature, relabel, s
 from tests.support import http_client, json_of, register, temp_dir
 from tests.test_web_e2e import DESKTOP, WAIT, Person, png
 from tests.webdriver import (
-    CHROMIUM,
-    CHROMIUM_ARGS,
-    CSP_PROBE,
     ChatProcess,
-    PageWatch,
+    launch_chromium,
     on_asyncio,
     on_twisted,
     require_browser,
     scratch_env,
+    watched_page,
 )
 
 PASSPHRASE = "correct horse battery"
@@ -139,15 +137,12 @@ class HostileRelayInChromiumTests(TestCase):
         await on_twisted(register(client, self.chat.url, "erin"))
 
         async with async_playwright() as p:
-            browser = await p.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS, env=env)
+            browser = await launch_chromium(p, env)
             try:
-                context = await browser.new_context(viewport=DESKTOP, accept_downloads=True)
-                await context.add_init_script(CSP_PROBE)
-                page = await context.new_page()
-                watch = PageWatch("bob")
-                watch.allowed.append(lambda text: "404" in text and "/v1/u/bob" in text)
-                watch.attach(page)
-                bob = Person("bob", context, page, watch)
+                bob = Person("bob", *await watched_page(
+                    browser, "bob", viewport=DESKTOP, accept_downloads=True
+                ))
+                bob.watch.allowed.append(lambda text: "404" in text and "/v1/u/bob" in text)
                 await self.create_account(bob, relay.url)
                 await bob.status("live")
                 bob_primary = (await bob.tid("your-kez").inner_text()).strip()
@@ -322,7 +317,7 @@ class HostileRelayInChromiumTests(TestCase):
                     timeout=WAIT,
                 )
                 self.assertGreaterEqual(await warnings(), 2)
-                self.assertEqual(watch.problems, [])
+                self.assertEqual(bob.watch.problems, [])
                 # the app signed every request in the form that names the server
                 self.assertEqual(await on_twisted(self.legacy_requests()), 0)
             finally:

@@ -40,15 +40,14 @@ from tests.support import http_client, json_of, register, registration, temp_dir
 from tests.test_keylog_attacks import ForgedLog
 from tests.test_web_e2e import DESKTOP, WAIT, Person
 from tests.webdriver import (
-    CHROMIUM,
-    CHROMIUM_ARGS,
-    CSP_PROBE,
     ChatProcess,
     PageWatch,
+    launch_chromium,
     on_asyncio,
     on_twisted,
     require_browser,
     scratch_env,
+    watched_page,
 )
 
 PASSPHRASE = "correct horse battery"
@@ -129,18 +128,13 @@ class KeyDirectoryInChromiumTests(TestCase):
         from playwright.async_api import async_playwright
 
         async with async_playwright() as p:
-            browser = await p.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS, env=env)
+            browser = await launch_chromium(p, env)
             watches: list[PageWatch] = []
 
             async def login(name: str, url: str) -> Person:
-                context = await browser.new_context(viewport=DESKTOP)
-                await context.add_init_script(CSP_PROBE)
-                page = await context.new_page()
-                watch = PageWatch(name)
-                watch.attach(page)
-                watches.append(watch)
-                someone = Person(name, context, page, watch)
-                await page.goto(url + "/#/login")
+                someone = Person(name, *await watched_page(browser, name, viewport=DESKTOP))
+                watches.append(someone.watch)
+                await someone.page.goto(url + "/#/login")
                 await someone.tid("login-mnemonic").fill(seed_to_mnemonic(self.keys[name].seed))
                 await someone.tid("passphrase").fill(PASSPHRASE)
                 await someone.tid("login").click()

@@ -45,15 +45,13 @@ from tests.sigsupport import start_sig_server
 from tests.support import http_client, json_of, register, temp_dir
 from tests.test_web_e2e import DESKTOP, PASSPHRASE, PHONE, WAIT, Person, WebAppSteps
 from tests.webdriver import (
-    CHROMIUM,
-    CHROMIUM_ARGS,
-    CSP_PROBE,
     ChatProcess,
-    PageWatch,
+    launch_chromium,
     on_asyncio,
     on_twisted,
     require_browser,
     scratch_env,
+    watched_page,
 )
 
 #: counts the EventSources the page makes, and keeps their URLs
@@ -103,12 +101,9 @@ class WebNatsTests(WebAppSteps, TestCase):
             await someone.page.set_viewport_size(DESKTOP)
 
     async def person(self, browser: Any, name: str, probe: str = "") -> Person:
-        context = await browser.new_context(viewport=DESKTOP)
-        await context.add_init_script(CSP_PROBE + probe)
-        page = await context.new_page()
-        watch = PageWatch(name)
-        watch.attach(page)
-        return Person(name, context, page, watch)
+        return Person(name, *await watched_page(
+            browser, name, *([probe] if probe else []), viewport=DESKTOP
+        ))
 
     async def test_nats_over_websocket(self) -> None:
         require_browser()
@@ -165,7 +160,7 @@ class WebNatsTests(WebAppSteps, TestCase):
         from playwright.async_api import async_playwright
 
         async with async_playwright() as p:
-            browser = await p.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS, env=env)
+            browser = await launch_chromium(p, env)
             try:
                 await self.story(browser)
             finally:
@@ -299,7 +294,7 @@ class WebNatsTests(WebAppSteps, TestCase):
         from playwright.async_api import async_playwright
 
         async with async_playwright() as p:
-            browser = await p.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS, env=env)
+            browser = await launch_chromium(p, env)
             try:
                 bob = await self.person(browser, "bob", EVENTSOURCE_PROBE)
                 await self.create_account(bob, self.chat, None)

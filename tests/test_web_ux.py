@@ -32,15 +32,13 @@ from kezchat.timeutil import format_rfc3339
 from tests.support import http_client, register, temp_dir
 from tests.test_web_e2e import DESKTOP, PASSPHRASE, PHONE, SENT, WAIT, Person, png
 from tests.webdriver import (
-    CHROMIUM,
-    CHROMIUM_ARGS,
-    CSP_PROBE,
     ChatProcess,
-    PageWatch,
+    launch_chromium,
     on_asyncio,
     on_twisted,
     require_browser,
     scratch_env,
+    watched_page,
 )
 
 #: records every notification the page makes, and every permission request
@@ -91,15 +89,11 @@ class Fixture:
     async def person(
         self, name: str, viewport: dict[str, int] = DESKTOP, notifications: bool = False
     ) -> Person:
-        context = await self.browser.new_context(viewport=viewport, accept_downloads=True)
-        if notifications:
-            await context.grant_permissions(["notifications"], origin=self.chat.url)
-        await context.add_init_script(CSP_PROBE)
-        await context.add_init_script(NOTIFICATION_SPY)
-        page = await context.new_page()
-        watch = PageWatch(name)
-        watch.attach(page)
-        someone = Person(name, context, page, watch)
+        someone = Person(name, *await watched_page(
+            self.browser, name, NOTIFICATION_SPY,
+            grant=(["notifications"], self.chat.url) if notifications else None,
+            viewport=viewport, accept_downloads=True,
+        ))
         self.people.append(someone)
         return someone
 
@@ -204,7 +198,7 @@ class WebUxTests(TestCase):
         from playwright.async_api import async_playwright
 
         async with async_playwright() as p:
-            browser = await p.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS, env=env)
+            browser = await launch_chromium(p, env)
             try:
                 fixture = Fixture(self, chat, browser)
                 await scenario(fixture)

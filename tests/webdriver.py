@@ -327,3 +327,35 @@ document.addEventListener('securitypolicyviolation', (e) => {
   console.error('CSP violation: ' + e.violatedDirective + ' blocked ' + e.blockedURI);
 });
 """
+
+
+async def launch_chromium(playwright: Any, env: dict[str, str]) -> Any:
+    """
+    Debian's Chromium under C{playwright}, kept off every outside host,
+    with C{env} (a L{scratch_env}) as its environment.
+    """
+    return await playwright.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS, env=env)
+
+
+async def watched_page(
+    browser: Any,
+    name: str,
+    *scripts: str,
+    grant: tuple[list[str], str] | None = None,
+    **options: Any,
+) -> tuple[Any, Any, PageWatch]:
+    """
+    A new context of C{browser} (C{options} as C{new_context} takes them),
+    C{grant} (permissions, origin) granted, L{CSP_PROBE} and then
+    C{scripts} run in every page; its first page, and a L{PageWatch}
+    called C{name} attached to it: every person in a browser test starts so.
+    """
+    context = await browser.new_context(**options)
+    if grant is not None:
+        await context.grant_permissions(grant[0], origin=grant[1])
+    for script in (CSP_PROBE, *scripts):
+        await context.add_init_script(script)
+    page = await context.new_page()
+    watch = PageWatch(name)
+    watch.attach(page)
+    return context, page, watch
