@@ -78,6 +78,31 @@ async def restartable_stream(
     return chat, client, post, url, signed_at
 
 
+async def posts_across_a_restart(
+    chat: ChatProcess,
+    post: Callable[[int], Awaitable[int]],
+    received: Callable[[int], Awaitable[object]],
+) -> list[int]:
+    """
+    Once the client has the first two messages: the third, a restart of
+    C{chat}, the fourth sent before the client has reconnected (so it
+    comes by Last-Event-ID), the fifth; each waited for with
+    C{received(n)}, then a second's room for a duplicate to show up.
+    The seqs of the three.
+    """
+    await received(2)
+    sent = [await post(3)]
+    await received(3)
+
+    await chat.restart()
+    sent.append(await post(4))
+    await received(4)
+    sent.append(await post(5))
+    await received(5)
+    await deferred_sleep(1.0)
+    return sent
+
+
 class StreamExpiryTests(TestCase):
     """
     What the server accepts and refuses, over HTTP.
@@ -240,17 +265,7 @@ class StockEventSourceTests(TestCase):
             got: list[list[str]] = await on_asyncio(page.evaluate("window.got"))
             return got
 
-        await received(2)
-        sent.append(await post(3))
-        await received(3)
-
-        await chat.restart()
-        # sent while the browser has not reconnected yet: comes by Last-Event-ID
-        sent.append(await post(4))
-        await received(4)
-        sent.append(await post(5))
-        got = await received(5)
-        await deferred_sleep(1.0)  # room for a duplicate to show up
+        sent += await posts_across_a_restart(chat, post, received)
         got = await on_asyncio(page.evaluate("window.got"))
         state = await on_asyncio(
             page.evaluate("[window.opens, window.errors, window.source.readyState]")
@@ -341,17 +356,7 @@ class NodeEventSourceTests(TestCase):
                 await deferred_sleep(0.1)
             return [x for x in out.lines if "data" in x]
 
-        await received(2)
-        sent.append(await post(3))
-        await received(3)
-
-        await chat.restart()
-        # sent before node has reconnected: it comes by Last-Event-ID
-        sent.append(await post(4))
-        await received(4)
-        sent.append(await post(5))
-        await received(5)
-        await deferred_sleep(1.0)  # room for a duplicate to show up
+        sent += await posts_across_a_restart(chat, post, received)
         got = [x for x in out.lines if "data" in x]
 
         self.assertEqual([int(x["id"]) for x in got], sent)
