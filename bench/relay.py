@@ -41,6 +41,18 @@ if TYPE_CHECKING:
 SERVER = "kez.lat"
 
 
+def print_table(header: tuple[str, ...], rows: list[tuple[str, ...]]) -> None:
+    """
+    A Markdown table, each column as wide as its widest cell, as the
+    benchmarks' reports paste into docs/.
+    """
+    width = [max(len(r[i]) for r in [header, *rows]) for i in range(len(header))]
+    print("| " + " | ".join(h.ljust(w) for h, w in zip(header, width, strict=True)) + " |")
+    print("|" + "|".join("-" * (w + 2) for w in width) + "|")
+    for row in rows:
+        print("| " + " | ".join(c.ljust(w) for c, w in zip(row, width, strict=True)) + " |")
+
+
 def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
@@ -897,12 +909,8 @@ def print_targets(runs: list[dict]) -> None:
             rows.append((name, "server CPU per message", f"{run['message_cpu_us']:.0f} µs",
                          f"GET /v1/healthz {run['healthz_cpu_us']:.0f} µs", f"{ratio:.2f}×",
                          "≤ 1.8×", "ok" if ratio <= 1.8 else "MISSED"))
-    width = [max(len(r[i]) for r in [header, *rows]) for i in range(len(header))]
     print()
-    print("| " + " | ".join(h.ljust(w) for h, w in zip(header, width, strict=True)) + " |")
-    print("|" + "|".join("-" * (w + 2) for w in width) + "|")
-    for row in rows:
-        print("| " + " | ".join(c.ljust(w) for c, w in zip(row, width, strict=True)) + " |")
+    print_table(header, rows)
     print(f"\n{os.cpu_count()} CPUs shared by the server, the load generator, nats-server"
           " and whatever else runs; load = 1-minute load average before → after each run")
     for run in runs:

@@ -34,7 +34,13 @@ HERE = os.path.dirname(os.path.abspath(__file__))
 ROOT = os.path.dirname(HERE)
 sys.path.insert(0, ROOT)
 
-from bench.relay import SERVER, free_port, percentile, stream_request  # noqa: E402
+from bench.relay import (  # noqa: E402
+    SERVER,
+    free_port,
+    percentile,
+    print_table,
+    stream_request,
+)
 
 RUNS = itertools.count()
 
@@ -363,12 +369,8 @@ async def benchmark(reactor, args: argparse.Namespace) -> None:
               "per instance (the stream's first)",
               "kezchat CPU µs/msg in burst", "per instance (the stream's first)",
               "PostgreSQL+NATS CPU µs/msg", "201s")
-    width = [max(len(r[i]) for r in [header, *rows]) for i in range(len(header))]
     print()
-    print("| " + " | ".join(h.ljust(w) for h, w in zip(header, width, strict=True)) + " |")
-    print("|" + "|".join("-" * (w + 2) for w in width) + "|")
-    for row in rows:
-        print("| " + " | ".join(c.ljust(w) for c, w in zip(row, width, strict=True)) + " |")
+    print_table(header, rows)
     print(f"\n{args.burst} messages per burst over {args.connections} connections,"
           f" {args.recipients} recipients each with one SSE stream; {os.cpu_count()} CPUs"
           " shared by everything (servers, PostgreSQL, nats-server, load generator)")
