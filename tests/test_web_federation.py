@@ -21,7 +21,7 @@ from kezchat.identity.keys import KeyPair
 from kezchat.identity.mnemonic import seed_to_mnemonic
 from tests.chatprocess import ChatProcess, domain_process, resolve_each_other, until_ready
 from tests.support import http_client, register
-from tests.test_web_e2e import DESKTOP, WAIT, Person
+from tests.test_web_e2e import DESKTOP, PASSPHRASE, WAIT, Person
 from tests.webdriver import (
     WEB_DIST,
     launch_chromium,
@@ -32,7 +32,6 @@ from tests.webdriver import (
     watched_page,
 )
 
-PASSPHRASE = "correct horse battery"
 #: a.example gives a message up after this many seconds
 RETENTION = 6
 

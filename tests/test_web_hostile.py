@@ -30,7 +30,6 @@ from __future__ import annotations
 
 import json
 import os
-import re
 import time
 from typing import Any
 
@@ -42,7 +41,7 @@ from kezchat.manifests.sealing import b64url_encode
 from kezchat.protocol.auth import body_digest, sign_request
 from tests.hostilerelay import HostileRelay, Item, corrupt_signature, relabel, seal_raw
 from tests.support import http_client, json_of, register, temp_dir
-from tests.test_web_e2e import DESKTOP, WAIT, Person, png
+from tests.test_web_e2e import DESKTOP, PASSPHRASE, SENT, WAIT, Person, png
 from tests.webdriver import (
     ChatProcess,
     launch_chromium,
@@ -53,9 +52,6 @@ from tests.webdriver import (
     watched_page,
 )
 
-PASSPHRASE = "correct horse battery"
-#: a message the server has (receipts may already have moved it on)
-SENT = re.compile(r"^(sent|delivered|read)$")
 ALICE = "alice@kez.lat"
 MALLORY = "mallory@kez.lat"
 

@@ -23,7 +23,6 @@ from __future__ import annotations
 
 import json
 import os
-import re
 import sqlite3
 import time
 from typing import Any
@@ -38,7 +37,7 @@ from kezchat.protocol.auth import body_digest, sign_request
 from tests.hostilerelay import HostileRelay, json_tamper, relabel
 from tests.support import http_client, json_of, register, registration, temp_dir
 from tests.test_keylog_attacks import ForgedLog
-from tests.test_web_e2e import DESKTOP, WAIT, Person
+from tests.test_web_e2e import DESKTOP, PASSPHRASE, SENT, WAIT, Person
 from tests.webdriver import (
     ChatProcess,
     PageWatch,
@@ -50,9 +49,6 @@ from tests.webdriver import (
     watched_page,
 )
 
-PASSPHRASE = "correct horse battery"
-#: a message the server has (receipts may already have moved it on)
-SENT = re.compile(r"^(sent|delivered|read)$")
 SPLIT = "different key directories"
 
 
