@@ -40,7 +40,7 @@ from tests.clisupport import Cli, CliTestCase
 from tests.natssupport import start_nats_server
 from tests.relaysupport import send
 from tests.support import deferred_sleep, http_client
-from tests.test_web_e2e import DESKTOP, PASSPHRASE, WAIT, Person
+from tests.test_web_e2e import DESKTOP, WAIT, Person
 from tests.webdriver import (
     WEB_DIST,
     launch_chromium,
@@ -94,13 +94,7 @@ class Devices:
             self.browser, name, LONG_TASKS, viewport=DESKTOP
         ))
         self.people.append(someone)
-        await someone.page.goto(self.url + "/#/login")
-        await someone.tid("login-mnemonic").fill(words)
-        await someone.tid("passphrase").fill(PASSPHRASE)
-        await someone.tid("login").click()
-        if live:
-            await someone.tid("your-handle").filter(has_text="bob@kez.lat").wait_for(timeout=WAIT)
-            await someone.status("live")
+        await someone.log_in(self.url, words, "bob@kez.lat" if live else None)
         return someone
 
     @staticmethod

@@ -115,6 +115,19 @@ class Person:
     def tid(self, testid: str) -> Any:
         return self.page.get_by_test_id(testid)
 
+    async def log_in(self, url: str, words: str, handle: str | None = None) -> None:
+        """
+        Log in on C{url}'s web app with C{words} and L{PASSPHRASE}; given
+        C{handle}, wait until the app shows it and its stream is live.
+        """
+        await self.page.goto(url + "/#/login")
+        await self.tid("login-mnemonic").fill(words)
+        await self.tid("passphrase").fill(PASSPHRASE)
+        await self.tid("login").click()
+        if handle is not None:
+            await self.tid("your-handle").filter(has_text=handle).wait_for(timeout=WAIT)
+            await self.status("live")
+
     async def status(self, text: str, timeout: int = WAIT) -> None:
         await self.page.wait_for_function(
             "t => document.querySelector('[data-testid=connection-status]')?.textContent === t",

@@ -21,7 +21,7 @@ from kezchat.identity.keys import KeyPair
 from kezchat.identity.mnemonic import seed_to_mnemonic
 from tests.chatprocess import ChatProcess, domain_process, resolve_each_other, until_ready
 from tests.support import http_client, register
-from tests.test_web_e2e import DESKTOP, PASSPHRASE, WAIT, Person
+from tests.test_web_e2e import DESKTOP, WAIT, Person
 from tests.webdriver import (
     WEB_DIST,
     launch_chromium,
@@ -74,14 +74,8 @@ class FederatedWebAppTests(TestCase):
 
             async def login(name: str, domain: str) -> Person:
                 someone = Person(name, *await watched_page(browser, name, viewport=DESKTOP))
-                await someone.page.goto(self.servers[domain].url + "/#/login")
-                await someone.tid("login-mnemonic").fill(seed_to_mnemonic(self.keys[name].seed))
-                await someone.tid("passphrase").fill(PASSPHRASE)
-                await someone.tid("login").click()
-                await someone.tid("your-handle").filter(has_text=f"{name}@{domain}").wait_for(
-                    timeout=WAIT
-                )
-                await someone.status("live")
+                await someone.log_in(self.servers[domain].url,
+                                     seed_to_mnemonic(self.keys[name].seed), f"{name}@{domain}")
                 return someone
 
             def conversation(someone: Person, fqhn: str) -> Any:

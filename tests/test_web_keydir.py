@@ -130,14 +130,8 @@ class KeyDirectoryInChromiumTests(TestCase):
             async def login(name: str, url: str) -> Person:
                 someone = Person(name, *await watched_page(browser, name, viewport=DESKTOP))
                 watches.append(someone.watch)
-                await someone.page.goto(url + "/#/login")
-                await someone.tid("login-mnemonic").fill(seed_to_mnemonic(self.keys[name].seed))
-                await someone.tid("passphrase").fill(PASSPHRASE)
-                await someone.tid("login").click()
-                await someone.tid("your-handle").filter(has_text=f"{name}@kez.lat").wait_for(
-                    timeout=WAIT
-                )
-                await someone.status("live")
+                await someone.log_in(url, seed_to_mnemonic(self.keys[name].seed),
+                                     f"{name}@kez.lat")
                 return someone
 
             async def refused(someone: Person, handle: str, why: str) -> None:
