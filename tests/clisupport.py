@@ -27,6 +27,7 @@ from twisted.trial.unittest import TestCase
 
 from kezchat.server.config import ChatConfig
 from kezchat.server.service import makeService
+from kezchat.testing.natsserver import NatsServer
 from tests.sigsupport import start_sig_server
 from tests.support import RunningServer, deferred_sleep, temp_dir
 
@@ -332,6 +333,22 @@ class CliTestCase(TestCase):
         self.chat = await self.serve_chat(self.chat_config)
         keyring_file = os.path.join(temp_dir(self), "keyring.json") if keyring else None
         self.env = base_env(self.chat.url, keyring_file)
+
+    async def start_servers_on_nats(self, nats: NatsServer, **chat_overrides: Any) -> None:
+        """
+        L{start_servers} with the chat-server on C{nats} (its auth callout
+        seeds), once it says it is connected to it (or after 10 s).
+        """
+        await self.start_servers(
+            nats_url=nats.url,
+            nats_seed=str(nats.callout_seed_path),
+            callout_issuer_seed=str(nats.issuer_seed_path),
+            **chat_overrides,
+        )
+        for _ in range(200):
+            if self.chat.parts.http.nats_status() == "connected":
+                break
+            await deferred_sleep(0.05)
 
     async def serve_chat(self, config: ChatConfig) -> RunningServer:
         service = makeService(config, reactor)

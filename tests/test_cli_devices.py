@@ -28,7 +28,7 @@ from kezchat.protocol.subjects import check_device
 from tests.clisupport import Cli, CliTestCase
 from tests.natssupport import start_nats_server
 from tests.relaysupport import send
-from tests.support import deferred_sleep, http_client, register
+from tests.support import http_client, register
 
 
 def saved_items(cli: Cli) -> list[dict[str, Any]]:
@@ -225,15 +225,7 @@ class NatsDeviceCliTests(CliTestCase):
         self.nats = await start_nats_server(self)
 
     async def test_two_homes_of_one_key_both_get_every_message(self) -> None:
-        await self.start_servers(
-            nats_url=self.nats.url,
-            nats_seed=str(self.nats.callout_seed_path),
-            callout_issuer_seed=str(self.nats.issuer_seed_path),
-        )
-        for _ in range(200):
-            if self.chat.parts.http.nats_status() == "connected":
-                break
-            await deferred_sleep(0.05)
+        await self.start_servers_on_nats(self.nats)
         self.env["KEZ_CHAT_NATS_URL"] = self.nats.url
         alice, bob = await self.registered("alice", "bob")
         laptop = self.user("bob-laptop")

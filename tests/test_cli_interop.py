@@ -31,7 +31,7 @@ from kezchat.sigchain import bodies, next_event
 from kezchat.testing.natsserver import free_port
 from tests.clisupport import CliTestCase, assert_one_line_error
 from tests.natssupport import start_nats_server
-from tests.support import deferred_sleep, temp_dir
+from tests.support import temp_dir
 
 
 class PackageClient:
@@ -256,15 +256,7 @@ class NatsCliInteropTests(CliTestCase):
         self.nats = await start_nats_server(self)
 
     async def test_native_nats_and_sse_clis_talk(self) -> None:
-        await self.start_servers(
-            nats_url=self.nats.url,
-            nats_seed=str(self.nats.callout_seed_path),
-            callout_issuer_seed=str(self.nats.issuer_seed_path),
-        )
-        for _ in range(200):
-            if self.chat.parts.http.nats_status() == "connected":
-                break
-            await deferred_sleep(0.05)
+        await self.start_servers_on_nats(self.nats)
         self.env["KEZ_CHAT_NATS_URL"] = self.nats.url
         alice, bob = await self.registered("alice", "bob")
         nats = ("--nats", self.nats.url)

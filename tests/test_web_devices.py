@@ -141,16 +141,7 @@ class SeveralDevicesInChromiumTests(CliTestCase):
     async def start(self) -> None:
         require_browser()
         self.nats = await start_nats_server(self)
-        await self.start_servers(
-            web_dir=WEB_DIST,
-            nats_url=self.nats.url,
-            nats_seed=str(self.nats.callout_seed_path),
-            callout_issuer_seed=str(self.nats.issuer_seed_path),
-        )
-        for _ in range(200):
-            if self.chat.parts.http.nats_status() == "connected":
-                break
-            await deferred_sleep(0.05)
+        await self.start_servers_on_nats(self.nats, web_dir=WEB_DIST)
         client = http_client(self)
         for _ in range(100):  # the app is read off the reactor thread at start
             response = await client.get(self.chat.url + "/")
