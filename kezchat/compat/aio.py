@@ -79,3 +79,38 @@ async def resolve(value: Awaitable[T] | Deferred[T] | T) -> T:
     if inspect.isawaitable(value):
         return await value
     return value
+
+
+async def within(step: Awaitable[Any], timeout: float) -> bool:
+    """
+    Await C{step} for at most C{timeout} seconds: C{True} when it finished
+    (its exception, if any, is raised), C{False} when it was cancelled and
+    left behind.
+
+    Unlike C{asyncio.wait_for}, this never waits for a cancelled step to
+    end: nats-py swallows C{CancelledError} in places (C{close}, C{drain},
+    C{flush}), and on Python 3.11 C{wait_for} then waits for the step as
+    long as it likes, so a shutdown bounded "by a timeout" could hang.
+    """
+    task = asyncio.ensure_future(step)
+    done, _ = await asyncio.wait({task}, timeout=timeout)
+    if task in done:
+        task.result()
+        return True
+    task.cancel()
+    # whatever it ends with later is retrieved here, not printed at exit
+    task.add_done_callback(lambda t: t.cancelled() or t.exception())
+    return False
+
+
+async def cancel_until_done(task: asyncio.Task[Any], every: float = 0.5) -> None:
+    """
+    Cancel C{task} and wait for it to end, cancelling again every C{every}
+    seconds: a cancellation that nats-py swallowed mid-request is not the
+    last word. Bound the wait with L{within}.
+    """
+    while not task.done():
+        task.cancel()
+        await asyncio.wait({task}, timeout=every)
+    if not task.cancelled():
+        task.exception()

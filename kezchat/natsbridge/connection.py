@@ -23,6 +23,7 @@ import nats
 import nats.errors
 from twisted.logger import Logger
 
+from kezchat.compat.aio import within
 from kezchat.protocol.natskeys import NKey
 
 OnConnect = Callable[[Any], Awaitable[None]]
@@ -215,8 +216,10 @@ class NatsConnection:
             pass
         finally:
             try:
-                await asyncio.wait_for(nc.close(), timeout)
-            except (TimeoutError, nats.errors.Error, OSError):
+                closed = await within(nc.close(), timeout)
+            except (nats.errors.Error, OSError):
+                closed = True
+            if not closed:
                 self.log.warn("NATS connection did not close in {t} s; abandoning it", t=timeout)
 
     def _report_down(self, error: BaseException) -> None:

@@ -37,7 +37,7 @@ from nats.js.api import AckPolicy, ConsumerConfig, DeliverPolicy
 from twisted.internet.defer import Deferred
 from twisted.logger import Logger
 
-from kezchat.compat.aio import resolve
+from kezchat.compat.aio import cancel_until_done, resolve
 from kezchat.errors import KezError
 from kezchat.natsbridge.bridge import StoredMarker
 from kezchat.protocol.subjects import ALL_INBOXES, STREAM, parse_inbox_subject
@@ -78,15 +78,18 @@ class Ingest:
         self.retry_wait = retry_wait
         self.dropped = 0
         self._task: asyncio.Task[None] | None = None
+        self._stopping = False
 
     async def start(self, nc: Any) -> None:
+        self._stopping = False
         self._task = asyncio.ensure_future(self._run(nc))
 
     async def stop(self) -> None:
+        # the flag ends the loop even if nats-py swallowed the cancellation
+        self._stopping = True
         if self._task is not None:
             task, self._task = self._task, None
-            task.cancel()
-            await asyncio.gather(task, return_exceptions=True)
+            await cancel_until_done(task)
 
     async def _run(self, nc: Any) -> None:
         """
@@ -96,7 +99,7 @@ class Ingest:
         underneath.
         """
         complained = False
-        while True:
+        while not self._stopping:
             try:
                 js = nc.jetstream(timeout=5)
                 epoch = await self._stream_epoch(js)
@@ -112,7 +115,7 @@ class Ingest:
                     ),
                 )
                 complained = False
-                while True:
+                while not self._stopping:
                     try:
                         messages = await sub.fetch(self.batch, timeout=5)
                     except nats.errors.TimeoutError:
@@ -121,6 +124,8 @@ class Ingest:
             except asyncio.CancelledError:
                 raise
             except Exception as e:
+                if self._stopping:
+                    return
                 if not complained:
                     complained = True
                     self.log.warn(

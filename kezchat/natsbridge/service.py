@@ -9,7 +9,6 @@ is down delays NATS, never the HTTP API (SPEC §5, "Outage").
 
 from __future__ import annotations
 
-import asyncio
 from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any, Protocol
 
@@ -18,7 +17,7 @@ from twisted.internet.defer import CancelledError, Deferred
 from twisted.logger import Logger
 from twisted.python.failure import Failure
 
-from kezchat.compat.aio import deferred_from_coroutine, require_asyncio_reactor
+from kezchat.compat.aio import deferred_from_coroutine, require_asyncio_reactor, within
 from kezchat.natsbridge.callout import CalloutResponder, CalloutSubscription, Lookup
 from kezchat.natsbridge.connection import NatsConnection, OnConnect
 from kezchat.natsbridge.errors import NatsSetupError
@@ -90,9 +89,7 @@ class NatsService(Service):
 
     async def _stop(self) -> None:
         for step in [*(bridge.stop for bridge in reversed(self.bridges)), self.callout.stop]:
-            try:
-                await asyncio.wait_for(step(), self.stop_timeout)
-            except TimeoutError:
+            if not await within(step(), self.stop_timeout):
                 self.log.warn("{step} did not finish in time; going on", step=step)
         await self.connection.close(self.stop_timeout)
 
